@@ -1,0 +1,253 @@
+//! `attune action inspect|run`: work on a component with no server.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use serde_json::{Map, Value, json};
+
+use super::RuntimeArgs;
+use super::units::{parse_duration, parse_size};
+use crate::builtin;
+use crate::runtime::{
+    CacheOutcome, ExecuteError, ExecutionRequest, Limits, LoadError, Pack, Runtime, RuntimeConfig,
+};
+
+/// Exit code for bad input: unreadable component, unknown action, invalid params.
+pub const EXIT_INVALID: i32 = 2;
+/// Exit code for an action that failed (returned `err` or trapped).
+pub const EXIT_FAILED: i32 = 1;
+/// Exit code for an action that ran out of time.
+pub const EXIT_TIMED_OUT: i32 = 124;
+
+/// `attune action …`
+#[derive(Debug, Subcommand)]
+pub enum ActionCommand {
+    /// Print every action of a component with its parameter and result
+    /// schemas, required capabilities and description, as JSON.
+    Inspect {
+        /// A component file (`.wasm`), or the name of a built-in pack (`core`).
+        component: String,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+    /// Run one action of a component in the sandbox and print one JSON object:
+    /// status, result, error, stdout, stderr, duration_ms. Exits 0 only when the
+    /// action succeeded (1 failed, 124 timed out, 2 invalid input).
+    Run {
+        /// A component file (`.wasm`), or the name of a built-in pack (`core`).
+        component: String,
+        /// The action: its export name (`echo`), `iface.func` for interface
+        /// exports; a `<pack>.` prefix is accepted.
+        action: String,
+        /// Parameters as one JSON object.
+        #[arg(long, value_name = "JSON")]
+        params: Option<String>,
+        /// One parameter as key=value; the value is JSON when it parses as JSON,
+        /// else a string. Repeatable; overrides keys from --params.
+        #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+        param: Vec<String>,
+        /// Wall-clock limit, e.g. 500ms, 10s, 5m.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// Memory limit per linear memory, e.g. 64MiB.
+        #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+        memory: usize,
+        /// Bytes of stdout (and of stderr) kept; the rest is dropped and marked.
+        #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+        output_limit: usize,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
+}
+
+pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
+    match cmd {
+        ActionCommand::Inspect { component, runtime } => {
+            let rt = local_runtime(&runtime, Limits::default())?;
+            let pack = match load(&rt, &component).await {
+                Ok(pack) => pack,
+                Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
+            };
+            println!("{}", serde_json::to_string_pretty(&pack.inspect())?);
+            Ok(0)
+        }
+        ActionCommand::Run {
+            component,
+            action,
+            params,
+            param,
+            timeout,
+            memory,
+            output_limit,
+            runtime,
+        } => {
+            let params = match build_params(params.as_deref(), &param) {
+                Ok(p) => p,
+                Err(msg) => return Ok(invalid("invalid_params", &msg, vec![])),
+            };
+            let limits = Limits {
+                timeout,
+                memory_bytes: memory,
+                output_bytes: output_limit,
+            };
+            let rt = local_runtime(&runtime, limits)?;
+            let pack = match load(&rt, &component).await {
+                Ok(pack) => pack,
+                Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
+            };
+            let action = resolve_action(&pack, &component, &action);
+            let mut request = ExecutionRequest::new(action, params);
+            request.limits = Some(limits);
+            match pack.execute(&rt, request).await {
+                Ok(outcome) => {
+                    let out = json!({
+                        "status": outcome.status.as_str(),
+                        "result": outcome.result,
+                        "error": outcome.error,
+                        "stdout": outcome.stdout.marked(),
+                        "stderr": outcome.stderr.marked(),
+                        "logs": outcome.logs,
+                        "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    Ok(match outcome.status {
+                        crate::runtime::Status::Succeeded => 0,
+                        crate::runtime::Status::Failed => EXIT_FAILED,
+                        crate::runtime::Status::TimedOut => EXIT_TIMED_OUT,
+                    })
+                }
+                Err(ExecuteError::InvalidParams(errors)) => {
+                    let details = errors
+                        .iter()
+                        .map(|e| json!({"path": e.path, "message": e.message}))
+                        .collect();
+                    Ok(invalid("invalid_params", "the parameters do not fit the action's schema", details))
+                }
+                Err(e @ ExecuteError::UnknownAction { .. }) => {
+                    Ok(invalid("unknown_action", &e.to_string(), vec![]))
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Prints the API's error shape on stdout and a readable line per problem on
+/// stderr; returns [`EXIT_INVALID`].
+fn invalid(code: &str, message: &str, details: Vec<Value>) -> i32 {
+    eprintln!("error: {message}");
+    for d in &details {
+        let path = d["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("/");
+        eprintln!("  {path}: {}", d["message"].as_str().unwrap_or_default());
+    }
+    let body = json!({"error": {"code": code, "message": message, "details": details}});
+    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    EXIT_INVALID
+}
+
+fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> {
+    let defaults = RuntimeConfig::default();
+    let config = RuntimeConfig {
+        cache_dir: args.cache_dir(),
+        default_limits: limits,
+        max_limits: Limits {
+            timeout: limits.timeout.max(defaults.max_limits.timeout),
+            memory_bytes: limits.memory_bytes.max(defaults.max_limits.memory_bytes),
+            output_bytes: limits.output_bytes.max(defaults.max_limits.output_bytes),
+        },
+        max_instances: 4,
+        ..defaults
+    };
+    Runtime::new(config).context("starting the component runtime")
+}
+
+async fn load(rt: &Runtime, component: &str) -> Result<Pack, LoadError> {
+    let path = Path::new(component);
+    let bytes = match builtin::pack(component) {
+        Some(bytes) if !path.exists() => bytes.to_vec(),
+        _ => std::fs::read(path).map_err(|source| LoadError::Io {
+            path: PathBuf::from(component),
+            source,
+        })?,
+    };
+    let rt = rt.clone();
+    let (pack, outcome) = tokio::task::spawn_blocking(move || rt.load(&bytes))
+        .await
+        .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))??;
+    tracing::debug!(
+        digest = pack.digest(),
+        cached = outcome == CacheOutcome::Hit,
+        "component loaded"
+    );
+    Ok(pack)
+}
+
+/// Accepts `echo`, or `core.echo` when the pack is called `core` (by file
+/// stem or built-in name).
+fn resolve_action(pack: &Pack, component: &str, action: &str) -> String {
+    if pack.action(action).is_some() {
+        return action.to_string();
+    }
+    let stem = Path::new(component)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(component);
+    action
+        .strip_prefix(stem)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .filter(|rest| pack.action(rest).is_some())
+        .unwrap_or(action)
+        .to_string()
+}
+
+/// Merges `--params` JSON with `-p key=value` pairs.
+pub fn build_params(json_params: Option<&str>, pairs: &[String]) -> Result<Value, String> {
+    let mut map = match json_params {
+        None => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            Ok(other) => {
+                return Err(format!(
+                    "--params must be a JSON object, got {}",
+                    crate::runtime::values::json_kind(&other)
+                ));
+            }
+            Err(e) => return Err(format!("--params is not valid JSON: {e}")),
+        },
+    };
+    for pair in pairs {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("`{pair}` is not key=value"))?;
+        if key.is_empty() {
+            return Err(format!("`{pair}` has an empty key"));
+        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+        map.insert(key.to_string(), value);
+    }
+    Ok(Value::Object(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_are_json_when_they_parse_and_strings_otherwise() {
+        let p = build_params(
+            Some(r#"{"a": 1, "b": "x"}"#),
+            &["b=2".into(), "c=hello, world".into(), "d=[1,2]".into(), "e=".into()],
+        )
+        .unwrap();
+        assert_eq!(p, json!({"a": 1, "b": 2, "c": "hello, world", "d": [1, 2], "e": ""}));
+    }
+
+    #[test]
+    fn rejects_params_that_are_not_an_object() {
+        assert!(build_params(Some("[1]"), &[]).unwrap_err().contains("JSON object"));
+        assert!(build_params(Some("{"), &[]).unwrap_err().contains("not valid JSON"));
+        assert!(build_params(None, &["novalue".into()]).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! The `attune` command line: argument parsing and output.
+//!
+//! Subcommands call into the library and print JSON; they hold no logic of
+//! their own beyond turning flags into requests. `action inspect` and
+//! `action run` work on a component file (or a built-in pack name) with no
+//! server.
+
+mod action;
+pub mod units;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Attune: event-driven automation whose actions are WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "attune", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and run action components locally, without a server.
+    #[command(subcommand)]
+    Action(action::ActionCommand),
+}
+
+/// Options shared by the local runtime commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RuntimeArgs {
+    /// Directory for precompiled components, so a second load skips compiling.
+    /// Defaults to `$XDG_CACHE_HOME/attune` or `~/.cache/attune`.
+    #[arg(long, env = "ATTUNE_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every time; keep no artifacts on disk.
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+}
+
+impl RuntimeArgs {
+    fn cache_dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir.clone().or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|base| base.join("attune").join("artifacts"))
+        })
+    }
+}
+
+/// Runs the parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Action(cmd) => action::run(cmd).await,
+    }
+}

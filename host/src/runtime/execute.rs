@@ -1,0 +1,288 @@
+//! Running one action in a fresh sandboxed instance.
+//!
+//! Per execution: params validated against the schema (all errors, with JSON
+//! pointers) and converted before any guest code runs; a new `Store` with a
+//! WASI context that has no environment, no network and only an empty scratch
+//! directory; capped stdout/stderr; a memory cap; and a wall-clock deadline
+//! enforced twice — epoch interruption makes a spinning guest yield every
+//! tick, and a tokio timeout drops the call whether the guest spins or sleeps.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+use wasmtime::Store;
+use wasmtime::component::{ResourceTable, Val};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
+use super::output::{Captured, CappedPipe};
+use super::pack::Returns;
+use super::values::{self, PathError};
+use super::{Limits, Pack, Runtime};
+
+/// Where the scratch directory appears inside the guest.
+pub const SCRATCH_GUEST_PATH: &str = "/scratch";
+
+/// How many bytes a guest may hand the host in one host call.
+const HOSTCALL_FUEL: usize = 16 << 20;
+
+/// How an execution ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The action returned normally (an `ok` for `result` returns).
+    Succeeded,
+    /// The action returned `err`, trapped, or ran out of memory.
+    Failed,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+impl Status {
+    /// The status name used in JSON and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ExecutionRequest {
+    /// The action's name within the pack.
+    pub action: String,
+    /// JSON object of parameters.
+    pub params: Value,
+    /// Limits; `None` uses the runtime's defaults. Clamped to the maximum.
+    pub limits: Option<Limits>,
+    /// Identity shown to the guest through `attune:action/context`.
+    pub context: ExecutionContext,
+}
+
+impl ExecutionRequest {
+    /// A request with default limits and a local context.
+    pub fn new(action: impl Into<String>, params: Value) -> Self {
+        let action = action.into();
+        Self {
+            context: ExecutionContext {
+                id: "local".into(),
+                action: action.clone(),
+                attempt: 1,
+            },
+            action,
+            params,
+            limits: None,
+        }
+    }
+}
+
+/// How an execution went: everything kept on its record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// Final status.
+    pub status: Status,
+    /// The returned value (`ok` payload for `result` returns) when succeeded.
+    pub result: Option<Value>,
+    /// The `err` payload, or a message for traps and timeouts, when not succeeded.
+    pub error: Option<Value>,
+    /// Captured stdout.
+    #[serde(skip)]
+    pub stdout: Captured,
+    /// Captured stderr.
+    #[serde(skip)]
+    pub stderr: Captured,
+    /// Lines logged through `attune:action/log`.
+    pub logs: Vec<LogLine>,
+    /// Log lines dropped past the cap.
+    pub logs_dropped: u64,
+    /// Wall-clock time from instantiation to return.
+    #[serde(skip)]
+    pub duration: Duration,
+}
+
+/// Why an execution did not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// No such action in the pack.
+    #[error("no action `{name}` in this component; it has: {available}")]
+    UnknownAction {
+        /// The name asked for.
+        name: String,
+        /// Comma-separated list of the actions it does have.
+        available: String,
+    },
+    /// The parameters do not fit the action's schema; the guest was not called.
+    #[error("invalid parameters: {}", describe(.0))]
+    InvalidParams(Vec<PathError>),
+    /// The sandbox could not be prepared (host-side problem).
+    #[error("could not prepare the sandbox: {0}")]
+    Sandbox(String),
+}
+
+fn describe(errors: &[PathError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", if e.path.is_empty() { "/" } else { &e.path }, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Pack {
+    /// Validates, converts and runs one action in a fresh instance.
+    pub async fn execute(
+        &self,
+        runtime: &Runtime,
+        request: ExecutionRequest,
+    ) -> Result<Outcome, ExecuteError> {
+        let action = self
+            .action(&request.action)
+            .ok_or_else(|| ExecuteError::UnknownAction {
+                name: request.action.clone(),
+                available: self
+                    .actions()
+                    .iter()
+                    .map(|a| a.info().name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        action
+            .validate(&request.params)
+            .map_err(ExecuteError::InvalidParams)?;
+        let args = values::params_from_json(
+            action.params.iter().map(|(n, t)| (n.as_str(), t)),
+            &request.params,
+        )
+        .map_err(ExecuteError::InvalidParams)?;
+        let limits = runtime.clamp(request.limits.unwrap_or(runtime.config().default_limits));
+
+        let scratch = tempfile::Builder::new()
+            .prefix("exec-")
+            .tempdir_in(&runtime.config().scratch_dir)
+            .map_err(|e| ExecuteError::Sandbox(format!("scratch directory: {e}")))?;
+        let stdout = CappedPipe::new(limits.output_bytes);
+        let stderr = CappedPipe::new(limits.output_bytes);
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .arg(&request.context.action)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .socket_addr_check(|_, _| Box::pin(async { false }))
+            .preopened_dir(scratch.path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
+            .map_err(|e| ExecuteError::Sandbox(format!("scratch directory: {e:#}")))?;
+        wasi.initial_cwd(SCRATCH_GUEST_PATH);
+
+        let started = Instant::now();
+        let mut store = Store::new(
+            runtime.engine(),
+            HostState {
+                wasi: wasi.build(),
+                table: ResourceTable::new(),
+                limits: MemoryCap {
+                    memory_bytes: limits.memory_bytes,
+                    table_elements: 100_000,
+                    hit: false,
+                },
+                context: request.context,
+                started,
+                logs: Vec::new(),
+                log_bytes: 0,
+                logs_dropped: 0,
+            },
+        );
+        store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let result_count = match action.returns {
+            Returns::Nothing => 0,
+            Returns::Value | Returns::Result => 1,
+        };
+        let call = async {
+            let instance = self.0.pre.instantiate_async(&mut store).await?;
+            let func = instance
+                .get_func(&mut store, action.export)
+                .ok_or_else(|| wasmtime::format_err!("export disappeared"))?;
+            let mut results = vec![Val::Bool(false); result_count];
+            func.call_async(&mut store, &args, &mut results).await?;
+            wasmtime::Result::<Vec<Val>>::Ok(results)
+        };
+        let ran = tokio::time::timeout(limits.timeout, call).await;
+        let duration = started.elapsed();
+
+        let (status, result, error) = match ran {
+            Err(_) => (
+                Status::TimedOut,
+                None,
+                Some(Value::String(format!(
+                    "timed out after {}",
+                    humanize(limits.timeout)
+                ))),
+            ),
+            Ok(Err(e)) => {
+                let mut message = trap_message(&e);
+                if store.data().limits.hit {
+                    message.push_str(&format!(
+                        " (memory limit of {} bytes reached)",
+                        limits.memory_bytes
+                    ));
+                }
+                (Status::Failed, None, Some(Value::String(message)))
+            }
+            Ok(Ok(results)) => match (&action.returns, results.first()) {
+                (Returns::Result, Some(Val::Result(Ok(v)))) => (
+                    Status::Succeeded,
+                    Some(v.as_deref().map_or(Value::Null, values::to_json)),
+                    None,
+                ),
+                (Returns::Result, Some(Val::Result(Err(v)))) => (
+                    Status::Failed,
+                    None,
+                    Some(v.as_deref().map_or(Value::Null, values::to_json)),
+                ),
+                (_, Some(v)) => (Status::Succeeded, Some(values::to_json(v)), None),
+                (_, None) => (Status::Succeeded, Some(Value::Null), None),
+            },
+        };
+        let state = store.into_data();
+        drop(scratch);
+        Ok(Outcome {
+            status,
+            result,
+            error,
+            stdout: stdout.captured(),
+            stderr: stderr.captured(),
+            logs: state.logs,
+            logs_dropped: state.logs_dropped,
+            duration,
+        })
+    }
+}
+
+/// The guest-facing part of a call error: the trap, without host internals.
+fn trap_message(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!("trap: {trap}");
+    }
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return format!("exited with code {}", exit.0);
+    }
+    format!("{e}")
+}
+
+/// `30s`, `1.5s`, `250ms`.
+pub(crate) fn humanize(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
