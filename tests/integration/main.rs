@@ -1,1 +1,6 @@
+//! Integration tests: everything that crosses subsystems, built as one binary.
 
+mod agreement;
+mod loading;
+mod mapping;
+mod sandbox;

@@ -149,14 +149,9 @@ impl Pack {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        action
-            .validate(&request.params)
+        let args = action
+            .check(&request.params)
             .map_err(ExecuteError::InvalidParams)?;
-        let args = values::params_from_json(
-            action.params.iter().map(|(n, t)| (n.as_str(), t)),
-            &request.params,
-        )
-        .map_err(ExecuteError::InvalidParams)?;
         let limits = runtime.clamp(request.limits.unwrap_or(runtime.config().default_limits));
 
         let scratch = tempfile::Builder::new()

@@ -15,7 +15,7 @@ use wasmtime::component::types::{ComponentItem, Type};
 use wasmtime::component::{Component, ComponentExportIndex, InstancePre};
 
 use super::host::HostState;
-use super::values::PathError;
+use super::values::{PathError, json_kind};
 use super::{LoadError, schema};
 
 /// Name of the custom section the SDK writes with WIT doc comments.
@@ -78,21 +78,74 @@ impl Action {
         &self.info
     }
 
+    /// Converts `params` to component values with the exact converter,
+    /// reporting every error; the schema check is [`Action::validate`].
+    pub fn convert_params(
+        &self,
+        params: &Value,
+    ) -> Result<Vec<wasmtime::component::Val>, Vec<PathError>> {
+        super::values::params_from_json(self.params.iter().map(|(n, t)| (n.as_str(), t)), params)
+    }
+
     /// Checks `params` against the parameter schema, reporting every error.
+    ///
+    /// The JSON Schema check runs first; when it passes, the exact converter
+    /// runs too, because JSON Schema validators compare numbers past 2^53
+    /// through `f64` while WIT's 64-bit integers need exact bounds.
     pub fn validate(&self, params: &Value) -> Result<(), Vec<PathError>> {
+        self.check(params).map(|_| ())
+    }
+
+    /// [`Action::validate`], keeping the converted values for the call.
+    pub(crate) fn check(
+        &self,
+        params: &Value,
+    ) -> Result<Vec<wasmtime::component::Val>, Vec<PathError>> {
         let errors: Vec<PathError> = self
             .validator
             .iter_errors(params)
-            .map(|e| PathError {
-                path: e.instance_path().to_string(),
-                message: e.to_string(),
-            })
+            .flat_map(|e| readable(&e))
             .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        self.convert_params(params)
+    }
+
+    /// Whether the JSON Schema document alone accepts `params`.
+    pub fn schema_accepts(&self, params: &Value) -> bool {
+        self.validator.is_valid(params)
+    }
+}
+
+/// Turns a schema error into messages people read: `expected string, got
+/// number` at the offending value, missing and unknown fields at their own path.
+fn readable(e: &jsonschema::ValidationError<'_>) -> Vec<PathError> {
+    use jsonschema::error::{TypeKind, ValidationErrorKind};
+    let path = e.instance_path().to_string();
+    let child = |name: &str| format!("{path}/{}", name.replace('~', "~0").replace('/', "~1"));
+    match e.kind() {
+        ValidationErrorKind::Type {
+            kind: TypeKind::Single(expected),
+        } => vec![PathError {
+            message: format!("expected {expected}, got {}", json_kind(e.instance())),
+            path,
+        }],
+        ValidationErrorKind::Required { property } => vec![PathError {
+            path: child(property.as_str().unwrap_or_default()),
+            message: "missing required field".into(),
+        }],
+        ValidationErrorKind::AdditionalProperties { unexpected } => unexpected
+            .iter()
+            .map(|name| PathError {
+                path: child(name),
+                message: "unknown field".into(),
+            })
+            .collect(),
+        _ => vec![PathError {
+            message: e.to_string(),
+            path,
+        }],
     }
 }
 
@@ -110,6 +163,18 @@ pub(crate) struct PackInner {
 /// Cheap to clone; share it between executions.
 #[derive(Clone)]
 pub struct Pack(pub(crate) Arc<PackInner>);
+
+impl std::fmt::Debug for Pack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pack")
+            .field("digest", &self.digest())
+            .field(
+                "actions",
+                &self.actions().iter().map(|a| &a.info.name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
 
 impl Pack {
     /// SHA-256 of the component bytes, hex.

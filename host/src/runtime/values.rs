@@ -114,8 +114,7 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_f64() => "number",
-        Value::Number(_) => "integer",
+        Value::Number(_) => "number",
         Value::String(_) => "string",
         Value::Array(_) => "array",
         Value::Object(_) => "object",
@@ -151,7 +150,7 @@ impl Converter {
         out
     }
 
-    fn int<T: TryFrom<i64> + TryFrom<u64>>(
+    fn int<T: TryFrom<i128>>(
         &mut self,
         name: &str,
         value: &Value,
@@ -162,23 +161,22 @@ impl Converter {
         let Value::Number(n) = value else {
             return self.expected("integer", value);
         };
-        let converted = if let Some(i) = n.as_i64() {
-            T::try_from(i).ok()
-        } else if let Some(u) = n.as_u64() {
-            T::try_from(u).ok()
+        // Numbers keep their source text (serde_json's arbitrary precision),
+        // so integers past the 64-bit range are seen exactly, not rounded.
+        let text = n.to_string();
+        let exact: Option<i128> = if let Ok(i) = text.parse::<i128>() {
+            Some(i)
         } else {
-            // A float: integral values in range are accepted, like JSON Schema does.
+            // A float: integral values are integers, as in JSON Schema; they
+            // are converted only when exactly representable.
             let f = n.as_f64().unwrap_or(f64::NAN);
             if f.fract() != 0.0 || !f.is_finite() {
                 return self.error(format!("expected integer, got {n}"));
             }
-            if f >= -9_007_199_254_740_992.0 && f <= 9_007_199_254_740_992.0 {
-                T::try_from(f as i64).ok()
-            } else {
-                None
-            }
+            let i = f as i128;
+            (i as f64 == f).then_some(i)
         };
-        match converted {
+        match exact.and_then(|i| T::try_from(i).ok()) {
             Some(v) => Some(wrap(v)),
             None => self.error(format!("{n} is out of range for {name} ({min}..={max})")),
         }

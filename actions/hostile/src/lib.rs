@@ -1,0 +1,104 @@
+//! Test guest that misbehaves on purpose, one export per sandbox limit.
+
+use std::io::Write;
+
+attune_sdk::generate!("hostile");
+
+struct Hostile;
+
+impl Guest for Hostile {
+    fn spin() {
+        let mut x: u64 = 0;
+        loop {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    fn nap(ms: u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+
+    fn grow(mib: u32) -> u32 {
+        let mut chunks: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..mib {
+            chunks.push(vec![1u8; 1 << 20]);
+        }
+        std::hint::black_box(&chunks);
+        chunks.len() as u32
+    }
+
+    fn recurse(depth: u64) -> u64 {
+        fn down(n: u64, pad: [u64; 16]) -> u64 {
+            if n == 0 {
+                return pad[0];
+            }
+            let next = std::hint::black_box([n; 16]);
+            1 + down(n - 1, next) + std::hint::black_box(pad[15]) * 0
+        }
+        down(depth, [0; 16])
+    }
+
+    fn read_file(path: String) -> Result<String, String> {
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    }
+
+    fn list_dir(path: String) -> Result<Vec<String>, String> {
+        let entries = std::fs::read_dir(&path).map_err(|e| e.to_string())?;
+        Ok(entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect())
+    }
+
+    fn write_file(path: String, contents: String) -> Result<String, String> {
+        std::fs::write(&path, &contents).map_err(|e| e.to_string())?;
+        std::fs::read_to_string(&path).map_err(|e| e.to_string())
+    }
+
+    fn env() -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+
+    fn connect(addr: String) -> Result<(), String> {
+        std::net::TcpStream::connect(addr.as_str())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn flood(bytes: u64) -> u64 {
+        let line = [b'x'; 1024];
+        let mut out = std::io::stdout();
+        let mut err = std::io::stderr();
+        let mut written = 0;
+        while written < bytes {
+            let n = line.len().min((bytes - written) as usize);
+            let _ = out.write_all(&line[..n]);
+            let _ = err.write_all(&line[..n]);
+            written += n as u64;
+        }
+        let _ = out.flush();
+        written
+    }
+
+    fn explode(message: String) {
+        panic!("{message}");
+    }
+
+    fn chatter(count: u32) -> u32 {
+        for i in 0..count {
+            attune_sdk::log::with_fields(
+                attune_sdk::log::Level::Info,
+                "chatter",
+                &[("i", &i.to_string())],
+            );
+        }
+        count
+    }
+
+    fn whoami() -> (String, String, u32) {
+        let ctx = attune_sdk::context::current();
+        (ctx.id, ctx.action, ctx.attempt)
+    }
+}
+
+export!(Hostile);

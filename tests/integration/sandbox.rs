@@ -1,0 +1,202 @@
+//! Sandbox limits, proven with a guest that misbehaves on purpose
+//! (`actions/hostile`). Each probe must end with the right status, and the
+//! same runtime must serve a normal execution right after.
+
+use std::time::Duration;
+
+use attune::runtime::{Limits, Outcome, Status};
+use serde_json::{Value, json};
+use support::{run, run_limited};
+
+/// Runs a probe, then proves the host still serves `core.echo`.
+async fn probe(action: &str, params: Value, limits: Limits) -> Outcome {
+    let out = run_limited("hostile", action, params, limits)
+        .await
+        .unwrap_or_else(|e| panic!("{action}: {e}"));
+    let echo = run("core", "echo", json!({"message": "still here"})).await.unwrap();
+    assert_eq!(echo.status, Status::Succeeded, "host unhealthy after {action}");
+    assert_eq!(echo.stdout.text, "still here\n");
+    out
+}
+
+fn limits() -> Limits {
+    Limits::default()
+}
+
+fn error_text(out: &Outcome) -> String {
+    out.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_infinite_loop_times_out() {
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let started = std::time::Instant::now();
+    let out = probe("spin", json!({}), limits).await;
+    assert_eq!(out.status, Status::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_guest_blocked_in_a_wasi_sleep_times_out() {
+    let limits = Limits {
+        timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let started = std::time::Instant::now();
+    let out = probe("nap", json!({"ms": 60_000}), limits).await;
+    assert_eq!(out.status, Status::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn memory_growth_past_the_cap_fails_and_says_why() {
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        ..limits()
+    };
+    let out = probe("grow", json!({"mib": 64}), limits).await;
+    assert_eq!(out.status, Status::Failed);
+    assert!(error_text(&out).contains("memory limit"), "{:?}", out.error);
+    // Under the cap the same export succeeds.
+    let out = probe("grow", json!({"mib": 8}), limits).await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.result, Some(json!(8)));
+}
+
+#[tokio::test]
+async fn deep_recursion_fails_without_hurting_the_host() {
+    let out = probe("recurse", json!({"depth": 100_000_000u64}), limits()).await;
+    assert_eq!(out.status, Status::Failed);
+    assert!(error_text(&out).contains("trap"), "{:?}", out.error);
+}
+
+#[tokio::test]
+async fn host_files_and_directories_are_invisible() {
+    for path in ["/etc/passwd", "/proc/self/environ", "../../etc/passwd", "/scratch/../etc/hostname"] {
+        let out = probe("read-file", json!({"path": path}), limits()).await;
+        assert_eq!(out.status, Status::Failed, "read {path}: {:?}", out.result);
+    }
+    for path in ["/", "/etc", "..", "/scratch/.."] {
+        let out = probe("list-dir", json!({"path": path}), limits()).await;
+        assert_eq!(out.status, Status::Failed, "list {path}: {:?}", out.result);
+    }
+}
+
+#[tokio::test]
+async fn the_scratch_directory_is_writable_empty_and_private() {
+    let out = probe("list-dir", json!({"path": "/scratch"}), limits()).await;
+    assert_eq!(out.result, Some(json!([])));
+    let out = probe(
+        "write-file",
+        json!({"path": "/scratch/note.txt", "contents": "mine"}),
+        limits(),
+    )
+    .await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.result, Some(json!("mine")));
+    // The next execution gets a fresh, empty scratch directory.
+    let out = probe("list-dir", json!({"path": "/scratch"}), limits()).await;
+    assert_eq!(out.result, Some(json!([])));
+}
+
+#[tokio::test]
+async fn writing_outside_the_scratch_directory_fails() {
+    let outside = std::env::temp_dir().join("attune-sandbox-escape-probe");
+    let _ = std::fs::remove_file(&outside);
+    for path in [
+        "/tmp/attune-sandbox-escape-probe",
+        "/scratch/../attune-sandbox-escape-probe",
+        "/attune-sandbox-escape-probe",
+        outside.to_str().unwrap(),
+    ] {
+        let out = probe("write-file", json!({"path": path, "contents": "x"}), limits()).await;
+        assert_eq!(out.status, Status::Failed, "write {path}: {:?}", out.result);
+    }
+    assert!(!outside.exists());
+}
+
+#[tokio::test]
+async fn the_host_environment_is_not_visible() {
+    // SAFETY: set before any guest reads the environment; tests only read it.
+    unsafe { std::env::set_var("ATTUNE_TEST_SECRET", "hunter2") };
+    let out = probe("env", json!({}), limits()).await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.result, Some(json!([])));
+}
+
+#[tokio::test]
+async fn sockets_are_denied() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    listener.set_nonblocking(true).unwrap();
+    let out = probe("connect", json!({"addr": addr}), limits()).await;
+    assert_eq!(out.status, Status::Failed, "{:?}", out.result);
+    assert!(listener.accept().is_err(), "the guest reached the listener");
+}
+
+#[tokio::test]
+async fn flooding_stdout_truncates_without_trapping() {
+    let limits = Limits {
+        output_bytes: 64 << 10,
+        ..limits()
+    };
+    let out = probe("flood", json!({"bytes": 1 << 20}), limits).await;
+    assert_eq!(out.status, Status::Succeeded, "{:?}", out.error);
+    assert_eq!(out.result, Some(json!(1 << 20)));
+    assert_eq!(out.stdout.text.len(), 64 << 10);
+    assert_eq!(out.stdout.dropped, (1 << 20) - (64 << 10));
+    assert_eq!(out.stderr.dropped, (1 << 20) - (64 << 10));
+    assert!(out.stdout.marked().ends_with("bytes dropped]"));
+}
+
+#[tokio::test]
+async fn a_panic_fails_with_the_trap_and_keeps_the_panic_message() {
+    let out = probe("explode", json!({"message": "kaboom"}), limits()).await;
+    assert_eq!(out.status, Status::Failed);
+    assert!(error_text(&out).contains("trap"), "{:?}", out.error);
+    assert!(out.stderr.text.contains("kaboom"), "{}", out.stderr.text);
+}
+
+#[tokio::test]
+async fn log_lines_are_kept_and_capped() {
+    let out = probe("chatter", json!({"count": 3}), limits()).await;
+    assert_eq!(out.logs.len(), 3);
+    assert_eq!(out.logs[2].fields, [("i".to_string(), "2".to_string())]);
+    let cap = attune::runtime::host::MAX_LOG_LINES;
+    let out = probe("chatter", json!({"count": cap + 10}), limits()).await;
+    assert_eq!(out.status, Status::Succeeded);
+    assert_eq!(out.logs.len(), cap);
+    assert_eq!(out.logs_dropped, 10);
+}
+
+#[tokio::test]
+async fn the_guest_sees_its_execution_context() {
+    let mut request =
+        attune::runtime::ExecutionRequest::new("whoami", json!({}));
+    request.context.id = "exec-42".into();
+    request.context.action = "hostile.whoami".into();
+    request.context.attempt = 3;
+    let out = support::pack("hostile")
+        .execute(support::runtime(), request)
+        .await
+        .unwrap();
+    assert_eq!(out.result, Some(json!(["exec-42", "hostile.whoami", 3])));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_executions_are_isolated() {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        set.spawn(async move {
+            let out = run("core", "echo", json!({"message": format!("m{i}")})).await.unwrap();
+            assert_eq!(out.stdout.text, format!("m{i}\n"));
+            assert_eq!(out.result, Some(json!(format!("m{i}"))));
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        joined.unwrap();
+    }
+}

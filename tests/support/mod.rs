@@ -1,0 +1,72 @@
+//! Shared helpers for Attune's integration tests: one runtime per test
+//! process, the guest components built from `actions/`, and shortcuts to run
+//! an action and look at its outcome.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use attune::runtime::{
+    ExecuteError, ExecutionRequest, Limits, Outcome, Pack, Runtime, RuntimeConfig,
+};
+use serde_json::Value;
+
+/// Path of a guest component built from `actions/<name>`.
+pub fn guest_path(name: &str) -> PathBuf {
+    PathBuf::from(attune::builtin::GUEST_DIR).join(format!("{name}.wasm"))
+}
+
+/// Bytes of a guest component built from `actions/<name>`.
+pub fn guest_bytes(name: &str) -> Vec<u8> {
+    let path = guest_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The runtime shared by every test in this process (no artifact cache).
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            max_instances: 32,
+            ..RuntimeConfig::default()
+        })
+        .expect("runtime starts")
+    })
+}
+
+/// The loaded guest `name`, compiled once per process.
+pub fn pack(name: &str) -> Pack {
+    static PACKS: OnceLock<Mutex<HashMap<String, Pack>>> = OnceLock::new();
+    let packs = PACKS.get_or_init(Default::default);
+    if let Some(p) = packs.lock().unwrap().get(name) {
+        return p.clone();
+    }
+    let (pack, _) = runtime()
+        .load(&guest_bytes(name))
+        .unwrap_or_else(|e| panic!("loading guest {name}: {e}"));
+    packs
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_insert(pack)
+        .clone()
+}
+
+/// Runs `action` of guest `guest` with `params` and default limits.
+pub async fn run(guest: &str, action: &str, params: Value) -> Result<Outcome, ExecuteError> {
+    pack(guest)
+        .execute(runtime(), ExecutionRequest::new(action, params))
+        .await
+}
+
+/// Runs with explicit limits.
+pub async fn run_limited(
+    guest: &str,
+    action: &str,
+    params: Value,
+    limits: Limits,
+) -> Result<Outcome, ExecuteError> {
+    let mut request = ExecutionRequest::new(action, params);
+    request.limits = Some(limits);
+    pack(guest).execute(runtime(), request).await
+}
