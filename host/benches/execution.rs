@@ -1,1 +1,112 @@
-fn main(){}
+//! Per-execution overhead of the Attune runtime next to bare wasmtime.
+//!
+//! `attune/echo`: validate JSON params against the schema, convert to
+//! component values, fresh sandboxed instance (scratch dir, capped output,
+//! memory cap, epoch deadline), call, convert the result back to JSON.
+//! `bare/echo`: what a minimal embedder does with the same component: a store
+//! with a WASI context capturing stdout, `InstancePre::instantiate_async`, one
+//! call with a hand-built `Val`. Both use the pooling allocator. The ratio of
+//! the two medians is the runtime's overhead.
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use wasmtime::component::{Component, Linker, ResourceTable, Val};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use attune::runtime::{ExecutionRequest, Runtime, RuntimeConfig};
+
+struct Bare {
+    wasi: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Bare {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let bytes = attune::builtin::CORE_PACK;
+
+    // Attune's runtime.
+    let rt = Runtime::new(RuntimeConfig::default()).unwrap();
+    let (pack, _) = rt.load(bytes).unwrap();
+    let mut group = c.benchmark_group("echo");
+    group.bench_function("attune", |b| {
+        b.iter(|| {
+            let out = tokio
+                .block_on(pack.execute(
+                    &rt,
+                    ExecutionRequest::new("echo", json!({"message": "hello, world"})),
+                ))
+                .unwrap();
+            assert_eq!(out.stdout.text, "hello, world\n");
+        })
+    });
+
+    // Bare wasmtime on the same component.
+    let mut config = Config::new();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(
+        PoolingAllocationConfig::default(),
+    ));
+    let engine = Engine::new(&config).unwrap();
+    let component = Component::new(&engine, bytes).unwrap();
+    let mut linker: Linker<Bare> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).unwrap();
+    // The core pack imports attune:action/log (for `fail`); echo never calls it.
+    linker
+        .instance("attune:action/log@0.1.0")
+        .unwrap()
+        .func_new("log", |_, _, _, _| Ok(()))
+        .unwrap();
+    let pre = linker.instantiate_pre(&component).unwrap();
+    let echo = component.get_export_index(None, "echo").unwrap();
+    group.bench_function("bare", |b| {
+        b.iter(|| {
+            tokio.block_on(async {
+                let stdout = MemoryOutputPipe::new(1 << 20);
+                let wasi = WasiCtxBuilder::new().stdout(stdout.clone()).build();
+                let mut store = Store::new(
+                    &engine,
+                    Bare {
+                        wasi,
+                        table: ResourceTable::new(),
+                    },
+                );
+                let instance = pre.instantiate_async(&mut store).await.unwrap();
+                let func = instance.get_func(&mut store, echo).unwrap();
+                let mut results = [Val::Bool(false)];
+                func.call_async(
+                    &mut store,
+                    &[Val::String("hello, world".into())],
+                    &mut results,
+                )
+                .await
+                .unwrap();
+                assert_eq!(&stdout.contents()[..], b"hello, world\n");
+            })
+        })
+    });
+    group.finish();
+
+    c.bench_function("noop/attune", |b| {
+        b.iter(|| {
+            tokio
+                .block_on(pack.execute(&rt, ExecutionRequest::new("noop", json!({}))))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

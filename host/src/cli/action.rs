@@ -98,7 +98,8 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                 Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
             };
             let action = resolve_action(&pack, &component, &action);
-            let mut request = ExecutionRequest::new(action, params);
+            let mut request = ExecutionRequest::new(action.clone(), params);
+            request.context.action = format!("{}.{action}", pack_name(&component));
             request.limits = Some(limits);
             match pack.execute(&rt, request).await {
                 Ok(outcome) => {
@@ -190,16 +191,20 @@ fn resolve_action(pack: &Pack, component: &str, action: &str) -> String {
     if pack.action(action).is_some() {
         return action.to_string();
     }
-    let stem = Path::new(component)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or(component);
     action
-        .strip_prefix(stem)
+        .strip_prefix(pack_name(component))
         .and_then(|rest| rest.strip_prefix('.'))
         .filter(|rest| pack.action(rest).is_some())
         .unwrap_or(action)
         .to_string()
+}
+
+/// The pack name of a component argument: its file stem, or the built-in name.
+fn pack_name(component: &str) -> &str {
+    Path::new(component)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or(component)
 }
 
 /// Merges `--params` JSON with `-p key=value` pairs.

@@ -154,9 +154,9 @@ impl Pack {
             .map_err(ExecuteError::InvalidParams)?;
         let limits = runtime.clamp(request.limits.unwrap_or(runtime.config().default_limits));
 
-        let scratch = tempfile::Builder::new()
-            .prefix("exec-")
-            .tempdir_in(&runtime.config().scratch_dir)
+        let scratch = runtime
+            .scratch()
+            .take()
             .map_err(|e| ExecuteError::Sandbox(format!("scratch directory: {e}")))?;
         let stdout = CappedPipe::new(limits.output_bytes);
         let stderr = CappedPipe::new(limits.output_bytes);

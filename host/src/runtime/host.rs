@@ -14,7 +14,7 @@ wasmtime::component::bindgen!({
     world: "attune:action/action",
 });
 
-use attune::action::{context, log};
+use self::attune::action::{context, log};
 
 /// Most log lines one execution keeps; later lines are counted, not kept.
 pub const MAX_LOG_LINES: usize = 1000;

@@ -12,6 +12,7 @@ pub mod host;
 pub mod output;
 pub mod pack;
 pub mod schema;
+pub mod scratch;
 pub mod values;
 
 use std::path::{Path, PathBuf};
@@ -130,6 +131,7 @@ struct RuntimeInner {
     engine: Engine,
     linker: Linker<HostState>,
     cache: Option<ArtifactCache>,
+    scratch: scratch::ScratchPool,
     config: RuntimeConfig,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -160,13 +162,14 @@ impl Runtime {
             Some(dir) => Some(ArtifactCache::open(dir, &engine)?),
             None => None,
         };
-        std::fs::create_dir_all(&config.scratch_dir)?;
+        let scratch = scratch::ScratchPool::new(&config.scratch_dir)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         spawn_ticker(engine.weak(), stop_ticker.clone());
         Ok(Self(Arc::new(RuntimeInner {
             engine,
             linker,
             cache,
+            scratch,
             config,
             stop_ticker,
         })))
@@ -175,6 +178,11 @@ impl Runtime {
     /// The wasmtime engine (for embedding and benchmarks).
     pub fn engine(&self) -> &Engine {
         &self.0.engine
+    }
+
+    /// Scratch directories for executions.
+    pub(crate) fn scratch(&self) -> &scratch::ScratchPool {
+        &self.0.scratch
     }
 
     /// The configuration this runtime was built with.
