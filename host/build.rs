@@ -23,7 +23,10 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
     println!("cargo:rerun-if-changed={}", root.join("sdk/src").display());
-    println!("cargo:rerun-if-changed={}", root.join("sdk/macros/src").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("sdk/macros/src").display()
+    );
     println!("cargo:rerun-if-env-changed=ATTUNE_GUEST_TARGET_DIR");
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -58,7 +61,10 @@ fn main() {
         .status()
         .unwrap_or_else(|e| panic!("running `{cargo} build` for the guests: {e}"));
     if !status.success() {
-        panic!("building the guest components in {} failed", actions.display());
+        panic!(
+            "building the guest components in {} failed",
+            actions.display()
+        );
     }
     let out = target_dir.join(TARGET).join("release");
     println!("cargo:rustc-env=ATTUNE_GUEST_DIR={}", out.display());

@@ -22,7 +22,11 @@ fn attune(args: &[&str]) -> (i32, Value, String) {
     let stdout = String::from_utf8(stdout).unwrap();
     let json = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"));
-    (status.code().unwrap(), json, String::from_utf8(stderr).unwrap())
+    (
+        status.code().unwrap(),
+        json,
+        String::from_utf8(stderr).unwrap(),
+    )
 }
 
 fn guest(name: &str) -> String {
@@ -34,14 +38,25 @@ fn inspect_prints_every_action_with_schemas_capabilities_and_description() {
     let (code, out, _) = attune(&["action", "inspect", "core"]);
     assert_eq!(code, 0);
     let actions = out["actions"].as_array().unwrap();
-    let names: Vec<&str> = actions.iter().map(|a| a["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = actions
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["echo", "noop", "sleep", "fail"]);
     for a in actions {
-        for key in ["params_schema", "result_schema", "capabilities", "description"] {
+        for key in [
+            "params_schema",
+            "result_schema",
+            "capabilities",
+            "description",
+        ] {
             assert!(a.get(key).is_some(), "{key} missing in {a}");
         }
     }
-    assert_eq!(actions[0]["params_schema"]["properties"]["message"]["type"], "string");
+    assert_eq!(
+        actions[0]["params_schema"]["properties"]["message"]["type"],
+        "string"
+    );
 }
 
 #[test]
@@ -60,7 +75,14 @@ fn inspect_works_on_a_component_built_without_the_sdk() {
 
 #[test]
 fn run_echo_succeeds_and_prints_the_execution_record() {
-    let (code, out, _) = attune(&["action", "run", "core", "echo", "-p", "message=hello, world"]);
+    let (code, out, _) = attune(&[
+        "action",
+        "run",
+        "core",
+        "echo",
+        "-p",
+        "message=hello, world",
+    ]);
     assert_eq!(code, 0);
     assert_eq!(out["status"], "succeeded");
     assert_eq!(out["result"], "hello, world");
@@ -113,7 +135,14 @@ fn a_typed_error_exits_one_with_the_error_value() {
 #[test]
 fn a_timeout_exits_nonzero_as_timed_out() {
     let (code, out, _) = attune(&[
-        "action", "run", "core", "sleep", "-p", "seconds=10", "--timeout", "200ms",
+        "action",
+        "run",
+        "core",
+        "sleep",
+        "-p",
+        "seconds=10",
+        "--timeout",
+        "200ms",
     ]);
     assert_eq!(code, 124);
     assert_eq!(out["status"], "timed_out");
@@ -122,10 +151,14 @@ fn a_timeout_exits_nonzero_as_timed_out() {
 #[test]
 fn the_memory_flag_caps_the_guest() {
     let hostile = guest("hostile");
-    let (code, out, _) = attune(&["action", "run", &hostile, "grow", "-p", "mib=40", "--memory", "16MiB"]);
+    let (code, out, _) = attune(&[
+        "action", "run", &hostile, "grow", "-p", "mib=40", "--memory", "16MiB",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(out["status"], "failed");
-    let (code, _, _) = attune(&["action", "run", &hostile, "grow", "-p", "mib=40", "--memory", "128MiB"]);
+    let (code, _, _) = attune(&[
+        "action", "run", &hostile, "grow", "-p", "mib=40", "--memory", "128MiB",
+    ]);
     assert_eq!(code, 0);
 }
 

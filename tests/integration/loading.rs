@@ -8,7 +8,11 @@ use support::{guest_bytes, pack, runtime};
 #[test]
 fn the_core_pack_lists_its_actions_with_docs_from_the_sdk() {
     let core = pack("core");
-    let names: Vec<&str> = core.actions().iter().map(|a| a.info().name.as_str()).collect();
+    let names: Vec<&str> = core
+        .actions()
+        .iter()
+        .map(|a| a.info().name.as_str())
+        .collect();
     assert_eq!(names, ["echo", "noop", "sleep", "fail"]);
     let echo = core.action("echo").unwrap().info();
     assert_eq!(
@@ -16,7 +20,10 @@ fn the_core_pack_lists_its_actions_with_docs_from_the_sdk() {
         Some("Prints `message` to stdout and returns it unchanged.")
     );
     assert_eq!(echo.params_schema["description"], json!(echo.description));
-    assert_eq!(echo.params_schema["properties"]["message"], json!({"type": "string"}));
+    assert_eq!(
+        echo.params_schema["properties"]["message"],
+        json!({"type": "string"})
+    );
     assert_eq!(echo.params_schema["required"], json!(["message"]));
     assert_eq!(echo.result_schema, json!({"type": "string"}));
     assert_eq!(
@@ -44,7 +51,11 @@ fn capabilities_come_from_imports_beyond_standard_wasi() {
         core.capabilities(),
         ["wasi-p2-component", "attune:action/log@0.1.0"]
     );
-    assert!(core.imports().iter().any(|i| i.starts_with("wasi:cli/stdout")));
+    assert!(
+        core.imports()
+            .iter()
+            .any(|i| i.starts_with("wasi:cli/stdout"))
+    );
     // Plain wit-bindgen guest that imports no attune interface.
     assert_eq!(pack("types").capabilities(), ["wasi-p2-component"]);
 }
@@ -96,7 +107,10 @@ fn oversized_components_are_refused_before_compiling() {
     })
     .unwrap();
     let err = rt.load(&guest_bytes("core")).unwrap_err();
-    assert!(matches!(err, LoadError::TooLarge { limit: 1024, .. }), "{err}");
+    assert!(
+        matches!(err, LoadError::TooLarge { limit: 1024, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -110,7 +124,9 @@ async fn a_second_load_uses_the_cached_artifact_and_behaves_the_same() {
     let bytes = guest_bytes("core");
     let (first, outcome) = Runtime::new(config()).unwrap().load(&bytes).unwrap();
     assert_eq!(outcome, CacheOutcome::Compiled);
-    let artifacts = std::fs::read_dir(dir.path().join("artifacts")).unwrap().count();
+    let artifacts = std::fs::read_dir(dir.path().join("artifacts"))
+        .unwrap()
+        .count();
     assert_eq!(artifacts, 1);
 
     let rt = Runtime::new(config()).unwrap();
@@ -138,7 +154,12 @@ fn a_corrupt_artifact_is_discarded_and_recompiled() {
     let rt = Runtime::new(config).unwrap();
     let bytes = guest_bytes("core");
     rt.load(&bytes).unwrap();
-    let artifact = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+    let artifact = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&artifact, b"garbage").unwrap();
     let (_, outcome) = rt.load(&bytes).unwrap();
     assert_eq!(outcome, CacheOutcome::Compiled);

@@ -9,13 +9,20 @@ use support::run;
 /// Calls the identity function `func` of the roundtrip interface with `v`.
 async fn roundtrip(func: &str, v: Value) -> Result<Value, ExecuteError> {
     let out = run("types", &format!("roundtrip.{func}"), json!({ "v": v })).await?;
-    assert_eq!(out.status, Status::Succeeded, "{func}({v}): {:?}", out.error);
+    assert_eq!(
+        out.status,
+        Status::Succeeded,
+        "{func}({v}): {:?}",
+        out.error
+    );
     Ok(out.result.expect("succeeded with a result"))
 }
 
 /// Asserts `v` survives the trip unchanged.
 async fn same(func: &str, v: Value) {
-    let got = roundtrip(func, v.clone()).await.unwrap_or_else(|e| panic!("{func}({v}): {e}"));
+    let got = roundtrip(func, v.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{func}({v}): {e}"));
     assert_eq!(got, v, "{func}");
 }
 
@@ -69,7 +76,10 @@ async fn every_integer_type_accepts_exactly_its_range() {
 #[tokio::test]
 async fn integral_floats_are_integers() {
     assert_eq!(roundtrip("u32s", json!(7.0)).await.unwrap(), json!(7));
-    assert_eq!(roundtrip("u64s", json!(1e19)).await.unwrap(), json!(10_000_000_000_000_000_000u64));
+    assert_eq!(
+        roundtrip("u64s", json!(1e19)).await.unwrap(),
+        json!(10_000_000_000_000_000_000u64)
+    );
     // 2^64 as a float is one past u64::MAX.
     rejected("u64s", json!(18446744073709551616.0)).await;
 }
@@ -129,17 +139,15 @@ async fn lists_of_records_round_trip_with_absent_options_as_null() {
     .await;
     same("points", json!([])).await;
     // An absent option field is none, and comes back as null.
-    let got = roundtrip("points", json!([{"x": 1, "y": 2}])).await.unwrap();
+    let got = roundtrip("points", json!([{"x": 1, "y": 2}]))
+        .await
+        .unwrap();
     assert_eq!(got, json!([{"x": 1, "y": 2, "label": null}]));
 }
 
 #[tokio::test]
 async fn record_errors_point_at_the_offending_field() {
-    let errors = rejected(
-        "points",
-        json!([{"x": 1, "y": 2}, {"x": "one", "z": 3}]),
-    )
-    .await;
+    let errors = rejected("points", json!([{"x": 1, "y": 2}, {"x": "one", "z": 3}])).await;
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.contains(&"/v/1/x"), "{errors:?}");
     assert!(paths.contains(&"/v/1/y"), "{errors:?}");
@@ -225,9 +233,13 @@ async fn nested_lists_round_trip() {
 
 #[tokio::test]
 async fn several_parameters_with_an_optional_one() {
-    let out = run("types", "roundtrip.many", json!({"count": 3, "tags": ["a", "b"]}))
-        .await
-        .unwrap();
+    let out = run(
+        "types",
+        "roundtrip.many",
+        json!({"count": 3, "tags": ["a", "b"]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(out.result, Some(json!("3::a,b")));
     let out = run(
         "types",
@@ -241,21 +253,30 @@ async fn several_parameters_with_an_optional_one() {
 
 #[tokio::test]
 async fn all_parameter_errors_are_reported_at_once() {
-    let err = run("types", "roundtrip.many", json!({"count": -1, "name": 5, "extra": 1}))
-        .await
-        .unwrap_err();
+    let err = run(
+        "types",
+        "roundtrip.many",
+        json!({"count": -1, "name": 5, "extra": 1}),
+    )
+    .await
+    .unwrap_err();
     let ExecuteError::InvalidParams(errors) = err else {
         panic!("expected invalid params, got {err}");
     };
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     for expected in ["/count", "/name", "/tags", "/extra"] {
-        assert!(paths.contains(&expected), "{expected} missing from {errors:?}");
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {errors:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn top_level_exports_sit_next_to_interface_exports() {
-    let out = run("types", "add", json!({"a": i64::MAX, "b": 1})).await.unwrap();
+    let out = run("types", "add", json!({"a": i64::MAX, "b": 1}))
+        .await
+        .unwrap();
     assert_eq!(out.result, Some(json!(i64::MIN)));
     let out = run("types", "nothing", json!({})).await.unwrap();
     assert_eq!(out.status, Status::Succeeded);
@@ -271,4 +292,15 @@ async fn a_top_level_result_err_fails_the_execution_with_the_error_value() {
     assert_eq!(out.status, Status::Failed);
     assert_eq!(out.error, Some(json!("negative")));
     assert_eq!(out.result, None);
+}
+
+#[tokio::test]
+async fn errors_inside_alternatives_point_at_the_bad_value_with_a_precise_message() {
+    let errors = rejected("shapes", json!({"rect": [1.0, "wide"]})).await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].path, "/v/rect/1");
+    assert!(errors[0].message.starts_with("expected number"), "{errors:?}");
+    let errors = rejected("f64s", json!("oops")).await;
+    assert_eq!(errors[0].path, "/v");
+    assert!(errors[0].message.contains("got string"), "{errors:?}");
 }

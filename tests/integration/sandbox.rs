@@ -13,8 +13,14 @@ async fn probe(action: &str, params: Value, limits: Limits) -> Outcome {
     let out = run_limited("hostile", action, params, limits)
         .await
         .unwrap_or_else(|e| panic!("{action}: {e}"));
-    let echo = run("core", "echo", json!({"message": "still here"})).await.unwrap();
-    assert_eq!(echo.status, Status::Succeeded, "host unhealthy after {action}");
+    let echo = run("core", "echo", json!({"message": "still here"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        echo.status,
+        Status::Succeeded,
+        "host unhealthy after {action}"
+    );
     assert_eq!(echo.stdout.text, "still here\n");
     out
 }
@@ -24,7 +30,10 @@ fn limits() -> Limits {
 }
 
 fn error_text(out: &Outcome) -> String {
-    out.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
+    out.error
+        .as_ref()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -36,7 +45,11 @@ async fn an_infinite_loop_times_out() {
     let started = std::time::Instant::now();
     let out = probe("spin", json!({}), limits).await;
     assert_eq!(out.status, Status::TimedOut);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -48,7 +61,11 @@ async fn a_guest_blocked_in_a_wasi_sleep_times_out() {
     let started = std::time::Instant::now();
     let out = probe("nap", json!({"ms": 60_000}), limits).await;
     assert_eq!(out.status, Status::TimedOut);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -75,7 +92,12 @@ async fn deep_recursion_fails_without_hurting_the_host() {
 
 #[tokio::test]
 async fn host_files_and_directories_are_invisible() {
-    for path in ["/etc/passwd", "/proc/self/environ", "../../etc/passwd", "/scratch/../etc/hostname"] {
+    for path in [
+        "/etc/passwd",
+        "/proc/self/environ",
+        "../../etc/passwd",
+        "/scratch/../etc/hostname",
+    ] {
         let out = probe("read-file", json!({"path": path}), limits()).await;
         assert_eq!(out.status, Status::Failed, "read {path}: {:?}", out.result);
     }
@@ -112,7 +134,12 @@ async fn writing_outside_the_scratch_directory_fails() {
         "/attune-sandbox-escape-probe",
         outside.to_str().unwrap(),
     ] {
-        let out = probe("write-file", json!({"path": path, "contents": "x"}), limits()).await;
+        let out = probe(
+            "write-file",
+            json!({"path": path, "contents": "x"}),
+            limits(),
+        )
+        .await;
         assert_eq!(out.status, Status::Failed, "write {path}: {:?}", out.result);
     }
     assert!(!outside.exists());
@@ -174,8 +201,7 @@ async fn log_lines_are_kept_and_capped() {
 
 #[tokio::test]
 async fn the_guest_sees_its_execution_context() {
-    let mut request =
-        attune::runtime::ExecutionRequest::new("whoami", json!({}));
+    let mut request = attune::runtime::ExecutionRequest::new("whoami", json!({}));
     request.context.id = "exec-42".into();
     request.context.action = "hostile.whoami".into();
     request.context.attempt = 3;
@@ -191,7 +217,9 @@ async fn many_concurrent_executions_are_isolated() {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..32 {
         set.spawn(async move {
-            let out = run("core", "echo", json!({"message": format!("m{i}")})).await.unwrap();
+            let out = run("core", "echo", json!({"message": format!("m{i}")}))
+                .await
+                .unwrap();
             assert_eq!(out.stdout.text, format!("m{i}\n"));
             assert_eq!(out.result, Some(json!(format!("m{i}"))));
         });

@@ -28,12 +28,13 @@ impl Guest for Hostile {
     }
 
     fn recurse(depth: u64) -> u64 {
+        // Each frame keeps a live array so the recursion cannot become a loop.
         fn down(n: u64, pad: [u64; 16]) -> u64 {
             if n == 0 {
                 return pad[0];
             }
             let next = std::hint::black_box([n; 16]);
-            1 + down(n - 1, next) + std::hint::black_box(pad[15]) * 0
+            down(n - 1, next).wrapping_add(std::hint::black_box(pad[15]))
         }
         down(depth, [0; 16])
     }

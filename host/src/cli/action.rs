@@ -70,7 +70,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                 Ok(pack) => pack,
                 Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
             };
-            println!("{}", serde_json::to_string_pretty(&pack.inspect())?);
+            print_json(&pack.inspect());
             Ok(0)
         }
         ActionCommand::Run {
@@ -112,7 +112,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                         "logs": outcome.logs,
                         "duration_ms": outcome.duration.as_secs_f64() * 1000.0,
                     });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    print_json(&out);
                     Ok(match outcome.status {
                         crate::runtime::Status::Succeeded => 0,
                         crate::runtime::Status::Failed => EXIT_FAILED,
@@ -124,7 +124,11 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                         .iter()
                         .map(|e| json!({"path": e.path, "message": e.message}))
                         .collect();
-                    Ok(invalid("invalid_params", "the parameters do not fit the action's schema", details))
+                    Ok(invalid(
+                        "invalid_params",
+                        "the parameters do not fit the action's schema",
+                        details,
+                    ))
                 }
                 Err(e @ ExecuteError::UnknownAction { .. }) => {
                     Ok(invalid("unknown_action", &e.to_string(), vec![]))
@@ -144,8 +148,19 @@ fn invalid(code: &str, message: &str, details: Vec<Value>) -> i32 {
         eprintln!("  {path}: {}", d["message"].as_str().unwrap_or_default());
     }
     let body = json!({"error": {"code": code, "message": message, "details": details}});
-    println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).unwrap_or_default()
+    );
     EXIT_INVALID
+}
+
+/// Prints pretty JSON on stdout; a closed pipe (`| head`) is not an error.
+fn print_json(value: &Value) {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> {
@@ -243,16 +258,32 @@ mod tests {
     fn pairs_are_json_when_they_parse_and_strings_otherwise() {
         let p = build_params(
             Some(r#"{"a": 1, "b": "x"}"#),
-            &["b=2".into(), "c=hello, world".into(), "d=[1,2]".into(), "e=".into()],
+            &[
+                "b=2".into(),
+                "c=hello, world".into(),
+                "d=[1,2]".into(),
+                "e=".into(),
+            ],
         )
         .unwrap();
-        assert_eq!(p, json!({"a": 1, "b": 2, "c": "hello, world", "d": [1, 2], "e": ""}));
+        assert_eq!(
+            p,
+            json!({"a": 1, "b": 2, "c": "hello, world", "d": [1, 2], "e": ""})
+        );
     }
 
     #[test]
     fn rejects_params_that_are_not_an_object() {
-        assert!(build_params(Some("[1]"), &[]).unwrap_err().contains("JSON object"));
-        assert!(build_params(Some("{"), &[]).unwrap_err().contains("not valid JSON"));
+        assert!(
+            build_params(Some("[1]"), &[])
+                .unwrap_err()
+                .contains("JSON object")
+        );
+        assert!(
+            build_params(Some("{"), &[])
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
         assert!(build_params(None, &["novalue".into()]).is_err());
     }
 }

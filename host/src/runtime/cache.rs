@@ -55,7 +55,8 @@ impl ArtifactCache {
     }
 
     fn path(&self, digest: &str) -> PathBuf {
-        self.dir.join(format!("{digest}-{}.cwasm", self.fingerprint))
+        self.dir
+            .join(format!("{digest}-{}.cwasm", self.fingerprint))
     }
 
     /// Loads the component with this digest from the cache, or compiles

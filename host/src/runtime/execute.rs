@@ -16,7 +16,7 @@ use wasmtime::component::{ResourceTable, Val};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
-use super::output::{Captured, CappedPipe};
+use super::output::{CappedPipe, Captured};
 use super::pack::Returns;
 use super::values::{self, PathError};
 use super::{Limits, Pack, Runtime};
@@ -126,7 +126,13 @@ pub enum ExecuteError {
 fn describe(errors: &[PathError]) -> String {
     errors
         .iter()
-        .map(|e| format!("{}: {}", if e.path.is_empty() { "/" } else { &e.path }, e.message))
+        .map(|e| {
+            format!(
+                "{}: {}",
+                if e.path.is_empty() { "/" } else { &e.path },
+                e.message
+            )
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }

@@ -43,7 +43,10 @@ impl Captured {
         if self.dropped == 0 {
             self.text.clone()
         } else {
-            format!("{}\n[attune: output truncated, {} bytes dropped]", self.text, self.dropped)
+            format!(
+                "{}\n[attune: output truncated, {} bytes dropped]",
+                self.text, self.dropped
+            )
         }
     }
 }

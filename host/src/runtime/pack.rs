@@ -101,21 +101,57 @@ impl Action {
         &self,
         params: &Value,
     ) -> Result<Vec<wasmtime::component::Val>, Vec<PathError>> {
-        let errors: Vec<PathError> = self
-            .validator
-            .iter_errors(params)
-            .flat_map(|e| readable(&e))
-            .collect();
-        if !errors.is_empty() {
-            return Err(errors);
+        let mut errors = Vec::new();
+        let mut vague = Vec::new();
+        for e in self.validator.iter_errors(params) {
+            if is_vague(&e) {
+                vague.push(e.instance_path().to_string());
+            } else {
+                errors.extend(readable(&e));
+            }
         }
-        self.convert_params(params)
+        if errors.is_empty() && vague.is_empty() {
+            return self.convert_params(params);
+        }
+        if !vague.is_empty() {
+            // "not valid under any of the schemas in anyOf" helps nobody; the
+            // converter knows which case was meant and what is wrong with it.
+            let precise = self.convert_params(params).err().unwrap_or_default();
+            for path in vague {
+                let inside: Vec<PathError> = precise
+                    .iter()
+                    .filter(|p| p.path == path || p.path.starts_with(&format!("{path}/")))
+                    .cloned()
+                    .collect();
+                if inside.is_empty() {
+                    errors.push(PathError {
+                        path,
+                        message: "does not match any allowed form".into(),
+                    });
+                } else {
+                    errors.extend(inside);
+                }
+            }
+            errors.dedup();
+        }
+        Err(errors)
     }
 
     /// Whether the JSON Schema document alone accepts `params`.
     pub fn schema_accepts(&self, params: &Value) -> bool {
         self.validator.is_valid(params)
     }
+}
+
+/// Whether a schema error only says "none of the alternatives matched".
+fn is_vague(e: &jsonschema::ValidationError<'_>) -> bool {
+    use jsonschema::error::ValidationErrorKind;
+    matches!(
+        e.kind(),
+        ValidationErrorKind::AnyOf { .. }
+            | ValidationErrorKind::OneOfNotValid { .. }
+            | ValidationErrorKind::OneOfMultipleValid { .. }
+    )
 }
 
 /// Turns a schema error into messages people read: `expected string, got
@@ -170,7 +206,11 @@ impl std::fmt::Debug for Pack {
             .field("digest", &self.digest())
             .field(
                 "actions",
-                &self.actions().iter().map(|a| &a.info.name).collect::<Vec<_>>(),
+                &self
+                    .actions()
+                    .iter()
+                    .map(|a| &a.info.name)
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -269,14 +309,20 @@ pub fn capability_for_import(import: &str) -> Option<String> {
     Some(import.to_string())
 }
 
+/// What [`describe`] finds: actions, imports, required capabilities.
+pub(crate) type Described = (Vec<Action>, Vec<String>, Vec<String>);
+
 /// Walks the component's exports and builds its actions.
 pub(crate) fn describe(
     engine: &Engine,
     component: &Component,
     docs: &Docs,
-) -> Result<(Vec<Action>, Vec<String>, Vec<String>), LoadError> {
+) -> Result<Described, LoadError> {
     let ty = component.component_type();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
     let mut capabilities = vec![RUNTIME_KIND.to_string()];
     for import in &imports {
         if let Some(cap) = capability_for_import(import)
@@ -292,7 +338,9 @@ pub(crate) fn describe(
             ComponentItem::ComponentFunc(func) => {
                 let index = component
                     .get_export_index(None, export_name)
-                    .ok_or_else(|| LoadError::Invalid(format!("export `{export_name}` vanished")))?;
+                    .ok_or_else(|| {
+                        LoadError::Invalid(format!("export `{export_name}` vanished"))
+                    })?;
                 actions.push(action(export_name, &func, index, docs, &capabilities)?);
             }
             ComponentItem::ComponentInstance(instance) => {
@@ -307,7 +355,9 @@ pub(crate) fn describe(
                     let index = component
                         .get_export_index(Some(&parent), func_name)
                         .ok_or_else(|| {
-                            LoadError::Invalid(format!("export `{export_name}#{func_name}` vanished"))
+                            LoadError::Invalid(format!(
+                                "export `{export_name}#{func_name}` vanished"
+                            ))
                         })?;
                     let name = format!("{short}.{func_name}");
                     actions.push(action(&name, &func, index, docs, &capabilities)?);
@@ -387,7 +437,11 @@ fn action(
             };
             (Returns::Result, ok, Some(err))
         }
-        [t] => (Returns::Value, schema::for_type(t).map_err(result_err)?, None),
+        [t] => (
+            Returns::Value,
+            schema::for_type(t).map_err(result_err)?,
+            None,
+        ),
         _ => {
             return Err(LoadError::Invalid(format!(
                 "function `{name}` returns several values; actions return at most one"

@@ -70,7 +70,11 @@ fn schema(ty: &Type, path: &mut String) -> Result<Value, Unsupported> {
     let unsupported = |what, path: &String| {
         Err(Unsupported {
             what,
-            path: if path.is_empty() { "/".into() } else { path.clone() },
+            path: if path.is_empty() {
+                "/".into()
+            } else {
+                path.clone()
+            },
         })
     };
     Ok(match ty {

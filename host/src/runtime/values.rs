@@ -348,9 +348,7 @@ impl Converter {
                         }
                         _ => self.error("expected null or {\"some\": ...} for a nested option"),
                     },
-                    other if is_nullable(&inner) => {
-                        self.expected("null or {\"some\": ...}", other)
-                    }
+                    other if is_nullable(&inner) => self.expected("null or {\"some\": ...}", other),
                     other => {
                         let v = self.convert(&inner, other)?;
                         Some(Val::Option(Some(Box::new(v))))
@@ -365,7 +363,11 @@ impl Converter {
                     Some((k, v)) if map.len() == 1 && (k == "ok" || k == "err") => (k.as_str(), v),
                     _ => return self.error("expected exactly one of the keys `ok` or `err`"),
                 };
-                let ty = if key == "ok" { result.ok() } else { result.err() };
+                let ty = if key == "ok" {
+                    result.ok()
+                } else {
+                    result.err()
+                };
                 let inner = match ty {
                     None if payload.is_null() => None,
                     None => {
@@ -373,7 +375,11 @@ impl Converter {
                     }
                     Some(t) => Some(Box::new(self.at(key, |cx| cx.convert(&t, payload))?)),
                 };
-                Some(Val::Result(if key == "ok" { Ok(inner) } else { Err(inner) }))
+                Some(Val::Result(if key == "ok" {
+                    Ok(inner)
+                } else {
+                    Err(inner)
+                }))
             }
             Type::Own(_)
             | Type::Borrow(_)

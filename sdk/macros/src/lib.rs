@@ -81,7 +81,10 @@ fn expand(input: &Input) -> Result<proc_macro2::TokenStream, String> {
     let world = &resolve.worlds[world_id];
     let pkg_name = &resolve.packages[pkg].name;
     let qualified = match &pkg_name.version {
-        Some(v) => format!("{}:{}/{}@{v}", pkg_name.namespace, pkg_name.name, world.name),
+        Some(v) => format!(
+            "{}:{}/{}@{v}",
+            pkg_name.namespace, pkg_name.name, world.name
+        ),
         None => format!("{}:{}/{}", pkg_name.namespace, pkg_name.name, world.name),
     };
 
