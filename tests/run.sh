@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up and runs every check Attune has: installs the wasm32-wasip2 target
+# and the fmt/clippy components, builds the guest components once, checks
+# formatting and lints on the host and guest workspaces, then runs all tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if command -v rustup >/dev/null; then
+    step "toolchain: wasm32-wasip2 target, rustfmt, clippy"
+    rustup target add wasm32-wasip2
+    rustup component add rustfmt clippy
+fi
+
+step "format"
+cargo fmt --all --check
+(cd actions && cargo fmt --all --check)
+
+step "build (the host build script builds the guests in actions/)"
+cargo build --workspace --all-targets
+
+step "lint"
+cargo clippy --workspace --all-targets -- -D warnings
+(cd actions && cargo clippy --release --target wasm32-wasip2 --workspace \
+    ${ATTUNE_GUEST_TARGET_DIR:+--target-dir "$ATTUNE_GUEST_TARGET_DIR"} -- -D warnings)
+
+step "test"
+cargo test --workspace
