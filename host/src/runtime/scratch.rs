@@ -28,7 +28,19 @@ struct Shared {
 /// A pool of empty scratch directories under one private root.
 pub struct ScratchPool {
     shared: Arc<Shared>,
-    janitor: Mutex<Sender<Job>>,
+    janitor: Mutex<Option<Sender<Job>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for ScratchPool {
+    fn drop(&mut self) {
+        // Closing the channel ends the janitor, which then drops the root
+        // directory; wait for it so nothing is left behind at exit.
+        lock(&self.janitor).take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// One execution's scratch directory; returns to the pool (or is removed) on drop.
@@ -67,26 +79,32 @@ impl ScratchPool {
     /// Creates a private root under `parent` and starts the janitor.
     pub fn new(parent: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(parent)?;
-        let root = tempfile::Builder::new().prefix("run-").tempdir_in(parent)?;
+        remove_orphans(parent);
+        let root = tempfile::Builder::new()
+            .prefix(&format!("run-{}-", std::process::id()))
+            .tempdir_in(parent)?;
         let shared = Arc::new(Shared {
             root,
             ready: Mutex::new(Vec::new()),
         });
         let (tx, rx) = channel();
         let janitor_shared = shared.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("attune-scratch".into())
             .spawn(move || janitor(rx, &janitor_shared))?;
         let _ = tx.send(Job::Refill);
         Ok(Self {
             shared,
-            janitor: Mutex::new(tx),
+            janitor: Mutex::new(Some(tx)),
+            thread: Some(thread),
         })
     }
 
     /// Hands out an empty directory, creating one on the spot if none is ready.
     pub fn take(&self) -> std::io::Result<Scratch> {
-        let janitor = lock(&self.janitor).clone();
+        let janitor = lock(&self.janitor)
+            .clone()
+            .ok_or_else(|| std::io::Error::other("scratch pool is shutting down"))?;
         let (ready, remaining) = {
             let mut ready = lock(&self.shared.ready);
             (ready.pop(), ready.len())
@@ -103,6 +121,31 @@ impl ScratchPool {
             shared: self.shared.clone(),
             janitor,
         })
+    }
+}
+
+/// Removes roots left by processes that died without cleaning up (`run-<pid>-…`
+/// whose pid is gone). Only meaningful where `/proc` exists.
+fn remove_orphans(parent: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -161,6 +204,19 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(!used_path.exists(), "used directory still there");
+    }
+
+    #[test]
+    fn dropping_the_pool_removes_its_root_and_orphans_are_swept() {
+        let parent = tempfile::tempdir().unwrap();
+        let orphan = parent.path().join("run-4294967295-dead");
+        std::fs::create_dir_all(orphan.join("exec-x")).unwrap();
+        let pool = ScratchPool::new(parent.path()).unwrap();
+        assert!(!orphan.exists(), "orphan of a dead process not removed");
+        let root = pool.shared.root.path().to_path_buf();
+        drop(pool.take().unwrap());
+        drop(pool);
+        assert!(!root.exists());
     }
 
     #[test]
