@@ -299,7 +299,10 @@ async fn errors_inside_alternatives_point_at_the_bad_value_with_a_precise_messag
     let errors = rejected("shapes", json!({"rect": [1.0, "wide"]})).await;
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].path, "/v/rect/1");
-    assert!(errors[0].message.starts_with("expected number"), "{errors:?}");
+    assert!(
+        errors[0].message.starts_with("expected number"),
+        "{errors:?}"
+    );
     let errors = rejected("f64s", json!("oops")).await;
     assert_eq!(errors[0].path, "/v");
     assert!(errors[0].message.contains("got string"), "{errors:?}");
