@@ -40,7 +40,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Limits {
     /// Wall-clock time the call may take, instantiation included.
     pub timeout: Duration,
-    /// Bytes of linear memory the instance may grow to, all memories together.
+    /// Bytes each linear memory of the instance may grow to.
     pub memory_bytes: usize,
     /// Bytes of stdout kept (and, separately, of stderr); the rest is dropped.
     pub output_bytes: usize,
