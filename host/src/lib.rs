@@ -9,6 +9,12 @@
 //!   into the library.
 //! - [`builtin`] — packs compiled into the binary (the core pack).
 
+pub mod api;
 pub mod builtin;
 pub mod cli;
+pub mod packs;
+pub mod rules;
 pub mod runtime;
+pub mod server;
+pub mod storage;
+pub mod triggers;

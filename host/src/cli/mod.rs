@@ -6,6 +6,7 @@
 //! server.
 
 mod action;
+mod serve;
 pub mod units;
 
 use std::path::PathBuf;
@@ -24,6 +25,8 @@ pub struct Cli {
 /// Top-level subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the server: API, core pack, embedded SQLite unless --database-url says otherwise.
+    Serve(serve::ServeArgs),
     /// Inspect and run action components locally, without a server.
     #[command(subcommand)]
     Action(action::ActionCommand),
@@ -58,6 +61,7 @@ impl RuntimeArgs {
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
         Command::Action(cmd) => action::run(cmd).await,
     }
 }

@@ -144,7 +144,7 @@ impl Action {
 }
 
 /// Whether a schema error only says "none of the alternatives matched".
-fn is_vague(e: &jsonschema::ValidationError<'_>) -> bool {
+pub(crate) fn is_vague(e: &jsonschema::ValidationError<'_>) -> bool {
     use jsonschema::error::ValidationErrorKind;
     matches!(
         e.kind(),
@@ -156,7 +156,7 @@ fn is_vague(e: &jsonschema::ValidationError<'_>) -> bool {
 
 /// Turns a schema error into messages people read: `expected string, got
 /// number` at the offending value, missing and unknown fields at their own path.
-fn readable(e: &jsonschema::ValidationError<'_>) -> Vec<PathError> {
+pub(crate) fn readable(e: &jsonschema::ValidationError<'_>) -> Vec<PathError> {
     use jsonschema::error::{TypeKind, ValidationErrorKind};
     let path = e.instance_path().to_string();
     let child = |name: &str| format!("{path}/{}", name.replace('~', "~0").replace('/', "~1"));
@@ -494,4 +494,31 @@ mod tests {
         assert_eq!(interface_short_name("attune:demo/text@0.1.0"), "text");
         assert_eq!(interface_short_name("text"), "text");
     }
+}
+
+/// Every error `value` has against `schema`, in readable form. For schemas
+/// that do not come from WIT (trigger parameters, payloads).
+pub fn schema_errors(schema: &Value, value: &Value) -> Vec<PathError> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![PathError {
+                path: String::new(),
+                message: format!("the schema itself is invalid: {e}"),
+            }];
+        }
+    };
+    validator
+        .iter_errors(value)
+        .flat_map(|e| {
+            if is_vague(&e) {
+                vec![PathError {
+                    path: e.instance_path().to_string(),
+                    message: "does not match any allowed form".into(),
+                }]
+            } else {
+                readable(&e)
+            }
+        })
+        .collect()
 }

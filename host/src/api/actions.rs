@@ -1,0 +1,64 @@
+//! `/actions`: registered actions with their schemas and capabilities.
+
+use axum::extract::{Path, State};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::{ApiQuery, AppState, Listing};
+use crate::storage::{ActionRecord, Page, Role};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(show))
+}
+
+/// Filters for listing actions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ActionQuery {
+    /// Only actions of this pack.
+    pub pack: Option<String>,
+    /// Items per page (1-500).
+    pub limit: Option<i64>,
+    /// Cursor from the previous page.
+    pub after: Option<String>,
+}
+
+/// Lists actions by ref.
+#[utoipa::path(get, path = "/actions", tag = "actions", params(ActionQuery),
+    responses((status = 200, body = Listing<ActionRecord>), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ActionQuery>,
+) -> Result<axum::Json<Listing<ActionRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let page = Page {
+        limit: q.limit,
+        after: q.after,
+    };
+    let items = state.storage.list_actions(q.pack.as_deref(), &page).await?;
+    Ok(axum::Json(Listing::new(items, &page, |a| a.r#ref.clone())))
+}
+
+/// Shows one action with its parameter and result schemas.
+#[utoipa::path(get, path = "/actions/{ref}", tag = "actions",
+    params(("ref" = String, Path, description = "Action ref, e.g. core.echo")),
+    responses((status = 200, body = ActionRecord), (status = 404, body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r#ref): Path<String>,
+) -> Result<axum::Json<ActionRecord>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let action = state
+        .storage
+        .get_action(&r#ref)
+        .await?
+        .ok_or_else(|| ApiError::not_found("action", &r#ref))?;
+    Ok(axum::Json(action))
+}

@@ -1,0 +1,165 @@
+//! The one error type at the HTTP boundary and its JSON shape.
+//!
+//! Every failure answers `{"error": {"code", "message", "details": [{"path",
+//! "message"}]}}` — malformed JSON, unknown routes and storage failures
+//! included. Internal errors are logged with their cause and answered with a
+//! generic message: no SQL or host detail reaches the client.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::runtime::PathError;
+use crate::storage::StorageError;
+
+/// One problem at a JSON path.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// JSON pointer into the request body (`/action_params/message`), or `""`.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+/// The error body's content.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorInfo {
+    /// Stable machine-readable code, e.g. `validation_failed`.
+    pub code: String,
+    /// For people.
+    pub message: String,
+    /// Per-path problems; empty when there are none.
+    pub details: Vec<ErrorDetail>,
+}
+
+/// Every error response: `{"error": {...}}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorInfo,
+}
+
+/// Errors the API answers with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request cannot be understood (bad JSON, bad query, bad archive).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no token, or one that is unknown or revoked.
+    #[error("a valid bearer token is required")]
+    Unauthorized,
+    /// 403: the token's role may not do this.
+    #[error("this needs the {0} role")]
+    Forbidden(&'static str),
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: conflicts with what exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than allowed.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: the body's content type is not accepted here.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but invalid; every problem listed with its path.
+    #[error("{message}")]
+    Invalid {
+        /// Summary.
+        message: String,
+        /// Each problem.
+        details: Vec<ErrorDetail>,
+    },
+    /// 503: not ready (database unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500: a bug or an infrastructure failure; details only in the log.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    /// The status code of each variant.
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::Invalid { .. } => "validation_failed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// A 422 listing `errors`, each path prefixed with `prefix` (e.g. `/params`).
+    pub fn invalid(message: impl Into<String>, prefix: &str, errors: &[PathError]) -> Self {
+        ApiError::Invalid {
+            message: message.into(),
+            details: errors
+                .iter()
+                .map(|e| ErrorDetail {
+                    path: format!("{prefix}{}", e.path),
+                    message: e.message.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A 404 naming the resource.
+    pub fn not_found(what: &str, key: impl std::fmt::Display) -> Self {
+        ApiError::NotFound(format!("no {what} `{key}`"))
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Conflict(m) => ApiError::Conflict(m),
+            StorageError::NotFound(m) => ApiError::NotFound(m),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        if let ApiError::Internal(cause) = &self {
+            tracing::error!(error = ?cause, "internal error");
+        }
+        let details = match &self {
+            ApiError::Invalid { details, .. } => details.clone(),
+            _ => Vec::new(),
+        };
+        let body = ErrorBody {
+            error: ErrorInfo {
+                code: self.code().to_string(),
+                message: self.to_string(),
+                details,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}

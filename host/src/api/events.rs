@@ -1,0 +1,124 @@
+//! `/events`: recorded events; `POST` fires a manual one.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody};
+use super::json::ApiJson;
+use super::{ApiQuery, AppState, Listing};
+use crate::runtime::schema_errors;
+use crate::storage::{EventRecord, Page, Role};
+
+/// Trigger types whose events may be posted by hand.
+const POSTABLE: &[&str] = &["core.manual"];
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, fire))
+        .routes(routes!(show))
+}
+
+/// An event posted by hand.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    /// Trigger type ref; `core.manual`.
+    pub trigger: String,
+    /// Any JSON object.
+    #[serde(default = "empty")]
+    #[schema(value_type = Object)]
+    pub payload: Value,
+}
+
+fn empty() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Paging and filter for events.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// Only events of this trigger type.
+    pub trigger: Option<String>,
+    /// Items per page (1-500).
+    pub limit: Option<i64>,
+    /// Cursor (an event id) from the previous page; newest first.
+    pub after: Option<String>,
+}
+
+/// Records a manual event.
+#[utoipa::path(post, path = "/events", tag = "events", request_body = NewEvent,
+    responses((status = 201, body = EventRecord), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn fire(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<NewEvent>,
+) -> Result<(StatusCode, axum::Json<EventRecord>), ApiError> {
+    caller.require(Role::Operator)?;
+    if !POSTABLE.contains(&input.trigger.as_str()) {
+        return Err(ApiError::Invalid {
+            message: "only manual events can be posted".into(),
+            details: vec![super::error::ErrorDetail {
+                path: "/trigger".into(),
+                message: format!("expected one of {}", POSTABLE.join(", ")),
+            }],
+        });
+    }
+    let trigger = state
+        .storage
+        .get_trigger_type(&input.trigger)
+        .await?
+        .ok_or_else(|| ApiError::not_found("trigger type", &input.trigger))?;
+    let errors = schema_errors(&trigger.payload_schema, &input.payload);
+    if !errors.is_empty() {
+        return Err(ApiError::invalid("the payload is invalid", "/payload", &errors));
+    }
+    let event = state
+        .storage
+        .insert_event(&input.trigger, &input.payload, Some(&caller.token.name))
+        .await?;
+    state.metrics.events_recorded.fetch_add(1, Ordering::Relaxed);
+    Ok((StatusCode::CREATED, axum::Json(event)))
+}
+
+/// Lists events, newest first.
+#[utoipa::path(get, path = "/events", tag = "events", params(EventQuery),
+    responses((status = 200, body = Listing<EventRecord>), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<EventQuery>,
+) -> Result<axum::Json<Listing<EventRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let page = Page {
+        limit: q.limit,
+        after: q.after,
+    };
+    let items = state.storage.list_events(q.trigger.as_deref(), &page).await?;
+    Ok(axum::Json(Listing::new(items, &page, |e| e.id.to_string())))
+}
+
+/// Shows one event.
+#[utoipa::path(get, path = "/events/{id}", tag = "events",
+    params(("id" = i64, Path, description = "Event id")),
+    responses((status = 200, body = EventRecord), (status = 404, body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<EventRecord>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let event = state
+        .storage
+        .get_event(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event", id))?;
+    Ok(axum::Json(event))
+}

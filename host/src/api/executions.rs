@@ -1,0 +1,201 @@
+//! `/executions`: runs of actions; `POST` runs one directly.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::json::ApiJson;
+use super::{ApiQuery, AppState, Listing};
+use crate::cli::units::parse_duration;
+use crate::storage::{ExecutionFilter, ExecutionRecord, NewExecution, Page, Role};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(show))
+        .routes(routes!(cancel))
+}
+
+/// An action to run now.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// Action ref, e.g. `core.echo`.
+    pub action: String,
+    /// Parameters, checked against the action's schema.
+    #[serde(default = "empty")]
+    #[schema(value_type = Object)]
+    pub params: Value,
+    /// Timeout, e.g. `30s`; the server default when absent.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Attempts allowed (1-10, default 1).
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
+}
+
+fn empty() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Filters and paging for executions.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ExecutionQuery {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only runs caused by this rule.
+    pub rule: Option<String>,
+    /// Items per page (1-500).
+    pub limit: Option<i64>,
+    /// Cursor (an execution id) from the previous page; newest first.
+    pub after: Option<String>,
+}
+
+/// Queues a run of an action with checked parameters.
+#[utoipa::path(post, path = "/executions", tag = "executions", request_body = RunRequest,
+    responses(
+        (status = 201, description = "Queued as requested", body = ExecutionRecord),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, description = "Every parameter problem with its path", body = ErrorBody),
+    ))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<RunRequest>,
+) -> Result<(StatusCode, axum::Json<ExecutionRecord>), ApiError> {
+    caller.require(Role::Operator)?;
+    let record = state
+        .storage
+        .get_action(&input.action)
+        .await?
+        .ok_or_else(|| ApiError::not_found("action", &input.action))?;
+    let pack = state
+        .packs
+        .get(&record.component, &state.runtime, &state.storage, &state.files)
+        .await?;
+    let action = pack
+        .action(&record.name)
+        .ok_or_else(|| ApiError::not_found("action", &input.action))?;
+    if let Err(errors) = action.validate(&input.params) {
+        return Err(ApiError::invalid("the parameters do not fit the action's schema", "/params", &errors));
+    }
+    let mut details = Vec::new();
+    let timeout_ms = match input.timeout.as_deref().map(parse_duration) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() => Some(d.as_millis() as i64),
+        Some(Ok(_)) => {
+            details.push(detail("/timeout", "must be greater than zero"));
+            None
+        }
+        Some(Err(e)) => {
+            details.push(detail("/timeout", &e));
+            None
+        }
+    };
+    let max_attempts = input.max_attempts.unwrap_or(1);
+    if !(1..=10).contains(&max_attempts) {
+        details.push(detail("/max_attempts", "must be between 1 and 10"));
+    }
+    if !details.is_empty() {
+        return Err(ApiError::Invalid {
+            message: "the request is invalid".into(),
+            details,
+        });
+    }
+    let served = super::workers::live_workers(&state)
+        .await?
+        .iter()
+        .any(|w| record.capabilities.iter().all(|c| w.capabilities.contains(c)));
+    let execution = state
+        .storage
+        .insert_execution(&NewExecution {
+            action: record.r#ref.clone(),
+            params: input.params,
+            capabilities: record.capabilities.clone(),
+            status_reason: (!served).then(|| {
+                format!("waiting for a worker with {}", record.capabilities.join(", "))
+            }),
+            rule: None,
+            enforcement: None,
+            max_attempts,
+            timeout_ms,
+        })
+        .await?;
+    state.metrics.executions_requested.fetch_add(1, Ordering::Relaxed);
+    Ok((StatusCode::CREATED, axum::Json(execution)))
+}
+
+fn detail(path: &str, message: &str) -> ErrorDetail {
+    ErrorDetail {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Lists executions, newest first.
+#[utoipa::path(get, path = "/executions", tag = "executions", params(ExecutionQuery),
+    responses((status = 200, body = Listing<ExecutionRecord>), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ExecutionQuery>,
+) -> Result<axum::Json<Listing<ExecutionRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let filter = ExecutionFilter {
+        status: q.status,
+        action: q.action,
+        rule: q.rule,
+    };
+    let page = Page {
+        limit: q.limit,
+        after: q.after,
+    };
+    let items = state.storage.list_executions(&filter, &page).await?;
+    Ok(axum::Json(Listing::new(items, &page, |e| e.id.to_string())))
+}
+
+/// Shows one execution with its result, error, output and logs.
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions",
+    params(("id" = i64, Path, description = "Execution id")),
+    responses((status = 200, body = ExecutionRecord), (status = 404, body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<ExecutionRecord>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let e = state
+        .storage
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution", id))?;
+    Ok(axum::Json(e))
+}
+
+/// Cancels an execution: at once if it has not started, else its worker stops it.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
+    params(("id" = i64, Path, description = "Execution id")),
+    responses((status = 200, body = ExecutionRecord), (status = 404, body = ErrorBody)))]
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<ExecutionRecord>, ApiError> {
+    caller.require(Role::Operator)?;
+    let e = state
+        .storage
+        .cancel_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution", id))?;
+    Ok(axum::Json(e))
+}

@@ -1,0 +1,40 @@
+//! Liveness, readiness and metrics: no token needed.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde_json::json;
+
+use super::AppState;
+use super::error::ApiError;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The process is up.
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// The database answers.
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if state.storage.ping().await {
+        Ok(axum::Json(json!({"status": "ready"})))
+    } else {
+        Err(ApiError::Unavailable("the database does not answer".into()))
+    }
+}
+
+/// Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

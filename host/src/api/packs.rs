@@ -1,0 +1,231 @@
+//! `/packs`: upload, list, show, delete.
+
+use std::sync::atomic::Ordering;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::Caller;
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::{ApiQuery, AppState, Listing};
+use crate::packs::{self, PackError, Upload};
+use crate::storage::{Page, PackRecord, Registered, Role};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, upload))
+        .routes(routes!(show, delete))
+        // The upload route checks its own, configurable limit.
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// Query of a single-component upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// Pack name (required for `application/wasm`).
+    pub name: Option<String>,
+    /// Pack version (required for `application/wasm`).
+    pub version: Option<String>,
+}
+
+/// What an upload registered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadResult {
+    /// The pack.
+    pub pack: PackRecord,
+    /// `created`, `upgraded` or `unchanged`.
+    pub outcome: String,
+    /// Action refs.
+    pub actions: Vec<String>,
+    /// Rules registered from `pack.toml`.
+    pub rules: Vec<String>,
+}
+
+/// Registers a pack: one component (`application/wasm`, name and version in
+/// the query) or a `.tar.gz` with `pack.toml` (`application/gzip`).
+#[utoipa::path(post, path = "/packs", tag = "packs",
+    params(UploadQuery),
+    request_body(content = Vec<u8>, description = "A component or a .tar.gz pack", content_type = "application/wasm"),
+    responses(
+        (status = 201, description = "Registered", body = UploadResult),
+        (status = 200, description = "Same name, version and content: nothing changed", body = UploadResult),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "Same name and version, different content", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, description = "A component or rule is invalid", body = ErrorBody),
+    ))]
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<UploadQuery>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, axum::Json<UploadResult>), ApiError> {
+    caller.require(Role::Admin)?;
+    let limit = state.config.max_upload_bytes;
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        && len > limit
+    {
+        return Err(ApiError::TooLarge(format!("uploads are limited to {limit} bytes")));
+    }
+    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if body.len() > limit {
+        return Err(ApiError::TooLarge(format!("uploads are limited to {limit} bytes")));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let upload = match content_type.as_str() {
+        "application/wasm" => {
+            let (Some(name), Some(version)) = (query.name, query.version) else {
+                return Err(ApiError::BadRequest(
+                    "a single component needs `name` and `version` query parameters".into(),
+                ));
+            };
+            Upload::single(&name, &version, body.to_vec())
+        }
+        "application/gzip" | "application/x-gzip" | "application/x-tar+gzip"
+        | "application/x-compressed-tar" => {
+            let max = (limit as u64).saturating_mul(4);
+            let bytes = body.clone();
+            tokio::task::spawn_blocking(move || Upload::from_archive(&bytes, max))
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .map_err(pack_error)?
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "`{other}` is not a pack: send application/wasm or application/gzip"
+            )));
+        }
+    };
+    let outcome = packs::register(&state.runtime, &state.storage, &state.files, upload)
+        .await
+        .map_err(pack_error)?;
+    for p in &outcome.loaded {
+        state.packs.insert(p.clone());
+    }
+    let (status, word) = match outcome.registered {
+        Registered::Created => (StatusCode::CREATED, "created"),
+        Registered::Upgraded => (StatusCode::CREATED, "upgraded"),
+        Registered::Unchanged => (StatusCode::OK, "unchanged"),
+    };
+    if status == StatusCode::CREATED {
+        state.metrics.packs_registered.fetch_add(1, Ordering::Relaxed);
+    }
+    let name = outcome
+        .actions
+        .first()
+        .and_then(|a| a.split('.').next())
+        .unwrap_or_default()
+        .to_string();
+    let pack = state
+        .storage
+        .get_pack(&name)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("pack {name} vanished")))?;
+    Ok((
+        status,
+        axum::Json(UploadResult {
+            pack,
+            outcome: word.into(),
+            actions: outcome.actions,
+            rules: outcome.rules,
+        }),
+    ))
+}
+
+fn pack_error(e: PackError) -> ApiError {
+    match e {
+        PackError::BadArchive(m) => ApiError::BadRequest(format!("bad archive: {m}")),
+        PackError::TooLarge(m) => ApiError::TooLarge(m),
+        PackError::BadManifest(m) => ApiError::Invalid {
+            message: "pack.toml is invalid".into(),
+            details: vec![ErrorDetail {
+                path: "/pack.toml".into(),
+                message: m,
+            }],
+        },
+        PackError::InvalidComponent { file, reason } => ApiError::Invalid {
+            message: format!("component `{file}` is not a usable action pack"),
+            details: vec![ErrorDetail {
+                path: format!("/components/{file}"),
+                message: reason,
+            }],
+        },
+        PackError::InvalidRule { rule, errors } => ApiError::Invalid {
+            message: format!("rule `{rule}` in pack.toml is invalid"),
+            details: errors
+                .into_iter()
+                .map(|(path, message)| ErrorDetail {
+                    path: format!("/rules/{rule}{path}"),
+                    message,
+                })
+                .collect(),
+        },
+        PackError::Storage(e) => e.into(),
+    }
+}
+
+/// Lists packs by name.
+#[utoipa::path(get, path = "/packs", tag = "packs", params(Page),
+    responses((status = 200, body = Listing<PackRecord>), (status = 401, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<axum::Json<Listing<PackRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let items = state.storage.list_packs(&page).await?;
+    Ok(axum::Json(Listing::new(items, &page, |p| p.name.clone())))
+}
+
+/// Shows one pack.
+#[utoipa::path(get, path = "/packs/{name}", tag = "packs",
+    params(("name" = String, Path, description = "Pack name")),
+    responses((status = 200, body = PackRecord), (status = 404, body = ErrorBody)))]
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<axum::Json<PackRecord>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let pack = state
+        .storage
+        .get_pack(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pack", &name))?;
+    Ok(axum::Json(pack))
+}
+
+/// Deletes a pack and its actions (rules stay, and warn until an action returns).
+#[utoipa::path(delete, path = "/packs/{name}", tag = "packs",
+    params(("name" = String, Path, description = "Pack name")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    if state.storage.delete_pack(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("pack", &name))
+    }
+}

@@ -1,0 +1,86 @@
+//! `/tokens`: API tokens (admin only). The secret is shown once, at creation.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::auth::{Caller, hash_token, new_token};
+use super::error::{ApiError, ErrorBody};
+use super::json::ApiJson;
+use super::{ApiQuery, AppState, Listing};
+use crate::storage::{Page, Role, TokenRecord};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    /// Name, for people.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+}
+
+/// A created token: the only time its secret is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedToken {
+    /// The record.
+    #[serde(flatten)]
+    pub record: TokenRecord,
+    /// The secret; send as `Authorization: Bearer <token>`.
+    pub token: String,
+}
+
+/// Creates a token.
+#[utoipa::path(post, path = "/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<NewToken>,
+) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
+    caller.require(Role::Admin)?;
+    let token = new_token();
+    let record = state
+        .storage
+        .insert_token(&input.name, input.role, &hash_token(&token))
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(CreatedToken { record, token })))
+}
+
+/// Lists tokens (never their secrets).
+#[utoipa::path(get, path = "/tokens", tag = "tokens", params(Page),
+    responses((status = 200, body = Listing<TokenRecord>), (status = 403, body = ErrorBody)))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(page): ApiQuery<Page>,
+) -> Result<axum::Json<Listing<TokenRecord>>, ApiError> {
+    caller.require(Role::Admin)?;
+    let items = state.storage.list_tokens(&page).await?;
+    Ok(axum::Json(Listing::new(items, &page, |t| t.id.to_string())))
+}
+
+/// Revokes a token; it stops working at once.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
+    params(("id" = i64, Path, description = "Token id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Admin)?;
+    if state.storage.revoke_token(id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("token", id))
+    }
+}

@@ -1,0 +1,230 @@
+//! Rules: what they look like on the way in, and their validation at save time.
+//!
+//! A rule is checked completely before it is stored: its trigger type exists
+//! and `trigger_params` fit that type's schema; `criteria` compiles as an
+//! expression; its action exists; every template in `action_params` parses;
+//! and every literal in `action_params` fits the action's parameter schema,
+//! derived from WIT. Every problem is reported at once with its JSON path.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::cli::units::parse_duration;
+use crate::runtime::{Action, PathError, schema_errors};
+use crate::storage::{RuleSpec, TriggerTypeRecord};
+
+/// A rule as the API and `rule.yaml` take it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    /// `<pack>.<name>`, unique.
+    #[serde(rename = "ref")]
+    #[schema(rename = "ref")]
+    pub r#ref: String,
+    /// What it is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Trigger type ref, e.g. `core.interval`.
+    pub trigger: String,
+    /// Parameters of the trigger, checked against the trigger type's schema.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub trigger_params: Value,
+    /// Expression over `event`, e.g. `event.payload.count > 0`.
+    #[serde(default)]
+    pub criteria: Option<String>,
+    /// Action ref, e.g. `core.echo`.
+    pub action: String,
+    /// Parameters for the action; a string may be a template like `{{ event.payload.host }}`.
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub action_params: Value,
+    /// Whether it fires (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Execution timeout, e.g. `30s`; the server default when absent.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Whether a string holds template syntax.
+pub fn is_template(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%")
+}
+
+/// A fresh template environment with the settings rules use.
+pub fn template_env() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env
+}
+
+/// Whether `r` is `<pack>.<name>` with safe characters.
+pub fn valid_ref(r: &str) -> bool {
+    let Some((pack, name)) = r.split_once('.') else {
+        return false;
+    };
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.')
+            })
+    };
+    ok(pack) && ok(name) && r.len() <= 200
+}
+
+/// Checks a rule against its trigger type and action; returns what to store
+/// or every problem found.
+pub fn validate_rule(
+    input: &RuleInput,
+    trigger: Option<&TriggerTypeRecord>,
+    action: Option<&Action>,
+) -> Result<RuleSpec, Vec<PathError>> {
+    let mut errors = Vec::new();
+    let mut err = |path: &str, message: String| {
+        errors.push(PathError {
+            path: path.to_string(),
+            message,
+        })
+    };
+    if !valid_ref(&input.r#ref) {
+        err(
+            "/ref",
+            "must be `<pack>.<name>` in lowercase letters, digits, `_`, `-` and `.`".into(),
+        );
+    }
+    match trigger {
+        None => err("/trigger", format!("unknown trigger type `{}`", input.trigger)),
+        Some(t) => {
+            for e in schema_errors(&t.params_schema, &input.trigger_params) {
+                err(&format!("/trigger_params{}", e.path), e.message);
+            }
+        }
+    }
+    if let Some(criteria) = &input.criteria
+        && let Err(e) = template_env().compile_expression(criteria)
+    {
+        err("/criteria", format!("not a valid expression: {e}"));
+    }
+    let timeout_ms = match &input.timeout {
+        None => None,
+        Some(t) => match parse_duration(t) {
+            Ok(d) if !d.is_zero() => Some(d.as_millis() as i64),
+            Ok(_) => {
+                err("/timeout", "must be greater than zero".into());
+                None
+            }
+            Err(e) => {
+                err("/timeout", e);
+                None
+            }
+        },
+    };
+    if !input.action_params.is_object() {
+        err("/action_params", "expected object".into());
+    }
+    let mut templated = HashSet::new();
+    find_templates(&input.action_params, &mut String::new(), &mut templated, &mut err);
+    match action {
+        None => err("/action", format!("unknown action `{}`", input.action)),
+        Some(a) if input.action_params.is_object() => {
+            if let Err(found) = a.validate(&input.action_params) {
+                for e in found {
+                    // A template's value is only known when an event arrives;
+                    // it is checked then, after rendering.
+                    if !templated.contains(&e.path) {
+                        err(&format!("/action_params{}", e.path), e.message);
+                    }
+                }
+            }
+        }
+        Some(_) => {}
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(RuleSpec {
+        r#ref: input.r#ref.clone(),
+        description: input.description.clone(),
+        trigger: input.trigger.clone(),
+        trigger_params: input.trigger_params.clone(),
+        criteria: input.criteria.clone(),
+        action: input.action.clone(),
+        action_params: input.action_params.clone(),
+        enabled: input.enabled,
+        timeout_ms,
+    })
+}
+
+/// Records the JSON pointer of every templated string and checks its syntax.
+fn find_templates(
+    v: &Value,
+    path: &mut String,
+    found: &mut HashSet<String>,
+    err: &mut impl FnMut(&str, String),
+) {
+    match v {
+        Value::String(s) if is_template(s) => {
+            found.insert(path.clone());
+            if let Err(e) = template_env().template_from_str(s) {
+                err(&format!("/action_params{path}"), format!("not a valid template: {e}"));
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("/{i}"));
+                find_templates(item, path, found, err);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                find_templates(item, path, found, err);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refs_are_pack_dot_name() {
+        assert!(valid_ref("core.timer_echo_10s"));
+        assert!(valid_ref("ops.disk.check"));
+        assert!(!valid_ref("nodot"));
+        assert!(!valid_ref("Core.Echo"));
+        assert!(!valid_ref(".x"));
+    }
+
+    #[test]
+    fn templates_are_found_with_their_paths_and_checked() {
+        let v = serde_json::json!({"a": "{{ event.payload.x }}", "b": ["plain", "{{ bad"], "c": 1});
+        let mut found = HashSet::new();
+        let mut errors = Vec::new();
+        find_templates(&v, &mut String::new(), &mut found, &mut |p, m| errors.push((p.to_string(), m)));
+        assert!(found.contains("/a"));
+        assert!(found.contains("/b/1"));
+        assert_eq!(found.len(), 2);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].0, "/action_params/b/1");
+    }
+}
