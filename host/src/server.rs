@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Database URL; `None` uses `sqlite://<data-dir>/attune.db`.
     pub database_url: Option<String>,
+    /// Compiled-artifact cache; `None` uses `<data-dir>/artifacts`.
+    pub cache_dir: Option<PathBuf>,
     /// API settings.
     pub api: ApiConfig,
 }
@@ -55,7 +57,12 @@ impl Server {
             .await
             .with_context(|| format!("opening the database {}", redact(&url)))?;
         let runtime = Runtime::new(RuntimeConfig {
-            cache_dir: Some(config.data_dir.join("artifacts")),
+            cache_dir: Some(
+                config
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(|| config.data_dir.join("artifacts")),
+            ),
             scratch_dir: config.data_dir.join("scratch"),
             ..RuntimeConfig::default()
         })?;
@@ -75,7 +82,11 @@ impl Server {
             &state.runtime,
             &state.storage,
             &state.files,
-            Upload::single("core", env!("CARGO_PKG_VERSION"), crate::builtin::CORE_PACK.to_vec()),
+            Upload::single(
+                "core",
+                env!("CARGO_PKG_VERSION"),
+                crate::builtin::CORE_PACK.to_vec(),
+            ),
         )
         .await
         .context("registering the core pack")?;

@@ -1,6 +1,7 @@
 //! Integration tests: everything that crosses subsystems, built as one binary.
 
 mod agreement;
+mod api;
 mod loading;
 mod mapping;
 mod sandbox;

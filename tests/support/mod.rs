@@ -2,6 +2,10 @@
 //! process, the guest components built from `actions/`, and shortcuts to run
 //! an action and look at its outcome.
 
+mod server;
+
+pub use server::{Backend, Reply, TestServer, tar_gz, tar_gz_with_symlink};
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};

@@ -78,13 +78,20 @@ async fn fire(
         .ok_or_else(|| ApiError::not_found("trigger type", &input.trigger))?;
     let errors = schema_errors(&trigger.payload_schema, &input.payload);
     if !errors.is_empty() {
-        return Err(ApiError::invalid("the payload is invalid", "/payload", &errors));
+        return Err(ApiError::invalid(
+            "the payload is invalid",
+            "/payload",
+            &errors,
+        ));
     }
     let event = state
         .storage
         .insert_event(&input.trigger, &input.payload, Some(&caller.token.name))
         .await?;
-    state.metrics.events_recorded.fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .events_recorded
+        .fetch_add(1, Ordering::Relaxed);
     Ok((StatusCode::CREATED, axum::Json(event)))
 }
 
@@ -101,7 +108,10 @@ async fn list(
         limit: q.limit,
         after: q.after,
     };
-    let items = state.storage.list_events(q.trigger.as_deref(), &page).await?;
+    let items = state
+        .storage
+        .list_events(q.trigger.as_deref(), &page)
+        .await?;
     Ok(axum::Json(Listing::new(items, &page, |e| e.id.to_string())))
 }
 

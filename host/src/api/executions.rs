@@ -81,13 +81,22 @@ async fn create(
         .ok_or_else(|| ApiError::not_found("action", &input.action))?;
     let pack = state
         .packs
-        .get(&record.component, &state.runtime, &state.storage, &state.files)
+        .get(
+            &record.component,
+            &state.runtime,
+            &state.storage,
+            &state.files,
+        )
         .await?;
     let action = pack
         .action(&record.name)
         .ok_or_else(|| ApiError::not_found("action", &input.action))?;
     if let Err(errors) = action.validate(&input.params) {
-        return Err(ApiError::invalid("the parameters do not fit the action's schema", "/params", &errors));
+        return Err(ApiError::invalid(
+            "the parameters do not fit the action's schema",
+            "/params",
+            &errors,
+        ));
     }
     let mut details = Vec::new();
     let timeout_ms = match input.timeout.as_deref().map(parse_duration) {
@@ -112,10 +121,12 @@ async fn create(
             details,
         });
     }
-    let served = super::workers::live_workers(&state)
-        .await?
-        .iter()
-        .any(|w| record.capabilities.iter().all(|c| w.capabilities.contains(c)));
+    let served = super::workers::live_workers(&state).await?.iter().any(|w| {
+        record
+            .capabilities
+            .iter()
+            .all(|c| w.capabilities.contains(c))
+    });
     let execution = state
         .storage
         .insert_execution(&NewExecution {
@@ -123,7 +134,10 @@ async fn create(
             params: input.params,
             capabilities: record.capabilities.clone(),
             status_reason: (!served).then(|| {
-                format!("waiting for a worker with {}", record.capabilities.join(", "))
+                format!(
+                    "waiting for a worker with {}",
+                    record.capabilities.join(", ")
+                )
             }),
             rule: None,
             enforcement: None,
@@ -131,7 +145,10 @@ async fn create(
             timeout_ms,
         })
         .await?;
-    state.metrics.executions_requested.fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .executions_requested
+        .fetch_add(1, Ordering::Relaxed);
     Ok((StatusCode::CREATED, axum::Json(execution)))
 }
 

@@ -92,9 +92,21 @@ impl Metrics {
             ));
         }
         for (name, help, v) in [
-            ("attune_packs_registered_total", "Packs registered or upgraded.", &self.packs_registered),
-            ("attune_executions_requested_total", "Executions queued.", &self.executions_requested),
-            ("attune_events_recorded_total", "Events recorded.", &self.events_recorded),
+            (
+                "attune_packs_registered_total",
+                "Packs registered or upgraded.",
+                &self.packs_registered,
+            ),
+            (
+                "attune_executions_requested_total",
+                "Executions queued.",
+                &self.executions_requested,
+            ),
+            (
+                "attune_events_recorded_total",
+                "Events recorded.",
+                &self.events_recorded,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
@@ -150,7 +162,9 @@ impl PackCache {
         };
         let pack = crate::packs::load_bounded(runtime, bytes)
             .await
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("reloading component {digest}: {e}")))?;
+            .map_err(|e| {
+                ApiError::Internal(anyhow::anyhow!("reloading component {digest}: {e}"))
+            })?;
         self.insert(pack.clone());
         Ok(pack)
     }
@@ -267,10 +281,12 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(health::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
-            let metrics = metrics.clone();
-            count(metrics, req, next)
-        }))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| {
+                let metrics = metrics.clone();
+                count(metrics, req, next)
+            },
+        ))
         .with_state(state)
 }
 

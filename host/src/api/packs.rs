@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::{ApiQuery, AppState, Listing};
 use crate::packs::{self, PackError, Upload};
-use crate::storage::{Page, PackRecord, Registered, Role};
+use crate::storage::{PackRecord, Page, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -75,11 +75,15 @@ async fn upload(
         .and_then(|v| v.parse::<usize>().ok())
         && len > limit
     {
-        return Err(ApiError::TooLarge(format!("uploads are limited to {limit} bytes")));
+        return Err(ApiError::TooLarge(format!(
+            "uploads are limited to {limit} bytes"
+        )));
     }
     let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     if body.len() > limit {
-        return Err(ApiError::TooLarge(format!("uploads are limited to {limit} bytes")));
+        return Err(ApiError::TooLarge(format!(
+            "uploads are limited to {limit} bytes"
+        )));
     }
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -99,7 +103,9 @@ async fn upload(
             };
             Upload::single(&name, &version, body.to_vec())
         }
-        "application/gzip" | "application/x-gzip" | "application/x-tar+gzip"
+        "application/gzip"
+        | "application/x-gzip"
+        | "application/x-tar+gzip"
         | "application/x-compressed-tar" => {
             let max = (limit as u64).saturating_mul(4);
             let bytes = body.clone();
@@ -126,7 +132,10 @@ async fn upload(
         Registered::Unchanged => (StatusCode::OK, "unchanged"),
     };
     if status == StatusCode::CREATED {
-        state.metrics.packs_registered.fetch_add(1, Ordering::Relaxed);
+        state
+            .metrics
+            .packs_registered
+            .fetch_add(1, Ordering::Relaxed);
     }
     let name = outcome
         .actions

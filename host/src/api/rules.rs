@@ -99,7 +99,10 @@ async fn create(
     caller.require(Role::Operator)?;
     let (spec, warnings) = check(&state, &input).await?;
     let rule = state.storage.insert_rule(&spec).await?;
-    Ok((StatusCode::CREATED, axum::Json(RuleResponse { rule, warnings })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(RuleResponse { rule, warnings }),
+    ))
 }
 
 /// Replaces a rule, with the same checks as creation.
@@ -144,7 +147,9 @@ async fn list(
         after: q.after,
     };
     let items = state.storage.list_rules(&filter, &page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |r| r.spec.r#ref.clone())))
+    Ok(axum::Json(Listing::new(items, &page, |r| {
+        r.spec.r#ref.clone()
+    })))
 }
 
 /// Shows one rule.

@@ -52,7 +52,10 @@ async fn create(
         .storage
         .insert_token(&input.name, input.role, &hash_token(&token))
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(CreatedToken { record, token })))
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreatedToken { record, token }),
+    ))
 }
 
 /// Lists tokens (never their secrets).

@@ -30,6 +30,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         database_url: args.database_url.clone(),
+        cache_dir: None,
         api: ApiConfig {
             max_upload_bytes: args.max_upload,
             ..ApiConfig::default()

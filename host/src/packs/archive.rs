@@ -46,7 +46,8 @@ pub fn unpack(bytes: &[u8], max_unpacked: u64) -> Result<Files, PackError> {
                 "`{shown}` is a {kind:?} entry; only regular files and directories are allowed"
             )));
         }
-        let path = normalize(&raw_path).ok_or_else(|| bad(format!("`{shown}` escapes the archive")))?;
+        let path =
+            normalize(&raw_path).ok_or_else(|| bad(format!("`{shown}` escapes the archive")))?;
         let size = entry.header().size().unwrap_or(u64::MAX);
         total = total.saturating_add(size);
         if total > max_unpacked {
@@ -86,8 +87,14 @@ mod tests {
 
     #[test]
     fn normalizes_relative_paths_and_refuses_escapes() {
-        assert_eq!(normalize(Path::new("./a/b.wasm")).as_deref(), Some("a/b.wasm"));
-        assert_eq!(normalize(Path::new("pack.toml")).as_deref(), Some("pack.toml"));
+        assert_eq!(
+            normalize(Path::new("./a/b.wasm")).as_deref(),
+            Some("a/b.wasm")
+        );
+        assert_eq!(
+            normalize(Path::new("pack.toml")).as_deref(),
+            Some("pack.toml")
+        );
         assert_eq!(normalize(Path::new("../x")), None);
         assert_eq!(normalize(Path::new("a/../../x")), None);
         assert_eq!(normalize(Path::new("/etc/passwd")), None);

@@ -164,7 +164,9 @@ pub async fn register(
         return Err(PackError::BadManifest("version is empty".into()));
     }
     if upload.components.is_empty() {
-        return Err(PackError::BadManifest("a pack needs at least one component".into()));
+        return Err(PackError::BadManifest(
+            "a pack needs at least one component".into(),
+        ));
     }
 
     let mut loaded: Vec<(String, Pack)> = Vec::new();
@@ -219,12 +221,13 @@ pub async fn register(
                     .find_map(|(_, p)| p.action(name).map(|a| (a, p.capabilities())))
             });
         let trigger = storage.get_trigger_type(&input.trigger).await?;
-        let spec = validate_rule(input, trigger.as_ref(), action.map(|(a, _)| a)).map_err(
-            |errors| PackError::InvalidRule {
-                rule: input.r#ref.clone(),
-                errors: errors.into_iter().map(|e| (e.path, e.message)).collect(),
-            },
-        )?;
+        let spec =
+            validate_rule(input, trigger.as_ref(), action.map(|(a, _)| a)).map_err(|errors| {
+                PackError::InvalidRule {
+                    rule: input.r#ref.clone(),
+                    errors: errors.into_iter().map(|e| (e.path, e.message)).collect(),
+                }
+            })?;
         rules.push(spec);
     }
 

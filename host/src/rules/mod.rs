@@ -105,7 +105,10 @@ pub fn validate_rule(
         );
     }
     match trigger {
-        None => err("/trigger", format!("unknown trigger type `{}`", input.trigger)),
+        None => err(
+            "/trigger",
+            format!("unknown trigger type `{}`", input.trigger),
+        ),
         Some(t) => {
             for e in schema_errors(&t.params_schema, &input.trigger_params) {
                 err(&format!("/trigger_params{}", e.path), e.message);
@@ -135,7 +138,12 @@ pub fn validate_rule(
         err("/action_params", "expected object".into());
     }
     let mut templated = HashSet::new();
-    find_templates(&input.action_params, &mut String::new(), &mut templated, &mut err);
+    find_templates(
+        &input.action_params,
+        &mut String::new(),
+        &mut templated,
+        &mut err,
+    );
     match action {
         None => err("/action", format!("unknown action `{}`", input.action)),
         Some(a) if input.action_params.is_object() => {
@@ -178,7 +186,10 @@ fn find_templates(
         Value::String(s) if is_template(s) => {
             found.insert(path.clone());
             if let Err(e) = template_env().template_from_str(s) {
-                err(&format!("/action_params{path}"), format!("not a valid template: {e}"));
+                err(
+                    &format!("/action_params{path}"),
+                    format!("not a valid template: {e}"),
+                );
             }
         }
         Value::Array(items) => {
@@ -220,7 +231,9 @@ mod tests {
         let v = serde_json::json!({"a": "{{ event.payload.x }}", "b": ["plain", "{{ bad"], "c": 1});
         let mut found = HashSet::new();
         let mut errors = Vec::new();
-        find_templates(&v, &mut String::new(), &mut found, &mut |p, m| errors.push((p.to_string(), m)));
+        find_templates(&v, &mut String::new(), &mut found, &mut |p, m| {
+            errors.push((p.to_string(), m))
+        });
         assert!(found.contains("/a"));
         assert!(found.contains("/b/1"));
         assert_eq!(found.len(), 2);

@@ -467,6 +467,33 @@ fn action(
     })
 }
 
+/// Every error `value` has against `schema`, in readable form. For schemas
+/// that do not come from WIT (trigger parameters, payloads).
+pub fn schema_errors(schema: &Value, value: &Value) -> Vec<PathError> {
+    let validator = match jsonschema::validator_for(schema) {
+        Ok(v) => v,
+        Err(e) => {
+            return vec![PathError {
+                path: String::new(),
+                message: format!("the schema itself is invalid: {e}"),
+            }];
+        }
+    };
+    validator
+        .iter_errors(value)
+        .flat_map(|e| {
+            if is_vague(&e) {
+                vec![PathError {
+                    path: e.instance_path().to_string(),
+                    message: "does not match any allowed form".into(),
+                }]
+            } else {
+                readable(&e)
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,31 +521,4 @@ mod tests {
         assert_eq!(interface_short_name("attune:demo/text@0.1.0"), "text");
         assert_eq!(interface_short_name("text"), "text");
     }
-}
-
-/// Every error `value` has against `schema`, in readable form. For schemas
-/// that do not come from WIT (trigger parameters, payloads).
-pub fn schema_errors(schema: &Value, value: &Value) -> Vec<PathError> {
-    let validator = match jsonschema::validator_for(schema) {
-        Ok(v) => v,
-        Err(e) => {
-            return vec![PathError {
-                path: String::new(),
-                message: format!("the schema itself is invalid: {e}"),
-            }];
-        }
-    };
-    validator
-        .iter_errors(value)
-        .flat_map(|e| {
-            if is_vague(&e) {
-                vec![PathError {
-                    path: e.instance_path().to_string(),
-                    message: "does not match any allowed form".into(),
-                }]
-            } else {
-                readable(&e)
-            }
-        })
-        .collect()
 }

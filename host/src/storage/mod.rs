@@ -19,8 +19,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::{PgPoolOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::types::Json;
 
 pub use records::*;
@@ -132,7 +134,12 @@ impl Storage {
                     .await?,
             )
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Pool::Postgres(PgPoolOptions::new().max_connections(16).connect(url).await?)
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(16)
+                    .connect(url)
+                    .await?,
+            )
         } else {
             return Err(StorageError::BadUrl(url.to_string()));
         };
@@ -287,8 +294,14 @@ impl Storage {
     pub async fn delete_pack(&self, name: &str) -> Result<bool> {
         on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            sqlx::query("DELETE FROM action WHERE pack = $1").bind(name).execute(&mut *tx).await?;
-            let done = sqlx::query("DELETE FROM pack WHERE name = $1").bind(name).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM action WHERE pack = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM pack WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(done.rows_affected() > 0)
         })
@@ -485,7 +498,10 @@ impl Storage {
     /// Deletes a rule; false when there was none.
     pub async fn delete_rule(&self, r#ref: &str) -> Result<bool> {
         on_pool!(self, |p| {
-            let done = sqlx::query("DELETE FROM rule WHERE ref = $1").bind(r#ref).execute(p).await?;
+            let done = sqlx::query("DELETE FROM rule WHERE ref = $1")
+                .bind(r#ref)
+                .execute(p)
+                .await?;
             Ok(done.rows_affected() > 0)
         })
     }
@@ -493,7 +509,12 @@ impl Storage {
     // ---- events ------------------------------------------------------------
 
     /// Records an event.
-    pub async fn insert_event(&self, trigger: &str, payload: &Value, source: Option<&str>) -> Result<EventRecord> {
+    pub async fn insert_event(
+        &self,
+        trigger: &str,
+        payload: &Value,
+        source: Option<&str>,
+    ) -> Result<EventRecord> {
         let now = now_ms();
         on_pool!(self, |p| {
             let row = sqlx::query(
@@ -511,7 +532,11 @@ impl Storage {
     }
 
     /// Events, newest first, optionally of one trigger type.
-    pub async fn list_events(&self, trigger: Option<&str>, page: &Page) -> Result<Vec<EventRecord>> {
+    pub async fn list_events(
+        &self,
+        trigger: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<EventRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
                 "SELECT id, trigger, payload, source, created_at FROM event \
@@ -529,10 +554,12 @@ impl Storage {
     /// One event.
     pub async fn get_event(&self, id: i64) -> Result<Option<EventRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT id, trigger, payload, source, created_at FROM event WHERE id = $1")
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
+            let row = sqlx::query(
+                "SELECT id, trigger, payload, source, created_at FROM event WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
             Ok(row.as_ref().map(EventRecord::from_row))
         })
     }
@@ -565,16 +592,22 @@ impl Storage {
     /// One execution.
     pub async fn get_execution(&self, id: i64) -> Result<Option<ExecutionRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!("SELECT {EXECUTION_COLUMNS} FROM execution WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
+            let row = sqlx::query(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
             Ok(row.as_ref().map(ExecutionRecord::from_row))
         })
     }
 
     /// Executions, newest first, filtered by status, action and rule.
-    pub async fn list_executions(&self, filter: &ExecutionFilter, page: &Page) -> Result<Vec<ExecutionRecord>> {
+    pub async fn list_executions(
+        &self,
+        filter: &ExecutionFilter,
+        page: &Page,
+    ) -> Result<Vec<ExecutionRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id < $1 AND ($2 IS NULL OR status = $2) \
@@ -605,14 +638,18 @@ impl Storage {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE execution SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            let row = sqlx::query(&format!("SELECT {EXECUTION_COLUMNS} FROM execution WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE execution SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id = $1"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok(row.as_ref().map(ExecutionRecord::from_row))
         })
@@ -635,7 +672,12 @@ impl Storage {
     }
 
     /// Registers (or refreshes) a worker by name.
-    pub async fn upsert_worker(&self, name: &str, capabilities: &[String], labels: &Value) -> Result<WorkerRecord> {
+    pub async fn upsert_worker(
+        &self,
+        name: &str,
+        capabilities: &[String],
+        labels: &Value,
+    ) -> Result<WorkerRecord> {
         let now = now_ms();
         on_pool!(self, |p| {
             let row = sqlx::query(
@@ -705,11 +747,13 @@ impl Storage {
     pub async fn revoke_token(&self, id: i64) -> Result<bool> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let done = sqlx::query("UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(id)
-                .bind(now)
-                .execute(p)
-                .await?;
+            let done = sqlx::query(
+                "UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(p)
+            .await?;
             Ok(done.rows_affected() > 0)
         })
     }
@@ -717,7 +761,9 @@ impl Storage {
     /// How many tokens exist (revoked included).
     pub async fn count_tokens(&self) -> Result<i64> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM api_token").fetch_one(p).await?;
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM api_token")
+                .fetch_one(p)
+                .await?;
             Ok(row.int("n"))
         })
     }

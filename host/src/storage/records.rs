@@ -26,7 +26,10 @@ impl Page {
     }
 
     pub(crate) fn after_id(&self) -> i64 {
-        self.after.as_deref().and_then(|a| a.parse().ok()).unwrap_or(0)
+        self.after
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
     }
 
     /// For newest-first lists: ids below the cursor.

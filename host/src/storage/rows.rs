@@ -23,19 +23,24 @@ macro_rules! impl_db_row {
     ($row:ty) => {
         impl DbRow for $row {
             fn text(&self, col: &str) -> String {
-                self.try_get(col).unwrap_or_else(|e| panic!("column {col}: {e}"))
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }
             fn opt_text(&self, col: &str) -> Option<String> {
-                self.try_get(col).unwrap_or_else(|e| panic!("column {col}: {e}"))
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }
             fn int(&self, col: &str) -> i64 {
-                self.try_get(col).unwrap_or_else(|e| panic!("column {col}: {e}"))
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }
             fn opt_int(&self, col: &str) -> Option<i64> {
-                self.try_get(col).unwrap_or_else(|e| panic!("column {col}: {e}"))
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }
             fn boolean(&self, col: &str) -> bool {
-                self.try_get(col).unwrap_or_else(|e| panic!("column {col}: {e}"))
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }
             fn json(&self, col: &str) -> Value {
                 self.try_get::<Json<Value>, _>(col)
@@ -48,7 +53,8 @@ macro_rules! impl_db_row {
                     .map(|j| j.0)
             }
             fn bytes(&self, col: &str) -> Vec<u8> {
-                self.try_get(col).unwrap_or_else(|e| panic!("column {col}: {e}"))
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }
         }
     };

@@ -1,0 +1,457 @@
+//! The HTTP API over a real listener, on SQLite and on PostgreSQL.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{TestServer, guest_bytes, on_both_backends, tar_gz, tar_gz_with_symlink};
+
+fn echo_rule(r#ref: &str) -> Value {
+    json!({
+        "ref": r#ref,
+        "description": "say hello every ten seconds",
+        "trigger": "core.interval",
+        "trigger_params": {"every": "10s"},
+        "action": "core.echo",
+        "action_params": {"message": "hello, world"},
+        "enabled": true
+    })
+}
+
+fn manifest(name: &str, version: &str, components: &[&str], extra: &str) -> String {
+    let list: Vec<String> = components.iter().map(|c| format!("\"{c}\"")).collect();
+    format!(
+        "name = \"{name}\"\nversion = \"{version}\"\ndescription = \"test pack\"\ncomponents = [{}]\n{extra}",
+        list.join(", ")
+    )
+}
+
+on_both_backends! {
+    async fn health_readiness_and_metrics_need_no_token(backend) {
+        let s = TestServer::start(backend).await;
+        for path in ["/healthz", "/readyz"] {
+            let r = s.send(s.request(Method::GET, path, None)).await;
+            assert_eq!(r.status, StatusCode::OK, "{path}");
+        }
+        let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("attune_http_requests_total"), "{metrics}");
+        s.finish().await;
+    }
+
+    async fn the_core_pack_is_registered_on_first_start(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.get("/api/v1/actions?pack=core").await;
+        assert_eq!(r.status, StatusCode::OK);
+        let refs: Vec<&str> = r.body["items"].as_array().unwrap().iter()
+            .map(|a| a["ref"].as_str().unwrap()).collect();
+        assert_eq!(refs, ["core.echo", "core.fail", "core.noop", "core.sleep"]);
+        let echo = s.get("/api/v1/actions/core.echo").await;
+        assert_eq!(echo.body["params_schema"]["required"], json!(["message"]));
+        assert_eq!(echo.body["capabilities"][0], "wasi-p2-component");
+        let triggers = s.get("/api/v1/trigger-types").await;
+        assert_eq!(triggers.body["items"].as_array().unwrap().len(), 5);
+        s.finish().await;
+    }
+
+    async fn requests_without_a_valid_token_are_refused(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.send(s.request(Method::GET, "/api/v1/rules", None)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.body["error"]["code"], "unauthorized");
+        let r = s.send(s.request(Method::GET, "/api/v1/rules", Some("attune_nonsense"))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        s.finish().await;
+    }
+
+    async fn roles_limit_what_a_token_may_do(backend) {
+        let s = TestServer::start(backend).await;
+        let viewer = s.token("viewer").await;
+        let operator = s.token("operator").await;
+        let worker = s.token("worker").await;
+
+        let r = s.send(s.request(Method::GET, "/api/v1/rules", Some(&viewer))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let r = s.send(s.request(Method::POST, "/api/v1/rules", Some(&viewer)).json(&echo_rule("core.v"))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        assert_eq!(r.body["error"]["code"], "forbidden");
+        let r = s.send(s.request(Method::POST, "/api/v1/rules", Some(&operator)).json(&echo_rule("core.o"))).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let r = s.send(
+            s.request(Method::POST, "/api/v1/packs?name=x&version=1", Some(&operator))
+                .header("content-type", "application/wasm")
+                .body(guest_bytes("types")),
+        ).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        let r = s.send(s.request(Method::GET, "/api/v1/actions", Some(&worker))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        s.finish().await;
+    }
+
+    async fn a_revoked_token_stops_working(backend) {
+        let s = TestServer::start(backend).await;
+        let created = s.post("/api/v1/tokens", json!({"name": "ci", "role": "viewer"})).await;
+        let token = created.body["token"].as_str().unwrap().to_string();
+        let id = created.body["id"].as_i64().unwrap();
+        let listed = s.get("/api/v1/tokens").await;
+        assert!(listed.body.to_string().find(&token).is_none(), "secrets must not be listed");
+        let r = s.send(s.request(Method::GET, "/api/v1/packs", Some(&token))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(s.delete(&format!("/api/v1/tokens/{id}")).await.status, StatusCode::NO_CONTENT);
+        let r = s.send(s.request(Method::GET, "/api/v1/packs", Some(&token))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        s.finish().await;
+    }
+
+    async fn a_single_component_upload_registers_its_actions_idempotently(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.upload_component("types", "1.0.0", guest_bytes("types")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["outcome"], "created");
+        assert!(r.body["actions"].as_array().unwrap().contains(&json!("types.roundtrip.u64s")));
+        let again = s.upload_component("types", "1.0.0", guest_bytes("types")).await;
+        assert_eq!(again.status, StatusCode::OK);
+        assert_eq!(again.body["outcome"], "unchanged");
+        let conflict = s.upload_component("types", "1.0.0", guest_bytes("hostile")).await;
+        assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+        let upgrade = s.upload_component("types", "2.0.0", guest_bytes("hostile")).await;
+        assert_eq!(upgrade.status, StatusCode::CREATED);
+        assert_eq!(upgrade.body["outcome"], "upgraded");
+        let gone = s.get("/api/v1/actions/types.roundtrip.u64s").await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert_eq!(s.get("/api/v1/actions/types.spin").await.status, StatusCode::OK);
+        s.finish().await;
+    }
+
+    async fn bad_components_are_refused_and_nothing_is_registered(backend) {
+        let s = TestServer::start(backend).await;
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("garbage", b"definitely not wasm".to_vec()),
+            ("resourceful", guest_bytes("resourceful")),
+            ("needy", guest_bytes("needy")),
+            ("coremodule", b"\0asm\x01\0\0\0".to_vec()),
+        ];
+        for (name, bytes) in cases {
+            let r = s.upload_component(name, "1", bytes).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {}", r.body);
+            assert_eq!(r.body["error"]["code"], "validation_failed");
+            assert_eq!(r.detail_paths(), [format!("/components/{name}.wasm")], "{name}");
+            assert_eq!(s.get(&format!("/api/v1/packs/{name}")).await.status, StatusCode::NOT_FOUND);
+        }
+        let r = s.upload_component("resourceful", "1", guest_bytes("resourceful")).await;
+        let message = r.body["error"]["details"][0]["message"].as_str().unwrap();
+        assert!(message.contains("resource"), "{message}");
+        let r = s.upload_component("needy", "1", guest_bytes("needy")).await;
+        let message = r.body["error"]["details"][0]["message"].as_str().unwrap();
+        assert!(message.contains("test:needy/elsewhere"), "{message}");
+        s.finish().await;
+    }
+
+    async fn oversized_uploads_are_refused(backend) {
+        let api = attune::api::ApiConfig { max_upload_bytes: 1024, ..Default::default() };
+        let s = TestServer::start_with(backend, api).await;
+        let r = s.upload_component("types", "1", guest_bytes("types")).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+        assert_eq!(r.body["error"]["code"], "payload_too_large");
+        s.finish().await;
+    }
+
+    async fn an_archive_registers_components_and_rules_together(backend) {
+        let s = TestServer::start(backend).await;
+        let types = guest_bytes("types");
+        let toml = manifest("demo", "1.0.0", &["wasm/types.wasm"],
+            "[[rules]]\nref = \"demo.add_on_event\"\ntrigger = \"core.manual\"\naction = \"demo.add\"\naction_params = { a = 1, b = \"{{ event.payload.b }}\" }\n");
+        let archive = tar_gz(&[("pack.toml", toml.as_bytes()), ("wasm/types.wasm", &types)]);
+        let r = s.upload_archive(archive).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["rules"], json!(["demo.add_on_event"]));
+        assert_eq!(s.get("/api/v1/rules/demo.add_on_event").await.status, StatusCode::OK);
+        assert_eq!(s.get("/api/v1/packs/demo").await.body["description"], "test pack");
+        s.finish().await;
+    }
+
+    async fn unsafe_or_broken_archives_are_refused(backend) {
+        let s = TestServer::start(backend).await;
+        let types = guest_bytes("types");
+        let ok_manifest = manifest("evil", "1", &["types.wasm"], "");
+        let cases: Vec<(&str, Vec<u8>, StatusCode)> = vec![
+            ("parent traversal", tar_gz(&[("pack.toml", ok_manifest.as_bytes()), ("../types.wasm", &types)]), StatusCode::BAD_REQUEST),
+            ("nested traversal", tar_gz(&[("pack.toml", ok_manifest.as_bytes()), ("a/../../x", b"x")]), StatusCode::BAD_REQUEST),
+            ("absolute path", tar_gz(&[("pack.toml", ok_manifest.as_bytes()), ("/etc/types.wasm", &types)]), StatusCode::BAD_REQUEST),
+            ("symlink", tar_gz_with_symlink("types.wasm", "/etc/passwd"), StatusCode::BAD_REQUEST),
+            ("not gzip", b"plain bytes".to_vec(), StatusCode::BAD_REQUEST),
+            ("no manifest", tar_gz(&[("types.wasm", &types)]), StatusCode::UNPROCESSABLE_ENTITY),
+            ("unknown manifest key", tar_gz(&[("pack.toml", format!("{ok_manifest}colour = \"red\"\n").as_bytes()), ("types.wasm", &types)]), StatusCode::UNPROCESSABLE_ENTITY),
+            ("missing component", tar_gz(&[("pack.toml", ok_manifest.as_bytes())]), StatusCode::UNPROCESSABLE_ENTITY),
+        ];
+        for (what, archive, status) in cases {
+            let r = s.upload_archive(archive).await;
+            assert_eq!(r.status, status, "{what}: {}", r.body);
+            assert!(r.body["error"]["code"].is_string(), "{what}");
+        }
+        // One bad component spoils the whole pack.
+        let both = manifest("mixed", "1", &["types.wasm", "resourceful.wasm"], "");
+        let resourceful = guest_bytes("resourceful");
+        let r = s.upload_archive(tar_gz(&[("pack.toml", both.as_bytes()), ("types.wasm", &types), ("resourceful.wasm", &resourceful)])).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(s.get("/api/v1/packs/mixed").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(s.get("/api/v1/actions/mixed.add").await.status, StatusCode::NOT_FOUND);
+        // So does one bad rule.
+        let bad_rule = manifest("ruled", "1", &["types.wasm"], "[[rules]]\nref = \"ruled.r\"\ntrigger = \"core.manual\"\naction = \"ruled.add\"\naction_params = { a = \"x\" }\n");
+        let r = s.upload_archive(tar_gz(&[("pack.toml", bad_rule.as_bytes()), ("types.wasm", &types)])).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        let paths = r.detail_paths();
+        assert!(paths.contains(&"/rules/ruled.r/action_params/a".to_string()), "{paths:?}");
+        assert!(paths.contains(&"/rules/ruled.r/action_params/b".to_string()), "{paths:?}");
+        assert_eq!(s.get("/api/v1/packs/ruled").await.status, StatusCode::NOT_FOUND);
+        s.finish().await;
+    }
+
+    async fn rules_are_validated_against_wit_when_saved(backend) {
+        let s = TestServer::start(backend).await;
+        assert_eq!(s.upload_component("types", "1", guest_bytes("types")).await.status, StatusCode::CREATED);
+        let cases: Vec<(Value, Vec<(&str, &str)>)> = vec![
+            (json!({"action_params": {}}), vec![("/action_params/message", "missing required field")]),
+            (json!({"action_params": {"message": 5}}), vec![("/action_params/message", "expected string, got number")]),
+            (json!({"action_params": {"message": "x", "extra": 1}}), vec![("/action_params/extra", "unknown field")]),
+            (json!({"action": "types.roundtrip.u8s", "action_params": {"v": 256}}), vec![("/action_params/v", "greater than the maximum of 255")]),
+            (json!({"action": "types.roundtrip.points", "action_params": {"v": [{"x": 1, "y": 2}, {"x": "one", "y": 2}]}}), vec![("/action_params/v/1/x", "expected integer")]),
+            (json!({"action": "core.nope"}), vec![("/action", "unknown action")]),
+            (json!({"trigger": "core.nope"}), vec![("/trigger", "unknown trigger type")]),
+            (json!({"trigger_params": {"every": "often"}}), vec![("/trigger_params/every", "")]),
+            (json!({"trigger_params": {}}), vec![("/trigger_params/every", "missing required field")]),
+            (json!({"criteria": "event.payload.count >"}), vec![("/criteria", "not a valid expression")]),
+            (json!({"action_params": {"message": "{{ event.payload.x "}}), vec![("/action_params/message", "not a valid template")]),
+            (json!({"ref": "NoDot"}), vec![("/ref", "")]),
+            (json!({"timeout": "soon"}), vec![("/timeout", "")]),
+        ];
+        for (patch, expected) in cases {
+            let mut rule = echo_rule("core.checked");
+            for (k, v) in patch.as_object().unwrap() {
+                rule[k] = v.clone();
+            }
+            let r = s.post("/api/v1/rules", rule.clone()).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{rule}: {}", r.body);
+            let details = r.body["error"]["details"].as_array().unwrap();
+            for (path, message) in expected {
+                assert!(
+                    details.iter().any(|d| d["path"] == path && d["message"].as_str().unwrap().contains(message)),
+                    "{rule}: want {path} ~ {message:?}, got {details:?}"
+                );
+            }
+        }
+        // Several problems come back together.
+        let mut rule = echo_rule("core.many");
+        rule["trigger_params"] = json!({"every": 10});
+        rule["action_params"] = json!({"message": 1});
+        let r = s.post("/api/v1/rules", rule).await;
+        assert_eq!(r.detail_paths().len(), 2, "{}", r.body);
+        s.finish().await;
+    }
+
+    async fn templated_params_are_checked_when_they_render_not_when_saved(backend) {
+        let s = TestServer::start(backend).await;
+        let mut rule = echo_rule("core.templated");
+        rule["trigger"] = json!("core.manual");
+        rule["trigger_params"] = json!({});
+        rule["action_params"] = json!({"message": "{{ event.payload.host }} is down"});
+        rule["criteria"] = json!("event.payload.severity == \"critical\"");
+        let r = s.post("/api/v1/rules", rule).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // No worker is registered yet: saved, with a warning.
+        let warning = r.body["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("no live worker"), "{warning}");
+        s.finish().await;
+    }
+
+    async fn rules_can_be_read_updated_toggled_and_deleted(backend) {
+        let s = TestServer::start(backend).await;
+        assert_eq!(s.post("/api/v1/rules", echo_rule("core.timer_echo_10s")).await.status, StatusCode::CREATED);
+        let dup = s.post("/api/v1/rules", echo_rule("core.timer_echo_10s")).await;
+        assert_eq!(dup.status, StatusCode::CONFLICT);
+        let shown = s.get("/api/v1/rules/core.timer_echo_10s").await;
+        assert_eq!(shown.body["action_params"], json!({"message": "hello, world"}));
+        assert_eq!(shown.body["trigger_params"], json!({"every": "10s"}));
+
+        let mut changed = echo_rule("core.timer_echo_10s");
+        changed["action_params"] = json!({"message": "changed"});
+        let r = s.put("/api/v1/rules/core.timer_echo_10s", changed).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["rule"]["action_params"]["message"], "changed");
+        let mut broken = echo_rule("core.timer_echo_10s");
+        broken["action_params"] = json!({});
+        assert_eq!(s.put("/api/v1/rules/core.timer_echo_10s", broken).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+        let r = s.post("/api/v1/rules/core.timer_echo_10s/disable", json!({})).await;
+        assert_eq!(r.body["enabled"], false);
+        let listed = s.get("/api/v1/rules?enabled=false").await;
+        assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+        let r = s.post("/api/v1/rules/core.timer_echo_10s/enable", json!({})).await;
+        assert_eq!(r.body["enabled"], true);
+        assert_eq!(s.delete("/api/v1/rules/core.timer_echo_10s").await.status, StatusCode::NO_CONTENT);
+        assert_eq!(s.get("/api/v1/rules/core.timer_echo_10s").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(s.delete("/api/v1/rules/core.timer_echo_10s").await.status, StatusCode::NOT_FOUND);
+        s.finish().await;
+    }
+
+    async fn lists_are_paginated_with_a_cursor(backend) {
+        let s = TestServer::start(backend).await;
+        for i in 0..5 {
+            let r = s.post("/api/v1/rules", echo_rule(&format!("core.r{i}"))).await;
+            assert_eq!(r.status, StatusCode::CREATED);
+        }
+        let mut seen = Vec::new();
+        let mut path = "/api/v1/rules?limit=2".to_string();
+        for _ in 0..10 {
+            let r = s.get(&path).await;
+            let items = r.body["items"].as_array().unwrap();
+            assert!(items.len() <= 2);
+            seen.extend(items.iter().map(|i| i["ref"].as_str().unwrap().to_string()));
+            match r.body["next"].as_str() {
+                Some(next) => path = format!("/api/v1/rules?limit=2&after={next}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["core.r0", "core.r1", "core.r2", "core.r3", "core.r4"]);
+
+        for i in 0..3 {
+            s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": {"i": i}})).await;
+        }
+        let first = s.get("/api/v1/events?limit=2").await;
+        let ids: Vec<i64> = first.body["items"].as_array().unwrap().iter().map(|e| e["id"].as_i64().unwrap()).collect();
+        assert!(ids[0] > ids[1], "newest first: {ids:?}");
+        let next = first.body["next"].as_str().unwrap();
+        let second = s.get(&format!("/api/v1/events?limit=2&after={next}")).await;
+        assert_eq!(second.body["items"].as_array().unwrap().len(), 1);
+        assert!(second.body["next"].is_null());
+        s.finish().await;
+    }
+
+    async fn manual_events_are_recorded(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": {"host": "db1"}})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let id = r.body["id"].as_i64().unwrap();
+        let shown = s.get(&format!("/api/v1/events/{id}")).await;
+        assert_eq!(shown.body["payload"], json!({"host": "db1"}));
+        let r = s.post("/api/v1/events", json!({"trigger": "core.interval", "payload": {}})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let r = s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": [1]})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.detail_paths(), ["/payload"]);
+        s.finish().await;
+    }
+
+    async fn direct_runs_are_checked_queued_and_cancellable(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": 1}})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(r.detail_paths(), ["/params/message"]);
+        let r = s.post("/api/v1/executions", json!({"action": "core.missing"})).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "hi"}, "timeout": "5s"})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["status"], "requested");
+        assert_eq!(r.body["timeout_ms"], 5000);
+        assert!(r.body["status_reason"].as_str().unwrap().contains("waiting for a worker"));
+        let id = r.body["id"].as_i64().unwrap();
+        let listed = s.get("/api/v1/executions?status=requested").await;
+        assert_eq!(listed.body["items"][0]["id"], id);
+        let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
+        assert_eq!(r.body["status"], "cancelled");
+        assert!(r.body["finished_at"].is_i64());
+        assert_eq!(s.post("/api/v1/executions/999999/cancel", json!({})).await.status, StatusCode::NOT_FOUND);
+        s.finish().await;
+    }
+
+    async fn bad_input_always_gets_the_error_shape(backend) {
+        let s = TestServer::start(backend).await;
+        let malformed = s.send(
+            s.request(Method::POST, "/api/v1/rules", Some(&s.admin))
+                .header("content-type", "application/json")
+                .body("{\"ref\": "),
+        ).await;
+        assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+        assert_eq!(malformed.body["error"]["code"], "bad_request");
+        let wrong_shape = s.post("/api/v1/rules", json!({"ref": 5})).await;
+        assert_eq!(wrong_shape.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let no_type = s.send(s.request(Method::POST, "/api/v1/rules", Some(&s.admin)).body("{}")).await;
+        assert_eq!(no_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let unknown = s.get("/api/v1/nothing-here").await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert_eq!(unknown.body["error"]["code"], "not_found");
+        let bad_query = s.get("/api/v1/rules?limit=many").await;
+        assert_eq!(bad_query.status, StatusCode::BAD_REQUEST);
+        assert!(bad_query.body["error"]["message"].is_string());
+        let wrong_type = s.send(
+            s.request(Method::POST, "/api/v1/packs", Some(&s.admin))
+                .header("content-type", "text/plain")
+                .body("hello"),
+        ).await;
+        assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        s.finish().await;
+    }
+
+    async fn the_openapi_document_describes_every_route_consistently(backend) {
+        let s = TestServer::start(backend).await;
+        let doc = reqwest::get(format!("{}/api/v1/openapi.json", s.base)).await.unwrap().json::<Value>().await.unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let paths = doc["paths"].as_object().unwrap();
+        for p in ["/api/v1/packs", "/api/v1/rules", "/api/v1/rules/{ref}", "/api/v1/executions/{id}/cancel", "/api/v1/events", "/api/v1/workers", "/api/v1/trigger-types"] {
+            assert!(paths.contains_key(p), "{p} missing");
+        }
+        // Every operation answers with documented responses, and every $ref resolves.
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+            }
+        }
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for r in refs {
+            let pointer = r.trim_start_matches('#');
+            assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+        }
+        s.finish().await;
+    }
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if k == "$ref" {
+                    if let Some(s) = v.as_str() {
+                        out.push(s.to_string());
+                    }
+                } else {
+                    collect_refs(v, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_refs(i, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start(support::Backend::Sqlite).await;
+    let path = s.data_dir.path().join(attune::server::ADMIN_TOKEN_FILE);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), s.admin);
+    let config = attune::server::ServerConfig {
+        data_dir: s.data_dir.path().to_path_buf(),
+        database_url: None,
+        cache_dir: None,
+        api: Default::default(),
+    };
+    let data_dir = s.data_dir.path().to_path_buf();
+    s.state.storage.close().await;
+    let again = attune::server::Server::start(&config).await.unwrap();
+    assert!(
+        again.new_admin_token.is_none(),
+        "a second start must not mint another admin token"
+    );
+    assert!(data_dir.join("attune.db").exists());
+}
