@@ -12,6 +12,7 @@
 pub mod api;
 pub mod builtin;
 pub mod cli;
+pub mod client;
 pub mod packs;
 pub mod rules;
 pub mod runtime;

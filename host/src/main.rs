@@ -16,7 +16,13 @@ async fn main() -> std::process::ExitCode {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(70)
+            // The server refused the request (bad input, not found, conflict…)
+            // → 2, like a local invalid-input error; anything else → 70.
+            let refused = matches!(
+                e.downcast_ref::<attune::client::ClientError>(),
+                Some(attune::client::ClientError::Api { status, .. }) if status.is_client_error()
+            );
+            std::process::ExitCode::from(if refused { 2 } else { 70 })
         }
     }
 }

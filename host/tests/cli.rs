@@ -200,3 +200,138 @@ fn unknown_actions_and_bad_files_exit_two() {
     assert_eq!(code, 2);
     assert_eq!(out["error"]["code"], "invalid_component");
 }
+
+/// A server started from the binary, stopped on drop.
+struct ServerProcess {
+    child: std::process::Child,
+    url: String,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server() -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let token_file = dir.path().join("admin.token");
+    for _ in 0..300 {
+        if token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let token = std::fs::read_to_string(&token_file)
+                .unwrap()
+                .trim()
+                .to_string();
+            return ServerProcess {
+                child,
+                url,
+                token,
+                _dir: dir,
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the server did not start");
+}
+
+fn client(server: &ServerProcess, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(args)
+        .env("ATTUNE_SERVER", &server.url)
+        .env("ATTUNE_TOKEN", &server.token)
+        .env("XDG_CONFIG_HOME", server._dir.path())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn client_commands_drive_a_running_server() {
+    let server = start_server();
+    let (code, out, _) = client(&server, &["action", "list"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("REF"), "{out}");
+    assert!(out.contains("core.echo"), "{out}");
+
+    let (code, out, err) = client(
+        &server,
+        &["pack", "upload", &guest("types"), "--version", "1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("created types 1"), "{out}");
+
+    let rule = server._dir.path().join("rule.yaml");
+    std::fs::write(
+        &rule,
+        "ref: core.timer_echo_10s\ntrigger: core.interval\ntrigger_params:\n  every: 10s\naction: core.echo\naction_params:\n  message: hello, world\n",
+    )
+    .unwrap();
+    let (code, out, err) = client(&server, &["rule", "create", "-f", rule.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("core.timer_echo_10s"));
+    assert!(err.contains("warning: no live worker"), "{err}");
+    let (_, out, _) = client(&server, &["rule", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["items"][0]["ref"], "core.timer_echo_10s");
+
+    std::fs::write(
+        &rule,
+        "ref: core.bad\ntrigger: core.interval\ntrigger_params:\n  every: 10s\naction: core.echo\naction_params:\n  message: 5\n",
+    )
+    .unwrap();
+    let (code, _, err) = client(&server, &["rule", "create", "-f", rule.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("/action_params/message: expected string, got number"),
+        "{err}"
+    );
+
+    let (code, out, _) = client(
+        &server,
+        &[
+            "event",
+            "fire",
+            "core.manual",
+            "--payload",
+            r#"{"host": "db1"}"#,
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("db1"));
+
+    // Nothing serves executions yet: `run` reports it is still waiting.
+    let (code, _, err) = client(
+        &server,
+        &["run", "core.echo", "message=hi", "--wait", "300ms"],
+    );
+    assert_eq!(code, 3);
+    assert!(err.contains("still requested"), "{err}");
+    let (code, out, _) = client(&server, &["execution", "cancel", "1"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"cancelled\""), "{out}");
+
+    let (code, _, err) = client(&server, &["rule", "show", "core.nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no rule"), "{err}");
+}

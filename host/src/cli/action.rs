@@ -60,10 +60,31 @@ pub enum ActionCommand {
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+    /// List the actions registered on a server.
+    List {
+        /// Only this pack's actions.
+        #[arg(long)]
+        pack: Option<String>,
+        #[command(flatten)]
+        client: super::client::ClientArgs,
+    },
+    /// Show an action registered on a server, with its schemas.
+    Show {
+        /// Action ref, e.g. core.echo.
+        r#ref: String,
+        #[command(flatten)]
+        client: super::client::ClientArgs,
+    },
 }
 
 pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
     match cmd {
+        ActionCommand::List { pack, client } => {
+            super::client::action(super::client::ActionClientCommand::List { pack }, &client).await
+        }
+        ActionCommand::Show { r#ref, client } => {
+            super::client::action(super::client::ActionClientCommand::Show { r#ref }, &client).await
+        }
         ActionCommand::Inspect { component, runtime } => {
             let rt = local_runtime(&runtime, Limits::default())?;
             let pack = match load(&rt, &component).await {

@@ -6,6 +6,7 @@
 //! server.
 
 mod action;
+mod client;
 mod serve;
 pub mod units;
 
@@ -27,9 +28,47 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: API, core pack, embedded SQLite unless --database-url says otherwise.
     Serve(serve::ServeArgs),
-    /// Inspect and run action components locally, without a server.
+    /// Inspect and run action components locally (inspect, run), or list
+    /// and show a server's actions (list, show).
     #[command(subcommand)]
     Action(action::ActionCommand),
+    /// Upload and list packs on a server.
+    Pack {
+        #[command(subcommand)]
+        command: client::PackCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Create, list, show, enable, disable and delete rules on a server.
+    Rule {
+        #[command(subcommand)]
+        command: client::RuleCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// List, show and cancel executions on a server.
+    Execution {
+        #[command(subcommand)]
+        command: client::ExecutionCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Fire and list events on a server.
+    Event {
+        #[command(subcommand)]
+        command: client::EventCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Run an action on a server and wait for its result.
+    Run {
+        #[command(flatten)]
+        run: client::RunArgs,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Check and save a server URL and token for the client commands.
+    Login(client::LoginArgs),
 }
 
 /// Options shared by the local runtime commands.
@@ -63,5 +102,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Action(cmd) => action::run(cmd).await,
+        Command::Pack { command, client } => client::pack(command, &client).await,
+        Command::Rule { command, client } => client::rule(command, &client).await,
+        Command::Execution { command, client } => client::execution(command, &client).await,
+        Command::Event { command, client } => client::event(command, &client).await,
+        Command::Run { run, client } => client::run(run, &client).await,
+        Command::Login(args) => client::login(args).await,
     }
 }

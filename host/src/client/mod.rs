@@ -1,0 +1,192 @@
+//! A small HTTP client for the Attune API, used by the CLI's client commands.
+//!
+//! Errors from the server come back in the API's error shape and are turned
+//! into [`ClientError::Api`], keeping every detail path for display.
+
+use std::path::PathBuf;
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message}{}", render_details(.details))]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The error code.
+        code: String,
+        /// The message.
+        message: String,
+        /// `(path, message)` pairs.
+        details: Vec<(String, String)>,
+    },
+    /// The server could not be reached or answered nonsense.
+    #[error("cannot talk to {server}: {source}")]
+    Transport {
+        /// The server URL.
+        server: String,
+        /// The error.
+        source: reqwest::Error,
+    },
+    /// No server or token configured.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn render_details(details: &[(String, String)]) -> String {
+    details
+        .iter()
+        .map(|(p, m)| format!("\n  {}: {m}", if p.is_empty() { "/" } else { p }))
+        .collect()
+}
+
+/// Where `attune login` keeps the server URL and token.
+pub fn config_path() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .map(|base| base.join("attune").join("config.toml"))
+}
+
+/// Saved login.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedLogin {
+    /// Server URL.
+    pub server: Option<String>,
+    /// API token.
+    pub token: Option<String>,
+}
+
+impl SavedLogin {
+    /// Reads the saved login, if any.
+    pub fn load() -> Result<Self, ClientError> {
+        let Some(path) = config_path() else {
+            return Ok(Self::default());
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text)
+                .map_err(|e| ClientError::Config(format!("{}: {e}", path.display()))),
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    /// Writes the login, readable by its owner only.
+    pub fn save(&self) -> Result<PathBuf, ClientError> {
+        use std::io::Write;
+        let path = config_path().ok_or_else(|| ClientError::Config("no home directory".into()))?;
+        let io = |e: std::io::Error| ClientError::Config(format!("{}: {e}", path.display()));
+        std::fs::create_dir_all(path.parent().expect("config path has a parent")).map_err(io)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&path).map_err(io)?;
+        let text = toml::to_string(self).map_err(|e| ClientError::Config(e.to_string()))?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        Ok(path)
+    }
+}
+
+/// A client for one server and token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    server: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `server` authenticating with `token`.
+    pub fn new(server: &str, token: &str) -> Self {
+        Self {
+            server: server.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends a request and returns the JSON body (or `null` for 204).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<Value, ClientError> {
+        let mut request = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.server))
+            .bearer_auth(&self.token);
+        request = match body {
+            None => request,
+            Some(Body::Json(v)) => request.json(&v),
+            Some(Body::Bytes {
+                content_type,
+                bytes,
+            }) => request.header("content-type", content_type).body(bytes),
+        };
+        let transport = |source| ClientError::Transport {
+            server: self.server.clone(),
+            source,
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        let text = response.text().await.map_err(transport)?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        let error = &value["error"];
+        Err(ClientError::Api {
+            status,
+            code: error["code"].as_str().unwrap_or("unknown").to_string(),
+            message: error["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{status}: {text}")),
+            details: error["details"]
+                .as_array()
+                .map(|d| {
+                    d.iter()
+                        .map(|x| {
+                            (
+                                x["path"].as_str().unwrap_or_default().to_string(),
+                                x["message"].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
+    /// GET `path`.
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// POST JSON to `path`.
+    pub async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(Method::POST, path, Some(Body::Json(body))).await
+    }
+}
+
+/// A request body.
+pub enum Body {
+    /// JSON.
+    Json(Value),
+    /// Raw bytes with a content type.
+    Bytes {
+        /// e.g. `application/wasm`.
+        content_type: &'static str,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+}
