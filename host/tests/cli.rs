@@ -224,7 +224,7 @@ fn start_server() -> ServerProcess {
         .unwrap()
         .port();
     let url = format!("http://127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_attune"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_attune"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(dir.path())
@@ -248,6 +248,8 @@ fn start_server() -> ServerProcess {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not start");
 }
 
