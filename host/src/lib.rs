@@ -16,6 +16,7 @@ pub mod client;
 pub mod packs;
 pub mod rules;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod storage;
 pub mod triggers;

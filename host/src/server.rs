@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub cache_dir: Option<PathBuf>,
     /// API settings.
     pub api: ApiConfig,
+    /// Timers, rules and the embedded worker.
+    pub pipeline: crate::scheduler::PipelineConfig,
 }
 
 /// A prepared server: state ready to serve.
@@ -74,6 +76,7 @@ impl Server {
             packs: Arc::new(PackCache::default()),
             config: Arc::new(config.api.clone()),
             metrics: Arc::new(Metrics::default()),
+            dispatch: Arc::new(crate::scheduler::Dispatch::default()),
         };
         for t in crate::triggers::builtin() {
             state.storage.upsert_trigger_type(&t).await?;
@@ -100,15 +103,39 @@ impl Server {
                 .insert_token("admin", Role::Admin, &hash_token(&token))
                 .await?;
             write_private(&config.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
+            hello_world(&state).await?;
             Some(token)
         } else {
             None
         };
+        crate::scheduler::start(&state, config.pipeline.clone()).await?;
         Ok(Server {
             state,
             new_admin_token,
         })
     }
+}
+
+/// The rule a fresh installation starts with: `core.echo` says hello every
+/// ten seconds. Created on first start only, so deleting it sticks.
+async fn hello_world(state: &AppState) -> anyhow::Result<()> {
+    let rule = state
+        .storage
+        .insert_rule(&crate::storage::RuleSpec {
+            r#ref: "core.timer_echo_10s".into(),
+            description: Some("say hello every ten seconds".into()),
+            trigger: "core.interval".into(),
+            trigger_params: serde_json::json!({"every": "10s"}),
+            criteria: None,
+            action: "core.echo".into(),
+            action_params: serde_json::json!({"message": "hello, world"}),
+            enabled: true,
+            timeout_ms: None,
+            max_attempts: 1,
+        })
+        .await?;
+    crate::scheduler::sync_rule(state, &rule).await?;
+    Ok(())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.

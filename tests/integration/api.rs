@@ -445,8 +445,10 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         database_url: None,
         cache_dir: None,
         api: Default::default(),
+        pipeline: Default::default(),
     };
     let data_dir = s.data_dir.path().to_path_buf();
+    s.state.dispatch.shutdown();
     s.state.storage.close().await;
     let again = attune::server::Server::start(&config).await.unwrap();
     assert!(

@@ -4,7 +4,7 @@
 
 mod server;
 
-pub use server::{Backend, Reply, TestServer, tar_gz, tar_gz_with_symlink};
+pub use server::{Backend, PipelineConfig, Reply, TestServer, tar_gz, tar_gz_with_symlink};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use attune::api::ApiConfig;
+pub use attune::scheduler::PipelineConfig;
 use attune::server::{Server, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -74,6 +75,11 @@ impl TestServer {
 
     /// Starts a server on `backend` with `api` settings.
     pub async fn start_with(backend: Backend, api: ApiConfig) -> Self {
+        Self::start_full(backend, api, PipelineConfig::default()).await
+    }
+
+    /// Starts a server with explicit API and pipeline settings.
+    pub async fn start_full(backend: Backend, api: ApiConfig, pipeline: PipelineConfig) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let data_dir = tempfile::tempdir().unwrap();
         let (database_url, pg_database) = match backend {
@@ -103,6 +109,7 @@ impl TestServer {
             database_url,
             cache_dir: Some(std::env::temp_dir().join("attune-test-artifacts")),
             api,
+            pipeline,
         };
         let server = Server::start(&config).await.expect("server starts");
         let admin = server
@@ -134,6 +141,7 @@ impl TestServer {
 
     /// Stops the server and drops its PostgreSQL database.
     pub async fn finish(mut self) {
+        self.state.dispatch.shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -92,6 +92,11 @@ async fn fire(
         .metrics
         .events_recorded
         .fetch_add(1, Ordering::Relaxed);
+    let executions = crate::scheduler::process_event(&state, &event, None).await?;
+    state
+        .metrics
+        .executions_requested
+        .fetch_add(executions.len() as u64, Ordering::Relaxed);
     Ok((StatusCode::CREATED, axum::Json(event)))
 }
 

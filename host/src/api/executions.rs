@@ -149,6 +149,7 @@ async fn create(
         .metrics
         .executions_requested
         .fetch_add(1, Ordering::Relaxed);
+    state.dispatch.work.notify_one();
     Ok((StatusCode::CREATED, axum::Json(execution)))
 }
 
@@ -214,5 +215,10 @@ async fn cancel(
         .cancel_execution(id)
         .await?
         .ok_or_else(|| ApiError::not_found("execution", id))?;
+    if e.status == "running" {
+        // Interrupt it now when this process runs it; the record turns
+        // `cancelled` when the worker reports.
+        state.dispatch.cancel(id);
+    }
     Ok(axum::Json(e))
 }

@@ -185,6 +185,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// Wake-ups and cancellation for the pipeline.
+    pub dispatch: Arc<crate::scheduler::Dispatch>,
 }
 
 /// A page of results and the cursor for the next one.

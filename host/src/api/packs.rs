@@ -126,6 +126,11 @@ async fn upload(
     for p in &outcome.loaded {
         state.packs.insert(p.clone());
     }
+    for r in &outcome.rules {
+        if let Some(rule) = state.storage.get_rule(r).await? {
+            crate::scheduler::sync_rule(&state, &rule).await?;
+        }
+    }
     let (status, word) = match outcome.registered {
         Registered::Created => (StatusCode::CREATED, "created"),
         Registered::Upgraded => (StatusCode::CREATED, "upgraded"),

@@ -19,6 +19,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show, update, delete))
         .routes(routes!(enable))
         .routes(routes!(disable))
+        .routes(routes!(test))
 }
 
 /// A saved rule and anything worth knowing about it.
@@ -99,6 +100,7 @@ async fn create(
     caller.require(Role::Operator)?;
     let (spec, warnings) = check(&state, &input).await?;
     let rule = state.storage.insert_rule(&spec).await?;
+    crate::scheduler::sync_rule(&state, &rule).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(RuleResponse { rule, warnings }),
@@ -125,6 +127,10 @@ async fn update(
         .update_rule(&r#ref, &spec)
         .await?
         .ok_or_else(|| ApiError::not_found("rule", &r#ref))?;
+    if rule.spec.r#ref != r#ref {
+        state.storage.delete_timer(&r#ref).await?;
+    }
+    crate::scheduler::sync_rule(&state, &rule).await?;
     Ok(axum::Json(RuleResponse { rule, warnings }))
 }
 
@@ -181,6 +187,8 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     if state.storage.delete_rule(&r#ref).await? {
+        state.storage.delete_timer(&r#ref).await?;
+        state.dispatch.timers.notify_one();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("rule", &r#ref))
@@ -188,11 +196,51 @@ async fn delete(
 }
 
 async fn set_enabled(state: &AppState, r#ref: &str, enabled: bool) -> Result<RuleRecord, ApiError> {
-    state
+    let rule = state
         .storage
         .set_rule_enabled(r#ref, enabled)
         .await?
-        .ok_or_else(|| ApiError::not_found("rule", r#ref))
+        .ok_or_else(|| ApiError::not_found("rule", r#ref))?;
+    crate::scheduler::sync_rule(state, &rule).await?;
+    Ok(rule)
+}
+
+/// A sample event for a dry run.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestRequest {
+    /// The payload the event would carry.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+/// Dry run: would the rule match this payload, and what would it run?
+/// Nothing is stored.
+#[utoipa::path(post, path = "/rules/{ref}/test", tag = "rules", request_body = TestRequest,
+    params(("ref" = String, Path, description = "Rule ref")),
+    responses((status = 200, body = crate::scheduler::Verdict), (status = 404, body = ErrorBody)))]
+async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(r#ref): Path<String>,
+    ApiJson(input): ApiJson<TestRequest>,
+) -> Result<axum::Json<crate::scheduler::Verdict>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let rule = state
+        .storage
+        .get_rule(&r#ref)
+        .await?
+        .ok_or_else(|| ApiError::not_found("rule", &r#ref))?;
+    let event = crate::storage::EventRecord {
+        id: 0,
+        trigger: rule.spec.trigger.clone(),
+        payload: input.payload,
+        source: Some("test".into()),
+        created_at: crate::storage::now_ms(),
+    };
+    let (verdict, _) = crate::scheduler::evaluate(&state, &rule, &event).await?;
+    Ok(axum::Json(verdict))
 }
 
 /// Enables a rule.

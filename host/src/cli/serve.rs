@@ -5,8 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::units::parse_size;
+use std::time::Duration;
+
+use super::units::{parse_duration, parse_size};
 use crate::api::ApiConfig;
+use crate::scheduler::PipelineConfig;
 use crate::server::{self, ADMIN_TOKEN_FILE, Server, ServerConfig};
 
 /// Options of `attune serve`.
@@ -24,6 +27,20 @@ pub struct ServeArgs {
     /// Largest pack upload accepted, e.g. 50MiB.
     #[arg(long, env = "ATTUNE_MAX_UPLOAD", default_value = "50MiB", value_parser = parse_size)]
     pub max_upload: usize,
+    /// Executions the embedded worker runs at once; 0 runs no embedded worker.
+    /// Default: the number of cores.
+    #[arg(long, env = "ATTUNE_WORKERS", default_value_t = default_workers())]
+    pub workers: usize,
+    /// Execution timeout when a rule or request sets none, e.g. 30s.
+    #[arg(long, env = "ATTUNE_DEFAULT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub default_timeout: Duration,
+    /// Delete finished executions and events older than this many days; 0 keeps everything.
+    #[arg(long, env = "ATTUNE_RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u64,
+}
+
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
 pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
@@ -34,6 +51,14 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         api: ApiConfig {
             max_upload_bytes: args.max_upload,
             ..ApiConfig::default()
+        },
+        pipeline: PipelineConfig {
+            embedded_worker: args.workers > 0,
+            concurrency: args.workers.max(1),
+            default_timeout: args.default_timeout,
+            retention: (args.retention_days > 0)
+                .then(|| Duration::from_secs(args.retention_days * 86_400)),
+            ..PipelineConfig::default()
         },
     };
     let server = Server::start(&config).await?;

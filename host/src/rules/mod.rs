@@ -48,6 +48,10 @@ pub struct RuleInput {
     /// Execution timeout, e.g. `30s`; the server default when absent.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Attempts per execution (1-10, default 1): a run whose worker vanishes
+    /// is retried with exponential backoff until they are used up.
+    #[serde(default)]
+    pub max_attempts: Option<i64>,
 }
 
 fn empty_object() -> Value {
@@ -134,6 +138,10 @@ pub fn validate_rule(
             }
         },
     };
+    let max_attempts = input.max_attempts.unwrap_or(1);
+    if !(1..=10).contains(&max_attempts) {
+        err("/max_attempts", "must be between 1 and 10".into());
+    }
     if !input.action_params.is_object() {
         err("/action_params", "expected object".into());
     }
@@ -172,6 +180,7 @@ pub fn validate_rule(
         action_params: input.action_params.clone(),
         enabled: input.enabled,
         timeout_ms,
+        max_attempts,
     })
 }
 

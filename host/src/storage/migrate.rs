@@ -7,11 +7,23 @@
 use super::{Dialect, StorageError, now_ms};
 
 /// `(version, sql)` per dialect, in order.
-const SQLITE: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
-const POSTGRES: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_pipeline.sql"),
+    ),
+];
+const POSTGRES: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_pipeline.sql"),
+    ),
+];
 
 /// An arbitrary constant naming Attune's migration lock.
 const LOCK_KEY: i64 = 0x6174_7475_6e65;

@@ -99,6 +99,10 @@ macro_rules! on_pool {
     };
 }
 
+mod pipeline;
+
+pub use pipeline::{Finished, MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Reaped};
+
 /// The database: SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
@@ -404,8 +408,8 @@ impl Storage {
         let now = now_ms();
         on_pool!(self, |p| {
             let row = sqlx::query(&format!(
-                "INSERT INTO rule (ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {RULE_COLUMNS}"
+                "INSERT INTO rule (ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, created_at, updated_at, max_attempts) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING {RULE_COLUMNS}"
             ))
             .bind(&rule.r#ref)
             .bind(&rule.description)
@@ -417,6 +421,7 @@ impl Storage {
             .bind(rule.enabled)
             .bind(rule.timeout_ms)
             .bind(now)
+            .bind(rule.max_attempts)
             .fetch_one(p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
@@ -430,7 +435,7 @@ impl Storage {
         on_pool!(self, |p| {
             let row = sqlx::query(&format!(
                 "UPDATE rule SET ref = $2, description = $3, trigger = $4, trigger_params = $5, criteria = $6, action = $7, \
-                 action_params = $8, enabled = $9, timeout_ms = $10, updated_at = $11 WHERE ref = $1 RETURNING {RULE_COLUMNS}"
+                 action_params = $8, enabled = $9, timeout_ms = $10, updated_at = $11, max_attempts = $12 WHERE ref = $1 RETURNING {RULE_COLUMNS}"
             ))
             .bind(r#ref)
             .bind(&rule.r#ref)
@@ -443,6 +448,7 @@ impl Storage {
             .bind(rule.enabled)
             .bind(rule.timeout_ms)
             .bind(now)
+            .bind(rule.max_attempts)
             .fetch_optional(p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
@@ -769,7 +775,7 @@ impl Storage {
     }
 }
 
-const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, created_at, updated_at";
+const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at";
 
 const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
      timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested";

@@ -250,6 +250,13 @@ pub struct RuleSpec {
     pub enabled: bool,
     /// Execution timeout in milliseconds; default when absent.
     pub timeout_ms: Option<i64>,
+    /// Attempts each execution gets (retries after a lost worker), at least 1.
+    #[serde(default = "one")]
+    pub max_attempts: i64,
+}
+
+fn one() -> i64 {
+    1
 }
 
 /// A stored rule.
@@ -280,6 +287,7 @@ impl RuleRecord {
                 action_params: r.json("action_params"),
                 enabled: r.boolean("enabled"),
                 timeout_ms: r.opt_int("timeout_ms"),
+                max_attempts: r.int("max_attempts"),
             },
             created_at: r.int("created_at"),
             updated_at: r.int("updated_at"),

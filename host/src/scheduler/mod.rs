@@ -1,0 +1,374 @@
+//! The event pipeline inside the server: timers fire, events meet rules,
+//! enforcements create executions, the embedded worker runs them, leases
+//! expire into retries.
+//!
+//! Nothing here polls the database in a hot loop: the timer task sleeps until
+//! the next tick is due (or a rule changes), the worker waits for a
+//! notification when work is queued (or its heartbeat), and the reaper runs
+//! at lease granularity.
+
+pub mod render;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::{Notify, oneshot};
+
+use crate::api::AppState;
+use crate::cli::units::parse_duration;
+use crate::storage::{EventRecord, ExecutionRecord, NewExecution, RuleRecord, now_ms};
+
+/// Wake-ups and cancellation shared by the API and the background tasks.
+#[derive(Default)]
+pub struct Dispatch {
+    /// Work was queued.
+    pub work: Notify,
+    /// A timer rule changed.
+    pub timers: Notify,
+    cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Dispatch {
+    /// Registers a running execution's cancel handle.
+    pub fn on_cancel(&self, id: i64) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.cancels).insert(id, tx);
+        rx
+    }
+
+    /// Forgets a finished execution's cancel handle.
+    pub fn done(&self, id: i64) {
+        lock(&self.cancels).remove(&id);
+    }
+
+    /// Interrupts a running execution of this process; false if none.
+    pub fn cancel(&self, id: i64) -> bool {
+        lock(&self.cancels)
+            .remove(&id)
+            .is_some_and(|tx| tx.send(()).is_ok())
+    }
+
+    /// Stops every background task.
+    pub fn shutdown(&self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        lock(&self.tasks).push(tokio::spawn(task));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Run an embedded worker.
+    pub embedded_worker: bool,
+    /// Executions the embedded worker runs at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Default execution timeout.
+    pub default_timeout: Duration,
+    /// Delete finished executions and events older than this; `None` keeps all.
+    pub retention: Option<Duration>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            embedded_worker: true,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            lease: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            default_timeout: Duration::from_secs(30),
+            retention: None,
+        }
+    }
+}
+
+/// The interval of a `core.interval` rule, in ms.
+pub fn interval_ms(rule: &RuleRecord) -> Option<i64> {
+    if rule.spec.trigger != "core.interval" {
+        return None;
+    }
+    let every = rule.spec.trigger_params["every"].as_str()?;
+    parse_duration(every)
+        .ok()
+        .map(|d| (d.as_millis() as i64).max(1))
+}
+
+/// Brings a rule's timer in line with its definition and wakes the timer task.
+pub async fn sync_rule(
+    state: &AppState,
+    rule: &RuleRecord,
+) -> Result<(), crate::storage::StorageError> {
+    state.storage.sync_timer(rule, interval_ms(rule)).await?;
+    state.dispatch.timers.notify_one();
+    Ok(())
+}
+
+/// Starts the timer, worker, reaper and retention tasks.
+pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<()> {
+    let dispatch = state.dispatch.clone();
+    dispatch.spawn(timer_task(state.clone()));
+    dispatch.spawn(reaper_task(state.clone(), config.clone()));
+    if let Some(retention) = config.retention {
+        dispatch.spawn(retention_task(state.clone(), retention));
+    }
+    if config.embedded_worker {
+        let w = worker::EmbeddedWorker::register(state.clone(), config).await?;
+        dispatch.spawn(w.run());
+    }
+    Ok(())
+}
+
+async fn timer_task(state: AppState) {
+    loop {
+        match state.storage.fire_due_timers(100).await {
+            Ok(fired) => {
+                for (rule, event) in fired {
+                    if let Err(e) = process_event(&state, &event, Some(&rule)).await {
+                        tracing::error!(rule, error = %e, "processing a timer event");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "firing timers"),
+        }
+        let wait = match state.storage.next_timer_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
+            Ok(None) => Duration::from_secs(60),
+            Err(_) => Duration::from_secs(1),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = state.dispatch.timers.notified() => {}
+        }
+    }
+}
+
+async fn reaper_task(state: AppState, config: PipelineConfig) {
+    let period = (config.lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        match state
+            .storage
+            .reap_expired_leases(config.retry_backoff.as_millis() as i64)
+            .await
+        {
+            Ok(r) if r.retried + r.abandoned > 0 => {
+                tracing::warn!(
+                    retried = r.retried,
+                    abandoned = r.abandoned,
+                    "expired leases"
+                );
+                state.dispatch.work.notify_one();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "reaping leases"),
+        }
+    }
+}
+
+async fn retention_task(state: AppState, retention: Duration) {
+    loop {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        match state.storage.prune(cutoff).await {
+            Ok((executions, events)) if executions + events > 0 => {
+                tracing::info!(executions, events, "pruned old history");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "pruning history"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// What a rule would do with an event (the dry run of `POST /rules/{ref}/test`).
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Verdict {
+    /// Whether the criteria hold.
+    pub matched: bool,
+    /// The rendered action params, when it matched and rendered.
+    pub params: Option<serde_json::Value>,
+    /// Why it would not run (criteria error, template error, invalid params).
+    pub errors: Vec<crate::api::error::ErrorDetail>,
+}
+
+/// Evaluates `rule` against `event` without storing anything.
+pub async fn evaluate(
+    state: &AppState,
+    rule: &RuleRecord,
+    event: &EventRecord,
+) -> Result<(Verdict, Option<crate::storage::ActionRecord>), crate::api::error::ApiError> {
+    use crate::api::error::ErrorDetail;
+    let ctx = render::context(event, &rule.spec.r#ref);
+    let detail = |path: &str, message: String| ErrorDetail {
+        path: path.to_string(),
+        message,
+    };
+    let matched = match render::matches(rule.spec.criteria.as_deref(), &ctx) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok((
+                Verdict {
+                    matched: false,
+                    params: None,
+                    errors: vec![detail("/criteria", e)],
+                },
+                None,
+            ));
+        }
+    };
+    if !matched {
+        return Ok((
+            Verdict {
+                matched,
+                params: None,
+                errors: vec![],
+            },
+            None,
+        ));
+    }
+    let params = match render::render(&rule.spec.action_params, &ctx) {
+        Ok(p) => p,
+        Err((path, message)) => {
+            return Ok((
+                Verdict {
+                    matched,
+                    params: None,
+                    errors: vec![detail(&format!("/action_params{path}"), message)],
+                },
+                None,
+            ));
+        }
+    };
+    let Some(action) = state.storage.get_action(&rule.spec.action).await? else {
+        return Ok((
+            Verdict {
+                matched,
+                params: Some(params),
+                errors: vec![detail(
+                    "/action",
+                    format!("unknown action `{}`", rule.spec.action),
+                )],
+            },
+            None,
+        ));
+    };
+    let pack = state
+        .packs
+        .get(
+            &action.component,
+            &state.runtime,
+            &state.storage,
+            &state.files,
+        )
+        .await?;
+    let errors = match pack.action(&action.name).map(|a| a.validate(&params)) {
+        Some(Ok(())) => vec![],
+        Some(Err(errs)) => errs
+            .into_iter()
+            .map(|e| detail(&format!("/action_params{}", e.path), e.message))
+            .collect(),
+        None => vec![detail(
+            "/action",
+            format!("unknown action `{}`", rule.spec.action),
+        )],
+    };
+    Ok((
+        Verdict {
+            matched,
+            params: Some(params),
+            errors,
+        },
+        Some(action),
+    ))
+}
+
+/// Runs an event through the rules listening to its trigger (or only `only`):
+/// criteria, templating, validation, one enforcement per (rule, event).
+pub async fn process_event(
+    state: &AppState,
+    event: &EventRecord,
+    only: Option<&str>,
+) -> Result<Vec<ExecutionRecord>, crate::api::error::ApiError> {
+    let rules = match only {
+        Some(r) => state
+            .storage
+            .get_rule(r)
+            .await?
+            .into_iter()
+            .filter(|r| r.spec.enabled)
+            .collect(),
+        None => state.storage.enabled_rules(&event.trigger).await?,
+    };
+    let mut created = Vec::new();
+    for rule in rules {
+        let (verdict, action) = evaluate(state, &rule, event).await?;
+        if !verdict.matched && verdict.errors.is_empty() {
+            continue;
+        }
+        let r#ref = &rule.spec.r#ref;
+        match (verdict.errors.is_empty(), action) {
+            (true, Some(action)) => {
+                let execution = NewExecution {
+                    action: action.r#ref.clone(),
+                    params: verdict.params.clone().unwrap_or_default(),
+                    capabilities: action.capabilities.clone(),
+                    status_reason: None,
+                    rule: Some(r#ref.clone()),
+                    enforcement: None,
+                    max_attempts: rule.spec.max_attempts,
+                    timeout_ms: rule.spec.timeout_ms,
+                };
+                if let Some(Some(e)) = state
+                    .storage
+                    .enforce(
+                        r#ref,
+                        event.id,
+                        verdict.params.as_ref(),
+                        None,
+                        Some(&execution),
+                    )
+                    .await?
+                {
+                    created.push(e);
+                }
+            }
+            _ => {
+                let reason = verdict
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::warn!(rule = %r#ref, event = event.id, reason, "rule not enforced");
+                state
+                    .storage
+                    .enforce(
+                        r#ref,
+                        event.id,
+                        verdict.params.as_ref(),
+                        Some(&reason),
+                        None,
+                    )
+                    .await?;
+            }
+        }
+    }
+    if !created.is_empty() {
+        state.dispatch.work.notify_one();
+    }
+    Ok(created)
+}

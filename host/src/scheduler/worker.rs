@@ -1,0 +1,204 @@
+//! The worker embedded in `attune serve`: claims executions it can serve,
+//! runs them in the sandbox, reports results, heartbeats its leases.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::PipelineConfig;
+use crate::api::AppState;
+use crate::runtime::{ExecutionContext, ExecutionRequest, Limits, Status};
+use crate::storage::{ExecutionRecord, Finished};
+
+/// What every worker of this build can run: the runtime kind and the
+/// `attune:action` host interfaces it links.
+pub fn capabilities() -> Vec<String> {
+    vec![
+        crate::runtime::pack::RUNTIME_KIND.to_string(),
+        "attune:action/log@0.1.0".to_string(),
+        "attune:action/context@0.1.0".to_string(),
+    ]
+}
+
+/// The embedded worker.
+pub struct EmbeddedWorker {
+    state: AppState,
+    id: i64,
+    capabilities: Vec<String>,
+    config: PipelineConfig,
+    slots: Arc<Semaphore>,
+}
+
+impl EmbeddedWorker {
+    /// Registers the worker row (name `embedded@<host>`).
+    pub async fn register(state: AppState, config: PipelineConfig) -> anyhow::Result<Self> {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+        let name = format!("embedded@{host}:{}", std::process::id());
+        let capabilities = capabilities();
+        let record = state
+            .storage
+            .upsert_worker(&name, &capabilities, &json!({"embedded": "true"}))
+            .await?;
+        Ok(Self {
+            state,
+            id: record.id,
+            capabilities,
+            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
+            config,
+        })
+    }
+
+    /// Claims and runs work until the task is aborted.
+    pub async fn run(self) {
+        let heartbeat = (self.config.lease / 3).max(Duration::from_millis(100));
+        let lease_ms = self.config.lease.as_millis() as i64;
+        let mut next_heartbeat = tokio::time::Instant::now();
+        loop {
+            if tokio::time::Instant::now() >= next_heartbeat {
+                if let Err(e) = self.state.storage.heartbeat(self.id, lease_ms).await {
+                    tracing::error!(error = %e, "worker heartbeat");
+                }
+                next_heartbeat = tokio::time::Instant::now() + heartbeat;
+            }
+            let free = self.slots.available_permits();
+            let mut full_batch = false;
+            if free > 0 {
+                match self
+                    .state
+                    .storage
+                    .claim(self.id, &self.capabilities, free as i64, lease_ms)
+                    .await
+                {
+                    Ok(claimed) => {
+                        full_batch = claimed.len() == free;
+                        for e in claimed {
+                            let permit = self
+                                .slots
+                                .clone()
+                                .acquire_owned()
+                                .await
+                                .expect("semaphore open");
+                            let state = self.state.clone();
+                            let worker = self.id;
+                            let default_timeout = self.config.default_timeout;
+                            tokio::spawn(async move {
+                                run_one(&state, worker, e, default_timeout).await;
+                                drop(permit);
+                                // A slot is free: look for more work.
+                                state.dispatch.work.notify_one();
+                            });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "claiming executions"),
+                }
+            }
+            if full_batch {
+                continue;
+            }
+            let mut wait = next_heartbeat.saturating_duration_since(tokio::time::Instant::now());
+            if let Ok(Some(due)) = self.state.storage.next_retry_due().await {
+                let until = Duration::from_millis((due - crate::storage::now_ms()).max(0) as u64);
+                wait = wait.min(until);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.state.dispatch.work.notified() => {}
+            }
+        }
+    }
+}
+
+/// Runs one claimed execution and records how it ended.
+pub async fn run_one(state: &AppState, worker: i64, e: ExecutionRecord, default_timeout: Duration) {
+    let id = e.id;
+    match state.storage.mark_running(id, worker).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(err) => {
+            tracing::error!(id, error = %err, "marking running");
+            return;
+        }
+    }
+    let finished = execute(state, &e, default_timeout).await;
+    if let Err(err) = state.storage.finish(id, worker, &finished).await {
+        tracing::error!(id, error = %err, "recording the result");
+    }
+}
+
+async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duration) -> Finished {
+    let failed = |message: String| Finished {
+        status: "failed".into(),
+        result: None,
+        error: Some(Value::String(message)),
+        stdout: String::new(),
+        stderr: String::new(),
+        logs: json!([]),
+    };
+    let action = match state.storage.get_action(&e.action).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return failed(format!("action {} is no longer registered", e.action)),
+        Err(err) => return failed(format!("looking up the action: {err}")),
+    };
+    let pack = match state
+        .packs
+        .get(
+            &action.component,
+            &state.runtime,
+            &state.storage,
+            &state.files,
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(err) => return failed(format!("loading the component: {err}")),
+    };
+    let limits = Limits {
+        timeout: e
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms as u64))
+            .unwrap_or(default_timeout),
+        ..state.runtime.config().default_limits
+    };
+    let request = ExecutionRequest {
+        action: action.name.clone(),
+        params: e.params.clone(),
+        limits: Some(limits),
+        context: ExecutionContext {
+            id: e.id.to_string(),
+            action: e.action.clone(),
+            attempt: e.attempt as u32,
+        },
+    };
+    let cancelled = state.dispatch.on_cancel(e.id);
+    let outcome = tokio::select! {
+        r = pack.execute(&state.runtime, request) => Some(r),
+        _ = cancelled => None,
+    };
+    state.dispatch.done(e.id);
+    match outcome {
+        None => Finished {
+            status: "cancelled".into(),
+            result: None,
+            error: Some(Value::String("cancelled while running".into())),
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: json!([]),
+        },
+        Some(Err(err)) => failed(err.to_string()),
+        Some(Ok(o)) => Finished {
+            status: match o.status {
+                Status::Succeeded => "succeeded",
+                Status::Failed => "failed",
+                Status::TimedOut => "timed_out",
+            }
+            .into(),
+            result: o.result,
+            error: o.error,
+            stdout: o.stdout.marked(),
+            stderr: o.stderr.marked(),
+            logs: serde_json::to_value(&o.logs).unwrap_or_default(),
+        },
+    }
+}

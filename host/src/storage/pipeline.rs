@@ -1,0 +1,517 @@
+//! Storage for the event pipeline: timers, enforcements, claims, leases.
+//!
+//! Claims are optimistic and therefore correct with any number of claimers
+//! on either backend: a worker reads candidate `requested` rows and moves each
+//! with `UPDATE … WHERE id = $1 AND status = 'requested'`; only the claimer
+//! whose update changed a row owns it. On PostgreSQL the candidate read uses
+//! `FOR UPDATE SKIP LOCKED` so concurrent claimers pick different rows instead
+//! of racing for the same ones.
+
+use serde_json::{Value, json};
+use sqlx::types::Json;
+
+use super::rows::DbRow;
+use super::{
+    EXECUTION_COLUMNS, EventRecord, ExecutionRecord, NewExecution, Pool, RULE_COLUMNS, Result,
+    RuleRecord, Storage, now_ms,
+};
+
+/// A timer's misfire policy after downtime.
+pub const MISFIRE_FIRE_ONCE: &str = "fire_once";
+/// Skip the ticks missed during downtime.
+pub const MISFIRE_SKIP: &str = "skip";
+
+/// How an execution ended, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// succeeded, failed, timed_out or cancelled.
+    pub status: String,
+    /// Result value.
+    pub result: Option<Value>,
+    /// Error value or message.
+    pub error: Option<Value>,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+    /// Log lines.
+    pub logs: Value,
+}
+
+/// What [`Storage::reap_expired_leases`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Executions put back in the queue for another attempt.
+    pub retried: u64,
+    /// Executions marked abandoned (no attempts left).
+    pub abandoned: u64,
+}
+
+impl Storage {
+    /// Creates, updates or removes the timer of `rule` to match its
+    /// definition: enabled `core.interval` rules have one.
+    pub async fn sync_timer(&self, rule: &RuleRecord, every_ms: Option<i64>) -> Result<()> {
+        let now = now_ms();
+        let misfire = rule.spec.trigger_params["misfire"]
+            .as_str()
+            .unwrap_or(MISFIRE_FIRE_ONCE)
+            .to_string();
+        on_pool!(self, |p| {
+            match every_ms.filter(|_| rule.spec.enabled) {
+                None => {
+                    sqlx::query("DELETE FROM timer WHERE rule = $1")
+                        .bind(&rule.spec.r#ref)
+                        .execute(p)
+                        .await?;
+                }
+                Some(every) => {
+                    // A changed interval restarts the schedule; an unchanged
+                    // one keeps its next tick (restarts neither lose nor add ticks).
+                    sqlx::query(
+                        "INSERT INTO timer (rule, every_ms, next_fire_at, misfire) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (rule) DO UPDATE SET misfire = excluded.misfire, \
+                         next_fire_at = CASE WHEN timer.every_ms = excluded.every_ms THEN timer.next_fire_at ELSE excluded.next_fire_at END, \
+                         every_ms = excluded.every_ms",
+                    )
+                    .bind(&rule.spec.r#ref)
+                    .bind(every)
+                    .bind(now + every)
+                    .bind(&misfire)
+                    .execute(p)
+                    .await?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a rule's timer.
+    pub async fn delete_timer(&self, rule: &str) -> Result<()> {
+        on_pool!(self, |p| {
+            sqlx::query("DELETE FROM timer WHERE rule = $1")
+                .bind(rule)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// When the next timer is due, if any.
+    pub async fn next_timer_due(&self) -> Result<Option<i64>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query("SELECT MIN(next_fire_at) AS due FROM timer")
+                .fetch_one(p)
+                .await?;
+            Ok(row.opt_int("due"))
+        })
+    }
+
+    /// Fires every due timer: advances it and records its event in one
+    /// transaction, so a tick is fired exactly once even with several nodes
+    /// and across restarts. Returns `(rule ref, event)` for each fired tick.
+    pub async fn fire_due_timers(&self, limit: i64) -> Result<Vec<(String, EventRecord)>> {
+        let now = now_ms();
+        let lock = match self.pool {
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
+        };
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let due = sqlx::query(&format!(
+                "SELECT rule, every_ms, next_fire_at, count, skipped, misfire FROM timer \
+                 WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{lock}"
+            ))
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut fired = Vec::new();
+            for row in due {
+                let rule = row.text("rule");
+                let every = row.int("every_ms").max(1);
+                let scheduled = row.int("next_fire_at");
+                let missed = (now - scheduled) / every; // ticks past the first one
+                let next = scheduled + (missed + 1) * every;
+                let skip = row.text("misfire") == MISFIRE_SKIP && missed > 0;
+                let count = row.int("count") + if skip { 0 } else { 1 };
+                let skipped = row.int("skipped") + if skip { missed + 1 } else { missed };
+                sqlx::query(
+                    "UPDATE timer SET next_fire_at = $2, count = $3, skipped = $4 WHERE rule = $1",
+                )
+                .bind(&rule)
+                .bind(next)
+                .bind(count)
+                .bind(skipped)
+                .execute(&mut *tx)
+                .await?;
+                if skip {
+                    tracing::info!(
+                        rule,
+                        skipped = missed + 1,
+                        "skipped ticks missed during downtime"
+                    );
+                    continue;
+                }
+                let payload = json!({"count": count, "scheduled_at": scheduled, "missed": missed});
+                let event = sqlx::query(
+                    "INSERT INTO event (trigger, payload, source, created_at) VALUES ('core.interval', $1, $2, $3) \
+                     RETURNING id, trigger, payload, source, created_at",
+                )
+                .bind(Json(&payload))
+                .bind(&rule)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                fired.push((rule, EventRecord::from_row(&event)));
+            }
+            tx.commit().await?;
+            Ok(fired)
+        })
+    }
+
+    /// Enabled rules listening to `trigger`.
+    pub async fn enabled_rules(&self, trigger: &str) -> Result<Vec<RuleRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(&format!(
+                "SELECT {RULE_COLUMNS} FROM rule WHERE trigger = $1 AND enabled = TRUE ORDER BY ref"
+            ))
+            .bind(trigger)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(RuleRecord::from_row).collect())
+        })
+    }
+
+    /// Records the enforcement of `rule` for `event` and, when enforced, its
+    /// execution — once: a second call for the same pair returns `None`.
+    pub async fn enforce(
+        &self,
+        rule: &str,
+        event: i64,
+        params: Option<&Value>,
+        reason: Option<&str>,
+        execution: Option<&NewExecution>,
+    ) -> Result<Option<Option<ExecutionRecord>>> {
+        let now = now_ms();
+        let status = if execution.is_some() {
+            "enforced"
+        } else {
+            "failed"
+        };
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (rule, event) DO NOTHING RETURNING id",
+            )
+            .bind(rule)
+            .bind(event)
+            .bind(status)
+            .bind(params.map(Json))
+            .bind(reason)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = inserted else {
+                return Ok(None);
+            };
+            let enforcement = row.int("id");
+            let created = match execution {
+                None => None,
+                Some(e) => {
+                    let row = sqlx::query(&format!(
+                        "INSERT INTO execution (action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, timeout_ms, created_at) \
+                         VALUES ($1, $2, 'requested', $3, $4, $5, $6, 1, $7, $8, $9) RETURNING {EXECUTION_COLUMNS}"
+                    ))
+                    .bind(&e.action)
+                    .bind(Json(&e.params))
+                    .bind(&e.status_reason)
+                    .bind(Json(&e.capabilities))
+                    .bind(&e.rule)
+                    .bind(enforcement)
+                    .bind(e.max_attempts)
+                    .bind(e.timeout_ms)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let record = ExecutionRecord::from_row(&row);
+                    sqlx::query("UPDATE enforcement SET execution = $2 WHERE id = $1")
+                        .bind(enforcement)
+                        .bind(record.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some(record)
+                }
+            };
+            tx.commit().await?;
+            Ok(Some(created))
+        })
+    }
+
+    /// The enforcements of an event: `(rule, status, reason, execution)`.
+    pub async fn enforcements_of(
+        &self,
+        event: i64,
+    ) -> Result<Vec<(String, String, Option<String>, Option<i64>)>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT rule, status, reason, execution FROM enforcement WHERE event = $1 ORDER BY id",
+            )
+            .bind(event)
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    (
+                        r.text("rule"),
+                        r.text("status"),
+                        r.opt_text("reason"),
+                        r.opt_int("execution"),
+                    )
+                })
+                .collect())
+        })
+    }
+
+    /// Claims up to `limit` queued executions whose capabilities `worker`
+    /// covers, leasing them until `now + lease_ms`.
+    pub async fn claim(
+        &self,
+        worker: i64,
+        capabilities: &[String],
+        limit: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<ExecutionRecord>> {
+        let now = now_ms();
+        let lock = match self.pool {
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
+        };
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let candidates = sqlx::query(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
+                 ORDER BY id LIMIT $2{lock}"
+            ))
+            .bind(now)
+            .bind(limit * 4)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut claimed = Vec::new();
+            for row in candidates {
+                if claimed.len() as i64 >= limit {
+                    break;
+                }
+                let e = ExecutionRecord::from_row(&row);
+                if !e.capabilities.iter().all(|c| capabilities.contains(c)) {
+                    continue;
+                }
+                let done = sqlx::query(
+                    "UPDATE execution SET status = 'scheduled', status_reason = NULL, worker = $2, scheduled_at = $3, \
+                     lease_expires_at = $4 WHERE id = $1 AND status = 'requested'",
+                )
+                .bind(e.id)
+                .bind(worker)
+                .bind(now)
+                .bind(now + lease_ms)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() == 1 {
+                    claimed.push(ExecutionRecord {
+                        status: "scheduled".into(),
+                        worker: Some(worker),
+                        scheduled_at: Some(now),
+                        status_reason: None,
+                        ..e
+                    });
+                }
+            }
+            tx.commit().await?;
+            Ok(claimed)
+        })
+    }
+
+    /// Marks a claimed execution running; false if it was taken away (lease
+    /// expired, cancelled).
+    pub async fn mark_running(&self, id: i64, worker: i64) -> Result<bool> {
+        let now = now_ms();
+        on_pool!(self, |p| {
+            let done = sqlx::query(
+                "UPDATE execution SET status = 'running', started_at = $3 WHERE id = $1 AND worker = $2 AND status = 'scheduled'",
+            )
+            .bind(id)
+            .bind(worker)
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Records how an execution ended (only if `worker` still holds it) and
+    /// its attempt in the history.
+    pub async fn finish(&self, id: i64, worker: i64, f: &Finished) -> Result<bool> {
+        let now = now_ms();
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let done = sqlx::query(
+                "UPDATE execution SET status = $3, result = $4, error = $5, stdout = $6, stderr = $7, logs = $8, \
+                 finished_at = $9, lease_expires_at = NULL WHERE id = $1 AND worker = $2 AND status IN ('scheduled', 'running')",
+            )
+            .bind(id)
+            .bind(worker)
+            .bind(&f.status)
+            .bind(f.result.as_ref().map(Json))
+            .bind(f.error.as_ref().map(Json))
+            .bind(&f.stdout)
+            .bind(&f.stderr)
+            .bind(Json(&f.logs))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 1 {
+                sqlx::query(
+                    "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
+                     SELECT id, attempt, worker, status, error, started_at, finished_at FROM execution WHERE id = $1",
+                )
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        })
+    }
+
+    /// Extends the leases of everything `worker` holds and records its heartbeat.
+    pub async fn heartbeat(&self, worker: i64, lease_ms: i64) -> Result<()> {
+        let now = now_ms();
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("UPDATE worker SET last_heartbeat = $2 WHERE id = $1")
+                .bind(worker)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE execution SET lease_expires_at = $2 WHERE worker = $1 AND status IN ('scheduled', 'running')",
+            )
+            .bind(worker)
+            .bind(now + lease_ms)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Executions whose worker stopped heartbeating: back to the queue with
+    /// exponential backoff while attempts remain, else `abandoned`.
+    pub async fn reap_expired_leases(&self, backoff_base_ms: i64) -> Result<Reaped> {
+        let now = now_ms();
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let expired = sqlx::query(
+                "SELECT id, attempt, max_attempts, worker, started_at FROM execution \
+                 WHERE status IN ('scheduled', 'running') AND lease_expires_at < $1",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut reaped = Reaped::default();
+            for row in expired {
+                let id = row.int("id");
+                let attempt = row.int("attempt");
+                sqlx::query(
+                    "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
+                     VALUES ($1, $2, $3, 'abandoned', $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(attempt)
+                .bind(row.opt_int("worker"))
+                .bind(Json(json!("the worker stopped heartbeating")))
+                .bind(row.opt_int("started_at"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if attempt < row.int("max_attempts") {
+                    let backoff = backoff_base_ms.saturating_mul(1 << (attempt - 1).clamp(0, 16));
+                    sqlx::query(
+                        "UPDATE execution SET status = 'requested', status_reason = $2, attempt = attempt + 1, worker = NULL, \
+                         lease_expires_at = NULL, scheduled_at = NULL, started_at = NULL, not_before = $3 \
+                         WHERE id = $1 AND status IN ('scheduled', 'running')",
+                    )
+                    .bind(id)
+                    .bind(format!("retrying: the worker of attempt {attempt} stopped heartbeating"))
+                    .bind(now + backoff)
+                    .execute(&mut *tx)
+                    .await?;
+                    reaped.retried += 1;
+                } else {
+                    sqlx::query(
+                        "UPDATE execution SET status = 'abandoned', status_reason = 'the worker stopped heartbeating and no attempt is left', \
+                         lease_expires_at = NULL, finished_at = $2 WHERE id = $1 AND status IN ('scheduled', 'running')",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    reaped.abandoned += 1;
+                }
+            }
+            tx.commit().await?;
+            Ok(reaped)
+        })
+    }
+
+    /// Ids of running executions of `worker` whose cancellation was asked.
+    pub async fn cancel_requests(&self, worker: i64) -> Result<Vec<i64>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id FROM execution WHERE worker = $1 AND status = 'running' AND cancel_requested = TRUE",
+            )
+            .bind(worker)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(|r| r.int("id")).collect())
+        })
+    }
+
+    /// Earliest `not_before` of queued executions still waiting for backoff.
+    pub async fn next_retry_due(&self) -> Result<Option<i64>> {
+        let now = now_ms();
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT MIN(not_before) AS due FROM execution WHERE status = 'requested' AND not_before > $1",
+            )
+            .bind(now)
+            .fetch_one(p)
+            .await?;
+            Ok(row.opt_int("due"))
+        })
+    }
+
+    /// Deletes finished executions and events older than `cutoff` (Unix ms).
+    pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            let executions = sqlx::query(
+                "DELETE FROM execution WHERE finished_at IS NOT NULL AND finished_at < $1",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM execution_attempt WHERE finished_at < $1 AND execution NOT IN (SELECT id FROM execution)")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            let events = sqlx::query("DELETE FROM event WHERE created_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok((executions.rows_affected(), events.rows_affected()))
+        })
+    }
+}
