@@ -4,4 +4,5 @@ mod agreement;
 mod api;
 mod loading;
 mod mapping;
+mod pipeline;
 mod sandbox;

@@ -4,7 +4,9 @@
 
 mod server;
 
-pub use server::{Backend, PipelineConfig, Reply, TestServer, tar_gz, tar_gz_with_symlink};
+pub use server::{
+    Backend, PipelineConfig, Reply, TestServer, tar_gz, tar_gz_with_symlink, wait_for,
+};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

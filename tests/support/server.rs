@@ -8,6 +8,7 @@ use attune::server::{Server, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection;
+use std::time::Duration;
 
 /// Which database a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,7 @@ pub struct TestServer {
     /// The data directory.
     pub data_dir: tempfile::TempDir,
     client: reqwest::Client,
+    config: ServerConfig,
     pg_database: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -116,6 +118,16 @@ impl TestServer {
             .new_admin_token
             .clone()
             .expect("admin token on first start");
+        Self::serve(server, config, admin, data_dir, pg_database).await
+    }
+
+    async fn serve(
+        server: Server,
+        config: ServerConfig,
+        admin: String,
+        data_dir: tempfile::TempDir,
+        pg_database: Option<String>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -133,14 +145,27 @@ impl TestServer {
             state,
             data_dir,
             client: reqwest::Client::new(),
+            config,
             pg_database,
             shutdown: Some(tx),
             task: Some(task),
         }
     }
 
-    /// Stops the server and drops its PostgreSQL database.
-    pub async fn finish(mut self) {
+    /// Stops the server (its tasks end as if the process died) and starts a
+    /// new one on the same data directory and database with `pipeline`.
+    pub async fn restart(mut self, pipeline: PipelineConfig) -> Self {
+        self.stop().await;
+        let mut config = self.config.clone();
+        config.pipeline = pipeline;
+        let server = Server::start(&config).await.expect("server restarts");
+        assert!(server.new_admin_token.is_none());
+        let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        let pg = self.pg_database.take();
+        Self::serve(server, config, self.admin.clone(), data_dir, pg).await
+    }
+
+    async fn stop(&mut self) {
         self.state.dispatch.shutdown();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -149,6 +174,11 @@ impl TestServer {
             let _ = task.await;
         }
         self.state.storage.close().await;
+    }
+
+    /// Stops the server and drops its PostgreSQL database.
+    pub async fn finish(mut self) {
+        self.stop().await;
         if let Some(name) = self.pg_database.take() {
             let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
             sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
@@ -307,4 +337,22 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -17,11 +17,40 @@ pub fn context(event: &EventRecord, rule: &str) -> minijinja::Value {
         event => minijinja::context! {
             id => event.id,
             trigger => event.trigger.clone(),
-            payload => minijinja::Value::from(minijinja::value::Serde(event.payload.clone())),
+            payload => to_template(&event.payload),
             source => event.source.clone(),
             created_at => event.created_at,
         },
         rule => minijinja::context! { r#ref => rule },
+    }
+}
+
+/// JSON → template value. Converted by hand: numbers keep their source text
+/// (serde_json's arbitrary precision), which generic serializers would see
+/// as a private wrapper object.
+pub fn to_template(v: &Value) -> minijinja::Value {
+    match v {
+        Value::Null => minijinja::Value::from(()),
+        Value::Bool(b) => minijinja::Value::from(*b),
+        Value::Number(n) => {
+            let text = n.to_string();
+            if let Ok(i) = text.parse::<i64>() {
+                minijinja::Value::from(i)
+            } else if let Ok(i) = text.parse::<i128>() {
+                minijinja::Value::from(i)
+            } else {
+                minijinja::Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => minijinja::Value::from(s.as_str()),
+        Value::Array(items) => {
+            minijinja::Value::from(items.iter().map(to_template).collect::<Vec<_>>())
+        }
+        Value::Object(map) => minijinja::Value::from(
+            map.iter()
+                .map(|(k, v)| (k.clone(), to_template(v)))
+                .collect::<std::collections::BTreeMap<String, minijinja::Value>>(),
+        ),
     }
 }
 
@@ -132,6 +161,16 @@ mod tests {
             out,
             json!({"n": 3, "x": null, "tags": ["a"], "text": "db1 is down (3)", "lit": 5})
         );
+    }
+
+    #[test]
+    fn numbers_render_as_numbers_in_text() {
+        let payload: Value =
+            serde_json::from_str(r#"{"n": 3, "big": 18446744073709551615, "f": 1.5}"#).unwrap();
+        let ctx = context(&event(payload), "p.r");
+        let out = render(&json!({"t": "{{ event.payload.n }}/{{ event.payload.f }}", "big": "{{ event.payload.big }}"}), &ctx).unwrap();
+        assert_eq!(out["t"], "3/1.5");
+        assert_eq!(out["big"].to_string(), "18446744073709551615");
     }
 
     #[test]

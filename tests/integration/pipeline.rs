@@ -1,0 +1,313 @@
+//! The event pipeline end to end through a real server, on SQLite and
+//! PostgreSQL: timers, rules, templating, enforcements, the embedded worker,
+//! leases, retries, timeouts, cancellation and restarts.
+
+use std::time::Duration;
+
+use attune::storage::{ExecutionFilter, ExecutionRecord, Page};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn no_worker() -> PipelineConfig {
+    PipelineConfig {
+        embedded_worker: false,
+        ..PipelineConfig::default()
+    }
+}
+
+async fn executions_of_rule(s: &TestServer, rule: &str) -> Vec<ExecutionRecord> {
+    let filter = ExecutionFilter {
+        rule: Some(rule.into()),
+        ..Default::default()
+    };
+    let page = Page {
+        limit: Some(500),
+        after: None,
+    };
+    s.state
+        .storage
+        .list_executions(&filter, &page)
+        .await
+        .unwrap()
+}
+
+async fn execution(s: &TestServer, id: i64) -> Value {
+    s.get(&format!("/api/v1/executions/{id}")).await.body
+}
+
+/// Waits until execution `id` reaches a final status; returns it.
+async fn finished(s: &TestServer, id: i64) -> Value {
+    wait_for(WAIT, || async {
+        let e = execution(s, id).await;
+        let status = e["status"].as_str().unwrap_or_default().to_string();
+        ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]
+            .contains(&status.as_str())
+            .then_some(e)
+    })
+    .await
+    .unwrap_or_else(|| panic!("execution {id} did not finish"))
+}
+
+fn interval_rule(r#ref: &str, every: &str, message: &str) -> Value {
+    json!({
+        "ref": r#ref,
+        "trigger": "core.interval",
+        "trigger_params": {"every": every},
+        "action": "core.echo",
+        "action_params": {"message": message},
+    })
+}
+
+async fn fire(s: &TestServer, payload: Value) -> i64 {
+    let r = s
+        .post(
+            "/api/v1/events",
+            json!({"trigger": "core.manual", "payload": payload}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    r.body["id"].as_i64().unwrap()
+}
+
+on_both_backends! {
+    async fn a_timer_runs_echo_and_hello_world_lands_in_stdout(backend) {
+        let s = TestServer::start(backend).await;
+        // A fresh installation has the hello-world rule.
+        let hello = s.get("/api/v1/rules/core.timer_echo_10s").await;
+        assert_eq!(hello.body["action_params"], json!({"message": "hello, world"}));
+        let r = s.post("/api/v1/rules", interval_rule("core.fast_hello", "200ms", "hello, world")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert!(r.body["warnings"].as_array().unwrap().is_empty(), "the embedded worker serves core: {}", r.body);
+        let done = wait_for(WAIT, || async {
+            executions_of_rule(&s, "core.fast_hello").await.into_iter().find(|e| e.status == "succeeded")
+        })
+        .await
+        .expect("the timer rule ran");
+        assert_eq!(done.stdout.as_deref(), Some("hello, world\n"));
+        assert_eq!(done.result, Some(json!("hello, world")));
+        assert!(done.enforcement.is_some());
+        assert!(done.worker.is_some());
+        assert!(done.started_at.unwrap() >= done.scheduled_at.unwrap());
+        assert!(done.finished_at.unwrap() >= done.started_at.unwrap());
+        s.finish().await;
+    }
+
+    async fn rules_on_one_trigger_type_fire_at_their_own_rates(backend) {
+        let s = TestServer::start(backend).await;
+        s.post("/api/v1/rules", interval_rule("core.every_200ms", "200ms", "fast")).await;
+        s.post("/api/v1/rules", interval_rule("core.every_700ms", "700ms", "slow")).await;
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+        s.post("/api/v1/rules/core.every_200ms/disable", json!({})).await;
+        s.post("/api/v1/rules/core.every_700ms/disable", json!({})).await;
+        let fast = executions_of_rule(&s, "core.every_200ms").await;
+        let slow = executions_of_rule(&s, "core.every_700ms").await;
+        assert!(slow.len() >= 2, "slow fired {} times", slow.len());
+        assert!(fast.len() >= 2 * slow.len(), "fast {} vs slow {}", fast.len(), slow.len());
+        assert!(fast.iter().all(|e| e.params == json!({"message": "fast"})));
+        assert!(slow.iter().all(|e| e.params == json!({"message": "slow"})));
+        // Disabled rules stop firing.
+        let before = executions_of_rule(&s, "core.every_200ms").await.len();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(executions_of_rule(&s, "core.every_200ms").await.len(), before);
+        s.finish().await;
+    }
+
+    async fn manual_events_render_templates_and_respect_criteria(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.page_on_critical",
+            "trigger": "core.manual",
+            "criteria": "event.payload.severity == \"critical\"",
+            "action": "core.echo",
+            "action_params": {"message": "{{ event.payload.host }} is down"},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        fire(&s, json!({"severity": "minor", "host": "db2"})).await;
+        fire(&s, json!({"severity": "critical", "host": "db1"})).await;
+        let runs = wait_for(WAIT, || async {
+            let runs = executions_of_rule(&s, "core.page_on_critical").await;
+            runs.iter().all(|e| e.status == "succeeded").then_some(runs).filter(|r| !r.is_empty())
+        }).await.expect("the critical event ran");
+        assert_eq!(runs.len(), 1, "the minor event must not match");
+        assert_eq!(runs[0].params, json!({"message": "db1 is down"}));
+        assert_eq!(runs[0].stdout.as_deref(), Some("db1 is down\n"));
+
+        // A lone expression keeps its JSON type: numbers reach an s64 parameter.
+        assert_eq!(s.upload_component("types", "1", guest_bytes("types")).await.status, StatusCode::CREATED);
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "types.sum", "trigger": "core.manual", "criteria": "event.payload.a is defined",
+            "action": "types.add", "action_params": {"a": "{{ event.payload.a }}", "b": 2},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        fire(&s, json!({"a": 40})).await;
+        let sum = wait_for(WAIT, || async {
+            executions_of_rule(&s, "types.sum").await.into_iter().find(|e| e.status == "succeeded")
+        }).await.expect("types.add ran");
+        assert_eq!(sum.params, json!({"a": 40, "b": 2}));
+        assert_eq!(sum.result, Some(json!(42)));
+        s.finish().await;
+    }
+
+    async fn rendered_params_that_do_not_fit_are_recorded_not_dropped(backend) {
+        let s = TestServer::start(backend).await;
+        s.post("/api/v1/rules", json!({
+            "ref": "core.typed", "trigger": "core.manual",
+            "action": "core.echo", "action_params": {"message": "{{ event.payload.n }}"},
+        })).await;
+        let event = fire(&s, json!({"n": 5})).await;
+        let enforcements = s.state.storage.enforcements_of(event).await.unwrap();
+        assert_eq!(enforcements.len(), 1);
+        let (rule, status, reason, execution) = &enforcements[0];
+        assert_eq!(rule, "core.typed");
+        assert_eq!(status, "failed");
+        assert!(reason.as_deref().unwrap().contains("/action_params/message"), "{reason:?}");
+        assert!(execution.is_none());
+        // An undefined value is recorded the same way.
+        let event = fire(&s, json!({})).await;
+        let enforcements = s.state.storage.enforcements_of(event).await.unwrap();
+        assert!(enforcements[0].2.as_deref().unwrap().contains("undefined"), "{enforcements:?}");
+        s.finish().await;
+    }
+
+    async fn redelivering_an_event_enforces_each_rule_once(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        s.post("/api/v1/rules", json!({
+            "ref": "core.once_per_event", "trigger": "core.manual",
+            "action": "core.echo", "action_params": {"message": "x"},
+        })).await;
+        let id = fire(&s, json!({})).await;
+        let event = s.state.storage.get_event(id).await.unwrap().unwrap();
+        let again = attune::scheduler::process_event(&s.state, &event, None).await.unwrap();
+        assert!(again.is_empty(), "a redelivered event must not create executions");
+        assert_eq!(executions_of_rule(&s, "core.once_per_event").await.len(), 1);
+        s.finish().await;
+    }
+
+    async fn the_rule_test_endpoint_is_a_dry_run(backend) {
+        let s = TestServer::start(backend).await;
+        s.post("/api/v1/rules", json!({
+            "ref": "core.dry", "trigger": "core.manual", "criteria": "event.payload.n > 1",
+            "action": "core.echo", "action_params": {"message": "n is {{ event.payload.n }}"},
+        })).await;
+        let r = s.post("/api/v1/rules/core.dry/test", json!({"payload": {"n": 3}})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["matched"], true);
+        assert_eq!(r.body["params"], json!({"message": "n is 3"}));
+        let r = s.post("/api/v1/rules/core.dry/test", json!({"payload": {"n": 0}})).await;
+        assert_eq!(r.body["matched"], false);
+        let r = s.post("/api/v1/rules/core.dry/test", json!({"payload": {}})).await;
+        assert!(!r.body["errors"].as_array().unwrap().is_empty(), "{}", r.body);
+        assert!(executions_of_rule(&s, "core.dry").await.is_empty());
+        assert!(s.get("/api/v1/events").await.body["items"].as_array().unwrap().is_empty());
+        s.finish().await;
+    }
+
+    async fn timeouts_end_as_timed_out_and_cancel_interrupts_a_running_guest(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 30}, "timeout": "300ms"})).await;
+        let e = finished(&s, r.body["id"].as_i64().unwrap()).await;
+        assert_eq!(e["status"], "timed_out", "{e}");
+
+        let r = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 30}})).await;
+        let id = r.body["id"].as_i64().unwrap();
+        wait_for(WAIT, || async { (execution(&s, id).await["status"] == "running").then_some(()) })
+            .await
+            .expect("it started");
+        let started = std::time::Instant::now();
+        let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let e = finished(&s, id).await;
+        assert_eq!(e["status"], "cancelled", "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        s.finish().await;
+    }
+
+    async fn an_execution_nobody_can_serve_waits_visibly_then_runs_when_a_worker_joins(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "late"}})).await;
+        let id = r.body["id"].as_i64().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let e = execution(&s, id).await;
+        assert_eq!(e["status"], "requested");
+        assert!(e["status_reason"].as_str().unwrap().contains("waiting for a worker"), "{e}");
+        let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), PipelineConfig::default())
+            .await
+            .unwrap();
+        let task = tokio::spawn(worker.run());
+        let e = finished(&s, id).await;
+        assert_eq!(e["status"], "succeeded");
+        assert_eq!(e["stdout"], "late\n");
+        task.abort();
+        s.finish().await;
+    }
+
+    async fn a_lost_worker_s_execution_is_retried_or_abandoned(backend) {
+        let fast_leases = PipelineConfig {
+            embedded_worker: false,
+            lease: Duration::from_millis(600),
+            retry_backoff: Duration::from_millis(100),
+            ..PipelineConfig::default()
+        };
+        let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
+        let caps = attune::scheduler::worker::capabilities();
+        let ghost = s.state.storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
+        let retried = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "again"}, "max_attempts": 2})).await.body["id"].as_i64().unwrap();
+        let lost = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "lost"}})).await.body["id"].as_i64().unwrap();
+        // The ghost claims both, starts them, and never heartbeats again.
+        let claimed = s.state.storage.claim(ghost.id, &caps, 10, 300).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        for e in &claimed {
+            assert!(s.state.storage.mark_running(e.id, ghost.id).await.unwrap());
+        }
+        let abandoned = finished(&s, lost).await;
+        assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
+        let requeued = wait_for(WAIT, || async {
+            let e = execution(&s, retried).await;
+            (e["status"] == "requested" && e["attempt"] == 2).then_some(e)
+        }).await.expect("the execution went back to the queue");
+        assert!(requeued["status_reason"].as_str().unwrap().contains("retrying"), "{requeued}");
+        // A live worker picks the retry up.
+        let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), fast_leases).await.unwrap();
+        let task = tokio::spawn(worker.run());
+        let e = finished(&s, retried).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["attempt"], 2);
+        assert_ne!(e["worker"], json!(ghost.id));
+        task.abort();
+        s.finish().await;
+    }
+
+    async fn a_restart_loses_no_queued_execution_and_fires_no_tick_twice(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        s.post("/api/v1/rules", interval_rule("core.ticker", "300ms", "tick")).await;
+        let queued = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "queued"}})).await.body["id"].as_i64().unwrap();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let s = s.restart(PipelineConfig::default()).await;
+        let e = finished(&s, queued).await;
+        assert_eq!(e["status"], "succeeded");
+        assert_eq!(e["stdout"], "queued\n");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        s.post("/api/v1/rules/core.ticker/disable", json!({})).await;
+        let page = Page { limit: Some(500), after: None };
+        let events = s.state.storage.list_events(Some("core.interval"), &page).await.unwrap();
+        let mut counts: Vec<i64> = events
+            .iter()
+            .filter(|e| e.source.as_deref() == Some("core.ticker"))
+            .map(|e| e.payload["count"].as_i64().unwrap())
+            .collect();
+        counts.sort();
+        assert!(counts.len() >= 3, "{counts:?}");
+        let expected: Vec<i64> = (1..=counts.len() as i64).collect();
+        assert_eq!(counts, expected, "every tick exactly once");
+        // Every tick's execution ran after the restart.
+        let runs = wait_for(WAIT, || async {
+            let runs = executions_of_rule(&s, "core.ticker").await;
+            runs.iter().all(|e| e.status == "succeeded").then_some(runs)
+        }).await.expect("the queued ticks ran");
+        assert_eq!(runs.len(), counts.len());
+        s.finish().await;
+    }
+}
