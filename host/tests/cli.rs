@@ -286,16 +286,25 @@ fn client_commands_drive_a_running_server() {
     let rule = server._dir.path().join("rule.yaml");
     std::fs::write(
         &rule,
-        "ref: core.timer_echo_10s\ntrigger: core.interval\ntrigger_params:\n  every: 10s\naction: core.echo\naction_params:\n  message: hello, world\n",
+        "ref: core.timer_echo_20s\ntrigger: core.interval\ntrigger_params:\n  every: 10s\naction: core.echo\naction_params:\n  message: hello, world\n",
     )
     .unwrap();
     let (code, out, err) = client(&server, &["rule", "create", "-f", rule.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("core.timer_echo_10s"));
-    assert!(err.contains("warning: no live worker"), "{err}");
+    assert!(out.contains("core.timer_echo_20s"));
+    assert!(
+        !err.contains("warning"),
+        "the embedded worker serves core.echo: {err}"
+    );
     let (_, out, _) = client(&server, &["rule", "list", "--json"]);
     let listed: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(listed["items"][0]["ref"], "core.timer_echo_10s");
+    let refs: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["core.timer_echo_10s", "core.timer_echo_20s"]);
 
     std::fs::write(
         &rule,
@@ -322,16 +331,39 @@ fn client_commands_drive_a_running_server() {
     assert_eq!(code, 0);
     assert!(out.contains("db1"));
 
-    // Nothing serves executions yet: `run` reports it is still waiting.
-    let (code, _, err) = client(
+    // The embedded worker runs it; `run` waits and prints the record.
+    let (code, out, err) = client(&server, &["run", "core.echo", "message=hi"]);
+    assert_eq!(code, 0, "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["status"], "succeeded");
+    assert_eq!(record["stdout"], "hi\n");
+
+    // A run that outlasts --wait is reported as still going, then cancelled.
+    let (code, out, err) = client(
         &server,
-        &["run", "core.echo", "message=hi", "--wait", "300ms"],
+        &["run", "core.sleep", "seconds=30", "--wait", "500ms"],
     );
-    assert_eq!(code, 3);
-    assert!(err.contains("still requested"), "{err}");
-    let (code, out, _) = client(&server, &["execution", "cancel", "1"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("is still"), "{err}");
+    let id = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    let (code, _, _) = client(&server, &["execution", "cancel", &id]);
     assert_eq!(code, 0);
-    assert!(out.contains("\"cancelled\""), "{out}");
+    let mut status = String::new();
+    for _ in 0..100 {
+        let (_, out, _) = client(&server, &["execution", "show", &id]);
+        status = serde_json::from_str::<Value>(&out).unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if status == "cancelled" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status, "cancelled");
 
     let (code, _, err) = client(&server, &["rule", "show", "core.nope"]);
     assert_eq!(code, 2);

@@ -16,6 +16,15 @@ fn echo_rule(r#ref: &str) -> Value {
     })
 }
 
+/// A server whose embedded worker is off, so executions stay queued.
+async fn without_worker(backend: support::Backend) -> TestServer {
+    let pipeline = support::PipelineConfig {
+        embedded_worker: false,
+        ..Default::default()
+    };
+    TestServer::start_full(backend, Default::default(), pipeline).await
+}
+
 fn manifest(name: &str, version: &str, components: &[&str], extra: &str) -> String {
     let list: Vec<String> = components.iter().map(|c| format!("\"{c}\"")).collect();
     format!(
@@ -247,7 +256,7 @@ on_both_backends! {
     }
 
     async fn templated_params_are_checked_when_they_render_not_when_saved(backend) {
-        let s = TestServer::start(backend).await;
+        let s = without_worker(backend).await;
         let mut rule = echo_rule("core.templated");
         rule["trigger"] = json!("core.manual");
         rule["trigger_params"] = json!({});
@@ -263,31 +272,31 @@ on_both_backends! {
 
     async fn rules_can_be_read_updated_toggled_and_deleted(backend) {
         let s = TestServer::start(backend).await;
-        assert_eq!(s.post("/api/v1/rules", echo_rule("core.timer_echo_10s")).await.status, StatusCode::CREATED);
-        let dup = s.post("/api/v1/rules", echo_rule("core.timer_echo_10s")).await;
+        assert_eq!(s.post("/api/v1/rules", echo_rule("core.my_echo")).await.status, StatusCode::CREATED);
+        let dup = s.post("/api/v1/rules", echo_rule("core.my_echo")).await;
         assert_eq!(dup.status, StatusCode::CONFLICT);
-        let shown = s.get("/api/v1/rules/core.timer_echo_10s").await;
+        let shown = s.get("/api/v1/rules/core.my_echo").await;
         assert_eq!(shown.body["action_params"], json!({"message": "hello, world"}));
         assert_eq!(shown.body["trigger_params"], json!({"every": "10s"}));
 
-        let mut changed = echo_rule("core.timer_echo_10s");
+        let mut changed = echo_rule("core.my_echo");
         changed["action_params"] = json!({"message": "changed"});
-        let r = s.put("/api/v1/rules/core.timer_echo_10s", changed).await;
+        let r = s.put("/api/v1/rules/core.my_echo", changed).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.body["rule"]["action_params"]["message"], "changed");
-        let mut broken = echo_rule("core.timer_echo_10s");
+        let mut broken = echo_rule("core.my_echo");
         broken["action_params"] = json!({});
-        assert_eq!(s.put("/api/v1/rules/core.timer_echo_10s", broken).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(s.put("/api/v1/rules/core.my_echo", broken).await.status, StatusCode::UNPROCESSABLE_ENTITY);
 
-        let r = s.post("/api/v1/rules/core.timer_echo_10s/disable", json!({})).await;
+        let r = s.post("/api/v1/rules/core.my_echo/disable", json!({})).await;
         assert_eq!(r.body["enabled"], false);
         let listed = s.get("/api/v1/rules?enabled=false").await;
         assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
-        let r = s.post("/api/v1/rules/core.timer_echo_10s/enable", json!({})).await;
+        let r = s.post("/api/v1/rules/core.my_echo/enable", json!({})).await;
         assert_eq!(r.body["enabled"], true);
-        assert_eq!(s.delete("/api/v1/rules/core.timer_echo_10s").await.status, StatusCode::NO_CONTENT);
-        assert_eq!(s.get("/api/v1/rules/core.timer_echo_10s").await.status, StatusCode::NOT_FOUND);
-        assert_eq!(s.delete("/api/v1/rules/core.timer_echo_10s").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(s.delete("/api/v1/rules/core.my_echo").await.status, StatusCode::NO_CONTENT);
+        assert_eq!(s.get("/api/v1/rules/core.my_echo").await.status, StatusCode::NOT_FOUND);
+        assert_eq!(s.delete("/api/v1/rules/core.my_echo").await.status, StatusCode::NOT_FOUND);
         s.finish().await;
     }
 
@@ -309,7 +318,8 @@ on_both_backends! {
                 None => break,
             }
         }
-        assert_eq!(seen, ["core.r0", "core.r1", "core.r2", "core.r3", "core.r4"]);
+        // The hello-world rule of a fresh installation is listed too.
+        assert_eq!(seen, ["core.r0", "core.r1", "core.r2", "core.r3", "core.r4", "core.timer_echo_10s"]);
 
         for i in 0..3 {
             s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": {"i": i}})).await;
@@ -340,7 +350,7 @@ on_both_backends! {
     }
 
     async fn direct_runs_are_checked_queued_and_cancellable(backend) {
-        let s = TestServer::start(backend).await;
+        let s = without_worker(backend).await;
         let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": 1}})).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(r.detail_paths(), ["/params/message"]);
