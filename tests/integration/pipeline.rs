@@ -151,6 +151,45 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn signed_webhooks_fire_their_rule_and_bad_signatures_store_nothing(backend) {
+        let s = TestServer::start(backend).await;
+        let secret = "0123456789abcdef-webhook";
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.on_deploy", "trigger": "core.webhook",
+            "trigger_params": {"name": "deploy", "secret": secret},
+            "action": "core.echo", "action_params": {"message": "deployed {{ event.payload.body.ref }}"},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let body = br#"{"ref": "v1.2.3"}"#.to_vec();
+        let post = |signature: Option<String>, hook: &str, body: Vec<u8>| {
+            let mut rb = s.request(reqwest::Method::POST, &format!("/api/v1/webhooks/{hook}"), None)
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(sig) = signature {
+                rb = rb.header("X-Hub-Signature-256", sig);
+            }
+            s.send(rb)
+        };
+        let bad = post(Some(attune::api::webhooks::sign("wrong-secret-wrong", &body)), "deploy", body.clone()).await;
+        assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(post(None, "deploy", body.clone()).await.status, StatusCode::UNAUTHORIZED);
+        let other = post(Some(attune::api::webhooks::sign(secret, &body)), "nobody", body.clone()).await;
+        assert_eq!(other.status, StatusCode::UNAUTHORIZED);
+        let page = Page { limit: Some(10), after: None };
+        assert!(s.state.storage.list_events(Some("core.webhook"), &page).await.unwrap().is_empty(), "nothing stored");
+
+        let ok = post(Some(attune::api::webhooks::sign(secret, &body)), "deploy", body.clone()).await;
+        assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
+        let id = ok.body["executions"][0].as_i64().unwrap();
+        let e = finished(&s, id).await;
+        assert_eq!(e["stdout"], "deployed v1.2.3\n");
+
+        let huge = vec![b' '; 2 << 20];
+        let r = post(Some(attune::api::webhooks::sign(secret, &huge)), "deploy", huge).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        s.finish().await;
+    }
+
     async fn rendered_params_that_do_not_fit_are_recorded_not_dropped(backend) {
         let s = TestServer::start(backend).await;
         s.post("/api/v1/rules", json!({

@@ -17,6 +17,7 @@ mod packs;
 mod rules;
 mod tokens;
 mod triggers;
+pub mod webhooks;
 mod workers;
 
 use std::collections::HashMap;
@@ -263,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .merge(executions::routes())
         .merge(workers::routes())
         .merge(tokens::routes())
+        .merge(webhooks::routes())
         .split_for_parts();
     let mut doc = doc;
     // Routes are declared relative to /api/v1; publish them with the prefix.
