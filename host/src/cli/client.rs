@@ -27,7 +27,7 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn client(&self) -> Result<Client, ClientError> {
+    pub(super) fn client(&self) -> Result<Client, ClientError> {
         let saved = SavedLogin::load()?;
         let server = self
             .server

@@ -6,6 +6,7 @@
 //! server.
 
 mod action;
+mod bench;
 mod client;
 mod serve;
 pub mod units;
@@ -69,6 +70,8 @@ pub enum Command {
     },
     /// Check and save a server URL and token for the client commands.
     Login(client::LoginArgs),
+    /// Load a running server: N events or executions, then throughput and latency.
+    Bench(bench::BenchArgs),
 }
 
 /// Options shared by the local runtime commands.
@@ -108,5 +111,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Event { command, client } => client::event(command, &client).await,
         Command::Run { run, client } => client::run(run, &client).await,
         Command::Login(args) => client::login(args).await,
+        Command::Bench(args) => bench::run(args).await,
     }
 }

@@ -1,0 +1,212 @@
+//! `attune bench`: a load generator against a running server.
+//!
+//! Posts N manual events (through a rule running the action) or N direct
+//! executions, at a given rate or as fast as possible with bounded
+//! concurrency, waits until every execution has finished, then reports
+//! executions completed per second and the latency from the request to the
+//! execution running (p50/p99), computed from the server's own timestamps.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{Value, json};
+use tokio::sync::Semaphore;
+
+use super::client::ClientArgs;
+use crate::client::Client;
+
+/// Options of `attune bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// How many events (or executions) to send.
+    #[arg(long, default_value_t = 1000)]
+    pub count: usize,
+    /// Requests per second; 0 sends as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Action to run.
+    #[arg(long, default_value = "core.noop")]
+    pub action: String,
+    /// Parameters of the action, as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub params: String,
+    /// Post direct executions instead of events through a rule.
+    #[arg(long)]
+    pub direct: bool,
+    /// Give up waiting for completion after this long.
+    #[arg(long, default_value = "300s", value_parser = super::units::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
+    let client = args.client.client()?;
+    let params: Value = serde_json::from_str(&args.params)?;
+    let tag = format!("bench{}", crate::storage::now_ms());
+    let rule = format!("bench.{tag}");
+    if !args.direct {
+        client
+            .post(
+                "/rules",
+                json!({"ref": rule, "trigger": "core.manual",
+                       "criteria": format!("event.payload.tag == \"{tag}\""),
+                       "action": args.action, "action_params": params}),
+            )
+            .await?;
+    }
+    eprintln!(
+        "sending {} {} ({})…",
+        args.count,
+        if args.direct { "executions" } else { "events" },
+        if args.rate == 0 {
+            "as fast as possible".to_string()
+        } else {
+            format!("{}/s", args.rate)
+        }
+    );
+    let started = Instant::now();
+    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..args.count {
+        if args.rate > 0 {
+            let due = started + Duration::from_secs_f64(i as f64 / args.rate as f64);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let permit = slots.clone().acquire_owned().await?;
+        let client = client.clone();
+        let body = if args.direct {
+            json!({"action": args.action, "params": params})
+        } else {
+            json!({"trigger": "core.manual", "payload": {"tag": tag, "i": i}})
+        };
+        let path = if args.direct {
+            "/executions"
+        } else {
+            "/events"
+        };
+        tasks.spawn(async move {
+            let r = client.post(path, body).await;
+            drop(permit);
+            r.map(|v| v["id"].as_i64().unwrap_or_default())
+        });
+    }
+    let mut ids = Vec::with_capacity(args.count);
+    let mut failures = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("request failed: {e}");
+                }
+            }
+        }
+    }
+    let sent = started.elapsed();
+    eprintln!(
+        "sent in {:.2}s ({:.0}/s); waiting for the executions…",
+        sent.as_secs_f64(),
+        ids.len() as f64 / sent.as_secs_f64()
+    );
+
+    let records = collect(&client, &args, &rule, &ids).await?;
+    let done: Vec<&Value> = records
+        .iter()
+        .filter(|e| e["finished_at"].is_i64())
+        .collect();
+    let mut latencies: Vec<i64> = done
+        .iter()
+        .filter_map(|e| Some(e["started_at"].as_i64()? - e["created_at"].as_i64()?))
+        .collect();
+    latencies.sort_unstable();
+    let first = records
+        .iter()
+        .filter_map(|e| e["created_at"].as_i64())
+        .min()
+        .unwrap_or(0);
+    let last = done
+        .iter()
+        .filter_map(|e| e["finished_at"].as_i64())
+        .max()
+        .unwrap_or(first);
+    let span = ((last - first).max(1)) as f64 / 1000.0;
+    let pct = |p: f64| -> i64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let succeeded = done.iter().filter(|e| e["status"] == "succeeded").count();
+    let report = json!({
+        "requested": args.count,
+        "request_failures": failures,
+        "executions": records.len(),
+        "finished": done.len(),
+        "succeeded": succeeded,
+        "executions_per_second": (done.len() as f64 / span).round(),
+        "latency_to_running_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": latencies.last().copied().unwrap_or(0)},
+        "wall_seconds": span,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !args.direct {
+        let _ = client
+            .call(reqwest::Method::DELETE, &format!("/rules/{rule}"), None)
+            .await;
+    }
+    Ok(if done.len() == args.count && failures == 0 {
+        0
+    } else {
+        1
+    })
+}
+
+/// Reads every execution of the run once all have finished (or time is up).
+async fn collect(
+    client: &Client,
+    args: &BenchArgs,
+    rule: &str,
+    ids: &[i64],
+) -> anyhow::Result<Vec<Value>> {
+    let deadline = Instant::now() + args.timeout;
+    let min_id = ids.iter().min().copied().unwrap_or(0);
+    loop {
+        let mut records = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = if args.direct {
+                format!("/executions?limit=500&action={}", args.action)
+            } else {
+                format!("/executions?limit=500&rule={rule}")
+            };
+            if let Some(a) = &after {
+                path.push_str(&format!("&after={a}"));
+            }
+            let page = client.get(&path).await?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            let stop = items
+                .last()
+                .and_then(|e| e["id"].as_i64())
+                .is_some_and(|id| args.direct && id < min_id);
+            records.extend(
+                items.into_iter().filter(|e| {
+                    !args.direct || e["id"].as_i64().is_some_and(|id| ids.contains(&id))
+                }),
+            );
+            after = page["next"].as_str().map(str::to_string);
+            if after.is_none() || stop {
+                break;
+            }
+        }
+        let finished = records.iter().filter(|e| e["finished_at"].is_i64()).count();
+        if finished >= ids.len() || Instant::now() >= deadline {
+            return Ok(records);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
