@@ -6,3 +6,4 @@ mod loading;
 mod mapping;
 mod pipeline;
 mod sandbox;
+mod workers;

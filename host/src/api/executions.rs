@@ -149,7 +149,7 @@ async fn create(
         .metrics
         .executions_requested
         .fetch_add(1, Ordering::Relaxed);
-    state.dispatch.work.notify_one();
+    state.dispatch.wake_workers();
     Ok((StatusCode::CREATED, axum::Json(execution)))
 }
 

@@ -14,6 +14,7 @@ mod events;
 mod executions;
 mod health;
 mod packs;
+mod remote;
 mod rules;
 mod tokens;
 mod triggers;
@@ -46,6 +47,8 @@ pub struct ApiConfig {
     pub max_upload_bytes: usize,
     /// How long a worker counts as alive after its last heartbeat.
     pub worker_ttl_ms: i64,
+    /// How long a claim lasts without a heartbeat (remote workers).
+    pub lease_ms: i64,
 }
 
 impl Default for ApiConfig {
@@ -53,6 +56,7 @@ impl Default for ApiConfig {
         Self {
             max_upload_bytes: 50 << 20,
             worker_ttl_ms: 30_000,
+            lease_ms: 30_000,
         }
     }
 }
@@ -265,6 +269,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workers::routes())
         .merge(tokens::routes())
         .merge(webhooks::routes())
+        .merge(remote::routes())
         .split_for_parts();
     let mut doc = doc;
     // Routes are declared relative to /api/v1; publish them with the prefix.

@@ -10,6 +10,7 @@ mod bench;
 mod client;
 mod serve;
 pub mod units;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -70,6 +71,8 @@ pub enum Command {
     },
     /// Check and save a server URL and token for the client commands.
     Login(client::LoginArgs),
+    /// Run a standalone worker that claims executions from a server.
+    Worker(worker::WorkerArgs),
     /// Load a running server: N events or executions, then throughput and latency.
     Bench(bench::BenchArgs),
 }
@@ -112,5 +115,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run { run, client } => client::run(run, &client).await,
         Command::Login(args) => client::login(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Worker(args) => worker::run(args).await,
     }
 }

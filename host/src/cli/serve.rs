@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// Execution timeout when a rule or request sets none, e.g. 30s.
     #[arg(long, env = "ATTUNE_DEFAULT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub default_timeout: Duration,
+    /// How long a worker's claim lasts without a heartbeat; its executions are
+    /// retried or abandoned after that.
+    #[arg(long, env = "ATTUNE_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub lease: Duration,
     /// Delete finished executions and events older than this many days; 0 keeps everything.
     #[arg(long, env = "ATTUNE_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u64,
@@ -50,12 +54,14 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         cache_dir: None,
         api: ApiConfig {
             max_upload_bytes: args.max_upload,
-            ..ApiConfig::default()
+            lease_ms: args.lease.as_millis() as i64,
+            worker_ttl_ms: (args.lease.as_millis() as i64).max(1000),
         },
         pipeline: PipelineConfig {
             embedded_worker: args.workers > 0,
             concurrency: args.workers.max(1),
             default_timeout: args.default_timeout,
+            lease: args.lease,
             retention: (args.retention_days > 0)
                 .then(|| Duration::from_secs(args.retention_days * 86_400)),
             ..PipelineConfig::default()

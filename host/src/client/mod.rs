@@ -167,6 +167,32 @@ impl Client {
         })
     }
 
+    /// GET `path` as raw bytes.
+    pub async fn bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
+        let transport = |source| ClientError::Transport {
+            server: self.server.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .get(format!("{}/api/v1{path}", self.server))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        Err(ClientError::Api {
+            status,
+            code: "download_failed".into(),
+            message: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
+            details: Vec::new(),
+        })
+    }
+
     /// GET `path`.
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
         self.call(Method::GET, path, None).await

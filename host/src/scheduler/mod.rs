@@ -7,6 +7,7 @@
 //! notification when work is queued (or its heartbeat), and the reaper runs
 //! at lease granularity.
 
+pub mod remote;
 pub mod render;
 pub mod worker;
 
@@ -32,6 +33,13 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// Wakes every worker waiting for work: the embedded one (a stored
+    /// permit if it is busy) and long-polling remote ones.
+    pub fn wake_workers(&self) {
+        self.work.notify_waiters();
+        self.work.notify_one();
+    }
+
     /// Registers a running execution's cancel handle.
     pub fn on_cancel(&self, id: i64) -> oneshot::Receiver<()> {
         let (tx, rx) = oneshot::channel();
@@ -172,7 +180,7 @@ async fn reaper_task(state: AppState, config: PipelineConfig) {
                     abandoned = r.abandoned,
                     "expired leases"
                 );
-                state.dispatch.work.notify_one();
+                state.dispatch.wake_workers();
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),
@@ -368,7 +376,7 @@ pub async fn process_event(
         }
     }
     if !created.is_empty() {
-        state.dispatch.work.notify_one();
+        state.dispatch.wake_workers();
     }
     Ok(created)
 }

@@ -87,7 +87,7 @@ impl EmbeddedWorker {
                                 run_one(&state, worker, e, default_timeout).await;
                                 drop(permit);
                                 // A slot is free: look for more work.
-                                state.dispatch.work.notify_one();
+                                state.dispatch.wake_workers();
                             });
                         }
                     }
@@ -177,6 +177,13 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
         _ = cancelled => None,
     };
     state.dispatch.done(e.id);
+    finished_from(outcome)
+}
+
+/// How a run ended, as stored: `None` means it was cancelled while running.
+pub fn finished_from(
+    outcome: Option<Result<crate::runtime::Outcome, crate::runtime::ExecuteError>>,
+) -> Finished {
     match outcome {
         None => Finished {
             status: "cancelled".into(),
@@ -186,7 +193,14 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
             stderr: String::new(),
             logs: json!([]),
         },
-        Some(Err(err)) => failed(err.to_string()),
+        Some(Err(err)) => Finished {
+            status: "failed".into(),
+            result: None,
+            error: Some(Value::String(err.to_string())),
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: json!([]),
+        },
         Some(Ok(o)) => Finished {
             status: match o.status {
                 Status::Succeeded => "succeeded",

@@ -677,6 +677,19 @@ impl Storage {
         })
     }
 
+    /// One worker.
+    pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT id, name, capabilities, labels, last_heartbeat, created_at FROM worker WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(WorkerRecord::from_row))
+        })
+    }
+
     /// Registers (or refreshes) a worker by name.
     pub async fn upsert_worker(
         &self,

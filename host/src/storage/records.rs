@@ -356,7 +356,7 @@ pub struct NewExecution {
 }
 
 /// One run of one action.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionRecord {
     /// Id, increasing.
     pub id: i64,

@@ -1,0 +1,81 @@
+//! `attune worker`: a standalone worker against a server.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{Map, Value};
+
+use super::units::parse_duration;
+use crate::scheduler::remote::{self, RemoteWorkerConfig};
+
+/// Options of `attune worker`.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Server URL.
+    #[arg(long, env = "ATTUNE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A token with the `worker` role.
+    #[arg(long, env = "ATTUNE_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// Unique name; default `<hostname>-<pid>`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Capabilities to advertise, replacing the defaults (repeatable).
+    #[arg(long = "capability")]
+    pub capabilities: Vec<String>,
+    /// Free labels as key=value (repeatable), e.g. region=eu.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Executions run at once; default the number of cores.
+    #[arg(long, env = "ATTUNE_WORKERS")]
+    pub concurrency: Option<usize>,
+    /// Component and compiled-artifact cache; default `~/.cache/attune/worker`.
+    #[arg(long, env = "ATTUNE_WORKER_CACHE")]
+    pub cache_dir: Option<PathBuf>,
+    /// Execution timeout when an execution sets none.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub default_timeout: Duration,
+}
+
+pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
+    let mut labels = Map::new();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("label `{l}` is not key=value"))?;
+        labels.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir)
+            .join(".cache/attune/worker")
+    });
+    let config = RemoteWorkerConfig {
+        server: args.server.clone(),
+        token: args.token.clone(),
+        name: args
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+        capabilities: if args.capabilities.is_empty() {
+            crate::scheduler::worker::capabilities()
+        } else {
+            args.capabilities.clone()
+        },
+        labels: Value::Object(labels),
+        concurrency: args
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        cache_dir,
+        default_timeout: args.default_timeout,
+    };
+    eprintln!("worker {} serving {}", config.name, config.server);
+    tokio::select! {
+        r = remote::run(config) => r?,
+        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
+    }
+    Ok(0)
+}

@@ -1,0 +1,120 @@
+//! Standalone workers over HTTP, on SQLite and PostgreSQL: registration,
+//! capability matching, shared load without double runs, cancellation.
+
+use std::time::Duration;
+
+use attune::scheduler::remote::{self, RemoteWorkerConfig};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{PipelineConfig, TestServer, on_both_backends, wait_for};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn server_without_embedded_worker(backend: support::Backend) -> TestServer {
+    let pipeline = PipelineConfig {
+        embedded_worker: false,
+        ..PipelineConfig::default()
+    };
+    TestServer::start_full(backend, Default::default(), pipeline).await
+}
+
+fn worker(
+    s: &TestServer,
+    name: &str,
+    capabilities: Vec<String>,
+    dir: &std::path::Path,
+) -> tokio::task::JoinHandle<()> {
+    let config = RemoteWorkerConfig {
+        server: s.base.clone(),
+        token: s.admin.clone(),
+        name: name.into(),
+        capabilities,
+        labels: json!({"test": name}),
+        concurrency: 1,
+        cache_dir: dir.join(name),
+        default_timeout: Duration::from_secs(30),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = remote::run(config).await {
+            panic!("worker stopped: {e:#}");
+        }
+    })
+}
+
+async fn status(s: &TestServer, id: i64) -> Value {
+    s.get(&format!("/api/v1/executions/{id}")).await.body
+}
+
+on_both_backends! {
+    async fn two_workers_share_the_load_and_nothing_runs_twice(backend) {
+        let s = server_without_embedded_worker(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let caps = attune::scheduler::worker::capabilities();
+        let a = worker(&s, "w-a", caps.clone(), dir.path());
+        let b = worker(&s, "w-b", caps, dir.path());
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let r = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 0.05}})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{i}: {}", r.body);
+            ids.push(r.body["id"].as_i64().unwrap());
+        }
+        let records = wait_for(WAIT, || async {
+            let mut all = Vec::new();
+            for id in &ids {
+                let e = status(&s, *id).await;
+                if e["status"] != "succeeded" {
+                    return None;
+                }
+                all.push(e);
+            }
+            Some(all)
+        }).await.expect("every execution succeeded");
+        let workers: std::collections::BTreeSet<i64> = records.iter().map(|e| e["worker"].as_i64().unwrap()).collect();
+        assert_eq!(workers.len(), 2, "both workers took work: {workers:?}");
+        assert!(records.iter().all(|e| e["attempt"] == 1), "nothing ran twice");
+        let listed = s.get("/api/v1/workers").await;
+        let names: Vec<&str> = listed.body["items"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"w-a") && names.contains(&"w-b"), "{names:?}");
+        a.abort();
+        b.abort();
+        s.finish().await;
+    }
+
+    async fn an_execution_waits_for_a_worker_with_the_capabilities_it_needs(backend) {
+        let s = server_without_embedded_worker(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        // This worker lacks attune:action/log, which the core pack imports.
+        let weak = worker(&s, "w-weak", vec!["wasi-p2-component".into()], dir.path());
+        let id = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "x"}})).await.body["id"].as_i64().unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let e = status(&s, id).await;
+        assert_eq!(e["status"], "requested", "{e}");
+        assert!(e["status_reason"].as_str().unwrap().contains("attune:action/log"), "{e}");
+        let strong = worker(&s, "w-strong", attune::scheduler::worker::capabilities(), dir.path());
+        let e = wait_for(WAIT, || async {
+            let e = status(&s, id).await;
+            (e["status"] == "succeeded").then_some(e)
+        }).await.expect("the capable worker ran it");
+        assert_eq!(e["stdout"], "x\n");
+        weak.abort();
+        strong.abort();
+        s.finish().await;
+    }
+
+    async fn cancelling_reaches_a_remote_worker_through_its_heartbeat(backend) {
+        let s = server_without_embedded_worker(backend).await;
+        let dir = tempfile::tempdir().unwrap();
+        let w = worker(&s, "w-cancel", attune::scheduler::worker::capabilities(), dir.path());
+        let id = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 60}})).await.body["id"].as_i64().unwrap();
+        wait_for(WAIT, || async { (status(&s, id).await["status"] == "running").then_some(()) }).await.expect("running");
+        let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
+        assert_eq!(r.body["cancel_requested"], true);
+        let e = wait_for(Duration::from_secs(40), || async {
+            let e = status(&s, id).await;
+            (e["status"] == "cancelled").then_some(e)
+        }).await.expect("cancelled within a heartbeat");
+        assert!(e["finished_at"].is_i64());
+        w.abort();
+        s.finish().await;
+    }
+}
