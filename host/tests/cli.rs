@@ -369,3 +369,140 @@ fn client_commands_drive_a_running_server() {
     assert_eq!(code, 2);
     assert!(err.contains("no rule"), "{err}");
 }
+
+fn spawn_attune(args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attune"));
+    cmd.args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn status_of(server: &ServerProcess, id: &str) -> Value {
+    let (_, out, _) = client(server, &["execution", "show", id]);
+    serde_json::from_str(&out).unwrap_or(Value::Null)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    for _ in 0..300 {
+        if f() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server_child = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--workers",
+            "0",
+            "--lease",
+            "1s",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let token_file = dir.path().join("admin.token");
+    wait_until("the server", || {
+        token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let server = ServerProcess {
+        child: Command::new("true").spawn().unwrap(),
+        url: format!("http://{listen}"),
+        token: std::fs::read_to_string(&token_file)
+            .unwrap()
+            .trim()
+            .to_string(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let worker_args = |name: &'static str| {
+        vec![
+            "worker".to_string(),
+            "--name".into(),
+            name.into(),
+            "--concurrency".into(),
+            "2".into(),
+            "--cache-dir".into(),
+            dir.path().join(name).to_string_lossy().into_owned(),
+        ]
+    };
+    let envs = [
+        ("ATTUNE_SERVER", server.url.as_str()),
+        ("ATTUNE_TOKEN", server.token.as_str()),
+    ];
+    let first: Vec<String> = worker_args("first");
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let mut doomed = spawn_attune(&first, &envs);
+
+    let submit = |attempts: &str| {
+        let (_, out, _) = client(
+            &server,
+            &[
+                "run",
+                "core.sleep",
+                "seconds=3",
+                "--max-attempts",
+                attempts,
+                "--wait",
+                "1ms",
+            ],
+        );
+        serde_json::from_str::<Value>(&out).unwrap()["id"]
+            .as_i64()
+            .unwrap()
+            .to_string()
+    };
+    let retried = submit("2");
+    let lost = submit("1");
+    wait_until("both running on the first worker", || {
+        status_of(&server, &retried)["status"] == "running"
+            && status_of(&server, &lost)["status"] == "running"
+    });
+    let first_worker = status_of(&server, &retried)["worker"].clone();
+    doomed.kill().unwrap(); // SIGKILL: no goodbye, no final report
+    doomed.wait().unwrap();
+
+    wait_until("the single-attempt execution to be abandoned", || {
+        status_of(&server, &lost)["status"] == "abandoned"
+    });
+    let second: Vec<String> = worker_args("second");
+    let second: Vec<&str> = second.iter().map(String::as_str).collect();
+    let mut rescuer = spawn_attune(&second, &envs);
+    wait_until("the retry to succeed", || {
+        status_of(&server, &retried)["status"] == "succeeded"
+    });
+    let e = status_of(&server, &retried);
+    assert_eq!(e["attempt"], 2);
+    assert_ne!(e["worker"], first_worker);
+    let abandoned = status_of(&server, &lost);
+    assert!(
+        abandoned["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped heartbeating")
+    );
+
+    let _ = rescuer.kill();
+    let _ = rescuer.wait();
+    let _ = server_child.kill();
+    let _ = server_child.wait();
+}

@@ -169,6 +169,12 @@ pub struct RunArgs {
     /// How long to wait for the result.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wait: Duration,
+    /// Execution timeout, e.g. 30s; the server default when absent.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Attempts if the worker running it vanishes (1-10).
+    #[arg(long, default_value_t = 1)]
+    pub max_attempts: i64,
 }
 
 /// Options of `attune login`.
@@ -394,7 +400,8 @@ pub(super) async fn run(cmd: RunArgs, args: &ClientArgs) -> anyhow::Result<i32> 
     let created = client
         .post(
             "/executions",
-            json!({"action": cmd.action, "params": params}),
+            json!({"action": cmd.action, "params": params, "timeout": cmd.timeout,
+                   "max_attempts": cmd.max_attempts}),
         )
         .await?;
     let id = created["id"].as_i64().unwrap_or_default();
