@@ -51,6 +51,49 @@ async fn finished(s: &TestServer, id: i64) -> Value {
     .unwrap_or_else(|| panic!("execution {id} did not finish"))
 }
 
+/// RFC 3339 time `ms` from now.
+fn chrono_now_plus(ms: i64) -> String {
+    let t = std::time::SystemTime::now() + Duration::from_millis(ms as u64);
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // Format by hand to keep the tests free of a date library.
+    let days = (secs / 86_400.0).floor() as i64;
+    let rem = secs - days as f64 * 86_400.0;
+    let (y, m, d) = civil_from_days(days);
+    let h = (rem / 3600.0).floor();
+    let min = ((rem - h * 3600.0) / 60.0).floor();
+    let sec = rem - h * 3600.0 - min * 60.0;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:06.3}Z",
+        h as i64, min as i64, sec
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A server that fires no timers by itself, so a test can fire them by hand.
+async fn server_without_ticks(backend: support::Backend) -> TestServer {
+    let pipeline = PipelineConfig {
+        timers: false,
+        ..no_worker()
+    };
+    TestServer::start_full(backend, Default::default(), pipeline).await
+}
+
 fn interval_rule(r#ref: &str, every: &str, message: &str) -> Value {
     json!({
         "ref": r#ref,
@@ -112,6 +155,67 @@ on_both_backends! {
         let before = executions_of_rule(&s, "core.every_200ms").await.len();
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(executions_of_rule(&s, "core.every_200ms").await.len(), before);
+        s.finish().await;
+    }
+
+    async fn cron_and_once_rules_fire_on_their_schedule(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.every_second", "trigger": "core.cron",
+            "trigger_params": {"expression": "* * * * * *", "timezone": "Europe/Paris"},
+            "action": "core.echo", "action_params": {"message": "cron {{ event.payload.count }}"},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let at = chrono_now_plus(800);
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.just_once", "trigger": "core.once", "trigger_params": {"at": at},
+            "action": "core.echo", "action_params": {"message": "once"},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        wait_for(WAIT, || async {
+            (executions_of_rule(&s, "core.every_second").await.iter().filter(|e| e.status == "succeeded").count() >= 2).then_some(())
+        }).await.expect("the cron rule fired twice");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let once = executions_of_rule(&s, "core.just_once").await;
+        assert_eq!(once.len(), 1, "a one-shot fires exactly once");
+        assert!(s.state.storage.timer_state("core.just_once").await.unwrap().is_none());
+        s.post("/api/v1/rules/core.every_second/disable", json!({})).await;
+
+        let bad = s.post("/api/v1/rules", json!({
+            "ref": "core.bad_cron", "trigger": "core.cron",
+            "trigger_params": {"expression": "whenever", "timezone": "Nowhere/Special"},
+            "action": "core.echo", "action_params": {"message": "x"},
+        })).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(bad.detail_paths(), ["/trigger_params/expression"]);
+        s.finish().await;
+    }
+
+    async fn after_downtime_misfire_fires_once_or_skips(backend) {
+        let s = server_without_ticks(backend).await;
+        for (r#ref, misfire) in [("core.catch_up", "fire_once"), ("core.skip_missed", "skip")] {
+            let r = s.post("/api/v1/rules", json!({
+                "ref": r#ref, "trigger": "core.interval",
+                "trigger_params": {"every": "1h", "misfire": misfire},
+                "action": "core.noop",
+            })).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            // As if the server had been down for five ticks.
+            let five_hours_ago = attune::storage::now_ms() - 5 * 3_600_000 - 1000;
+            s.state.storage.set_timer_next(r#ref, five_hours_ago).await.unwrap();
+        }
+        let fired = s.state.storage.fire_due_timers(10).await.unwrap();
+        let rules: Vec<&str> = fired.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(rules, ["core.catch_up"], "fire_once fires one tick, skip fires none");
+        assert_eq!(fired[0].1.payload["missed"], 5);
+        let (next, count, skipped) = s.state.storage.timer_state("core.catch_up").await.unwrap().unwrap();
+        assert_eq!((count, skipped), (1, 5));
+        assert!(next > attune::storage::now_ms());
+        let (next, count, skipped) = s.state.storage.timer_state("core.skip_missed").await.unwrap().unwrap();
+        assert_eq!((count, skipped), (0, 6));
+        assert!(next > attune::storage::now_ms());
+        // Nothing more is due: no tick fires twice.
+        assert!(s.state.storage.fire_due_timers(10).await.unwrap().is_empty());
         s.finish().await;
     }
 

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use crate::cli::units::parse_duration;
 use crate::runtime::{Action, PathError, schema_errors};
 use crate::storage::{RuleSpec, TriggerTypeRecord};
+use crate::triggers::schedule::Plan;
 
 /// A rule as the API and `rule.yaml` take it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -114,7 +115,17 @@ pub fn validate_rule(
             format!("unknown trigger type `{}`", input.trigger),
         ),
         Some(t) => {
-            for e in schema_errors(&t.params_schema, &input.trigger_params) {
+            let found = schema_errors(&t.params_schema, &input.trigger_params);
+            if found.is_empty() {
+                // The schema holds; now the values themselves (cron syntax,
+                // time zone, date-time, duration).
+                if let Err(found) = Plan::of(&t.r#ref, &input.trigger_params) {
+                    for e in found {
+                        err(&e.path, e.message);
+                    }
+                }
+            }
+            for e in found {
                 err(&format!("/trigger_params{}", e.path), e.message);
             }
         }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
 use crate::api::AppState;
-use crate::cli::units::parse_duration;
 use crate::storage::{EventRecord, ExecutionRecord, NewExecution, RuleRecord, now_ms};
 
 /// Wake-ups and cancellation shared by the API and the background tasks.
@@ -80,6 +79,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct PipelineConfig {
     /// Run an embedded worker.
     pub embedded_worker: bool,
+    /// Fire timers on this node (every node may: ticks are claimed, never doubled).
+    pub timers: bool,
     /// Executions the embedded worker runs at once.
     pub concurrency: usize,
     /// How long a claim lasts without a heartbeat.
@@ -96,6 +97,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         Self {
             embedded_worker: true,
+            timers: true,
             concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
             lease: Duration::from_secs(30),
             retry_backoff: Duration::from_secs(1),
@@ -105,23 +107,15 @@ impl Default for PipelineConfig {
     }
 }
 
-/// The interval of a `core.interval` rule, in ms.
-pub fn interval_ms(rule: &RuleRecord) -> Option<i64> {
-    if rule.spec.trigger != "core.interval" {
-        return None;
-    }
-    let every = rule.spec.trigger_params["every"].as_str()?;
-    parse_duration(every)
-        .ok()
-        .map(|d| (d.as_millis() as i64).max(1))
-}
-
 /// Brings a rule's timer in line with its definition and wakes the timer task.
 pub async fn sync_rule(
     state: &AppState,
     rule: &RuleRecord,
 ) -> Result<(), crate::storage::StorageError> {
-    state.storage.sync_timer(rule, interval_ms(rule)).await?;
+    let plan = crate::triggers::schedule::Plan::of(&rule.spec.trigger, &rule.spec.trigger_params)
+        .ok()
+        .flatten();
+    state.storage.sync_timer(rule, plan.as_ref()).await?;
     state.dispatch.timers.notify_one();
     Ok(())
 }
@@ -129,7 +123,9 @@ pub async fn sync_rule(
 /// Starts the timer, worker, reaper and retention tasks.
 pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<()> {
     let dispatch = state.dispatch.clone();
-    dispatch.spawn(timer_task(state.clone()));
+    if config.timers {
+        dispatch.spawn(timer_task(state.clone()));
+    }
     dispatch.spawn(reaper_task(state.clone(), config.clone()));
     if let Some(retention) = config.retention {
         dispatch.spawn(retention_task(state.clone(), retention));

@@ -13,6 +13,10 @@ const SQLITE: &[(i64, &str)] = &[
         2,
         include_str!("../../../migrations/sqlite/0002_pipeline.sql"),
     ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/0003_schedules.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -22,6 +26,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../migrations/postgres/0002_pipeline.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_schedules.sql"),
     ),
 ];
 

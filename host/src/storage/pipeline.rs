@@ -15,11 +15,36 @@ use super::{
     EXECUTION_COLUMNS, EventRecord, ExecutionRecord, NewExecution, Pool, RULE_COLUMNS, Result,
     RuleRecord, Storage, now_ms,
 };
+use crate::triggers::schedule::Plan;
 
 /// A timer's misfire policy after downtime.
 pub const MISFIRE_FIRE_ONCE: &str = "fire_once";
 /// Skip the ticks missed during downtime.
 pub const MISFIRE_SKIP: &str = "skip";
+
+/// A one-shot timer later than this after its time counts as missed.
+const ONCE_GRACE_MS: i64 = 60_000;
+
+/// Ticks of `plan` after `scheduled` that are also due by `now`, and the
+/// first tick after `now`.
+fn ticks_missed(plan: &Plan, scheduled: i64, now: i64) -> (i64, Option<i64>) {
+    if let Plan::Interval { every_ms } = plan {
+        // Closed form: a long downtime on a short interval costs nothing.
+        let every = (*every_ms).max(1);
+        let missed = (now - scheduled).max(0) / every;
+        return (missed, Some(scheduled + (missed + 1) * every));
+    }
+    let mut missed = 0;
+    let mut next = plan.next_after(scheduled);
+    while let Some(n) = next {
+        if n > now || missed >= 100_000 {
+            break;
+        }
+        missed += 1;
+        next = plan.next_after(n);
+    }
+    (missed, next)
+}
 
 /// How an execution ended, as the worker reports it.
 #[derive(Debug, Clone)]
@@ -49,34 +74,38 @@ pub struct Reaped {
 
 impl Storage {
     /// Creates, updates or removes the timer of `rule` to match its
-    /// definition: enabled `core.interval` rules have one.
-    pub async fn sync_timer(&self, rule: &RuleRecord, every_ms: Option<i64>) -> Result<()> {
+    /// definition: enabled rules on timer triggers have one.
+    pub async fn sync_timer(&self, rule: &RuleRecord, plan: Option<&Plan>) -> Result<()> {
         let now = now_ms();
         let misfire = rule.spec.trigger_params["misfire"]
             .as_str()
             .unwrap_or(MISFIRE_FIRE_ONCE)
             .to_string();
+        let plan = plan.filter(|_| rule.spec.enabled);
         on_pool!(self, |p| {
-            match every_ms.filter(|_| rule.spec.enabled) {
+            match plan.and_then(|plan| plan.first(now).map(|first| (plan.stored(), first))) {
                 None => {
                     sqlx::query("DELETE FROM timer WHERE rule = $1")
                         .bind(&rule.spec.r#ref)
                         .execute(p)
                         .await?;
                 }
-                Some(every) => {
-                    // A changed interval restarts the schedule; an unchanged
-                    // one keeps its next tick (restarts neither lose nor add ticks).
+                Some(((every, schedule), first)) => {
+                    // A changed schedule restarts; an unchanged one keeps its
+                    // next tick (restarts neither lose nor add ticks).
                     sqlx::query(
-                        "INSERT INTO timer (rule, every_ms, next_fire_at, misfire) VALUES ($1, $2, $3, $4) \
+                        "INSERT INTO timer (rule, every_ms, next_fire_at, misfire, schedule) VALUES ($1, $2, $3, $4, $5) \
                          ON CONFLICT (rule) DO UPDATE SET misfire = excluded.misfire, \
-                         next_fire_at = CASE WHEN timer.every_ms = excluded.every_ms THEN timer.next_fire_at ELSE excluded.next_fire_at END, \
-                         every_ms = excluded.every_ms",
+                         next_fire_at = CASE WHEN timer.every_ms = excluded.every_ms \
+                           AND timer.schedule IS NOT DISTINCT FROM excluded.schedule \
+                           THEN timer.next_fire_at ELSE excluded.next_fire_at END, \
+                         every_ms = excluded.every_ms, schedule = excluded.schedule",
                     )
                     .bind(&rule.spec.r#ref)
                     .bind(every)
-                    .bind(now + every)
+                    .bind(first)
                     .bind(&misfire)
+                    .bind(schedule)
                     .execute(p)
                     .await?;
                 }
@@ -118,7 +147,7 @@ impl Storage {
         on_pool!(self, |p| {
             let mut tx = p.begin().await?;
             let due = sqlx::query(&format!(
-                "SELECT rule, every_ms, next_fire_at, count, skipped, misfire FROM timer \
+                "SELECT rule, every_ms, next_fire_at, count, skipped, misfire, schedule FROM timer \
                  WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{lock}"
             ))
             .bind(now)
@@ -128,22 +157,39 @@ impl Storage {
             let mut fired = Vec::new();
             for row in due {
                 let rule = row.text("rule");
-                let every = row.int("every_ms").max(1);
                 let scheduled = row.int("next_fire_at");
-                let missed = (now - scheduled) / every; // ticks past the first one
-                let next = scheduled + (missed + 1) * every;
-                let skip = row.text("misfire") == MISFIRE_SKIP && missed > 0;
+                let Some(plan) =
+                    Plan::from_stored(row.int("every_ms"), row.opt_text("schedule").as_deref())
+                else {
+                    sqlx::query("DELETE FROM timer WHERE rule = $1")
+                        .bind(&rule)
+                        .execute(&mut *tx)
+                        .await?;
+                    continue;
+                };
+                let (missed, next) = ticks_missed(&plan, scheduled, now);
+                let late = missed > 0
+                    || (matches!(plan, Plan::Once { .. }) && now - scheduled > ONCE_GRACE_MS);
+                let skip = row.text("misfire") == MISFIRE_SKIP && late;
                 let count = row.int("count") + if skip { 0 } else { 1 };
                 let skipped = row.int("skipped") + if skip { missed + 1 } else { missed };
-                sqlx::query(
-                    "UPDATE timer SET next_fire_at = $2, count = $3, skipped = $4 WHERE rule = $1",
-                )
-                .bind(&rule)
-                .bind(next)
-                .bind(count)
-                .bind(skipped)
-                .execute(&mut *tx)
-                .await?;
+                match next {
+                    Some(next) => {
+                        sqlx::query("UPDATE timer SET next_fire_at = $2, count = $3, skipped = $4 WHERE rule = $1")
+                            .bind(&rule)
+                            .bind(next)
+                            .bind(count)
+                            .bind(skipped)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    None => {
+                        sqlx::query("DELETE FROM timer WHERE rule = $1")
+                            .bind(&rule)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 if skip {
                     tracing::info!(
                         rule,
@@ -152,11 +198,17 @@ impl Storage {
                     );
                     continue;
                 }
+                let trigger = match plan {
+                    Plan::Interval { .. } => "core.interval",
+                    Plan::Cron { .. } => "core.cron",
+                    Plan::Once { .. } => "core.once",
+                };
                 let payload = json!({"count": count, "scheduled_at": scheduled, "missed": missed});
                 let event = sqlx::query(
-                    "INSERT INTO event (trigger, payload, source, created_at) VALUES ('core.interval', $1, $2, $3) \
+                    "INSERT INTO event (trigger, payload, source, created_at) VALUES ($1, $2, $3, $4) \
                      RETURNING id, trigger, payload, source, created_at",
                 )
+                .bind(trigger)
                 .bind(Json(&payload))
                 .bind(&rule)
                 .bind(now)
@@ -166,6 +218,30 @@ impl Storage {
             }
             tx.commit().await?;
             Ok(fired)
+        })
+    }
+
+    /// A timer's state: `(next_fire_at, count, skipped)`.
+    pub async fn timer_state(&self, rule: &str) -> Result<Option<(i64, i64, i64)>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query("SELECT next_fire_at, count, skipped FROM timer WHERE rule = $1")
+                .bind(rule)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.map(|r| (r.int("next_fire_at"), r.int("count"), r.int("skipped"))))
+        })
+    }
+
+    /// Moves a timer's next tick (as downtime would leave it), for tests and
+    /// operators re-arming a timer.
+    pub async fn set_timer_next(&self, rule: &str, at: i64) -> Result<()> {
+        on_pool!(self, |p| {
+            sqlx::query("UPDATE timer SET next_fire_at = $2 WHERE rule = $1")
+                .bind(rule)
+                .bind(at)
+                .execute(p)
+                .await?;
+            Ok(())
         })
     }
 
