@@ -219,6 +219,33 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn output_streams_while_the_action_runs(backend) {
+        let s = TestServer::start(backend).await;
+        assert_eq!(s.upload_component("hostile", "1", guest_bytes("hostile")).await.status, StatusCode::CREATED);
+        let r = s.post("/api/v1/executions", json!({"action": "hostile.drip", "params": {"lines": 4, "ms": 300}})).await;
+        let id = r.body["id"].as_i64().unwrap();
+        let response = s
+            .request(reqwest::Method::GET, &format!("/api/v1/executions/{id}/output"), Some(&s.admin))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        let text = response.text().await.unwrap();
+        let chunks = text.matches("event: stdout").count();
+        assert!(chunks >= 2, "output should arrive in pieces while running:\n{text}");
+        for i in 0..4 {
+            assert!(text.contains(&format!("line {i}")), "{text}");
+        }
+        assert!(text.contains("event: end"), "{text}");
+        assert!(text.contains("\"status\":\"succeeded\""), "{text}");
+        // A finished execution replays its output and ends at once.
+        let again = s.request(reqwest::Method::GET, &format!("/api/v1/executions/{id}/output"), Some(&s.admin))
+            .send().await.unwrap().text().await.unwrap();
+        assert!(again.contains("line 3") && again.contains("event: end"), "{again}");
+        s.finish().await;
+    }
+
     async fn manual_events_render_templates_and_respect_criteria(backend) {
         let s = TestServer::start(backend).await;
         let r = s.post("/api/v1/rules", json!({

@@ -96,6 +96,15 @@ impl Guest for Hostile {
         count
     }
 
+    fn drip(lines: u32, ms: u64) -> u32 {
+        for i in 0..lines {
+            println!("line {i}");
+            let _ = std::io::stdout().flush();
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        lines
+    }
+
     fn whoami() -> (String, String, u32) {
         let ctx = attune_sdk::context::current();
         (ctx.id, ctx.action, ctx.attempt)

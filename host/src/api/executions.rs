@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -21,6 +22,94 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list, create))
         .routes(routes!(show))
         .routes(routes!(cancel))
+        .routes(routes!(output))
+}
+
+/// Statuses after which an execution does not change.
+const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "abandoned"];
+
+/// Streams an execution's output as server-sent events: `stdout` and
+/// `stderr` events carry new text as it is written (live when this node runs
+/// it, at the end otherwise), then one `end` event with the status, result
+/// and error.
+#[utoipa::path(get, path = "/executions/{id}/output", tag = "executions",
+    params(("id" = i64, Path, description = "Execution id")),
+    responses((status = 200, description = "text/event-stream of stdout, stderr and end events", content_type = "text/event-stream", body = String),
+              (status = 404, body = ErrorBody)))]
+async fn output(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError>
+{
+    caller.require(Role::Viewer)?;
+    state
+        .storage
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution", id))?;
+    struct Progress {
+        state: AppState,
+        id: i64,
+        sent: (usize, usize),
+        done: bool,
+        first: bool,
+    }
+    let start = Progress {
+        state,
+        id,
+        sent: (0, 0),
+        done: false,
+        first: true,
+    };
+    let stream = futures_util::stream::unfold(start, |mut p| async move {
+        if p.done {
+            return None;
+        }
+        if !p.first {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        p.first = false;
+        let mut events = Vec::new();
+        let mut push = |kind: &str, text: &str, sent: &mut usize| {
+            let bytes = text.as_bytes();
+            if bytes.len() > *sent {
+                events.push(
+                    Event::default()
+                        .event(kind)
+                        .data(String::from_utf8_lossy(&bytes[*sent..])),
+                );
+                *sent = bytes.len();
+            }
+        };
+        if let Some((out, err)) = p.state.dispatch.output(p.id) {
+            let (mut o, mut e) = p.sent;
+            push("stdout", &String::from_utf8_lossy(&out.since(0)), &mut o);
+            push("stderr", &String::from_utf8_lossy(&err.since(0)), &mut e);
+            p.sent = (o, e);
+        } else if let Ok(Some(record)) = p.state.storage.get_execution(p.id).await
+            && FINISHED.contains(&record.status.as_str())
+        {
+            let (mut o, mut e) = p.sent;
+            push(
+                "stdout",
+                record.stdout.as_deref().unwrap_or_default(),
+                &mut o,
+            );
+            push(
+                "stderr",
+                record.stderr.as_deref().unwrap_or_default(),
+                &mut e,
+            );
+            p.sent = (o, e);
+            let end = serde_json::json!({"status": record.status, "result": record.result, "error": record.error});
+            events.push(Event::default().event("end").data(end.to_string()));
+            p.done = true;
+        }
+        Some((futures_util::stream::iter(events.into_iter().map(Ok)), p))
+    });
+    use futures_util::StreamExt;
+    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
 }
 
 /// An action to run now.

@@ -61,6 +61,10 @@ pub struct ExecutionRequest {
     pub limits: Option<Limits>,
     /// Identity shown to the guest through `attune:action/context`.
     pub context: ExecutionContext,
+    /// Pipes to capture stdout and stderr into, so the caller can watch
+    /// output while the guest runs; fresh ones when `None`. Their capacity
+    /// is the caller's; `limits.output_bytes` applies to fresh ones.
+    pub output: Option<(CappedPipe, CappedPipe)>,
 }
 
 impl ExecutionRequest {
@@ -76,6 +80,7 @@ impl ExecutionRequest {
             action,
             params,
             limits: None,
+            output: None,
         }
     }
 }
@@ -164,8 +169,12 @@ impl Pack {
             .scratch()
             .take()
             .map_err(|e| ExecuteError::Sandbox(format!("scratch directory: {e}")))?;
-        let stdout = CappedPipe::new(limits.output_bytes);
-        let stderr = CappedPipe::new(limits.output_bytes);
+        let (stdout, stderr) = request.output.clone().unwrap_or_else(|| {
+            (
+                CappedPipe::new(limits.output_bytes),
+                CappedPipe::new(limits.output_bytes),
+            )
+        });
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(stdout.clone())
             .stderr(stderr.clone())

@@ -68,6 +68,15 @@ impl CappedPipe {
         buf.dropped += (bytes.len() - take) as u64;
     }
 
+    /// The kept bytes from `offset` on (for streaming while the guest runs).
+    pub fn since(&self, offset: usize) -> Vec<u8> {
+        let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buf.kept
+            .get(offset..)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Everything captured so far.
     pub fn captured(&self) -> Captured {
         let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
 use crate::api::AppState;
+use crate::runtime::output::CappedPipe;
 use crate::storage::{EventRecord, ExecutionRecord, NewExecution, RuleRecord, now_ms};
 
 /// Wake-ups and cancellation shared by the API and the background tasks.
@@ -28,6 +29,7 @@ pub struct Dispatch {
     /// A timer rule changed.
     pub timers: Notify,
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
+    live: Mutex<HashMap<i64, (CappedPipe, CappedPipe)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -46,9 +48,20 @@ impl Dispatch {
         rx
     }
 
-    /// Forgets a finished execution's cancel handle.
+    /// Forgets a finished execution's cancel handle and live output.
     pub fn done(&self, id: i64) {
         lock(&self.cancels).remove(&id);
+        lock(&self.live).remove(&id);
+    }
+
+    /// Publishes the output pipes of an execution running in this process.
+    pub fn watch(&self, id: i64, pipes: (CappedPipe, CappedPipe)) {
+        lock(&self.live).insert(id, pipes);
+    }
+
+    /// The live stdout/stderr of an execution running in this process.
+    pub fn output(&self, id: i64) -> Option<(CappedPipe, CappedPipe)> {
+        lock(&self.live).get(&id).cloned()
     }
 
     /// Interrupts a running execution of this process; false if none.

@@ -187,6 +187,7 @@ impl Ctx {
                         action: e["action"].as_str().unwrap_or_default().to_string(),
                         attempt: e["attempt"].as_u64().unwrap_or(1) as u32,
                     },
+                    output: None,
                 };
                 let (tx, rx) = oneshot::channel();
                 lock(&self.cancels).insert(id, tx);

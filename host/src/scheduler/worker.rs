@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use super::PipelineConfig;
 use crate::api::AppState;
+use crate::runtime::output::CappedPipe;
 use crate::runtime::{ExecutionContext, ExecutionRequest, Limits, Status};
 use crate::storage::{ExecutionRecord, Finished};
 
@@ -161,6 +162,11 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
             .unwrap_or(default_timeout),
         ..state.runtime.config().default_limits
     };
+    let pipes = (
+        CappedPipe::new(limits.output_bytes),
+        CappedPipe::new(limits.output_bytes),
+    );
+    state.dispatch.watch(e.id, pipes.clone());
     let request = ExecutionRequest {
         action: action.name.clone(),
         params: e.params.clone(),
@@ -170,6 +176,7 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
             action: e.action.clone(),
             attempt: e.attempt as u32,
         },
+        output: Some(pipes),
     };
     let cancelled = state.dispatch.on_cancel(e.id);
     let outcome = tokio::select! {
