@@ -118,3 +118,54 @@ on_both_backends! {
         s.finish().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_work_queued_on_one_node_wakes_workers_polling_another() {
+    let quiet = PipelineConfig {
+        embedded_worker: false,
+        timers: false,
+        ..PipelineConfig::default()
+    };
+    let a = TestServer::start_full(
+        support::Backend::Postgres,
+        Default::default(),
+        quiet.clone(),
+    )
+    .await;
+    let b = a.second_node(quiet).await;
+    let dir = tempfile::tempdir().unwrap();
+    let w = worker(
+        &b,
+        "w-on-b",
+        attune::scheduler::worker::capabilities(),
+        dir.path(),
+    );
+    // Let the worker settle into its long poll on node B.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let started = std::time::Instant::now();
+    let id = a
+        .post(
+            "/api/v1/executions",
+            json!({"action": "core.echo", "params": {"message": "cross"}}),
+        )
+        .await
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    let e = wait_for(Duration::from_secs(15), || async {
+        let e = status(&a, id).await;
+        (e["status"] == "succeeded").then_some(e)
+    })
+    .await
+    .expect("the worker on node B ran it");
+    assert_eq!(e["stdout"], "cross\n");
+    // Far sooner than the 20 s long poll would have returned on its own.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    w.abort();
+    b.finish().await;
+    a.finish().await;
+}

@@ -165,6 +165,17 @@ impl TestServer {
         Self::serve(server, config, self.admin.clone(), data_dir, pg).await
     }
 
+    /// Another node on the same database (its own data directory), as a
+    /// multi-node deployment runs; finish it before this one.
+    pub async fn second_node(&self, pipeline: PipelineConfig) -> Self {
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut config = self.config.clone();
+        config.data_dir = data_dir.path().to_path_buf();
+        config.pipeline = pipeline;
+        let server = Server::start(&config).await.expect("second node starts");
+        Self::serve(server, config, self.admin.clone(), data_dir, None).await
+    }
+
     async fn stop(&mut self) {
         self.state.dispatch.shutdown();
         if let Some(tx) = self.shutdown.take() {

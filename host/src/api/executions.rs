@@ -238,7 +238,7 @@ async fn create(
         .metrics
         .executions_requested
         .fetch_add(1, Ordering::Relaxed);
-    state.dispatch.wake_workers();
+    crate::scheduler::work_queued(&state).await;
     Ok((StatusCode::CREATED, axum::Json(execution)))
 }
 

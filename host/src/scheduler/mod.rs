@@ -120,6 +120,36 @@ impl Default for PipelineConfig {
     }
 }
 
+/// Tells every worker that work was queued: local ones directly, and on
+/// PostgreSQL every other node through `NOTIFY`, so long-polling workers
+/// attached to another API node wake too.
+pub async fn work_queued(state: &AppState) {
+    state.dispatch.wake_workers();
+    if let Err(e) = state.storage.notify_work().await {
+        tracing::warn!(error = %e, "could not notify other nodes");
+    }
+}
+
+/// Relays `NOTIFY attune_work` from other nodes to this node's workers.
+async fn listen_task(state: AppState) {
+    loop {
+        match state.storage.work_listener().await {
+            Ok(Some(mut listener)) => loop {
+                match listener.recv().await {
+                    Ok(_) => state.dispatch.wake_workers(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the notification channel; reconnecting");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => tracing::warn!(error = %e, "could not listen for work notifications"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// Brings a rule's timer in line with its definition and wakes the timer task.
 pub async fn sync_rule(
     state: &AppState,
@@ -136,6 +166,7 @@ pub async fn sync_rule(
 /// Starts the timer, worker, reaper and retention tasks.
 pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<()> {
     let dispatch = state.dispatch.clone();
+    dispatch.spawn(listen_task(state.clone()));
     if config.timers {
         dispatch.spawn(timer_task(state.clone()));
     }
@@ -189,7 +220,7 @@ async fn reaper_task(state: AppState, config: PipelineConfig) {
                     abandoned = r.abandoned,
                     "expired leases"
                 );
-                state.dispatch.wake_workers();
+                work_queued(&state).await;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),
@@ -385,7 +416,7 @@ pub async fn process_event(
         }
     }
     if !created.is_empty() {
-        state.dispatch.wake_workers();
+        work_queued(state).await;
     }
     Ok(created)
 }

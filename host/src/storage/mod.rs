@@ -175,6 +175,29 @@ impl Storage {
         on_pool!(self, |p| p.close().await)
     }
 
+    /// Wakes workers on other nodes (PostgreSQL `NOTIFY`; nothing on SQLite,
+    /// where one process holds the database).
+    pub async fn notify_work(&self) -> Result<()> {
+        if let Pool::Postgres(p) = &self.pool {
+            sqlx::query("SELECT pg_notify('attune_work', '')")
+                .execute(p)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A listener for [`Storage::notify_work`] (PostgreSQL only).
+    pub async fn work_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match &self.pool {
+            Pool::Postgres(p) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(p).await?;
+                listener.listen("attune_work").await?;
+                Ok(Some(listener))
+            }
+            Pool::Sqlite(_) => Ok(None),
+        }
+    }
+
     // ---- packs and components ------------------------------------------
 
     /// Registers a pack with its components and actions, all or nothing.
