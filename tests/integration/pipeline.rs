@@ -135,6 +135,8 @@ on_both_backends! {
         assert!(done.worker.is_some());
         assert!(done.started_at.unwrap() >= done.scheduled_at.unwrap());
         assert!(done.finished_at.unwrap() >= done.started_at.unwrap());
+        assert_eq!(done.queued_ms, Some(done.started_at.unwrap() - done.created_at));
+        assert_eq!(done.running_ms, Some(done.finished_at.unwrap() - done.started_at.unwrap()));
         s.finish().await;
     }
 
@@ -216,6 +218,21 @@ on_both_backends! {
         assert!(next > attune::storage::now_ms());
         // Nothing more is due: no tick fires twice.
         assert!(s.state.storage.fire_due_timers(10).await.unwrap().is_empty());
+        s.finish().await;
+    }
+
+    async fn retention_prunes_old_events_and_finished_executions_only(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let old_event = fire(&s, json!({"old": true})).await;
+        let done = s.post("/api/v1/executions", json!({"action": "core.noop"})).await.body["id"].as_i64().unwrap();
+        s.post(&format!("/api/v1/executions/{done}/cancel"), json!({})).await;
+        let queued = s.post("/api/v1/executions", json!({"action": "core.noop"})).await.body["id"].as_i64().unwrap();
+        // Everything above is older than a cutoff one second ahead.
+        let (executions, events) = s.state.storage.prune(attune::storage::now_ms() + 1000).await.unwrap();
+        assert_eq!((executions, events), (1, 1));
+        assert_eq!(s.get(&format!("/api/v1/events/{old_event}")).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(s.get(&format!("/api/v1/executions/{done}")).await.status, StatusCode::NOT_FOUND);
+        assert_eq!(execution(&s, queued).await["status"], "requested", "unfinished work is kept");
         s.finish().await;
     }
 

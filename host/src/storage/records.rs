@@ -402,6 +402,12 @@ pub struct ExecutionRecord {
     pub finished_at: Option<i64>,
     /// A cancel was asked for while it ran.
     pub cancel_requested: bool,
+    /// Time from creation to running, in ms (once started).
+    #[serde(default)]
+    pub queued_ms: Option<i64>,
+    /// Time from running to finished, in ms (once finished).
+    #[serde(default)]
+    pub running_ms: Option<i64>,
 }
 
 impl ExecutionRecord {
@@ -429,6 +435,11 @@ impl ExecutionRecord {
             started_at: r.opt_int("started_at"),
             finished_at: r.opt_int("finished_at"),
             cancel_requested: r.boolean("cancel_requested"),
+            queued_ms: r.opt_int("started_at").map(|s| s - r.int("created_at")),
+            running_ms: r
+                .opt_int("finished_at")
+                .zip(r.opt_int("started_at"))
+                .map(|(f, s)| f - s),
         }
     }
 }
