@@ -77,6 +77,7 @@ impl Server {
             config: Arc::new(config.api.clone()),
             metrics: Arc::new(Metrics::default()),
             dispatch: Arc::new(crate::scheduler::Dispatch::default()),
+            cache: Arc::default(),
         };
         for t in crate::triggers::builtin() {
             state.storage.upsert_trigger_type(&t).await?;

@@ -444,7 +444,7 @@ on_both_backends! {
         let retried = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "again"}, "max_attempts": 2})).await.body["id"].as_i64().unwrap();
         let lost = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "lost"}})).await.body["id"].as_i64().unwrap();
         // The ghost claims both, starts them, and never heartbeats again.
-        let claimed = s.state.storage.claim(ghost.id, &caps, 10, 300).await.unwrap();
+        let claimed = s.state.storage.claim(ghost.id, &caps, 10, 300, false).await.unwrap();
         assert_eq!(claimed.len(), 2);
         for e in &claimed {
             assert!(s.state.storage.mark_running(e.id, ghost.id).await.unwrap());

@@ -6,6 +6,7 @@
 //! `/api/v1/openapi.json` is generated from the same code that routes.
 
 pub mod auth;
+pub mod cache;
 pub mod error;
 pub mod json;
 
@@ -192,6 +193,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Wake-ups and cancellation for the pipeline.
     pub dispatch: Arc<crate::scheduler::Dispatch>,
+    /// Hot-path read caches.
+    pub cache: Arc<cache::ReadCache>,
 }
 
 /// A page of results and the cursor for the next one.

@@ -126,6 +126,7 @@ async fn upload(
     for p in &outcome.loaded {
         state.packs.insert(p.clone());
     }
+    state.cache.actions_changed();
     for r in &outcome.rules {
         if let Some(rule) = state.storage.get_rule(r).await? {
             crate::scheduler::sync_rule(&state, &rule).await?;
@@ -238,6 +239,7 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     if state.storage.delete_pack(&name).await? {
+        state.cache.actions_changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("pack", &name))

@@ -145,12 +145,12 @@ async fn claim(
         notified.as_mut().enable();
         let claimed = state
             .storage
-            .claim(id, &w.capabilities, max, state.config.lease_ms)
+            .claim(id, &w.capabilities, max, state.config.lease_ms, false)
             .await?;
         if !claimed.is_empty() {
             let mut out = Vec::with_capacity(claimed.len());
             for e in claimed {
-                let action = state.storage.get_action(&e.action).await?;
+                let action = state.cache.action(&state.storage, &e.action).await?;
                 match action {
                     Some(a) => out.push(Assignment {
                         component: a.component,

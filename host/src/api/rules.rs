@@ -189,6 +189,7 @@ async fn delete(
     if state.storage.delete_rule(&r#ref).await? {
         state.storage.delete_timer(&r#ref).await?;
         state.dispatch.timers.notify_one();
+        state.cache.rules_changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("rule", &r#ref))

@@ -159,6 +159,7 @@ pub async fn sync_rule(
         .ok()
         .flatten();
     state.storage.sync_timer(rule, plan.as_ref()).await?;
+    state.cache.rules_changed();
     state.dispatch.timers.notify_one();
     Ok(())
 }
@@ -301,7 +302,11 @@ pub async fn evaluate(
             ));
         }
     };
-    let Some(action) = state.storage.get_action(&rule.spec.action).await? else {
+    let Some(action) = state
+        .cache
+        .action(&state.storage, &rule.spec.action)
+        .await?
+    else {
         return Ok((
             Verdict {
                 matched,
@@ -359,7 +364,12 @@ pub async fn process_event(
             .into_iter()
             .filter(|r| r.spec.enabled)
             .collect(),
-        None => state.storage.enabled_rules(&event.trigger).await?,
+        None => {
+            state
+                .cache
+                .enabled_rules(&state.storage, &event.trigger)
+                .await?
+        }
     };
     let mut created = Vec::new();
     for rule in rules {

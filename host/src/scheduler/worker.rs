@@ -69,7 +69,7 @@ impl EmbeddedWorker {
                 match self
                     .state
                     .storage
-                    .claim(self.id, &self.capabilities, free as i64, lease_ms)
+                    .claim(self.id, &self.capabilities, free as i64, lease_ms, true)
                     .await
                 {
                     Ok(claimed) => {
@@ -114,12 +114,14 @@ impl EmbeddedWorker {
 /// Runs one claimed execution and records how it ended.
 pub async fn run_one(state: &AppState, worker: i64, e: ExecutionRecord, default_timeout: Duration) {
     let id = e.id;
-    match state.storage.mark_running(id, worker).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(err) => {
-            tracing::error!(id, error = %err, "marking running");
-            return;
+    if e.status != "running" {
+        match state.storage.mark_running(id, worker).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(err) => {
+                tracing::error!(id, error = %err, "marking running");
+                return;
+            }
         }
     }
     let finished = execute(state, &e, default_timeout).await;
@@ -137,7 +139,7 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
         stderr: String::new(),
         logs: json!([]),
     };
-    let action = match state.storage.get_action(&e.action).await {
+    let action = match state.cache.action(&state.storage, &e.action).await {
         Ok(Some(a)) => a,
         Ok(None) => return failed(format!("action {} is no longer registered", e.action)),
         Err(err) => return failed(format!("looking up the action: {err}")),
