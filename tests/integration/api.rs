@@ -34,13 +34,17 @@ fn manifest(name: &str, version: &str, components: &[&str], extra: &str) -> Stri
 }
 
 on_both_backends! {
-    async fn health_readiness_and_metrics_need_no_token(backend) {
+    async fn health_and_readiness_need_no_token_metrics_and_the_document_do(backend) {
         let s = TestServer::start(backend).await;
         for path in ["/healthz", "/readyz"] {
             let r = s.send(s.request(Method::GET, path, None)).await;
             assert_eq!(r.status, StatusCode::OK, "{path}");
         }
-        let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+        for path in ["/metrics", "/api/v1/openapi.json"] {
+            let r = s.send(s.request(Method::GET, path, None)).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let metrics = s.request(Method::GET, "/metrics", Some(&s.admin)).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("attune_http_requests_total"), "{metrics}");
         s.finish().await;
     }
@@ -401,7 +405,7 @@ on_both_backends! {
 
     async fn the_openapi_document_describes_every_route_consistently(backend) {
         let s = TestServer::start(backend).await;
-        let doc = reqwest::get(format!("{}/api/v1/openapi.json", s.base)).await.unwrap().json::<Value>().await.unwrap();
+        let doc = s.get("/api/v1/openapi.json").await.body;
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         let paths = doc["paths"].as_object().unwrap();
         for p in ["/api/v1/packs", "/api/v1/rules", "/api/v1/rules/{ref}", "/api/v1/executions/{id}/cancel", "/api/v1/events", "/api/v1/workers", "/api/v1/trigger-types"] {

@@ -1,4 +1,4 @@
-//! Liveness, readiness and metrics: no token needed.
+//! Liveness and readiness (no token) and metrics (a viewer token).
 
 use axum::Router;
 use axum::extract::State;
@@ -8,7 +8,9 @@ use axum::routing::get;
 use serde_json::json;
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
+use crate::storage::Role;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -31,10 +33,14 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     }
 }
 
-/// Prometheus text format.
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
+/// Prometheus text format (any valid token; scrape with a `viewer` token).
+async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Role::Viewer)?;
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    )
+    ))
 }

@@ -250,7 +250,7 @@ impl Modify for BearerAuth {
     info(
         title = "Attune API",
         description = "Event-driven automation whose actions are WebAssembly components. \
-                       Every route but health, readiness, metrics and this document needs \
+                       Every route but /healthz, /readyz and webhook intake needs \
                        `Authorization: Bearer <token>`. Errors always have the shape \
                        {\"error\": {\"code\", \"message\", \"details\": [{\"path\", \"message\"}]}}."
     ),
@@ -286,9 +286,12 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route(
             "/api/v1/openapi.json",
-            axum::routing::get(move || {
+            axum::routing::get(move |caller: auth::Caller| {
                 let doc = doc.clone();
-                async move { axum::Json(doc.as_ref().clone()) }
+                async move {
+                    caller.require(crate::storage::Role::Viewer)?;
+                    Ok::<_, ApiError>(axum::Json(doc.as_ref().clone()))
+                }
             }),
         )
         .merge(health::routes())
