@@ -25,6 +25,7 @@ pub fn capabilities() -> Vec<String> {
 
 /// The embedded worker.
 pub struct EmbeddedWorker {
+    results: tokio::sync::mpsc::UnboundedSender<(i64, i64, Finished)>,
     state: AppState,
     id: i64,
     capabilities: Vec<String>,
@@ -42,7 +43,10 @@ impl EmbeddedWorker {
             .storage
             .upsert_worker(&name, &capabilities, &json!({"embedded": "true"}))
             .await?;
+        let (results, rx) = tokio::sync::mpsc::unbounded_channel();
+        state.dispatch.spawn(write_results(state.clone(), rx));
         Ok(Self {
+            results,
             state,
             id: record.id,
             capabilities,
@@ -84,8 +88,13 @@ impl EmbeddedWorker {
                             let state = self.state.clone();
                             let worker = self.id;
                             let default_timeout = self.config.default_timeout;
+                            let results = self.results.clone();
                             tokio::spawn(async move {
-                                run_one(&state, worker, e, default_timeout).await;
+                                if let Some(finished) =
+                                    run_one(&state, worker, e, default_timeout).await
+                                {
+                                    let _ = results.send(finished);
+                                }
                                 drop(permit);
                                 // A slot is free: look for more work.
                                 state.dispatch.wake_workers();
@@ -111,22 +120,50 @@ impl EmbeddedWorker {
     }
 }
 
-/// Runs one claimed execution and records how it ended.
-pub async fn run_one(state: &AppState, worker: i64, e: ExecutionRecord, default_timeout: Duration) {
+/// Runs one claimed execution; returns how it ended, for the result writer.
+async fn run_one(
+    state: &AppState,
+    worker: i64,
+    e: ExecutionRecord,
+    default_timeout: Duration,
+) -> Option<(i64, i64, Finished)> {
     let id = e.id;
     if e.status != "running" {
         match state.storage.mark_running(id, worker).await {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return None,
             Err(err) => {
                 tracing::error!(id, error = %err, "marking running");
-                return;
+                return None;
             }
         }
     }
     let finished = execute(state, &e, default_timeout).await;
-    if let Err(err) = state.storage.finish(id, worker, &finished).await {
-        tracing::error!(id, error = %err, "recording the result");
+    Some((id, worker, finished))
+}
+
+/// Most results written in one transaction.
+const RESULT_BATCH: usize = 256;
+
+/// Group commit of results: whatever finished while the previous batch was
+/// being written goes into the next transaction together. The slot of an
+/// execution is free as soon as it has run; a crash before the write is
+/// covered by the lease (the execution is retried or abandoned).
+async fn write_results(
+    state: AppState,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, i64, Finished)>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < RESULT_BATCH {
+            match rx.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = state.storage.finish_many(&batch).await {
+            tracing::error!(count = batch.len(), error = %err, "recording results");
+        }
     }
 }
 

@@ -432,35 +432,45 @@ impl Storage {
     /// Records how an execution ended (only if `worker` still holds it) and
     /// its attempt in the history.
     pub async fn finish(&self, id: i64, worker: i64, f: &Finished) -> Result<bool> {
+        Ok(self.finish_many(&[(id, worker, f.clone())]).await?[0])
+    }
+
+    /// [`Storage::finish`] for many executions in one transaction (group
+    /// commit of results); one flag per item, in order.
+    pub async fn finish_many(&self, items: &[(i64, i64, Finished)]) -> Result<Vec<bool>> {
         let now = now_ms();
         on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            let done = sqlx::query(
-                "UPDATE execution SET status = $3, result = $4, error = $5, stdout = $6, stderr = $7, logs = $8, \
-                 finished_at = $9, lease_expires_at = NULL WHERE id = $1 AND worker = $2 AND status IN ('scheduled', 'running')",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(&f.status)
-            .bind(f.result.as_ref().map(Json))
-            .bind(f.error.as_ref().map(Json))
-            .bind(&f.stdout)
-            .bind(&f.stderr)
-            .bind(Json(&f.logs))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() == 1 {
-                sqlx::query(
-                    "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
-                     SELECT id, attempt, worker, status, error, started_at, finished_at FROM execution WHERE id = $1",
+            let mut out = Vec::with_capacity(items.len());
+            for (id, worker, f) in items {
+                let done = sqlx::query(
+                    "UPDATE execution SET status = $3, result = $4, error = $5, stdout = $6, stderr = $7, logs = $8, \
+                     finished_at = $9, lease_expires_at = NULL WHERE id = $1 AND worker = $2 AND status IN ('scheduled', 'running')",
                 )
                 .bind(id)
+                .bind(worker)
+                .bind(&f.status)
+                .bind(f.result.as_ref().map(Json))
+                .bind(f.error.as_ref().map(Json))
+                .bind(&f.stdout)
+                .bind(&f.stderr)
+                .bind(Json(&f.logs))
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if done.rows_affected() == 1 {
+                    sqlx::query(
+                        "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
+                         SELECT id, attempt, worker, status, error, started_at, finished_at FROM execution WHERE id = $1",
+                    )
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                out.push(done.rows_affected() == 1);
             }
             tx.commit().await?;
-            Ok(done.rows_affected() == 1)
+            Ok(out)
         })
     }
 
