@@ -169,3 +169,69 @@ async fn on_postgresql_work_queued_on_one_node_wakes_workers_polling_another() {
     b.finish().await;
     a.finish().await;
 }
+
+/// Regression: deferred SQLite transactions that read, then write, failed
+/// with "database is locked" under concurrent claimers and result writers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
+    let quiet = PipelineConfig {
+        embedded_worker: false,
+        timers: false,
+        ..PipelineConfig::default()
+    };
+    let s = TestServer::start_full(support::Backend::Sqlite, Default::default(), quiet).await;
+    let caps = attune::scheduler::worker::capabilities();
+    for _ in 0..120 {
+        let r = s
+            .post("/api/v1/executions", json!({"action": "core.noop"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..6 {
+        let storage = s.state.storage.clone();
+        let caps = caps.clone();
+        tasks.spawn(async move {
+            let me = storage
+                .upsert_worker(&format!("c{n}"), &caps, &json!({}))
+                .await
+                .unwrap();
+            let mut done = 0;
+            loop {
+                let claimed = storage
+                    .claim(me.id, &caps, 5, 30_000, true)
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    return done;
+                }
+                let results: Vec<_> = claimed
+                    .iter()
+                    .map(|e| {
+                        let f = attune::storage::Finished {
+                            status: "succeeded".into(),
+                            result: None,
+                            error: None,
+                            stdout: String::new(),
+                            stderr: String::new(),
+                            logs: json!([]),
+                        };
+                        (e.id, me.id, f)
+                    })
+                    .collect();
+                let written = storage.finish_many(&results).await.expect("finish");
+                assert!(written.iter().all(|w| *w));
+                done += written.len();
+            }
+        });
+    }
+    let mut total = 0;
+    while let Some(n) = tasks.join_next().await {
+        total += n.unwrap();
+    }
+    assert_eq!(
+        total, 120,
+        "every execution claimed and finished exactly once"
+    );
+    s.finish().await;
+}

@@ -152,6 +152,17 @@ impl Storage {
         Ok(storage)
     }
 
+    /// How write transactions begin. On SQLite `IMMEDIATE` takes the write
+    /// lock up front: a deferred transaction that reads, then writes, fails
+    /// with "database is locked" when another writer committed in between,
+    /// instead of waiting its turn.
+    fn begin_sql(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "BEGIN IMMEDIATE",
+            Pool::Postgres(_) => "BEGIN",
+        }
+    }
+
     /// Which dialect this storage speaks.
     pub fn dialect(&self) -> Dialect {
         match self.pool {
@@ -208,7 +219,7 @@ impl Storage {
     pub async fn register_pack(&self, pack: &NewPack) -> Result<Registered> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let existing = sqlx::query("SELECT version, digest FROM pack WHERE name = $1")
                 .bind(&pack.name)
                 .fetch_optional(&mut *tx)
@@ -320,7 +331,7 @@ impl Storage {
     /// Deletes a pack and its actions; false when there was none.
     pub async fn delete_pack(&self, name: &str) -> Result<bool> {
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query("DELETE FROM action WHERE pack = $1")
                 .bind(name)
                 .execute(&mut *tx)
@@ -658,7 +669,7 @@ impl Storage {
     pub async fn cancel_execution(&self, id: i64) -> Result<Option<ExecutionRecord>> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query(
                 "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2 \
                  WHERE id = $1 AND status IN ('requested', 'scheduled')",

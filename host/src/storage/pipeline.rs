@@ -145,7 +145,7 @@ impl Storage {
             Pool::Sqlite(_) => "",
         };
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let due = sqlx::query(&format!(
                 "SELECT rule, every_ms, next_fire_at, count, skipped, misfire, schedule FROM timer \
                  WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{lock}"
@@ -275,7 +275,7 @@ impl Storage {
             "failed"
         };
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let inserted = sqlx::query(
                 "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (rule, event) DO NOTHING RETURNING id",
@@ -366,7 +366,7 @@ impl Storage {
             Pool::Sqlite(_) => "",
         };
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let candidates = sqlx::query(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
                  ORDER BY id LIMIT $2{lock}"
@@ -440,7 +440,7 @@ impl Storage {
     pub async fn finish_many(&self, items: &[(i64, i64, Finished)]) -> Result<Vec<bool>> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let mut out = Vec::with_capacity(items.len());
             for (id, worker, f) in items {
                 let done = sqlx::query(
@@ -478,7 +478,7 @@ impl Storage {
     pub async fn heartbeat(&self, worker: i64, lease_ms: i64) -> Result<()> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query("UPDATE worker SET last_heartbeat = $2 WHERE id = $1")
                 .bind(worker)
                 .bind(now)
@@ -501,7 +501,7 @@ impl Storage {
     pub async fn reap_expired_leases(&self, backoff_base_ms: i64) -> Result<Reaped> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let expired = sqlx::query(
                 "SELECT id, attempt, max_attempts, worker, started_at FROM execution \
                  WHERE status IN ('scheduled', 'running') AND lease_expires_at < $1",
@@ -585,7 +585,7 @@ impl Storage {
     /// Deletes finished executions and events older than `cutoff` (Unix ms).
     pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let executions = sqlx::query(
                 "DELETE FROM execution WHERE finished_at IS NOT NULL AND finished_at < $1",
             )
