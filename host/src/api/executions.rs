@@ -168,15 +168,7 @@ async fn create(
         .get_action(&input.action)
         .await?
         .ok_or_else(|| ApiError::not_found("action", &input.action))?;
-    let pack = state
-        .packs
-        .get(
-            &record.component,
-            &state.runtime,
-            &state.storage,
-            &state.files,
-        )
-        .await?;
+    let pack = state.pack(&record.component).await?;
     let action = pack
         .action(&record.name)
         .ok_or_else(|| ApiError::not_found("action", &input.action))?;

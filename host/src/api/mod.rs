@@ -197,6 +197,15 @@ pub struct AppState {
     pub cache: Arc<cache::ReadCache>,
 }
 
+impl AppState {
+    /// The loaded component with this digest (see [`PackCache::get`]).
+    pub async fn pack(&self, digest: &str) -> Result<Pack, ApiError> {
+        self.packs
+            .get(digest, &self.runtime, &self.storage, &self.files)
+            .await
+    }
+}
+
 /// A page of results and the cursor for the next one.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Listing<T> {

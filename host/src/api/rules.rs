@@ -53,12 +53,7 @@ async fn check(state: &AppState, input: &RuleInput) -> Result<(RuleSpec, Vec<Str
     let trigger = state.storage.get_trigger_type(&input.trigger).await?;
     let record = state.storage.get_action(&input.action).await?;
     let pack = match &record {
-        Some(a) => Some(
-            state
-                .packs
-                .get(&a.component, &state.runtime, &state.storage, &state.files)
-                .await?,
-        ),
+        Some(a) => Some(state.pack(&a.component).await?),
         None => None,
     };
     let action = match (&record, &pack) {

@@ -319,15 +319,7 @@ pub async fn evaluate(
             None,
         ));
     };
-    let pack = state
-        .packs
-        .get(
-            &action.component,
-            &state.runtime,
-            &state.storage,
-            &state.files,
-        )
-        .await?;
+    let pack = state.pack(&action.component).await?;
     let errors = match pack.action(&action.name).map(|a| a.validate(&params)) {
         Some(Ok(())) => vec![],
         Some(Err(errs)) => errs

@@ -181,16 +181,7 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
         Ok(None) => return failed(format!("action {} is no longer registered", e.action)),
         Err(err) => return failed(format!("looking up the action: {err}")),
     };
-    let pack = match state
-        .packs
-        .get(
-            &action.component,
-            &state.runtime,
-            &state.storage,
-            &state.files,
-        )
-        .await
-    {
+    let pack = match state.pack(&action.component).await {
         Ok(p) => p,
         Err(err) => return failed(format!("loading the component: {err}")),
     };
