@@ -370,7 +370,17 @@ fn client_commands_drive_a_running_server() {
     assert!(err.contains("no rule"), "{err}");
 }
 
-fn spawn_attune(args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_attune(args: &[&str], envs: &[(&str, &str)]) -> Reaped {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_attune"));
     cmd.args(args)
         .stdout(std::process::Stdio::null())
@@ -378,7 +388,7 @@ fn spawn_attune(args: &[&str], envs: &[(&str, &str)]) -> std::process::Child {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    Reaped(cmd.spawn().unwrap())
 }
 
 fn status_of(server: &ServerProcess, id: &str) -> Value {
@@ -405,22 +415,24 @@ fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut server_child = Command::new(env!("CARGO_BIN_EXE_attune"))
-        .args([
-            "serve",
-            "--listen",
-            &listen,
-            "--workers",
-            "0",
-            "--lease",
-            "1s",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let _server_child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_attune"))
+            .args([
+                "serve",
+                "--listen",
+                &listen,
+                "--workers",
+                "0",
+                "--lease",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let token_file = dir.path().join("admin.token");
     wait_until("the server", || {
         token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -478,15 +490,15 @@ fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
             && status_of(&server, &lost)["status"] == "running"
     });
     let first_worker = status_of(&server, &retried)["worker"].clone();
-    doomed.kill().unwrap(); // SIGKILL: no goodbye, no final report
-    doomed.wait().unwrap();
+    doomed.0.kill().unwrap(); // SIGKILL: no goodbye, no final report
+    doomed.0.wait().unwrap();
 
     wait_until("the single-attempt execution to be abandoned", || {
         status_of(&server, &lost)["status"] == "abandoned"
     });
     let second: Vec<String> = worker_args("second");
     let second: Vec<&str> = second.iter().map(String::as_str).collect();
-    let mut rescuer = spawn_attune(&second, &envs);
+    let _rescuer = spawn_attune(&second, &envs);
     wait_until("the retry to succeed", || {
         status_of(&server, &retried)["status"] == "succeeded"
     });
@@ -500,9 +512,4 @@ fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
             .unwrap()
             .contains("stopped heartbeating")
     );
-
-    let _ = rescuer.kill();
-    let _ = rescuer.wait();
-    let _ = server_child.kill();
-    let _ = server_child.wait();
 }
