@@ -1,5 +1,5 @@
-//! Short-lived read caches for the hot path: enabled rules per trigger type
-//! and action records per ref.
+//! Short-lived read caches for the hot path: enabled rules per trigger type,
+//! action records per ref, and the worker list.
 //!
 //! Every event would otherwise read its rules and every execution its action
 //! again. Entries live one second and are dropped at once when this node
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError};
+use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError, WorkerRecord};
 
 /// How long a cached read stays fresh.
 const TTL: Duration = Duration::from_secs(1);
@@ -21,6 +21,7 @@ type Entry<T> = (Instant, T);
 pub struct ReadCache {
     rules: Mutex<HashMap<String, Entry<Vec<RuleRecord>>>>,
     actions: Mutex<HashMap<String, Entry<Option<ActionRecord>>>>,
+    workers: Mutex<Option<Entry<Vec<WorkerRecord>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -58,6 +59,18 @@ impl ReadCache {
         let action = storage.get_action(r#ref).await?;
         lock(&self.actions).insert(r#ref.to_string(), (Instant::now(), action.clone()));
         Ok(action)
+    }
+
+    /// Every registered worker.
+    pub async fn workers(&self, storage: &Storage) -> Result<Vec<WorkerRecord>, StorageError> {
+        if let Some((at, workers)) = lock(&self.workers).as_ref()
+            && at.elapsed() < TTL
+        {
+            return Ok(workers.clone());
+        }
+        let workers = storage.all_workers().await?;
+        *lock(&self.workers) = Some((Instant::now(), workers.clone()));
+        Ok(workers)
     }
 
     /// Forgets cached rules (a rule changed here).

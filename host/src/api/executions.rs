@@ -71,36 +71,31 @@ async fn output(
         }
         p.first = false;
         let mut events = Vec::new();
-        let mut push = |kind: &str, text: &str, sent: &mut usize| {
-            let bytes = text.as_bytes();
-            if bytes.len() > *sent {
+        // `sent` counts bytes already streamed; each tick sends only what is new.
+        let mut push = |kind: &str, new: &[u8], sent: &mut usize| {
+            if !new.is_empty() {
                 events.push(
                     Event::default()
                         .event(kind)
-                        .data(String::from_utf8_lossy(&bytes[*sent..])),
+                        .data(String::from_utf8_lossy(new)),
                 );
-                *sent = bytes.len();
+                *sent += new.len();
             }
         };
+        let (mut o, mut e) = p.sent;
         if let Some((out, err)) = p.state.dispatch.output(p.id) {
-            let (mut o, mut e) = p.sent;
-            push("stdout", &String::from_utf8_lossy(&out.since(0)), &mut o);
-            push("stderr", &String::from_utf8_lossy(&err.since(0)), &mut e);
+            push("stdout", &out.since(o), &mut o);
+            push("stderr", &err.since(e), &mut e);
             p.sent = (o, e);
         } else if let Ok(Some(record)) = p.state.storage.get_execution(p.id).await
             && FINISHED.contains(&record.status.as_str())
         {
-            let (mut o, mut e) = p.sent;
-            push(
-                "stdout",
-                record.stdout.as_deref().unwrap_or_default(),
-                &mut o,
-            );
-            push(
-                "stderr",
-                record.stderr.as_deref().unwrap_or_default(),
-                &mut e,
-            );
+            let rest = |text: &Option<String>, sent: usize| -> Vec<u8> {
+                let bytes = text.as_deref().unwrap_or_default().as_bytes();
+                bytes.get(sent..).unwrap_or_default().to_vec()
+            };
+            push("stdout", &rest(&record.stdout, o), &mut o);
+            push("stderr", &rest(&record.stderr, e), &mut e);
             p.sent = (o, e);
             let end = serde_json::json!({"status": record.status, "result": record.result, "error": record.error});
             events.push(Event::default().event("end").data(end.to_string()));
@@ -202,12 +197,7 @@ async fn create(
             details,
         });
     }
-    let served = super::workers::live_workers(&state).await?.iter().any(|w| {
-        record
-            .capabilities
-            .iter()
-            .all(|c| w.capabilities.contains(c))
-    });
+    let served = super::workers::served(&state, &record.capabilities).await?;
     let execution = state
         .storage
         .insert_execution(&NewExecution {

@@ -217,15 +217,11 @@ pub struct Listing<T> {
 
 impl<T> Listing<T> {
     fn new(items: Vec<T>, page: &Page, cursor: impl Fn(&T) -> String) -> Self {
-        let next = (items.len() as i64 == page_limit(page))
+        let next = (items.len() as i64 == page.limit())
             .then(|| items.last().map(&cursor))
             .flatten();
         Listing { items, next }
     }
-}
-
-fn page_limit(page: &Page) -> i64 {
-    page.limit.unwrap_or(50).clamp(1, crate::storage::MAX_PAGE)
 }
 
 /// Query-string extractor with the API's error shape.

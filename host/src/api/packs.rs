@@ -143,12 +143,7 @@ async fn upload(
             .packs_registered
             .fetch_add(1, Ordering::Relaxed);
     }
-    let name = outcome
-        .actions
-        .first()
-        .and_then(|a| a.split('.').next())
-        .unwrap_or_default()
-        .to_string();
+    let name = outcome.name.clone();
     let pack = state
         .storage
         .get_pack(&name)

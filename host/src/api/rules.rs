@@ -63,18 +63,14 @@ async fn check(state: &AppState, input: &RuleInput) -> Result<(RuleSpec, Vec<Str
     let spec = validate_rule(input, trigger.as_ref(), action)
         .map_err(|errors| ApiError::invalid("the rule is invalid", "", &errors))?;
     let mut warnings = Vec::new();
-    if let Some(a) = &record {
-        let served = super::workers::live_workers(state)
-            .await?
-            .iter()
-            .any(|w| a.capabilities.iter().all(|c| w.capabilities.contains(c)));
-        if !served {
-            warnings.push(format!(
-                "no live worker can run {} now (it needs {}); executions will wait until one joins",
-                a.r#ref,
-                a.capabilities.join(", ")
-            ));
-        }
+    if let Some(a) = &record
+        && !super::workers::served(state, &a.capabilities).await?
+    {
+        warnings.push(format!(
+            "no live worker can run {} now (it needs {}); executions will wait until one joins",
+            a.r#ref,
+            a.capabilities.join(", ")
+        ));
     }
     Ok((spec, warnings))
 }

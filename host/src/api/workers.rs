@@ -12,23 +12,13 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
 }
 
-/// Workers whose last heartbeat is recent enough.
-pub(super) async fn live_workers(state: &AppState) -> Result<Vec<WorkerRecord>, ApiError> {
+/// Whether a live worker (recent heartbeat) covers `capabilities`. Read
+/// through the one-second cache: direct runs ask this on every request.
+pub(super) async fn served(state: &AppState, capabilities: &[String]) -> Result<bool, ApiError> {
     let cutoff = now_ms() - state.config.worker_ttl_ms;
-    let mut live = Vec::new();
-    let mut page = Page {
-        limit: Some(crate::storage::MAX_PAGE),
-        after: None,
-    };
-    loop {
-        let batch = state.storage.list_workers(&page).await?;
-        let done = (batch.len() as i64) < crate::storage::MAX_PAGE;
-        page.after = batch.last().map(|w| w.id.to_string());
-        live.extend(batch.into_iter().filter(|w| w.last_heartbeat >= cutoff));
-        if done {
-            return Ok(live);
-        }
-    }
+    Ok(state.cache.workers(&state.storage).await?.iter().any(|w| {
+        w.last_heartbeat >= cutoff && capabilities.iter().all(|c| w.capabilities.contains(c))
+    }))
 }
 
 /// Lists registered workers with their capabilities and last heartbeat.

@@ -77,20 +77,12 @@ impl SavedLogin {
 
     /// Writes the login, readable by its owner only.
     pub fn save(&self) -> Result<PathBuf, ClientError> {
-        use std::io::Write;
         let path = config_path().ok_or_else(|| ClientError::Config("no home directory".into()))?;
         let io = |e: std::io::Error| ClientError::Config(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(path.parent().expect("config path has a parent")).map_err(io)?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&path).map_err(io)?;
         let text = toml::to_string(self).map_err(|e| ClientError::Config(e.to_string()))?;
-        file.write_all(text.as_bytes()).map_err(io)?;
+        crate::server::write_private(&path, &text)
+            .map_err(|e| ClientError::Config(format!("{e:#}")))?;
         Ok(path)
     }
 }

@@ -136,6 +136,8 @@ pub fn valid_pack_name(name: &str) -> bool {
 
 /// What registering produced.
 pub struct Outcome {
+    /// The pack's name.
+    pub name: String,
     /// Created, upgraded or unchanged.
     pub registered: Registered,
     /// Action refs of the pack.
@@ -275,6 +277,7 @@ pub async fn register(
         }
     }
     Ok(Outcome {
+        name: new.name,
         registered,
         actions: new.actions.iter().map(|a| a.r#ref.clone()).collect(),
         rules: rule_refs,

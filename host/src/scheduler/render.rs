@@ -70,8 +70,7 @@ pub fn matches(criteria: Option<&str>, ctx: &minijinja::Value) -> Result<bool, S
 
 /// Renders every template in `params`; errors carry the JSON pointer.
 pub fn render(params: &Value, ctx: &minijinja::Value) -> Result<Value, (String, String)> {
-    let env = template_env();
-    render_at(&env, params, ctx, &mut String::new())
+    render_at(template_env(), params, ctx, &mut String::new())
 }
 
 fn render_at(

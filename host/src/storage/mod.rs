@@ -103,6 +103,24 @@ mod pipeline;
 
 pub use pipeline::{Finished, MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Reaped};
 
+/// Binds a rule's [`RULE_FIELDS`] and then `$now`, for inserts and updates alike.
+macro_rules! bind_rule {
+    ($query:expr, $rule:expr, $now:expr) => {
+        $query
+            .bind(&$rule.r#ref)
+            .bind(&$rule.description)
+            .bind(&$rule.trigger)
+            .bind(Json(&$rule.trigger_params))
+            .bind(&$rule.criteria)
+            .bind(&$rule.action)
+            .bind(Json(&$rule.action_params))
+            .bind($rule.enabled)
+            .bind($rule.timeout_ms)
+            .bind($rule.max_attempts)
+            .bind($now)
+    };
+}
+
 /// The database: SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
@@ -160,6 +178,16 @@ impl Storage {
         match self.pool {
             Pool::Sqlite(_) => "BEGIN IMMEDIATE",
             Pool::Postgres(_) => "BEGIN",
+        }
+    }
+
+    /// Suffix that lets concurrent claimers pass over rows another
+    /// transaction holds: PostgreSQL's `FOR UPDATE SKIP LOCKED`; nothing on
+    /// SQLite, whose `BEGIN IMMEDIATE` already serializes writers.
+    fn skip_locked(&self) -> &'static str {
+        match self.pool {
+            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+            Pool::Sqlite(_) => "",
         }
     }
 
@@ -441,21 +469,14 @@ impl Storage {
     pub async fn insert_rule(&self, rule: &RuleSpec) -> Result<RuleRecord> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!(
-                "INSERT INTO rule (ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, created_at, updated_at, max_attempts) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING {RULE_COLUMNS}"
-            ))
-            .bind(&rule.r#ref)
-            .bind(&rule.description)
-            .bind(&rule.trigger)
-            .bind(Json(&rule.trigger_params))
-            .bind(&rule.criteria)
-            .bind(&rule.action)
-            .bind(Json(&rule.action_params))
-            .bind(rule.enabled)
-            .bind(rule.timeout_ms)
-            .bind(now)
-            .bind(rule.max_attempts)
+            let row = bind_rule!(
+                sqlx::query(&format!(
+                    "INSERT INTO rule ({RULE_FIELDS}, updated_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {RULE_COLUMNS}"
+                )),
+                rule,
+                now
+            )
             .fetch_one(p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
@@ -467,22 +488,15 @@ impl Storage {
     pub async fn update_rule(&self, r#ref: &str, rule: &RuleSpec) -> Result<Option<RuleRecord>> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!(
-                "UPDATE rule SET ref = $2, description = $3, trigger = $4, trigger_params = $5, criteria = $6, action = $7, \
-                 action_params = $8, enabled = $9, timeout_ms = $10, updated_at = $11, max_attempts = $12 WHERE ref = $1 RETURNING {RULE_COLUMNS}"
-            ))
+            let row = bind_rule!(
+                sqlx::query(&format!(
+                    "UPDATE rule SET ({RULE_FIELDS}, updated_at) = \
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE ref = $12 RETURNING {RULE_COLUMNS}"
+                )),
+                rule,
+                now
+            )
             .bind(r#ref)
-            .bind(&rule.r#ref)
-            .bind(&rule.description)
-            .bind(&rule.trigger)
-            .bind(Json(&rule.trigger_params))
-            .bind(&rule.criteria)
-            .bind(&rule.action)
-            .bind(Json(&rule.action_params))
-            .bind(rule.enabled)
-            .bind(rule.timeout_ms)
-            .bind(now)
-            .bind(rule.max_attempts)
             .fetch_optional(p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
@@ -711,6 +725,18 @@ impl Storage {
         })
     }
 
+    /// Every registered worker (there are few), ordered by id.
+    pub async fn all_workers(&self) -> Result<Vec<WorkerRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id, name, capabilities, labels, last_heartbeat, created_at FROM worker ORDER BY id",
+            )
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(WorkerRecord::from_row).collect())
+        })
+    }
+
     /// One worker.
     pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
         on_pool!(self, |p| {
@@ -821,6 +847,10 @@ impl Storage {
         })
     }
 }
+
+/// The columns a [`RuleSpec`] fills, in the order [`bind_rule!`] binds them
+/// (`$1` to `$10`, then the time as `$11`).
+const RULE_FIELDS: &str = "ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts";
 
 const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at";
 

@@ -140,10 +140,7 @@ impl Storage {
     /// and across restarts. Returns `(rule ref, event)` for each fired tick.
     pub async fn fire_due_timers(&self, limit: i64) -> Result<Vec<(String, EventRecord)>> {
         let now = now_ms();
-        let lock = match self.pool {
-            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            Pool::Sqlite(_) => "",
-        };
+        let lock = self.skip_locked();
         on_pool!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let due = sqlx::query(&format!(
@@ -361,10 +358,7 @@ impl Storage {
     ) -> Result<Vec<ExecutionRecord>> {
         let status = if start { "running" } else { "scheduled" };
         let now = now_ms();
-        let lock = match self.pool {
-            Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            Pool::Sqlite(_) => "",
-        };
+        let lock = self.skip_locked();
         on_pool!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let candidates = sqlx::query(&format!(
