@@ -1,4 +1,5 @@
-//! `attune action inspect|run`: work on a component with no server.
+//! `attune action inspect|run`: work on a component with no server;
+//! `new|build` live in [`super::author`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,6 +25,17 @@ pub const EXIT_TIMED_OUT: i32 = 124;
 /// `attune action …`
 #[derive(Debug, Subcommand)]
 pub enum ActionCommand {
+    /// Create a ready-to-build action pack in Rust, Python or JavaScript.
+    New(super::author::NewArgs),
+    /// Build the action pack in a directory into one component
+    /// (`build/<world>.wasm`), installing the Python or JavaScript toolchain
+    /// on first use, and compile it for this machine.
+    Build {
+        #[command(flatten)]
+        args: super::author::BuildArgs,
+        #[command(flatten)]
+        runtime: RuntimeArgs,
+    },
     /// Print every action of a component with its parameter and result
     /// schemas, required capabilities and description, as JSON.
     Inspect {
@@ -79,6 +91,8 @@ pub enum ActionCommand {
 
 pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
     match cmd {
+        ActionCommand::New(args) => super::author::new(args),
+        ActionCommand::Build { args, runtime } => super::author::build(args, &runtime).await,
         ActionCommand::List { pack, client } => {
             super::client::action(super::client::ActionClientCommand::List { pack }, &client).await
         }
@@ -184,7 +198,7 @@ fn print_json(value: &Value) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> {
+pub(super) fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> {
     let defaults = RuntimeConfig::default();
     let config = RuntimeConfig {
         cache_dir: args.cache_dir(),
@@ -200,7 +214,7 @@ fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> 
     Runtime::new(config).context("starting the component runtime")
 }
 
-async fn load(rt: &Runtime, component: &str) -> Result<Pack, LoadError> {
+pub(super) async fn load(rt: &Runtime, component: &str) -> Result<Pack, LoadError> {
     let path = Path::new(component);
     let bytes = match builtin::pack(component) {
         Some(bytes) if !path.exists() => bytes.to_vec(),

@@ -6,6 +6,7 @@
 //! server.
 
 mod action;
+mod author;
 mod bench;
 mod client;
 mod serve;
@@ -30,8 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server: API, core pack, embedded SQLite unless --database-url says otherwise.
     Serve(serve::ServeArgs),
-    /// Inspect and run action components locally (inspect, run), or list
-    /// and show a server's actions (list, show).
+    /// Create and build action packs (new, build), inspect and run components
+    /// locally (inspect, run), or list and show a server's actions (list, show).
     #[command(subcommand)]
     Action(action::ActionCommand),
     /// Upload and list packs on a server.

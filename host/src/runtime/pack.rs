@@ -34,6 +34,16 @@ const BASELINE_PACKAGES: &[&str] = &[
     "wasi:sockets",
 ];
 
+/// Exports that toolchains add for their own use, not actions: an exported
+/// instance name with one of its functions, or `None` for a top-level function.
+/// componentize-py exports `exports#init`; QuickJS-based JavaScript toolchains
+/// export a top-level `init`.
+const TOOLCHAIN_EXPORTS: &[(Option<&str>, &str)] = &[(Some("exports"), "init"), (None, "init")];
+
+fn is_toolchain_export(instance: Option<&str>, func: &str) -> bool {
+    TOOLCHAIN_EXPORTS.contains(&(instance, func))
+}
+
 /// What `attune action inspect` prints for one action.
 #[derive(Debug, Clone, Serialize)]
 pub struct ActionInfo {
@@ -336,6 +346,9 @@ pub(crate) fn describe(
     for (export_name, item) in ty.exports(engine) {
         match item.ty {
             ComponentItem::ComponentFunc(func) => {
+                if is_toolchain_export(None, export_name) {
+                    continue;
+                }
                 let index = component
                     .get_export_index(None, export_name)
                     .ok_or_else(|| {
@@ -352,6 +365,9 @@ pub(crate) fn describe(
                     let ComponentItem::ComponentFunc(func) = inner.ty else {
                         continue;
                     };
+                    if is_toolchain_export(Some(export_name), func_name) {
+                        continue;
+                    }
                     let index = component
                         .get_export_index(Some(&parent), func_name)
                         .ok_or_else(|| {

@@ -7,7 +7,6 @@
 //! section named `attune:docs`. Components built by `wasm-component-ld` drop WIT
 //! docs; the host reads this section instead to describe each action.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use proc_macro::TokenStream;
@@ -15,7 +14,9 @@ use proc_macro2::Span;
 use quote::quote;
 use syn::parse::{Parse, ParseStream};
 use syn::{LitStr, Token};
-use wit_parser::{Resolve, WorldItem};
+use wit_parser::Resolve;
+
+mod docs;
 
 /// Where the `attune:action` WIT package lives, relative to this crate.
 const SDK_WIT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../wit");
@@ -88,12 +89,7 @@ fn expand(input: &Input) -> Result<proc_macro2::TokenStream, String> {
         None => format!("{}:{}/{}", pkg_name.namespace, pkg_name.name, world.name),
     };
 
-    let docs = serde_json::json!({
-        "version": 1,
-        "world": world.docs.contents,
-        "functions": function_docs(&resolve, world_id),
-    })
-    .to_string();
+    let docs = docs::section(&resolve, world_id);
     let docs_len = docs.len();
     let docs_bytes = syn::LitByteStr::new(docs.as_bytes(), Span::call_site());
 
@@ -121,36 +117,4 @@ fn expand(input: &Input) -> Result<proc_macro2::TokenStream, String> {
 fn canonical(path: &Path) -> Result<PathBuf, String> {
     path.canonicalize()
         .map_err(|e| format!("cannot read WIT folder {}: {e}", path.display()))
-}
-
-/// Doc comments of every exported function, keyed the way the host names
-/// actions: `func` at the top level, `interface.func` inside an interface.
-fn function_docs(resolve: &Resolve, world: wit_parser::WorldId) -> BTreeMap<String, String> {
-    let mut docs = BTreeMap::new();
-    for (key, item) in &resolve.worlds[world].exports {
-        match item {
-            WorldItem::Function(f) => {
-                if let Some(d) = &f.docs.contents {
-                    docs.insert(f.name.clone(), d.clone());
-                }
-            }
-            WorldItem::Interface { id, .. } => {
-                let iface = &resolve.interfaces[*id];
-                let prefix = match key {
-                    wit_parser::WorldKey::Name(n) => n.clone(),
-                    wit_parser::WorldKey::Interface(_) => iface.name.clone().unwrap_or_default(),
-                };
-                if let Some(d) = &iface.docs.contents {
-                    docs.insert(prefix.clone(), d.clone());
-                }
-                for (name, f) in &iface.functions {
-                    if let Some(d) = &f.docs.contents {
-                        docs.insert(format!("{prefix}.{name}"), d.clone());
-                    }
-                }
-            }
-            WorldItem::Type { .. } => {}
-        }
-    }
-    docs
 }

@@ -1,0 +1,705 @@
+//! `attune action new|build`: scaffold and build action packs in Rust,
+//! Python or JavaScript.
+//!
+//! Every language starts from the same WIT world and ends in one component
+//! file, `build/<world>.wasm`, that `action inspect|run` and `pack upload`
+//! take as they are. Python and JavaScript toolchains are installed on first
+//! use into a tool directory of the project (`.attune/tools`), never globally.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::ValueEnum;
+
+use crate::runtime::{DOCS_SECTION, Limits, LoadError};
+
+#[path = "../../../sdk/macros/src/docs.rs"]
+mod docs;
+
+/// componentize-py release `attune action build` installs for Python.
+pub const COMPONENTIZE_PY: &str = "0.25.1";
+/// componentize-js release `attune action build` installs for JavaScript.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
+
+/// The `attune:action` WIT package every action world includes.
+const ACTION_WIT: &str = include_str!("../../../wit/action.wit");
+/// The Python SDK module, put on the build path as `attune`.
+const PYTHON_SDK: &str = include_str!("../../../sdk/python/attune.py");
+/// The JavaScript SDK module, written to `.attune/sdk/attune.js`.
+const JS_SDK: &str = include_str!("../../../sdk/js/attune.js");
+/// The Rust SDK crate this binary was built with, when it is still there.
+const RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+
+/// Where the `attune:action` WIT goes inside a project's `wit/` folder.
+const ACTION_WIT_DEP: &str = "deps/attune-action/action.wit";
+
+/// A language an action pack can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    /// Rust with the `attune-sdk` crate, built by cargo for `wasm32-wasip2`.
+    Rust,
+    /// Python, built by componentize-py.
+    Python,
+    /// JavaScript (ES modules), built by componentize-js.
+    Js,
+}
+
+impl Lang {
+    fn label(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
+        }
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            Lang::Rust => "src/lib.rs",
+            Lang::Python => "app.py",
+            Lang::Js => "app.js",
+        }
+    }
+
+    /// The language of the project in `dir`, from the file that holds its code.
+    fn detect(dir: &Path) -> anyhow::Result<Lang> {
+        let found: Vec<Lang> = [Lang::Rust, Lang::Python, Lang::Js]
+            .into_iter()
+            .filter(|l| match l {
+                Lang::Rust => dir.join("Cargo.toml").is_file(),
+                other => dir.join(other.source()).is_file(),
+            })
+            .collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => bail!(
+                "{} holds no Cargo.toml, app.py or app.js; create a project with `attune action new <name> --lang rust|python|js`",
+                dir.display()
+            ),
+            _ => bail!(
+                "{} holds code in several languages; say which to build with --lang",
+                dir.display()
+            ),
+        }
+    }
+}
+
+/// `attune action new` arguments.
+#[derive(Debug, clap::Args)]
+pub struct NewArgs {
+    /// The pack's name: lowercase words joined by `-` (`disk-check`). It names
+    /// the WIT world, the directory and the built component.
+    pub name: String,
+    /// The language to write the actions in.
+    #[arg(long, value_enum, default_value = "rust")]
+    pub lang: Lang,
+    /// Where to create the project; defaults to `./<name>`.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// The `attune-sdk` crate for Rust projects; defaults to the one this
+    /// binary was built from.
+    #[arg(long, env = "ATTUNE_SDK_PATH")]
+    pub sdk: Option<PathBuf>,
+}
+
+/// `attune action build` arguments.
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The project directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// The language, when the directory does not make it clear.
+    #[arg(long, value_enum)]
+    pub lang: Option<Lang>,
+    /// The WIT world to build, when `wit/` declares several.
+    #[arg(long)]
+    pub world: Option<String>,
+    /// Where to write the component; defaults to `build/<world>.wasm`.
+    #[arg(short, long)]
+    pub out: Option<PathBuf>,
+    /// Where Python and JavaScript toolchains are installed; defaults to
+    /// `.attune/tools` in the project. Share one between projects to install once.
+    #[arg(long, env = "ATTUNE_TOOLS_DIR")]
+    pub tools_dir: Option<PathBuf>,
+}
+
+/// Creates a ready-to-build project.
+pub fn new(args: NewArgs) -> anyhow::Result<i32> {
+    let name = args.name.as_str();
+    check_name(name)?;
+    let dir = args.dir.unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() && dir.read_dir()?.next().is_some() {
+        bail!("{} already exists and is not empty", dir.display());
+    }
+    let mut files: Vec<(&str, String)> = vec![
+        (
+            "wit/world.wit",
+            fill(include_str!("templates/world.wit"), name),
+        ),
+        (
+            ".gitignore",
+            include_str!("templates/gitignore").to_string(),
+        ),
+        (
+            "README.md",
+            fill(include_str!("templates/README.md"), name)
+                .replace("{{language}}", args.lang.label())
+                .replace("{{source}}", &format!("`{}`", args.lang.source())),
+        ),
+    ];
+    match args.lang {
+        Lang::Rust => {
+            let sdk = args.sdk.unwrap_or_else(|| PathBuf::from(RUST_SDK));
+            let sdk = sdk.canonicalize().with_context(|| {
+                format!(
+                    "the attune-sdk crate is not at {}; pass --sdk <path to attune's sdk/ folder>",
+                    sdk.display()
+                )
+            })?;
+            let sdk = sdk.to_string_lossy().replace('\\', "/");
+            files.push((
+                "Cargo.toml",
+                fill(include_str!("templates/Cargo.toml.tmpl"), name).replace("{{sdk}}", &sdk),
+            ));
+            files.push(("src/lib.rs", fill(include_str!("templates/lib.rs"), name)));
+        }
+        Lang::Python => {
+            files.push(("app.py", include_str!("templates/app.py").to_string()));
+            files.push(("wit/deps/attune-action/action.wit", ACTION_WIT.to_string()));
+        }
+        Lang::Js => {
+            files.push(("app.js", include_str!("templates/app.js").to_string()));
+            files.push(("wit/deps/attune-action/action.wit", ACTION_WIT.to_string()));
+        }
+    }
+    for (path, text) in &files {
+        let path = dir.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "created {} ({}): edit wit/world.wit and {}, then run `attune action build` in it",
+        dir.display(),
+        args.lang.label(),
+        args.lang.source()
+    );
+    Ok(0)
+}
+
+fn fill(template: &str, name: &str) -> String {
+    template.replace("{{name}}", name)
+}
+
+/// WIT keywords that cannot name a world without escaping.
+const WIT_KEYWORDS: &[&str] = &[
+    "as",
+    "async",
+    "bool",
+    "borrow",
+    "char",
+    "constructor",
+    "enum",
+    "export",
+    "f32",
+    "f64",
+    "flags",
+    "from",
+    "func",
+    "future",
+    "import",
+    "include",
+    "interface",
+    "list",
+    "own",
+    "package",
+    "record",
+    "resource",
+    "result",
+    "s16",
+    "s32",
+    "s64",
+    "s8",
+    "static",
+    "stream",
+    "string",
+    "tuple",
+    "type",
+    "u16",
+    "u32",
+    "u64",
+    "u8",
+    "use",
+    "variant",
+    "with",
+    "world",
+    "option",
+];
+
+/// A pack name must be a WIT identifier (it names the world) and a pack name.
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let words_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.split('-').all(|w| {
+            w.starts_with(|c: char| c.is_ascii_lowercase())
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        });
+    if !words_ok {
+        bail!(
+            "`{name}` is not a valid pack name: use lowercase words of letters and digits, each starting with a letter, joined by `-` (e.g. `disk-check`)"
+        );
+    }
+    if WIT_KEYWORDS.contains(&name) {
+        bail!("`{name}` is a WIT keyword; choose another pack name");
+    }
+    Ok(())
+}
+
+/// Builds the project in `args.dir` into one component and checks it loads.
+pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Result<i32> {
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("no project at {}", args.dir.display()))?;
+    let lang = match args.lang {
+        Some(l) => l,
+        None => Lang::detect(&dir)?,
+    };
+    let wit = dir.join("wit");
+    let world = match args.world {
+        Some(w) => w,
+        None => find_world(&wit)?,
+    };
+    let out = match args.out {
+        Some(out) => out,
+        None => dir.join("build").join(format!("{world}.wasm")),
+    };
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let tools = args
+        .tools_dir
+        .unwrap_or_else(|| dir.join(".attune").join("tools"));
+    let started = Instant::now();
+    eprintln!("building `{world}` ({}) in {}", lang.label(), dir.display());
+    match lang {
+        Lang::Rust => build_rust(&dir, &out)?,
+        Lang::Python => {
+            ensure_action_wit(&wit)?;
+            let sdk = write_sdk(&dir, "attune.py", PYTHON_SDK)?;
+            let tool = python_toolchain(&tools)?;
+            let mut cmd = Command::new(tool);
+            cmd.current_dir(&dir)
+                .args(["-d", "wit", "-w", &world, "componentize", "app"])
+                .args(["-p", ".", "-p"])
+                .arg(&sdk)
+                .arg("-o")
+                .arg(absolute(&out)?);
+            step(
+                "componentize-py: compiling the Python app into a component",
+                cmd,
+            )?;
+        }
+        Lang::Js => {
+            ensure_action_wit(&wit)?;
+            write_sdk(&dir, "attune.js", JS_SDK)?;
+            let tool = js_toolchain(&tools)?;
+            let mut cmd = Command::new(tool);
+            cmd.current_dir(&dir)
+                .args(["app.js", "-w", "wit", "-n", &world])
+                .arg("-o")
+                .arg(absolute(&out)?);
+            if !wit_mentions(&wit, "wasi:http")? {
+                // Without this the component imports wasi:http and a worker
+                // would need that capability to run it.
+                cmd.args(["-d", "http", "fetch-event"]);
+            }
+            step(
+                "componentize-js: compiling the JavaScript app into a component",
+                cmd,
+            )?;
+        }
+    }
+    if lang != Lang::Rust {
+        // The Rust SDK embeds the docs itself; the other toolchains drop them.
+        append_docs(&wit, &world, &out)?;
+    }
+    let size = std::fs::metadata(&out)
+        .with_context(|| format!("the build wrote no {}", out.display()))?
+        .len();
+
+    // Compile for this machine now, so the first run loads a cached artifact.
+    let rt = super::action::local_runtime(runtime, Limits::default())?;
+    let path = out.to_string_lossy().into_owned();
+    let loading = Instant::now();
+    let pack = with_progress(
+        "compiling for this machine (cached for later runs)",
+        async { super::action::load(&rt, &path).await },
+    )
+    .await
+    .map_err(|e: LoadError| anyhow::anyhow!("{} does not load: {e:#}", out.display()))?;
+    let actions: Vec<&str> = pack
+        .actions()
+        .iter()
+        .map(|a| a.info().name.as_str())
+        .collect();
+    eprintln!(
+        "built {} ({:.1} MB) in {:.1} s (compile {:.1} s); actions: {}",
+        out.display(),
+        size as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        loading.elapsed().as_secs_f64(),
+        actions.join(", ")
+    );
+    println!("{}", out.display());
+    Ok(0)
+}
+
+/// Appends the `attune:docs` custom section, made from the project's WIT,
+/// to the component at `out`, so actions carry their descriptions.
+fn append_docs(wit: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve
+        .push_path(wit)
+        .with_context(|| format!("reading the WIT in {}", wit.display()))?;
+    let world = resolve.select_world(&[pkg], Some(world))?;
+    let section = custom_section(DOCS_SECTION, docs::section(&resolve, world).as_bytes());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(out)
+        .with_context(|| format!("opening {}", out.display()))?;
+    file.write_all(&section)
+        .with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
+}
+
+/// A WebAssembly custom section: id 0, size, name, data. Valid at the end
+/// of a component as well as of a module.
+fn custom_section(name: &str, data: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::with_capacity(name.len() + data.len() + 5);
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(data);
+    let mut section = vec![0u8];
+    leb128(body.len(), &mut section);
+    section.extend_from_slice(&body);
+    section
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+/// The one world declared in the top level of `wit/` (dependencies excluded).
+fn find_world(wit: &Path) -> anyhow::Result<String> {
+    let mut worlds = Vec::new();
+    let entries = std::fs::read_dir(wit)
+        .with_context(|| format!("reading {} (the project's WIT folder)", wit.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "wit") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        worlds.extend(declared_worlds(&text));
+    }
+    match worlds.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("{} declares no world", wit.display()),
+        many => bail!(
+            "{} declares several worlds ({}); choose one with --world",
+            wit.display(),
+            many.join(", ")
+        ),
+    }
+}
+
+/// Names after `world` at the start of a line, comments skipped.
+fn declared_worlds(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|line| line.trim_start().strip_prefix("world "))
+        .filter_map(|rest| {
+            let name: String = rest
+                .trim_start()
+                .trim_start_matches('%')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
+}
+
+fn wit_mentions(wit: &Path, needle: &str) -> anyhow::Result<bool> {
+    for entry in std::fs::read_dir(wit)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "wit")
+            && std::fs::read_to_string(&path)?.contains(needle)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Puts the `attune:action` WIT where the toolchains look for dependencies,
+/// when the project does not carry it already.
+fn ensure_action_wit(wit: &Path) -> anyhow::Result<()> {
+    let dep = wit.join(ACTION_WIT_DEP);
+    if dep.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dep.parent().expect("has a parent"))?;
+    std::fs::write(&dep, ACTION_WIT).with_context(|| format!("writing {}", dep.display()))?;
+    eprintln!("added {} (the attune:action WIT)", dep.display());
+    Ok(())
+}
+
+/// Writes an SDK module into `.attune/sdk/` of the project; returns the folder.
+fn write_sdk(dir: &Path, file: &str, text: &str) -> anyhow::Result<PathBuf> {
+    let sdk = dir.join(".attune").join("sdk");
+    std::fs::create_dir_all(&sdk).with_context(|| format!("creating {}", sdk.display()))?;
+    std::fs::write(sdk.join(file), text)
+        .with_context(|| format!("writing {}", sdk.join(file).display()))?;
+    Ok(sdk)
+}
+
+fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    ensure_wasm_target()?;
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args(["--message-format", "json-render-diagnostics"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = cmd
+        .spawn()
+        .context("running cargo (is Rust installed? https://rustup.rs)")?
+        .wait_with_output()?;
+    if !output.status.success() {
+        bail!("cargo build failed ({})", output.status);
+    }
+    let artifact = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact")
+        .filter(|m| {
+            m["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "cdylib"))
+        })
+        .filter_map(|m| {
+            m["filenames"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f.as_str())
+                .find(|f| f.ends_with(".wasm"))
+                .map(PathBuf::from)
+        })
+        .last()
+        .context("cargo built no .wasm component; is the crate a `cdylib`?")?;
+    std::fs::copy(&artifact, out)
+        .with_context(|| format!("copying {} to {}", artifact.display(), out.display()))?;
+    Ok(())
+}
+
+/// Adds the `wasm32-wasip2` target through rustup when it is missing.
+fn ensure_wasm_target() -> anyhow::Result<()> {
+    let libdir = Command::new("rustc")
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output();
+    let installed = libdir.as_ref().is_ok_and(|o| {
+        o.status.success() && Path::new(String::from_utf8_lossy(&o.stdout).trim()).is_dir()
+    });
+    if installed {
+        return Ok(());
+    }
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", "wasm32-wasip2"]);
+    step("adding the wasm32-wasip2 target (first build only)", cmd)
+}
+
+/// componentize-py in a venv under `tools`, installed when missing.
+fn python_toolchain(tools: &Path) -> anyhow::Result<PathBuf> {
+    let venv = tools.join("venv");
+    let bin = venv.join("bin").join("componentize-py");
+    let wanted = format!("componentize-py {COMPONENTIZE_PY}");
+    let have = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    if have.as_deref() == Some(wanted.as_str()) {
+        return Ok(bin);
+    }
+    if !venv.join("bin").join("pip").exists() {
+        let python = std::env::var_os("ATTUNE_PYTHON").unwrap_or_else(|| "python3".into());
+        let mut cmd = Command::new(&python);
+        cmd.args(["-m", "venv"]).arg(&venv);
+        step(
+            &format!("creating a Python venv in {}", venv.display()),
+            cmd,
+        )
+        .context("Python 3.10 or newer with the venv module is needed to build Python actions (set ATTUNE_PYTHON to choose the interpreter)")?;
+    }
+    let mut cmd = Command::new(venv.join("bin").join("pip"));
+    cmd.args([
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+        &format!("componentize-py=={COMPONENTIZE_PY}"),
+    ]);
+    step(
+        &format!("installing componentize-py {COMPONENTIZE_PY} (first build only)"),
+        cmd,
+    )?;
+    Ok(bin)
+}
+
+/// componentize-js in an npm prefix under `tools`, installed when missing.
+fn js_toolchain(tools: &Path) -> anyhow::Result<PathBuf> {
+    let prefix = tools.join("npm");
+    let package = prefix.join("node_modules/@bytecodealliance/componentize-js");
+    let bin = prefix.join("node_modules/.bin/componentize-js");
+    let version = std::fs::read(package.join("package.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["version"].as_str().map(str::to_string));
+    if version.as_deref() == Some(COMPONENTIZE_JS) && bin.exists() {
+        return Ok(bin);
+    }
+    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    let mut cmd = Command::new("npm");
+    cmd.args(["install", "--no-audit", "--no-fund", "--loglevel", "error"])
+        .arg("--prefix")
+        .arg(&prefix)
+        .arg(format!(
+            "@bytecodealliance/componentize-js@{COMPONENTIZE_JS}"
+        ));
+    step(
+        &format!("installing componentize-js {COMPONENTIZE_JS} (first build only)"),
+        cmd,
+    )
+    .context("Node.js 18 or newer with npm is needed to build JavaScript actions")?;
+    Ok(bin)
+}
+
+/// Runs one slow step, showing what it is and how long it has taken.
+fn step(what: &str, mut cmd: Command) -> anyhow::Result<()> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let started = Instant::now();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let label = what.to_string();
+    let ticker = std::thread::spawn(move || progress(&label, started, &done_rx));
+    let status = cmd.stdin(Stdio::null()).status();
+    drop(done_tx);
+    let _ = ticker.join();
+    let status = status.with_context(|| format!("running {program}"))?;
+    if !status.success() {
+        bail!("{what}: {program} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs `work` on the async runtime while showing progress for it.
+async fn with_progress<T>(what: &str, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let label = what.to_string();
+    let ticker = std::thread::spawn(move || progress(&label, started, &done_rx));
+    let value = work.await;
+    drop(done_tx);
+    let _ = ticker.join();
+    value
+}
+
+/// Prints `what`, then the elapsed time every few seconds until `done` closes:
+/// on one rewritten line on a terminal, as plain lines otherwise.
+fn progress(what: &str, started: Instant, done: &mpsc::Receiver<()>) {
+    let tty = std::io::stderr().is_terminal();
+    let every = if tty {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(10)
+    };
+    eprintln!("  {what}…");
+    while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(every) {
+        let secs = started.elapsed().as_secs();
+        if tty {
+            eprint!("\r  … {secs} s");
+            let _ = std::io::stderr().flush();
+        } else {
+            eprintln!("  … {secs} s");
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    if tty {
+        eprintln!("\r  done in {secs:.1} s");
+    } else {
+        eprintln!("  done in {secs:.1} s");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_names_are_wit_identifiers() {
+        for good in ["greet", "disk-check", "s3-sync", "a1"] {
+            check_name(good).unwrap();
+        }
+        for bad in [
+            "",
+            "Greet",
+            "disk_check",
+            "-x",
+            "x-",
+            "1x",
+            "x-1y",
+            "a b",
+            "world",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad:?} passed");
+        }
+    }
+
+    #[test]
+    fn custom_sections_parse_back() {
+        let data = vec![b'x'; 300];
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        module.extend(custom_section("attune:docs", &data));
+        let payloads: Vec<_> = wasmparser::Parser::new(0)
+            .parse_all(&module)
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(payloads.iter().any(|p| matches!(p,
+            wasmparser::Payload::CustomSection(c) if c.name() == "attune:docs" && c.data() == data)));
+    }
+
+    #[test]
+    fn worlds_are_found_at_line_starts_only() {
+        let text = "package a:b;\n/// the world greet does things\nworld greet {\n  include x;\n}\n  world %other-one {}\n";
+        assert_eq!(declared_worlds(text), vec!["greet", "other-one"]);
+    }
+}
