@@ -4,34 +4,12 @@
 //! package's own integration tests are told where its binary is
 //! (`CARGO_BIN_EXE_attune`).
 
-use std::process::{Command, Output};
+mod common;
 
+use std::process::Command;
+
+use common::{ServerProcess, attune, client, guest, start_server};
 use serde_json::{Value, json};
-
-fn attune(args: &[&str]) -> (i32, Value, String) {
-    let cache = std::env::temp_dir().join("attune-cli-test-cache");
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = Command::new(env!("CARGO_BIN_EXE_attune"))
-        .args(args)
-        .env("ATTUNE_CACHE_DIR", &cache)
-        .output()
-        .expect("attune runs");
-    let stdout = String::from_utf8(stdout).unwrap();
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {stdout}"));
-    (
-        status.code().unwrap(),
-        json,
-        String::from_utf8(stderr).unwrap(),
-    )
-}
-
-fn guest(name: &str) -> String {
-    format!("{}/{name}.wasm", attune::builtin::GUEST_DIR)
-}
 
 #[test]
 fn inspect_prints_every_action_with_schemas_capabilities_and_description() {
@@ -201,73 +179,6 @@ fn unknown_actions_and_bad_files_exit_two() {
     assert_eq!(out["error"]["code"], "invalid_component");
 }
 
-/// A server started from the binary, stopped on drop.
-struct ServerProcess {
-    child: std::process::Child,
-    url: String,
-    token: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server() -> ServerProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attune"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let token_file = dir.path().join("admin.token");
-    for _ in 0..300 {
-        if token_file.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let token = std::fs::read_to_string(&token_file)
-                .unwrap()
-                .trim()
-                .to_string();
-            return ServerProcess {
-                child,
-                url,
-                token,
-                _dir: dir,
-            };
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("the server did not start");
-}
-
-fn client(server: &ServerProcess, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
-        .args(args)
-        .env("ATTUNE_SERVER", &server.url)
-        .env("ATTUNE_TOKEN", &server.token)
-        .env("XDG_CONFIG_HOME", server._dir.path())
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
-
 #[test]
 fn client_commands_drive_a_running_server() {
     let server = start_server();
@@ -283,7 +194,7 @@ fn client_commands_drive_a_running_server() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("created types 1"), "{out}");
 
-    let rule = server._dir.path().join("rule.yaml");
+    let rule = server.dir.path().join("rule.yaml");
     std::fs::write(
         &rule,
         "ref: core.timer_echo_20s\ntrigger: core.interval\ntrigger_params:\n  every: 10s\naction: core.echo\naction_params:\n  message: hello, world\n",
@@ -444,7 +355,7 @@ fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
             .unwrap()
             .trim()
             .to_string(),
-        _dir: tempfile::tempdir().unwrap(),
+        dir: tempfile::tempdir().unwrap(),
     };
     let worker_args = |name: &'static str| {
         vec![

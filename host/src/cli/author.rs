@@ -501,6 +501,7 @@ fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
     }
     let artifact = String::from_utf8_lossy(&output.stdout)
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|m| m["reason"] == "compiler-artifact")
         .filter(|m| {
@@ -516,7 +517,7 @@ fn build_rust(dir: &Path, out: &Path) -> anyhow::Result<()> {
                 .find(|f| f.ends_with(".wasm"))
                 .map(PathBuf::from)
         })
-        .last()
+        .next()
         .context("cargo built no .wasm component; is the crate a `cdylib`?")?;
     std::fs::copy(&artifact, out)
         .with_context(|| format!("copying {} to {}", artifact.display(), out.display()))?;
@@ -539,8 +540,20 @@ fn ensure_wasm_target() -> anyhow::Result<()> {
     step("adding the wasm32-wasip2 target (first build only)", cmd)
 }
 
+/// Holds `<tools>/.lock` so that builds sharing a tool directory install
+/// each toolchain once, one at a time.
+fn lock_tools(tools: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(tools).with_context(|| format!("creating {}", tools.display()))?;
+    let lock = std::fs::File::create(tools.join(".lock"))
+        .with_context(|| format!("creating {}", tools.join(".lock").display()))?;
+    lock.lock()
+        .with_context(|| format!("locking {}", tools.display()))?;
+    Ok(lock)
+}
+
 /// componentize-py in a venv under `tools`, installed when missing.
 fn python_toolchain(tools: &Path) -> anyhow::Result<PathBuf> {
+    let _lock = lock_tools(tools)?;
     let venv = tools.join("venv");
     let bin = venv.join("bin").join("componentize-py");
     let wanted = format!("componentize-py {COMPONENTIZE_PY}");
@@ -578,6 +591,7 @@ fn python_toolchain(tools: &Path) -> anyhow::Result<PathBuf> {
 
 /// componentize-js in an npm prefix under `tools`, installed when missing.
 fn js_toolchain(tools: &Path) -> anyhow::Result<PathBuf> {
+    let _lock = lock_tools(tools)?;
     let prefix = tools.join("npm");
     let package = prefix.join("node_modules/@bytecodealliance/componentize-js");
     let bin = prefix.join("node_modules/.bin/componentize-js");
@@ -611,7 +625,11 @@ fn step(what: &str, mut cmd: Command) -> anyhow::Result<()> {
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let label = what.to_string();
     let ticker = std::thread::spawn(move || progress(&label, started, &done_rx));
-    let status = cmd.stdin(Stdio::null()).status();
+    // Stdout carries only the built component's path; tools talk on stderr.
+    let status = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::io::stderr()))
+        .status();
     drop(done_tx);
     let _ = ticker.join();
     let status = status.with_context(|| format!("running {program}"))?;
