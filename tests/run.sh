@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up and runs every check Attune has: installs the wasm32-wasip2 target
 # and the fmt/clippy components, builds the guest components once, checks
-# formatting and lints on the host and guest workspaces, then runs all tests.
+# formatting and lints on the host and guest workspaces, then runs all tests
+# (which build the Python and JavaScript examples in actions/, installing
+# componentize-py and componentize-js on first use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +14,17 @@ if command -v rustup >/dev/null; then
     rustup target add wasm32-wasip2
     rustup component add rustfmt clippy
 fi
+
+step "Python 3 (venv) and Node.js (npm) for the Python and JavaScript action toolchains"
+if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v npm >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv nodejs npm
+    else
+        echo "install Python 3 with venv and Node.js with npm first" >&2
+        exit 1
+    fi
+fi
+python3 --version && node --version
 
 step "format"
 cargo fmt --all --check

@@ -7,6 +7,14 @@
 //! with a WASI context capturing stdout, `InstancePre::instantiate_async`, one
 //! call with a hand-built `Val`. Both use the pooling allocator. The ratio of
 //! the two medians is the runtime's overhead.
+//!
+//! `language/*`: the same `echo` action written in Rust (the core pack),
+//! Python (`actions/text-py`) and JavaScript (`actions/json-js`), each run
+//! through the Attune runtime; `load/*` loads each from the artifact cache;
+//! `compile/*` compiles each from scratch. The Python and JavaScript examples
+//! must be built first (`tests/run.sh` does, or `attune action build
+//! actions/text-py` and `attune action build actions/json-js`); without them
+//! their benchmarks are skipped with a note.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
@@ -15,7 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use attune::runtime::{ExecutionRequest, Runtime, RuntimeConfig};
+use attune::runtime::{CacheOutcome, ExecutionRequest, Runtime, RuntimeConfig};
 
 struct Bare {
     wasi: WasiCtx,
@@ -108,5 +116,75 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// The `echo` components by language: (label, bytes).
+fn echo_components() -> Vec<(&'static str, Vec<u8>)> {
+    let actions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../actions");
+    let mut found = vec![("rust", attune::builtin::CORE_PACK.to_vec())];
+    for (label, file) in [
+        ("python", "text-py/build/text.wasm"),
+        ("js", "json-js/build/json.wasm"),
+    ] {
+        match std::fs::read(actions.join(file)) {
+            Ok(bytes) => found.push((label, bytes)),
+            Err(_) => eprintln!(
+                "skipping {label}: build actions/{} first (`attune action build actions/{}`)",
+                file.split('/').next().unwrap_or_default(),
+                file.split('/').next().unwrap_or_default(),
+            ),
+        }
+    }
+    found
+}
+
+fn by_language(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let rt = Runtime::new(RuntimeConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let components = echo_components();
+
+    let mut group = c.benchmark_group("language");
+    for (label, bytes) in &components {
+        let (pack, _) = rt.load(bytes).unwrap();
+        group.bench_function(*label, |b| {
+            b.iter(|| {
+                let out = tokio
+                    .block_on(pack.execute(
+                        &rt,
+                        ExecutionRequest::new("echo", json!({"message": "hello, world"})),
+                    ))
+                    .unwrap();
+                assert_eq!(out.stdout.text, "hello, world\n");
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("load");
+    for (label, bytes) in &components {
+        group.bench_function(*label, |b| {
+            b.iter(|| {
+                let (_, outcome) = rt.load(bytes).unwrap();
+                assert_eq!(outcome, CacheOutcome::Hit);
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("compile");
+    group.sample_size(10);
+    let uncached = Runtime::new(RuntimeConfig::default()).unwrap();
+    for (label, bytes) in &components {
+        group.bench_function(*label, |b| b.iter(|| uncached.load(bytes).unwrap()));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, by_language);
 criterion_main!(benches);

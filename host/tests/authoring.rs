@@ -231,19 +231,15 @@ fn build_explains_what_is_missing() {
     assert!(err.contains("one, two") && err.contains("--world"), "{err}");
 }
 
-/// Builds an example pack of `actions/` into `out`; returns the component.
-fn build_example(dir: &str, cache: &Path, out: &Path) -> String {
+/// Builds an example pack of `actions/` where the benchmark finds it
+/// (`actions/<dir>/build/<world>.wasm`); returns the component.
+fn build_example(dir: &str, cache: &Path) -> String {
     let project = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../actions")
         .join(dir);
-    let component = out.join(format!("{dir}.wasm"));
-    let (code, _, err) = attune_in(
-        cache,
-        &project,
-        &["action", "build", "--out", component.to_str().unwrap()],
-    );
+    let (code, out, err) = attune_in(cache, &project, &["action", "build"]);
     assert_eq!(code, 0, "building actions/{dir} failed: {err}");
-    component.to_str().unwrap().to_string()
+    out.trim().to_string()
 }
 
 fn run_example(cache: &Path, component: &str, action: &str, params: Value) -> (i32, Value) {
@@ -267,7 +263,7 @@ fn run_example(cache: &Path, component: &str, action: &str, params: Value) -> (i
 fn the_python_example_formats_text() {
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
-    let text = build_example("text-py", &cache, work.path());
+    let text = build_example("text-py", &cache);
 
     let (_, out, _) = attune_in(&cache, work.path(), &["action", "inspect", &text]);
     let inspected = json_of(&out);
@@ -349,7 +345,7 @@ fn the_python_example_formats_text() {
 fn the_javascript_example_transforms_json() {
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
-    let json_pack = build_example("json-js", &cache, work.path());
+    let json_pack = build_example("json-js", &cache);
 
     let (_, out, _) = attune_in(&cache, work.path(), &["action", "inspect", &json_pack]);
     let inspected = json_of(&out);
