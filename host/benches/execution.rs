@@ -23,7 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use attune::runtime::{CacheOutcome, ExecutionRequest, Runtime, RuntimeConfig};
+use attune::runtime::{CacheOutcome, ExecutionRequest, Pack, Runtime, RuntimeConfig};
 
 struct Bare {
     wasi: WasiCtx,
@@ -39,6 +39,17 @@ impl WasiView for Bare {
     }
 }
 
+/// One `echo` execution through the runtime, its stdout checked.
+fn echo(tokio: &tokio::runtime::Runtime, rt: &Runtime, pack: &Pack) {
+    let out = tokio
+        .block_on(pack.execute(
+            rt,
+            ExecutionRequest::new("echo", json!({"message": "hello, world"})),
+        ))
+        .unwrap();
+    assert_eq!(out.stdout.text, "hello, world\n");
+}
+
 fn bench(c: &mut Criterion) {
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -50,17 +61,7 @@ fn bench(c: &mut Criterion) {
     let rt = Runtime::new(RuntimeConfig::default()).unwrap();
     let (pack, _) = rt.load(bytes).unwrap();
     let mut group = c.benchmark_group("echo");
-    group.bench_function("attune", |b| {
-        b.iter(|| {
-            let out = tokio
-                .block_on(pack.execute(
-                    &rt,
-                    ExecutionRequest::new("echo", json!({"message": "hello, world"})),
-                ))
-                .unwrap();
-            assert_eq!(out.stdout.text, "hello, world\n");
-        })
-    });
+    group.bench_function("attune", |b| b.iter(|| echo(&tokio, &rt, &pack)));
 
     // Bare wasmtime on the same component.
     let mut config = Config::new();
@@ -152,17 +153,7 @@ fn by_language(c: &mut Criterion) {
     let mut group = c.benchmark_group("language");
     for (label, bytes) in &components {
         let (pack, _) = rt.load(bytes).unwrap();
-        group.bench_function(*label, |b| {
-            b.iter(|| {
-                let out = tokio
-                    .block_on(pack.execute(
-                        &rt,
-                        ExecutionRequest::new("echo", json!({"message": "hello, world"})),
-                    ))
-                    .unwrap();
-                assert_eq!(out.stdout.text, "hello, world\n");
-            })
-        });
+        group.bench_function(*label, |b| b.iter(|| echo(&tokio, &rt, &pack)));
     }
     group.finish();
 

@@ -44,6 +44,16 @@ fn json_of(stdout: &str) -> Value {
     serde_json::from_str(stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
+/// The action names `attune action inspect` printed.
+fn action_names(inspected: &Value) -> Vec<&str> {
+    inspected["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect()
+}
+
 /// The `.cwasm` artifacts in a cache directory, with their modification times.
 fn artifacts(cache: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     let Ok(entries) = std::fs::read_dir(cache) else {
@@ -267,13 +277,10 @@ fn the_python_example_formats_text() {
 
     let (_, out, _) = attune_in(&cache, work.path(), &["action", "inspect", &text]);
     let inspected = json_of(&out);
-    let names: Vec<&str> = inspected["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["echo", "slugify", "wrap", "count"]);
+    assert_eq!(
+        action_names(&inspected),
+        ["echo", "slugify", "wrap", "count"]
+    );
     assert_eq!(
         inspected["actions"][3]["result_schema"]["required"],
         json!(["lines", "words", "characters"])

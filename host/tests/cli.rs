@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ServerProcess, attune, client, guest, start_server};
+use common::{ServerProcess, attune, client, free_port, guest, start_server};
 use serde_json::{Value, json};
 
 #[test]
@@ -320,11 +320,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 #[test]
 fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let _server_child = Reaped(
         Command::new(env!("CARGO_BIN_EXE_attune"))

@@ -44,13 +44,18 @@ impl Drop for ServerProcess {
     }
 }
 
-pub fn start_server() -> ServerProcess {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A TCP port that was free a moment ago, for a server to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+pub fn start_server() -> ServerProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_attune"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
