@@ -477,21 +477,13 @@ impl Storage {
             "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
              ORDER BY id LIMIT $2{lock}"
         );
-        // PostgreSQL claims inside a transaction so that `SKIP LOCKED` steers
-        // concurrent claimers to different rows. SQLite has one writer; there
-        // the read and the one conditional UPDATE stand alone, which saves two
-        // round trips to its connection thread per claim.
-        let in_transaction = matches!(self.pool, Pool::Postgres(_));
         on_pool!(self, |p| {
-            let mut tx = match in_transaction {
-                true => Some(p.begin_with(self.begin_sql()).await?),
-                false => None,
-            };
-            let query = sqlx::query(&select).bind(now).bind(limit * 4);
-            let candidates = match &mut tx {
-                Some(tx) => query.fetch_all(&mut **tx).await?,
-                None => query.fetch_all(p).await?,
-            };
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let candidates = sqlx::query(&select)
+                .bind(now)
+                .bind(limit * 4)
+                .fetch_all(&mut *tx)
+                .await?;
             let chosen: Vec<ExecutionRecord> = candidates
                 .iter()
                 .map(ExecutionRecord::from_row)
@@ -499,9 +491,7 @@ impl Storage {
                 .take(limit.max(0) as usize)
                 .collect();
             if chosen.is_empty() {
-                if let Some(tx) = tx {
-                    tx.commit().await?;
-                }
+                tx.commit().await?;
                 return Ok(vec![]);
             }
             // One UPDATE for the batch; only rows still `requested` move, so
@@ -521,13 +511,8 @@ impl Storage {
             for e in &chosen {
                 query = query.bind(e.id);
             }
-            let rows = match &mut tx {
-                Some(tx) => query.fetch_all(&mut **tx).await?,
-                None => query.fetch_all(p).await?,
-            };
-            if let Some(tx) = tx {
-                tx.commit().await?;
-            }
+            let rows = query.fetch_all(&mut *tx).await?;
+            tx.commit().await?;
             let won: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
             Ok(chosen
                 .into_iter()
