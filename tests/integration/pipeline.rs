@@ -34,6 +34,10 @@ async fn executions_of_rule(s: &TestServer, rule: &str) -> Vec<ExecutionRecord> 
         .unwrap()
 }
 
+async fn execution_params(s: &TestServer, id: i64) -> Value {
+    execution(s, id).await["params"].clone()
+}
+
 async fn execution(s: &TestServer, id: i64) -> Value {
     s.get(&format!("/api/v1/executions/{id}")).await.body
 }
@@ -370,6 +374,49 @@ on_both_backends! {
         let again = attune::scheduler::process_event(&s.state, &event, None).await.unwrap();
         assert!(again.is_empty(), "a redelivered event must not create executions");
         assert_eq!(executions_of_rule(&s, "core.once_per_event").await.len(), 1);
+        s.finish().await;
+    }
+
+    async fn events_posted_at_once_are_batched_and_each_keeps_its_own_executions(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        for (r#ref, criteria) in [("core.every_event", "true"), ("core.even_only", "event.payload.n % 2 == 0")] {
+            let r = s.post("/api/v1/rules", json!({
+                "ref": r#ref, "trigger": "core.manual", "criteria": criteria,
+                "action": "core.echo", "action_params": {"message": "n={{ event.payload.n }}"},
+            })).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        // Far more requests at once than one write: they share batches.
+        let posted = futures_util::future::join_all((0..120).map(|n| {
+            let s = &s;
+            async move {
+                let r = s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": {"n": n}})).await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+                (n, r.body)
+            }
+        })).await;
+        let mut ids = std::collections::HashSet::new();
+        for (n, event) in &posted {
+            assert_eq!(event["payload"], json!({"n": n}), "each request gets its own event back");
+            let id = event["id"].as_i64().unwrap();
+            assert!(ids.insert(id), "event ids are distinct");
+            let stored = s.state.storage.get_event(id).await.unwrap().unwrap();
+            assert_eq!(stored.payload, json!({"n": n}));
+            let enforcements = s.state.storage.enforcements_of(id).await.unwrap();
+            let rules: Vec<&str> = enforcements.iter().map(|e| e.0.as_str()).collect();
+            let expected: &[&str] = if n % 2 == 0 { &["core.every_event", "core.even_only"] } else { &["core.every_event"] };
+            assert_eq!(rules.len(), expected.len(), "event {n}: {enforcements:?}");
+            for (rule, status, _, execution) in &enforcements {
+                assert!(expected.contains(&rule.as_str()), "{rule}");
+                assert_eq!(status, "enforced");
+                let e = execution.expect("an execution per enforcement");
+                assert_eq!(execution_params(&s, e).await, json!({"message": format!("n={n}")}));
+            }
+        }
+        assert_eq!(executions_of_rule(&s, "core.every_event").await.len(), 120);
+        assert_eq!(executions_of_rule(&s, "core.even_only").await.len(), 60);
+        let batches = s.state.metrics.event_batches.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(batches < 120, "120 concurrent events took {batches} writes");
         s.finish().await;
     }
 

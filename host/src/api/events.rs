@@ -71,10 +71,12 @@ async fn fire(
             }],
         });
     }
-    let trigger = state
-        .storage
-        .get_trigger_type(&input.trigger)
-        .await?
+    // Postable types are built in: their schemas are known without a query.
+    static BUILTIN: std::sync::LazyLock<Vec<crate::storage::TriggerTypeRecord>> =
+        std::sync::LazyLock::new(crate::triggers::builtin);
+    let trigger = BUILTIN
+        .iter()
+        .find(|t| t.r#ref == input.trigger)
         .ok_or_else(|| ApiError::not_found("trigger type", &input.trigger))?;
     let errors = schema_errors(&trigger.payload_schema, &input.payload);
     if !errors.is_empty() {
@@ -84,19 +86,24 @@ async fn fire(
             &errors,
         ));
     }
-    let event = state
-        .storage
-        .insert_event(&input.trigger, &input.payload, Some(&caller.token.name))
+    let (event, queued) = state
+        .dispatch
+        .intake
+        .submit(
+            &state,
+            &input.trigger,
+            input.payload,
+            Some(&caller.token.name),
+        )
         .await?;
     state
         .metrics
         .events_recorded
         .fetch_add(1, Ordering::Relaxed);
-    let executions = crate::scheduler::process_event(&state, &event, None).await?;
     state
         .metrics
         .executions_requested
-        .fetch_add(executions.len() as u64, Ordering::Relaxed);
+        .fetch_add(queued as u64, Ordering::Relaxed);
     Ok((StatusCode::CREATED, axum::Json(event)))
 }
 

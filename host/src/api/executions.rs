@@ -159,8 +159,8 @@ async fn create(
 ) -> Result<(StatusCode, axum::Json<ExecutionRecord>), ApiError> {
     caller.require(Role::Operator)?;
     let record = state
-        .storage
-        .get_action(&input.action)
+        .cache
+        .action(&state.storage, &input.action)
         .await?
         .ok_or_else(|| ApiError::not_found("action", &input.action))?;
     let pack = state.pack(&record.component).await?;

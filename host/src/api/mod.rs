@@ -72,6 +72,8 @@ pub struct Metrics {
     pub executions_requested: AtomicU64,
     /// Events recorded.
     pub events_recorded: AtomicU64,
+    /// Writes that recorded posted events (each holds one or more events).
+    pub event_batches: AtomicU64,
 }
 
 impl Metrics {
@@ -112,6 +114,11 @@ impl Metrics {
                 "attune_events_recorded_total",
                 "Events recorded.",
                 &self.events_recorded,
+            ),
+            (
+                "attune_event_batches_total",
+                "Writes that recorded posted events, each holding one or more.",
+                &self.event_batches,
             ),
         ] {
             out.push_str(&format!(

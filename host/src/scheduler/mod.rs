@@ -7,6 +7,7 @@
 //! notification when work is queued (or its heartbeat), and the reaper runs
 //! at lease granularity.
 
+pub mod intake;
 pub mod remote;
 pub mod render;
 pub mod worker;
@@ -19,7 +20,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::api::AppState;
 use crate::runtime::output::CappedPipe;
-use crate::storage::{EventRecord, ExecutionRecord, NewExecution, RuleRecord, now_ms};
+use crate::storage::{
+    EventRecord, ExecutionRecord, NewEnforcement, NewExecution, RuleRecord, now_ms,
+};
 
 /// Wake-ups and cancellation shared by the API and the background tasks.
 #[derive(Default)]
@@ -31,6 +34,8 @@ pub struct Dispatch {
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
     live: Mutex<HashMap<i64, (CappedPipe, CappedPipe)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Posted events, written in batches.
+    pub intake: intake::Intake,
 }
 
 impl Dispatch {
@@ -363,16 +368,40 @@ pub async fn process_event(
                 .await?
         }
     };
-    let mut created = Vec::new();
+    let items = plan(state, event, rules).await?;
+    let created: Vec<ExecutionRecord> = state
+        .storage
+        .enforce_many(&items)
+        .await?
+        .into_iter()
+        .flatten()
+        .flatten()
+        .collect();
+    if !created.is_empty() {
+        work_queued(state).await;
+    }
+    Ok(created)
+}
+
+/// What `rules` make of `event`: an enforcement for each rule that matched
+/// (with its execution) or could not be evaluated (with the reason).
+pub(crate) async fn plan(
+    state: &AppState,
+    event: &EventRecord,
+    rules: Vec<RuleRecord>,
+) -> Result<Vec<NewEnforcement>, crate::api::error::ApiError> {
+    let mut items = Vec::new();
     for rule in rules {
         let (verdict, action) = evaluate(state, &rule, event).await?;
         if !verdict.matched && verdict.errors.is_empty() {
             continue;
         }
         let r#ref = &rule.spec.r#ref;
-        match (verdict.errors.is_empty(), action) {
-            (true, Some(action)) => {
-                let execution = NewExecution {
+        let item = match (verdict.errors.is_empty(), action) {
+            (true, Some(action)) => NewEnforcement {
+                rule: r#ref.clone(),
+                event: event.id,
+                execution: Some(NewExecution {
                     action: action.r#ref.clone(),
                     params: verdict.params.clone().unwrap_or_default(),
                     capabilities: action.capabilities.clone(),
@@ -381,21 +410,10 @@ pub async fn process_event(
                     enforcement: None,
                     max_attempts: rule.spec.max_attempts,
                     timeout_ms: rule.spec.timeout_ms,
-                };
-                if let Some(Some(e)) = state
-                    .storage
-                    .enforce(
-                        r#ref,
-                        event.id,
-                        verdict.params.as_ref(),
-                        None,
-                        Some(&execution),
-                    )
-                    .await?
-                {
-                    created.push(e);
-                }
-            }
+                }),
+                params: verdict.params,
+                reason: None,
+            },
             _ => {
                 let reason = verdict
                     .errors
@@ -404,21 +422,16 @@ pub async fn process_event(
                     .collect::<Vec<_>>()
                     .join("; ");
                 tracing::warn!(rule = %r#ref, event = event.id, reason, "rule not enforced");
-                state
-                    .storage
-                    .enforce(
-                        r#ref,
-                        event.id,
-                        verdict.params.as_ref(),
-                        Some(&reason),
-                        None,
-                    )
-                    .await?;
+                NewEnforcement {
+                    rule: r#ref.clone(),
+                    event: event.id,
+                    params: verdict.params,
+                    reason: Some(reason),
+                    execution: None,
+                }
             }
-        }
+        };
+        items.push(item);
     }
-    if !created.is_empty() {
-        work_queued(state).await;
-    }
-    Ok(created)
+    Ok(items)
 }

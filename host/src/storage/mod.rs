@@ -101,7 +101,7 @@ macro_rules! on_pool {
 
 mod pipeline;
 
-pub use pipeline::{Finished, MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Reaped};
+pub use pipeline::{Finished, MISFIRE_FIRE_ONCE, MISFIRE_SKIP, NewEnforcement, NewEvent, Reaped};
 
 /// Binds a rule's [`RULE_FIELDS`] and then `$now`, for inserts and updates alike.
 macro_rules! bind_rule {
@@ -569,20 +569,14 @@ impl Storage {
         payload: &Value,
         source: Option<&str>,
     ) -> Result<EventRecord> {
-        let now = now_ms();
-        on_pool!(self, |p| {
-            let row = sqlx::query(
-                "INSERT INTO event (trigger, payload, source, created_at) VALUES ($1, $2, $3, $4) \
-                 RETURNING id, trigger, payload, source, created_at",
-            )
-            .bind(trigger)
-            .bind(Json(payload))
-            .bind(source)
-            .bind(now)
-            .fetch_one(p)
+        let mut events = self
+            .insert_events(&[NewEvent {
+                trigger,
+                payload,
+                source,
+            }])
             .await?;
-            Ok(EventRecord::from_row(&row))
-        })
+        Ok(events.remove(0))
     }
 
     /// Events, newest first, optionally of one trigger type.

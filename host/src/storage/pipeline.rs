@@ -17,6 +17,58 @@ use super::{
 };
 use crate::triggers::schedule::Plan;
 
+/// An event to record.
+pub struct NewEvent<'a> {
+    /// Trigger type ref.
+    pub trigger: &'a str,
+    /// Payload.
+    pub payload: &'a Value,
+    /// Who produced it.
+    pub source: Option<&'a str>,
+}
+
+/// An enforcement to record: a rule's verdict on an event.
+#[derive(Debug, Clone)]
+pub struct NewEnforcement {
+    /// Rule ref.
+    pub rule: String,
+    /// Event id.
+    pub event: i64,
+    /// Rendered params, when rendering got that far.
+    pub params: Option<Value>,
+    /// Why it failed; `None` when enforced.
+    pub reason: Option<String>,
+    /// The execution to queue when enforced.
+    pub execution: Option<NewExecution>,
+}
+
+/// `($1, $2, …), ($n, …)`: `rows` tuples of `cols` placeholders each, with
+/// `literals(row)` appended to a tuple when it returns some SQL.
+fn rows_of(rows: usize, cols: usize, literals: impl Fn(usize) -> Option<&'static str>) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 0..cols {
+            n += 1;
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&n.to_string());
+        }
+        if let Some(extra) = literals(row) {
+            sql.push_str(", ");
+            sql.push_str(extra);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// A timer's misfire policy after downtime.
 pub const MISFIRE_FIRE_ONCE: &str = "fire_once";
 /// Skip the ticks missed during downtime.
@@ -255,65 +307,127 @@ impl Storage {
         })
     }
 
-    /// Records the enforcement of `rule` for `event` and, when enforced, its
-    /// execution — once: a second call for the same pair returns `None`.
-    pub async fn enforce(
-        &self,
-        rule: &str,
-        event: i64,
-        params: Option<&Value>,
-        reason: Option<&str>,
-        execution: Option<&NewExecution>,
-    ) -> Result<Option<Option<ExecutionRecord>>> {
+    /// Records events in one statement; returns them in the order given.
+    pub async fn insert_events(&self, events: &[NewEvent<'_>]) -> Result<Vec<EventRecord>> {
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
         let now = now_ms();
-        let status = if execution.is_some() {
-            "enforced"
-        } else {
-            "failed"
-        };
+        let sql = format!(
+            "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
+             RETURNING id, trigger, payload, source, created_at",
+            rows_of(events.len(), 4, |_| None)
+        );
+        on_pool!(self, |p| {
+            let mut query = sqlx::query(&sql);
+            for e in events {
+                query = query
+                    .bind(e.trigger)
+                    .bind(Json(e.payload))
+                    .bind(e.source)
+                    .bind(now);
+            }
+            let mut records: Vec<EventRecord> = query
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(EventRecord::from_row)
+                .collect();
+            // Ids are assigned in VALUES order; RETURNING order is not promised.
+            records.sort_by_key(|e| e.id);
+            Ok(records)
+        })
+    }
+
+    /// Records enforcements and, for those enforced, their executions — each
+    /// (rule, event) once: a pair already recorded yields `None` and no
+    /// execution. One transaction and two statements for the whole batch.
+    pub async fn enforce_many(
+        &self,
+        items: &[NewEnforcement],
+    ) -> Result<Vec<Option<Option<ExecutionRecord>>>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        let now = now_ms();
+        let enforcement_sql = format!(
+            "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
+             ON CONFLICT (rule, event) DO NOTHING RETURNING id, rule, event",
+            rows_of(items.len(), 6, |_| None)
+        );
         on_pool!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let inserted = sqlx::query(
-                "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (rule, event) DO NOTHING RETURNING id",
-            )
-            .bind(rule)
-            .bind(event)
-            .bind(status)
-            .bind(params.map(Json))
-            .bind(reason)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = inserted else {
-                return Ok(None);
-            };
-            let enforcement = row.int("id");
-            let created = match execution {
-                None => None,
-                Some(e) => {
-                    let row = sqlx::query(&format!(
-                        "INSERT INTO execution (action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, timeout_ms, created_at) \
-                         VALUES ($1, $2, 'requested', $3, $4, $5, $6, 1, $7, $8, $9) RETURNING {EXECUTION_COLUMNS}"
-                    ))
-                    .bind(&e.action)
-                    .bind(Json(&e.params))
-                    .bind(&e.status_reason)
-                    .bind(Json(&e.capabilities))
-                    .bind(&e.rule)
-                    .bind(enforcement)
-                    .bind(e.max_attempts)
-                    .bind(e.timeout_ms)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let mut query = sqlx::query(&enforcement_sql);
+            for item in items {
+                let status = if item.execution.is_some() {
+                    "enforced"
+                } else {
+                    "failed"
+                };
+                query = query
+                    .bind(&item.rule)
+                    .bind(item.event)
+                    .bind(status)
+                    .bind(item.params.as_ref().map(Json))
+                    .bind(&item.reason)
+                    .bind(now);
+            }
+            let inserted: std::collections::HashMap<(String, i64), i64> = query
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
+                .collect();
+            let mut out: Vec<Option<Option<ExecutionRecord>>> = items
+                .iter()
+                .map(|i| {
+                    inserted
+                        .contains_key(&(i.rule.clone(), i.event))
+                        .then_some(None)
+                })
+                .collect();
+            let runs: Vec<(usize, i64, &NewExecution)> = items
+                .iter()
+                .enumerate()
+                .filter_map(|(n, i)| {
+                    let enforcement = *inserted.get(&(i.rule.clone(), i.event))?;
+                    Some((n, enforcement, i.execution.as_ref()?))
+                })
+                .collect();
+            if !runs.is_empty() {
+                // 'requested' and attempt 1 are literals; nine bound columns a row.
+                let sql = format!(
+                    "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, max_attempts, timeout_ms, created_at, status, attempt) \
+                     VALUES {} RETURNING {EXECUTION_COLUMNS}",
+                    rows_of(runs.len(), 9, |_| Some("'requested', 1"))
+                );
+                let mut query = sqlx::query(&sql);
+                for (_, enforcement, e) in &runs {
+                    query = query
+                        .bind(&e.action)
+                        .bind(Json(&e.params))
+                        .bind(&e.status_reason)
+                        .bind(Json(&e.capabilities))
+                        .bind(&e.rule)
+                        .bind(*enforcement)
+                        .bind(e.max_attempts)
+                        .bind(e.timeout_ms)
+                        .bind(now);
+                }
+                let by_enforcement: std::collections::HashMap<i64, usize> =
+                    runs.iter().map(|(n, id, _)| (*id, *n)).collect();
+                for row in query.fetch_all(&mut *tx).await? {
                     // The execution points at its enforcement; the reverse
                     // link is resolved by `enforcements_of`, saving a write.
-                    Some(ExecutionRecord::from_row(&row))
+                    let record = ExecutionRecord::from_row(&row);
+                    let enforcement = row.opt_int("enforcement");
+                    if let Some(n) = enforcement.and_then(|e| by_enforcement.get(&e)) {
+                        out[*n] = Some(Some(record));
+                    }
                 }
-            };
+            }
             tx.commit().await?;
-            Ok(Some(created))
+            Ok(out)
         })
     }
 
@@ -359,50 +473,59 @@ impl Storage {
         let status = if start { "running" } else { "scheduled" };
         let now = now_ms();
         let lock = self.skip_locked();
+        let select = format!(
+            "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
+             ORDER BY id LIMIT $2{lock}"
+        );
         on_pool!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let candidates = sqlx::query(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
-                 ORDER BY id LIMIT $2{lock}"
-            ))
-            .bind(now)
-            .bind(limit * 4)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut claimed = Vec::new();
-            for row in candidates {
-                if claimed.len() as i64 >= limit {
-                    break;
-                }
-                let e = ExecutionRecord::from_row(&row);
-                if !e.capabilities.iter().all(|c| capabilities.contains(c)) {
-                    continue;
-                }
-                let done = sqlx::query(
-                    "UPDATE execution SET status = $5, status_reason = NULL, worker = $2, scheduled_at = $3, \
-                     started_at = CASE WHEN $5 = 'running' THEN $3 ELSE NULL END, \
-                     lease_expires_at = $4 WHERE id = $1 AND status = 'requested'",
-                )
-                .bind(e.id)
+            let candidates = sqlx::query(&select)
+                .bind(now)
+                .bind(limit * 4)
+                .fetch_all(&mut *tx)
+                .await?;
+            let chosen: Vec<ExecutionRecord> = candidates
+                .iter()
+                .map(ExecutionRecord::from_row)
+                .filter(|e| e.capabilities.iter().all(|c| capabilities.contains(c)))
+                .take(limit.max(0) as usize)
+                .collect();
+            if chosen.is_empty() {
+                tx.commit().await?;
+                return Ok(vec![]);
+            }
+            // One UPDATE for the batch; only rows still `requested` move, so
+            // a row another claimer took meanwhile is simply not returned.
+            let ids: Vec<String> = (0..chosen.len()).map(|n| format!("${}", n + 5)).collect();
+            let update = format!(
+                "UPDATE execution SET status = $4, status_reason = NULL, worker = $1, scheduled_at = $2, \
+                 started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, \
+                 lease_expires_at = $3 WHERE status = 'requested' AND id IN ({}) RETURNING id",
+                ids.join(", ")
+            );
+            let mut query = sqlx::query(&update)
                 .bind(worker)
                 .bind(now)
                 .bind(now + lease_ms)
-                .bind(status)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 1 {
-                    claimed.push(ExecutionRecord {
-                        status: status.into(),
-                        worker: Some(worker),
-                        scheduled_at: Some(now),
-                        started_at: start.then_some(now),
-                        status_reason: None,
-                        ..e
-                    });
-                }
+                .bind(status);
+            for e in &chosen {
+                query = query.bind(e.id);
             }
+            let rows = query.fetch_all(&mut *tx).await?;
             tx.commit().await?;
-            Ok(claimed)
+            let won: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
+            Ok(chosen
+                .into_iter()
+                .filter(|e| won.contains(&e.id))
+                .map(|e| ExecutionRecord {
+                    status: status.into(),
+                    worker: Some(worker),
+                    scheduled_at: Some(now),
+                    started_at: start.then_some(now),
+                    status_reason: None,
+                    ..e
+                })
+                .collect())
         })
     }
 
