@@ -80,7 +80,7 @@ impl Server {
             cache: Arc::default(),
         };
         for t in crate::triggers::builtin() {
-            state.storage.upsert_trigger_type(&t).await?;
+            state.storage.upsert_trigger_type(t).await?;
         }
         let core = packs::register(
             &state.runtime,

@@ -4,6 +4,8 @@
 //! Every event would otherwise read its rules and every execution its action
 //! again. Entries live one second and are dropped at once when this node
 //! changes a rule or a pack; another node's change shows within that second.
+//! A map that reaches [`MAX_ENTRIES`] keys is emptied, so refs made up by
+//! callers (direct runs name any action) cannot grow it without bound.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,7 +16,30 @@ use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError, WorkerReco
 /// How long a cached read stays fresh.
 const TTL: Duration = Duration::from_secs(1);
 
+/// Keys one map holds at most.
+const MAX_ENTRIES: usize = 4096;
+
 type Entry<T> = (Instant, T);
+
+/// The fresh entry for `key`, or what `fetch` reads, remembered.
+async fn get_or_fetch<T: Clone>(
+    map: &Mutex<HashMap<String, Entry<T>>>,
+    key: &str,
+    fetch: impl Future<Output = Result<T, StorageError>>,
+) -> Result<T, StorageError> {
+    if let Some((at, value)) = lock(map).get(key)
+        && at.elapsed() < TTL
+    {
+        return Ok(value.clone());
+    }
+    let value = fetch.await?;
+    let mut map = lock(map);
+    if map.len() >= MAX_ENTRIES {
+        map.clear();
+    }
+    map.insert(key.to_string(), (Instant::now(), value.clone()));
+    Ok(value)
+}
 
 /// The caches.
 #[derive(Default)]
@@ -35,14 +60,7 @@ impl ReadCache {
         storage: &Storage,
         trigger: &str,
     ) -> Result<Vec<RuleRecord>, StorageError> {
-        if let Some((at, rules)) = lock(&self.rules).get(trigger)
-            && at.elapsed() < TTL
-        {
-            return Ok(rules.clone());
-        }
-        let rules = storage.enabled_rules(trigger).await?;
-        lock(&self.rules).insert(trigger.to_string(), (Instant::now(), rules.clone()));
-        Ok(rules)
+        get_or_fetch(&self.rules, trigger, storage.enabled_rules(trigger)).await
     }
 
     /// The action with this ref.
@@ -51,14 +69,7 @@ impl ReadCache {
         storage: &Storage,
         r#ref: &str,
     ) -> Result<Option<ActionRecord>, StorageError> {
-        if let Some((at, action)) = lock(&self.actions).get(r#ref)
-            && at.elapsed() < TTL
-        {
-            return Ok(action.clone());
-        }
-        let action = storage.get_action(r#ref).await?;
-        lock(&self.actions).insert(r#ref.to_string(), (Instant::now(), action.clone()));
-        Ok(action)
+        get_or_fetch(&self.actions, r#ref, storage.get_action(r#ref)).await
     }
 
     /// Every registered worker.
@@ -81,5 +92,28 @@ impl ReadCache {
     /// Forgets cached actions (a pack changed here).
     pub fn actions_changed(&self) {
         lock(&self.actions).clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn fresh_entries_are_reused_and_a_full_map_is_emptied() {
+        let map: Mutex<HashMap<String, Entry<u32>>> = Mutex::default();
+        assert_eq!(get_or_fetch(&map, "a", async { Ok(1) }).await.unwrap(), 1);
+        assert_eq!(
+            get_or_fetch(&map, "a", async { Ok(2) }).await.unwrap(),
+            1,
+            "a fresh entry is not read again"
+        );
+        for n in 0..MAX_ENTRIES {
+            get_or_fetch(&map, &n.to_string(), async { Ok(0) })
+                .await
+                .unwrap();
+        }
+        assert!(lock(&map).len() <= MAX_ENTRIES);
+        assert!(!lock(&map).contains_key("a"), "the full map was emptied");
     }
 }

@@ -13,7 +13,6 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{ApiQuery, AppState, Listing};
-use crate::runtime::schema_errors;
 use crate::storage::{EventRecord, Page, Role};
 
 /// Trigger types whose events may be posted by hand.
@@ -71,14 +70,8 @@ async fn fire(
             }],
         });
     }
-    // Postable types are built in: their schemas are known without a query.
-    static BUILTIN: std::sync::LazyLock<Vec<crate::storage::TriggerTypeRecord>> =
-        std::sync::LazyLock::new(crate::triggers::builtin);
-    let trigger = BUILTIN
-        .iter()
-        .find(|t| t.r#ref == input.trigger)
+    let errors = crate::triggers::payload_errors(&input.trigger, &input.payload)
         .ok_or_else(|| ApiError::not_found("trigger type", &input.trigger))?;
-    let errors = schema_errors(&trigger.payload_schema, &input.payload);
     if !errors.is_empty() {
         return Err(ApiError::invalid(
             "the payload is invalid",

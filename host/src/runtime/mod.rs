@@ -26,7 +26,7 @@ use wasmtime::{Config, Engine, PoolingAllocationConfig};
 pub use cache::CacheOutcome;
 pub use execute::{ExecuteError, ExecutionRequest, Outcome, Status};
 pub use host::{ExecutionContext, LogLine};
-pub use pack::{Action, ActionInfo, DOCS_SECTION, Pack, schema_errors};
+pub use pack::{Action, ActionInfo, DOCS_SECTION, Pack, schema_errors, validator_errors};
 pub use values::PathError;
 
 use self::cache::ArtifactCache;

@@ -486,15 +486,17 @@ fn action(
 /// Every error `value` has against `schema`, in readable form. For schemas
 /// that do not come from WIT (trigger parameters, payloads).
 pub fn schema_errors(schema: &Value, value: &Value) -> Vec<PathError> {
-    let validator = match jsonschema::validator_for(schema) {
-        Ok(v) => v,
-        Err(e) => {
-            return vec![PathError {
-                path: String::new(),
-                message: format!("the schema itself is invalid: {e}"),
-            }];
-        }
-    };
+    match jsonschema::validator_for(schema) {
+        Ok(validator) => validator_errors(&validator, value),
+        Err(e) => vec![PathError {
+            path: String::new(),
+            message: format!("the schema itself is invalid: {e}"),
+        }],
+    }
+}
+
+/// [`schema_errors`] with a validator compiled once, for schemas checked often.
+pub fn validator_errors(validator: &jsonschema::Validator, value: &Value) -> Vec<PathError> {
     validator
         .iter_errors(value)
         .flat_map(|e| {

@@ -117,7 +117,7 @@ async fn write(
     }
     let mut queued = vec![0; events.len()];
     for (outcome, owner) in state.storage.enforce_many(&items).await?.iter().zip(owners) {
-        if matches!(outcome, Some(Some(_))) {
+        if outcome.is_some() {
             queued[owner] += 1;
         }
     }

@@ -375,7 +375,6 @@ pub async fn process_event(
         .await?
         .into_iter()
         .flatten()
-        .flatten()
         .collect();
     if !created.is_empty() {
         work_queued(state).await;

@@ -153,17 +153,12 @@ async fn write_results(
     state: AppState,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, i64, Finished)>,
 ) {
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < RESULT_BATCH {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
+    let mut batch = Vec::with_capacity(RESULT_BATCH);
+    while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
         if let Err(err) = state.storage.finish_many(&batch).await {
             tracing::error!(count = batch.len(), error = %err, "recording results");
         }
+        batch.clear();
     }
 }
 

@@ -99,6 +99,23 @@ macro_rules! on_pool {
     };
 }
 
+/// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (nine a row)
+/// with its enforcement and creation time.
+macro_rules! bind_execution {
+    ($query:expr, $e:expr, $enforcement:expr, $now:expr) => {
+        $query
+            .bind(&$e.action)
+            .bind(Json(&$e.params))
+            .bind(&$e.status_reason)
+            .bind(Json(&$e.capabilities))
+            .bind(&$e.rule)
+            .bind($enforcement)
+            .bind($e.max_attempts)
+            .bind($e.timeout_ms)
+            .bind($now)
+    };
+}
+
 mod pipeline;
 
 pub use pipeline::{Finished, MISFIRE_FIRE_ONCE, MISFIRE_SKIP, NewEnforcement, NewEvent, Reaped};
@@ -617,22 +634,14 @@ impl Storage {
     /// Queues an execution as `requested`.
     pub async fn insert_execution(&self, e: &NewExecution) -> Result<ExecutionRecord> {
         let now = now_ms();
+        let sql = format!(
+            "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
+            pipeline::rows_of(1, 9, Some(EXECUTION_LITERALS))
+        );
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!(
-                "INSERT INTO execution (action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, timeout_ms, created_at) \
-                 VALUES ($1, $2, 'requested', $3, $4, $5, $6, 1, $7, $8, $9) RETURNING {EXECUTION_COLUMNS}"
-            ))
-            .bind(&e.action)
-            .bind(Json(&e.params))
-            .bind(&e.status_reason)
-            .bind(Json(&e.capabilities))
-            .bind(&e.rule)
-            .bind(e.enforcement)
-            .bind(e.max_attempts)
-            .bind(e.timeout_ms)
-            .bind(now)
-            .fetch_one(p)
-            .await?;
+            let row = bind_execution!(sqlx::query(&sql), e, e.enforcement, now)
+                .fetch_one(p)
+                .await?;
             Ok(ExecutionRecord::from_row(&row))
         })
     }
@@ -847,6 +856,14 @@ impl Storage {
 const RULE_FIELDS: &str = "ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts";
 
 const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at";
+
+/// An execution's insert: nine bound columns ([`bind_execution!`]), then
+/// [`EXECUTION_LITERALS`].
+const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
+     max_attempts, timeout_ms, created_at, status, attempt)";
+
+/// A new execution is `requested`, on its first attempt.
+const EXECUTION_LITERALS: &str = "'requested', 1";
 
 const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
      timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested";

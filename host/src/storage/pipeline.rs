@@ -12,8 +12,8 @@ use sqlx::types::Json;
 
 use super::rows::DbRow;
 use super::{
-    EXECUTION_COLUMNS, EventRecord, ExecutionRecord, NewExecution, Pool, RULE_COLUMNS, Result,
-    RuleRecord, Storage, now_ms,
+    EXECUTION_COLUMNS, EXECUTION_LITERALS, EventRecord, ExecutionRecord, INSERT_EXECUTION,
+    NewExecution, Pool, RULE_COLUMNS, Result, RuleRecord, Storage, now_ms,
 };
 use crate::triggers::schedule::Plan;
 
@@ -42,31 +42,18 @@ pub struct NewEnforcement {
     pub execution: Option<NewExecution>,
 }
 
-/// `($1, $2, …), ($n, …)`: `rows` tuples of `cols` placeholders each, with
-/// `literals(row)` appended to a tuple when it returns some SQL.
-fn rows_of(rows: usize, cols: usize, literals: impl Fn(usize) -> Option<&'static str>) -> String {
-    let mut sql = String::with_capacity(rows * cols * 5);
-    let mut n = 0;
-    for row in 0..rows {
-        if row > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for col in 0..cols {
-            n += 1;
-            if col > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('$');
-            sql.push_str(&n.to_string());
-        }
-        if let Some(extra) = literals(row) {
-            sql.push_str(", ");
-            sql.push_str(extra);
-        }
-        sql.push(')');
-    }
-    sql
+/// `($1, $2, …), ($n, …)`: `rows` tuples of `cols` placeholders each, each
+/// ending with `literals` when given (constant columns).
+pub(super) fn rows_of(rows: usize, cols: usize, literals: Option<&str>) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| {
+            let mut fields: Vec<String> =
+                (1..=cols).map(|c| format!("${}", row * cols + c)).collect();
+            fields.extend(literals.map(str::to_string));
+            format!("({})", fields.join(", "))
+        })
+        .collect();
+    tuples.join(", ")
 }
 
 /// A timer's misfire policy after downtime.
@@ -316,7 +303,7 @@ impl Storage {
         let sql = format!(
             "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
              RETURNING id, trigger, payload, source, created_at",
-            rows_of(events.len(), 4, |_| None)
+            rows_of(events.len(), 4, None)
         );
         on_pool!(self, |p| {
             let mut query = sqlx::query(&sql);
@@ -340,12 +327,13 @@ impl Storage {
     }
 
     /// Records enforcements and, for those enforced, their executions — each
-    /// (rule, event) once: a pair already recorded yields `None` and no
-    /// execution. One transaction and two statements for the whole batch.
+    /// (rule, event) once, so a redelivered event queues nothing again. One
+    /// transaction and two statements for the whole batch; returns, per
+    /// item, the execution it queued.
     pub async fn enforce_many(
         &self,
         items: &[NewEnforcement],
-    ) -> Result<Vec<Option<Option<ExecutionRecord>>>> {
+    ) -> Result<Vec<Option<ExecutionRecord>>> {
         if items.is_empty() {
             return Ok(vec![]);
         }
@@ -353,7 +341,7 @@ impl Storage {
         let enforcement_sql = format!(
             "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
              ON CONFLICT (rule, event) DO NOTHING RETURNING id, rule, event",
-            rows_of(items.len(), 6, |_| None)
+            rows_of(items.len(), 6, None)
         );
         on_pool!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
@@ -372,57 +360,41 @@ impl Storage {
                     .bind(&item.reason)
                     .bind(now);
             }
-            let inserted: std::collections::HashMap<(String, i64), i64> = query
+            let mut inserted: std::collections::HashMap<(String, i64), i64> = query
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
                 .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
                 .collect();
-            let mut out: Vec<Option<Option<ExecutionRecord>>> = items
-                .iter()
-                .map(|i| {
-                    inserted
-                        .contains_key(&(i.rule.clone(), i.event))
-                        .then_some(None)
-                })
-                .collect();
+            // (item index, new enforcement id, execution) for enforced items
+            // whose enforcement is new.
             let runs: Vec<(usize, i64, &NewExecution)> = items
                 .iter()
                 .enumerate()
                 .filter_map(|(n, i)| {
-                    let enforcement = *inserted.get(&(i.rule.clone(), i.event))?;
-                    Some((n, enforcement, i.execution.as_ref()?))
+                    let execution = i.execution.as_ref()?;
+                    let enforcement = inserted.remove(&(i.rule.clone(), i.event))?;
+                    Some((n, enforcement, execution))
                 })
                 .collect();
+            let mut out = vec![None; items.len()];
             if !runs.is_empty() {
-                // 'requested' and attempt 1 are literals; nine bound columns a row.
                 let sql = format!(
-                    "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, max_attempts, timeout_ms, created_at, status, attempt) \
-                     VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    rows_of(runs.len(), 9, |_| Some("'requested', 1"))
+                    "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
+                    rows_of(runs.len(), 9, Some(EXECUTION_LITERALS))
                 );
                 let mut query = sqlx::query(&sql);
                 for (_, enforcement, e) in &runs {
-                    query = query
-                        .bind(&e.action)
-                        .bind(Json(&e.params))
-                        .bind(&e.status_reason)
-                        .bind(Json(&e.capabilities))
-                        .bind(&e.rule)
-                        .bind(*enforcement)
-                        .bind(e.max_attempts)
-                        .bind(e.timeout_ms)
-                        .bind(now);
+                    query = bind_execution!(query, e, Some(*enforcement), now);
                 }
-                let by_enforcement: std::collections::HashMap<i64, usize> =
+                // The execution points at its enforcement; the reverse link
+                // is resolved by `enforcements_of`, saving a write.
+                let item_of: std::collections::HashMap<i64, usize> =
                     runs.iter().map(|(n, id, _)| (*id, *n)).collect();
                 for row in query.fetch_all(&mut *tx).await? {
-                    // The execution points at its enforcement; the reverse
-                    // link is resolved by `enforcements_of`, saving a write.
                     let record = ExecutionRecord::from_row(&row);
-                    let enforcement = row.opt_int("enforcement");
-                    if let Some(n) = enforcement.and_then(|e| by_enforcement.get(&e)) {
-                        out[*n] = Some(Some(record));
+                    if let Some(n) = record.enforcement.and_then(|e| item_of.get(&e)) {
+                        out[*n] = Some(record);
                     }
                 }
             }
@@ -720,5 +692,19 @@ impl Storage {
             tx.commit().await?;
             Ok((executions.rows_affected(), events.rows_affected()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_of;
+
+    #[test]
+    fn placeholders_number_on_across_rows_and_literals_close_each_row() {
+        assert_eq!(rows_of(1, 2, None), "($1, $2)");
+        assert_eq!(
+            rows_of(2, 3, Some("'requested', 1")),
+            "($1, $2, $3, 'requested', 1), ($4, $5, $6, 'requested', 1)"
+        );
     }
 }

@@ -8,7 +8,7 @@ use crate::storage::TriggerTypeRecord;
 const DURATION: &str = r"^[0-9]+(\.[0-9]+)?(ms|s|m|h)$";
 
 /// Every built-in trigger type.
-pub fn builtin() -> Vec<TriggerTypeRecord> {
+pub(super) fn all() -> Vec<TriggerTypeRecord> {
     vec![
         TriggerTypeRecord {
             r#ref: "core.interval".into(),
