@@ -273,10 +273,15 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
         None => Lang::detect(&dir)?,
     };
     let wit = dir.join("wit");
-    let world = match args.world {
-        Some(w) => w,
-        None => find_world(&wit)?,
-    };
+    if !wit.is_dir() {
+        bail!("{} is missing (the project's WIT folder)", wit.display());
+    }
+    if lang != Lang::Rust {
+        // The Rust SDK brings this WIT itself; the other toolchains read it here.
+        ensure_action_wit(&wit)?;
+    }
+    let (resolve, world_id) = read_wit(&wit, args.world.as_deref())?;
+    let world = resolve.worlds[world_id].name.clone();
     let out = match args.out {
         Some(out) => out,
         None => dir.join("build").join(format!("{world}.wasm")),
@@ -293,7 +298,6 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
     match lang {
         Lang::Rust => build_rust(&dir, &out)?,
         Lang::Python => {
-            ensure_action_wit(&wit)?;
             let sdk = write_sdk(&dir, "attune.py", PYTHON_SDK)?;
             let tool = python_toolchain(&tools)?;
             let mut cmd = Command::new(tool);
@@ -309,7 +313,6 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
             )?;
         }
         Lang::Js => {
-            ensure_action_wit(&wit)?;
             write_sdk(&dir, "attune.js", JS_SDK)?;
             let tool = js_toolchain(&tools)?;
             let mut cmd = Command::new(tool);
@@ -317,7 +320,7 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
                 .args(["app.js", "-w", "wit", "-n", &world])
                 .arg("-o")
                 .arg(absolute(&out)?);
-            if !wit_mentions(&wit, "wasi:http")? {
+            if !imports_package(&resolve, world_id, "wasi:http") {
                 // Without this the component imports wasi:http and a worker
                 // would need that capability to run it.
                 cmd.args(["-d", "http", "fetch-event"]);
@@ -330,7 +333,7 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
     }
     if lang != Lang::Rust {
         // The Rust SDK embeds the docs itself; the other toolchains drop them.
-        append_docs(&wit, &world, &out)?;
+        append_docs(&resolve, world_id, &out)?;
     }
     let size = std::fs::metadata(&out)
         .with_context(|| format!("the build wrote no {}", out.display()))?
@@ -340,12 +343,11 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
     let rt = super::action::local_runtime(runtime, Limits::default())?;
     let path = out.to_string_lossy().into_owned();
     let loading = Instant::now();
-    let pack = with_progress(
-        "compiling for this machine (cached for later runs)",
-        async { super::action::load(&rt, &path).await },
-    )
-    .await
-    .map_err(|e: LoadError| anyhow::anyhow!("{} does not load: {e:#}", out.display()))?;
+    let progress = Progress::start("compiling for this machine (cached for later runs)");
+    let loaded = super::action::load(&rt, &path).await;
+    drop(progress);
+    let pack =
+        loaded.map_err(|e: LoadError| anyhow::anyhow!("{} does not load: {e:#}", out.display()))?;
     let actions: Vec<&str> = pack
         .actions()
         .iter()
@@ -365,13 +367,12 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
 
 /// Appends the `attune:docs` custom section, made from the project's WIT,
 /// to the component at `out`, so actions carry their descriptions.
-fn append_docs(wit: &Path, world: &str, out: &Path) -> anyhow::Result<()> {
-    let mut resolve = wit_parser::Resolve::default();
-    let (pkg, _) = resolve
-        .push_path(wit)
-        .with_context(|| format!("reading the WIT in {}", wit.display()))?;
-    let world = resolve.select_world(&[pkg], Some(world))?;
-    let section = custom_section(DOCS_SECTION, docs::section(&resolve, world).as_bytes());
+fn append_docs(
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let section = custom_section(DOCS_SECTION, docs::section(resolve, world).as_bytes());
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(out)
@@ -409,57 +410,52 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
 }
 
-/// The one world declared in the top level of `wit/` (dependencies excluded).
-fn find_world(wit: &Path) -> anyhow::Result<String> {
-    let mut worlds = Vec::new();
-    let entries = std::fs::read_dir(wit)
-        .with_context(|| format!("reading {} (the project's WIT folder)", wit.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "wit") {
-            continue;
+/// Parses the project's WIT folder (with `attune:action` from this binary
+/// when the folder does not carry it) and picks the world: `world`, or the
+/// only one the project's package declares.
+fn read_wit(
+    wit: &Path,
+    world: Option<&str>,
+) -> anyhow::Result<(wit_parser::Resolve, wit_parser::WorldId)> {
+    let mut resolve = wit_parser::Resolve::default();
+    if !wit.join(ACTION_WIT_DEP).exists() {
+        resolve.push_str("attune-action.wit", ACTION_WIT)?;
+    }
+    let (pkg, _) = resolve
+        .push_path(wit)
+        .with_context(|| format!("reading the WIT in {}", wit.display()))?;
+    let id = match world {
+        Some(w) => resolve.select_world(&[pkg], Some(w))?,
+        None => {
+            let worlds: Vec<_> = resolve.packages[pkg].worlds.iter().collect();
+            match worlds.as_slice() {
+                [(_, id)] => **id,
+                [] => bail!("{} declares no world", wit.display()),
+                many => bail!(
+                    "{} declares several worlds ({}); choose one with --world",
+                    wit.display(),
+                    many.iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
         }
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        worlds.extend(declared_worlds(&text));
-    }
-    match worlds.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => bail!("{} declares no world", wit.display()),
-        many => bail!(
-            "{} declares several worlds ({}); choose one with --world",
-            wit.display(),
-            many.join(", ")
-        ),
-    }
+    };
+    Ok((resolve, id))
 }
 
-/// Names after `world` at the start of a line, comments skipped.
-fn declared_worlds(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|line| line.trim_start().strip_prefix("world "))
-        .filter_map(|rest| {
-            let name: String = rest
-                .trim_start()
-                .trim_start_matches('%')
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect();
-            (!name.is_empty()).then_some(name)
-        })
-        .collect()
-}
-
-fn wit_mentions(wit: &Path, needle: &str) -> anyhow::Result<bool> {
-    for entry in std::fs::read_dir(wit)? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "wit")
-            && std::fs::read_to_string(&path)?.contains(needle)
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Whether `world` imports an interface of `package` (`wasi:http`).
+fn imports_package(
+    resolve: &wit_parser::Resolve,
+    world: wit_parser::WorldId,
+    package: &str,
+) -> bool {
+    let prefix = format!("{package}/");
+    resolve.worlds[world]
+        .imports
+        .keys()
+        .any(|key| resolve.name_world_key(key).starts_with(&prefix))
 }
 
 /// Puts the `attune:action` WIT where the toolchains look for dependencies,
@@ -621,17 +617,13 @@ fn js_toolchain(tools: &Path) -> anyhow::Result<PathBuf> {
 /// Runs one slow step, showing what it is and how long it has taken.
 fn step(what: &str, mut cmd: Command) -> anyhow::Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let started = Instant::now();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let label = what.to_string();
-    let ticker = std::thread::spawn(move || progress(&label, started, &done_rx));
+    let progress = Progress::start(what);
     // Stdout carries only the built component's path; tools talk on stderr.
     let status = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::from(std::io::stderr()))
         .status();
-    drop(done_tx);
-    let _ = ticker.join();
+    drop(progress);
     let status = status.with_context(|| format!("running {program}"))?;
     if !status.success() {
         bail!("{what}: {program} failed ({status})");
@@ -639,16 +631,32 @@ fn step(what: &str, mut cmd: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `work` on the async runtime while showing progress for it.
-async fn with_progress<T>(what: &str, work: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let label = what.to_string();
-    let ticker = std::thread::spawn(move || progress(&label, started, &done_rx));
-    let value = work.await;
-    drop(done_tx);
-    let _ = ticker.join();
-    value
+/// Progress shown on stderr by a thread from `start` until dropped.
+struct Progress {
+    done: Option<mpsc::Sender<()>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn start(what: &str) -> Self {
+        let started = Instant::now();
+        let (done, rx) = mpsc::channel::<()>();
+        let label = what.to_string();
+        let ticker = std::thread::spawn(move || progress(&label, started, &rx));
+        Progress {
+            done: Some(done),
+            ticker: Some(ticker),
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(ticker) = self.ticker.take() {
+            let _ = ticker.join();
+        }
+    }
 }
 
 /// Prints `what`, then the elapsed time every few seconds until `done` closes:
@@ -716,8 +724,26 @@ mod tests {
     }
 
     #[test]
-    fn worlds_are_found_at_line_starts_only() {
-        let text = "package a:b;\n/// the world greet does things\nworld greet {\n  include x;\n}\n  world %other-one {}\n";
-        assert_eq!(declared_worlds(text), vec!["greet", "other-one"]);
+    fn the_world_is_the_one_declared_or_the_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        // A Rust project's WIT: attune:action comes from this binary.
+        std::fs::write(
+            dir.path().join("w.wit"),
+            "package a:b;\n/// the world greet does things\nworld greet {\n  include attune:action/action@0.1.0;\n  export hi: func() -> string;\n}\n",
+        )
+        .unwrap();
+        let (resolve, id) = read_wit(dir.path(), None).unwrap();
+        assert_eq!(resolve.worlds[id].name, "greet");
+        assert!(!imports_package(&resolve, id, "wasi:http"));
+        assert!(imports_package(&resolve, id, "attune:action"));
+
+        std::fs::write(dir.path().join("x.wit"), "package a:b;\nworld other {}\n").unwrap();
+        let err = read_wit(dir.path(), None).unwrap_err().to_string();
+        assert!(
+            err.contains("greet, other") && err.contains("--world"),
+            "{err}"
+        );
+        let (resolve, id) = read_wit(dir.path(), Some("other")).unwrap();
+        assert_eq!(resolve.worlds[id].name, "other");
     }
 }
