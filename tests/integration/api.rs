@@ -113,6 +113,24 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_token_revoked_on_another_node_stops_working_within_a_second(backend) {
+        let s = TestServer::start(backend).await;
+        let created = s.post("/api/v1/tokens", json!({"name": "elsewhere", "role": "viewer"})).await;
+        let token = created.body["token"].as_str().unwrap().to_string();
+        let r = s.send(s.request(Method::GET, "/api/v1/packs", Some(&token))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        // Revoked in the database, as another node would, behind this node's back.
+        let revoked_at = std::time::Instant::now();
+        assert!(s.state.storage.revoke_token(created.body["id"].as_i64().unwrap()).await.unwrap());
+        let refused = support::wait_for(std::time::Duration::from_secs(5), || async {
+            let r = s.send(s.request(Method::GET, "/api/v1/packs", Some(&token))).await;
+            (r.status == StatusCode::UNAUTHORIZED).then_some(())
+        }).await;
+        assert!(refused.is_some(), "the revoked token kept working");
+        assert!(revoked_at.elapsed() < std::time::Duration::from_secs(3), "{:?}", revoked_at.elapsed());
+        s.finish().await;
+    }
+
     async fn a_single_component_upload_registers_its_actions_idempotently(backend) {
         let s = TestServer::start(backend).await;
         let r = s.upload_component("types", "1.0.0", guest_bytes("types")).await;

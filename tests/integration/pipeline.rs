@@ -510,7 +510,90 @@ on_both_backends! {
         assert_eq!(e["status"], "succeeded", "{e}");
         assert_eq!(e["attempt"], 2);
         assert_ne!(e["worker"], json!(ghost.id));
+        // Both attempts are in its history.
+        let history = s.get(&format!("/api/v1/executions/{retried}/attempts")).await.body;
+        let history = history["items"].as_array().unwrap().clone();
+        assert_eq!(history.len(), 2, "{history:?}");
+        assert_eq!((history[0]["attempt"].clone(), history[0]["status"].clone()), (json!(1), json!("abandoned")));
+        assert_eq!(history[0]["worker"], json!(ghost.id));
+        assert_eq!((history[1]["attempt"].clone(), history[1]["status"].clone()), (json!(2), json!("succeeded")));
+        assert!(history[1]["started_at"].as_i64() <= history[1]["finished_at"].as_i64());
+        assert_eq!(s.get("/api/v1/executions/999999/attempts").await.status, StatusCode::NOT_FOUND);
         task.abort();
+        s.finish().await;
+    }
+
+    async fn claimed_but_unstarted_work_goes_back_without_using_an_attempt(backend) {
+        let fast_leases = PipelineConfig {
+            embedded_worker: false,
+            lease: Duration::from_millis(600),
+            ..PipelineConfig::default()
+        };
+        let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
+        let caps = attune::scheduler::worker::capabilities();
+        let storage = &s.state.storage;
+        let ghost = storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
+        let mut ids = Vec::new();
+        for message in ["cancelled", "started", "unstarted"] {
+            let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": message}})).await;
+            ids.push(r.body["id"].as_i64().unwrap());
+        }
+        let claimed = storage.claim(ghost.id, &caps, 10, 1000, false).await.unwrap();
+        assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+        assert!(claimed.iter().all(|e| e.status == "scheduled"));
+        // A cancel of claimed work stands: its worker may no longer start it.
+        let cancelled = s.post(&format!("/api/v1/executions/{}/cancel", ids[0]), json!({})).await;
+        assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
+        assert!(!storage.mark_running(ids[0], ghost.id).await.unwrap());
+        assert!(storage.mark_running(ids[1], ghost.id).await.unwrap());
+        // The ghost vanishes: what it started used its only attempt; what it
+        // never started is queued again as it was.
+        assert_eq!(finished(&s, ids[1]).await["status"], "abandoned");
+        let requeued = wait_for(WAIT, || async {
+            let e = execution(&s, ids[2]).await;
+            (e["status"] == "requested").then_some(e)
+        }).await.expect("the unstarted execution went back to the queue");
+        assert_eq!(requeued["attempt"], 1, "{requeued}");
+        assert_eq!(requeued["worker"], Value::Null);
+        assert!(requeued["status_reason"].as_str().unwrap().contains("before starting"), "{requeued}");
+        // A worker that stops cleanly hands its claimed work back at once.
+        let other = storage.upsert_worker("other", &caps, &json!({})).await.unwrap();
+        assert_eq!(storage.claim(other.id, &caps, 10, 30_000, false).await.unwrap().len(), 1);
+        assert_eq!(storage.release_unstarted(other.id).await.unwrap(), 1);
+        assert_eq!(execution(&s, ids[2]).await["status"], "requested");
+        let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), fast_leases).await.unwrap();
+        let task = tokio::spawn(worker.run());
+        let e = finished(&s, ids[2]).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert_eq!(e["attempt"], 1);
+        assert_eq!(e["stdout"], "unstarted\n");
+        assert_eq!(execution(&s, ids[0]).await["status"], "cancelled");
+        task.abort();
+        s.finish().await;
+    }
+
+    async fn the_embedded_worker_claims_short_work_ahead_and_runs_each_once(backend) {
+        let s = TestServer::start_full(backend, Default::default(), PipelineConfig {
+            concurrency: 2,
+            ..PipelineConfig::default()
+        }).await;
+        let mut ids = Vec::new();
+        for _ in 0..300 {
+            let r = s.post("/api/v1/executions", json!({"action": "core.noop"})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            ids.push(r.body["id"].as_i64().unwrap());
+        }
+        let runs = wait_for(Duration::from_secs(60), || async {
+            let filter = ExecutionFilter { action: Some("core.noop".into()), ..Default::default() };
+            let runs = s.state.storage.list_executions(&filter, &Page { limit: Some(500), after: None }).await.unwrap();
+            (runs.len() == ids.len() && runs.iter().all(|e| e.finished_at.is_some())).then_some(runs)
+        }).await.expect("every execution finished");
+        assert!(runs.iter().all(|e| e.status == "succeeded" && e.attempt == 1), "each ran once");
+        // Claimed straight into `running`, scheduled and started coincide;
+        // work claimed ahead waited, claimed, for a slot.
+        let ahead = runs.iter().filter(|e| e.started_at > e.scheduled_at).count();
+        assert!(ahead > 0, "nothing was claimed ahead");
+        assert!(runs.iter().all(|e| e.scheduled_at.is_some() && e.started_at >= e.scheduled_at));
         s.finish().await;
     }
 

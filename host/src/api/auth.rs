@@ -70,8 +70,8 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or(ApiError::Unauthorized)?
             .trim();
         let record = state
-            .storage
-            .find_token(&hash_token(token))
+            .cache
+            .token(&state.storage, &hash_token(token))
             .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok(Caller { token: record })

@@ -1,9 +1,11 @@
 //! Short-lived read caches for the hot path: enabled rules per trigger type,
-//! action records per ref, and the worker list.
+//! action records per ref, the worker list and live API tokens.
 //!
-//! Every event would otherwise read its rules and every execution its action
-//! again. Entries live one second and are dropped at once when this node
-//! changes a rule or a pack; another node's change shows within that second.
+//! Every event would otherwise read its rules, every execution its action
+//! and every request its token again. Entries live one second and are
+//! dropped at once when this node changes a rule or a pack or revokes a
+//! token; another node's change shows within that second. Only tokens that
+//! exist are remembered: an unknown token is looked up every time.
 //! A map that reaches [`MAX_ENTRIES`] keys is emptied, so refs made up by
 //! callers (direct runs name any action) cannot grow it without bound.
 
@@ -11,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError, WorkerRecord};
+use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError, TokenRecord, WorkerRecord};
 
 /// How long a cached read stays fresh.
 const TTL: Duration = Duration::from_secs(1);
@@ -47,6 +49,7 @@ pub struct ReadCache {
     rules: Mutex<HashMap<String, Entry<Vec<RuleRecord>>>>,
     actions: Mutex<HashMap<String, Entry<Option<ActionRecord>>>>,
     workers: Mutex<Option<Entry<Vec<WorkerRecord>>>>,
+    tokens: Mutex<HashMap<String, Entry<TokenRecord>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,6 +85,35 @@ impl ReadCache {
         let workers = storage.all_workers().await?;
         *lock(&self.workers) = Some((Instant::now(), workers.clone()));
         Ok(workers)
+    }
+
+    /// The live token with this hash; `None` (not remembered) when there
+    /// is none.
+    pub async fn token(
+        &self,
+        storage: &Storage,
+        hash: &str,
+    ) -> Result<Option<TokenRecord>, StorageError> {
+        if let Some((at, token)) = lock(&self.tokens).get(hash)
+            && at.elapsed() < TTL
+        {
+            return Ok(Some(token.clone()));
+        }
+        let Some(token) = storage.find_token(hash).await? else {
+            lock(&self.tokens).remove(hash);
+            return Ok(None);
+        };
+        let mut map = lock(&self.tokens);
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(hash.to_string(), (Instant::now(), token.clone()));
+        Ok(Some(token))
+    }
+
+    /// Forgets cached tokens (one was revoked here).
+    pub fn tokens_changed(&self) {
+        lock(&self.tokens).clear();
     }
 
     /// Forgets cached rules (a rule changed here).

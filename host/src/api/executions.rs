@@ -15,12 +15,13 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::{ApiQuery, AppState, Listing};
 use crate::cli::units::parse_duration;
-use crate::storage::{ExecutionFilter, ExecutionRecord, NewExecution, Page, Role};
+use crate::storage::{AttemptRecord, ExecutionFilter, ExecutionRecord, NewExecution, Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(show))
+        .routes(routes!(attempts))
         .routes(routes!(cancel))
         .routes(routes!(output))
 }
@@ -269,6 +270,26 @@ async fn show(
         .await?
         .ok_or_else(|| ApiError::not_found("execution", id))?;
     Ok(axum::Json(e))
+}
+
+/// The history of an execution: each attempt that ended (by a result, or
+/// `abandoned` when its worker vanished), oldest first.
+#[utoipa::path(get, path = "/executions/{id}/attempts", tag = "executions",
+    params(("id" = i64, Path, description = "Execution id")),
+    responses((status = 200, body = Listing<AttemptRecord>), (status = 404, body = ErrorBody)))]
+async fn attempts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<axum::Json<Listing<AttemptRecord>>, ApiError> {
+    caller.require(Role::Viewer)?;
+    state
+        .storage
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution", id))?;
+    let items = state.storage.attempts_of(id).await?;
+    Ok(axum::Json(Listing { items, next: None }))
 }
 
 /// Cancels an execution: at once if it has not started, else its worker stops it.

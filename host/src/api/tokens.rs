@@ -71,7 +71,8 @@ async fn list(
     Ok(axum::Json(Listing::new(items, &page, |t| t.id.to_string())))
 }
 
-/// Revokes a token; it stops working at once.
+/// Revokes a token; it stops working at once on this node and within a
+/// second on the others.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
     params(("id" = i64, Path, description = "Token id")),
     responses((status = 204), (status = 404, body = ErrorBody)))]
@@ -82,6 +83,7 @@ async fn revoke(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     if state.storage.revoke_token(id).await? {
+        state.cache.tokens_changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("token", id))

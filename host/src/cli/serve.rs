@@ -79,7 +79,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "attune is listening");
     eprintln!("attune is listening on http://{}", listener.local_addr()?);
-    server::run(listener, server.state, shutdown_signal()).await?;
+    server::run(listener, server.state.clone(), shutdown_signal()).await?;
+    crate::scheduler::stop(&server.state).await;
     Ok(0)
 }
 

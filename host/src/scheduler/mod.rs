@@ -36,6 +36,8 @@ pub struct Dispatch {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Posted events, written in batches.
     pub intake: intake::Intake,
+    /// The embedded worker's id, once registered.
+    embedded: std::sync::OnceLock<i64>,
 }
 
 impl Dispatch {
@@ -182,9 +184,24 @@ pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<(
     }
     if config.embedded_worker {
         let w = worker::EmbeddedWorker::register(state.clone(), config).await?;
+        let _ = dispatch.embedded.set(w.id());
         dispatch.spawn(w.run());
     }
     Ok(())
+}
+
+/// Stops the background tasks and hands the work the embedded worker
+/// claimed ahead, but never started, back to the queue for other nodes or
+/// the next start.
+pub async fn stop(state: &AppState) {
+    state.dispatch.shutdown();
+    if let Some(&worker) = state.dispatch.embedded.get() {
+        match state.storage.release_unstarted(worker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
+            Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),
+        }
+    }
 }
 
 async fn timer_task(state: AppState) {
@@ -220,10 +237,11 @@ async fn reaper_task(state: AppState, config: PipelineConfig) {
             .reap_expired_leases(config.retry_backoff.as_millis() as i64)
             .await
         {
-            Ok(r) if r.retried + r.abandoned > 0 => {
+            Ok(r) if r.retried + r.abandoned + r.requeued > 0 => {
                 tracing::warn!(
                     retried = r.retried,
                     abandoned = r.abandoned,
+                    requeued = r.requeued,
                     "expired leases"
                 );
                 work_queued(&state).await;

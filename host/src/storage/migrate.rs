@@ -17,6 +17,10 @@ const SQLITE: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/sqlite/0003_schedules.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_attempt_trigger.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -30,6 +34,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../../migrations/postgres/0003_schedules.sql"),
+    ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_attempt_trigger.sql"),
     ),
 ];
 

@@ -84,16 +84,33 @@ pub enum Dialect {
 
 #[derive(Clone)]
 enum Pool {
-    Sqlite(SqlitePool),
+    /// Readers, and the one connection every write goes through: SQLite
+    /// takes one writer at a time anyway, and writers queued here wait their
+    /// turn in order instead of sleeping in SQLite's busy handler (a
+    /// millisecond or more each time they find the file locked).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
-/// Runs `$body` with `$pool` bound to whichever pool this storage holds; the
-/// body is compiled once per backend.
+/// Runs `$body` with `$pool` bound to whichever pool this storage holds (for
+/// reads); the body is compiled once per backend.
 macro_rules! on_pool {
     ($storage:expr, |$pool:ident| $body:expr) => {
         match &$storage.pool {
-            Pool::Sqlite($pool) => $body,
+            Pool::Sqlite { read: $pool, .. } => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// [`on_pool`] for statements that write.
+macro_rules! on_writer {
+    ($storage:expr, |$pool:ident| $body:expr) => {
+        match &$storage.pool {
+            Pool::Sqlite { write: $pool, .. } => $body,
             Pool::Postgres($pool) => $body,
         }
     };
@@ -166,12 +183,16 @@ impl Storage {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(8)
-                    .connect_with(options)
-                    .await?,
-            )
+            // The writer first: it creates the file and sets WAL mode.
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(options)
+                .await?;
+            Pool::Sqlite { read, write }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Pool::Postgres(
                 PgPoolOptions::new()
@@ -193,7 +214,7 @@ impl Storage {
     /// instead of waiting its turn.
     fn begin_sql(&self) -> &'static str {
         match self.pool {
-            Pool::Sqlite(_) => "BEGIN IMMEDIATE",
+            Pool::Sqlite { .. } => "BEGIN IMMEDIATE",
             Pool::Postgres(_) => "BEGIN",
         }
     }
@@ -204,21 +225,21 @@ impl Storage {
     fn skip_locked(&self) -> &'static str {
         match self.pool {
             Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-            Pool::Sqlite(_) => "",
+            Pool::Sqlite { .. } => "",
         }
     }
 
     /// Which dialect this storage speaks.
     pub fn dialect(&self) -> Dialect {
         match self.pool {
-            Pool::Sqlite(_) => Dialect::Sqlite,
+            Pool::Sqlite { .. } => Dialect::Sqlite,
             Pool::Postgres(_) => Dialect::Postgres,
         }
     }
 
     /// Applies pending migrations for this dialect.
     pub async fn migrate(&self) -> Result<()> {
-        on_pool!(self, |p| migrate::run(p, self.dialect()).await)
+        on_writer!(self, |p| migrate::run(p, self.dialect()).await)
     }
 
     /// Whether the database answers.
@@ -228,7 +249,13 @@ impl Storage {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        on_pool!(self, |p| p.close().await)
+        match &self.pool {
+            Pool::Sqlite { read, write } => {
+                read.close().await;
+                write.close().await;
+            }
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 
     /// Wakes workers on other nodes (PostgreSQL `NOTIFY`; nothing on SQLite,
@@ -250,7 +277,7 @@ impl Storage {
                 listener.listen("attune_work").await?;
                 Ok(Some(listener))
             }
-            Pool::Sqlite(_) => Ok(None),
+            Pool::Sqlite { .. } => Ok(None),
         }
     }
 
@@ -263,7 +290,7 @@ impl Storage {
     /// A new version replaces the pack's actions.
     pub async fn register_pack(&self, pack: &NewPack) -> Result<Registered> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let existing = sqlx::query("SELECT version, digest FROM pack WHERE name = $1")
                 .bind(&pack.name)
@@ -375,7 +402,7 @@ impl Storage {
 
     /// Deletes a pack and its actions; false when there was none.
     pub async fn delete_pack(&self, name: &str) -> Result<bool> {
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query("DELETE FROM action WHERE pack = $1")
                 .bind(name)
@@ -437,7 +464,7 @@ impl Storage {
 
     /// Inserts or refreshes a trigger type.
     pub async fn upsert_trigger_type(&self, t: &TriggerTypeRecord) -> Result<()> {
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             sqlx::query(
                 "INSERT INTO trigger_type (ref, description, params_schema, payload_schema) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (ref) DO UPDATE SET description = excluded.description, \
@@ -485,7 +512,7 @@ impl Storage {
     /// Saves a new rule.
     pub async fn insert_rule(&self, rule: &RuleSpec) -> Result<RuleRecord> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let row = bind_rule!(
                 sqlx::query(&format!(
                     "INSERT INTO rule ({RULE_FIELDS}, updated_at, created_at) \
@@ -504,7 +531,7 @@ impl Storage {
     /// Replaces a rule's definition; `None` when it does not exist.
     pub async fn update_rule(&self, r#ref: &str, rule: &RuleSpec) -> Result<Option<RuleRecord>> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let row = bind_rule!(
                 sqlx::query(&format!(
                     "UPDATE rule SET ({RULE_FIELDS}, updated_at) = \
@@ -524,7 +551,7 @@ impl Storage {
     /// Enables or disables a rule; `None` when it does not exist.
     pub async fn set_rule_enabled(&self, r#ref: &str, enabled: bool) -> Result<Option<RuleRecord>> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let row = sqlx::query(&format!(
                 "UPDATE rule SET enabled = $2, updated_at = $3 WHERE ref = $1 RETURNING {RULE_COLUMNS}"
             ))
@@ -568,7 +595,7 @@ impl Storage {
 
     /// Deletes a rule; false when there was none.
     pub async fn delete_rule(&self, r#ref: &str) -> Result<bool> {
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let done = sqlx::query("DELETE FROM rule WHERE ref = $1")
                 .bind(r#ref)
                 .execute(p)
@@ -638,7 +665,7 @@ impl Storage {
             "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
             pipeline::rows_of(1, 9, Some(EXECUTION_LITERALS))
         );
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let row = bind_execution!(sqlx::query(&sql), e, e.enforcement, now)
                 .fetch_one(p)
                 .await?;
@@ -656,6 +683,20 @@ impl Storage {
             .fetch_optional(p)
             .await?;
             Ok(row.as_ref().map(ExecutionRecord::from_row))
+        })
+    }
+
+    /// The ended attempts of an execution, oldest first.
+    pub async fn attempts_of(&self, execution: i64) -> Result<Vec<AttemptRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT attempt, worker, status, error, started_at, finished_at FROM execution_attempt \
+                 WHERE execution = $1 ORDER BY attempt",
+            )
+            .bind(execution)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(AttemptRecord::from_row).collect())
         })
     }
 
@@ -685,7 +726,7 @@ impl Storage {
     /// running one is flagged for its worker. `None` when it does not exist.
     pub async fn cancel_execution(&self, id: i64) -> Result<Option<ExecutionRecord>> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query(
                 "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2 \
@@ -761,7 +802,7 @@ impl Storage {
         labels: &Value,
     ) -> Result<WorkerRecord> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let row = sqlx::query(
                 "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at) VALUES ($1, $2, $3, $4, $4) \
                  ON CONFLICT (name) DO UPDATE SET capabilities = excluded.capabilities, labels = excluded.labels, \
@@ -783,7 +824,7 @@ impl Storage {
     /// Stores a token's hash with its role.
     pub async fn insert_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let row = sqlx::query(
                 "INSERT INTO api_token (name, role, hash, created_at) VALUES ($1, $2, $3, $4) \
                  RETURNING id, name, role, created_at, revoked_at",
@@ -828,7 +869,7 @@ impl Storage {
     /// Revokes a token; false when there was no live one with this id.
     pub async fn revoke_token(&self, id: i64) -> Result<bool> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let done = sqlx::query(
                 "UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             )

@@ -45,10 +45,16 @@ pub struct NewEnforcement {
 /// `($1, $2, …), ($n, …)`: `rows` tuples of `cols` placeholders each, each
 /// ending with `literals` when given (constant columns).
 pub(super) fn rows_of(rows: usize, cols: usize, literals: Option<&str>) -> String {
+    rows_from(rows, cols, 1, literals)
+}
+
+/// [`rows_of`] numbering from `$first` (after parameters bound before the rows).
+fn rows_from(rows: usize, cols: usize, first: usize, literals: Option<&str>) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|row| {
-            let mut fields: Vec<String> =
-                (1..=cols).map(|c| format!("${}", row * cols + c)).collect();
+            let mut fields: Vec<String> = (0..cols)
+                .map(|c| format!("${}", first + row * cols + c))
+                .collect();
             fields.extend(literals.map(str::to_string));
             format!("({})", fields.join(", "))
         })
@@ -109,6 +115,9 @@ pub struct Reaped {
     pub retried: u64,
     /// Executions marked abandoned (no attempts left).
     pub abandoned: u64,
+    /// Claimed executions that never started, queued again as they were
+    /// (no attempt was used).
+    pub requeued: u64,
 }
 
 impl Storage {
@@ -121,7 +130,7 @@ impl Storage {
             .unwrap_or(MISFIRE_FIRE_ONCE)
             .to_string();
         let plan = plan.filter(|_| rule.spec.enabled);
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             match plan.and_then(|plan| plan.first(now).map(|first| (plan.stored(), first))) {
                 None => {
                     sqlx::query("DELETE FROM timer WHERE rule = $1")
@@ -155,7 +164,7 @@ impl Storage {
 
     /// Removes a rule's timer.
     pub async fn delete_timer(&self, rule: &str) -> Result<()> {
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             sqlx::query("DELETE FROM timer WHERE rule = $1")
                 .bind(rule)
                 .execute(p)
@@ -180,7 +189,7 @@ impl Storage {
     pub async fn fire_due_timers(&self, limit: i64) -> Result<Vec<(String, EventRecord)>> {
         let now = now_ms();
         let lock = self.skip_locked();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let due = sqlx::query(&format!(
                 "SELECT rule, every_ms, next_fire_at, count, skipped, misfire, schedule FROM timer \
@@ -271,7 +280,7 @@ impl Storage {
     /// Moves a timer's next tick (as downtime would leave it), for tests and
     /// operators re-arming a timer.
     pub async fn set_timer_next(&self, rule: &str, at: i64) -> Result<()> {
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             sqlx::query("UPDATE timer SET next_fire_at = $2 WHERE rule = $1")
                 .bind(rule)
                 .bind(at)
@@ -305,7 +314,7 @@ impl Storage {
              RETURNING id, trigger, payload, source, created_at",
             rows_of(events.len(), 4, None)
         );
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
             for e in events {
                 query = query
@@ -343,7 +352,7 @@ impl Storage {
              ON CONFLICT (rule, event) DO NOTHING RETURNING id, rule, event",
             rows_of(items.len(), 6, None)
         );
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let mut query = sqlx::query(&enforcement_sql);
             for item in items {
@@ -449,7 +458,7 @@ impl Storage {
             "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
              ORDER BY id LIMIT $2{lock}"
         );
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let candidates = sqlx::query(&select)
                 .bind(now)
@@ -501,11 +510,26 @@ impl Storage {
         })
     }
 
+    /// Puts what `worker` claimed but never started back in the queue (a
+    /// worker that stops cleanly hands its claimed-ahead work back).
+    pub async fn release_unstarted(&self, worker: i64) -> Result<u64> {
+        on_writer!(self, |p| {
+            let done = sqlx::query(
+                "UPDATE execution SET status = 'requested', worker = NULL, scheduled_at = NULL, \
+                 lease_expires_at = NULL WHERE worker = $1 AND status = 'scheduled'",
+            )
+            .bind(worker)
+            .execute(p)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
+
     /// Marks a claimed execution running; false if it was taken away (lease
     /// expired, cancelled).
     pub async fn mark_running(&self, id: i64, worker: i64) -> Result<bool> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let done = sqlx::query(
                 "UPDATE execution SET status = 'running', started_at = $3 WHERE id = $1 AND worker = $2 AND status = 'scheduled'",
             )
@@ -524,49 +548,50 @@ impl Storage {
         Ok(self.finish_many(&[(id, worker, f.clone())]).await?[0])
     }
 
-    /// [`Storage::finish`] for many executions in one transaction (group
-    /// commit of results); one flag per item, in order.
+    /// [`Storage::finish`] for many executions at once (group commit of
+    /// results); one flag per item, in order. One statement for the whole
+    /// batch: an `UPDATE … FROM (VALUES …)` that moves only rows their worker
+    /// still holds (the database records each ended attempt in the history).
     pub async fn finish_many(&self, items: &[(i64, i64, Finished)]) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
         let now = now_ms();
-        on_pool!(self, |p| {
-            let mut tx = p.begin_with(self.begin_sql()).await?;
-            let mut out = Vec::with_capacity(items.len());
+        let update = format!(
+            "WITH v (id, worker, status, result, error, stdout, stderr, logs) AS (VALUES {}) \
+             UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
+             stderr = v.stderr, logs = v.logs, finished_at = $1, lease_expires_at = NULL FROM v \
+             WHERE execution.id = v.id AND execution.worker = v.worker \
+             AND execution.status IN ('scheduled', 'running') RETURNING execution.id",
+            rows_from(items.len(), 8, 2, None)
+        );
+        on_writer!(self, |p| {
+            let mut query = sqlx::query(&update).bind(now);
             for (id, worker, f) in items {
-                let done = sqlx::query(
-                    "UPDATE execution SET status = $3, result = $4, error = $5, stdout = $6, stderr = $7, logs = $8, \
-                     finished_at = $9, lease_expires_at = NULL WHERE id = $1 AND worker = $2 AND status IN ('scheduled', 'running')",
-                )
-                .bind(id)
-                .bind(worker)
-                .bind(&f.status)
-                .bind(f.result.as_ref().map(Json))
-                .bind(f.error.as_ref().map(Json))
-                .bind(&f.stdout)
-                .bind(&f.stderr)
-                .bind(Json(&f.logs))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if done.rows_affected() == 1 {
-                    sqlx::query(
-                        "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
-                         SELECT id, attempt, worker, status, error, started_at, finished_at FROM execution WHERE id = $1",
-                    )
+                query = query
                     .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                out.push(done.rows_affected() == 1);
+                    .bind(worker)
+                    .bind(&f.status)
+                    .bind(f.result.as_ref().map(Json))
+                    .bind(f.error.as_ref().map(Json))
+                    .bind(&f.stdout)
+                    .bind(&f.stderr)
+                    .bind(Json(&f.logs));
             }
-            tx.commit().await?;
-            Ok(out)
+            let done: std::collections::HashSet<i64> = query
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| r.int("id"))
+                .collect();
+            Ok(items.iter().map(|(id, ..)| done.contains(id)).collect())
         })
     }
 
     /// Extends the leases of everything `worker` holds and records its heartbeat.
     pub async fn heartbeat(&self, worker: i64, lease_ms: i64) -> Result<()> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query("UPDATE worker SET last_heartbeat = $2 WHERE id = $1")
                 .bind(worker)
@@ -585,20 +610,33 @@ impl Storage {
         })
     }
 
-    /// Executions whose worker stopped heartbeating: back to the queue with
+    /// Executions whose worker stopped heartbeating: claimed ones it never
+    /// started go back to the queue as they were; running ones go back with
     /// exponential backoff while attempts remain, else `abandoned`.
     pub async fn reap_expired_leases(&self, backoff_base_ms: i64) -> Result<Reaped> {
         let now = now_ms();
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
+            let requeued = sqlx::query(
+                "UPDATE execution SET status = 'requested', \
+                 status_reason = 'queued again: its worker stopped heartbeating before starting it', \
+                 worker = NULL, scheduled_at = NULL, lease_expires_at = NULL \
+                 WHERE status = 'scheduled' AND lease_expires_at < $1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
             let expired = sqlx::query(
                 "SELECT id, attempt, max_attempts, worker, started_at FROM execution \
-                 WHERE status IN ('scheduled', 'running') AND lease_expires_at < $1",
+                 WHERE status = 'running' AND lease_expires_at < $1",
             )
             .bind(now)
             .fetch_all(&mut *tx)
             .await?;
-            let mut reaped = Reaped::default();
+            let mut reaped = Reaped {
+                requeued: requeued.rows_affected(),
+                ..Reaped::default()
+            };
             for row in expired {
                 let id = row.int("id");
                 let attempt = row.int("attempt");
@@ -673,7 +711,7 @@ impl Storage {
 
     /// Deletes finished executions and events older than `cutoff` (Unix ms).
     pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
-        on_pool!(self, |p| {
+        on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let executions = sqlx::query(
                 "DELETE FROM execution WHERE finished_at IS NOT NULL AND finished_at < $1",
@@ -697,7 +735,7 @@ impl Storage {
 
 #[cfg(test)]
 mod tests {
-    use super::rows_of;
+    use super::{rows_from, rows_of};
 
     #[test]
     fn placeholders_number_on_across_rows_and_literals_close_each_row() {
@@ -706,5 +744,7 @@ mod tests {
             rows_of(2, 3, Some("'requested', 1")),
             "($1, $2, $3, 'requested', 1), ($4, $5, $6, 'requested', 1)"
         );
+        // After one parameter bound ahead of the rows.
+        assert_eq!(rows_from(2, 2, 2, None), "($2, $3), ($4, $5)");
     }
 }

@@ -444,6 +444,36 @@ impl ExecutionRecord {
     }
 }
 
+/// One ended attempt of an execution: its history, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// Worker that ran it.
+    pub worker: Option<i64>,
+    /// How it ended: succeeded, failed, timed_out, cancelled or abandoned.
+    pub status: String,
+    /// Error value or message.
+    pub error: Option<Value>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+impl AttemptRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            attempt: r.int("attempt"),
+            worker: r.opt_int("worker"),
+            status: r.text("status"),
+            error: r.opt_json("error"),
+            started_at: r.opt_int("started_at"),
+            finished_at: r.int("finished_at"),
+        }
+    }
+}
+
 /// Filters for listing executions.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
