@@ -183,13 +183,17 @@ impl Storage {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(10));
-            // The writer first: it creates the file and sets WAL mode.
+            // The writer first: it creates the file and sets WAL mode. A
+            // connection to a local file needs no ping before each use (the
+            // pool's default), which would double the hand-offs to its thread.
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .connect_with(options.clone())
                 .await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             Pool::Sqlite { read, write }
