@@ -2,12 +2,12 @@
 //! runs them in the sandbox, reports results, heartbeats its leases.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 
 use super::PipelineConfig;
 use crate::api::AppState;
@@ -27,12 +27,48 @@ pub fn capabilities() -> Vec<String> {
 
 /// The embedded worker.
 pub struct EmbeddedWorker {
-    results: tokio::sync::mpsc::UnboundedSender<(i64, i64, Finished)>,
     state: AppState,
     id: i64,
     capabilities: Vec<String>,
     config: PipelineConfig,
-    slots: Arc<Semaphore>,
+    local: Arc<Local>,
+}
+
+/// What the claiming loop and the slots share.
+struct Local {
+    /// Claimed executions waiting for a slot, oldest first.
+    queue: Mutex<VecDeque<ExecutionRecord>>,
+    /// Work was put in `queue`.
+    ready: Notify,
+    /// `queue` ran low.
+    refill: Notify,
+    /// Slots waiting for work.
+    idle: AtomicUsize,
+    /// Recent turn time of the slots.
+    pace: Pace,
+    results: tokio::sync::mpsc::UnboundedSender<(i64, i64, Finished)>,
+}
+
+impl Local {
+    fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    /// The next claimed execution; waits (as an idle slot) while there is none.
+    async fn next(&self) -> ExecutionRecord {
+        self.idle.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(e) = lock(&self.queue).pop_front() {
+                self.idle.fetch_sub(1, Ordering::SeqCst);
+                return e;
+            }
+            self.refill.notify_one();
+            ready.await;
+        }
+    }
 }
 
 impl EmbeddedWorker {
@@ -48,12 +84,18 @@ impl EmbeddedWorker {
         let (results, rx) = tokio::sync::mpsc::unbounded_channel();
         state.dispatch.spawn(write_results(state.clone(), rx));
         Ok(Self {
-            results,
             state,
             id: record.id,
             capabilities,
-            slots: Arc::new(Semaphore::new(config.concurrency.max(1))),
             config,
+            local: Arc::new(Local {
+                queue: Mutex::default(),
+                ready: Notify::new(),
+                refill: Notify::new(),
+                idle: AtomicUsize::new(0),
+                pace: Pace::default(),
+                results,
+            }),
         })
     }
 
@@ -62,23 +104,45 @@ impl EmbeddedWorker {
         self.id
     }
 
-    /// Claims and runs work until the task is aborted.
+    /// Claims and runs work until the task is aborted (which also stops its
+    /// slots).
     ///
-    /// Short actions would spend more time being claimed than running if
-    /// each claim only took as many executions as there are free slots, so
-    /// the worker also claims ahead (as `scheduled`) about as much work as
-    /// it expects to start within [`AHEAD_WINDOW`], judged by how long its
-    /// recent runs took: hundreds of executions for a no-op, none for
-    /// actions that take a second. A claimed-ahead execution is run only if
+    /// Each of the `concurrency` slots is a loop that takes the next claimed
+    /// execution from a local queue, runs it and hands its result to the
+    /// writer, with no hop through this loop in between. This loop keeps the
+    /// queue filled. Short actions would spend more time being claimed than
+    /// running if each claim only took as many executions as there are idle
+    /// slots, so it also claims ahead (as `scheduled`) about as much work as
+    /// the slots are expected to start within [`AHEAD_WINDOW`], judged by
+    /// their recent turns: hundreds of executions for a no-op, none for
+    /// actions that take a second (then idle slots get their work claimed
+    /// straight into `running`). A claimed-ahead execution is run only if
     /// marking it running finds the worker still holding it, so a cancel or
     /// an expired lease is respected.
     pub async fn run(self) {
         let heartbeat = (self.config.lease / 3).max(Duration::from_millis(100));
         let lease_ms = self.config.lease.as_millis() as i64;
         let mut next_heartbeat = tokio::time::Instant::now();
-        let pace = Arc::new(Pace::default());
-        let mut queue: VecDeque<ExecutionRecord> = VecDeque::new();
         let concurrency = self.config.concurrency.max(1);
+        let mut slots = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let local = self.local.clone();
+            let state = self.state.clone();
+            let (worker, default_timeout) = (self.id, self.config.default_timeout);
+            slots.spawn(async move {
+                loop {
+                    let e = local.next().await;
+                    if local.len() <= local.pace.ahead(concurrency) / 2 {
+                        local.refill.notify_one();
+                    }
+                    if let Some(finished) =
+                        run_one(&state, worker, e, default_timeout, &local.pace).await
+                    {
+                        let _ = local.results.send(finished);
+                    }
+                }
+            });
+        }
         loop {
             if tokio::time::Instant::now() >= next_heartbeat {
                 if let Err(e) = self.state.storage.heartbeat(self.id, lease_ms).await {
@@ -86,15 +150,21 @@ impl EmbeddedWorker {
                 }
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
             }
-            let free = self.slots.available_permits();
-            // Whether the queue in the database may hold more for us.
+            let idle = self.local.idle.load(Ordering::SeqCst);
+            let queued = self.local.len();
+            let ahead = self.local.pace.ahead(concurrency);
+            // Nothing to claim ahead: only for idle slots, straight into
+            // `running` (which saves the start statement). Otherwise top the
+            // queue up once it is down to half of what may be held ahead.
+            let (want, start) = if ahead == 0 {
+                (idle.saturating_sub(queued), true)
+            } else if queued <= (ahead / 2).max(idle) {
+                (ahead + idle - queued.min(ahead + idle), false)
+            } else {
+                (0, false)
+            };
             let mut more = false;
-            if free > 0 && queue.len() < free {
-                let ahead = pace.ahead(concurrency);
-                let want = free + ahead - queue.len();
-                // Nothing to claim ahead: straight into `running`, which
-                // saves the start statement.
-                let start = ahead == 0 && queue.is_empty();
+            if want > 0 {
                 match self
                     .state
                     .storage
@@ -103,31 +173,20 @@ impl EmbeddedWorker {
                 {
                     Ok(claimed) => {
                         more = claimed.len() == want;
-                        if start {
-                            for e in claimed {
-                                self.spawn(e, &pace).await;
-                            }
-                        } else {
-                            queue.extend(claimed);
+                        if !claimed.is_empty() {
+                            lock(&self.local.queue).extend(claimed);
+                            self.local.ready.notify_waiters();
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "claiming executions"),
                 }
             }
-            // Claimed-ahead work into the free slots; each slot marks its
-            // execution running itself, so the starts of several slots are
-            // in flight at once and this loop never waits for one.
-            let free = self.slots.available_permits();
-            for e in queue.drain(..free.min(queue.len())) {
-                self.spawn(e, &pace).await;
-            }
-            let free = self.slots.available_permits();
-            if free > 0 && (more || !queue.is_empty()) {
+            if more && self.local.idle.load(Ordering::SeqCst) > 0 {
                 continue;
             }
             let mut wait = next_heartbeat.saturating_duration_since(tokio::time::Instant::now());
-            // Idle (not just waiting for a slot): wake for the next retry too.
-            if queue.is_empty()
+            // Idle (not just busy): wake for the next retry too.
+            if self.local.len() == 0
                 && let Ok(Some(due)) = self.state.storage.next_retry_due().await
             {
                 let until = Duration::from_millis((due - crate::storage::now_ms()).max(0) as u64);
@@ -136,32 +195,14 @@ impl EmbeddedWorker {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.state.dispatch.work.notified() => {}
+                () = self.local.refill.notified() => {}
             }
         }
     }
+}
 
-    /// Runs a claimed execution in a free slot.
-    async fn spawn(&self, e: ExecutionRecord, pace: &Arc<Pace>) {
-        let permit = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore open");
-        let state = self.state.clone();
-        let worker = self.id;
-        let default_timeout = self.config.default_timeout;
-        let results = self.results.clone();
-        let pace = pace.clone();
-        tokio::spawn(async move {
-            if let Some(finished) = run_one(&state, worker, e, default_timeout, &pace).await {
-                let _ = results.send(finished);
-            }
-            drop(permit);
-            // A slot is free: look for more work.
-            state.dispatch.wake_workers();
-        });
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How much claimed-ahead work the worker may hold: what it expects to start
