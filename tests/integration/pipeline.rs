@@ -594,6 +594,12 @@ on_both_backends! {
         let ahead = runs.iter().filter(|e| e.started_at > e.scheduled_at).count();
         assert!(ahead > 0, "nothing was claimed ahead");
         assert!(runs.iter().all(|e| e.scheduled_at.is_some() && e.started_at >= e.scheduled_at));
+        assert!(runs.iter().all(|e| e.started_at <= e.finished_at), "a start after the finish");
+        // The history holds the same (corrected) start.
+        let last = runs.iter().max_by_key(|e| e.id).unwrap();
+        let history = s.get(&format!("/api/v1/executions/{}/attempts", last.id)).await.body;
+        assert_eq!(history["items"][0]["started_at"], json!(last.started_at), "{history}");
+        assert_eq!(history["items"][0]["status"], "succeeded");
         s.finish().await;
     }
 

@@ -215,6 +215,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                             stdout: String::new(),
                             stderr: String::new(),
                             logs: json!([]),
+                            started_at: None,
                         };
                         (e.id, me.id, f)
                     })

@@ -168,6 +168,7 @@ async fn claim(
                             stdout: String::new(),
                             stderr: String::new(),
                             logs: serde_json::json!([]),
+                            started_at: None,
                         };
                         state.storage.finish(e.id, id, &gone).await?;
                     }
@@ -255,6 +256,7 @@ async fn finish(
         } else {
             report.logs
         },
+        started_at: None,
     };
     if state.storage.finish(execution, id, &finished).await? {
         Ok(StatusCode::NO_CONTENT)

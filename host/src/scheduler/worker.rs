@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 
 use super::PipelineConfig;
 use crate::api::AppState;
@@ -52,6 +52,11 @@ struct Local {
 impl Local {
     fn len(&self) -> usize {
         lock(&self.queue).len()
+    }
+
+    /// The next claimed execution, if one is waiting.
+    fn try_next(&self) -> Option<ExecutionRecord> {
+        lock(&self.queue).pop_front()
     }
 
     /// The next claimed execution; waits (as an idle slot) while there is none.
@@ -118,7 +123,9 @@ impl EmbeddedWorker {
     /// actions that take a second (then idle slots get their work claimed
     /// straight into `running`). A claimed-ahead execution is run only if
     /// marking it running finds the worker still holding it, so a cancel or
-    /// an expired lease is respected.
+    /// an expired lease is respected; for very short actions a slot marks
+    /// its next execution running while the current one runs
+    /// ([`PIPELINE_BELOW`]).
     pub async fn run(self) {
         let heartbeat = (self.config.lease / 3).max(Duration::from_millis(100));
         let lease_ms = self.config.lease.as_millis() as i64;
@@ -130,16 +137,48 @@ impl EmbeddedWorker {
             let state = self.state.clone();
             let (worker, default_timeout) = (self.id, self.config.default_timeout);
             slots.spawn(async move {
+                // The slot's next execution, marked running while the slot
+                // was still busy with the previous one.
+                let mut ready: Option<Started> = None;
                 loop {
-                    let e = local.next().await;
+                    let waited = std::time::Instant::now();
+                    let started = match ready.take() {
+                        Some(started) => Some(started),
+                        None => {
+                            let e = local.next().await;
+                            start(&state, worker, e).await
+                        }
+                    };
+                    // Time spent waiting for a start counts in the turn, time
+                    // spent idle does not.
+                    let waited = waited.elapsed().min(Duration::from_millis(100));
                     if local.len() <= local.pace.ahead(concurrency) / 2 {
                         local.refill.notify_one();
                     }
-                    if let Some(finished) =
-                        run_one(&state, worker, e, default_timeout, &local.pace).await
-                    {
-                        let _ = local.results.send(finished);
-                    }
+                    let Some(Started {
+                        execution,
+                        cancelled,
+                    }) = started
+                    else {
+                        continue;
+                    };
+                    // While this one runs, mark the next claimed-ahead one
+                    // running, so the slot does not wait for that write; only
+                    // for short actions, so the record is early by little.
+                    let following = local.pace.short().then(|| local.try_next()).flatten();
+                    let began = std::time::Instant::now();
+                    let (finished, next) = tokio::join!(
+                        execute(&state, &execution, default_timeout, cancelled),
+                        async {
+                            match following {
+                                Some(e) => start(&state, worker, e).await,
+                                None => None,
+                            }
+                        }
+                    );
+                    local.pace.record(waited + began.elapsed());
+                    let _ = local.results.send((execution.id, worker, finished));
+                    ready = next;
                 }
             });
         }
@@ -209,6 +248,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// within this window.
 pub const AHEAD_WINDOW: Duration = Duration::from_millis(10);
 
+/// Recent turns shorter than this on average let a slot mark its next
+/// execution running while the current one runs: the start write is then off
+/// the slot's path, and the `running` record precedes the action by about
+/// one such turn (the recorded start is corrected when the result is).
+pub const PIPELINE_BELOW: Duration = Duration::from_millis(1);
+
 /// Most executions claimed ahead, whatever the pace.
 const MAX_AHEAD: usize = 256;
 
@@ -225,6 +270,13 @@ impl Pace {
         self.0.store(new, Ordering::Relaxed);
     }
 
+    /// Whether recent turns were short enough ([`PIPELINE_BELOW`]) to mark
+    /// a slot's next execution running while its current one runs.
+    fn short(&self) -> bool {
+        let us = self.0.load(Ordering::Relaxed);
+        us > 0 && us < PIPELINE_BELOW.as_micros() as u64
+    }
+
     /// Executions to claim beyond the free slots: `slots` runs in parallel,
     /// so about `slots × window / run time` start within the window.
     fn ahead(&self, slots: usize) -> usize {
@@ -235,30 +287,35 @@ impl Pace {
     }
 }
 
-/// Runs one claimed execution; returns how it ended, for the result writer.
-async fn run_one(
-    state: &AppState,
-    worker: i64,
-    e: ExecutionRecord,
-    default_timeout: Duration,
-    pace: &Pace,
-) -> Option<(i64, i64, Finished)> {
-    // The whole turn of the slot, start included: what paces claiming ahead.
-    let began = std::time::Instant::now();
-    let id = e.id;
+/// A claimed execution this worker marked running, with its cancel handle.
+struct Started {
+    execution: ExecutionRecord,
+    cancelled: oneshot::Receiver<()>,
+}
+
+/// Marks a claimed-ahead execution running, if the worker still holds it
+/// (not cancelled, lease not expired); one claimed straight into `running`
+/// needs nothing. A cancel from then on reaches the returned handle, even
+/// before the action begins.
+async fn start(state: &AppState, worker: i64, e: ExecutionRecord) -> Option<Started> {
+    let cancelled = state.dispatch.on_cancel(e.id);
     if e.status != "running" {
-        match state.storage.mark_running(id, worker).await {
-            Ok(true) => {}
-            Ok(false) => return None,
+        let held = match state.storage.mark_running(e.id, worker).await {
+            Ok(held) => held,
             Err(err) => {
-                tracing::error!(id, error = %err, "marking running");
-                return None;
+                tracing::error!(id = e.id, error = %err, "marking running");
+                false
             }
+        };
+        if !held {
+            state.dispatch.done(e.id);
+            return None;
         }
     }
-    let finished = execute(state, &e, default_timeout).await;
-    pace.record(began.elapsed());
-    Some((id, worker, finished))
+    Some(Started {
+        execution: e,
+        cancelled,
+    })
 }
 
 /// Most results written in one transaction.
@@ -281,7 +338,27 @@ async fn write_results(
     }
 }
 
-async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duration) -> Finished {
+async fn execute(
+    state: &AppState,
+    e: &ExecutionRecord,
+    default_timeout: Duration,
+    mut cancelled: oneshot::Receiver<()>,
+) -> Finished {
+    if cancelled.try_recv().is_ok() {
+        state.dispatch.done(e.id);
+        return Finished {
+            status: "cancelled".into(),
+            result: None,
+            error: Some(Value::String("cancelled before it ran".into())),
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: json!([]),
+            started_at: None,
+        };
+    }
+    // The recorded start is when the execution was marked running, which
+    // may have been while its slot was still busy; the action begins now.
+    let began = crate::storage::now_ms();
     let failed = |message: String| Finished {
         status: "failed".into(),
         result: None,
@@ -289,6 +366,7 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
         stdout: String::new(),
         stderr: String::new(),
         logs: json!([]),
+        started_at: None,
     };
     let action = match state.cache.action(&state.storage, &e.action).await {
         Ok(Some(a)) => a,
@@ -322,13 +400,15 @@ async fn execute(state: &AppState, e: &ExecutionRecord, default_timeout: Duratio
         },
         output: Some(pipes),
     };
-    let cancelled = state.dispatch.on_cancel(e.id);
     let outcome = tokio::select! {
         r = pack.execute(&state.runtime, request) => Some(r),
         _ = cancelled => None,
     };
     state.dispatch.done(e.id);
-    finished_from(outcome)
+    Finished {
+        started_at: Some(began),
+        ..finished_from(outcome)
+    }
 }
 
 /// How a run ended, as stored: `None` means it was cancelled while running.
@@ -343,6 +423,7 @@ pub fn finished_from(
             stdout: String::new(),
             stderr: String::new(),
             logs: json!([]),
+            started_at: None,
         },
         Some(Err(err)) => Finished {
             status: "failed".into(),
@@ -351,6 +432,7 @@ pub fn finished_from(
             stdout: String::new(),
             stderr: String::new(),
             logs: json!([]),
+            started_at: None,
         },
         Some(Ok(o)) => Finished {
             status: match o.status {
@@ -364,6 +446,7 @@ pub fn finished_from(
             stdout: o.stdout.marked(),
             stderr: o.stderr.marked(),
             logs: serde_json::to_value(&o.logs).unwrap_or_default(),
+            started_at: None,
         },
     }
 }
@@ -377,14 +460,17 @@ mod tests {
     fn claims_ahead_only_what_starts_within_the_window() {
         let pace = Pace::default();
         assert_eq!(pace.ahead(2), 0, "nothing measured: no claim ahead");
+        assert!(!pace.short(), "nothing measured: no pipelined starts");
         pace.record(Duration::from_micros(100));
         // Two slots, 100 µs a run: 200 start within 10 ms.
         assert_eq!(pace.ahead(2), 200);
+        assert!(pace.short());
         pace.record(Duration::from_nanos(10));
         assert!(pace.ahead(2) <= MAX_AHEAD);
         let slow = Pace::default();
         slow.record(Duration::from_secs(1));
         assert_eq!(slow.ahead(16), 0, "second-long actions are not hoarded");
+        assert!(!slow.short());
         // The average follows recent runs.
         for _ in 0..200 {
             slow.record(Duration::from_millis(1));

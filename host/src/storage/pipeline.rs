@@ -106,6 +106,10 @@ pub struct Finished {
     pub stderr: String,
     /// Log lines.
     pub logs: Value,
+    /// When the action really began (Unix ms), if that is later than the
+    /// recorded start: a worker that marks its next execution running while
+    /// the slot is still busy with the previous one corrects it here.
+    pub started_at: Option<i64>,
 }
 
 /// What [`Storage::reap_expired_leases`] did.
@@ -558,12 +562,13 @@ impl Storage {
         }
         let now = now_ms();
         let update = format!(
-            "WITH v (id, worker, status, result, error, stdout, stderr, logs) AS (VALUES {}) \
+            "WITH v (id, worker, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
              UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
-             stderr = v.stderr, logs = v.logs, finished_at = $1, lease_expires_at = NULL FROM v \
+             stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
+             finished_at = $1, lease_expires_at = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
              AND execution.status IN ('scheduled', 'running') RETURNING execution.id",
-            rows_from(items.len(), 8, 2, None)
+            rows_from(items.len(), 9, 2, None)
         );
         on_writer!(self, |p| {
             let mut query = sqlx::query(&update).bind(now);
@@ -576,7 +581,8 @@ impl Storage {
                     .bind(f.error.as_ref().map(Json))
                     .bind(&f.stdout)
                     .bind(&f.stderr)
-                    .bind(Json(&f.logs));
+                    .bind(Json(&f.logs))
+                    .bind(f.started_at);
             }
             let done: std::collections::HashSet<i64> = query
                 .fetch_all(p)
