@@ -34,17 +34,23 @@ pub struct EmbeddedWorker {
     local: Arc<Local>,
 }
 
-/// What the claiming loop and the slots share.
+/// What the claiming loop, the starter and the slots share.
 struct Local {
-    /// Claimed executions waiting for a slot, oldest first.
+    /// Claimed executions not started yet, oldest first.
     queue: Mutex<VecDeque<ExecutionRecord>>,
+    /// Executions marked running, each waiting for a slot.
+    started: Mutex<VecDeque<Started>>,
     /// Work was put in `queue`.
+    queued: Notify,
+    /// Work was put in `started`.
     ready: Notify,
+    /// A slot took work or went idle: the starter may start more.
+    taken: Notify,
     /// `queue` ran low.
     refill: Notify,
     /// Slots waiting for work.
     idle: AtomicUsize,
-    /// Recent turn time of the slots.
+    /// Recent run time of the actions.
     pace: Pace,
     results: tokio::sync::mpsc::UnboundedSender<(i64, i64, Finished)>,
 }
@@ -54,23 +60,19 @@ impl Local {
         lock(&self.queue).len()
     }
 
-    /// The next claimed execution, if one is waiting.
-    fn try_next(&self) -> Option<ExecutionRecord> {
-        lock(&self.queue).pop_front()
-    }
-
-    /// The next claimed execution; waits (as an idle slot) while there is none.
-    async fn next(&self) -> ExecutionRecord {
+    /// The next started execution; waits (as an idle slot) while there is none.
+    async fn next(&self) -> Started {
         self.idle.fetch_add(1, Ordering::SeqCst);
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            if let Some(e) = lock(&self.queue).pop_front() {
+            if let Some(s) = lock(&self.started).pop_front() {
                 self.idle.fetch_sub(1, Ordering::SeqCst);
-                return e;
+                self.taken.notify_one();
+                return s;
             }
-            self.refill.notify_one();
+            self.taken.notify_one();
             ready.await;
         }
     }
@@ -95,7 +97,10 @@ impl EmbeddedWorker {
             config,
             local: Arc::new(Local {
                 queue: Mutex::default(),
+                started: Mutex::default(),
+                queued: Notify::new(),
                 ready: Notify::new(),
+                taken: Notify::new(),
                 refill: Notify::new(),
                 idle: AtomicUsize::new(0),
                 pace: Pace::default(),
@@ -112,20 +117,20 @@ impl EmbeddedWorker {
     /// Claims and runs work until the task is aborted (which also stops its
     /// slots).
     ///
-    /// Each of the `concurrency` slots is a loop that takes the next claimed
-    /// execution from a local queue, runs it and hands its result to the
-    /// writer, with no hop through this loop in between. This loop keeps the
-    /// queue filled. Short actions would spend more time being claimed than
-    /// running if each claim only took as many executions as there are idle
-    /// slots, so it also claims ahead (as `scheduled`) about as much work as
-    /// the slots are expected to start within [`AHEAD_WINDOW`], judged by
-    /// their recent turns: hundreds of executions for a no-op, none for
-    /// actions that take a second (then idle slots get their work claimed
-    /// straight into `running`). A claimed-ahead execution is run only if
-    /// marking it running finds the worker still holding it, so a cancel or
-    /// an expired lease is respected; for very short actions a slot marks
-    /// its next execution running while the current one runs
-    /// ([`PIPELINE_BELOW`]).
+    /// This loop claims work into a local queue; a starter marks it running
+    /// (one write per batch) into a second queue; each of the `concurrency`
+    /// slots is a loop that takes the next started execution, runs it and
+    /// hands its result to the writer. Short actions would spend more time
+    /// being claimed and started than running if each write only took as
+    /// many executions as there are idle slots, so this loop claims ahead
+    /// (as `scheduled`) about what the slots will begin within
+    /// [`AHEAD_WINDOW`], and the starter marks running about what they will
+    /// begin within [`PIPELINE_WINDOW`], both judged by recent run times:
+    /// hundreds and dozens of executions for a no-op, none for actions that
+    /// take a second (then idle slots get their work claimed straight into
+    /// `running`). A claimed execution runs only if marking it running finds
+    /// the worker still holding it, so a cancel or an expired lease is
+    /// respected, and the database says `running` before anything runs.
     pub async fn run(self) {
         let heartbeat = (self.config.lease / 3).max(Duration::from_millis(100));
         let lease_ms = self.config.lease.as_millis() as i64;
@@ -137,51 +142,24 @@ impl EmbeddedWorker {
             let state = self.state.clone();
             let (worker, default_timeout) = (self.id, self.config.default_timeout);
             slots.spawn(async move {
-                // The slot's next execution, marked running while the slot
-                // was still busy with the previous one.
-                let mut ready: Option<Started> = None;
                 loop {
-                    let waited = std::time::Instant::now();
-                    let started = match ready.take() {
-                        Some(started) => Some(started),
-                        None => {
-                            let e = local.next().await;
-                            start(&state, worker, e).await
-                        }
-                    };
-                    // Time spent waiting for a start counts in the turn, time
-                    // spent idle does not.
-                    let waited = waited.elapsed().min(Duration::from_millis(100));
-                    if local.len() <= local.pace.ahead(concurrency) / 2 {
-                        local.refill.notify_one();
-                    }
-                    let Some(Started {
+                    let Started {
                         execution,
                         cancelled,
-                    }) = started
-                    else {
-                        continue;
-                    };
-                    // While this one runs, mark the next claimed-ahead one
-                    // running, so the slot does not wait for that write; only
-                    // for short actions, so the record is early by little.
-                    let following = local.pace.short().then(|| local.try_next()).flatten();
+                    } = local.next().await;
                     let began = std::time::Instant::now();
-                    let (finished, next) = tokio::join!(
-                        execute(&state, &execution, default_timeout, cancelled),
-                        async {
-                            match following {
-                                Some(e) => start(&state, worker, e).await,
-                                None => None,
-                            }
-                        }
-                    );
-                    local.pace.record(waited + began.elapsed());
+                    let finished = execute(&state, &execution, default_timeout, cancelled).await;
+                    local.pace.record(began.elapsed());
                     let _ = local.results.send((execution.id, worker, finished));
-                    ready = next;
                 }
             });
         }
+        slots.spawn(starter(
+            self.state.clone(),
+            self.id,
+            self.local.clone(),
+            concurrency,
+        ));
         loop {
             if tokio::time::Instant::now() >= next_heartbeat {
                 if let Err(e) = self.state.storage.heartbeat(self.id, lease_ms).await {
@@ -190,7 +168,7 @@ impl EmbeddedWorker {
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
             }
             let idle = self.local.idle.load(Ordering::SeqCst);
-            let queued = self.local.len();
+            let queued = self.local.len() + lock(&self.local.started).len();
             let ahead = self.local.pace.ahead(concurrency);
             // Nothing to claim ahead: only for idle slots, straight into
             // `running` (which saves the start statement). Otherwise top the
@@ -214,7 +192,7 @@ impl EmbeddedWorker {
                         more = claimed.len() == want;
                         if !claimed.is_empty() {
                             lock(&self.local.queue).extend(claimed);
-                            self.local.ready.notify_waiters();
+                            self.local.queued.notify_one();
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "claiming executions"),
@@ -225,7 +203,8 @@ impl EmbeddedWorker {
             }
             let mut wait = next_heartbeat.saturating_duration_since(tokio::time::Instant::now());
             // Idle (not just busy): wake for the next retry too.
-            if self.local.len() == 0
+            if queued == 0
+                && self.local.len() == 0
                 && let Ok(Some(due)) = self.state.storage.next_retry_due().await
             {
                 let until = Duration::from_millis((due - crate::storage::now_ms()).max(0) as u64);
@@ -248,11 +227,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// within this window.
 pub const AHEAD_WINDOW: Duration = Duration::from_millis(10);
 
-/// Recent turns shorter than this on average let a slot mark its next
-/// execution running while the current one runs: the start write is then off
-/// the slot's path, and the `running` record precedes the action by about
-/// one such turn (the recorded start is corrected when the result is).
-pub const PIPELINE_BELOW: Duration = Duration::from_millis(1);
+/// For short actions, executions are marked running about this long before
+/// a slot begins them (then one write starts a batch, and the slots do not
+/// wait for it); the recorded start is corrected when the result is.
+pub const PIPELINE_WINDOW: Duration = Duration::from_millis(1);
+
+/// Most executions marked running ahead of the slots.
+const MAX_PIPELINE: usize = 64;
 
 /// Most executions claimed ahead, whatever the pace.
 const MAX_AHEAD: usize = 256;
@@ -270,11 +251,14 @@ impl Pace {
         self.0.store(new, Ordering::Relaxed);
     }
 
-    /// Whether recent turns were short enough ([`PIPELINE_BELOW`]) to mark
-    /// a slot's next execution running while its current one runs.
-    fn short(&self) -> bool {
-        let us = self.0.load(Ordering::Relaxed);
-        us > 0 && us < PIPELINE_BELOW.as_micros() as u64
+    /// Executions to mark running beyond the idle slots: about what
+    /// `slots` begin within [`PIPELINE_WINDOW`].
+    fn pipeline(&self, slots: usize) -> usize {
+        match self.0.load(Ordering::Relaxed) {
+            0 => 0,
+            us => ((slots as u64 * PIPELINE_WINDOW.as_micros() as u64 / us) as usize)
+                .min(MAX_PIPELINE),
+        }
     }
 
     /// Executions to claim beyond the free slots: `slots` runs in parallel,
@@ -293,29 +277,86 @@ struct Started {
     cancelled: oneshot::Receiver<()>,
 }
 
-/// Marks a claimed-ahead execution running, if the worker still holds it
-/// (not cancelled, lease not expired); one claimed straight into `running`
-/// needs nothing. A cancel from then on reaches the returned handle, even
-/// before the action begins.
-async fn start(state: &AppState, worker: i64, e: ExecutionRecord) -> Option<Started> {
-    let cancelled = state.dispatch.on_cancel(e.id);
-    if e.status != "running" {
-        let held = match state.storage.mark_running(e.id, worker).await {
-            Ok(held) => held,
-            Err(err) => {
-                tracing::error!(id = e.id, error = %err, "marking running");
-                false
+/// Marks claimed executions running for the slots: as many as there are
+/// idle slots, plus, for short actions, about what the slots will begin
+/// within [`PIPELINE_WINDOW`], so the slots do not wait for the start write
+/// and one write starts a batch.
+async fn starter(state: AppState, worker: i64, local: Arc<Local>, slots: usize) {
+    loop {
+        let taken = local.taken.notified();
+        let queued = local.queued.notified();
+        tokio::pin!(taken, queued);
+        taken.as_mut().enable();
+        queued.as_mut().enable();
+        let target = local.idle.load(Ordering::SeqCst) + local.pace.pipeline(slots);
+        let have = lock(&local.started).len();
+        if have < target {
+            let batch: Vec<ExecutionRecord> = {
+                let mut queue = lock(&local.queue);
+                let n = (target - have).min(queue.len());
+                queue.drain(..n).collect()
+            };
+            if local.len() <= local.pace.ahead(slots) / 2 {
+                local.refill.notify_one();
             }
-        };
-        if !held {
-            state.dispatch.done(e.id);
-            return None;
+            if !batch.is_empty() {
+                let started = start_all(&state, worker, batch).await;
+                if !started.is_empty() {
+                    lock(&local.started).extend(started);
+                    local.ready.notify_waiters();
+                }
+                continue;
+            }
+        }
+        tokio::select! {
+            () = taken => {}
+            () = queued => {}
         }
     }
-    Some(Started {
-        execution: e,
-        cancelled,
-    })
+}
+
+/// Marks claimed executions running in one write, keeping those the worker
+/// still holds (not cancelled, lease not expired); ones claimed straight
+/// into `running` need nothing. Each cancel handle is registered first, so a
+/// cancel from then on reaches the execution even before it begins.
+async fn start_all(state: &AppState, worker: i64, batch: Vec<ExecutionRecord>) -> Vec<Started> {
+    let handles: Vec<oneshot::Receiver<()>> = batch
+        .iter()
+        .map(|e| state.dispatch.on_cancel(e.id))
+        .collect();
+    let unstarted: Vec<i64> = batch
+        .iter()
+        .filter(|e| e.status != "running")
+        .map(|e| e.id)
+        .collect();
+    let held: std::collections::HashSet<i64> =
+        match state.storage.start_many(worker, &unstarted).await {
+            Ok(held) => held.into_iter().collect(),
+            Err(err) => {
+                // Still claimed: the lease brings them back.
+                tracing::error!(error = %err, "marking claimed executions running");
+                Default::default()
+            }
+        };
+    batch
+        .into_iter()
+        .zip(handles)
+        .filter_map(|(e, cancelled)| {
+            if e.status == "running" || held.contains(&e.id) {
+                let execution = ExecutionRecord {
+                    status: "running".into(),
+                    ..e
+                };
+                Some(Started {
+                    execution,
+                    cancelled,
+                })
+            } else {
+                state.dispatch.done(e.id);
+                None
+            }
+        })
+        .collect()
 }
 
 /// Most results written in one transaction.
@@ -453,24 +494,29 @@ pub fn finished_from(
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_AHEAD, Pace};
+    use super::{MAX_AHEAD, MAX_PIPELINE, Pace};
     use std::time::Duration;
 
     #[test]
     fn claims_ahead_only_what_starts_within_the_window() {
         let pace = Pace::default();
         assert_eq!(pace.ahead(2), 0, "nothing measured: no claim ahead");
-        assert!(!pace.short(), "nothing measured: no pipelined starts");
+        assert_eq!(
+            pace.pipeline(2),
+            0,
+            "nothing measured: nothing started ahead"
+        );
         pace.record(Duration::from_micros(100));
-        // Two slots, 100 µs a run: 200 start within 10 ms.
+        // Two slots, 100 µs a run: 200 begin within 10 ms, 20 within 1 ms.
         assert_eq!(pace.ahead(2), 200);
-        assert!(pace.short());
+        assert_eq!(pace.pipeline(2), 20);
         pace.record(Duration::from_nanos(10));
         assert!(pace.ahead(2) <= MAX_AHEAD);
+        assert!(pace.pipeline(2) <= MAX_PIPELINE);
         let slow = Pace::default();
         slow.record(Duration::from_secs(1));
         assert_eq!(slow.ahead(16), 0, "second-long actions are not hoarded");
-        assert!(!slow.short());
+        assert_eq!(slow.pipeline(16), 0);
         // The average follows recent runs.
         for _ in 0..200 {
             slow.record(Duration::from_millis(1));

@@ -514,6 +514,31 @@ impl Storage {
         })
     }
 
+    /// Marks executions `worker` claimed ahead as running, in one
+    /// statement; returns the ids it still held (a cancelled or reaped one is
+    /// left out and must not run).
+    pub async fn start_many(&self, worker: i64, ids: &[i64]) -> Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        // Ids are integers of rows this worker claimed: inlined.
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "UPDATE execution SET status = 'running', started_at = $2 \
+             WHERE worker = $1 AND status = 'scheduled' AND id IN ({}) RETURNING id",
+            list.join(", ")
+        );
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(worker)
+                .bind(now)
+                .fetch_all(p)
+                .await?;
+            Ok(rows.iter().map(|r| r.int("id")).collect())
+        })
+    }
+
     /// Puts what `worker` claimed but never started back in the queue (a
     /// worker that stops cleanly hands its claimed-ahead work back).
     pub async fn release_unstarted(&self, worker: i64) -> Result<u64> {
