@@ -603,6 +603,50 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_cancel_reaches_work_marked_running_before_its_slot_is_free(backend) {
+        let s = TestServer::start_full(backend, Default::default(), PipelineConfig {
+            concurrency: 8,
+            ..PipelineConfig::default()
+        }).await;
+        let post = |body: Value| { let s = &s; async move { s.post("/api/v1/executions", body).await.body["id"].as_i64().unwrap() } };
+        // Short runs first: the worker learns its actions are quick.
+        let mut quick = Vec::new();
+        for _ in 0..20 {
+            quick.push(post(json!({"action": "core.noop"})).await);
+        }
+        for id in quick {
+            finished(&s, id).await;
+        }
+        // Every slot busy for a while…
+        let mut sleepers = Vec::new();
+        for _ in 0..8 {
+            sleepers.push(post(json!({"action": "core.sleep", "params": {"seconds": 3}})).await);
+        }
+        for id in &sleepers {
+            wait_for(WAIT, || async { (execution(&s, *id).await["status"] == "running").then_some(()) }).await.expect("sleeping");
+        }
+        // …so the next one is marked running ahead of a free slot.
+        let waiting = post(json!({"action": "core.echo", "params": {"message": "never"}})).await;
+        let marked = wait_for(Duration::from_secs(2), || async {
+            let e = execution(&s, waiting).await;
+            (e["status"] == "running").then_some(e)
+        }).await.expect("marked running while every slot was busy");
+        for id in &sleepers {
+            assert_eq!(execution(&s, *id).await["status"], "running", "a slot was free");
+        }
+        let r = s.post(&format!("/api/v1/executions/{waiting}/cancel"), json!({})).await;
+        assert_eq!(r.body["cancel_requested"], true, "{}", r.body);
+        let e = finished(&s, waiting).await;
+        assert_eq!(e["status"], "cancelled", "{e}");
+        assert_eq!(e["error"], "cancelled before it ran");
+        assert_eq!(e["stdout"], "", "the action never ran");
+        assert!(e["started_at"].as_i64() >= marked["started_at"].as_i64());
+        for id in sleepers {
+            assert_eq!(finished(&s, id).await["status"], "succeeded");
+        }
+        s.finish().await;
+    }
+
     async fn a_restart_loses_no_queued_execution_and_fires_no_tick_twice(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         s.post("/api/v1/rules", interval_rule("core.ticker", "300ms", "tick")).await;
