@@ -119,6 +119,51 @@ async fn fire(s: &TestServer, payload: Value) -> i64 {
     r.body["id"].as_i64().unwrap()
 }
 
+/// Teaches an 8-slot embedded worker that its actions are quick, fills every
+/// slot with a 3-second sleep, then queues an echo, which the worker marks
+/// running ahead of a free slot. Returns the sleepers, the echo and the
+/// echo's record once marked.
+async fn marked_ahead_of_busy_slots(s: &TestServer) -> (Vec<i64>, i64, Value) {
+    let post = |body: Value| async move {
+        s.post("/api/v1/executions", body).await.body["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let mut quick = Vec::new();
+    for _ in 0..20 {
+        quick.push(post(json!({"action": "core.noop"})).await);
+    }
+    for id in quick {
+        finished(s, id).await;
+    }
+    let mut sleepers = Vec::new();
+    for _ in 0..8 {
+        sleepers.push(post(json!({"action": "core.sleep", "params": {"seconds": 3}})).await);
+    }
+    for id in &sleepers {
+        wait_for(WAIT, || async {
+            (execution(s, *id).await["status"] == "running").then_some(())
+        })
+        .await
+        .expect("sleeping");
+    }
+    let waiting = post(json!({"action": "core.echo", "params": {"message": "never"}})).await;
+    let marked = wait_for(Duration::from_secs(2), || async {
+        let e = execution(s, waiting).await;
+        (e["status"] == "running").then_some(e)
+    })
+    .await
+    .expect("marked running while every slot was busy");
+    for id in &sleepers {
+        assert_eq!(
+            execution(s, *id).await["status"],
+            "running",
+            "a slot was free"
+        );
+    }
+    (sleepers, waiting, marked)
+}
+
 on_both_backends! {
     async fn a_timer_runs_echo_and_hello_world_lands_in_stdout(backend) {
         let s = TestServer::start(backend).await;
@@ -556,11 +601,16 @@ on_both_backends! {
         assert_eq!(requeued["attempt"], 1, "{requeued}");
         assert_eq!(requeued["worker"], Value::Null);
         assert!(requeued["status_reason"].as_str().unwrap().contains("before starting"), "{requeued}");
-        // A worker that stops cleanly hands its claimed work back at once.
+        // A worker that stops cleanly hands back at once what it claimed or
+        // marked running but never began.
         let other = storage.upsert_worker("other", &caps, &json!({})).await.unwrap();
         assert_eq!(storage.claim(other.id, &caps, 10, 30_000, false).await.unwrap().len(), 1);
-        assert_eq!(storage.release_unstarted(other.id).await.unwrap(), 1);
-        assert_eq!(execution(&s, ids[2]).await["status"], "requested");
+        assert!(storage.mark_running(ids[2], other.id).await.unwrap());
+        assert_eq!(storage.release_unstarted(other.id, &[]).await.unwrap(), 0, "running, and not said to be unbegun");
+        assert_eq!(storage.release_unstarted(other.id, &[ids[2]]).await.unwrap(), 1);
+        let released = execution(&s, ids[2]).await;
+        assert_eq!(released["status"], "requested", "{released}");
+        assert_eq!(released["started_at"], Value::Null);
         let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
         let e = finished(&s, ids[2]).await;
@@ -608,32 +658,7 @@ on_both_backends! {
             concurrency: 8,
             ..PipelineConfig::default()
         }).await;
-        let post = |body: Value| { let s = &s; async move { s.post("/api/v1/executions", body).await.body["id"].as_i64().unwrap() } };
-        // Short runs first: the worker learns its actions are quick.
-        let mut quick = Vec::new();
-        for _ in 0..20 {
-            quick.push(post(json!({"action": "core.noop"})).await);
-        }
-        for id in quick {
-            finished(&s, id).await;
-        }
-        // Every slot busy for a while…
-        let mut sleepers = Vec::new();
-        for _ in 0..8 {
-            sleepers.push(post(json!({"action": "core.sleep", "params": {"seconds": 3}})).await);
-        }
-        for id in &sleepers {
-            wait_for(WAIT, || async { (execution(&s, *id).await["status"] == "running").then_some(()) }).await.expect("sleeping");
-        }
-        // …so the next one is marked running ahead of a free slot.
-        let waiting = post(json!({"action": "core.echo", "params": {"message": "never"}})).await;
-        let marked = wait_for(Duration::from_secs(2), || async {
-            let e = execution(&s, waiting).await;
-            (e["status"] == "running").then_some(e)
-        }).await.expect("marked running while every slot was busy");
-        for id in &sleepers {
-            assert_eq!(execution(&s, *id).await["status"], "running", "a slot was free");
-        }
+        let (sleepers, waiting, marked) = marked_ahead_of_busy_slots(&s).await;
         let r = s.post(&format!("/api/v1/executions/{waiting}/cancel"), json!({})).await;
         assert_eq!(r.body["cancel_requested"], true, "{}", r.body);
         let e = finished(&s, waiting).await;
@@ -643,6 +668,24 @@ on_both_backends! {
         assert!(e["started_at"].as_i64() >= marked["started_at"].as_i64());
         for id in sleepers {
             assert_eq!(finished(&s, id).await["status"], "succeeded");
+        }
+        s.finish().await;
+    }
+
+    async fn a_clean_stop_hands_back_work_marked_running_but_not_begun(backend) {
+        let s = TestServer::start_full(backend, Default::default(), PipelineConfig {
+            concurrency: 8,
+            ..PipelineConfig::default()
+        }).await;
+        let (sleepers, waiting, _) = marked_ahead_of_busy_slots(&s).await;
+        attune::scheduler::stop(&s.state).await;
+        let released = execution(&s, waiting).await;
+        assert_eq!(released["status"], "requested", "{released}");
+        assert_eq!(released["worker"], Value::Null);
+        assert_eq!(released["attempt"], 1);
+        // What had begun stays with its lease, to be retried or abandoned.
+        for id in sleepers {
+            assert_eq!(execution(&s, id).await["status"], "running");
         }
         s.finish().await;
     }

@@ -36,8 +36,8 @@ pub struct Dispatch {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Posted events, written in batches.
     pub intake: intake::Intake,
-    /// The embedded worker's id, once registered.
-    embedded: std::sync::OnceLock<i64>,
+    /// The embedded worker, once registered.
+    embedded: std::sync::OnceLock<worker::Handle>,
 }
 
 impl Dispatch {
@@ -184,7 +184,7 @@ pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<(
     }
     if config.embedded_worker {
         let w = worker::EmbeddedWorker::register(state.clone(), config).await?;
-        let _ = dispatch.embedded.set(w.id());
+        let _ = dispatch.embedded.set(w.handle());
         dispatch.spawn(w.run());
     }
     Ok(())
@@ -194,9 +194,15 @@ pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<(
 /// claimed ahead, but never started, back to the queue for other nodes or
 /// the next start.
 pub async fn stop(state: &AppState) {
-    state.dispatch.shutdown();
-    if let Some(&worker) = state.dispatch.embedded.get() {
-        match state.storage.release_unstarted(worker).await {
+    let tasks: Vec<_> = lock(&state.dispatch.tasks).drain(..).collect();
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Some(worker) = state.dispatch.embedded.get() {
+        match worker.release(state).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
             Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),

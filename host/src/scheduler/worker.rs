@@ -34,6 +34,24 @@ pub struct EmbeddedWorker {
     local: Arc<Local>,
 }
 
+/// A running embedded worker, as its server sees it.
+pub struct Handle {
+    id: i64,
+    local: Arc<Local>,
+}
+
+impl Handle {
+    /// Hands back, once the worker's tasks are stopped, the work it claimed
+    /// or marked running but never began.
+    pub async fn release(&self, state: &AppState) -> Result<u64, crate::storage::StorageError> {
+        let marked: Vec<i64> = lock(&self.local.started)
+            .drain(..)
+            .map(|s| s.execution.id)
+            .collect();
+        state.storage.release_unstarted(self.id, &marked).await
+    }
+}
+
 /// What the claiming loop, the starter and the slots share.
 struct Local {
     /// Claimed executions not started yet, oldest first.
@@ -112,6 +130,14 @@ impl EmbeddedWorker {
     /// This worker's row id.
     pub fn id(&self) -> i64 {
         self.id
+    }
+
+    /// What a clean stop needs to hand this worker's work back.
+    pub fn handle(&self) -> Handle {
+        Handle {
+            id: self.id,
+            local: self.local.clone(),
+        }
     }
 
     /// Claims and runs work until the task is aborted (which also stops its

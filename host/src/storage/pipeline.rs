@@ -539,17 +539,25 @@ impl Storage {
         })
     }
 
-    /// Puts what `worker` claimed but never started back in the queue (a
-    /// worker that stops cleanly hands its claimed-ahead work back).
-    pub async fn release_unstarted(&self, worker: i64) -> Result<u64> {
+    /// Puts what `worker` claimed but never began back in the queue as it
+    /// was: everything still `scheduled` to it, and the executions in
+    /// `marked` it had marked running without beginning them (a worker that
+    /// stops cleanly hands its work back).
+    pub async fn release_unstarted(&self, worker: i64, marked: &[i64]) -> Result<u64> {
+        // Ids are integers of rows this worker marked: inlined.
+        let marked: Vec<String> = marked.iter().map(i64::to_string).collect();
+        let sql = format!(
+            "UPDATE execution SET status = 'requested', worker = NULL, scheduled_at = NULL, \
+             started_at = NULL, lease_expires_at = NULL WHERE worker = $1 \
+             AND (status = 'scheduled' OR (status = 'running' AND id IN ({})))",
+            if marked.is_empty() {
+                "NULL".to_string()
+            } else {
+                marked.join(", ")
+            }
+        );
         on_writer!(self, |p| {
-            let done = sqlx::query(
-                "UPDATE execution SET status = 'requested', worker = NULL, scheduled_at = NULL, \
-                 lease_expires_at = NULL WHERE worker = $1 AND status = 'scheduled'",
-            )
-            .bind(worker)
-            .execute(p)
-            .await?;
+            let done = sqlx::query(&sql).bind(worker).execute(p).await?;
             Ok(done.rows_affected())
         })
     }
