@@ -26,6 +26,15 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(output))
 }
 
+/// Execution `id`, or 404.
+async fn existing(state: &AppState, id: i64) -> Result<ExecutionRecord, ApiError> {
+    state
+        .storage
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution", id))
+}
+
 /// Statuses after which an execution does not change.
 const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "abandoned"];
 
@@ -44,11 +53,7 @@ async fn output(
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError>
 {
     caller.require(Role::Viewer)?;
-    state
-        .storage
-        .get_execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("execution", id))?;
+    existing(&state, id).await?;
     struct Progress {
         state: AppState,
         id: i64,
@@ -264,12 +269,7 @@ async fn show(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<ExecutionRecord>, ApiError> {
     caller.require(Role::Viewer)?;
-    let e = state
-        .storage
-        .get_execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("execution", id))?;
-    Ok(axum::Json(e))
+    Ok(axum::Json(existing(&state, id).await?))
 }
 
 /// The history of an execution: each attempt that ended (by a result, or
@@ -283,11 +283,7 @@ async fn attempts(
     Path(id): Path<i64>,
 ) -> Result<axum::Json<Listing<AttemptRecord>>, ApiError> {
     caller.require(Role::Viewer)?;
-    state
-        .storage
-        .get_execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("execution", id))?;
+    existing(&state, id).await?;
     let items = state.storage.attempts_of(id).await?;
     Ok(axum::Json(Listing { items, next: None }))
 }

@@ -158,18 +158,10 @@ async fn claim(
                         execution: e,
                     }),
                     None => {
-                        let gone = Finished {
-                            status: "failed".into(),
-                            result: None,
-                            error: Some(Value::String(format!(
-                                "action {} is no longer registered",
-                                e.action
-                            ))),
-                            stdout: String::new(),
-                            stderr: String::new(),
-                            logs: serde_json::json!([]),
-                            started_at: None,
-                        };
+                        let gone = Finished::without_output(
+                            "failed",
+                            format!("action {} is no longer registered", e.action),
+                        );
                         state.storage.finish(e.id, id, &gone).await?;
                     }
                 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
 use super::PipelineConfig;
@@ -413,28 +413,12 @@ async fn execute(
 ) -> Finished {
     if cancelled.try_recv().is_ok() {
         state.dispatch.done(e.id);
-        return Finished {
-            status: "cancelled".into(),
-            result: None,
-            error: Some(Value::String("cancelled before it ran".into())),
-            stdout: String::new(),
-            stderr: String::new(),
-            logs: json!([]),
-            started_at: None,
-        };
+        return Finished::without_output("cancelled", "cancelled before it ran");
     }
     // The recorded start is when the execution was marked running, which
     // may have been while its slot was still busy; the action begins now.
     let began = crate::storage::now_ms();
-    let failed = |message: String| Finished {
-        status: "failed".into(),
-        result: None,
-        error: Some(Value::String(message)),
-        stdout: String::new(),
-        stderr: String::new(),
-        logs: json!([]),
-        started_at: None,
-    };
+    let failed = |message: String| Finished::without_output("failed", message);
     let action = match state.cache.action(&state.storage, &e.action).await {
         Ok(Some(a)) => a,
         Ok(None) => return failed(format!("action {} is no longer registered", e.action)),
@@ -483,24 +467,8 @@ pub fn finished_from(
     outcome: Option<Result<crate::runtime::Outcome, crate::runtime::ExecuteError>>,
 ) -> Finished {
     match outcome {
-        None => Finished {
-            status: "cancelled".into(),
-            result: None,
-            error: Some(Value::String("cancelled while running".into())),
-            stdout: String::new(),
-            stderr: String::new(),
-            logs: json!([]),
-            started_at: None,
-        },
-        Some(Err(err)) => Finished {
-            status: "failed".into(),
-            result: None,
-            error: Some(Value::String(err.to_string())),
-            stdout: String::new(),
-            stderr: String::new(),
-            logs: json!([]),
-            started_at: None,
-        },
+        None => Finished::without_output("cancelled", "cancelled while running"),
+        Some(Err(err)) => Finished::without_output("failed", err.to_string()),
         Some(Ok(o)) => Finished {
             status: match o.status {
                 Status::Succeeded => "succeeded",

@@ -112,6 +112,21 @@ pub struct Finished {
     pub started_at: Option<i64>,
 }
 
+impl Finished {
+    /// An end with no output: `status` with `message` as its error.
+    pub fn without_output(status: &str, message: impl Into<String>) -> Self {
+        Self {
+            status: status.into(),
+            result: None,
+            error: Some(Value::String(message.into())),
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: json!([]),
+            started_at: None,
+        }
+    }
+}
+
 /// What [`Storage::reap_expired_leases`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Reaped {
