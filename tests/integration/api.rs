@@ -480,7 +480,7 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         pipeline: Default::default(),
     };
     let data_dir = s.data_dir.path().to_path_buf();
-    s.state.dispatch.shutdown();
+    s.state.dispatch.shutdown().await;
     s.state.storage.close().await;
     let again = attune::server::Server::start(&config).await.unwrap();
     assert!(

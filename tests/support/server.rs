@@ -177,7 +177,7 @@ impl TestServer {
     }
 
     async fn stop(&mut self) {
-        self.state.dispatch.shutdown();
+        self.state.dispatch.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

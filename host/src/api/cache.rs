@@ -29,12 +29,25 @@ async fn get_or_fetch<T: Clone>(
     key: &str,
     fetch: impl Future<Output = Result<T, StorageError>>,
 ) -> Result<T, StorageError> {
+    get_or_fetch_if(map, key, fetch, |_| true).await
+}
+
+/// [`get_or_fetch`] remembering only what `keep` accepts.
+async fn get_or_fetch_if<T: Clone>(
+    map: &Mutex<HashMap<String, Entry<T>>>,
+    key: &str,
+    fetch: impl Future<Output = Result<T, StorageError>>,
+    keep: impl Fn(&T) -> bool,
+) -> Result<T, StorageError> {
     if let Some((at, value)) = lock(map).get(key)
         && at.elapsed() < TTL
     {
         return Ok(value.clone());
     }
     let value = fetch.await?;
+    if !keep(&value) {
+        return Ok(value);
+    }
     let mut map = lock(map);
     if map.len() >= MAX_ENTRIES {
         map.clear();
@@ -49,7 +62,7 @@ pub struct ReadCache {
     rules: Mutex<HashMap<String, Entry<Vec<RuleRecord>>>>,
     actions: Mutex<HashMap<String, Entry<Option<ActionRecord>>>>,
     workers: Mutex<Option<Entry<Vec<WorkerRecord>>>>,
-    tokens: Mutex<HashMap<String, Entry<TokenRecord>>>,
+    tokens: Mutex<HashMap<String, Entry<Option<TokenRecord>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,21 +107,13 @@ impl ReadCache {
         storage: &Storage,
         hash: &str,
     ) -> Result<Option<TokenRecord>, StorageError> {
-        if let Some((at, token)) = lock(&self.tokens).get(hash)
-            && at.elapsed() < TTL
-        {
-            return Ok(Some(token.clone()));
-        }
-        let Some(token) = storage.find_token(hash).await? else {
-            lock(&self.tokens).remove(hash);
-            return Ok(None);
-        };
-        let mut map = lock(&self.tokens);
-        if map.len() >= MAX_ENTRIES {
-            map.clear();
-        }
-        map.insert(hash.to_string(), (Instant::now(), token.clone()));
-        Ok(Some(token))
+        get_or_fetch_if(
+            &self.tokens,
+            hash,
+            storage.find_token(hash),
+            Option::is_some,
+        )
+        .await
     }
 
     /// Forgets cached tokens (one was revoked here).
@@ -147,5 +152,17 @@ mod tests {
         }
         assert!(lock(&map).len() <= MAX_ENTRIES);
         assert!(!lock(&map).contains_key("a"), "the full map was emptied");
+    }
+
+    #[tokio::test]
+    async fn what_keep_rejects_is_read_again() {
+        let map: Mutex<HashMap<String, Entry<Option<u32>>>> = Mutex::default();
+        let unknown = get_or_fetch_if(&map, "t", async { Ok(None) }, Option::is_some);
+        assert_eq!(unknown.await.unwrap(), None);
+        assert!(lock(&map).is_empty(), "an unknown key is not remembered");
+        let known = get_or_fetch_if(&map, "t", async { Ok(Some(1)) }, Option::is_some);
+        assert_eq!(known.await.unwrap(), Some(1));
+        let again = get_or_fetch_if(&map, "t", async { Ok(None) }, Option::is_some);
+        assert_eq!(again.await.unwrap(), Some(1), "a fresh known key is reused");
     }
 }

@@ -78,10 +78,14 @@ impl Dispatch {
             .is_some_and(|tx| tx.send(()).is_ok())
     }
 
-    /// Stops every background task.
-    pub fn shutdown(&self) {
-        for t in lock(&self.tasks).drain(..) {
+    /// Stops every background task and waits until they are gone.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<_> = lock(&self.tasks).drain(..).collect();
+        for t in &tasks {
             t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
         }
     }
 
@@ -194,13 +198,7 @@ pub async fn start(state: &AppState, config: PipelineConfig) -> anyhow::Result<(
 /// claimed ahead, but never started, back to the queue for other nodes or
 /// the next start.
 pub async fn stop(state: &AppState) {
-    let tasks: Vec<_> = lock(&state.dispatch.tasks).drain(..).collect();
-    for t in &tasks {
-        t.abort();
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
+    state.dispatch.shutdown().await;
     if let Some(worker) = state.dispatch.embedded.get() {
         match worker.release(state).await {
             Ok(0) => {}
@@ -420,11 +418,9 @@ pub(crate) async fn plan(
             continue;
         }
         let r#ref = &rule.spec.r#ref;
-        let item = match (verdict.errors.is_empty(), action) {
-            (true, Some(action)) => NewEnforcement {
-                rule: r#ref.clone(),
-                event: event.id,
-                execution: Some(NewExecution {
+        let (execution, reason) = match (verdict.errors.is_empty(), action) {
+            (true, Some(action)) => (
+                Some(NewExecution {
                     action: action.r#ref.clone(),
                     params: verdict.params.clone().unwrap_or_default(),
                     capabilities: action.capabilities.clone(),
@@ -434,9 +430,8 @@ pub(crate) async fn plan(
                     max_attempts: rule.spec.max_attempts,
                     timeout_ms: rule.spec.timeout_ms,
                 }),
-                params: verdict.params,
-                reason: None,
-            },
+                None,
+            ),
             _ => {
                 let reason = verdict
                     .errors
@@ -445,16 +440,16 @@ pub(crate) async fn plan(
                     .collect::<Vec<_>>()
                     .join("; ");
                 tracing::warn!(rule = %r#ref, event = event.id, reason, "rule not enforced");
-                NewEnforcement {
-                    rule: r#ref.clone(),
-                    event: event.id,
-                    params: verdict.params,
-                    reason: Some(reason),
-                    execution: None,
-                }
+                (None, Some(reason))
             }
         };
-        items.push(item);
+        items.push(NewEnforcement {
+            rule: r#ref.clone(),
+            event: event.id,
+            params: verdict.params,
+            reason,
+            execution,
+        });
     }
     Ok(items)
 }

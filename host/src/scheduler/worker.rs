@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
-use super::PipelineConfig;
+use super::{PipelineConfig, lock};
 use crate::api::AppState;
 use crate::runtime::output::CappedPipe;
 use crate::runtime::{ExecutionContext, ExecutionRequest, Limits, Status};
@@ -245,10 +245,6 @@ impl EmbeddedWorker {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// How much claimed-ahead work the worker may hold: what it expects to start
 /// within this window.
 pub const AHEAD_WINDOW: Duration = Duration::from_millis(10);
@@ -280,19 +276,21 @@ impl Pace {
     /// Executions to mark running beyond the idle slots: about what
     /// `slots` begin within [`PIPELINE_WINDOW`].
     fn pipeline(&self, slots: usize) -> usize {
-        match self.0.load(Ordering::Relaxed) {
-            0 => 0,
-            us => ((slots as u64 * PIPELINE_WINDOW.as_micros() as u64 / us) as usize)
-                .min(MAX_PIPELINE),
-        }
+        self.within(PIPELINE_WINDOW, slots).min(MAX_PIPELINE)
     }
 
-    /// Executions to claim beyond the free slots: `slots` runs in parallel,
-    /// so about `slots × window / run time` start within the window.
+    /// Executions to claim beyond the free slots: about what `slots` begin
+    /// within [`AHEAD_WINDOW`].
     fn ahead(&self, slots: usize) -> usize {
+        self.within(AHEAD_WINDOW, slots).min(MAX_AHEAD)
+    }
+
+    /// `slots` run in parallel, so about `slots × window / run time` begin
+    /// within `window`; none before the first run is measured.
+    fn within(&self, window: Duration, slots: usize) -> usize {
         match self.0.load(Ordering::Relaxed) {
             0 => 0,
-            us => ((slots as u64 * AHEAD_WINDOW.as_micros() as u64 / us) as usize).min(MAX_AHEAD),
+            us => (slots as u64 * window.as_micros() as u64 / us) as usize,
         }
     }
 }

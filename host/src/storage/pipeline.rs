@@ -62,6 +62,17 @@ fn rows_from(rows: usize, cols: usize, first: usize, literals: Option<&str>) -> 
     tuples.join(", ")
 }
 
+/// `1, 2, 3` for an SQL `IN (…)` list: ids are integers read back from the
+/// database, so they are inlined rather than bound (`NULL` for none, which
+/// matches nothing).
+fn id_list(ids: &[i64]) -> String {
+    if ids.is_empty() {
+        return "NULL".into();
+    }
+    let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
+    ids.join(", ")
+}
+
 /// A timer's misfire policy after downtime.
 pub const MISFIRE_FIRE_ONCE: &str = "fire_once";
 /// Skip the ticks missed during downtime.
@@ -496,22 +507,20 @@ impl Storage {
             }
             // One UPDATE for the batch; only rows still `requested` move, so
             // a row another claimer took meanwhile is simply not returned.
-            let ids: Vec<String> = (0..chosen.len()).map(|n| format!("${}", n + 5)).collect();
+            let ids: Vec<i64> = chosen.iter().map(|e| e.id).collect();
             let update = format!(
                 "UPDATE execution SET status = $4, status_reason = NULL, worker = $1, scheduled_at = $2, \
                  started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, \
                  lease_expires_at = $3 WHERE status = 'requested' AND id IN ({}) RETURNING id",
-                ids.join(", ")
+                id_list(&ids)
             );
-            let mut query = sqlx::query(&update)
+            let rows = sqlx::query(&update)
                 .bind(worker)
                 .bind(now)
                 .bind(now + lease_ms)
-                .bind(status);
-            for e in &chosen {
-                query = query.bind(e.id);
-            }
-            let rows = query.fetch_all(&mut *tx).await?;
+                .bind(status)
+                .fetch_all(&mut *tx)
+                .await?;
             tx.commit().await?;
             let won: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
             Ok(chosen
@@ -536,12 +545,10 @@ impl Storage {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        // Ids are integers of rows this worker claimed: inlined.
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
         let sql = format!(
             "UPDATE execution SET status = 'running', started_at = $2 \
              WHERE worker = $1 AND status = 'scheduled' AND id IN ({}) RETURNING id",
-            list.join(", ")
+            id_list(ids)
         );
         let now = now_ms();
         on_writer!(self, |p| {
@@ -559,17 +566,11 @@ impl Storage {
     /// `marked` it had marked running without beginning them (a worker that
     /// stops cleanly hands its work back).
     pub async fn release_unstarted(&self, worker: i64, marked: &[i64]) -> Result<u64> {
-        // Ids are integers of rows this worker marked: inlined.
-        let marked: Vec<String> = marked.iter().map(i64::to_string).collect();
         let sql = format!(
             "UPDATE execution SET status = 'requested', worker = NULL, scheduled_at = NULL, \
              started_at = NULL, lease_expires_at = NULL WHERE worker = $1 \
              AND (status = 'scheduled' OR (status = 'running' AND id IN ({})))",
-            if marked.is_empty() {
-                "NULL".to_string()
-            } else {
-                marked.join(", ")
-            }
+            id_list(marked)
         );
         on_writer!(self, |p| {
             let done = sqlx::query(&sql).bind(worker).execute(p).await?;
@@ -580,18 +581,7 @@ impl Storage {
     /// Marks a claimed execution running; false if it was taken away (lease
     /// expired, cancelled).
     pub async fn mark_running(&self, id: i64, worker: i64) -> Result<bool> {
-        let now = now_ms();
-        on_writer!(self, |p| {
-            let done = sqlx::query(
-                "UPDATE execution SET status = 'running', started_at = $3 WHERE id = $1 AND worker = $2 AND status = 'scheduled'",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(now)
-            .execute(p)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        Ok(!self.start_many(worker, &[id]).await?.is_empty())
     }
 
     /// Records how an execution ended (only if `worker` still holds it) and
@@ -789,7 +779,7 @@ impl Storage {
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_from, rows_of};
+    use super::{id_list, rows_from, rows_of};
 
     #[test]
     fn placeholders_number_on_across_rows_and_literals_close_each_row() {
@@ -800,5 +790,15 @@ mod tests {
         );
         // After one parameter bound ahead of the rows.
         assert_eq!(rows_from(2, 2, 2, None), "($2, $3), ($4, $5)");
+    }
+
+    #[test]
+    fn id_lists_are_never_empty() {
+        assert_eq!(id_list(&[3, 12]), "3, 12");
+        assert_eq!(
+            id_list(&[]),
+            "NULL",
+            "an empty IN list would be a syntax error"
+        );
     }
 }
