@@ -2,32 +2,42 @@
 //!
 //! # Layout
 //!
-//! - [`runtime`] — wasmtime: loading and caching components, deriving JSON
-//!   Schemas from WIT, converting JSON ↔ component values, and running actions
-//!   in a sandbox. Knows nothing of HTTP or SQL.
-//! - [`storage`] — SQLite and PostgreSQL behind one type; every query written
-//!   once for both. No HTTP.
-//! - [`api`] — the HTTP API: one router per resource, the error shape, auth,
-//!   the OpenAPI document. No SQL.
-//! - [`packs`] — uploads: archives, manifests, validation, registration.
-//! - [`rules`] — rule input and its validation at save time.
-//! - [`triggers`] — built-in trigger types and timer schedules.
-//! - [`scheduler`] — the pipeline: timers, rule matching and templating,
-//!   enforcements, the embedded worker, leases and retries, standalone workers.
+//! Layers, from the bottom up; a module imports only from layers below it,
+//! and there are no import cycles.
+//!
+//! - [`util`] — durations, sizes, private files and timer-schedule
+//!   arithmetic. Uses nothing of Attune.
+//! - [`runtime`] — wasmtime only: loading and caching components, deriving
+//!   JSON Schemas from WIT, converting JSON ↔ component values, running
+//!   actions in a sandbox. One module per host interface (`log`, `context`),
+//!   composed in `runtime::capabilities`, from which a worker's advertised
+//!   capability list is derived. Knows nothing of HTTP or SQL.
+//! - [`storage`] — sqlx only: SQLite and PostgreSQL behind one type, every
+//!   query written once for both, one file per table or concern (packs,
+//!   rules, events, executions, workers, tokens, timers, claims, retention).
+//!   Its rows are plain data, not wire types.
+//! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
+//!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event
+//!   door (`engine::ingest`, group-committed, for posted events, webhooks,
+//!   timer ticks and direct runs), the one execution path
+//!   (`engine::worker::run`) and the worker protocol types both sides share
+//!   (`engine::worker::protocol`), the one place that saves a rule
+//!   (`engine::rules::save`), triggers, the scheduler's background tasks,
+//!   packs and metrics.
+//! - [`api`] — the HTTP API over the engine: one router per resource, auth,
+//!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
+//! - [`client`] — the HTTP client of the CLI's client commands, and the
+//!   standalone worker (`attune worker`) that speaks the worker protocol.
 //! - [`server`] — `attune serve`: data directory, first start, serving.
-//! - [`client`] — HTTP client for the CLI's client commands.
-//! - [`cli`] — the `attune` command line: argument parsing and output, calling
-//!   into the library.
+//! - [`cli`] — the `attune` command line: argument parsing and output.
 //! - [`builtin`] — packs compiled into the binary (the core pack).
 
 pub mod api;
 pub mod builtin;
 pub mod cli;
 pub mod client;
-pub mod packs;
-pub mod rules;
+pub mod engine;
 pub mod runtime;
-pub mod scheduler;
 pub mod server;
 pub mod storage;
-pub mod triggers;
+pub mod util;

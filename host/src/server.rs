@@ -6,18 +6,23 @@
 //! already-bound listener until `shutdown` resolves, so tests bind
 //! `127.0.0.1:0` and pass the listener in.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::api::auth::{hash_token, new_token};
-use crate::api::{ApiConfig, AppState, Metrics, PackCache};
-use crate::packs::files::ComponentFiles;
-use crate::packs::{self, Upload};
+use crate::api::{ApiConfig, AppState};
+use crate::engine::packs::files::ComponentFiles;
+use crate::engine::packs::{self, Upload};
+use crate::engine::rules::RuleInput;
+use crate::engine::rules::save::{self, Mode};
+use crate::engine::scheduler::PipelineConfig;
+use crate::engine::{Core, CoreConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::storage::{Role, Storage};
+use crate::util::files::write_private;
 
 /// Name of the file holding the first admin token, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -34,13 +39,15 @@ pub struct ServerConfig {
     /// API settings.
     pub api: ApiConfig,
     /// Timers, rules and the embedded worker.
-    pub pipeline: crate::scheduler::PipelineConfig,
+    pub pipeline: PipelineConfig,
 }
 
 /// A prepared server: state ready to serve.
 pub struct Server {
     /// Shared application state.
-    pub state: AppState,
+    pub core: Core,
+    /// The API's settings.
+    pub api: ApiConfig,
     /// The admin token, when this start created it.
     pub new_admin_token: Option<String>,
 }
@@ -68,24 +75,20 @@ impl Server {
             scratch_dir: config.data_dir.join("scratch"),
             ..RuntimeConfig::default()
         })?;
-        let files = Arc::new(ComponentFiles::open(&config.data_dir.join("components"))?);
-        let state = AppState {
+        let files = ComponentFiles::open(&config.data_dir.join("components"))?;
+        let core = Core::new(
             storage,
             runtime,
             files,
-            packs: Arc::new(PackCache::default()),
-            config: Arc::new(config.api.clone()),
-            metrics: Arc::new(Metrics::default()),
-            dispatch: Arc::new(crate::scheduler::Dispatch::default()),
-            cache: Arc::default(),
-        };
-        for t in crate::triggers::builtin() {
-            state.storage.upsert_trigger_type(t).await?;
+            CoreConfig {
+                lease: config.pipeline.lease,
+            },
+        );
+        for t in crate::engine::triggers::builtin() {
+            core.storage.upsert_trigger_type(t).await?;
         }
-        let core = packs::register(
-            &state.runtime,
-            &state.storage,
-            &state.files,
+        packs::install(
+            &core,
             Upload::single(
                 "core",
                 env!("CARGO_PKG_VERSION"),
@@ -94,79 +97,57 @@ impl Server {
         )
         .await
         .context("registering the core pack")?;
-        for p in core.loaded {
-            state.packs.insert(p);
-        }
-        let new_admin_token = if state.storage.count_tokens().await? == 0 {
+        let new_admin_token = if core.storage.count_tokens().await? == 0 {
             let token = new_token();
-            state
-                .storage
+            core.storage
                 .insert_token("admin", Role::Admin, &hash_token(&token))
                 .await?;
-            write_private(&config.data_dir.join(ADMIN_TOKEN_FILE), &token)?;
-            hello_world(&state).await?;
+            let path = config.data_dir.join(ADMIN_TOKEN_FILE);
+            write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+            hello_world(&core).await?;
             Some(token)
         } else {
             None
         };
-        crate::scheduler::start(&state, config.pipeline.clone()).await?;
+        crate::engine::scheduler::start(&core, config.pipeline.clone()).await?;
         Ok(Server {
-            state,
+            core,
+            api: config.api.clone(),
             new_admin_token,
         })
     }
 }
 
-/// The rule a fresh installation starts with: `core.echo` says hello every
-/// ten seconds. Created on first start only, so deleting it sticks.
-async fn hello_world(state: &AppState) -> anyhow::Result<()> {
-    let rule = state
-        .storage
-        .insert_rule(&crate::storage::RuleSpec {
-            r#ref: "core.timer_echo_10s".into(),
-            description: Some("say hello every ten seconds".into()),
-            trigger: "core.interval".into(),
-            trigger_params: serde_json::json!({"every": "10s"}),
-            criteria: None,
-            action: "core.echo".into(),
-            action_params: serde_json::json!({"message": "hello, world"}),
-            enabled: true,
-            timeout_ms: None,
-            max_attempts: 1,
-        })
-        .await?;
-    crate::scheduler::sync_rule(state, &rule).await?;
+/// The hello-world rule of a new installation, saved like any other.
+async fn hello_world(core: &Core) -> anyhow::Result<()> {
+    let input: RuleInput = serde_json::from_value(serde_json::json!({
+        "ref": "core.timer_echo_10s",
+        "description": "say hello every ten seconds",
+        "trigger": "core.interval",
+        "trigger_params": {"every": "10s"},
+        "action": "core.echo",
+        "action_params": {"message": "hello, world"},
+    }))?;
+    let (spec, _) = save::check(core, &input).await?;
+    save::store(core, &spec, Mode::Create, &spec.r#ref).await?;
     Ok(())
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
 pub async fn run(
     listener: TcpListener,
-    state: AppState,
+    core: Core,
+    api: ApiConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = crate::api::router(state);
+    let app = crate::api::router(AppState {
+        core,
+        config: Arc::new(api),
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
-}
-
-/// Writes `content` to a file only its owner can read.
-pub(crate) fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    writeln!(file, "{content}")?;
-    Ok(())
 }
 
 /// Hides a password in a database URL for messages.

@@ -121,7 +121,7 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::OK);
         // Revoked in the database, as another node would, behind this node's back.
         let revoked_at = std::time::Instant::now();
-        assert!(s.state.storage.revoke_token(created.body["id"].as_i64().unwrap()).await.unwrap());
+        assert!(s.core.storage.revoke_token(created.body["id"].as_i64().unwrap()).await.unwrap());
         let refused = support::wait_for(std::time::Duration::from_secs(5), || async {
             let r = s.send(s.request(Method::GET, "/api/v1/packs", Some(&token))).await;
             (r.status == StatusCode::UNAUTHORIZED).then_some(())
@@ -176,7 +176,7 @@ on_both_backends! {
     }
 
     async fn oversized_uploads_are_refused(backend) {
-        let api = attune::api::ApiConfig { max_upload_bytes: 1024, ..Default::default() };
+        let api = attune::api::ApiConfig { max_upload_bytes: 1024 };
         let s = TestServer::start_with(backend, api).await;
         let r = s.upload_component("types", "1", guest_bytes("types")).await;
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
@@ -480,8 +480,8 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         pipeline: Default::default(),
     };
     let data_dir = s.data_dir.path().to_path_buf();
-    s.state.dispatch.shutdown().await;
-    s.state.storage.close().await;
+    s.core.dispatch.shutdown().await;
+    s.core.storage.close().await;
     let again = attune::server::Server::start(&config).await.unwrap();
     assert!(
         again.new_admin_token.is_none(),

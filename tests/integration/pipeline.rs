@@ -27,7 +27,7 @@ async fn executions_of_rule(s: &TestServer, rule: &str) -> Vec<ExecutionRecord> 
         limit: Some(500),
         after: None,
     };
-    s.state
+    s.core
         .storage
         .list_executions(&filter, &page)
         .await
@@ -174,7 +174,7 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         assert!(r.body["warnings"].as_array().unwrap().is_empty(), "the embedded worker serves core: {}", r.body);
         let done = wait_for(WAIT, || async {
-            executions_of_rule(&s, "core.fast_hello").await.into_iter().find(|e| e.status == "succeeded")
+            executions_of_rule(&s, "core.fast_hello").await.into_iter().find(|e| e.status.as_str() == "succeeded")
         })
         .await
         .expect("the timer rule ran");
@@ -224,12 +224,12 @@ on_both_backends! {
         })).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         wait_for(WAIT, || async {
-            (executions_of_rule(&s, "core.every_second").await.iter().filter(|e| e.status == "succeeded").count() >= 2).then_some(())
+            (executions_of_rule(&s, "core.every_second").await.iter().filter(|e| e.status.as_str() == "succeeded").count() >= 2).then_some(())
         }).await.expect("the cron rule fired twice");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let once = executions_of_rule(&s, "core.just_once").await;
         assert_eq!(once.len(), 1, "a one-shot fires exactly once");
-        assert!(s.state.storage.timer_state("core.just_once").await.unwrap().is_none());
+        assert!(s.core.storage.timer_state("core.just_once").await.unwrap().is_none());
         s.post("/api/v1/rules/core.every_second/disable", json!({})).await;
 
         let bad = s.post("/api/v1/rules", json!({
@@ -253,20 +253,20 @@ on_both_backends! {
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
             // As if the server had been down for five ticks.
             let five_hours_ago = attune::storage::now_ms() - 5 * 3_600_000 - 1000;
-            s.state.storage.set_timer_next(r#ref, five_hours_ago).await.unwrap();
+            s.core.storage.set_timer_next(r#ref, five_hours_ago).await.unwrap();
         }
-        let fired = s.state.storage.fire_due_timers(10).await.unwrap();
-        let rules: Vec<&str> = fired.iter().map(|(r, _)| r.as_str()).collect();
+        let fired = s.core.storage.fire_due_timers(10).await.unwrap();
+        let rules: Vec<&str> = fired.iter().map(|t| t.rule.as_str()).collect();
         assert_eq!(rules, ["core.catch_up"], "fire_once fires one tick, skip fires none");
-        assert_eq!(fired[0].1.payload["missed"], 5);
-        let (next, count, skipped) = s.state.storage.timer_state("core.catch_up").await.unwrap().unwrap();
+        assert_eq!(fired[0].payload["missed"], 5);
+        let (next, count, skipped) = s.core.storage.timer_state("core.catch_up").await.unwrap().unwrap();
         assert_eq!((count, skipped), (1, 5));
         assert!(next > attune::storage::now_ms());
-        let (next, count, skipped) = s.state.storage.timer_state("core.skip_missed").await.unwrap().unwrap();
+        let (next, count, skipped) = s.core.storage.timer_state("core.skip_missed").await.unwrap().unwrap();
         assert_eq!((count, skipped), (0, 6));
         assert!(next > attune::storage::now_ms());
         // Nothing more is due: no tick fires twice.
-        assert!(s.state.storage.fire_due_timers(10).await.unwrap().is_empty());
+        assert!(s.core.storage.fire_due_timers(10).await.unwrap().is_empty());
         s.finish().await;
     }
 
@@ -277,7 +277,7 @@ on_both_backends! {
         s.post(&format!("/api/v1/executions/{done}/cancel"), json!({})).await;
         let queued = s.post("/api/v1/executions", json!({"action": "core.noop"})).await.body["id"].as_i64().unwrap();
         // Everything above is older than a cutoff one second ahead.
-        let (executions, events) = s.state.storage.prune(attune::storage::now_ms() + 1000).await.unwrap();
+        let (executions, events) = s.core.storage.prune(attune::storage::now_ms() + 1000).await.unwrap();
         assert_eq!((executions, events), (1, 1));
         assert_eq!(s.get(&format!("/api/v1/events/{old_event}")).await.status, StatusCode::NOT_FOUND);
         assert_eq!(s.get(&format!("/api/v1/executions/{done}")).await.status, StatusCode::NOT_FOUND);
@@ -326,7 +326,7 @@ on_both_backends! {
         fire(&s, json!({"severity": "critical", "host": "db1"})).await;
         let runs = wait_for(WAIT, || async {
             let runs = executions_of_rule(&s, "core.page_on_critical").await;
-            runs.iter().all(|e| e.status == "succeeded").then_some(runs).filter(|r| !r.is_empty())
+            runs.iter().all(|e| e.status.as_str() == "succeeded").then_some(runs).filter(|r| !r.is_empty())
         }).await.expect("the critical event ran");
         assert_eq!(runs.len(), 1, "the minor event must not match");
         assert_eq!(runs[0].params, json!({"message": "db1 is down"}));
@@ -341,7 +341,7 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         fire(&s, json!({"a": 40})).await;
         let sum = wait_for(WAIT, || async {
-            executions_of_rule(&s, "types.sum").await.into_iter().find(|e| e.status == "succeeded")
+            executions_of_rule(&s, "types.sum").await.into_iter().find(|e| e.status.as_str() == "succeeded")
         }).await.expect("types.add ran");
         assert_eq!(sum.params, json!({"a": 40, "b": 2}));
         assert_eq!(sum.result, Some(json!(42)));
@@ -367,22 +367,22 @@ on_both_backends! {
             }
             s.send(rb)
         };
-        let bad = post(Some(attune::api::webhooks::sign("wrong-secret-wrong", &body)), "deploy", body.clone()).await;
+        let bad = post(Some(attune::engine::triggers::webhook::sign("wrong-secret-wrong", &body)), "deploy", body.clone()).await;
         assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
         assert_eq!(post(None, "deploy", body.clone()).await.status, StatusCode::UNAUTHORIZED);
-        let other = post(Some(attune::api::webhooks::sign(secret, &body)), "nobody", body.clone()).await;
+        let other = post(Some(attune::engine::triggers::webhook::sign(secret, &body)), "nobody", body.clone()).await;
         assert_eq!(other.status, StatusCode::UNAUTHORIZED);
         let page = Page { limit: Some(10), after: None };
-        assert!(s.state.storage.list_events(Some("core.webhook"), &page).await.unwrap().is_empty(), "nothing stored");
+        assert!(s.core.storage.list_events(Some("core.webhook"), &page).await.unwrap().is_empty(), "nothing stored");
 
-        let ok = post(Some(attune::api::webhooks::sign(secret, &body)), "deploy", body.clone()).await;
+        let ok = post(Some(attune::engine::triggers::webhook::sign(secret, &body)), "deploy", body.clone()).await;
         assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
         let id = ok.body["executions"][0].as_i64().unwrap();
         let e = finished(&s, id).await;
         assert_eq!(e["stdout"], "deployed v1.2.3\n");
 
         let huge = vec![b' '; 2 << 20];
-        let r = post(Some(attune::api::webhooks::sign(secret, &huge)), "deploy", huge).await;
+        let r = post(Some(attune::engine::triggers::webhook::sign(secret, &huge)), "deploy", huge).await;
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
         s.finish().await;
     }
@@ -394,7 +394,7 @@ on_both_backends! {
             "action": "core.echo", "action_params": {"message": "{{ event.payload.n }}"},
         })).await;
         let event = fire(&s, json!({"n": 5})).await;
-        let enforcements = s.state.storage.enforcements_of(event).await.unwrap();
+        let enforcements = s.core.storage.enforcements_of(event).await.unwrap();
         assert_eq!(enforcements.len(), 1);
         let (rule, status, reason, execution) = &enforcements[0];
         assert_eq!(rule, "core.typed");
@@ -403,7 +403,7 @@ on_both_backends! {
         assert!(execution.is_none());
         // An undefined value is recorded the same way.
         let event = fire(&s, json!({})).await;
-        let enforcements = s.state.storage.enforcements_of(event).await.unwrap();
+        let enforcements = s.core.storage.enforcements_of(event).await.unwrap();
         assert!(enforcements[0].2.as_deref().unwrap().contains("undefined"), "{enforcements:?}");
         s.finish().await;
     }
@@ -415,9 +415,12 @@ on_both_backends! {
             "action": "core.echo", "action_params": {"message": "x"},
         })).await;
         let id = fire(&s, json!({})).await;
-        let event = s.state.storage.get_event(id).await.unwrap().unwrap();
-        let again = attune::scheduler::process_event(&s.state, &event, None).await.unwrap();
-        assert!(again.is_empty(), "a redelivered event must not create executions");
+        let event = s.core.storage.get_event(id).await.unwrap().unwrap();
+        let rules = s.core.storage.enabled_rules("core.manual").await.unwrap();
+        let items = attune::engine::rules::evaluate::plan(&s.core, &event, rules).await.unwrap();
+        assert_eq!(items.len(), 1, "the rule matches the event again");
+        let again = s.core.storage.enforce_many(&items).await.unwrap();
+        assert!(again.iter().all(Option::is_none), "a redelivered event must not create executions");
         assert_eq!(executions_of_rule(&s, "core.once_per_event").await.len(), 1);
         s.finish().await;
     }
@@ -445,9 +448,9 @@ on_both_backends! {
             assert_eq!(event["payload"], json!({"n": n}), "each request gets its own event back");
             let id = event["id"].as_i64().unwrap();
             assert!(ids.insert(id), "event ids are distinct");
-            let stored = s.state.storage.get_event(id).await.unwrap().unwrap();
+            let stored = s.core.storage.get_event(id).await.unwrap().unwrap();
             assert_eq!(stored.payload, json!({"n": n}));
-            let enforcements = s.state.storage.enforcements_of(id).await.unwrap();
+            let enforcements = s.core.storage.enforcements_of(id).await.unwrap();
             let rules: Vec<&str> = enforcements.iter().map(|e| e.0.as_str()).collect();
             let expected: &[&str] = if n % 2 == 0 { &["core.every_event", "core.even_only"] } else { &["core.every_event"] };
             assert_eq!(rules.len(), expected.len(), "event {n}: {enforcements:?}");
@@ -460,7 +463,7 @@ on_both_backends! {
         }
         assert_eq!(executions_of_rule(&s, "core.every_event").await.len(), 120);
         assert_eq!(executions_of_rule(&s, "core.even_only").await.len(), 60);
-        let batches = s.state.metrics.event_batches.load(std::sync::atomic::Ordering::Relaxed);
+        let batches = s.core.metrics.event_batches.get();
         assert!(batches < 120, "120 concurrent events took {batches} writes");
         s.finish().await;
     }
@@ -512,7 +515,7 @@ on_both_backends! {
         let e = execution(&s, id).await;
         assert_eq!(e["status"], "requested");
         assert!(e["status_reason"].as_str().unwrap().contains("waiting for a worker"), "{e}");
-        let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), PipelineConfig::default())
+        let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), PipelineConfig::default())
             .await
             .unwrap();
         let task = tokio::spawn(worker.run());
@@ -531,15 +534,15 @@ on_both_backends! {
             ..PipelineConfig::default()
         };
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
-        let caps = attune::scheduler::worker::capabilities();
-        let ghost = s.state.storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
+        let caps = attune::engine::worker::capabilities();
+        let ghost = s.core.storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
         let retried = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "again"}, "max_attempts": 2})).await.body["id"].as_i64().unwrap();
         let lost = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "lost"}})).await.body["id"].as_i64().unwrap();
         // The ghost claims both, starts them, and never heartbeats again.
-        let claimed = s.state.storage.claim(ghost.id, &caps, 10, 300, false).await.unwrap();
+        let claimed = s.core.storage.claim(ghost.id, &caps, 10, 300, false).await.unwrap();
         assert_eq!(claimed.len(), 2);
         for e in &claimed {
-            assert!(s.state.storage.mark_running(e.id, ghost.id).await.unwrap());
+            assert!(s.core.storage.mark_running(e.id, ghost.id).await.unwrap());
         }
         let abandoned = finished(&s, lost).await;
         assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
@@ -549,7 +552,7 @@ on_both_backends! {
         }).await.expect("the execution went back to the queue");
         assert!(requeued["status_reason"].as_str().unwrap().contains("retrying"), "{requeued}");
         // A live worker picks the retry up.
-        let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), fast_leases).await.unwrap();
+        let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
         let e = finished(&s, retried).await;
         assert_eq!(e["status"], "succeeded", "{e}");
@@ -575,8 +578,8 @@ on_both_backends! {
             ..PipelineConfig::default()
         };
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
-        let caps = attune::scheduler::worker::capabilities();
-        let storage = &s.state.storage;
+        let caps = attune::engine::worker::capabilities();
+        let storage = &s.core.storage;
         let ghost = storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
         let mut ids = Vec::new();
         for message in ["cancelled", "started", "unstarted"] {
@@ -585,7 +588,7 @@ on_both_backends! {
         }
         let claimed = storage.claim(ghost.id, &caps, 10, 1000, false).await.unwrap();
         assert_eq!(claimed.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
-        assert!(claimed.iter().all(|e| e.status == "scheduled"));
+        assert!(claimed.iter().all(|e| e.status.as_str() == "scheduled"));
         // A cancel of claimed work stands: its worker may no longer start it.
         let cancelled = s.post(&format!("/api/v1/executions/{}/cancel", ids[0]), json!({})).await;
         assert_eq!(cancelled.body["status"], "cancelled", "{}", cancelled.body);
@@ -611,7 +614,7 @@ on_both_backends! {
         let released = execution(&s, ids[2]).await;
         assert_eq!(released["status"], "requested", "{released}");
         assert_eq!(released["started_at"], Value::Null);
-        let worker = attune::scheduler::worker::EmbeddedWorker::register(s.state.clone(), fast_leases).await.unwrap();
+        let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
         let e = finished(&s, ids[2]).await;
         assert_eq!(e["status"], "succeeded", "{e}");
@@ -635,10 +638,10 @@ on_both_backends! {
         }
         let runs = wait_for(Duration::from_secs(60), || async {
             let filter = ExecutionFilter { action: Some("core.noop".into()), ..Default::default() };
-            let runs = s.state.storage.list_executions(&filter, &Page { limit: Some(500), after: None }).await.unwrap();
+            let runs = s.core.storage.list_executions(&filter, &Page { limit: Some(500), after: None }).await.unwrap();
             (runs.len() == ids.len() && runs.iter().all(|e| e.finished_at.is_some())).then_some(runs)
         }).await.expect("every execution finished");
-        assert!(runs.iter().all(|e| e.status == "succeeded" && e.attempt == 1), "each ran once");
+        assert!(runs.iter().all(|e| e.status.as_str() == "succeeded" && e.attempt == 1), "each ran once");
         // Claimed straight into `running`, scheduled and started coincide;
         // work claimed ahead waited, claimed, for a slot.
         let ahead = runs.iter().filter(|e| e.started_at > e.scheduled_at).count();
@@ -678,7 +681,7 @@ on_both_backends! {
             ..PipelineConfig::default()
         }).await;
         let (sleepers, waiting, _) = marked_ahead_of_busy_slots(&s).await;
-        attune::scheduler::stop(&s.state).await;
+        attune::engine::scheduler::stop(&s.core).await;
         let released = execution(&s, waiting).await;
         assert_eq!(released["status"], "requested", "{released}");
         assert_eq!(released["worker"], Value::Null);
@@ -702,7 +705,7 @@ on_both_backends! {
         tokio::time::sleep(Duration::from_millis(800)).await;
         s.post("/api/v1/rules/core.ticker/disable", json!({})).await;
         let page = Page { limit: Some(500), after: None };
-        let events = s.state.storage.list_events(Some("core.interval"), &page).await.unwrap();
+        let events = s.core.storage.list_events(Some("core.interval"), &page).await.unwrap();
         let mut counts: Vec<i64> = events
             .iter()
             .filter(|e| e.source.as_deref() == Some("core.ticker"))
@@ -715,7 +718,7 @@ on_both_backends! {
         // Every tick's execution ran after the restart.
         let runs = wait_for(WAIT, || async {
             let runs = executions_of_rule(&s, "core.ticker").await;
-            runs.iter().all(|e| e.status == "succeeded").then_some(runs)
+            runs.iter().all(|e| e.status.as_str() == "succeeded").then_some(runs)
         }).await.expect("the queued ticks ran");
         assert_eq!(runs.len(), counts.len());
         s.finish().await;

@@ -192,7 +192,7 @@ async fn log_lines_are_kept_and_capped() {
     let out = probe("chatter", json!({"count": 3}), limits()).await;
     assert_eq!(out.logs.len(), 3);
     assert_eq!(out.logs[2].fields, [("i".to_string(), "2".to_string())]);
-    let cap = attune::runtime::host::MAX_LOG_LINES;
+    let cap = attune::runtime::log::MAX_LOG_LINES;
     let out = probe("chatter", json!({"count": cap + 10}), limits()).await;
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(out.logs.len(), cap);

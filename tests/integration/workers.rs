@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use attune::scheduler::remote::{self, RemoteWorkerConfig};
+use attune::client::worker::{self as remote, RemoteWorkerConfig};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{PipelineConfig, TestServer, on_both_backends, wait_for};
@@ -49,7 +49,7 @@ on_both_backends! {
     async fn two_workers_share_the_load_and_nothing_runs_twice(backend) {
         let s = server_without_embedded_worker(backend).await;
         let dir = tempfile::tempdir().unwrap();
-        let caps = attune::scheduler::worker::capabilities();
+        let caps = attune::engine::worker::capabilities();
         let a = worker(&s, "w-a", caps.clone(), dir.path());
         let b = worker(&s, "w-b", caps, dir.path());
         let mut ids = Vec::new();
@@ -90,7 +90,7 @@ on_both_backends! {
         let e = status(&s, id).await;
         assert_eq!(e["status"], "requested", "{e}");
         assert!(e["status_reason"].as_str().unwrap().contains("attune:action/log"), "{e}");
-        let strong = worker(&s, "w-strong", attune::scheduler::worker::capabilities(), dir.path());
+        let strong = worker(&s, "w-strong", attune::engine::worker::capabilities(), dir.path());
         let e = wait_for(WAIT, || async {
             let e = status(&s, id).await;
             (e["status"] == "succeeded").then_some(e)
@@ -104,7 +104,7 @@ on_both_backends! {
     async fn cancelling_reaches_a_remote_worker_through_its_heartbeat(backend) {
         let s = server_without_embedded_worker(backend).await;
         let dir = tempfile::tempdir().unwrap();
-        let w = worker(&s, "w-cancel", attune::scheduler::worker::capabilities(), dir.path());
+        let w = worker(&s, "w-cancel", attune::engine::worker::capabilities(), dir.path());
         let id = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 60}})).await.body["id"].as_i64().unwrap();
         wait_for(WAIT, || async { (status(&s, id).await["status"] == "running").then_some(()) }).await.expect("running");
         let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
@@ -137,7 +137,7 @@ async fn on_postgresql_work_queued_on_one_node_wakes_workers_polling_another() {
     let w = worker(
         &b,
         "w-on-b",
-        attune::scheduler::worker::capabilities(),
+        attune::engine::worker::capabilities(),
         dir.path(),
     );
     // Let the worker settle into its long poll on node B.
@@ -180,7 +180,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
         ..PipelineConfig::default()
     };
     let s = TestServer::start_full(support::Backend::Sqlite, Default::default(), quiet).await;
-    let caps = attune::scheduler::worker::capabilities();
+    let caps = attune::engine::worker::capabilities();
     for _ in 0..120 {
         let r = s
             .post("/api/v1/executions", json!({"action": "core.noop"}))
@@ -189,7 +189,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
     }
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..6 {
-        let storage = s.state.storage.clone();
+        let storage = s.core.storage.clone();
         let caps = caps.clone();
         tasks.spawn(async move {
             let me = storage
@@ -209,7 +209,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                     .iter()
                     .map(|e| {
                         let f = attune::storage::Finished {
-                            status: "succeeded".into(),
+                            status: attune::storage::ExecutionStatus::Succeeded,
                             result: None,
                             error: None,
                             stdout: String::new(),

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use attune::api::ApiConfig;
-pub use attune::scheduler::PipelineConfig;
+pub use attune::engine::scheduler::PipelineConfig;
 use attune::server::{Server, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -36,8 +36,8 @@ pub struct TestServer {
     pub base: String,
     /// The admin token created on first start.
     pub admin: String,
-    /// The server's shared state (storage, runtime…).
-    pub state: attune::api::AppState,
+    /// The engine's handle (storage, runtime, metrics…).
+    pub core: attune::engine::Core,
     /// The data directory.
     pub data_dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -131,9 +131,9 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let state = server.state.clone();
+        let core = server.core.clone();
         let task = tokio::spawn(async move {
-            attune::server::run(listener, server.state, async {
+            attune::server::run(listener, server.core, server.api, async {
                 let _ = rx.await;
             })
             .await
@@ -142,7 +142,7 @@ impl TestServer {
         TestServer {
             base,
             admin,
-            state,
+            core,
             data_dir,
             client: reqwest::Client::new(),
             config,
@@ -177,14 +177,14 @@ impl TestServer {
     }
 
     async fn stop(&mut self) {
-        self.state.dispatch.shutdown().await;
+        self.core.dispatch.shutdown().await;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        self.state.storage.close().await;
+        self.core.storage.close().await;
     }
 
     /// Stops the server and drops its PostgreSQL database.

@@ -7,8 +7,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::views::ActionView;
 use super::{ApiQuery, AppState, Listing};
-use crate::storage::{ActionRecord, Page, Role};
+use crate::storage::{Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,35 +31,35 @@ pub struct ActionQuery {
 
 /// Lists actions by ref.
 #[utoipa::path(get, path = "/actions", tag = "actions", params(ActionQuery),
-    responses((status = 200, body = Listing<ActionRecord>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Listing<ActionView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ActionQuery>,
-) -> Result<axum::Json<Listing<ActionRecord>>, ApiError> {
+) -> Result<axum::Json<Listing<ActionView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = Page {
         limit: q.limit,
         after: q.after,
     };
     let items = state.storage.list_actions(q.pack.as_deref(), &page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |a| a.r#ref.clone())))
+    Ok(axum::Json(Listing::of(items, &page, |a| a.r#ref.clone())))
 }
 
 /// Shows one action with its parameter and result schemas.
 #[utoipa::path(get, path = "/actions/{ref}", tag = "actions",
     params(("ref" = String, Path, description = "Action ref, e.g. core.echo")),
-    responses((status = 200, body = ActionRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ActionView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(r#ref): Path<String>,
-) -> Result<axum::Json<ActionRecord>, ApiError> {
+) -> Result<axum::Json<ActionView>, ApiError> {
     caller.require(Role::Viewer)?;
     let action = state
         .storage
         .get_action(&r#ref)
         .await?
         .ok_or_else(|| ApiError::not_found("action", &r#ref))?;
-    Ok(axum::Json(action))
+    Ok(axum::Json(action.into()))
 }

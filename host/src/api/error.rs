@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::engine::EngineError;
 use crate::runtime::PathError;
 use crate::storage::StorageError;
 
@@ -130,6 +131,19 @@ impl ApiError {
     /// A 404 naming the resource.
     pub fn not_found(what: &str, key: impl std::fmt::Display) -> Self {
         ApiError::NotFound(format!("no {what} `{key}`"))
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::NotFound(m) => ApiError::NotFound(m),
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Invalid { message, errors } => ApiError::invalid(message, "", &errors),
+            EngineError::Unavailable(m) => ApiError::Unavailable(m),
+            EngineError::Storage(s) => ApiError::Internal(s.into()),
+            EngineError::Internal(e) => ApiError::Internal(e),
+        }
     }
 }
 

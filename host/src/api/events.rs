@@ -1,7 +1,5 @@
 //! `/events`: recorded events; `POST` fires a manual one.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
@@ -12,8 +10,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use super::views::EventView;
 use super::{ApiQuery, AppState, Listing};
-use crate::storage::{EventRecord, Page, Role};
+use crate::engine::ingest::IncomingEvent;
+use crate::storage::{Page, Role};
 
 /// Trigger types whose events may be posted by hand.
 const POSTABLE: &[&str] = &["core.manual"];
@@ -54,12 +54,12 @@ pub struct EventQuery {
 
 /// Records a manual event.
 #[utoipa::path(post, path = "/events", tag = "events", request_body = NewEvent,
-    responses((status = 201, body = EventRecord), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = EventView), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn fire(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<NewEvent>,
-) -> Result<(StatusCode, axum::Json<EventRecord>), ApiError> {
+) -> Result<(StatusCode, axum::Json<EventView>), ApiError> {
     caller.require(Role::Operator)?;
     if !POSTABLE.contains(&input.trigger.as_str()) {
         return Err(ApiError::Invalid {
@@ -70,7 +70,7 @@ async fn fire(
             }],
         });
     }
-    let errors = crate::triggers::payload_errors(&input.trigger, &input.payload)
+    let errors = crate::engine::triggers::payload_errors(&input.trigger, &input.payload)
         .ok_or_else(|| ApiError::not_found("trigger type", &input.trigger))?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(
@@ -79,35 +79,29 @@ async fn fire(
             &errors,
         ));
     }
-    let (event, queued) = state
-        .dispatch
-        .intake
-        .submit(
+    let admitted = state
+        .ingest
+        .event(
             &state,
-            &input.trigger,
-            input.payload,
-            Some(&caller.token.name),
+            IncomingEvent {
+                trigger: input.trigger,
+                payload: input.payload,
+                source: Some(caller.token.name.clone()),
+                rules: None,
+            },
         )
         .await?;
-    state
-        .metrics
-        .events_recorded
-        .fetch_add(1, Ordering::Relaxed);
-    state
-        .metrics
-        .executions_requested
-        .fetch_add(queued as u64, Ordering::Relaxed);
-    Ok((StatusCode::CREATED, axum::Json(event)))
+    Ok((StatusCode::CREATED, axum::Json(admitted.event.into())))
 }
 
 /// Lists events, newest first.
 #[utoipa::path(get, path = "/events", tag = "events", params(EventQuery),
-    responses((status = 200, body = Listing<EventRecord>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Listing<EventView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<EventQuery>,
-) -> Result<axum::Json<Listing<EventRecord>>, ApiError> {
+) -> Result<axum::Json<Listing<EventView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = Page {
         limit: q.limit,
@@ -117,23 +111,23 @@ async fn list(
         .storage
         .list_events(q.trigger.as_deref(), &page)
         .await?;
-    Ok(axum::Json(Listing::new(items, &page, |e| e.id.to_string())))
+    Ok(axum::Json(Listing::of(items, &page, |e| e.id.to_string())))
 }
 
 /// Shows one event.
 #[utoipa::path(get, path = "/events/{id}", tag = "events",
     params(("id" = i64, Path, description = "Event id")),
-    responses((status = 200, body = EventRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EventView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> Result<axum::Json<EventRecord>, ApiError> {
+) -> Result<axum::Json<EventView>, ApiError> {
     caller.require(Role::Viewer)?;
     let event = state
         .storage
         .get_event(id)
         .await?
         .ok_or_else(|| ApiError::not_found("event", id))?;
-    Ok(axum::Json(event))
+    Ok(axum::Json(event.into()))
 }

@@ -1,7 +1,5 @@
 //! `/executions`: runs of actions; `POST` runs one directly.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -13,9 +11,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
+use super::views::{AttemptView, ExecutionView};
 use super::{ApiQuery, AppState, Listing};
-use crate::cli::units::parse_duration;
-use crate::storage::{AttemptRecord, ExecutionFilter, ExecutionRecord, NewExecution, Page, Role};
+use crate::engine::executions;
+use crate::storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,8 +35,6 @@ async fn existing(state: &AppState, id: i64) -> Result<ExecutionRecord, ApiError
 }
 
 /// Statuses after which an execution does not change.
-const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "abandoned"];
-
 /// Streams an execution's output as server-sent events: `stdout` and
 /// `stderr` events carry new text as it is written (live when this node runs
 /// it, at the end otherwise), then one `end` event with the status, result
@@ -94,7 +91,7 @@ async fn output(
             push("stderr", &err.since(e), &mut e);
             p.sent = (o, e);
         } else if let Ok(Some(record)) = p.state.storage.get_execution(p.id).await
-            && FINISHED.contains(&record.status.as_str())
+            && record.status.is_finished()
         {
             let rest = |text: &Option<String>, sent: usize| -> Vec<u8> {
                 let bytes = text.as_deref().unwrap_or_default().as_bytes();
@@ -154,7 +151,7 @@ pub struct ExecutionQuery {
 /// Queues a run of an action with checked parameters.
 #[utoipa::path(post, path = "/executions", tag = "executions", request_body = RunRequest,
     responses(
-        (status = 201, description = "Queued as requested", body = ExecutionRecord),
+        (status = 201, description = "Queued as requested", body = ExecutionView),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, description = "Every parameter problem with its path", body = ErrorBody),
     ))]
@@ -162,92 +159,45 @@ async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<RunRequest>,
-) -> Result<(StatusCode, axum::Json<ExecutionRecord>), ApiError> {
+) -> Result<(StatusCode, axum::Json<ExecutionView>), ApiError> {
     caller.require(Role::Operator)?;
-    let record = state
-        .cache
-        .action(&state.storage, &input.action)
-        .await?
-        .ok_or_else(|| ApiError::not_found("action", &input.action))?;
-    let pack = state.pack(&record.component).await?;
-    let action = pack
-        .action(&record.name)
-        .ok_or_else(|| ApiError::not_found("action", &input.action))?;
-    if let Err(errors) = action.validate(&input.params) {
-        return Err(ApiError::invalid(
-            "the parameters do not fit the action's schema",
-            "/params",
-            &errors,
-        ));
-    }
-    let mut details = Vec::new();
-    let timeout_ms = match input.timeout.as_deref().map(parse_duration) {
-        None => None,
-        Some(Ok(d)) if !d.is_zero() => Some(d.as_millis() as i64),
-        Some(Ok(_)) => {
-            details.push(detail("/timeout", "must be greater than zero"));
-            None
-        }
-        Some(Err(e)) => {
-            details.push(detail("/timeout", &e));
-            None
-        }
-    };
-    let max_attempts = input.max_attempts.unwrap_or(1);
-    if !(1..=10).contains(&max_attempts) {
-        details.push(detail("/max_attempts", "must be between 1 and 10"));
-    }
-    if !details.is_empty() {
-        return Err(ApiError::Invalid {
-            message: "the request is invalid".into(),
-            details,
-        });
-    }
-    let served = super::workers::served(&state, &record.capabilities).await?;
-    let execution = state
-        .storage
-        .insert_execution(&NewExecution {
-            action: record.r#ref.clone(),
+    let execution = executions::request(
+        &state,
+        executions::RunRequest {
+            action: input.action,
             params: input.params,
-            capabilities: record.capabilities.clone(),
-            status_reason: (!served).then(|| {
-                format!(
-                    "waiting for a worker with {}",
-                    record.capabilities.join(", ")
-                )
-            }),
-            rule: None,
-            enforcement: None,
-            max_attempts,
-            timeout_ms,
-        })
-        .await?;
-    state
-        .metrics
-        .executions_requested
-        .fetch_add(1, Ordering::Relaxed);
-    crate::scheduler::work_queued(&state).await;
-    Ok((StatusCode::CREATED, axum::Json(execution)))
-}
-
-fn detail(path: &str, message: &str) -> ErrorDetail {
-    ErrorDetail {
-        path: path.into(),
-        message: message.into(),
-    }
+            timeout: input.timeout,
+            max_attempts: input.max_attempts,
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(execution.into())))
 }
 
 /// Lists executions, newest first.
 #[utoipa::path(get, path = "/executions", tag = "executions", params(ExecutionQuery),
-    responses((status = 200, body = Listing<ExecutionRecord>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Listing<ExecutionView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<ExecutionQuery>,
-) -> Result<axum::Json<Listing<ExecutionRecord>>, ApiError> {
+) -> Result<axum::Json<Listing<ExecutionView>>, ApiError> {
     caller.require(Role::Viewer)?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(ExecutionStatus::parse(s).ok_or_else(|| ApiError::Invalid {
+            message: "unknown status".into(),
+            details: vec![ErrorDetail {
+                path: "/status".into(),
+                message: format!(
+                    "expected one of {}",
+                    ExecutionStatus::ALL.map(ExecutionStatus::as_str).join(", ")
+                ),
+            }],
+        })?),
+    };
     let filter = ExecutionFilter {
-        status: q.status,
+        status,
         action: q.action,
         rule: q.rule,
     };
@@ -256,57 +206,51 @@ async fn list(
         after: q.after,
     };
     let items = state.storage.list_executions(&filter, &page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |e| e.id.to_string())))
+    Ok(axum::Json(Listing::of(items, &page, |e| e.id.to_string())))
 }
 
 /// Shows one execution with its result, error, output and logs.
 #[utoipa::path(get, path = "/executions/{id}", tag = "executions",
     params(("id" = i64, Path, description = "Execution id")),
-    responses((status = 200, body = ExecutionRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> Result<axum::Json<ExecutionRecord>, ApiError> {
+) -> Result<axum::Json<ExecutionView>, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(axum::Json(existing(&state, id).await?))
+    Ok(axum::Json(existing(&state, id).await?.into()))
 }
 
 /// The history of an execution: each attempt that ended (by a result, or
 /// `abandoned` when its worker vanished), oldest first.
 #[utoipa::path(get, path = "/executions/{id}/attempts", tag = "executions",
     params(("id" = i64, Path, description = "Execution id")),
-    responses((status = 200, body = Listing<AttemptRecord>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Listing<AttemptView>), (status = 404, body = ErrorBody)))]
 async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> Result<axum::Json<Listing<AttemptRecord>>, ApiError> {
+) -> Result<axum::Json<Listing<AttemptView>>, ApiError> {
     caller.require(Role::Viewer)?;
     existing(&state, id).await?;
     let items = state.storage.attempts_of(id).await?;
-    Ok(axum::Json(Listing { items, next: None }))
+    Ok(axum::Json(Listing {
+        items: items.into_iter().map(Into::into).collect(),
+        next: None,
+    }))
 }
 
 /// Cancels an execution: at once if it has not started, else its worker stops it.
 #[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
     params(("id" = i64, Path, description = "Execution id")),
-    responses((status = 200, body = ExecutionRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody)))]
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
-) -> Result<axum::Json<ExecutionRecord>, ApiError> {
+) -> Result<axum::Json<ExecutionView>, ApiError> {
     caller.require(Role::Operator)?;
-    let e = state
-        .storage
-        .cancel_execution(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("execution", id))?;
-    if e.status == "running" {
-        // Interrupt it now when this process runs it; the record turns
-        // `cancelled` when the worker reports.
-        state.dispatch.cancel(id);
-    }
-    Ok(axum::Json(e))
+    let e = executions::cancel(&state, id).await?;
+    Ok(axum::Json(e.into()))
 }

@@ -6,25 +6,23 @@
 //! `/api/v1/openapi.json` is generated from the same code that routes.
 
 pub mod auth;
-pub mod cache;
 pub mod error;
 pub mod json;
+pub mod views;
 
 mod actions;
 mod events;
 mod executions;
 mod health;
 mod packs;
-mod remote;
+pub mod remote;
 mod rules;
 mod tokens;
 mod triggers;
-pub mod webhooks;
+mod webhooks;
 mod workers;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Request};
@@ -36,9 +34,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::packs::files::ComponentFiles;
-use crate::runtime::{Pack, Runtime};
-use crate::storage::{Page, Storage};
+use crate::engine::Core;
+use crate::engine::metrics::{RouteLabel, RouteLabels};
+use crate::storage::Page;
 use error::ApiError;
 
 /// Settings the API needs at request time.
@@ -46,170 +44,32 @@ use error::ApiError;
 pub struct ApiConfig {
     /// Largest pack upload accepted, in bytes.
     pub max_upload_bytes: usize,
-    /// How long a worker counts as alive after its last heartbeat.
-    pub worker_ttl_ms: i64,
-    /// How long a claim lasts without a heartbeat (remote workers).
-    pub lease_ms: i64,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_upload_bytes: 50 << 20,
-            worker_ttl_ms: 30_000,
-            lease_ms: 30_000,
         }
     }
 }
 
-/// Counters exported at `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    requests: Mutex<HashMap<(String, u16), u64>>,
-    /// Packs registered or upgraded.
-    pub packs_registered: AtomicU64,
-    /// Executions queued.
-    pub executions_requested: AtomicU64,
-    /// Events recorded.
-    pub events_recorded: AtomicU64,
-    /// Writes that recorded posted events (each holds one or more events).
-    pub event_batches: AtomicU64,
-}
-
-impl Metrics {
-    fn record(&self, route: String, status: u16) {
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((route, status))
-            .or_default() += 1;
-    }
-
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str("# HELP attune_http_requests_total HTTP requests by route and status.\n");
-        out.push_str("# TYPE attune_http_requests_total counter\n");
-        let requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
-        let mut keys: Vec<_> = requests.iter().collect();
-        keys.sort();
-        for ((route, status), n) in keys {
-            out.push_str(&format!(
-                "attune_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
-            ));
-        }
-        for (name, help, v) in [
-            (
-                "attune_packs_registered_total",
-                "Packs registered or upgraded.",
-                &self.packs_registered,
-            ),
-            (
-                "attune_executions_requested_total",
-                "Executions queued.",
-                &self.executions_requested,
-            ),
-            (
-                "attune_events_recorded_total",
-                "Events recorded.",
-                &self.events_recorded,
-            ),
-            (
-                "attune_event_batches_total",
-                "Writes that recorded posted events, each holding one or more.",
-                &self.event_batches,
-            ),
-        ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
-        }
-        out
-    }
-}
-
-/// Loaded components by digest, so executions and rule checks reuse them.
-#[derive(Default)]
-pub struct PackCache {
-    packs: Mutex<HashMap<String, Pack>>,
-}
-
-impl PackCache {
-    /// Remembers a loaded component.
-    pub fn insert(&self, pack: Pack) {
-        self.packs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pack.digest().to_string(), pack);
-    }
-
-    /// The loaded component with this digest, loading it from disk or the
-    /// database when needed.
-    pub async fn get(
-        &self,
-        digest: &str,
-        runtime: &Runtime,
-        storage: &Storage,
-        files: &ComponentFiles,
-    ) -> Result<Pack, ApiError> {
-        if let Some(p) = self
-            .packs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(digest)
-        {
-            return Ok(p.clone());
-        }
-        let bytes = match files.read(digest) {
-            Ok(b) => b,
-            Err(_) => {
-                let b = storage
-                    .component_bytes(digest)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("component", digest))?;
-                let _ = files.store(digest, &b);
-                b
-            }
-        };
-        let pack = crate::packs::load_bounded(runtime, bytes)
-            .await
-            .map_err(|e| {
-                ApiError::Internal(anyhow::anyhow!("reloading component {digest}: {e}"))
-            })?;
-        self.insert(pack.clone());
-        Ok(pack)
-    }
-}
-
-/// Everything handlers share. Cheap to clone.
+/// What handlers share: the engine's handle and the API's settings. Cheap
+/// to clone. It dereferences to the [`Core`], so handlers read
+/// `state.storage` as the engine does.
 #[derive(Clone)]
 pub struct AppState {
-    /// The database.
-    pub storage: Storage,
-    /// The component runtime.
-    pub runtime: Runtime,
-    /// Component files on disk.
-    pub files: Arc<ComponentFiles>,
-    /// Loaded components.
-    pub packs: Arc<PackCache>,
+    /// The engine.
+    pub core: Core,
     /// Settings.
     pub config: Arc<ApiConfig>,
-    /// Counters.
-    pub metrics: Arc<Metrics>,
-    /// Wake-ups and cancellation for the pipeline.
-    pub dispatch: Arc<crate::scheduler::Dispatch>,
-    /// Hot-path read caches.
-    pub cache: Arc<cache::ReadCache>,
 }
 
-impl AppState {
-    /// The loaded component with this digest (see [`PackCache::get`]).
-    pub async fn pack(&self, digest: &str) -> Result<Pack, ApiError> {
-        self.packs
-            .get(digest, &self.runtime, &self.storage, &self.files)
-            .await
+impl std::ops::Deref for AppState {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
     }
 }
 
@@ -223,11 +83,19 @@ pub struct Listing<T> {
 }
 
 impl<T> Listing<T> {
-    fn new(items: Vec<T>, page: &Page, cursor: impl Fn(&T) -> String) -> Self {
-        let next = (items.len() as i64 == page.limit())
-            .then(|| items.last().map(&cursor))
+    /// The page of `rows` as views, with the cursor after the last one when
+    /// the page is full.
+    fn of<R>(rows: Vec<R>, page: &Page, cursor: impl Fn(&R) -> String) -> Self
+    where
+        T: From<R>,
+    {
+        let next = (rows.len() as i64 == page.limit())
+            .then(|| rows.last().map(&cursor))
             .flatten();
-        Listing { items, next }
+        Listing {
+            items: rows.into_iter().map(T::from).collect(),
+            next,
+        }
     }
 }
 
@@ -317,13 +185,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn count(metrics: Arc<Metrics>, req: Request, next: Next) -> Response {
+async fn count(
+    metrics: Arc<crate::engine::metrics::Metrics>,
+    req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let began = std::time::Instant::now();
     let response = next.run(req).await;
-    metrics.record(route, response.status().as_u16());
+    metrics
+        .http_latency
+        .get_or_create(&RouteLabel {
+            route: route.clone(),
+        })
+        .observe(began.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .get_or_create(&RouteLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
     response
 }

@@ -1,7 +1,5 @@
 //! `/packs`: upload, list, show, delete.
 
-use std::sync::atomic::Ordering;
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -12,9 +10,10 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::views::{PackView, PageQuery};
 use super::{ApiQuery, AppState, Listing};
-use crate::packs::{self, PackError, Upload};
-use crate::storage::{PackRecord, Page, Registered, Role};
+use crate::engine::packs::{self, PackError, Upload};
+use crate::storage::{Page, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,7 +37,7 @@ pub struct UploadQuery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadResult {
     /// The pack.
-    pub pack: PackRecord,
+    pub pack: PackView,
     /// `created`, `upgraded` or `unchanged`.
     pub outcome: String,
     /// Action refs.
@@ -120,29 +119,12 @@ async fn upload(
             )));
         }
     };
-    let outcome = packs::register(&state.runtime, &state.storage, &state.files, upload)
-        .await
-        .map_err(pack_error)?;
-    for p in &outcome.loaded {
-        state.packs.insert(p.clone());
-    }
-    state.cache.actions_changed();
-    for r in &outcome.rules {
-        if let Some(rule) = state.storage.get_rule(r).await? {
-            crate::scheduler::sync_rule(&state, &rule).await?;
-        }
-    }
+    let outcome = packs::install(&state, upload).await.map_err(pack_error)?;
     let (status, word) = match outcome.registered {
         Registered::Created => (StatusCode::CREATED, "created"),
         Registered::Upgraded => (StatusCode::CREATED, "upgraded"),
         Registered::Unchanged => (StatusCode::OK, "unchanged"),
     };
-    if status == StatusCode::CREATED {
-        state
-            .metrics
-            .packs_registered
-            .fetch_add(1, Ordering::Relaxed);
-    }
     let name = outcome.name.clone();
     let pack = state
         .storage
@@ -152,7 +134,7 @@ async fn upload(
     Ok((
         status,
         axum::Json(UploadResult {
-            pack,
+            pack: pack.into(),
             outcome: word.into(),
             actions: outcome.actions,
             rules: outcome.rules,
@@ -189,38 +171,40 @@ fn pack_error(e: PackError) -> ApiError {
                 .collect(),
         },
         PackError::Storage(e) => e.into(),
+        PackError::Engine(e) => e.into(),
     }
 }
 
 /// Lists packs by name.
-#[utoipa::path(get, path = "/packs", tag = "packs", params(Page),
-    responses((status = 200, body = Listing<PackRecord>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/packs", tag = "packs", params(PageQuery),
+    responses((status = 200, body = Listing<PackView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(page): ApiQuery<Page>,
-) -> Result<axum::Json<Listing<PackRecord>>, ApiError> {
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Listing<PackView>>, ApiError> {
     caller.require(Role::Viewer)?;
+    let page = Page::from(page);
     let items = state.storage.list_packs(&page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |p| p.name.clone())))
+    Ok(axum::Json(Listing::of(items, &page, |p| p.name.clone())))
 }
 
 /// Shows one pack.
 #[utoipa::path(get, path = "/packs/{name}", tag = "packs",
     params(("name" = String, Path, description = "Pack name")),
-    responses((status = 200, body = PackRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = PackView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> Result<axum::Json<PackRecord>, ApiError> {
+) -> Result<axum::Json<PackView>, ApiError> {
     caller.require(Role::Viewer)?;
     let pack = state
         .storage
         .get_pack(&name)
         .await?
         .ok_or_else(|| ApiError::not_found("pack", &name))?;
-    Ok(axum::Json(pack))
+    Ok(axum::Json(pack.into()))
 }
 
 /// Deletes a pack and its actions (rules stay, and warn until an action returns).

@@ -1,61 +1,64 @@
-//! The worker protocol: how standalone `attune worker` processes register,
-//! heartbeat, claim (long-poll), fetch components and report results.
+//! The worker API: how standalone `attune worker` processes register,
+//! heartbeat, claim (long-poll), fetch components and report results. The
+//! types are the engine's protocol types (`engine::worker::protocol`),
+//! shared with the standalone worker.
 //!
 //! Routes need a `worker` (or `admin`) token. Claims long-poll: with nothing
 //! to do the request waits for work to be queued (or `wait` to pass), so an
 //! idle worker costs one request per poll period, not a loop of queries.
+//! A claim marks what it returns running for the worker (one statement for
+//! the batch), and results arrive in batches (one statement each), so a
+//! standalone worker costs the database what the embedded one does.
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header;
 use axum::response::IntoResponse;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
+use super::views::WorkerView;
 use super::{ApiQuery, AppState};
-use crate::storage::{ExecutionRecord, Finished, Role, WorkerRecord};
+use crate::engine::worker::protocol::{
+    Assignment, Beat, MAX_REPORTS, Recorded, Registration, Report,
+};
+use crate::storage::{ExecutionStatus, Finished, Role, WorkerRecord};
 
-/// Longest a claim may wait for work.
+/// Longest a claim waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Most executions one claim returns.
+const MAX_CLAIM: i64 = 256;
+
+/// Largest `results` body: a full batch of reports with capped output.
+const MAX_RESULTS_BYTES: usize = 64 << 20;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(register))
         .routes(routes!(heartbeat))
         .routes(routes!(claim))
-        .routes(routes!(start))
-        .routes(routes!(finish))
         .routes(routes!(component))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(results))
+                .layer(DefaultBodyLimit::max(MAX_RESULTS_BYTES)),
+        )
 }
 
-/// A worker announcing itself.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    /// Unique name; registering again with the same name refreshes it.
-    pub name: String,
-    /// What it can run.
-    pub capabilities: Vec<String>,
-    /// Free labels, e.g. `{"region": "eu"}`.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub labels: Value,
-}
-
-/// Registers (or refreshes) a worker.
+/// Registers (or re-registers) a worker.
 #[utoipa::path(post, path = "/workers", tag = "workers", request_body = Registration,
-    responses((status = 200, body = WorkerRecord), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = WorkerView), (status = 403, body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(input): ApiJson<Registration>,
-) -> Result<axum::Json<WorkerRecord>, ApiError> {
+) -> Result<axum::Json<WorkerView>, ApiError> {
     caller.require(Role::Worker)?;
     let labels = if input.labels.is_null() {
         serde_json::json!({})
@@ -66,16 +69,8 @@ async fn register(
         .storage
         .upsert_worker(&input.name, &input.capabilities, &labels)
         .await?;
-    Ok(axum::Json(w))
-}
-
-/// What a heartbeat tells the worker.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Beat {
-    /// Running executions of this worker whose cancellation was asked.
-    pub cancel: Vec<i64>,
-    /// The lease length in ms: heartbeat well within it.
-    pub lease_ms: i64,
+    state.cache.workers_changed();
+    Ok(axum::Json(w.into()))
 }
 
 async fn worker(state: &AppState, id: i64) -> Result<WorkerRecord, ApiError> {
@@ -86,7 +81,7 @@ async fn worker(state: &AppState, id: i64) -> Result<WorkerRecord, ApiError> {
         .ok_or_else(|| ApiError::not_found("worker", id))
 }
 
-/// Extends the worker's leases; answers which executions to cancel.
+/// Extends the worker's leases; answers which of its executions were cancelled.
 #[utoipa::path(post, path = "/workers/{id}/heartbeat", tag = "workers",
     params(("id" = i64, Path, description = "Worker id")),
     responses((status = 200, body = Beat), (status = 404, body = ErrorBody)))]
@@ -97,7 +92,7 @@ async fn heartbeat(
 ) -> Result<axum::Json<Beat>, ApiError> {
     caller.require(Role::Worker)?;
     worker(&state, id).await?;
-    let lease_ms = state.config.lease_ms;
+    let lease_ms = state.core.config.lease_ms();
     state.storage.heartbeat(id, lease_ms).await?;
     let cancel = state.storage.cancel_requests(id).await?;
     Ok(axum::Json(Beat { cancel, lease_ms }))
@@ -107,24 +102,14 @@ async fn heartbeat(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ClaimQuery {
-    /// Most executions to claim (default 1).
+    /// Most executions to take (1-256, default 1).
     pub max: Option<i64>,
     /// Longest to wait for work, in ms (default 20000, at most 30000).
     pub wait_ms: Option<u64>,
 }
 
-/// A claimed execution and how to run it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct Assignment {
-    /// The execution.
-    pub execution: ExecutionRecord,
-    /// Digest of the component to run (`GET /components/{digest}`).
-    pub component: String,
-    /// The export (action name within its pack).
-    pub export: String,
-}
-
-/// Claims executions this worker can run, waiting for work when there is none.
+/// Claims executions this worker can run, marked running for it; waits for
+/// work when there is none.
 #[utoipa::path(post, path = "/workers/{id}/claim", tag = "workers", params(("id" = i64, Path, description = "Worker id"), ClaimQuery),
     responses((status = 200, body = Vec<Assignment>), (status = 404, body = ErrorBody)))]
 async fn claim(
@@ -135,7 +120,7 @@ async fn claim(
 ) -> Result<axum::Json<Vec<Assignment>>, ApiError> {
     caller.require(Role::Worker)?;
     let w = worker(&state, id).await?;
-    let max = q.max.unwrap_or(1).clamp(1, 100);
+    let max = q.max.unwrap_or(1).clamp(1, MAX_CLAIM);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -145,28 +130,29 @@ async fn claim(
         notified.as_mut().enable();
         let claimed = state
             .storage
-            .claim(id, &w.capabilities, max, state.config.lease_ms, false)
+            .claim(id, &w.capabilities, max, state.core.config.lease_ms(), true)
             .await?;
         if !claimed.is_empty() {
+            state.metrics.claims_per_batch.observe(claimed.len() as f64);
             let mut out = Vec::with_capacity(claimed.len());
+            let mut gone = Vec::new();
             for e in claimed {
-                let action = state.cache.action(&state.storage, &e.action).await?;
-                match action {
-                    Some(a) => out.push(Assignment {
-                        component: a.component,
-                        export: a.name,
-                        execution: e,
-                    }),
-                    None => {
-                        let gone = Finished::without_output(
-                            "failed",
+                match state.cache.action(&state.storage, &e.action).await? {
+                    Some(a) => out.push(Assignment::of(&e, a.component, a.name)),
+                    None => gone.push((
+                        e.id,
+                        id,
+                        Finished::without_output(
+                            ExecutionStatus::Failed,
                             format!("action {} is no longer registered", e.action),
-                        );
-                        state.storage.finish(e.id, id, &gone).await?;
-                    }
+                        ),
+                    )),
                 }
             }
-            return Ok(axum::Json(out));
+            state.storage.finish_many(&gone).await?;
+            if !out.is_empty() {
+                return Ok(axum::Json(out));
+            }
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return Ok(axum::Json(Vec::new()));
@@ -174,89 +160,44 @@ async fn claim(
     }
 }
 
-/// Marks a claimed execution running.
-#[utoipa::path(post, path = "/workers/{id}/executions/{execution}/start", tag = "workers",
-    params(("id" = i64, Path, description = "Worker id"), ("execution" = i64, Path, description = "Execution id")),
-    responses((status = 204), (status = 409, description = "No longer this worker's", body = ErrorBody)))]
-async fn start(
+/// Records how executions ended, a batch at a time.
+#[utoipa::path(post, path = "/workers/{id}/results", tag = "workers", request_body = Vec<Report>,
+    params(("id" = i64, Path, description = "Worker id")),
+    responses((status = 200, description = "Per report, whether it was still this worker's", body = Recorded),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn results(
     State(state): State<AppState>,
     caller: Caller,
-    Path((id, execution)): Path<(i64, i64)>,
-) -> Result<StatusCode, ApiError> {
+    Path(id): Path<i64>,
+    ApiJson(reports): ApiJson<Vec<Report>>,
+) -> Result<axum::Json<Recorded>, ApiError> {
     caller.require(Role::Worker)?;
-    if state.storage.mark_running(execution, id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::Conflict(format!(
-            "execution {execution} is not held by worker {id}"
-        )))
+    if reports.len() > MAX_REPORTS {
+        return Err(ApiError::TooLarge(format!(
+            "at most {MAX_REPORTS} reports a request"
+        )));
     }
-}
-
-/// How an execution ended, as a worker reports it.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Report {
-    /// succeeded, failed, timed_out or cancelled.
-    pub status: String,
-    /// Result value.
-    #[schema(value_type = Object)]
-    pub result: Option<Value>,
-    /// Error value or message.
-    #[schema(value_type = Object)]
-    pub error: Option<Value>,
-    /// Captured stdout.
-    #[serde(default)]
-    pub stdout: String,
-    /// Captured stderr.
-    #[serde(default)]
-    pub stderr: String,
-    /// Log lines.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub logs: Value,
-}
-
-/// Records how an execution ended.
-#[utoipa::path(post, path = "/workers/{id}/executions/{execution}/finish", tag = "workers", request_body = Report,
-    params(("id" = i64, Path, description = "Worker id"), ("execution" = i64, Path, description = "Execution id")),
-    responses((status = 204), (status = 409, description = "No longer this worker's (lease expired)", body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn finish(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((id, execution)): Path<(i64, i64)>,
-    ApiJson(report): ApiJson<Report>,
-) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Worker)?;
-    if !["succeeded", "failed", "timed_out", "cancelled"].contains(&report.status.as_str()) {
+    let details: Vec<ErrorDetail> = reports
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.status.is_reportable())
+        .map(|(n, _)| ErrorDetail {
+            path: format!("/{n}/status"),
+            message: "expected succeeded, failed, timed_out or cancelled".into(),
+        })
+        .collect();
+    if !details.is_empty() {
         return Err(ApiError::Invalid {
-            message: "unknown status".into(),
-            details: vec![super::error::ErrorDetail {
-                path: "/status".into(),
-                message: "expected succeeded, failed, timed_out or cancelled".into(),
-            }],
+            message: "a report has a status a worker cannot report".into(),
+            details,
         });
     }
-    let finished = Finished {
-        status: report.status,
-        result: report.result,
-        error: report.error,
-        stdout: report.stdout,
-        stderr: report.stderr,
-        logs: if report.logs.is_null() {
-            serde_json::json!([])
-        } else {
-            report.logs
-        },
-        started_at: None,
-    };
-    if state.storage.finish(execution, id, &finished).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::Conflict(format!(
-            "execution {execution} is not held by worker {id}"
-        )))
-    }
+    let items: Vec<_> = reports
+        .into_iter()
+        .map(|r| (r.id, id, r.into_finished()))
+        .collect();
+    let recorded = state.storage.finish_many(&items).await?;
+    Ok(axum::Json(Recorded { recorded }))
 }
 
 /// Downloads a component by digest.

@@ -9,9 +9,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use super::views::Problem;
+use super::views::RuleView;
 use super::{ApiQuery, AppState, Listing};
-use crate::rules::{RuleInput, validate_rule};
-use crate::storage::{Page, Role, RuleFilter, RuleRecord, RuleSpec};
+use crate::engine::rules::RuleInput;
+use crate::engine::rules::evaluate::evaluate;
+use crate::engine::rules::save::{self, Mode};
+use crate::storage::{Page, Role, RuleFilter};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -26,7 +30,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RuleResponse {
     /// The rule as stored.
-    pub rule: RuleRecord,
+    pub rule: RuleView,
     /// Non-fatal problems, e.g. no live worker can run its action now.
     pub warnings: Vec<String>,
 }
@@ -47,35 +51,6 @@ pub struct RuleQuery {
     pub after: Option<String>,
 }
 
-/// Validates a rule against its trigger type and action; warns when no live
-/// worker covers the action's capabilities.
-async fn check(state: &AppState, input: &RuleInput) -> Result<(RuleSpec, Vec<String>), ApiError> {
-    let trigger = state.storage.get_trigger_type(&input.trigger).await?;
-    let record = state.storage.get_action(&input.action).await?;
-    let pack = match &record {
-        Some(a) => Some(state.pack(&a.component).await?),
-        None => None,
-    };
-    let action = match (&record, &pack) {
-        (Some(a), Some(p)) => p.action(&a.name),
-        _ => None,
-    };
-    let spec = validate_rule(input, trigger.as_ref(), action)
-        .map_err(|errors| ApiError::invalid("the rule is invalid", "", &errors))?;
-    let mut warnings = Vec::new();
-    if let Some(a) = &record
-        && !super::workers::served(state, &a.capabilities).await?
-    {
-        warnings.push(format!(
-            "no live worker can run {} now (it needs {}); executions will wait until one joins",
-            a.r#ref,
-            a.capabilities.join(", ")
-        ));
-    }
-    Ok((spec, warnings))
-}
-
-/// Creates a rule after checking its trigger, criteria, action and params.
 #[utoipa::path(post, path = "/rules", tag = "rules", request_body = RuleInput,
     responses(
         (status = 201, body = RuleResponse),
@@ -89,12 +64,14 @@ async fn create(
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<(StatusCode, axum::Json<RuleResponse>), ApiError> {
     caller.require(Role::Operator)?;
-    let (spec, warnings) = check(&state, &input).await?;
-    let rule = state.storage.insert_rule(&spec).await?;
-    crate::scheduler::sync_rule(&state, &rule).await?;
+    let (spec, warnings) = save::check(&state, &input).await?;
+    let rule = save::store(&state, &spec, Mode::Create, &spec.r#ref).await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(RuleResponse { rule, warnings }),
+        axum::Json(RuleResponse {
+            rule: rule.into(),
+            warnings,
+        }),
     ))
 }
 
@@ -112,27 +89,22 @@ async fn update(
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<axum::Json<RuleResponse>, ApiError> {
     caller.require(Role::Operator)?;
-    let (spec, warnings) = check(&state, &input).await?;
-    let rule = state
-        .storage
-        .update_rule(&r#ref, &spec)
-        .await?
-        .ok_or_else(|| ApiError::not_found("rule", &r#ref))?;
-    if rule.spec.r#ref != r#ref {
-        state.storage.delete_timer(&r#ref).await?;
-    }
-    crate::scheduler::sync_rule(&state, &rule).await?;
-    Ok(axum::Json(RuleResponse { rule, warnings }))
+    let (spec, warnings) = save::check(&state, &input).await?;
+    let rule = save::store(&state, &spec, Mode::Replace, &r#ref).await?;
+    Ok(axum::Json(RuleResponse {
+        rule: rule.into(),
+        warnings,
+    }))
 }
 
 /// Lists rules by ref.
 #[utoipa::path(get, path = "/rules", tag = "rules", params(RuleQuery),
-    responses((status = 200, body = Listing<RuleRecord>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Listing<RuleView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
     ApiQuery(q): ApiQuery<RuleQuery>,
-) -> Result<axum::Json<Listing<RuleRecord>>, ApiError> {
+) -> Result<axum::Json<Listing<RuleView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let filter = RuleFilter {
         trigger: q.trigger,
@@ -144,7 +116,7 @@ async fn list(
         after: q.after,
     };
     let items = state.storage.list_rules(&filter, &page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |r| {
+    Ok(axum::Json(Listing::of(items, &page, |r| {
         r.spec.r#ref.clone()
     })))
 }
@@ -152,19 +124,19 @@ async fn list(
 /// Shows one rule.
 #[utoipa::path(get, path = "/rules/{ref}", tag = "rules",
     params(("ref" = String, Path, description = "Rule ref")),
-    responses((status = 200, body = RuleRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(r#ref): Path<String>,
-) -> Result<axum::Json<RuleRecord>, ApiError> {
+) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Viewer)?;
     let rule = state
         .storage
         .get_rule(&r#ref)
         .await?
         .ok_or_else(|| ApiError::not_found("rule", &r#ref))?;
-    Ok(axum::Json(rule))
+    Ok(axum::Json(rule.into()))
 }
 
 /// Deletes a rule.
@@ -177,27 +149,23 @@ async fn delete(
     Path(r#ref): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
-    if state.storage.delete_rule(&r#ref).await? {
-        state.storage.delete_timer(&r#ref).await?;
-        state.dispatch.timers.notify_one();
-        state.cache.rules_changed();
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("rule", &r#ref))
-    }
-}
-
-async fn set_enabled(state: &AppState, r#ref: &str, enabled: bool) -> Result<RuleRecord, ApiError> {
-    let rule = state
-        .storage
-        .set_rule_enabled(r#ref, enabled)
-        .await?
-        .ok_or_else(|| ApiError::not_found("rule", r#ref))?;
-    crate::scheduler::sync_rule(state, &rule).await?;
-    Ok(rule)
+    save::delete(&state, &r#ref).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A sample event for a dry run.
+/// What a rule would do with an event.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerdictView {
+    /// Whether the criteria hold.
+    pub matched: bool,
+    /// The rendered action params, when it matched and rendered.
+    #[schema(value_type = Object)]
+    pub params: Option<serde_json::Value>,
+    /// Why it would not run (criteria error, template error, invalid params).
+    pub errors: Vec<Problem>,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestRequest {
@@ -211,13 +179,13 @@ pub struct TestRequest {
 /// Nothing is stored.
 #[utoipa::path(post, path = "/rules/{ref}/test", tag = "rules", request_body = TestRequest,
     params(("ref" = String, Path, description = "Rule ref")),
-    responses((status = 200, body = crate::scheduler::Verdict), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = VerdictView), (status = 404, body = ErrorBody)))]
 async fn test(
     State(state): State<AppState>,
     caller: Caller,
     Path(r#ref): Path<String>,
     ApiJson(input): ApiJson<TestRequest>,
-) -> Result<axum::Json<crate::scheduler::Verdict>, ApiError> {
+) -> Result<axum::Json<VerdictView>, ApiError> {
     caller.require(Role::Viewer)?;
     let rule = state
         .storage
@@ -231,32 +199,40 @@ async fn test(
         source: Some("test".into()),
         created_at: crate::storage::now_ms(),
     };
-    let (verdict, _) = crate::scheduler::evaluate(&state, &rule, &event).await?;
-    Ok(axum::Json(verdict))
+    let (verdict, _) = evaluate(&state, &rule, &event).await?;
+    Ok(axum::Json(VerdictView {
+        matched: verdict.matched,
+        params: verdict.params,
+        errors: verdict.errors.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// Enables a rule.
 #[utoipa::path(post, path = "/rules/{ref}/enable", tag = "rules",
     params(("ref" = String, Path, description = "Rule ref")),
-    responses((status = 200, body = RuleRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
 async fn enable(
     State(state): State<AppState>,
     caller: Caller,
     Path(r#ref): Path<String>,
-) -> Result<axum::Json<RuleRecord>, ApiError> {
+) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Operator)?;
-    Ok(axum::Json(set_enabled(&state, &r#ref, true).await?))
+    Ok(axum::Json(
+        save::set_enabled(&state, &r#ref, true).await?.into(),
+    ))
 }
 
 /// Disables a rule.
 #[utoipa::path(post, path = "/rules/{ref}/disable", tag = "rules",
     params(("ref" = String, Path, description = "Rule ref")),
-    responses((status = 200, body = RuleRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleView), (status = 404, body = ErrorBody)))]
 async fn disable(
     State(state): State<AppState>,
     caller: Caller,
     Path(r#ref): Path<String>,
-) -> Result<axum::Json<RuleRecord>, ApiError> {
+) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Operator)?;
-    Ok(axum::Json(set_enabled(&state, &r#ref, false).await?))
+    Ok(axum::Json(
+        save::set_enabled(&state, &r#ref, false).await?.into(),
+    ))
 }

@@ -9,8 +9,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::{Caller, hash_token, new_token};
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
+use super::views::{PageQuery, TokenView};
 use super::{ApiQuery, AppState, Listing};
-use crate::storage::{Page, Role, TokenRecord};
+use crate::storage::{Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,7 +25,8 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 pub struct NewToken {
     /// Name, for people.
     pub name: String,
-    /// Role.
+    /// worker, viewer, operator or admin.
+    #[schema(value_type = String)]
     pub role: Role,
 }
 
@@ -33,7 +35,7 @@ pub struct NewToken {
 pub struct CreatedToken {
     /// The record.
     #[serde(flatten)]
-    pub record: TokenRecord,
+    pub record: TokenView,
     /// The secret; send as `Authorization: Bearer <token>`.
     pub token: String,
 }
@@ -54,21 +56,25 @@ async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedToken { record, token }),
+        axum::Json(CreatedToken {
+            record: record.into(),
+            token,
+        }),
     ))
 }
 
 /// Lists tokens (never their secrets).
-#[utoipa::path(get, path = "/tokens", tag = "tokens", params(Page),
-    responses((status = 200, body = Listing<TokenRecord>), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/tokens", tag = "tokens", params(PageQuery),
+    responses((status = 200, body = Listing<TokenView>), (status = 403, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(page): ApiQuery<Page>,
-) -> Result<axum::Json<Listing<TokenRecord>>, ApiError> {
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Listing<TokenView>>, ApiError> {
     caller.require(Role::Admin)?;
+    let page = Page::from(page);
     let items = state.storage.list_tokens(&page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |t| t.id.to_string())))
+    Ok(axum::Json(Listing::of(items, &page, |t| t.id.to_string())))
 }
 
 /// Revokes a token; it stops working at once on this node and within a

@@ -5,8 +5,9 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use super::views::{PageQuery, TriggerTypeView};
 use super::{ApiQuery, AppState, Listing};
-use crate::storage::{Page, Role, TriggerTypeRecord};
+use crate::storage::{Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -15,32 +16,33 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Lists trigger types with their parameter and payload schemas.
-#[utoipa::path(get, path = "/trigger-types", tag = "triggers", params(Page),
-    responses((status = 200, body = Listing<TriggerTypeRecord>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/trigger-types", tag = "triggers", params(PageQuery),
+    responses((status = 200, body = Listing<TriggerTypeView>), (status = 401, body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(page): ApiQuery<Page>,
-) -> Result<axum::Json<Listing<TriggerTypeRecord>>, ApiError> {
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<axum::Json<Listing<TriggerTypeView>>, ApiError> {
     caller.require(Role::Viewer)?;
+    let page = Page::from(page);
     let items = state.storage.list_trigger_types(&page).await?;
-    Ok(axum::Json(Listing::new(items, &page, |t| t.r#ref.clone())))
+    Ok(axum::Json(Listing::of(items, &page, |t| t.r#ref.clone())))
 }
 
 /// Shows one trigger type.
 #[utoipa::path(get, path = "/trigger-types/{ref}", tag = "triggers",
     params(("ref" = String, Path, description = "Trigger type ref, e.g. core.interval")),
-    responses((status = 200, body = TriggerTypeRecord), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = TriggerTypeView), (status = 404, body = ErrorBody)))]
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(r#ref): Path<String>,
-) -> Result<axum::Json<TriggerTypeRecord>, ApiError> {
+) -> Result<axum::Json<TriggerTypeView>, ApiError> {
     caller.require(Role::Viewer)?;
     let t = state
         .storage
         .get_trigger_type(&r#ref)
         .await?
         .ok_or_else(|| ApiError::not_found("trigger type", &r#ref))?;
-    Ok(axum::Json(t))
+    Ok(axum::Json(t.into()))
 }

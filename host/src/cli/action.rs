@@ -9,11 +9,11 @@ use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::RuntimeArgs;
-use super::units::{parse_duration, parse_size};
 use crate::builtin;
 use crate::runtime::{
     CacheOutcome, ExecuteError, ExecutionRequest, Limits, LoadError, Pack, Runtime, RuntimeConfig,
 };
+use crate::util::units::{parse_duration, parse_size};
 
 /// Exit code for bad input: unreadable component, unknown action, invalid params.
 pub const EXIT_INVALID: i32 = 2;

@@ -38,7 +38,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub direct: bool,
     /// Give up waiting for completion after this long.
-    #[arg(long, default_value = "300s", value_parser = super::units::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = crate::util::units::parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
     pub client: ClientArgs,

@@ -9,8 +9,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::action::build_params;
-use super::units::parse_duration;
 use crate::client::{Body, Client, ClientError, SavedLogin};
+use crate::util::units::parse_duration;
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Clone, Args)]

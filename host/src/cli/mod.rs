@@ -10,7 +10,6 @@ mod author;
 mod bench;
 mod client;
 mod serve;
-pub mod units;
 mod worker;
 
 use std::path::PathBuf;

@@ -7,10 +7,10 @@ use anyhow::Context as _;
 
 use std::time::Duration;
 
-use super::units::{parse_duration, parse_size};
 use crate::api::ApiConfig;
-use crate::scheduler::PipelineConfig;
+use crate::engine::scheduler::PipelineConfig;
 use crate::server::{self, ADMIN_TOKEN_FILE, Server, ServerConfig};
+use crate::util::units::{parse_duration, parse_size};
 
 /// Options of `attune serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,8 +54,6 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         cache_dir: None,
         api: ApiConfig {
             max_upload_bytes: args.max_upload,
-            lease_ms: args.lease.as_millis() as i64,
-            worker_ttl_ms: (args.lease.as_millis() as i64).max(1000),
         },
         pipeline: PipelineConfig {
             embedded_worker: args.workers > 0,
@@ -79,8 +77,14 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "attune is listening");
     eprintln!("attune is listening on http://{}", listener.local_addr()?);
-    server::run(listener, server.state.clone(), shutdown_signal()).await?;
-    crate::scheduler::stop(&server.state).await;
+    server::run(
+        listener,
+        server.core.clone(),
+        server.api.clone(),
+        shutdown_signal(),
+    )
+    .await?;
+    crate::engine::scheduler::stop(&server.core).await;
     Ok(0)
 }
 

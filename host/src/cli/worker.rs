@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::{Map, Value};
 
-use super::units::parse_duration;
-use crate::scheduler::remote::{self, RemoteWorkerConfig};
+use crate::client::worker::{self as remote, RemoteWorkerConfig};
+use crate::util::units::parse_duration;
 
 /// Options of `attune worker`.
 #[derive(Debug, Args)]
@@ -61,7 +61,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             .clone()
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         capabilities: if args.capabilities.is_empty() {
-            crate::scheduler::worker::capabilities()
+            crate::engine::worker::capabilities()
         } else {
             args.capabilities.clone()
         },

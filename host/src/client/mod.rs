@@ -3,6 +3,8 @@
 //! Errors from the server come back in the API's error shape and are turned
 //! into [`ClientError::Api`], keeping every detail path for display.
 
+pub mod worker;
+
 use std::path::PathBuf;
 
 use reqwest::{Method, StatusCode};
@@ -81,8 +83,7 @@ impl SavedLogin {
         let io = |e: std::io::Error| ClientError::Config(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(path.parent().expect("config path has a parent")).map_err(io)?;
         let text = toml::to_string(self).map_err(|e| ClientError::Config(e.to_string()))?;
-        crate::server::write_private(&path, &text)
-            .map_err(|e| ClientError::Config(format!("{e:#}")))?;
+        crate::util::files::write_private(&path, &text).map_err(io)?;
         Ok(path)
     }
 }

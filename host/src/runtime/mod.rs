@@ -7,8 +7,11 @@
 //! API and workers hand it component bytes and JSON, and get JSON back.
 
 pub mod cache;
+pub mod capabilities;
+pub mod context;
 pub mod execute;
 pub mod host;
+pub mod log;
 pub mod output;
 pub mod pack;
 pub mod schema;
@@ -157,7 +160,8 @@ impl Runtime {
         // context denies sockets and host directories.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
-        host::add_to_linker(&mut linker).map_err(|e| anyhow::anyhow!("linking attune: {e:#}"))?;
+        capabilities::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking attune: {e:#}"))?;
         let cache = match &config.cache_dir {
             Some(dir) => Some(ArtifactCache::open(dir, &engine)?),
             None => None,

@@ -21,19 +21,6 @@ use super::{LoadError, schema};
 /// Name of the custom section the SDK writes with WIT doc comments.
 pub const DOCS_SECTION: &str = "attune:docs";
 
-/// The runtime kind every Attune worker that runs components advertises.
-pub const RUNTIME_KIND: &str = "wasi-p2-component";
-
-/// WASI packages every worker links, so needing them requires nothing.
-const BASELINE_PACKAGES: &[&str] = &[
-    "wasi:cli",
-    "wasi:io",
-    "wasi:clocks",
-    "wasi:random",
-    "wasi:filesystem",
-    "wasi:sockets",
-];
-
 /// Exports that toolchains add for their own use, not actions: an exported
 /// instance name with one of its functions, or `None` for a top-level function.
 /// componentize-py exports `exports#init`; QuickJS-based JavaScript toolchains
@@ -302,7 +289,7 @@ pub(crate) fn read_docs(bytes: &[u8]) -> Docs {
 pub fn capability_for_import(import: &str) -> Option<String> {
     let (package, rest) = import.split_once('/').unwrap_or((import, ""));
     let package_no_version = package.split('@').next().unwrap_or(package);
-    if BASELINE_PACKAGES.contains(&package_no_version) {
+    if super::capabilities::BASELINE_PACKAGES.contains(&package_no_version) {
         return None;
     }
     if let Some(wasi) = package_no_version.strip_prefix("wasi:") {
@@ -333,7 +320,7 @@ pub(crate) fn describe(
         .imports(engine)
         .map(|(name, _)| name.to_string())
         .collect();
-    let mut capabilities = vec![RUNTIME_KIND.to_string()];
+    let mut capabilities = vec![super::capabilities::RUNTIME_KIND.to_string()];
     for import in &imports {
         if let Some(cap) = capability_for_import(import)
             && !capabilities.contains(&cap)

@@ -2,13 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use super::rows::DbRow;
 
 /// Keyset pagination: `after` is the last ref/id of the previous page.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Page {
     /// Items per page, 1 to 500 (default 50).
     pub limit: Option<i64>,
@@ -42,7 +40,7 @@ impl Page {
 }
 
 /// A token's permission level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Claim executions and report results, nothing else.
@@ -137,7 +135,7 @@ pub enum Registered {
 }
 
 /// A registered pack.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PackRecord {
     /// Pack name.
     pub name: String,
@@ -167,7 +165,7 @@ impl PackRecord {
 }
 
 /// A registered action.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ActionRecord {
     /// `<pack>.<name>`.
     pub r#ref: String,
@@ -206,7 +204,7 @@ impl ActionRecord {
 }
 
 /// A kind of trigger rules can listen to.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TriggerTypeRecord {
     /// e.g. `core.interval`.
     pub r#ref: String,
@@ -230,7 +228,7 @@ impl TriggerTypeRecord {
 }
 
 /// A rule as stored (already validated).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RuleSpec {
     /// `<pack>.<name>`, unique.
     pub r#ref: String,
@@ -260,7 +258,7 @@ fn one() -> i64 {
 }
 
 /// A stored rule.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RuleRecord {
     /// Internal id.
     pub id: i64,
@@ -296,8 +294,7 @@ impl RuleRecord {
 }
 
 /// Filters for listing rules.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct RuleFilter {
     /// Only rules on this trigger type.
     pub trigger: Option<String>,
@@ -308,7 +305,7 @@ pub struct RuleFilter {
 }
 
 /// Something that happened.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct EventRecord {
     /// Id, increasing.
     pub id: i64,
@@ -334,6 +331,80 @@ impl EventRecord {
     }
 }
 
+/// Where an execution stands. `requested` waits for a worker that can serve
+/// it, `scheduled` is claimed by one, `running` has begun; the other five
+/// are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    /// Waiting for a worker that can serve it.
+    Requested,
+    /// Claimed by a worker, not begun.
+    Scheduled,
+    /// Begun.
+    Running,
+    /// Ended with a result.
+    Succeeded,
+    /// Ended with an error or a trap.
+    Failed,
+    /// Ran out of time.
+    TimedOut,
+    /// Cancelled before or while it ran.
+    Cancelled,
+    /// Its worker vanished with no attempt left.
+    Abandoned,
+}
+
+impl ExecutionStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [ExecutionStatus; 8] = [
+        Self::Requested,
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Cancelled,
+        Self::Abandoned,
+    ];
+
+    /// The status's name, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::Abandoned => "abandoned",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Whether it is final: nothing more will happen to the execution.
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Requested | Self::Scheduled | Self::Running)
+    }
+
+    /// Whether a worker may report it as how a run ended (`abandoned` is
+    /// the server's verdict, never a worker's).
+    pub fn is_reportable(self) -> bool {
+        self.is_finished() && self != Self::Abandoned
+    }
+}
+
+impl std::fmt::Display for ExecutionStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An execution to queue.
 #[derive(Debug, Clone)]
 pub struct NewExecution {
@@ -356,7 +427,7 @@ pub struct NewExecution {
 }
 
 /// One run of one action.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExecutionRecord {
     /// Id, increasing.
     pub id: i64,
@@ -364,8 +435,8 @@ pub struct ExecutionRecord {
     pub action: String,
     /// Parameters.
     pub params: Value,
-    /// requested, scheduled, running, succeeded, failed, timed_out, cancelled or abandoned.
-    pub status: String,
+    /// Where it stands.
+    pub status: ExecutionStatus,
     /// Why it is in this status, when that needs saying.
     pub status_reason: Option<String>,
     /// Capabilities a worker needs.
@@ -416,7 +487,7 @@ impl ExecutionRecord {
             id: r.int("id"),
             action: r.text("action"),
             params: r.json("params"),
-            status: r.text("status"),
+            status: r.status("status"),
             status_reason: r.opt_text("status_reason"),
             capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
             rule: r.opt_text("rule"),
@@ -445,14 +516,14 @@ impl ExecutionRecord {
 }
 
 /// One ended attempt of an execution: its history, oldest first.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AttemptRecord {
     /// Attempt number, from 1.
     pub attempt: i64,
     /// Worker that ran it.
     pub worker: Option<i64>,
-    /// How it ended: succeeded, failed, timed_out, cancelled or abandoned.
-    pub status: String,
+    /// How it ended.
+    pub status: ExecutionStatus,
     /// Error value or message.
     pub error: Option<Value>,
     /// Unix ms.
@@ -466,7 +537,7 @@ impl AttemptRecord {
         Self {
             attempt: r.int("attempt"),
             worker: r.opt_int("worker"),
-            status: r.text("status"),
+            status: r.status("status"),
             error: r.opt_json("error"),
             started_at: r.opt_int("started_at"),
             finished_at: r.int("finished_at"),
@@ -475,11 +546,10 @@ impl AttemptRecord {
 }
 
 /// Filters for listing executions.
-#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ExecutionFilter {
     /// Only this status.
-    pub status: Option<String>,
+    pub status: Option<ExecutionStatus>,
     /// Only this action.
     pub action: Option<String>,
     /// Only runs caused by this rule.
@@ -487,7 +557,7 @@ pub struct ExecutionFilter {
 }
 
 /// A worker that registered with the server.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct WorkerRecord {
     /// Id.
     pub id: i64,
@@ -517,7 +587,7 @@ impl WorkerRecord {
 }
 
 /// An API token (never its secret or hash).
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct TokenRecord {
     /// Id.
     pub id: i64,
@@ -541,4 +611,29 @@ impl TokenRecord {
             revoked_at: r.opt_int("revoked_at"),
         }
     }
+}
+
+/// An event to record.
+pub struct NewEvent<'a> {
+    /// Trigger type ref.
+    pub trigger: &'a str,
+    /// Payload.
+    pub payload: &'a Value,
+    /// Who produced it.
+    pub source: Option<&'a str>,
+}
+
+/// An enforcement to record: a rule's verdict on an event.
+#[derive(Debug, Clone)]
+pub struct NewEnforcement {
+    /// Rule ref.
+    pub rule: String,
+    /// Event id.
+    pub event: i64,
+    /// Rendered params, when rendering got that far.
+    pub params: Option<Value>,
+    /// Why it failed; `None` when enforced.
+    pub reason: Option<String>,
+    /// The execution to queue when enforced.
+    pub execution: Option<NewExecution>,
 }

@@ -17,6 +17,11 @@ pub(crate) trait DbRow {
     fn json(&self, col: &str) -> Value;
     fn opt_json(&self, col: &str) -> Option<Value>;
     fn bytes(&self, col: &str) -> Vec<u8>;
+    /// An execution status; the schema's CHECK holds it to the known names.
+    fn status(&self, col: &str) -> super::ExecutionStatus {
+        let s = self.text(col);
+        super::ExecutionStatus::parse(&s).unwrap_or_else(|| panic!("column {col}: status `{s}`"))
+    }
 }
 
 macro_rules! impl_db_row {

@@ -12,10 +12,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::cli::units::parse_duration;
+pub mod evaluate;
+pub mod render;
+pub mod save;
+
+use crate::engine::triggers::schedule::plan;
 use crate::runtime::{Action, PathError, schema_errors};
 use crate::storage::{RuleSpec, TriggerTypeRecord};
-use crate::triggers::schedule::Plan;
+use crate::util::units::{millis, parse_duration};
 
 /// A rule as the API and `rule.yaml` take it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -123,7 +127,7 @@ pub fn validate_rule(
             if found.is_empty() {
                 // The schema holds; now the values themselves (cron syntax,
                 // time zone, date-time, duration).
-                if let Err(found) = Plan::of(&t.r#ref, &input.trigger_params) {
+                if let Err(found) = plan(&t.r#ref, &input.trigger_params) {
                     for e in found {
                         err(&e.path, e.message);
                     }
@@ -142,7 +146,7 @@ pub fn validate_rule(
     let timeout_ms = match &input.timeout {
         None => None,
         Some(t) => match parse_duration(t) {
-            Ok(d) if !d.is_zero() => Some(d.as_millis() as i64),
+            Ok(d) if !d.is_zero() => Some(millis(d)),
             Ok(_) => {
                 err("/timeout", "must be greater than zero".into());
                 None

@@ -15,7 +15,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::rules::{RuleInput, validate_rule};
+use crate::engine::Core;
+use crate::engine::rules::save::{self, Mode};
+use crate::engine::rules::{RuleInput, validate_rule};
 use crate::runtime::{LoadError, Pack, Runtime, cache};
 use crate::storage::{
     NewAction, NewComponent, NewPack, Registered, RuleSpec, Storage, StorageError,
@@ -55,6 +57,9 @@ pub enum PackError {
     /// Storage refused it (e.g. version conflict).
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Saving its rules failed.
+    #[error(transparent)]
+    Engine(crate::engine::EngineError),
 }
 
 /// `pack.toml`.
@@ -143,7 +148,7 @@ pub struct Outcome {
     /// Action refs of the pack.
     pub actions: Vec<String>,
     /// Rules registered with it.
-    pub rules: Vec<String>,
+    pub rules: Vec<RuleSpec>,
     /// Each loaded component by digest, for the caller's cache.
     pub loaded: Vec<Pack>,
 }
@@ -263,24 +268,16 @@ pub async fn register(
         actions: actions.into_values().collect(),
     };
     let registered = storage.register_pack(&new).await?;
-    let mut rule_refs = Vec::new();
-    if registered != Registered::Unchanged {
-        for rule in &rules {
-            match storage.insert_rule(rule).await {
-                Ok(_) => {}
-                Err(StorageError::Conflict(_)) => {
-                    storage.update_rule(&rule.r#ref, rule).await?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            rule_refs.push(rule.r#ref.clone());
-        }
+    // Rules are saved by `install`, through the one place that saves rules;
+    // an unchanged pack leaves its rules as they are now.
+    if registered == Registered::Unchanged {
+        rules.clear();
     }
     Ok(Outcome {
         name: new.name,
         registered,
         actions: new.actions.iter().map(|a| a.r#ref.clone()).collect(),
-        rules: rule_refs,
+        rules,
         loaded: loaded.into_iter().map(|(_, p)| p).collect(),
     })
 }
@@ -299,4 +296,46 @@ pub async fn load_bounded(runtime: &Runtime, bytes: Vec<u8>) -> Result<Pack, Str
         Ok(Ok(Err(e))) => Err(e.to_string()),
         Ok(Ok(Ok((pack, _)))) => Ok(pack),
     }
+}
+
+/// What [`install`] did.
+pub struct Installed {
+    /// The pack's name.
+    pub name: String,
+    /// Created, upgraded or unchanged.
+    pub registered: Registered,
+    /// Refs of its actions.
+    pub actions: Vec<String>,
+    /// Refs of the rules it brought and saved.
+    pub rules: Vec<String>,
+}
+
+/// Registers `upload` and makes it live: its components loaded in the pack
+/// cache, the action cache refreshed, its rules saved (and their timers
+/// synced) through the one place that saves rules.
+pub async fn install(core: &Core, upload: Upload) -> Result<Installed, PackError> {
+    let outcome = register(&core.runtime, &core.storage, &core.files, upload).await?;
+    for p in &outcome.loaded {
+        core.packs.insert(p.clone());
+    }
+    core.cache.actions_changed();
+    let mut rules = Vec::new();
+    for spec in &outcome.rules {
+        save::store(core, spec, Mode::Upsert, &spec.r#ref)
+            .await
+            .map_err(|e| match e {
+                crate::engine::EngineError::Storage(s) => PackError::Storage(s),
+                other => PackError::Engine(other),
+            })?;
+        rules.push(spec.r#ref.clone());
+    }
+    if outcome.registered != Registered::Unchanged {
+        core.metrics.packs_registered.inc();
+    }
+    Ok(Installed {
+        name: outcome.name,
+        registered: outcome.registered,
+        actions: outcome.actions,
+        rules,
+    })
 }

@@ -130,6 +130,11 @@ impl ReadCache {
     pub fn actions_changed(&self) {
         lock(&self.actions).clear();
     }
+
+    /// Forgets the worker list (a worker registered here).
+    pub fn workers_changed(&self) {
+        *lock(&self.workers) = None;
+    }
 }
 
 #[cfg(test)]

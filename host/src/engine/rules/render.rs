@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::rules::{is_template, template_env};
+use super::{is_template, template_env};
 use crate::storage::EventRecord;
 
 /// The template context for an event: `event` and `rule`.

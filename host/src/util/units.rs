@@ -1,4 +1,9 @@
 //! Parsing of durations (`500ms`, `10s`, `5m`, `1h`) and sizes (`64MiB`).
+//!
+//! Written here rather than taken from `humantime`/`bytesize`: the API has
+//! always accepted fractions (`1.5s`) and bare seconds (`7`), which those
+//! crates reject, and every duration must fit the `i64` milliseconds it is
+//! stored as, which they do not check.
 
 use std::time::Duration;
 
@@ -23,7 +28,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{s}` is out of range"))
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+        .ok_or_else(|| format!("`{s}` is out of range (at most 100 years)"))
+}
+
+/// The longest duration accepted: far below `i64::MAX` milliseconds, so
+/// adding one to a timestamp can never overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// Milliseconds of a duration that [`parse_duration`] accepted (saturating
+/// for any other).
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB`, powers of 1000).
@@ -68,6 +86,10 @@ mod tests {
     fn rejects_bad_durations() {
         assert!(parse_duration("ten seconds").is_err());
         assert!(parse_duration("10d").is_err());
+        assert!(
+            parse_duration("9999999999999h").is_err(),
+            "a duration past i64 milliseconds is rejected, not wrapped"
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Built-in trigger types and the schedules of timer triggers.
+//! Built-in trigger types, the schedules of timer triggers, and webhooks.
 //!
 //! [`builtin`] lists the types with their parameter and payload schemas; they
 //! are stored at startup so rules can be validated against them.
-//! [`schedule`] turns a timer rule's parameters into next-fire times.
+//! [`schedule`] turns a timer rule's parameters into a schedule;
+//! [`webhook`] verifies signed deliveries and shapes their events.
 
 mod builtin_types;
 pub mod schedule;
+pub mod webhook;
 
 use std::sync::LazyLock;
 

@@ -9,25 +9,16 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
-use super::{PipelineConfig, lock};
-use crate::api::AppState;
+use super::protocol::{Assignment, Report};
+use crate::engine::Core;
+use crate::engine::dispatch::lock;
+use crate::engine::scheduler::PipelineConfig;
 use crate::runtime::output::CappedPipe;
-use crate::runtime::{ExecutionContext, ExecutionRequest, Limits, Status};
-use crate::storage::{ExecutionRecord, Finished};
-
-/// What every worker of this build can run: the runtime kind and the
-/// `attune:action` host interfaces it links.
-pub fn capabilities() -> Vec<String> {
-    vec![
-        crate::runtime::pack::RUNTIME_KIND.to_string(),
-        "attune:action/log@0.1.0".to_string(),
-        "attune:action/context@0.1.0".to_string(),
-    ]
-}
+use crate::storage::{ExecutionRecord, ExecutionStatus, Finished};
 
 /// The embedded worker.
 pub struct EmbeddedWorker {
-    state: AppState,
+    core: Core,
     id: i64,
     capabilities: Vec<String>,
     config: PipelineConfig,
@@ -43,12 +34,12 @@ pub struct Handle {
 impl Handle {
     /// Hands back, once the worker's tasks are stopped, the work it claimed
     /// or marked running but never began.
-    pub async fn release(&self, state: &AppState) -> Result<u64, crate::storage::StorageError> {
+    pub async fn release(&self, core: &Core) -> Result<u64, crate::storage::StorageError> {
         let marked: Vec<i64> = lock(&self.local.started)
             .drain(..)
             .map(|s| s.execution.id)
             .collect();
-        state.storage.release_unstarted(self.id, &marked).await
+        core.storage.release_unstarted(self.id, &marked).await
     }
 }
 
@@ -98,18 +89,19 @@ impl Local {
 
 impl EmbeddedWorker {
     /// Registers the worker row (name `embedded@<host>`).
-    pub async fn register(state: AppState, config: PipelineConfig) -> anyhow::Result<Self> {
+    pub async fn register(core: Core, config: PipelineConfig) -> anyhow::Result<Self> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
         let name = format!("embedded@{host}:{}", std::process::id());
-        let capabilities = capabilities();
-        let record = state
+        let capabilities = super::capabilities();
+        let record = core
             .storage
             .upsert_worker(&name, &capabilities, &json!({"embedded": "true"}))
             .await?;
+        core.cache.workers_changed();
         let (results, rx) = tokio::sync::mpsc::unbounded_channel();
-        state.dispatch.spawn(write_results(state.clone(), rx));
+        core.dispatch.spawn(write_results(core.clone(), rx));
         Ok(Self {
-            state,
+            core,
             id: record.id,
             capabilities,
             config,
@@ -159,13 +151,13 @@ impl EmbeddedWorker {
     /// respected, and the database says `running` before anything runs.
     pub async fn run(self) {
         let heartbeat = (self.config.lease / 3).max(Duration::from_millis(100));
-        let lease_ms = self.config.lease.as_millis() as i64;
+        let lease_ms = crate::util::units::millis(self.config.lease);
         let mut next_heartbeat = tokio::time::Instant::now();
         let concurrency = self.config.concurrency.max(1);
         let mut slots = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
             let local = self.local.clone();
-            let state = self.state.clone();
+            let core = self.core.clone();
             let (worker, default_timeout) = (self.id, self.config.default_timeout);
             slots.spawn(async move {
                 loop {
@@ -174,21 +166,21 @@ impl EmbeddedWorker {
                         cancelled,
                     } = local.next().await;
                     let began = std::time::Instant::now();
-                    let finished = execute(&state, &execution, default_timeout, cancelled).await;
+                    let finished = execute(&core, &execution, default_timeout, cancelled).await;
                     local.pace.record(began.elapsed());
                     let _ = local.results.send((execution.id, worker, finished));
                 }
             });
         }
         slots.spawn(starter(
-            self.state.clone(),
+            self.core.clone(),
             self.id,
             self.local.clone(),
             concurrency,
         ));
         loop {
             if tokio::time::Instant::now() >= next_heartbeat {
-                if let Err(e) = self.state.storage.heartbeat(self.id, lease_ms).await {
+                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await {
                     tracing::error!(error = %e, "worker heartbeat");
                 }
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
@@ -209,7 +201,7 @@ impl EmbeddedWorker {
             let mut more = false;
             if want > 0 {
                 match self
-                    .state
+                    .core
                     .storage
                     .claim(self.id, &self.capabilities, want as i64, lease_ms, start)
                     .await
@@ -231,14 +223,14 @@ impl EmbeddedWorker {
             // Idle (not just busy): wake for the next retry too.
             if queued == 0
                 && self.local.len() == 0
-                && let Ok(Some(due)) = self.state.storage.next_retry_due().await
+                && let Ok(Some(due)) = self.core.storage.next_retry_due().await
             {
                 let until = Duration::from_millis((due - crate::storage::now_ms()).max(0) as u64);
                 wait = wait.min(until);
             }
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = self.state.dispatch.work.notified() => {}
+                () = self.core.dispatch.work.notified() => {}
                 () = self.local.refill.notified() => {}
             }
         }
@@ -305,7 +297,7 @@ struct Started {
 /// idle slots, plus, for short actions, about what the slots will begin
 /// within [`PIPELINE_WINDOW`], so the slots do not wait for the start write
 /// and one write starts a batch.
-async fn starter(state: AppState, worker: i64, local: Arc<Local>, slots: usize) {
+async fn starter(core: Core, worker: i64, local: Arc<Local>, slots: usize) {
     loop {
         let taken = local.taken.notified();
         let queued = local.queued.notified();
@@ -324,7 +316,7 @@ async fn starter(state: AppState, worker: i64, local: Arc<Local>, slots: usize) 
                 local.refill.notify_one();
             }
             if !batch.is_empty() {
-                let started = start_all(&state, worker, batch).await;
+                let started = start_all(&core, worker, batch).await;
                 if !started.is_empty() {
                     lock(&local.started).extend(started);
                     local.ready.notify_waiters();
@@ -343,18 +335,18 @@ async fn starter(state: AppState, worker: i64, local: Arc<Local>, slots: usize) 
 /// still holds (not cancelled, lease not expired); ones claimed straight
 /// into `running` need nothing. Each cancel handle is registered first, so a
 /// cancel from then on reaches the execution even before it begins.
-async fn start_all(state: &AppState, worker: i64, batch: Vec<ExecutionRecord>) -> Vec<Started> {
+async fn start_all(core: &Core, worker: i64, batch: Vec<ExecutionRecord>) -> Vec<Started> {
     let handles: Vec<oneshot::Receiver<()>> = batch
         .iter()
-        .map(|e| state.dispatch.on_cancel(e.id))
+        .map(|e| core.dispatch.on_cancel(e.id))
         .collect();
     let unstarted: Vec<i64> = batch
         .iter()
-        .filter(|e| e.status != "running")
+        .filter(|e| e.status != ExecutionStatus::Running)
         .map(|e| e.id)
         .collect();
     let held: std::collections::HashSet<i64> =
-        match state.storage.start_many(worker, &unstarted).await {
+        match core.storage.start_many(worker, &unstarted).await {
             Ok(held) => held.into_iter().collect(),
             Err(err) => {
                 // Still claimed: the lease brings them back.
@@ -366,9 +358,9 @@ async fn start_all(state: &AppState, worker: i64, batch: Vec<ExecutionRecord>) -
         .into_iter()
         .zip(handles)
         .filter_map(|(e, cancelled)| {
-            if e.status == "running" || held.contains(&e.id) {
+            if e.status == ExecutionStatus::Running || held.contains(&e.id) {
                 let execution = ExecutionRecord {
-                    status: "running".into(),
+                    status: ExecutionStatus::Running,
                     ..e
                 };
                 Some(Started {
@@ -376,7 +368,7 @@ async fn start_all(state: &AppState, worker: i64, batch: Vec<ExecutionRecord>) -
                     cancelled,
                 })
             } else {
-                state.dispatch.done(e.id);
+                core.dispatch.done(e.id);
                 None
             }
         })
@@ -391,97 +383,66 @@ const RESULT_BATCH: usize = 256;
 /// execution is free as soon as it has run; a crash before the write is
 /// covered by the lease (the execution is retried or abandoned).
 async fn write_results(
-    state: AppState,
+    core: Core,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, i64, Finished)>,
 ) {
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
-        if let Err(err) = state.storage.finish_many(&batch).await {
+        if let Err(err) = core.storage.finish_many(&batch).await {
             tracing::error!(count = batch.len(), error = %err, "recording results");
         }
         batch.clear();
     }
 }
 
+/// Runs a started execution through the one execution path, with its
+/// output published for live streaming and its cancel handle registered.
 async fn execute(
-    state: &AppState,
+    core: &Core,
     e: &ExecutionRecord,
     default_timeout: Duration,
-    mut cancelled: oneshot::Receiver<()>,
+    cancelled: oneshot::Receiver<()>,
 ) -> Finished {
-    if cancelled.try_recv().is_ok() {
-        state.dispatch.done(e.id);
-        return Finished::without_output("cancelled", "cancelled before it ran");
-    }
-    // The recorded start is when the execution was marked running, which
-    // may have been while its slot was still busy; the action begins now.
-    let began = crate::storage::now_ms();
-    let failed = |message: String| Finished::without_output("failed", message);
-    let action = match state.cache.action(&state.storage, &e.action).await {
+    let action = match core.cache.action(&core.storage, &e.action).await {
         Ok(Some(a)) => a,
-        Ok(None) => return failed(format!("action {} is no longer registered", e.action)),
-        Err(err) => return failed(format!("looking up the action: {err}")),
+        Ok(None) => {
+            core.dispatch.done(e.id);
+            return Finished::without_output(
+                ExecutionStatus::Failed,
+                format!("action {} is no longer registered", e.action),
+            );
+        }
+        Err(err) => {
+            core.dispatch.done(e.id);
+            return Finished::without_output(
+                ExecutionStatus::Failed,
+                format!("looking up the action: {err}"),
+            );
+        }
     };
-    let pack = match state.pack(&action.component).await {
-        Ok(p) => p,
-        Err(err) => return failed(format!("loading the component: {err}")),
-    };
-    let limits = Limits {
-        timeout: e
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms as u64))
-            .unwrap_or(default_timeout),
-        ..state.runtime.config().default_limits
-    };
+    let limits = core.runtime.config().default_limits;
     let pipes = (
         CappedPipe::new(limits.output_bytes),
         CappedPipe::new(limits.output_bytes),
     );
-    state.dispatch.watch(e.id, pipes.clone());
-    let request = ExecutionRequest {
-        action: action.name.clone(),
-        params: e.params.clone(),
-        limits: Some(limits),
-        context: ExecutionContext {
-            id: e.id.to_string(),
-            action: e.action.clone(),
-            attempt: e.attempt as u32,
-        },
-        output: Some(pipes),
+    core.dispatch.watch(e.id, pipes.clone());
+    let assignment = Assignment::of(e, action.component, action.name);
+    let pack = async {
+        core.pack(&assignment.component)
+            .await
+            .map_err(|err| format!("loading the component: {err}"))
     };
-    let outcome = tokio::select! {
-        r = pack.execute(&state.runtime, request) => Some(r),
-        _ = cancelled => None,
-    };
-    state.dispatch.done(e.id);
-    Finished {
-        started_at: Some(began),
-        ..finished_from(outcome)
-    }
-}
-
-/// How a run ended, as stored: `None` means it was cancelled while running.
-pub fn finished_from(
-    outcome: Option<Result<crate::runtime::Outcome, crate::runtime::ExecuteError>>,
-) -> Finished {
-    match outcome {
-        None => Finished::without_output("cancelled", "cancelled while running"),
-        Some(Err(err)) => Finished::without_output("failed", err.to_string()),
-        Some(Ok(o)) => Finished {
-            status: match o.status {
-                Status::Succeeded => "succeeded",
-                Status::Failed => "failed",
-                Status::TimedOut => "timed_out",
-            }
-            .into(),
-            result: o.result,
-            error: o.error,
-            stdout: o.stdout.marked(),
-            stderr: o.stderr.marked(),
-            logs: serde_json::to_value(&o.logs).unwrap_or_default(),
-            started_at: None,
-        },
-    }
+    let report: Report = super::run::run(
+        &core.runtime,
+        &assignment,
+        pack,
+        default_timeout,
+        Some(pipes),
+        cancelled,
+    )
+    .await;
+    core.dispatch.done(e.id);
+    report.into_finished()
 }
 
 #[cfg(test)]

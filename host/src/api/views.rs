@@ -1,0 +1,425 @@
+//! Wire types: what the API sends, with their OpenAPI schemas.
+//!
+//! Storage rows are not sent as they are: each has a view here, so a column
+//! added to a table (an internal one, a secret) never reaches a response
+//! unless a view says so, and the published schema is this file.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::runtime::PathError;
+use crate::storage::{
+    ActionRecord, AttemptRecord, EventRecord, ExecutionRecord, ExecutionStatus, PackRecord, Page,
+    Role, RuleRecord, RuleSpec, TokenRecord, TriggerTypeRecord, WorkerRecord,
+};
+
+/// Keyset pagination: `after` is the last ref/id of the previous page.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// Cursor from the previous page's `next`.
+    pub after: Option<String>,
+}
+
+impl From<PageQuery> for Page {
+    fn from(q: PageQuery) -> Page {
+        Page {
+            limit: q.limit,
+            after: q.after,
+        }
+    }
+}
+
+/// A registered pack.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PackView {
+    /// Pack name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Content digest.
+    pub digest: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+impl From<PackRecord> for PackView {
+    fn from(r: PackRecord) -> Self {
+        PackView {
+            name: r.name,
+            version: r.version,
+            description: r.description,
+            digest: r.digest,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A registered action.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionView {
+    /// `<pack>.<name>`.
+    pub r#ref: String,
+    /// Its pack.
+    pub pack: String,
+    /// Name within the pack.
+    pub name: String,
+    /// Digest of its component.
+    pub component: String,
+    /// JSON Schema of the parameters, derived from WIT.
+    #[schema(value_type = Object)]
+    pub params_schema: Value,
+    /// JSON Schema of the success value.
+    #[schema(value_type = Object)]
+    pub result_schema: Value,
+    /// JSON Schema of the typed error, if the action returns a `result`.
+    #[schema(value_type = Object)]
+    pub error_schema: Option<Value>,
+    /// Capabilities a worker needs.
+    pub capabilities: Vec<String>,
+    /// WIT doc comment.
+    pub description: Option<String>,
+}
+
+impl From<ActionRecord> for ActionView {
+    fn from(r: ActionRecord) -> Self {
+        ActionView {
+            r#ref: r.r#ref,
+            pack: r.pack,
+            name: r.name,
+            component: r.component,
+            params_schema: r.params_schema,
+            result_schema: r.result_schema,
+            error_schema: r.error_schema,
+            capabilities: r.capabilities,
+            description: r.description,
+        }
+    }
+}
+
+/// A kind of trigger rules can listen to.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TriggerTypeView {
+    /// e.g. `core.interval`.
+    pub r#ref: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of a rule's `trigger_params`.
+    #[schema(value_type = Object)]
+    pub params_schema: Value,
+    /// JSON Schema of its events' payloads.
+    #[schema(value_type = Object)]
+    pub payload_schema: Value,
+}
+
+impl From<TriggerTypeRecord> for TriggerTypeView {
+    fn from(r: TriggerTypeRecord) -> Self {
+        TriggerTypeView {
+            r#ref: r.r#ref,
+            description: r.description,
+            params_schema: r.params_schema,
+            payload_schema: r.payload_schema,
+        }
+    }
+}
+
+/// A stored rule.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RuleView {
+    /// Internal id.
+    pub id: i64,
+    /// `<pack>.<name>`, unique.
+    pub r#ref: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Trigger type ref.
+    pub trigger: String,
+    /// Parameters of the trigger.
+    #[schema(value_type = Object)]
+    pub trigger_params: Value,
+    /// Expression over `event`; the rule fires when it is true.
+    pub criteria: Option<String>,
+    /// Action ref.
+    pub action: String,
+    /// Parameters for the action; strings may hold `{{ event… }}` templates.
+    #[schema(value_type = Object)]
+    pub action_params: Value,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Execution timeout in milliseconds; default when absent.
+    pub timeout_ms: Option<i64>,
+    /// Attempts each execution gets (retries after a lost worker).
+    pub max_attempts: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+impl From<RuleRecord> for RuleView {
+    fn from(r: RuleRecord) -> Self {
+        let RuleSpec {
+            r#ref,
+            description,
+            trigger,
+            trigger_params,
+            criteria,
+            action,
+            action_params,
+            enabled,
+            timeout_ms,
+            max_attempts,
+        } = r.spec;
+        RuleView {
+            id: r.id,
+            r#ref,
+            description,
+            trigger,
+            trigger_params,
+            criteria,
+            action,
+            action_params,
+            enabled,
+            timeout_ms,
+            max_attempts,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventView {
+    /// Id, increasing.
+    pub id: i64,
+    /// Trigger type ref.
+    pub trigger: String,
+    /// Payload.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Who produced it (rule ref for timers, hook name for webhooks, token
+    /// name for manual events).
+    pub source: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+impl From<EventRecord> for EventView {
+    fn from(r: EventRecord) -> Self {
+        EventView {
+            id: r.id,
+            trigger: r.trigger,
+            payload: r.payload,
+            source: r.source,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// One run of one action.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ExecutionView {
+    /// Id, increasing.
+    pub id: i64,
+    /// Action ref.
+    pub action: String,
+    /// Parameters.
+    #[schema(value_type = Object)]
+    pub params: Value,
+    /// requested, scheduled, running, succeeded, failed, timed_out,
+    /// cancelled or abandoned.
+    #[schema(value_type = String)]
+    pub status: ExecutionStatus,
+    /// Why it is in this status, when that needs saying.
+    pub status_reason: Option<String>,
+    /// Capabilities a worker needs.
+    pub capabilities: Vec<String>,
+    /// Rule that caused it.
+    pub rule: Option<String>,
+    /// Enforcement that caused it.
+    pub enforcement: Option<i64>,
+    /// Current attempt, from 1.
+    pub attempt: i64,
+    /// Attempts allowed.
+    pub max_attempts: i64,
+    /// Timeout in ms.
+    pub timeout_ms: Option<i64>,
+    /// Worker holding it.
+    pub worker: Option<i64>,
+    /// Result value.
+    #[schema(value_type = Object)]
+    pub result: Option<Value>,
+    /// Error value or message.
+    #[schema(value_type = Object)]
+    pub error: Option<Value>,
+    /// Captured stdout.
+    pub stdout: Option<String>,
+    /// Captured stderr.
+    pub stderr: Option<String>,
+    /// Log lines.
+    #[schema(value_type = Object)]
+    pub logs: Option<Value>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub scheduled_at: Option<i64>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+    /// A cancel was asked for while it ran.
+    pub cancel_requested: bool,
+    /// Time from creation to running, in ms (once started).
+    pub queued_ms: Option<i64>,
+    /// Time from running to finished, in ms (once finished).
+    pub running_ms: Option<i64>,
+}
+
+impl From<ExecutionRecord> for ExecutionView {
+    fn from(r: ExecutionRecord) -> Self {
+        ExecutionView {
+            id: r.id,
+            action: r.action,
+            params: r.params,
+            status: r.status,
+            status_reason: r.status_reason,
+            capabilities: r.capabilities,
+            rule: r.rule,
+            enforcement: r.enforcement,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            timeout_ms: r.timeout_ms,
+            worker: r.worker,
+            result: r.result,
+            error: r.error,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            logs: r.logs,
+            created_at: r.created_at,
+            scheduled_at: r.scheduled_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            cancel_requested: r.cancel_requested,
+            queued_ms: r.queued_ms,
+            running_ms: r.running_ms,
+        }
+    }
+}
+
+/// One ended attempt of an execution.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AttemptView {
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// Worker that ran it.
+    pub worker: Option<i64>,
+    /// How it ended.
+    #[schema(value_type = String)]
+    pub status: ExecutionStatus,
+    /// Error value or message.
+    #[schema(value_type = Object)]
+    pub error: Option<Value>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+impl From<AttemptRecord> for AttemptView {
+    fn from(r: AttemptRecord) -> Self {
+        AttemptView {
+            attempt: r.attempt,
+            worker: r.worker,
+            status: r.status,
+            error: r.error,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A worker that registered with the server.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkerView {
+    /// Id.
+    pub id: i64,
+    /// Unique name.
+    pub name: String,
+    /// What it can run.
+    pub capabilities: Vec<String>,
+    /// Free labels.
+    #[schema(value_type = Object)]
+    pub labels: Value,
+    /// Unix ms.
+    pub last_heartbeat: i64,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+impl From<WorkerRecord> for WorkerView {
+    fn from(r: WorkerRecord) -> Self {
+        WorkerView {
+            id: r.id,
+            name: r.name,
+            capabilities: r.capabilities,
+            labels: r.labels,
+            last_heartbeat: r.last_heartbeat,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// An API token (never its secret or hash).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TokenView {
+    /// Id.
+    pub id: i64,
+    /// Name, for people.
+    pub name: String,
+    /// worker, viewer, operator or admin.
+    #[schema(value_type = String)]
+    pub role: Role,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms, when revoked.
+    pub revoked_at: Option<i64>,
+}
+
+impl From<TokenRecord> for TokenView {
+    fn from(r: TokenRecord) -> Self {
+        TokenView {
+            id: r.id,
+            name: r.name,
+            role: r.role,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        }
+    }
+}
+
+/// A problem with its JSON path (the shape of the error body's details).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// JSON pointer into the input.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl From<PathError> for Problem {
+    fn from(e: PathError) -> Self {
+        Problem {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}

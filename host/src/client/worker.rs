@@ -1,0 +1,279 @@
+//! `attune worker`: a standalone worker that talks to the API over HTTP.
+//!
+//! It registers its capabilities, then three tasks share the work:
+//! - the **claimer** long-polls `claim` for as many assignments as its
+//!   local queue has room for (its slots plus as many again, so the next
+//!   assignments are already here when a slot frees up);
+//! - **slots**, as many as its concurrency, each run assignments through the
+//!   engine's one execution path (`engine::worker::run`) with components
+//!   downloaded by digest, verified, cached on disk and compiled once;
+//! - the **reporter** sends reports in batches (whatever finished while the
+//!   previous batch was in flight), and heartbeats extend leases and bring
+//!   back cancellations.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::{Client, ClientError};
+use crate::engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Report};
+use crate::runtime::{Pack, Runtime, RuntimeConfig, cache};
+
+/// Settings of a standalone worker.
+#[derive(Debug, Clone)]
+pub struct RemoteWorkerConfig {
+    /// Base URL of the server.
+    pub server: String,
+    /// A `worker` (or `admin`) token.
+    pub token: String,
+    /// Unique name of this worker.
+    pub name: String,
+    /// What it advertises.
+    pub capabilities: Vec<String>,
+    /// Free labels.
+    pub labels: Value,
+    /// Executions it runs at once.
+    pub concurrency: usize,
+    /// Where downloaded components and compiled artifacts are kept.
+    pub cache_dir: PathBuf,
+    /// Timeout of executions that set none.
+    pub default_timeout: Duration,
+}
+
+/// Bytes of reports one `results` request carries at most (the server
+/// accepts 64 MiB).
+const MAX_BATCH_BYTES: usize = 16 << 20;
+
+type Cancels = Arc<Mutex<HashMap<i64, oneshot::Sender<()>>>>;
+
+/// An answer of the worker API as its protocol type.
+fn decode<T: serde::de::DeserializeOwned>(answer: Result<Value, ClientError>) -> anyhow::Result<T> {
+    Ok(serde_json::from_value(answer?)?)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs a standalone worker until an unrecoverable error.
+pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
+    let client = Client::new(&config.server, &config.token);
+    let concurrency = config.concurrency.max(1);
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(config.cache_dir.join("artifacts")),
+        scratch_dir: config.cache_dir.join("scratch"),
+        max_instances: (concurrency as u32) * 2,
+        ..RuntimeConfig::default()
+    })?;
+    std::fs::create_dir_all(config.cache_dir.join("components"))?;
+    let me = client
+        .post(
+            "/workers",
+            json!({"name": config.name, "capabilities": config.capabilities, "labels": config.labels}),
+        )
+        .await?;
+    let id = me["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("registration answered {me}"))?;
+    tracing::info!(id, name = config.name, "worker registered");
+    let cancels: Cancels = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(heartbeats(client.clone(), id, cancels.clone()));
+
+    let (reports, report_rx) = mpsc::unbounded_channel();
+    tasks.spawn(reporter(client.clone(), id, report_rx));
+
+    // The local queue: bounded, so the claimer takes only what the slots
+    // will begin soon.
+    let (queue, queue_rx) = mpsc::channel::<(Assignment, oneshot::Receiver<()>)>(concurrency);
+    let queue_rx = Arc::new(tokio::sync::Mutex::new(queue_rx));
+    let packs = Packs {
+        client: client.clone(),
+        runtime: runtime.clone(),
+        loaded: Arc::default(),
+        dir: config.cache_dir.join("components"),
+    };
+    for _ in 0..concurrency {
+        let queue_rx = queue_rx.clone();
+        let (runtime, packs, reports, cancels) = (
+            runtime.clone(),
+            packs.clone(),
+            reports.clone(),
+            cancels.clone(),
+        );
+        let default_timeout = config.default_timeout;
+        tasks.spawn(async move {
+            loop {
+                let Some((a, cancelled)) = queue_rx.lock().await.recv().await else {
+                    return Ok(());
+                };
+                let pack = packs.get(&a.component);
+                let report = crate::engine::worker::run::run(
+                    &runtime,
+                    &a,
+                    pack,
+                    default_timeout,
+                    None,
+                    cancelled,
+                )
+                .await;
+                lock(&cancels).remove(&a.id);
+                if reports.send(report).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+    }
+    tokio::select! {
+        r = claimer(client, id, queue, cancels) => r,
+        Some(Err(e)) = tasks.join_next() => Err(anyhow::anyhow!("a worker task failed: {e}")),
+    }
+}
+
+/// Long-polls for assignments while the local queue has room.
+async fn claimer(
+    client: Client,
+    id: i64,
+    queue: mpsc::Sender<(Assignment, oneshot::Receiver<()>)>,
+    cancels: Cancels,
+) -> anyhow::Result<()> {
+    loop {
+        // Wait for room, then ask for as much as there is.
+        let permit = queue.reserve().await?;
+        let room = queue.capacity() + 1;
+        let path = format!("/workers/{id}/claim?max={room}&wait_ms=20000");
+        let claimed = match decode::<Vec<Assignment>>(client.call(Method::POST, &path, None).await)
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; retrying");
+                drop(permit);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut permit = Some(permit);
+        for a in claimed {
+            let (tx, rx) = oneshot::channel();
+            lock(&cancels).insert(a.id, tx);
+            match permit.take() {
+                Some(p) => p.send((a, rx)),
+                None => queue.send((a, rx)).await?,
+            }
+        }
+    }
+}
+
+/// Sends reports in batches: everything that finished while the previous
+/// batch was in flight, up to [`MAX_REPORTS`] and [`MAX_BATCH_BYTES`].
+async fn reporter(
+    client: Client,
+    id: i64,
+    mut rx: mpsc::UnboundedReceiver<Report>,
+) -> anyhow::Result<()> {
+    let mut pending: Vec<Report> = Vec::new();
+    loop {
+        if pending.is_empty() && rx.recv_many(&mut pending, MAX_REPORTS).await == 0 {
+            return Ok(());
+        }
+        while pending.len() < MAX_REPORTS {
+            match rx.try_recv() {
+                Ok(r) => pending.push(r),
+                Err(_) => break,
+            }
+        }
+        let mut bytes = 0;
+        let take = pending
+            .iter()
+            .take_while(|r| {
+                bytes += r.weight();
+                bytes <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        let batch: Vec<Report> = pending.drain(..take).collect();
+        let body = serde_json::to_value(&batch)?;
+        let path = format!("/workers/{id}/results");
+        match decode::<Recorded>(client.post(&path, body).await) {
+            Ok(r) => {
+                for (report, recorded) in batch.iter().zip(r.recorded) {
+                    if !recorded {
+                        tracing::warn!(
+                            id = report.id,
+                            "result not recorded: no longer ours (lease expired?)"
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                // Keep them: the next batch tries again; a lease that expires
+                // meanwhile hands them to another attempt.
+                tracing::warn!(error = %e, count = batch.len(), "could not report results; retrying");
+                pending.splice(0..0, batch);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Extends leases and stops executions that were cancelled.
+async fn heartbeats(client: Client, id: i64, cancels: Cancels) -> anyhow::Result<()> {
+    let mut period = Duration::from_secs(5);
+    loop {
+        let path = format!("/workers/{id}/heartbeat");
+        match decode::<Beat>(client.post(&path, json!({})).await) {
+            Ok(beat) => {
+                period = Duration::from_millis((beat.lease_ms.max(300) / 3) as u64);
+                for c in beat.cancel {
+                    if let Some(tx) = lock(&cancels).remove(&c) {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// Components by digest: loaded once, kept on disk, verified.
+#[derive(Clone)]
+struct Packs {
+    client: Client,
+    runtime: Runtime,
+    loaded: Arc<tokio::sync::Mutex<HashMap<String, Pack>>>,
+    dir: PathBuf,
+}
+
+impl Packs {
+    async fn get(&self, digest: &str) -> Result<Pack, String> {
+        let mut loaded = self.loaded.lock().await;
+        if let Some(p) = loaded.get(digest) {
+            return Ok(p.clone());
+        }
+        let file = self.dir.join(format!("{digest}.wasm"));
+        let bytes = match std::fs::read(&file) {
+            Ok(b) if cache::digest(&b) == digest => b,
+            _ => {
+                let bytes = self
+                    .client
+                    .bytes(&format!("/components/{digest}"))
+                    .await
+                    .map_err(|e| format!("downloading component {digest}: {e}"))?;
+                if cache::digest(&bytes) != digest {
+                    return Err(format!("component {digest} arrived with another digest"));
+                }
+                let _ = std::fs::write(&file, &bytes);
+                bytes
+            }
+        };
+        let pack = crate::engine::packs::load_bounded(&self.runtime, bytes).await?;
+        loaded.insert(digest.to_string(), pack.clone());
+        Ok(pack)
+    }
+}

@@ -1,0 +1,145 @@
+//! [`Core`]: the one handle the engine's functions take — storage, the
+//! component runtime, loaded components, read caches, metrics, in-process
+//! signals and the event door — and nothing of HTTP.
+//!
+//! Surfaces (the API, the console, MCP) hold a `Core` and call the engine
+//! with it; background tasks hold clones of it. Every field is cheap to
+//! clone and shared.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::cache::ReadCache;
+use super::dispatch::{Dispatch, lock};
+use super::error::EngineError;
+use super::ingest::Ingest;
+use super::metrics::Metrics;
+use super::packs::files::ComponentFiles;
+use crate::runtime::{Pack, Runtime};
+use crate::storage::Storage;
+
+/// Settings the engine reads while it runs.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+}
+
+impl CoreConfig {
+    /// [`CoreConfig::lease`] in milliseconds.
+    pub fn lease_ms(&self) -> i64 {
+        crate::util::units::millis(self.lease)
+    }
+
+    /// How long a worker counts as alive after its last heartbeat: a lease,
+    /// and never under a second.
+    pub fn worker_ttl_ms(&self) -> i64 {
+        self.lease_ms().max(1000)
+    }
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The engine's handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Core {
+    /// The database.
+    pub storage: Storage,
+    /// The component runtime.
+    pub runtime: Runtime,
+    /// Component files on disk.
+    pub files: Arc<ComponentFiles>,
+    /// Loaded components.
+    pub packs: Arc<PackCache>,
+    /// Hot-path read caches.
+    pub cache: Arc<ReadCache>,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// Wake-ups, cancellation and live output.
+    pub dispatch: Arc<Dispatch>,
+    /// The one door events and direct runs enter through.
+    pub ingest: Arc<Ingest>,
+    /// Settings.
+    pub config: Arc<CoreConfig>,
+}
+
+impl Core {
+    /// A core over `storage`, `runtime` and the component directory.
+    pub fn new(
+        storage: Storage,
+        runtime: Runtime,
+        files: ComponentFiles,
+        config: CoreConfig,
+    ) -> Self {
+        Core {
+            storage,
+            runtime,
+            files: Arc::new(files),
+            packs: Arc::default(),
+            cache: Arc::default(),
+            metrics: Arc::default(),
+            dispatch: Arc::default(),
+            ingest: Arc::default(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The loaded component with this digest (see [`PackCache::get`]).
+    pub async fn pack(&self, digest: &str) -> Result<Pack, EngineError> {
+        self.packs
+            .get(digest, &self.runtime, &self.storage, &self.files)
+            .await
+    }
+}
+
+/// Loaded components by digest, so executions and rule checks reuse them.
+#[derive(Default)]
+pub struct PackCache {
+    packs: Mutex<HashMap<String, Pack>>,
+}
+
+impl PackCache {
+    /// Remembers a loaded component.
+    pub fn insert(&self, pack: Pack) {
+        lock(&self.packs).insert(pack.digest().to_string(), pack);
+    }
+
+    /// The loaded component with this digest, loading it from disk or the
+    /// database when needed.
+    pub async fn get(
+        &self,
+        digest: &str,
+        runtime: &Runtime,
+        storage: &Storage,
+        files: &ComponentFiles,
+    ) -> Result<Pack, EngineError> {
+        if let Some(p) = lock(&self.packs).get(digest) {
+            return Ok(p.clone());
+        }
+        let bytes = match files.read(digest) {
+            Ok(b) => b,
+            Err(_) => {
+                let b = storage
+                    .component_bytes(digest)
+                    .await?
+                    .ok_or_else(|| EngineError::not_found("component", digest))?;
+                let _ = files.store(digest, &b);
+                b
+            }
+        };
+        let pack = super::packs::load_bounded(runtime, bytes)
+            .await
+            .map_err(|e| {
+                EngineError::Internal(anyhow::anyhow!("reloading component {digest}: {e}"))
+            })?;
+        self.insert(pack.clone());
+        Ok(pack)
+    }
+}

@@ -1,0 +1,229 @@
+//! The one door every event and every direct run enters through, with
+//! group commit.
+//!
+//! Posted events, signed webhooks, timer ticks and direct executions each
+//! hand their entry to one writer task and wait. The writer takes everything
+//! that arrived meanwhile as one batch: the events in one statement, then
+//! every rule's verdict on each (criteria, templating, validation), then all
+//! enforcements and executions in one transaction, the direct runs in one
+//! statement, and one wake-up for the workers. Under load a batch holds many
+//! entries, so the database sees a few statements per batch instead of
+//! several per entry; alone, an entry waits for nobody.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Core;
+use super::error::EngineError;
+use super::rules::evaluate::plan;
+use crate::storage::{EventRecord, ExecutionRecord, NewEvent, NewExecution, RuleRecord};
+
+/// Entries written together at most.
+const MAX_BATCH: usize = 256;
+
+/// An event to record and enforce.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    /// Trigger type ref.
+    pub trigger: String,
+    /// Payload.
+    pub payload: Value,
+    /// Who produced it (the token's name, the hook's name, the timer's rule).
+    pub source: Option<String>,
+    /// Only these rules see it (a webhook's verified rules, a timer's rule);
+    /// `None`: every enabled rule on its trigger.
+    pub rules: Option<Vec<RuleRecord>>,
+}
+
+/// What recording an event did.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    /// The event as stored.
+    pub event: EventRecord,
+    /// The executions it queued.
+    pub executions: Vec<ExecutionRecord>,
+}
+
+enum Entry {
+    Event(IncomingEvent, oneshot::Sender<Result<Admitted, String>>),
+    Run(
+        NewExecution,
+        oneshot::Sender<Result<ExecutionRecord, String>>,
+    ),
+}
+
+/// The handle entries go through; the writer starts with the first entry.
+#[derive(Default)]
+pub struct Ingest(std::sync::OnceLock<mpsc::UnboundedSender<Entry>>);
+
+fn stopping() -> EngineError {
+    EngineError::Unavailable("the server is shutting down".into())
+}
+
+impl Ingest {
+    fn send(&self, core: &Core, entry: Entry) -> Result<(), EngineError> {
+        let sender = self.0.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            core.dispatch.spawn(writer(core.clone(), rx));
+            tx
+        });
+        sender.send(entry).map_err(|_| stopping())
+    }
+
+    /// Records an event and enforces the rules that see it.
+    pub async fn event(&self, core: &Core, event: IncomingEvent) -> Result<Admitted, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(core, Entry::Event(event, reply))?;
+        answer
+            .await
+            .map_err(|_| stopping())?
+            .map_err(|m| EngineError::Internal(anyhow::anyhow!(m)))
+    }
+
+    /// Queues an execution that was asked for directly (validated already).
+    pub async fn run(
+        &self,
+        core: &Core,
+        run: NewExecution,
+    ) -> Result<ExecutionRecord, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(core, Entry::Run(run, reply))?;
+        answer
+            .await
+            .map_err(|_| stopping())?
+            .map_err(|m| EngineError::Internal(anyhow::anyhow!(m)))
+    }
+}
+
+async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let entries = std::mem::take(&mut batch);
+        core.metrics.event_batches.inc();
+        let mut events = Vec::new();
+        let mut runs = Vec::new();
+        for entry in entries {
+            match entry {
+                Entry::Event(e, reply) => events.push((e, reply)),
+                Entry::Run(r, reply) => runs.push((r, reply)),
+            }
+        }
+        let (answers, queued) = write_events(&core, &events).await;
+        let answered = match answers {
+            Ok(admitted) => {
+                for ((_, reply), a) in events.into_iter().zip(admitted) {
+                    let _ = reply.send(Ok(a));
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, events = events.len(), "recording events");
+                let message = format!("recording events: {e}");
+                for (_, reply) in events {
+                    let _ = reply.send(Err(message.clone()));
+                }
+                false
+            }
+        };
+        let mut woke = answered && queued > 0;
+        if !runs.is_empty() {
+            let new: Vec<NewExecution> = runs.iter().map(|(r, _)| r.clone()).collect();
+            match core.storage.insert_executions(&new).await {
+                Ok(records) => {
+                    core.metrics
+                        .executions_requested
+                        .inc_by(records.len() as u64);
+                    for ((_, reply), record) in runs.into_iter().zip(records) {
+                        let _ = reply.send(Ok(record));
+                    }
+                    woke = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, runs = runs.len(), "queueing executions");
+                    let message = format!("queueing executions: {e}");
+                    for (_, reply) in runs {
+                        let _ = reply.send(Err(message.clone()));
+                    }
+                }
+            }
+        }
+        if woke {
+            super::scheduler::work_queued(&core).await;
+        }
+    }
+}
+
+type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, String>>);
+
+/// Records `events` and their enforcements; returns what each admitted and
+/// how many executions were queued in all.
+async fn write_events(
+    core: &Core,
+    events: &[EventEntry],
+) -> (anyhow::Result<Vec<Admitted>>, usize) {
+    if events.is_empty() {
+        return (Ok(vec![]), 0);
+    }
+    match write(core, events).await {
+        Ok(admitted) => {
+            let queued = admitted.iter().map(|a| a.executions.len()).sum();
+            (Ok(admitted), queued)
+        }
+        Err(e) => (Err(e), 0),
+    }
+}
+
+async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitted>> {
+    let new: Vec<NewEvent<'_>> = events
+        .iter()
+        .map(|(e, _)| NewEvent {
+            trigger: &e.trigger,
+            payload: &e.payload,
+            source: e.source.as_deref(),
+        })
+        .collect();
+    let records = core.storage.insert_events(&new).await?;
+    core.metrics.events_recorded.inc_by(records.len() as u64);
+    let mut items = Vec::new();
+    let mut owners = Vec::new();
+    for (n, (record, (incoming, _))) in records.iter().zip(events).enumerate() {
+        let rules = match &incoming.rules {
+            Some(rules) => rules.clone(),
+            None => {
+                core.cache
+                    .enabled_rules(&core.storage, &record.trigger)
+                    .await?
+            }
+        };
+        let planned = plan(core, record, rules)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+        owners.extend(std::iter::repeat_n(n, planned.len()));
+        items.extend(planned);
+    }
+    let mut queued: HashMap<usize, Vec<ExecutionRecord>> = HashMap::new();
+    for (outcome, owner) in core
+        .storage
+        .enforce_many(&items)
+        .await?
+        .into_iter()
+        .zip(owners)
+    {
+        if let Some(execution) = outcome {
+            queued.entry(owner).or_default().push(execution);
+        }
+    }
+    core.metrics
+        .executions_requested
+        .inc_by(queued.values().map(Vec::len).sum::<usize>() as u64);
+    Ok(records
+        .into_iter()
+        .enumerate()
+        .map(|(n, event)| Admitted {
+            event,
+            executions: queued.remove(&n).unwrap_or_default(),
+        })
+        .collect())
+}

@@ -1,0 +1,32 @@
+//! The domain: packs, rules, triggers, the event door, the scheduler and
+//! workers. Every function takes one [`Core`] handle and returns its own
+//! errors ([`EngineError`]); nothing here knows HTTP.
+//!
+//! - [`core`] — the handle: storage, runtime, loaded components, caches,
+//!   metrics, in-process signals, the event door.
+//! - [`ingest`] — the one door for events (posted, webhook, timer) and
+//!   direct runs, group-committed.
+//! - [`rules`] — rule input, validation at save, the one place that saves a
+//!   rule, criteria and templating.
+//! - [`triggers`] — built-in trigger types, timer schedules, webhooks.
+//! - [`executions`] — direct runs and cancellation.
+//! - [`scheduler`] — the background tasks: timers, leases, retention.
+//! - [`worker`] — the worker protocol, the one execution path, the embedded
+//!   worker.
+//! - [`packs`] — uploads: archives, manifests, validation, registration.
+
+pub mod cache;
+pub mod core;
+pub mod dispatch;
+pub mod error;
+pub mod executions;
+pub mod ingest;
+pub mod metrics;
+pub mod packs;
+pub mod rules;
+pub mod scheduler;
+pub mod triggers;
+pub mod worker;
+
+pub use self::core::{Core, CoreConfig};
+pub use error::EngineError;

@@ -1,0 +1,151 @@
+//! What a rule makes of an event: criteria, templating, validation of the
+//! rendered parameters against the action's schema — as a dry run
+//! ([`evaluate`]) or as the enforcements to record ([`plan`]).
+
+use super::render;
+use crate::engine::{Core, EngineError};
+use crate::runtime::PathError;
+use crate::storage::{ActionRecord, EventRecord, NewEnforcement, NewExecution, RuleRecord};
+
+/// What a rule would do with an event (the dry run of `POST /rules/{ref}/test`).
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// Whether the criteria hold.
+    pub matched: bool,
+    /// The rendered action params, when it matched and rendered.
+    pub params: Option<serde_json::Value>,
+    /// Why it would not run (criteria error, template error, invalid params).
+    pub errors: Vec<PathError>,
+}
+
+/// Evaluates `rule` against `event` without storing anything.
+pub async fn evaluate(
+    core: &Core,
+    rule: &RuleRecord,
+    event: &EventRecord,
+) -> Result<(Verdict, Option<ActionRecord>), EngineError> {
+    let ctx = render::context(event, &rule.spec.r#ref);
+    let detail = |path: &str, message: String| PathError {
+        path: path.to_string(),
+        message,
+    };
+    let matched = match render::matches(rule.spec.criteria.as_deref(), &ctx) {
+        Ok(m) => m,
+        Err(e) => {
+            return Ok((
+                Verdict {
+                    matched: false,
+                    params: None,
+                    errors: vec![detail("/criteria", e)],
+                },
+                None,
+            ));
+        }
+    };
+    if !matched {
+        return Ok((
+            Verdict {
+                matched,
+                params: None,
+                errors: vec![],
+            },
+            None,
+        ));
+    }
+    let params = match render::render(&rule.spec.action_params, &ctx) {
+        Ok(p) => p,
+        Err((path, message)) => {
+            return Ok((
+                Verdict {
+                    matched,
+                    params: None,
+                    errors: vec![detail(&format!("/action_params{path}"), message)],
+                },
+                None,
+            ));
+        }
+    };
+    let Some(action) = core.cache.action(&core.storage, &rule.spec.action).await? else {
+        return Ok((
+            Verdict {
+                matched,
+                params: Some(params),
+                errors: vec![detail(
+                    "/action",
+                    format!("unknown action `{}`", rule.spec.action),
+                )],
+            },
+            None,
+        ));
+    };
+    let pack = core.pack(&action.component).await?;
+    let errors = match pack.action(&action.name).map(|a| a.validate(&params)) {
+        Some(Ok(())) => vec![],
+        Some(Err(errs)) => errs
+            .into_iter()
+            .map(|e| detail(&format!("/action_params{}", e.path), e.message))
+            .collect(),
+        None => vec![detail(
+            "/action",
+            format!("unknown action `{}`", rule.spec.action),
+        )],
+    };
+    Ok((
+        Verdict {
+            matched,
+            params: Some(params),
+            errors,
+        },
+        Some(action),
+    ))
+}
+
+/// What `rules` make of `event`: an enforcement for each rule that matched
+/// (with its execution) or could not be evaluated (with the reason).
+pub async fn plan(
+    core: &Core,
+    event: &EventRecord,
+    rules: Vec<RuleRecord>,
+) -> Result<Vec<NewEnforcement>, EngineError> {
+    let mut items = Vec::new();
+    for rule in rules {
+        let (verdict, action) = evaluate(core, &rule, event).await?;
+        if !verdict.matched && verdict.errors.is_empty() {
+            continue;
+        }
+        let r#ref = &rule.spec.r#ref;
+        let (execution, reason) = match (verdict.errors.is_empty(), action) {
+            (true, Some(action)) => (
+                Some(NewExecution {
+                    action: action.r#ref.clone(),
+                    params: verdict.params.clone().unwrap_or_default(),
+                    capabilities: action.capabilities.clone(),
+                    status_reason: None,
+                    rule: Some(r#ref.clone()),
+                    enforcement: None,
+                    max_attempts: rule.spec.max_attempts,
+                    timeout_ms: rule.spec.timeout_ms,
+                }),
+                None,
+            ),
+            _ => {
+                let reason = verdict
+                    .errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                tracing::warn!(rule = %r#ref, event = event.id, reason, "rule not enforced");
+                (None, Some(reason))
+            }
+        };
+        items.push(NewEnforcement {
+            rule: r#ref.clone(),
+            event: event.id,
+            params: verdict.params,
+            reason,
+            execution,
+        });
+    }
+    Ok(items)
+}

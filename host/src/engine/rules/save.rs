@@ -1,0 +1,120 @@
+//! The one place a rule is saved — from the API, from a pack upload, and at
+//! first start — and the timer that follows it.
+//!
+//! [`check`] validates a rule against its trigger type and the action's
+//! WIT-derived schema; [`store`] writes a checked rule (creating or updating
+//! it) and brings its timer and the rule cache in line. Deleting and
+//! enabling go through here too, so no caller forgets the timer.
+
+use super::{RuleInput, validate_rule};
+use crate::engine::{Core, EngineError};
+use crate::storage::{RuleRecord, RuleSpec, StorageError};
+
+/// Validates `input` against the stored trigger type and action; returns the
+/// rule to store and warnings (no live worker can run its action now).
+pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<String>), EngineError> {
+    let trigger = core.storage.get_trigger_type(&input.trigger).await?;
+    let record = core.storage.get_action(&input.action).await?;
+    let pack = match &record {
+        Some(a) => Some(core.pack(&a.component).await?),
+        None => None,
+    };
+    let action = match (&record, &pack) {
+        (Some(a), Some(p)) => p.action(&a.name),
+        _ => None,
+    };
+    let spec = validate_rule(input, trigger.as_ref(), action)
+        .map_err(|errors| EngineError::invalid("the rule is invalid", "", errors))?;
+    let mut warnings = Vec::new();
+    if let Some(a) = &record
+        && !crate::engine::worker::served(core, &a.capabilities).await?
+    {
+        warnings.push(format!(
+            "no live worker can run {} now (it needs {}); executions will wait until one joins",
+            a.r#ref,
+            a.capabilities.join(", ")
+        ));
+    }
+    Ok((spec, warnings))
+}
+
+/// How [`store`] may write a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A new rule; an existing ref is a conflict.
+    Create,
+    /// Replace the rule stored under this ref (which the spec may rename).
+    Replace,
+    /// Create it, or replace a rule with the same ref (pack uploads).
+    Upsert,
+}
+
+/// Writes a checked rule and syncs its timer. `current` is the ref it is
+/// stored under when replacing.
+pub async fn store(
+    core: &Core,
+    spec: &RuleSpec,
+    mode: Mode,
+    current: &str,
+) -> Result<RuleRecord, EngineError> {
+    let rule = match mode {
+        Mode::Create => core.storage.insert_rule(spec).await?,
+        Mode::Replace => core
+            .storage
+            .update_rule(current, spec)
+            .await?
+            .ok_or_else(|| EngineError::not_found("rule", current))?,
+        Mode::Upsert => match core.storage.insert_rule(spec).await {
+            Ok(rule) => rule,
+            Err(StorageError::Conflict(_)) => core
+                .storage
+                .update_rule(&spec.r#ref, spec)
+                .await?
+                .ok_or_else(|| EngineError::not_found("rule", &spec.r#ref))?,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    if rule.spec.r#ref != current && mode == Mode::Replace {
+        core.storage.delete_timer(current).await?;
+    }
+    sync_timer(core, &rule).await?;
+    Ok(rule)
+}
+
+/// Enables or disables a rule.
+pub async fn set_enabled(
+    core: &Core,
+    r#ref: &str,
+    enabled: bool,
+) -> Result<RuleRecord, EngineError> {
+    let rule = core
+        .storage
+        .set_rule_enabled(r#ref, enabled)
+        .await?
+        .ok_or_else(|| EngineError::not_found("rule", r#ref))?;
+    sync_timer(core, &rule).await?;
+    Ok(rule)
+}
+
+/// Deletes a rule and its timer.
+pub async fn delete(core: &Core, r#ref: &str) -> Result<(), EngineError> {
+    if !core.storage.delete_rule(r#ref).await? {
+        return Err(EngineError::not_found("rule", r#ref));
+    }
+    core.storage.delete_timer(r#ref).await?;
+    core.dispatch.timers.notify_one();
+    core.cache.rules_changed();
+    Ok(())
+}
+
+/// Brings a rule's timer in line with its definition and wakes the timer task.
+async fn sync_timer(core: &Core, rule: &RuleRecord) -> Result<(), StorageError> {
+    let plan =
+        crate::engine::triggers::schedule::plan(&rule.spec.trigger, &rule.spec.trigger_params)
+            .ok()
+            .flatten();
+    core.storage.sync_timer(rule, plan.as_ref()).await?;
+    core.cache.rules_changed();
+    core.dispatch.timers.notify_one();
+    Ok(())
+}

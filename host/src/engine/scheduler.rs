@@ -1,0 +1,193 @@
+//! The event pipeline inside the server: timers fire, events meet rules,
+//! enforcements create executions, the embedded worker runs them, leases
+//! expire into retries.
+//!
+//! Nothing here polls the database in a hot loop: the timer task sleeps until
+//! the next tick is due (or a rule changes), the worker waits for a
+//! notification when work is queued (or its heartbeat), and the reaper runs
+//! at lease granularity.
+
+use std::time::Duration;
+
+use super::Core;
+use super::ingest::IncomingEvent;
+use super::worker::embedded::EmbeddedWorker;
+use crate::storage::now_ms;
+use crate::util::units::millis;
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Run an embedded worker.
+    pub embedded_worker: bool,
+    /// Fire timers on this node (every node may: ticks are claimed, never doubled).
+    pub timers: bool,
+    /// Executions the embedded worker runs at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Default execution timeout.
+    pub default_timeout: Duration,
+    /// Delete finished executions and events older than this; `None` keeps all.
+    pub retention: Option<Duration>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            embedded_worker: true,
+            timers: true,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            lease: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            default_timeout: Duration::from_secs(30),
+            retention: None,
+        }
+    }
+}
+
+/// Tells every worker that work was queued: local ones directly, and on
+/// PostgreSQL every other node through `NOTIFY`, so long-polling workers
+/// attached to another API node wake too.
+pub async fn work_queued(core: &Core) {
+    core.dispatch.wake_workers();
+    if let Err(e) = core.storage.notify_work().await {
+        tracing::warn!(error = %e, "could not notify other nodes");
+    }
+}
+
+/// Relays `NOTIFY attune_work` from other nodes to this node's workers.
+async fn listen_task(core: Core) {
+    loop {
+        match core.storage.work_listener().await {
+            Ok(Some(mut listener)) => loop {
+                match listener.recv().await {
+                    Ok(_) => core.dispatch.wake_workers(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lost the notification channel; reconnecting");
+                        break;
+                    }
+                }
+            },
+            Ok(None) => return,
+            Err(e) => tracing::warn!(error = %e, "could not listen for work notifications"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Starts the timer, worker, reaper and retention tasks.
+pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<()> {
+    let dispatch = core.dispatch.clone();
+    dispatch.spawn(listen_task(core.clone()));
+    if config.timers {
+        dispatch.spawn(timer_task(core.clone()));
+    }
+    dispatch.spawn(reaper_task(core.clone(), config.clone()));
+    if let Some(retention) = config.retention {
+        dispatch.spawn(retention_task(core.clone(), retention));
+    }
+    if config.embedded_worker {
+        let w = EmbeddedWorker::register(core.clone(), config).await?;
+        let _ = dispatch.embedded.set(w.handle());
+        dispatch.spawn(w.run());
+    }
+    Ok(())
+}
+
+/// Stops the background tasks and hands the work the embedded worker
+/// claimed ahead, but never started, back to the queue for other nodes or
+/// the next start.
+pub async fn stop(core: &Core) {
+    core.dispatch.shutdown().await;
+    if let Some(worker) = core.dispatch.embedded.get() {
+        match worker.release(core).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
+            Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),
+        }
+    }
+}
+
+async fn timer_task(core: Core) {
+    loop {
+        match core.storage.fire_due_timers(100).await {
+            Ok(ticks) => {
+                // Every tick through the event door, concurrently so that
+                // they share its batches; each reaches only its own rule.
+                let admitted = ticks.into_iter().map(|tick| record_tick(&core, tick));
+                futures_util::future::join_all(admitted).await;
+            }
+            Err(e) => tracing::error!(error = %e, "firing timers"),
+        }
+        let wait = match core.storage.next_timer_due().await {
+            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
+            Ok(None) => Duration::from_secs(60),
+            Err(_) => Duration::from_secs(1),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = core.dispatch.timers.notified() => {}
+        }
+    }
+}
+
+/// Records a timer's tick as an event that only its rule sees.
+async fn record_tick(core: &Core, tick: crate::storage::Tick) {
+    let rules = match core.storage.get_rule(&tick.rule).await {
+        Ok(rule) => rule.into_iter().filter(|r| r.spec.enabled).collect(),
+        Err(e) => {
+            tracing::error!(rule = tick.rule, error = %e, "reading a timer's rule");
+            return;
+        }
+    };
+    let event = IncomingEvent {
+        trigger: tick.trigger.to_string(),
+        payload: tick.payload,
+        source: Some(tick.rule.clone()),
+        rules: Some(rules),
+    };
+    if let Err(e) = core.ingest.event(core, event).await {
+        tracing::error!(rule = tick.rule, error = %e, "recording a timer event");
+    }
+}
+
+async fn reaper_task(core: Core, config: PipelineConfig) {
+    let period = (config.lease / 3).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(period).await;
+        match core
+            .storage
+            .reap_expired_leases(millis(config.retry_backoff))
+            .await
+        {
+            Ok(r) if r.retried + r.abandoned + r.requeued > 0 => {
+                tracing::warn!(
+                    retried = r.retried,
+                    abandoned = r.abandoned,
+                    requeued = r.requeued,
+                    "expired leases"
+                );
+                work_queued(&core).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "reaping leases"),
+        }
+    }
+}
+
+async fn retention_task(core: Core, retention: Duration) {
+    loop {
+        let cutoff = now_ms() - millis(retention);
+        match core.storage.prune(cutoff).await {
+            Ok((executions, events)) if executions + events > 0 => {
+                tracing::info!(executions, events, "pruned old history");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "pruning history"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}

@@ -1,0 +1,333 @@
+//! Claims: how workers take executions, mark them running, report how they
+//! ended, and lose them when their lease expires.
+//!
+//! Claims are optimistic and therefore correct with any number of claimers
+//! on either backend: a worker reads candidate `requested` rows and moves each
+//! with `UPDATE … WHERE id = $1 AND status = 'requested'`; only the claimer
+//! whose update changed a row owns it. On PostgreSQL the candidate read uses
+//! `FOR UPDATE SKIP LOCKED` so concurrent claimers pick different rows instead
+//! of racing for the same ones.
+
+use serde_json::{Value, json};
+use sqlx::types::Json;
+
+use super::records::*;
+use super::rows::DbRow;
+use super::sql::*;
+use super::{Pool, Result, Storage, now_ms};
+
+/// How an execution ended, as the worker reports it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// succeeded, failed, timed_out or cancelled.
+    pub status: ExecutionStatus,
+    /// Result value.
+    pub result: Option<Value>,
+    /// Error value or message.
+    pub error: Option<Value>,
+    /// Captured stdout.
+    pub stdout: String,
+    /// Captured stderr.
+    pub stderr: String,
+    /// Log lines.
+    pub logs: Value,
+    /// When the action really began (Unix ms), if that is later than the
+    /// recorded start: a worker that marks its next execution running while
+    /// the slot is still busy with the previous one corrects it here.
+    pub started_at: Option<i64>,
+}
+
+impl Finished {
+    /// An end with no output: `status` with `message` as its error.
+    pub fn without_output(status: ExecutionStatus, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            result: None,
+            error: Some(Value::String(message.into())),
+            stdout: String::new(),
+            stderr: String::new(),
+            logs: json!([]),
+            started_at: None,
+        }
+    }
+}
+
+/// What [`Storage::reap_expired_leases`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reaped {
+    /// Executions put back in the queue for another attempt.
+    pub retried: u64,
+    /// Executions marked abandoned (no attempts left).
+    pub abandoned: u64,
+    /// Claimed executions that never started, queued again as they were
+    /// (no attempt was used).
+    pub requeued: u64,
+}
+
+impl Storage {
+    /// Claims up to `limit` queued executions whose capabilities `worker`
+    /// covers, leasing them until `now + lease_ms`. With `start`, they go
+    /// straight to `running` (a worker that starts what it claims at once
+    /// saves a round trip per execution).
+    pub async fn claim(
+        &self,
+        worker: i64,
+        capabilities: &[String],
+        limit: i64,
+        lease_ms: i64,
+        start: bool,
+    ) -> Result<Vec<ExecutionRecord>> {
+        let status = if start {
+            ExecutionStatus::Running
+        } else {
+            ExecutionStatus::Scheduled
+        };
+        let now = now_ms();
+        let lock = self.skip_locked();
+        let select = format!(
+            "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
+             ORDER BY id LIMIT $2{lock}"
+        );
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let candidates = sqlx::query(&select)
+                .bind(now)
+                .bind(limit * 4)
+                .fetch_all(&mut *tx)
+                .await?;
+            let chosen: Vec<ExecutionRecord> = candidates
+                .iter()
+                .map(ExecutionRecord::from_row)
+                .filter(|e| e.capabilities.iter().all(|c| capabilities.contains(c)))
+                .take(limit.max(0) as usize)
+                .collect();
+            if chosen.is_empty() {
+                tx.commit().await?;
+                return Ok(vec![]);
+            }
+            // One UPDATE for the batch; only rows still `requested` move, so
+            // a row another claimer took meanwhile is simply not returned.
+            let ids: Vec<i64> = chosen.iter().map(|e| e.id).collect();
+            let update = format!(
+                "UPDATE execution SET status = $4, status_reason = NULL, worker = $1, scheduled_at = $2, \
+                 started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, \
+                 lease_expires_at = $3 WHERE status = 'requested' AND id IN ({}) RETURNING id",
+                id_list(&ids)
+            );
+            let rows = sqlx::query(&update)
+                .bind(worker)
+                .bind(now)
+                .bind(now + lease_ms)
+                .bind(status.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let won: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
+            Ok(chosen
+                .into_iter()
+                .filter(|e| won.contains(&e.id))
+                .map(|e| ExecutionRecord {
+                    status,
+                    worker: Some(worker),
+                    scheduled_at: Some(now),
+                    started_at: start.then_some(now),
+                    status_reason: None,
+                    ..e
+                })
+                .collect())
+        })
+    }
+
+    /// Marks executions `worker` claimed ahead as running, in one
+    /// statement; returns the ids it still held (a cancelled or reaped one is
+    /// left out and must not run).
+    pub async fn start_many(&self, worker: i64, ids: &[i64]) -> Result<Vec<i64>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let sql = format!(
+            "UPDATE execution SET status = 'running', started_at = $2 \
+             WHERE worker = $1 AND status = 'scheduled' AND id IN ({}) RETURNING id",
+            id_list(ids)
+        );
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let rows = sqlx::query(&sql)
+                .bind(worker)
+                .bind(now)
+                .fetch_all(p)
+                .await?;
+            Ok(rows.iter().map(|r| r.int("id")).collect())
+        })
+    }
+
+    /// Puts what `worker` claimed but never began back in the queue as it
+    /// was: everything still `scheduled` to it, and the executions in
+    /// `marked` it had marked running without beginning them (a worker that
+    /// stops cleanly hands its work back).
+    pub async fn release_unstarted(&self, worker: i64, marked: &[i64]) -> Result<u64> {
+        let sql = format!(
+            "UPDATE execution SET status = 'requested', worker = NULL, scheduled_at = NULL, \
+             started_at = NULL, lease_expires_at = NULL WHERE worker = $1 \
+             AND (status = 'scheduled' OR (status = 'running' AND id IN ({})))",
+            id_list(marked)
+        );
+        on_writer!(self, |p| {
+            let done = sqlx::query(&sql).bind(worker).execute(p).await?;
+            Ok(done.rows_affected())
+        })
+    }
+
+    /// Marks a claimed execution running; false if it was taken away (lease
+    /// expired, cancelled).
+    pub async fn mark_running(&self, id: i64, worker: i64) -> Result<bool> {
+        Ok(!self.start_many(worker, &[id]).await?.is_empty())
+    }
+
+    /// Records how an execution ended (only if `worker` still holds it) and
+    /// its attempt in the history.
+    pub async fn finish(&self, id: i64, worker: i64, f: &Finished) -> Result<bool> {
+        Ok(self.finish_many(&[(id, worker, f.clone())]).await?[0])
+    }
+
+    /// [`Storage::finish`] for many executions at once (group commit of
+    /// results); one flag per item, in order. One statement for the whole
+    /// batch: an `UPDATE … FROM (VALUES …)` that moves only rows their worker
+    /// still holds (the database records each ended attempt in the history).
+    pub async fn finish_many(&self, items: &[(i64, i64, Finished)]) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(vec![]);
+        }
+        let now = now_ms();
+        let update = format!(
+            "WITH v (id, worker, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
+             UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
+             stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
+             finished_at = $1, lease_expires_at = NULL FROM v \
+             WHERE execution.id = v.id AND execution.worker = v.worker \
+             AND execution.status IN ('scheduled', 'running') RETURNING execution.id",
+            rows_from(items.len(), 9, 2, None)
+        );
+        on_writer!(self, |p| {
+            let mut query = sqlx::query(&update).bind(now);
+            for (id, worker, f) in items {
+                query = query
+                    .bind(id)
+                    .bind(worker)
+                    .bind(f.status.as_str())
+                    .bind(f.result.as_ref().map(Json))
+                    .bind(f.error.as_ref().map(Json))
+                    .bind(&f.stdout)
+                    .bind(&f.stderr)
+                    .bind(Json(&f.logs))
+                    .bind(f.started_at);
+            }
+            let done: std::collections::HashSet<i64> = query
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(|r| r.int("id"))
+                .collect();
+            Ok(items.iter().map(|(id, ..)| done.contains(id)).collect())
+        })
+    }
+
+    /// Executions whose worker stopped heartbeating: claimed ones it never
+    /// started go back to the queue as they were; running ones go back with
+    /// exponential backoff while attempts remain, else `abandoned`.
+    pub async fn reap_expired_leases(&self, backoff_base_ms: i64) -> Result<Reaped> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let requeued = sqlx::query(
+                "UPDATE execution SET status = 'requested', \
+                 status_reason = 'queued again: its worker stopped heartbeating before starting it', \
+                 worker = NULL, scheduled_at = NULL, lease_expires_at = NULL \
+                 WHERE status = 'scheduled' AND lease_expires_at < $1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let expired = sqlx::query(
+                "SELECT id, attempt, max_attempts, worker, started_at FROM execution \
+                 WHERE status = 'running' AND lease_expires_at < $1",
+            )
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut reaped = Reaped {
+                requeued: requeued.rows_affected(),
+                ..Reaped::default()
+            };
+            for row in expired {
+                let id = row.int("id");
+                let attempt = row.int("attempt");
+                sqlx::query(
+                    "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
+                     VALUES ($1, $2, $3, 'abandoned', $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(id)
+                .bind(attempt)
+                .bind(row.opt_int("worker"))
+                .bind(Json(json!("the worker stopped heartbeating")))
+                .bind(row.opt_int("started_at"))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if attempt < row.int("max_attempts") {
+                    let backoff = backoff_base_ms.saturating_mul(1 << (attempt - 1).clamp(0, 16));
+                    sqlx::query(
+                        "UPDATE execution SET status = 'requested', status_reason = $2, attempt = attempt + 1, worker = NULL, \
+                         lease_expires_at = NULL, scheduled_at = NULL, started_at = NULL, not_before = $3 \
+                         WHERE id = $1 AND status IN ('scheduled', 'running')",
+                    )
+                    .bind(id)
+                    .bind(format!("retrying: the worker of attempt {attempt} stopped heartbeating"))
+                    .bind(now + backoff)
+                    .execute(&mut *tx)
+                    .await?;
+                    reaped.retried += 1;
+                } else {
+                    sqlx::query(
+                        "UPDATE execution SET status = 'abandoned', status_reason = 'the worker stopped heartbeating and no attempt is left', \
+                         lease_expires_at = NULL, finished_at = $2 WHERE id = $1 AND status IN ('scheduled', 'running')",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    reaped.abandoned += 1;
+                }
+            }
+            tx.commit().await?;
+            Ok(reaped)
+        })
+    }
+
+    /// Ids of running executions of `worker` whose cancellation was asked.
+    pub async fn cancel_requests(&self, worker: i64) -> Result<Vec<i64>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id FROM execution WHERE worker = $1 AND status = 'running' AND cancel_requested = TRUE",
+            )
+            .bind(worker)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(|r| r.int("id")).collect())
+        })
+    }
+
+    /// Earliest `not_before` of queued executions still waiting for backoff.
+    pub async fn next_retry_due(&self) -> Result<Option<i64>> {
+        let now = now_ms();
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT MIN(not_before) AS due FROM execution WHERE status = 'requested' AND not_before > $1",
+            )
+            .bind(now)
+            .fetch_one(p)
+            .await?;
+            Ok(row.opt_int("due"))
+        })
+    }
+}

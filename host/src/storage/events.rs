@@ -1,0 +1,92 @@
+//! Events: one at a time, or a batch of them in one statement.
+
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::records::*;
+use super::sql::*;
+use super::{Pool, Result, Storage, now_ms};
+
+impl Storage {
+    /// Records an event.
+    pub async fn insert_event(
+        &self,
+        trigger: &str,
+        payload: &Value,
+        source: Option<&str>,
+    ) -> Result<EventRecord> {
+        let mut events = self
+            .insert_events(&[NewEvent {
+                trigger,
+                payload,
+                source,
+            }])
+            .await?;
+        Ok(events.remove(0))
+    }
+
+    /// Records events in one statement; returns them in the order given.
+    pub async fn insert_events(&self, events: &[NewEvent<'_>]) -> Result<Vec<EventRecord>> {
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
+        let now = now_ms();
+        let sql = format!(
+            "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
+             RETURNING id, trigger, payload, source, created_at",
+            rows_of(events.len(), 4, None)
+        );
+        on_writer!(self, |p| {
+            let mut query = sqlx::query(&sql);
+            for e in events {
+                query = query
+                    .bind(e.trigger)
+                    .bind(Json(e.payload))
+                    .bind(e.source)
+                    .bind(now);
+            }
+            let mut records: Vec<EventRecord> = query
+                .fetch_all(p)
+                .await?
+                .iter()
+                .map(EventRecord::from_row)
+                .collect();
+            // Ids are assigned in VALUES order; RETURNING order is not promised.
+            records.sort_by_key(|e| e.id);
+            Ok(records)
+        })
+    }
+
+    /// Events, newest first, optionally of one trigger type.
+    pub async fn list_events(
+        &self,
+        trigger: Option<&str>,
+        page: &Page,
+    ) -> Result<Vec<EventRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id, trigger, payload, source, created_at FROM event \
+                 WHERE id < $1 AND ($2 IS NULL OR trigger = $2) ORDER BY id DESC LIMIT $3",
+            )
+            .bind(page.before_id())
+            .bind(trigger)
+            .bind(page.limit())
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(EventRecord::from_row).collect())
+        })
+    }
+
+    /// One event.
+    pub async fn get_event(&self, id: i64) -> Result<Option<EventRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT id, trigger, payload, source, created_at FROM event WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(EventRecord::from_row))
+        })
+    }
+}

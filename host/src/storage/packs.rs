@@ -1,0 +1,229 @@
+//! Packs, their components and actions, and trigger types.
+
+use sqlx::types::Json;
+
+use super::records::*;
+use super::rows::DbRow;
+use super::{Pool, Result, Storage, StorageError, now_ms};
+
+impl Storage {
+    /// Registers a pack with its components and actions, all or nothing.
+    ///
+    /// Same name and version with the same digest is a no-op
+    /// ([`Registered::Unchanged`]); with a different digest it is a conflict.
+    /// A new version replaces the pack's actions.
+    pub async fn register_pack(&self, pack: &NewPack) -> Result<Registered> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let existing = sqlx::query("SELECT version, digest FROM pack WHERE name = $1")
+                .bind(&pack.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let outcome = match existing {
+                Some(row) => {
+                    let version = row.text("version");
+                    let digest = row.text("digest");
+                    if version == pack.version && digest == pack.digest {
+                        return Ok(Registered::Unchanged);
+                    }
+                    if version == pack.version {
+                        return Err(StorageError::Conflict(format!(
+                            "pack {} {} is already registered with different content",
+                            pack.name, pack.version
+                        )));
+                    }
+                    sqlx::query(
+                        "UPDATE pack SET version = $2, description = $3, digest = $4, updated_at = $5 WHERE name = $1",
+                    )
+                    .bind(&pack.name)
+                    .bind(&pack.version)
+                    .bind(&pack.description)
+                    .bind(&pack.digest)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DELETE FROM action WHERE pack = $1")
+                        .bind(&pack.name)
+                        .execute(&mut *tx)
+                        .await?;
+                    Registered::Upgraded
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO pack (name, version, description, digest, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                    )
+                    .bind(&pack.name)
+                    .bind(&pack.version)
+                    .bind(&pack.description)
+                    .bind(&pack.digest)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    Registered::Created
+                }
+            };
+            for c in &pack.components {
+                sqlx::query(
+                    "INSERT INTO component (digest, size, bytes, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING",
+                )
+                .bind(&c.digest)
+                .bind(c.bytes.len() as i64)
+                .bind(&c.bytes[..])
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for a in &pack.actions {
+                sqlx::query(
+                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&a.r#ref)
+                .bind(&pack.name)
+                .bind(&a.name)
+                .bind(&a.component)
+                .bind(Json(&a.params_schema))
+                .bind(Json(&a.result_schema))
+                .bind(a.error_schema.as_ref().map(Json))
+                .bind(Json(&a.capabilities))
+                .bind(&a.description)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StorageError::from_sqlx(e, || format!("action {} exists in another pack", a.r#ref)))?;
+            }
+            tx.commit().await?;
+            Ok(outcome)
+        })
+    }
+
+    /// Packs ordered by name, after `after`.
+    pub async fn list_packs(&self, page: &Page) -> Result<Vec<PackRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT name, version, description, digest, created_at, updated_at FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
+            )
+            .bind(page.after_text())
+            .bind(page.limit())
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(PackRecord::from_row).collect())
+        })
+    }
+
+    /// One pack by name.
+    pub async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT name, version, description, digest, created_at, updated_at FROM pack WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(PackRecord::from_row))
+        })
+    }
+
+    /// Deletes a pack and its actions; false when there was none.
+    pub async fn delete_pack(&self, name: &str) -> Result<bool> {
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            sqlx::query("DELETE FROM action WHERE pack = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            let done = sqlx::query("DELETE FROM pack WHERE name = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// The bytes of a stored component.
+    pub async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query("SELECT bytes FROM component WHERE digest = $1")
+                .bind(digest)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.map(|r| r.bytes("bytes")))
+        })
+    }
+
+    /// Actions ordered by ref, optionally of one pack.
+    pub async fn list_actions(&self, pack: Option<&str>, page: &Page) -> Result<Vec<ActionRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description \
+                 FROM action WHERE ref > $1 AND ($2 IS NULL OR pack = $2) ORDER BY ref LIMIT $3",
+            )
+            .bind(page.after_text())
+            .bind(pack)
+            .bind(page.limit())
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(ActionRecord::from_row).collect())
+        })
+    }
+
+    /// One action by ref.
+    pub async fn get_action(&self, r#ref: &str) -> Result<Option<ActionRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description \
+                 FROM action WHERE ref = $1",
+            )
+            .bind(r#ref)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(ActionRecord::from_row))
+        })
+    }
+
+    /// Inserts or refreshes a trigger type.
+    pub async fn upsert_trigger_type(&self, t: &TriggerTypeRecord) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO trigger_type (ref, description, params_schema, payload_schema) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (ref) DO UPDATE SET description = excluded.description, \
+                 params_schema = excluded.params_schema, payload_schema = excluded.payload_schema",
+            )
+            .bind(&t.r#ref)
+            .bind(&t.description)
+            .bind(Json(&t.params_schema))
+            .bind(Json(&t.payload_schema))
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Trigger types ordered by ref.
+    pub async fn list_trigger_types(&self, page: &Page) -> Result<Vec<TriggerTypeRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT ref, description, params_schema, payload_schema FROM trigger_type WHERE ref > $1 ORDER BY ref LIMIT $2",
+            )
+            .bind(page.after_text())
+            .bind(page.limit())
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(TriggerTypeRecord::from_row).collect())
+        })
+    }
+
+    /// One trigger type.
+    pub async fn get_trigger_type(&self, r#ref: &str) -> Result<Option<TriggerTypeRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT ref, description, params_schema, payload_schema FROM trigger_type WHERE ref = $1",
+            )
+            .bind(r#ref)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(TriggerTypeRecord::from_row))
+        })
+    }
+}

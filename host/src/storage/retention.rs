@@ -1,0 +1,28 @@
+//! Retention: pruning finished executions and old events.
+
+use super::{Pool, Result, Storage};
+
+impl Storage {
+    /// Deletes finished executions and events older than `cutoff` (Unix ms).
+    pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let executions = sqlx::query(
+                "DELETE FROM execution WHERE finished_at IS NOT NULL AND finished_at < $1",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM execution_attempt WHERE finished_at < $1 AND execution NOT IN (SELECT id FROM execution)")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            let events = sqlx::query("DELETE FROM event WHERE created_at < $1")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok((executions.rows_affected(), events.rows_affected()))
+        })
+    }
+}

@@ -1,0 +1,77 @@
+//! API tokens, stored by hash only.
+
+use super::records::*;
+use super::rows::DbRow;
+use super::{Pool, Result, Storage, now_ms};
+
+impl Storage {
+    /// Stores a token's hash with its role.
+    pub async fn insert_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let row = sqlx::query(
+                "INSERT INTO api_token (name, role, hash, created_at) VALUES ($1, $2, $3, $4) \
+                 RETURNING id, name, role, created_at, revoked_at",
+            )
+            .bind(name)
+            .bind(role.as_str())
+            .bind(hash)
+            .bind(now)
+            .fetch_one(p)
+            .await?;
+            Ok(TokenRecord::from_row(&row))
+        })
+    }
+
+    /// The live (not revoked) token with this hash.
+    pub async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT id, name, role, created_at, revoked_at FROM api_token WHERE hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(hash)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(TokenRecord::from_row))
+        })
+    }
+
+    /// Tokens ordered by id (hashes are never returned).
+    pub async fn list_tokens(&self, page: &Page) -> Result<Vec<TokenRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id, name, role, created_at, revoked_at FROM api_token WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .bind(page.after_id())
+            .bind(page.limit())
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(TokenRecord::from_row).collect())
+        })
+    }
+
+    /// Revokes a token; false when there was no live one with this id.
+    pub async fn revoke_token(&self, id: i64) -> Result<bool> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let done = sqlx::query(
+                "UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(p)
+            .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
+    /// How many tokens exist (revoked included).
+    pub async fn count_tokens(&self) -> Result<i64> {
+        on_pool!(self, |p| {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM api_token")
+                .fetch_one(p)
+                .await?;
+            Ok(row.int("n"))
+        })
+    }
+}
