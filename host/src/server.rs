@@ -14,11 +14,12 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::{hash_token, new_token};
 use crate::api::{ApiConfig, AppState};
+use crate::engine::PipelineConfig;
 use crate::engine::packs::files::ComponentFiles;
 use crate::engine::packs::{self, Upload};
 use crate::engine::rules::RuleInput;
 use crate::engine::rules::save::{self, Mode};
-use crate::engine::scheduler::PipelineConfig;
+use crate::engine::scheduler::Pipeline;
 use crate::engine::{Core, CoreConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::storage::{Role, Storage};
@@ -46,6 +47,8 @@ pub struct ServerConfig {
 pub struct Server {
     /// Shared application state.
     pub core: Core,
+    /// Its background tasks, for a clean stop.
+    pub pipeline: Pipeline,
     /// The API's settings.
     pub api: ApiConfig,
     /// The admin token, when this start created it.
@@ -109,9 +112,10 @@ impl Server {
         } else {
             None
         };
-        crate::engine::scheduler::start(&core, config.pipeline.clone()).await?;
+        let pipeline = crate::engine::scheduler::start(&core, config.pipeline.clone()).await?;
         Ok(Server {
             core,
+            pipeline,
             api: config.api.clone(),
             new_admin_token,
         })

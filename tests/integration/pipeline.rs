@@ -681,7 +681,7 @@ on_both_backends! {
             ..PipelineConfig::default()
         }).await;
         let (sleepers, waiting, _) = marked_ahead_of_busy_slots(&s).await;
-        attune::engine::scheduler::stop(&s.core).await;
+        s.pipeline.stop(&s.core).await;
         let released = execution(&s, waiting).await;
         assert_eq!(released["status"], "requested", "{released}");
         assert_eq!(released["worker"], Value::Null);

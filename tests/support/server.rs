@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use attune::api::ApiConfig;
-pub use attune::engine::scheduler::PipelineConfig;
+pub use attune::engine::PipelineConfig;
 use attune::server::{Server, ServerConfig};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -38,6 +38,8 @@ pub struct TestServer {
     pub admin: String,
     /// The engine's handle (storage, runtime, metrics…).
     pub core: attune::engine::Core,
+    /// Its background tasks.
+    pub pipeline: attune::engine::scheduler::Pipeline,
     /// The data directory.
     pub data_dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -132,6 +134,7 @@ impl TestServer {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let core = server.core.clone();
+        let pipeline = server.pipeline.clone();
         let task = tokio::spawn(async move {
             attune::server::run(listener, server.core, server.api, async {
                 let _ = rx.await;
@@ -143,6 +146,7 @@ impl TestServer {
             base,
             admin,
             core,
+            pipeline,
             data_dir,
             client: reqwest::Client::new(),
             config,

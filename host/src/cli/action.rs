@@ -1,18 +1,15 @@
 //! `attune action inspect|run`: work on a component with no server;
 //! `new|build` live in [`super::author`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Subcommand;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::RuntimeArgs;
-use crate::builtin;
-use crate::runtime::{
-    CacheOutcome, ExecuteError, ExecutionRequest, Limits, LoadError, Pack, Runtime, RuntimeConfig,
-};
+use super::local::{build_params, load, local_runtime};
+use crate::runtime::{ExecuteError, ExecutionRequest, Limits, Pack};
 use crate::util::units::{parse_duration, parse_size};
 
 /// Exit code for bad input: unreadable component, unknown action, invalid params.
@@ -198,43 +195,6 @@ fn print_json(value: &Value) {
     let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
-pub(super) fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> {
-    let defaults = RuntimeConfig::default();
-    let config = RuntimeConfig {
-        cache_dir: args.cache_dir(),
-        default_limits: limits,
-        max_limits: Limits {
-            timeout: limits.timeout.max(defaults.max_limits.timeout),
-            memory_bytes: limits.memory_bytes.max(defaults.max_limits.memory_bytes),
-            output_bytes: limits.output_bytes.max(defaults.max_limits.output_bytes),
-        },
-        max_instances: 4,
-        ..defaults
-    };
-    Runtime::new(config).context("starting the component runtime")
-}
-
-pub(super) async fn load(rt: &Runtime, component: &str) -> Result<Pack, LoadError> {
-    let path = Path::new(component);
-    let bytes = match builtin::pack(component) {
-        Some(bytes) if !path.exists() => bytes.to_vec(),
-        _ => std::fs::read(path).map_err(|source| LoadError::Io {
-            path: PathBuf::from(component),
-            source,
-        })?,
-    };
-    let rt = rt.clone();
-    let (pack, outcome) = tokio::task::spawn_blocking(move || rt.load(&bytes))
-        .await
-        .map_err(|e| LoadError::Invalid(format!("compiler task failed: {e}")))??;
-    tracing::debug!(
-        digest = pack.digest(),
-        cached = outcome == CacheOutcome::Hit,
-        "component loaded"
-    );
-    Ok(pack)
-}
-
 /// Accepts `echo`, or `core.echo` when the pack is called `core` (by file
 /// stem or built-in name).
 fn resolve_action(pack: &Pack, component: &str, action: &str) -> String {
@@ -255,70 +215,4 @@ fn pack_name(component: &str) -> &str {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or(component)
-}
-
-/// Merges `--params` JSON with `-p key=value` pairs.
-pub fn build_params(json_params: Option<&str>, pairs: &[String]) -> Result<Value, String> {
-    let mut map = match json_params {
-        None => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            Ok(other) => {
-                return Err(format!(
-                    "--params must be a JSON object, got {}",
-                    crate::runtime::values::json_kind(&other)
-                ));
-            }
-            Err(e) => return Err(format!("--params is not valid JSON: {e}")),
-        },
-    };
-    for pair in pairs {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("`{pair}` is not key=value"))?;
-        if key.is_empty() {
-            return Err(format!("`{pair}` has an empty key"));
-        }
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
-        map.insert(key.to_string(), value);
-    }
-    Ok(Value::Object(map))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pairs_are_json_when_they_parse_and_strings_otherwise() {
-        let p = build_params(
-            Some(r#"{"a": 1, "b": "x"}"#),
-            &[
-                "b=2".into(),
-                "c=hello, world".into(),
-                "d=[1,2]".into(),
-                "e=".into(),
-            ],
-        )
-        .unwrap();
-        assert_eq!(
-            p,
-            json!({"a": 1, "b": 2, "c": "hello, world", "d": [1, 2], "e": ""})
-        );
-    }
-
-    #[test]
-    fn rejects_params_that_are_not_an_object() {
-        assert!(
-            build_params(Some("[1]"), &[])
-                .unwrap_err()
-                .contains("JSON object")
-        );
-        assert!(
-            build_params(Some("{"), &[])
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
-        assert!(build_params(None, &["novalue".into()]).is_err());
-    }
 }

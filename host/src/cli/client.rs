@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::action::build_params;
+use super::local::build_params;
 use crate::client::{Body, Client, ClientError, SavedLogin};
 use crate::util::units::parse_duration;
 

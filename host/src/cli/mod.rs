@@ -9,6 +9,7 @@ mod action;
 mod author;
 mod bench;
 mod client;
+mod local;
 mod serve;
 mod worker;
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use crate::api::ApiConfig;
-use crate::engine::scheduler::PipelineConfig;
+use crate::engine::PipelineConfig;
 use crate::server::{self, ADMIN_TOKEN_FILE, Server, ServerConfig};
 use crate::util::units::{parse_duration, parse_size};
 
@@ -84,7 +84,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         shutdown_signal(),
     )
     .await?;
-    crate::engine::scheduler::stop(&server.core).await;
+    server.pipeline.stop(&server.core).await;
     Ok(0)
 }
 

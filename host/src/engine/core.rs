@@ -47,6 +47,39 @@ impl Default for CoreConfig {
     }
 }
 
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Run an embedded worker.
+    pub embedded_worker: bool,
+    /// Fire timers on this node (every node may: ticks are claimed, never doubled).
+    pub timers: bool,
+    /// Executions the embedded worker runs at once.
+    pub concurrency: usize,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// First retry delay; doubles per attempt.
+    pub retry_backoff: Duration,
+    /// Default execution timeout.
+    pub default_timeout: Duration,
+    /// Delete finished executions and events older than this; `None` keeps all.
+    pub retention: Option<Duration>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            embedded_worker: true,
+            timers: true,
+            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            lease: Duration::from_secs(30),
+            retry_backoff: Duration::from_secs(1),
+            default_timeout: Duration::from_secs(30),
+            retention: None,
+        }
+    }
+}
+
 /// The engine's handle. Cheap to clone.
 #[derive(Clone)]
 pub struct Core {

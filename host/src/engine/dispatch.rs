@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use tokio::sync::{Notify, oneshot};
 
 use crate::runtime::output::CappedPipe;
+use crate::storage::Storage;
 
 /// Wake-ups and cancellation shared by the API and the background tasks.
 #[derive(Default)]
@@ -19,8 +20,6 @@ pub struct Dispatch {
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
     live: Mutex<HashMap<i64, (CappedPipe, CappedPipe)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// The embedded worker, once registered.
-    pub(crate) embedded: std::sync::OnceLock<super::worker::embedded::Handle>,
 }
 
 impl Dispatch {
@@ -29,6 +28,16 @@ impl Dispatch {
     pub fn wake_workers(&self) {
         self.work.notify_waiters();
         self.work.notify_one();
+    }
+
+    /// Tells every worker that work was queued: local ones directly, and on
+    /// PostgreSQL every other node through `NOTIFY`, so long-polling workers
+    /// attached to another API node wake too.
+    pub async fn work_queued(&self, storage: &Storage) {
+        self.wake_workers();
+        if let Err(e) = storage.notify_work().await {
+            tracing::warn!(error = %e, "could not notify other nodes");
+        }
     }
 
     /// Registers a running execution's cancel handle.

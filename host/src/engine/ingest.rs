@@ -150,7 +150,7 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
             }
         }
         if woke {
-            super::scheduler::work_queued(&core).await;
+            core.dispatch.work_queued(&core.storage).await;
         }
     }
 }

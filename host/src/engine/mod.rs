@@ -28,5 +28,5 @@ pub mod scheduler;
 pub mod triggers;
 pub mod worker;
 
-pub use self::core::{Core, CoreConfig};
+pub use self::core::{Core, CoreConfig, PipelineConfig};
 pub use error::EngineError;

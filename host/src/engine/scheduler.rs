@@ -10,53 +10,11 @@
 use std::time::Duration;
 
 use super::Core;
+pub use super::core::PipelineConfig;
 use super::ingest::IncomingEvent;
-use super::worker::embedded::EmbeddedWorker;
+use super::worker::embedded::{EmbeddedWorker, Handle};
 use crate::storage::now_ms;
 use crate::util::units::millis;
-
-/// Settings of the pipeline.
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    /// Run an embedded worker.
-    pub embedded_worker: bool,
-    /// Fire timers on this node (every node may: ticks are claimed, never doubled).
-    pub timers: bool,
-    /// Executions the embedded worker runs at once.
-    pub concurrency: usize,
-    /// How long a claim lasts without a heartbeat.
-    pub lease: Duration,
-    /// First retry delay; doubles per attempt.
-    pub retry_backoff: Duration,
-    /// Default execution timeout.
-    pub default_timeout: Duration,
-    /// Delete finished executions and events older than this; `None` keeps all.
-    pub retention: Option<Duration>,
-}
-
-impl Default for PipelineConfig {
-    fn default() -> Self {
-        Self {
-            embedded_worker: true,
-            timers: true,
-            concurrency: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            lease: Duration::from_secs(30),
-            retry_backoff: Duration::from_secs(1),
-            default_timeout: Duration::from_secs(30),
-            retention: None,
-        }
-    }
-}
-
-/// Tells every worker that work was queued: local ones directly, and on
-/// PostgreSQL every other node through `NOTIFY`, so long-polling workers
-/// attached to another API node wake too.
-pub async fn work_queued(core: &Core) {
-    core.dispatch.wake_workers();
-    if let Err(e) = core.storage.notify_work().await {
-        tracing::warn!(error = %e, "could not notify other nodes");
-    }
-}
 
 /// Relays `NOTIFY attune_work` from other nodes to this node's workers.
 async fn listen_task(core: Core) {
@@ -78,8 +36,14 @@ async fn listen_task(core: Core) {
     }
 }
 
+/// The running pipeline of this process: what a clean stop needs.
+#[derive(Clone, Default)]
+pub struct Pipeline {
+    embedded: Option<Handle>,
+}
+
 /// Starts the timer, worker, reaper and retention tasks.
-pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<()> {
+pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeline> {
     let dispatch = core.dispatch.clone();
     dispatch.spawn(listen_task(core.clone()));
     if config.timers {
@@ -89,20 +53,29 @@ pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<()> {
     if let Some(retention) = config.retention {
         dispatch.spawn(retention_task(core.clone(), retention));
     }
+    let mut pipeline = Pipeline::default();
     if config.embedded_worker {
         let w = EmbeddedWorker::register(core.clone(), config).await?;
-        let _ = dispatch.embedded.set(w.handle());
+        pipeline.embedded = Some(w.handle());
         dispatch.spawn(w.run());
     }
-    Ok(())
+    Ok(pipeline)
 }
 
 /// Stops the background tasks and hands the work the embedded worker
 /// claimed ahead, but never started, back to the queue for other nodes or
 /// the next start.
-pub async fn stop(core: &Core) {
+impl Pipeline {
+    /// Stops the background tasks and hands back what the embedded worker
+    /// claimed ahead but never began.
+    pub async fn stop(&self, core: &Core) {
+        stop(core, self.embedded.as_ref()).await
+    }
+}
+
+async fn stop(core: &Core, embedded: Option<&Handle>) {
     core.dispatch.shutdown().await;
-    if let Some(worker) = core.dispatch.embedded.get() {
+    if let Some(worker) = embedded {
         match worker.release(core).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
@@ -170,7 +143,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
                     requeued = r.requeued,
                     "expired leases"
                 );
-                work_queued(&core).await;
+                core.dispatch.work_queued(&core.storage).await;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),

@@ -13,6 +13,7 @@
 mod migrate;
 mod rows;
 mod sql;
+mod status;
 
 pub mod records;
 

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::rows::DbRow;
+pub use super::status::ExecutionStatus;
 
 /// Keyset pagination: `after` is the last ref/id of the previous page.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -328,80 +329,6 @@ impl EventRecord {
             source: r.opt_text("source"),
             created_at: r.int("created_at"),
         }
-    }
-}
-
-/// Where an execution stands. `requested` waits for a worker that can serve
-/// it, `scheduled` is claimed by one, `running` has begun; the other five
-/// are final.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExecutionStatus {
-    /// Waiting for a worker that can serve it.
-    Requested,
-    /// Claimed by a worker, not begun.
-    Scheduled,
-    /// Begun.
-    Running,
-    /// Ended with a result.
-    Succeeded,
-    /// Ended with an error or a trap.
-    Failed,
-    /// Ran out of time.
-    TimedOut,
-    /// Cancelled before or while it ran.
-    Cancelled,
-    /// Its worker vanished with no attempt left.
-    Abandoned,
-}
-
-impl ExecutionStatus {
-    /// Every status, in lifecycle order.
-    pub const ALL: [ExecutionStatus; 8] = [
-        Self::Requested,
-        Self::Scheduled,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::TimedOut,
-        Self::Cancelled,
-        Self::Abandoned,
-    ];
-
-    /// The status's name, as stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Requested => "requested",
-            Self::Scheduled => "scheduled",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::TimedOut => "timed_out",
-            Self::Cancelled => "cancelled",
-            Self::Abandoned => "abandoned",
-        }
-    }
-
-    /// Parses a status name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
-    /// Whether it is final: nothing more will happen to the execution.
-    pub fn is_finished(self) -> bool {
-        !matches!(self, Self::Requested | Self::Scheduled | Self::Running)
-    }
-
-    /// Whether a worker may report it as how a run ended (`abandoned` is
-    /// the server's verdict, never a worker's).
-    pub fn is_reportable(self) -> bool {
-        self.is_finished() && self != Self::Abandoned
-    }
-}
-
-impl std::fmt::Display for ExecutionStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

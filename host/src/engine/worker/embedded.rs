@@ -11,8 +11,8 @@ use tokio::sync::{Notify, oneshot};
 
 use super::protocol::{Assignment, Report};
 use crate::engine::Core;
+use crate::engine::core::PipelineConfig;
 use crate::engine::dispatch::lock;
-use crate::engine::scheduler::PipelineConfig;
 use crate::runtime::output::CappedPipe;
 use crate::storage::{ExecutionRecord, ExecutionStatus, Finished};
 
@@ -26,6 +26,7 @@ pub struct EmbeddedWorker {
 }
 
 /// A running embedded worker, as its server sees it.
+#[derive(Clone)]
 pub struct Handle {
     id: i64,
     local: Arc<Local>,
