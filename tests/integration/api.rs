@@ -46,6 +46,22 @@ on_both_backends! {
         }
         let metrics = s.request(Method::GET, "/metrics", Some(&s.admin)).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains("attune_http_requests_total"), "{metrics}");
+        for histogram in ["attune_http_request_duration_seconds", "attune_execution_queued_seconds"] {
+            assert!(metrics.contains(&format!("# TYPE {histogram} histogram")), "{histogram}: {metrics}");
+        }
+        s.finish().await;
+    }
+
+    async fn every_answer_carries_a_request_id_and_keeps_the_callers(backend) {
+        let s = TestServer::start(backend).await;
+        let r = s.request(Method::GET, "/healthz", None).send().await.unwrap();
+        let id = r.headers().get("x-request-id").expect("a request id").to_str().unwrap().to_string();
+        assert_eq!(id.len(), 36, "a UUID: {id}");
+        let again = s.request(Method::GET, "/healthz", None).send().await.unwrap();
+        assert_ne!(again.headers()["x-request-id"].to_str().unwrap(), id, "each request its own");
+        let kept = s.request(Method::GET, "/no/such/route", None).header("x-request-id", "trace-me-42").send().await.unwrap();
+        assert_eq!(kept.status(), StatusCode::NOT_FOUND);
+        assert_eq!(kept.headers()["x-request-id"], "trace-me-42");
         s.finish().await;
     }
 

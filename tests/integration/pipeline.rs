@@ -468,6 +468,74 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn concurrent_signed_webhooks_share_writes_and_each_gets_its_own_event_and_execution(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let (ours, theirs) = ("ours-secret-ours-secret", "theirs-secret-theirs");
+        for (r#ref, secret) in [("core.hook_ours", ours), ("core.hook_theirs", theirs)] {
+            let r = s.post("/api/v1/rules", json!({
+                "ref": r#ref, "trigger": "core.webhook",
+                "trigger_params": {"name": "shared", "secret": secret},
+                "action": "core.echo", "action_params": {"message": "n={{ event.payload.body.n }}"},
+            })).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        let before = s.core.metrics.event_batches.get();
+        let delivered = futures_util::future::join_all((0..60).map(|n| {
+            let s = &s;
+            async move {
+                let body = json!({"n": n}).to_string().into_bytes();
+                let rb = s.request(reqwest::Method::POST, "/api/v1/webhooks/shared", None)
+                    .header("content-type", "application/json")
+                    .header("X-Hub-Signature-256", attune::engine::triggers::webhook::sign(ours, &body))
+                    .body(body);
+                let r = s.send(rb).await;
+                assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+                (n, r.body)
+            }
+        })).await;
+        let mut events = std::collections::HashSet::new();
+        for (n, delivery) in &delivered {
+            let id = delivery["event"].as_i64().unwrap();
+            assert!(events.insert(id), "each delivery gets its own event");
+            let stored = s.core.storage.get_event(id).await.unwrap().unwrap();
+            assert_eq!(stored.payload["body"], json!({"n": n}));
+            assert_eq!(stored.source.as_deref(), Some("shared"));
+            let executions = delivery["executions"].as_array().unwrap();
+            assert_eq!(executions.len(), 1, "only the rule whose secret signed it: {delivery}");
+            let e = executions[0].as_i64().unwrap();
+            assert_eq!(execution_params(&s, e).await, json!({"message": format!("n={n}")}));
+        }
+        assert_eq!(executions_of_rule(&s, "core.hook_ours").await.len(), 60);
+        assert!(executions_of_rule(&s, "core.hook_theirs").await.is_empty(), "a rule whose secret did not sign sees nothing");
+        let batches = s.core.metrics.event_batches.get() - before;
+        assert!(batches < 60, "60 concurrent deliveries took {batches} writes");
+        s.finish().await;
+    }
+
+    async fn concurrent_direct_runs_share_writes_and_each_gets_its_own_execution(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let before = s.core.metrics.event_batches.get();
+        let runs = futures_util::future::join_all((0..100).map(|n| {
+            let s = &s;
+            async move {
+                let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": format!("run {n}")}})).await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+                (n, r.body)
+            }
+        })).await;
+        let mut ids = std::collections::HashSet::new();
+        for (n, e) in &runs {
+            let id = e["id"].as_i64().unwrap();
+            assert!(ids.insert(id), "execution ids are distinct");
+            assert_eq!(e["params"], json!({"message": format!("run {n}")}), "each request gets its own execution back");
+            assert_eq!(e["status"], "requested");
+            assert_eq!(execution_params(&s, id).await, json!({"message": format!("run {n}")}));
+        }
+        let batches = s.core.metrics.event_batches.get() - before;
+        assert!(batches < 100, "100 concurrent runs took {batches} writes");
+        s.finish().await;
+    }
+
     async fn the_rule_test_endpoint_is_a_dry_run(backend) {
         let s = TestServer::start(backend).await;
         s.post("/api/v1/rules", json!({

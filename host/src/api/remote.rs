@@ -137,6 +137,7 @@ async fn claim(
             let mut out = Vec::with_capacity(claimed.len());
             let mut gone = Vec::new();
             for e in claimed {
+                state.metrics.queued(e.created_at);
                 match state.cache.action(&state.storage, &e.action).await? {
                     Some(a) => out.push(Assignment::of(&e, a.component, a.name)),
                     None => gone.push((

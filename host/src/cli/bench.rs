@@ -1,8 +1,9 @@
 //! `attune bench`: a load generator against a running server.
 //!
-//! Posts N manual events (through a rule running the action) or N direct
-//! executions, at a given rate or as fast as possible with bounded
-//! concurrency, waits until every execution has finished, then reports
+//! Posts N manual events (through a rule running the action), N signed
+//! webhook deliveries (through a webhook rule) or N direct executions, at a
+//! given rate or as fast as possible with bounded concurrency, waits until
+//! every execution has finished, then reports
 //! executions completed per second and the latency from the request to the
 //! execution running (p50/p99), computed from the server's own timestamps.
 
@@ -14,7 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use super::client::ClientArgs;
-use crate::client::Client;
+use crate::client::{Body, Client};
+use crate::engine::triggers::webhook::sign;
+use reqwest::Method;
 
 /// Options of `attune bench`.
 #[derive(Debug, Args)]
@@ -35,8 +38,12 @@ pub struct BenchArgs {
     #[arg(long, default_value = "{}")]
     pub params: String,
     /// Post direct executions instead of events through a rule.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "webhook")]
     pub direct: bool,
+    /// Post signed webhook deliveries (a `core.webhook` rule with a fresh
+    /// secret) instead of manual events.
+    #[arg(long)]
+    pub webhook: bool,
     /// Give up waiting for completion after this long.
     #[arg(long, default_value = "300s", value_parser = crate::util::units::parse_duration)]
     pub timeout: Duration,
@@ -49,7 +56,17 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let params: Value = serde_json::from_str(&args.params)?;
     let tag = format!("bench{}", crate::storage::now_ms());
     let rule = format!("bench.{tag}");
-    if !args.direct {
+    let secret = crate::api::auth::new_token();
+    if args.webhook {
+        client
+            .post(
+                "/rules",
+                json!({"ref": rule, "trigger": "core.webhook",
+                       "trigger_params": {"name": tag, "secret": secret},
+                       "action": args.action, "action_params": params}),
+            )
+            .await?;
+    } else if !args.direct {
         client
             .post(
                 "/rules",
@@ -59,10 +76,16 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             )
             .await?;
     }
+    let what = if args.direct {
+        "executions"
+    } else if args.webhook {
+        "webhook deliveries"
+    } else {
+        "events"
+    };
     eprintln!(
-        "sending {} {} ({})…",
+        "sending {} {what} ({})…",
         args.count,
-        if args.direct { "executions" } else { "events" },
         if args.rate == 0 {
             "as fast as possible".to_string()
         } else {
@@ -79,20 +102,25 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         }
         let permit = slots.clone().acquire_owned().await?;
         let client = client.clone();
-        let body = if args.direct {
-            json!({"action": args.action, "params": params})
+        let (path, body) = if args.direct {
+            let run = json!({"action": args.action, "params": params});
+            ("/executions".to_string(), Body::Json(run))
+        } else if args.webhook {
+            let bytes = json!({"i": i}).to_string().into_bytes();
+            let signature = sign(&secret, &bytes);
+            (
+                format!("/webhooks/{tag}"),
+                Body::Signed { bytes, signature },
+            )
         } else {
-            json!({"trigger": "core.manual", "payload": {"tag": tag, "i": i}})
-        };
-        let path = if args.direct {
-            "/executions"
-        } else {
-            "/events"
+            let event = json!({"trigger": "core.manual", "payload": {"tag": tag, "i": i}});
+            ("/events".to_string(), Body::Json(event))
         };
         tasks.spawn(async move {
-            let r = client.post(path, body).await;
+            let r = client.call(Method::POST, &path, Some(body)).await;
             drop(permit);
-            r.map(|v| v["id"].as_i64().unwrap_or_default())
+            // An event or execution answers its id; a delivery its event's.
+            r.map(|v| v["id"].as_i64().or(v["event"].as_i64()).unwrap_or_default())
         });
     }
     let mut ids = Vec::with_capacity(args.count);

@@ -124,6 +124,13 @@ impl Client {
                 content_type,
                 bytes,
             }) => request.header("content-type", content_type).body(bytes),
+            Some(Body::Signed { bytes, signature }) => request
+                .header("content-type", "application/json")
+                .header(
+                    crate::engine::triggers::webhook::SIGNATURE_HEADER,
+                    signature,
+                )
+                .body(bytes),
         };
         let transport = |source| ClientError::Transport {
             server: self.server.clone(),
@@ -207,5 +214,12 @@ pub enum Body {
         content_type: &'static str,
         /// The bytes.
         bytes: Vec<u8>,
+    },
+    /// A JSON document signed for webhook intake (`X-Hub-Signature-256`).
+    Signed {
+        /// The document's bytes, exactly as signed.
+        bytes: Vec<u8>,
+        /// `sha256=<hex>`.
+        signature: String,
     },
 }

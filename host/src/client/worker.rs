@@ -1,9 +1,11 @@
 //! `attune worker`: a standalone worker that talks to the API over HTTP.
 //!
 //! It registers its capabilities, then three tasks share the work:
-//! - the **claimer** long-polls `claim` for as many assignments as its
-//!   local queue has room for (its slots plus as many again, so the next
-//!   assignments are already here when a slot frees up);
+//! - the **claimer** long-polls `claim` for what its slots will begin soon:
+//!   one per slot, plus, for short actions, what they begin within the
+//!   pacing window (`engine::worker::pace`, the embedded worker's formula),
+//!   asking again once the local queue is down to half, so the next
+//!   assignments are here before a slot frees up;
 //! - **slots**, as many as its concurrency, each run assignments through the
 //!   engine's one execution path (`engine::worker::run`) with components
 //!   downloaded by digest, verified, cached on disk and compiled once;
@@ -13,14 +15,16 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::{Client, ClientError};
+use crate::engine::worker::pace::Pace;
 use crate::engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Report};
 use crate::runtime::{Pack, Runtime, RuntimeConfig, cache};
 
@@ -88,10 +92,10 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
     let (reports, report_rx) = mpsc::unbounded_channel();
     tasks.spawn(reporter(client.clone(), id, report_rx));
 
-    // The local queue: bounded, so the claimer takes only what the slots
-    // will begin soon.
-    let (queue, queue_rx) = mpsc::channel::<(Assignment, oneshot::Receiver<()>)>(concurrency);
+    // The local queue; the claimer keeps it as long as the pace says.
+    let (queue, queue_rx) = mpsc::unbounded_channel::<(Assignment, oneshot::Receiver<()>)>();
     let queue_rx = Arc::new(tokio::sync::Mutex::new(queue_rx));
+    let local = Arc::new(Local::default());
     let packs = Packs {
         client: client.clone(),
         runtime: runtime.clone(),
@@ -100,11 +104,12 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
     };
     for _ in 0..concurrency {
         let queue_rx = queue_rx.clone();
-        let (runtime, packs, reports, cancels) = (
+        let (runtime, packs, reports, cancels, local) = (
             runtime.clone(),
             packs.clone(),
             reports.clone(),
             cancels.clone(),
+            local.clone(),
         );
         let default_timeout = config.default_timeout;
         tasks.spawn(async move {
@@ -112,6 +117,9 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
                 let Some((a, cancelled)) = queue_rx.lock().await.recv().await else {
                     return Ok(());
                 };
+                local.queued.fetch_sub(1, Ordering::SeqCst);
+                local.taken.notify_one();
+                let began = std::time::Instant::now();
                 let pack = packs.get(&a.component);
                 let report = crate::engine::worker::run::run(
                     &runtime,
@@ -122,6 +130,7 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
                     cancelled,
                 )
                 .await;
+                local.pace.record(began.elapsed());
                 lock(&cancels).remove(&a.id);
                 if reports.send(report).is_err() {
                     return Ok(());
@@ -130,41 +139,58 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
         });
     }
     tokio::select! {
-        r = claimer(client, id, queue, cancels) => r,
+        r = claimer(client, id, concurrency, queue, local, cancels) => r,
         Some(Err(e)) = tasks.join_next() => Err(anyhow::anyhow!("a worker task failed: {e}")),
     }
 }
 
-/// Long-polls for assignments while the local queue has room.
+/// What the claimer and the slots share.
+#[derive(Default)]
+struct Local {
+    /// Assignments claimed and not yet taken by a slot.
+    queued: AtomicUsize,
+    /// A slot took one.
+    taken: Notify,
+    /// Recent run time.
+    pace: Pace,
+}
+
+/// Long-polls for assignments: one per slot plus what the pace says the
+/// slots begin within the window, refilled at half.
 async fn claimer(
     client: Client,
     id: i64,
-    queue: mpsc::Sender<(Assignment, oneshot::Receiver<()>)>,
+    slots: usize,
+    queue: mpsc::UnboundedSender<(Assignment, oneshot::Receiver<()>)>,
+    local: Arc<Local>,
     cancels: Cancels,
 ) -> anyhow::Result<()> {
     loop {
-        // Wait for room, then ask for as much as there is.
-        let permit = queue.reserve().await?;
-        let room = queue.capacity() + 1;
-        let path = format!("/workers/{id}/claim?max={room}&wait_ms=20000");
+        let taken = local.taken.notified();
+        tokio::pin!(taken);
+        taken.as_mut().enable();
+        let target = slots + local.pace.ahead(slots);
+        let queued = local.queued.load(Ordering::SeqCst);
+        if queued > target / 2 {
+            taken.await;
+            continue;
+        }
+        let want = target - queued;
+        let path = format!("/workers/{id}/claim?max={want}&wait_ms=20000");
         let claimed = match decode::<Vec<Assignment>>(client.call(Method::POST, &path, None).await)
         {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; retrying");
-                drop(permit);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let mut permit = Some(permit);
         for a in claimed {
             let (tx, rx) = oneshot::channel();
             lock(&cancels).insert(a.id, tx);
-            match permit.take() {
-                Some(p) => p.send((a, rx)),
-                None => queue.send((a, rx)).await?,
-            }
+            local.queued.fetch_add(1, Ordering::SeqCst);
+            queue.send((a, rx))?;
         }
     }
 }

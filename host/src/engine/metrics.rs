@@ -158,6 +158,13 @@ impl Metrics {
         out
     }
 
+    /// Records that an execution created at `created_at` (Unix ms) is
+    /// running now.
+    pub fn queued(&self, created_at: i64) {
+        let ms = (crate::storage::now_ms() - created_at).max(0);
+        self.queued_seconds.observe(ms as f64 / 1000.0);
+    }
+
     /// Records one finished execution of `action` that ran for `ms`.
     pub fn finished(&self, action: &str, ms: Option<i64>) {
         let labels = ActionLabels {

@@ -2,13 +2,14 @@
 //! runs them in the sandbox, reports results, heartbeats its leases.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
+use super::pace::Pace;
 use super::protocol::{Assignment, Report};
 use crate::engine::Core;
 use crate::engine::core::PipelineConfig;
@@ -210,7 +211,12 @@ impl EmbeddedWorker {
                     Ok(claimed) => {
                         more = claimed.len() == want;
                         if !claimed.is_empty() {
-                            lock(&self.local.queue).extend(claimed);
+                            let metrics = &self.core.metrics;
+                            metrics.claims_per_batch.observe(claimed.len() as f64);
+                            let mut queue = lock(&self.local.queue);
+                            queue.extend(claimed);
+                            metrics.queue_depth.set(queue.len() as i64);
+                            drop(queue);
                             self.local.queued.notify_one();
                         }
                     }
@@ -238,56 +244,6 @@ impl EmbeddedWorker {
     }
 }
 
-/// How much claimed-ahead work the worker may hold: what it expects to start
-/// within this window.
-pub const AHEAD_WINDOW: Duration = Duration::from_millis(10);
-
-/// For short actions, executions are marked running about this long before
-/// a slot begins them (then one write starts a batch, and the slots do not
-/// wait for it); the recorded start is corrected when the result is.
-pub const PIPELINE_WINDOW: Duration = Duration::from_millis(1);
-
-/// Most executions marked running ahead of the slots.
-const MAX_PIPELINE: usize = 64;
-
-/// Most executions claimed ahead, whatever the pace.
-const MAX_AHEAD: usize = 256;
-
-/// Recent run time of the worker's executions (moving average, µs; 0 before
-/// the first run).
-#[derive(Default)]
-struct Pace(AtomicU64);
-
-impl Pace {
-    fn record(&self, took: Duration) {
-        let us = (took.as_micros() as u64).max(1);
-        let old = self.0.load(Ordering::Relaxed);
-        let new = if old == 0 { us } else { (old * 7 + us) / 8 };
-        self.0.store(new, Ordering::Relaxed);
-    }
-
-    /// Executions to mark running beyond the idle slots: about what
-    /// `slots` begin within [`PIPELINE_WINDOW`].
-    fn pipeline(&self, slots: usize) -> usize {
-        self.within(PIPELINE_WINDOW, slots).min(MAX_PIPELINE)
-    }
-
-    /// Executions to claim beyond the free slots: about what `slots` begin
-    /// within [`AHEAD_WINDOW`].
-    fn ahead(&self, slots: usize) -> usize {
-        self.within(AHEAD_WINDOW, slots).min(MAX_AHEAD)
-    }
-
-    /// `slots` run in parallel, so about `slots × window / run time` begin
-    /// within `window`; none before the first run is measured.
-    fn within(&self, window: Duration, slots: usize) -> usize {
-        match self.0.load(Ordering::Relaxed) {
-            0 => 0,
-            us => (slots as u64 * window.as_micros() as u64 / us) as usize,
-        }
-    }
-}
-
 /// A claimed execution this worker marked running, with its cancel handle.
 struct Started {
     execution: ExecutionRecord,
@@ -311,7 +267,9 @@ async fn starter(core: Core, worker: i64, local: Arc<Local>, slots: usize) {
             let batch: Vec<ExecutionRecord> = {
                 let mut queue = lock(&local.queue);
                 let n = (target - have).min(queue.len());
-                queue.drain(..n).collect()
+                let batch = queue.drain(..n).collect();
+                core.metrics.queue_depth.set(queue.len() as i64);
+                batch
             };
             if local.len() <= local.pace.ahead(slots) / 2 {
                 local.refill.notify_one();
@@ -360,6 +318,7 @@ async fn start_all(core: &Core, worker: i64, batch: Vec<ExecutionRecord>) -> Vec
         .zip(handles)
         .filter_map(|(e, cancelled)| {
             if e.status == ExecutionStatus::Running || held.contains(&e.id) {
+                core.metrics.queued(e.created_at);
                 let execution = ExecutionRecord {
                     status: ExecutionStatus::Running,
                     ..e
@@ -433,6 +392,7 @@ async fn execute(
             .await
             .map_err(|err| format!("loading the component: {err}"))
     };
+    let began = std::time::Instant::now();
     let report: Report = super::run::run(
         &core.runtime,
         &assignment,
@@ -443,38 +403,7 @@ async fn execute(
     )
     .await;
     core.dispatch.done(e.id);
+    core.metrics
+        .finished(&e.action, Some(began.elapsed().as_millis() as i64));
     report.into_finished()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{MAX_AHEAD, MAX_PIPELINE, Pace};
-    use std::time::Duration;
-
-    #[test]
-    fn claims_ahead_only_what_starts_within_the_window() {
-        let pace = Pace::default();
-        assert_eq!(pace.ahead(2), 0, "nothing measured: no claim ahead");
-        assert_eq!(
-            pace.pipeline(2),
-            0,
-            "nothing measured: nothing started ahead"
-        );
-        pace.record(Duration::from_micros(100));
-        // Two slots, 100 µs a run: 200 begin within 10 ms, 20 within 1 ms.
-        assert_eq!(pace.ahead(2), 200);
-        assert_eq!(pace.pipeline(2), 20);
-        pace.record(Duration::from_nanos(10));
-        assert!(pace.ahead(2) <= MAX_AHEAD);
-        assert!(pace.pipeline(2) <= MAX_PIPELINE);
-        let slow = Pace::default();
-        slow.record(Duration::from_secs(1));
-        assert_eq!(slow.ahead(16), 0, "second-long actions are not hoarded");
-        assert_eq!(slow.pipeline(16), 0);
-        // The average follows recent runs.
-        for _ in 0..200 {
-            slow.record(Duration::from_millis(1));
-        }
-        assert_eq!(slow.ahead(2), 20);
-    }
 }

@@ -8,6 +8,7 @@
 //! - [`embedded`] — claims, starts and reports through the database directly.
 
 pub mod embedded;
+pub mod pace;
 pub mod protocol;
 pub mod run;
 
