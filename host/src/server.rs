@@ -41,6 +41,8 @@ pub struct ServerConfig {
     pub api: ApiConfig,
     /// Timers, rules and the embedded worker.
     pub pipeline: PipelineConfig,
+    /// Limits on actions' outbound HTTP.
+    pub outbound: crate::runtime::http::OutboundConfig,
 }
 
 /// A prepared server: state ready to serve.
@@ -76,6 +78,7 @@ impl Server {
                     .unwrap_or_else(|| config.data_dir.join("artifacts")),
             ),
             scratch_dir: config.data_dir.join("scratch"),
+            outbound: config.outbound.clone(),
             ..RuntimeConfig::default()
         })?;
         let files = ComponentFiles::open(&config.data_dir.join("components"))?;

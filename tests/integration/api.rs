@@ -494,6 +494,7 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         cache_dir: None,
         api: Default::default(),
         pipeline: Default::default(),
+        outbound: Default::default(),
     };
     let data_dir = s.data_dir.path().to_path_buf();
     s.core.dispatch.shutdown().await;

@@ -33,6 +33,7 @@ fn worker(
         concurrency: 1,
         cache_dir: dir.join(name),
         default_timeout: Duration::from_secs(30),
+        allow_private_outbound: true,
     };
     tokio::spawn(async move {
         if let Err(e) = remote::run(config).await {

@@ -114,6 +114,11 @@ impl TestServer {
             cache_dir: Some(std::env::temp_dir().join("attune-test-artifacts")),
             api,
             pipeline,
+            outbound: attune::runtime::http::OutboundConfig {
+                // The tests' remote ends listen on loopback.
+                allow_private: true,
+                ..Default::default()
+            },
         };
         let server = Server::start(&config).await.expect("server starts");
         let admin = server

@@ -10,15 +10,17 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
-use super::views::{PackView, PageQuery};
+use super::json::ApiJson;
+use super::views::{GrantsView, PackView, PageQuery};
 use super::{ApiQuery, AppState, Listing};
 use crate::engine::packs::{self, PackError, Upload};
-use crate::storage::{Page, Registered, Role};
+use crate::storage::{Grants, Page, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, upload))
         .routes(routes!(show, delete))
+        .routes(routes!(grant))
         // The upload route checks its own, configurable limit.
         .layer(DefaultBodyLimit::disable())
 }
@@ -170,9 +172,49 @@ fn pack_error(e: PackError) -> ApiError {
                 })
                 .collect(),
         },
+        PackError::InvalidGrants { errors } => grants_invalid("/pack.toml", errors),
         PackError::Storage(e) => e.into(),
         PackError::Engine(e) => e.into(),
     }
+}
+
+fn grants_invalid(prefix: &str, errors: Vec<(String, String)>) -> ApiError {
+    ApiError::Invalid {
+        message: "the grants are invalid".into(),
+        details: errors
+            .into_iter()
+            .map(|(path, message)| ErrorDetail {
+                path: format!("{prefix}{path}"),
+                message,
+            })
+            .collect(),
+    }
+}
+
+/// Replaces what a pack is granted: outbound HTTP destinations and secrets.
+#[utoipa::path(put, path = "/packs/{name}/grants", tag = "packs", request_body = GrantsView,
+    params(("name" = String, Path, description = "Pack name")),
+    responses((status = 200, body = PackView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, description = "A pattern or name is invalid", body = ErrorBody)))]
+async fn grant(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(input): ApiJson<GrantsView>,
+) -> Result<axum::Json<PackView>, ApiError> {
+    caller.require(Role::Admin)?;
+    let grants = Grants::from(input);
+    packs::check_grants(&grants).map_err(|errors| grants_invalid("", errors))?;
+    if !state.storage.set_grants(&name, &grants).await? {
+        return Err(ApiError::not_found("pack", &name));
+    }
+    state.cache.actions_changed();
+    let pack = state
+        .storage
+        .get_pack(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pack", &name))?;
+    Ok(axum::Json(pack.into()))
 }
 
 /// Lists packs by name.

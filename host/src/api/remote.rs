@@ -139,7 +139,18 @@ async fn claim(
             for e in claimed {
                 state.metrics.queued(e.created_at);
                 match state.cache.action(&state.storage, &e.action).await? {
-                    Some(a) => out.push(Assignment::of(&e, a.component, a.name)),
+                    Some(a) => {
+                        let grants = state
+                            .storage
+                            .get_pack(&a.pack)
+                            .await?
+                            .map(|p| p.grants)
+                            .unwrap_or_default();
+                        out.push(Assignment {
+                            allowed_outbound_hosts: grants.allowed_outbound_hosts,
+                            ..Assignment::of(&e, a.component, a.name)
+                        })
+                    }
                     None => gone.push((
                         e.id,
                         id,

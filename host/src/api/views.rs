@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::runtime::PathError;
 use crate::storage::{
-    ActionRecord, AttemptRecord, EventRecord, ExecutionRecord, ExecutionStatus, PackRecord, Page,
-    Role, RuleRecord, RuleSpec, TokenRecord, TriggerTypeRecord, WorkerRecord,
+    ActionRecord, AttemptRecord, EventRecord, ExecutionRecord, ExecutionStatus, Grants, PackRecord,
+    Page, Role, RuleRecord, RuleSpec, TokenRecord, TriggerTypeRecord, WorkerRecord,
 };
 
 /// Keyset pagination: `after` is the last ref/id of the previous page.
@@ -33,6 +33,37 @@ impl From<PageQuery> for Page {
     }
 }
 
+/// What a pack is granted beyond the sandbox.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsView {
+    /// Outbound HTTP destinations, `scheme://host[:port]` (`*` and
+    /// `*.domain` wildcards, CIDR hosts).
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Names of the secrets its actions may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+impl From<Grants> for GrantsView {
+    fn from(g: Grants) -> Self {
+        GrantsView {
+            allowed_outbound_hosts: g.allowed_outbound_hosts,
+            secrets: g.secrets,
+        }
+    }
+}
+
+impl From<GrantsView> for Grants {
+    fn from(g: GrantsView) -> Self {
+        Grants {
+            allowed_outbound_hosts: g.allowed_outbound_hosts,
+            secrets: g.secrets,
+        }
+    }
+}
+
 /// A registered pack.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PackView {
@@ -48,11 +79,14 @@ pub struct PackView {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// What it is granted.
+    pub grants: GrantsView,
 }
 
 impl From<PackRecord> for PackView {
     fn from(r: PackRecord) -> Self {
         PackView {
+            grants: r.grants.into(),
             name: r.name,
             version: r.version,
             description: r.description,

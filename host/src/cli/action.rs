@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::RuntimeArgs;
 use super::local::{build_params, load, local_runtime};
+use crate::runtime::http::{AllowedHosts, OutboundConfig};
 use crate::runtime::{ExecuteError, ExecutionRequest, Limits, Pack};
 use crate::util::units::{parse_duration, parse_size};
 
@@ -66,6 +67,14 @@ pub enum ActionCommand {
         /// Bytes of stdout (and of stderr) kept; the rest is dropped and marked.
         #[arg(long, default_value = "1MiB", value_parser = parse_size)]
         output_limit: usize,
+        /// Let the action send HTTP requests to this destination,
+        /// `scheme://host[:port]` (`*` and `*.domain` wildcards, CIDR hosts).
+        /// Repeatable; none by default.
+        #[arg(long = "allow-outbound", value_name = "PATTERN")]
+        allow_outbound: Vec<String>,
+        /// Let it reach private, loopback and link-local addresses too.
+        #[arg(long)]
+        allow_private_outbound: bool,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -97,7 +106,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             super::client::action(super::client::ActionClientCommand::Show { r#ref }, &client).await
         }
         ActionCommand::Inspect { component, runtime } => {
-            let rt = local_runtime(&runtime, Limits::default())?;
+            let rt = local_runtime(&runtime, Limits::default(), OutboundConfig::default())?;
             let pack = match load(&rt, &component).await {
                 Ok(pack) => pack,
                 Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
@@ -113,18 +122,38 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             timeout,
             memory,
             output_limit,
+            allow_outbound,
+            allow_private_outbound,
             runtime,
         } => {
             let params = match build_params(params.as_deref(), &param) {
                 Ok(p) => p,
                 Err(msg) => return Ok(invalid("invalid_params", &msg, vec![])),
             };
+            let allowed = match AllowedHosts::parse(&allow_outbound) {
+                Ok(a) => a,
+                Err(errors) => {
+                    let details = errors
+                        .iter()
+                        .map(|(n, m)| json!({"path": format!("/allow_outbound/{n}"), "message": m}))
+                        .collect();
+                    return Ok(invalid(
+                        "invalid_grant",
+                        "an --allow-outbound pattern is invalid",
+                        details,
+                    ));
+                }
+            };
             let limits = Limits {
                 timeout,
                 memory_bytes: memory,
                 output_bytes: output_limit,
             };
-            let rt = local_runtime(&runtime, limits)?;
+            let outbound = OutboundConfig {
+                allow_private: allow_private_outbound,
+                ..OutboundConfig::default()
+            };
+            let rt = local_runtime(&runtime, limits, outbound)?;
             let pack = match load(&rt, &component).await {
                 Ok(pack) => pack,
                 Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
@@ -133,6 +162,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             let mut request = ExecutionRequest::new(action.clone(), params);
             request.context.action = format!("{}.{action}", pack_name(&component));
             request.limits = Some(limits);
+            request.allowed_hosts = std::sync::Arc::new(allowed);
             match pack.execute(&rt, request).await {
                 Ok(outcome) => {
                     let out = json!({

@@ -9,10 +9,15 @@ use serde_json::{Map, Value};
 
 use super::RuntimeArgs;
 use crate::builtin;
+use crate::runtime::http::OutboundConfig;
 use crate::runtime::{CacheOutcome, Limits, LoadError, Pack, Runtime, RuntimeConfig};
 
 /// A runtime for local runs with `limits` as its defaults.
-pub(super) fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Result<Runtime> {
+pub(super) fn local_runtime(
+    args: &RuntimeArgs,
+    limits: Limits,
+    outbound: OutboundConfig,
+) -> anyhow::Result<Runtime> {
     let defaults = RuntimeConfig::default();
     let config = RuntimeConfig {
         cache_dir: args.cache_dir(),
@@ -23,6 +28,7 @@ pub(super) fn local_runtime(args: &RuntimeArgs, limits: Limits) -> anyhow::Resul
             output_bytes: limits.output_bytes.max(defaults.max_limits.output_bytes),
         },
         max_instances: 4,
+        outbound,
         ..defaults
     };
     Runtime::new(config).context("starting the component runtime")

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::api::ApiConfig;
 use crate::engine::PipelineConfig;
+use crate::runtime::http::OutboundConfig;
 use crate::server::{self, ADMIN_TOKEN_FILE, Server, ServerConfig};
 use crate::util::units::{parse_duration, parse_size};
 
@@ -41,6 +42,10 @@ pub struct ServeArgs {
     /// Delete finished executions and events older than this many days; 0 keeps everything.
     #[arg(long, env = "ATTUNE_RETENTION_DAYS", default_value_t = 0)]
     pub retention_days: u64,
+    /// Let actions reach private, loopback and link-local addresses (their
+    /// pack's grant still applies).
+    #[arg(long, env = "ATTUNE_ALLOW_PRIVATE_OUTBOUND")]
+    pub allow_private_outbound: bool,
 }
 
 fn default_workers() -> usize {
@@ -63,6 +68,10 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             retention: (args.retention_days > 0)
                 .then(|| Duration::from_secs(args.retention_days * 86_400)),
             ..PipelineConfig::default()
+        },
+        outbound: OutboundConfig {
+            allow_private: args.allow_private_outbound,
+            ..OutboundConfig::default()
         },
     };
     let server = Server::start(&config).await?;

@@ -36,6 +36,10 @@ pub struct WorkerArgs {
     /// Execution timeout when an execution sets none.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub default_timeout: Duration,
+    /// Let actions reach private, loopback and link-local addresses (their
+    /// pack's grant still applies).
+    #[arg(long, env = "ATTUNE_ALLOW_PRIVATE_OUTBOUND")]
+    pub allow_private_outbound: bool,
 }
 
 pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
@@ -71,6 +75,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         cache_dir,
         default_timeout: args.default_timeout,
+        allow_private_outbound: args.allow_private_outbound,
     };
     eprintln!("worker {} serving {}", config.name, config.server);
     tokio::select! {

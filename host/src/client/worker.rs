@@ -26,6 +26,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::client::{Client, ClientError};
 use crate::engine::worker::pace::Pace;
 use crate::engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Report};
+use crate::runtime::http::AllowedHosts;
 use crate::runtime::{Pack, Runtime, RuntimeConfig, cache};
 
 /// Settings of a standalone worker.
@@ -47,6 +48,8 @@ pub struct RemoteWorkerConfig {
     pub cache_dir: PathBuf,
     /// Timeout of executions that set none.
     pub default_timeout: Duration,
+    /// Let actions reach private addresses (their grant still applies).
+    pub allow_private_outbound: bool,
 }
 
 /// Bytes of reports one `results` request carries at most (the server
@@ -72,6 +75,10 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
         cache_dir: Some(config.cache_dir.join("artifacts")),
         scratch_dir: config.cache_dir.join("scratch"),
         max_instances: (concurrency as u32) * 2,
+        outbound: crate::runtime::http::OutboundConfig {
+            allow_private: config.allow_private_outbound,
+            ..Default::default()
+        },
         ..RuntimeConfig::default()
     })?;
     std::fs::create_dir_all(config.cache_dir.join("components"))?;
@@ -121,10 +128,13 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
                 local.taken.notify_one();
                 let began = std::time::Instant::now();
                 let pack = packs.get(&a.component);
+                let allowed =
+                    Arc::new(AllowedHosts::parse(&a.allowed_outbound_hosts).unwrap_or_default());
                 let report = crate::engine::worker::run::run(
                     &runtime,
                     &a,
                     pack,
+                    allowed,
                     default_timeout,
                     None,
                     cancelled,

@@ -10,9 +10,10 @@
 //! callers (direct runs name any action) cannot grow it without bound.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::runtime::http::AllowedHosts;
 use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError, TokenRecord, WorkerRecord};
 
 /// How long a cached read stays fresh.
@@ -63,6 +64,7 @@ pub struct ReadCache {
     actions: Mutex<HashMap<String, Entry<Option<ActionRecord>>>>,
     workers: Mutex<Option<Entry<Vec<WorkerRecord>>>>,
     tokens: Mutex<HashMap<String, Entry<Option<TokenRecord>>>>,
+    outbound: Mutex<HashMap<String, Entry<Arc<AllowedHosts>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,9 +128,33 @@ impl ReadCache {
         lock(&self.rules).clear();
     }
 
-    /// Forgets cached actions (a pack changed here).
+    /// Forgets cached actions and grants (a pack changed here).
     pub fn actions_changed(&self) {
         lock(&self.actions).clear();
+        lock(&self.outbound).clear();
+    }
+
+    /// Where the actions of `pack` may send HTTP requests, parsed from its
+    /// grants (nowhere for a pack that is gone or whose grant is invalid).
+    pub async fn allowed_hosts(
+        &self,
+        storage: &Storage,
+        pack: &str,
+    ) -> Result<Arc<AllowedHosts>, StorageError> {
+        let fetch = async {
+            let grants = storage
+                .get_pack(pack)
+                .await?
+                .map(|p| p.grants)
+                .unwrap_or_default();
+            Ok(Arc::new(
+                AllowedHosts::parse(&grants.allowed_outbound_hosts).unwrap_or_else(|errors| {
+                    tracing::warn!(pack, ?errors, "ignoring an invalid outbound grant");
+                    AllowedHosts::default()
+                }),
+            ))
+        };
+        get_or_fetch(&self.outbound, pack, fetch).await
     }
 
     /// Forgets the worker list (a worker registered here).

@@ -6,7 +6,7 @@
 //! while the sandbox denies what is not granted. What an action requires from
 //! a worker is what not every worker links — the runtime kind, `wasi:http`,
 //! the `attune:*` interfaces. Each host interface is one module (`log.rs`,
-//! `context.rs`) naming its capability and its linker; [`HOST`] composes
+//! `context.rs`, `http/`) naming its capabilities and its linker; [`HOST`] composes
 //! them, and the advertised list is derived from it.
 
 use wasmtime::component::Linker;
@@ -26,10 +26,10 @@ pub const BASELINE_PACKAGES: &[&str] = &[
     "wasi:sockets",
 ];
 
-/// One host interface: the capability it adds and how it is linked.
+/// One host interface: the capabilities it adds and how it is linked.
 pub struct HostCapability {
-    /// The string a worker advertises and an action requires.
-    pub name: &'static str,
+    /// The strings a worker advertises and an action requires.
+    pub names: &'static [&'static str],
     /// Adds its functions to the linker.
     pub link: fn(&mut Linker<HostState>) -> wasmtime::Result<()>,
 }
@@ -37,12 +37,16 @@ pub struct HostCapability {
 /// Every host interface beyond the WASI baseline, in one list.
 pub const HOST: &[HostCapability] = &[
     HostCapability {
-        name: super::log::CAPABILITY,
+        names: &[super::log::CAPABILITY],
         link: super::log::add_to_linker,
     },
     HostCapability {
-        name: super::context::CAPABILITY,
+        names: &[super::context::CAPABILITY],
         link: super::context::add_to_linker,
+    },
+    HostCapability {
+        names: super::http::CAPABILITIES,
+        link: super::http::add_to_linker,
     },
 ];
 
@@ -58,7 +62,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 /// interface it links.
 pub fn advertised() -> Vec<String> {
     std::iter::once(RUNTIME_KIND)
-        .chain(HOST.iter().map(|c| c.name))
+        .chain(HOST.iter().flat_map(|c| c.names.iter().copied()))
         .map(str::to_string)
         .collect()
 }
@@ -74,7 +78,9 @@ mod tests {
             [
                 "wasi-p2-component",
                 "attune:action/log@0.1.0",
-                "attune:action/context@0.1.0"
+                "attune:action/context@0.1.0",
+                "wasi:http/outgoing-handler@0.2",
+                "wasi:http/types@0.2"
             ]
         );
     }

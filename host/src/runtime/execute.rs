@@ -7,6 +7,7 @@
 //! enforced twice — epoch interruption makes a spinning guest yield every
 //! tick, and a tokio timeout drops the call whether the guest spins or sleeps.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -16,10 +17,12 @@ use wasmtime::component::{ResourceTable, Val};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
+use super::http::{AllowedHosts, Outbound};
 use super::output::{CappedPipe, Captured};
 use super::pack::Returns;
 use super::values::{self, PathError};
 use super::{Limits, Pack, Runtime};
+use wasmtime_wasi_http::WasiHttpCtx;
 
 /// Where the scratch directory appears inside the guest.
 pub const SCRATCH_GUEST_PATH: &str = "/scratch";
@@ -61,6 +64,8 @@ pub struct ExecutionRequest {
     pub limits: Option<Limits>,
     /// Identity shown to the guest through `attune:action/context`.
     pub context: ExecutionContext,
+    /// Where it may send HTTP requests (its pack's grant); nowhere when empty.
+    pub allowed_hosts: Arc<AllowedHosts>,
     /// Pipes to capture stdout and stderr into, so the caller can watch
     /// output while the guest runs; fresh ones when `None`. Their capacity
     /// is the caller's; `limits.output_bytes` applies to fresh ones.
@@ -72,6 +77,7 @@ impl ExecutionRequest {
     pub fn new(action: impl Into<String>, params: Value) -> Self {
         let action = action.into();
         Self {
+            allowed_hosts: Arc::default(),
             context: ExecutionContext {
                 id: "local".into(),
                 action: action.clone(),
@@ -200,6 +206,8 @@ impl Pack {
                 },
                 context: request.context,
                 started,
+                http: WasiHttpCtx::new(),
+                outbound: Outbound::new(request.allowed_hosts, runtime.outbound(), started),
                 logs: Vec::new(),
                 log_bytes: 0,
                 logs_dropped: 0,
@@ -260,8 +268,11 @@ impl Pack {
                 (_, None) => (Status::Succeeded, Some(Value::Null), None),
             },
         };
-        let state = store.into_data();
+        let mut state = store.into_data();
         drop(scratch);
+        // Each request's line, in time order with what the guest logged.
+        state.logs.extend(state.outbound.take_log());
+        state.logs.sort_by_key(|l| l.at_ms);
         Ok(Outcome {
             status,
             result,

@@ -24,6 +24,8 @@ pub struct HostState {
     pub(crate) limits: MemoryCap,
     pub(crate) context: ExecutionContext,
     pub(crate) started: std::time::Instant,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) outbound: super::http::Outbound,
     pub(crate) logs: Vec<LogLine>,
     pub(crate) log_bytes: usize,
     pub(crate) logs_dropped: u64,

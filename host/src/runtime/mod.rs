@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod context;
 pub mod execute;
 pub mod host;
+pub mod http;
 pub mod log;
 pub mod output;
 pub mod pack;
@@ -74,6 +75,8 @@ pub struct RuntimeConfig {
     pub max_instances: u32,
     /// Largest component accepted, in bytes.
     pub max_component_bytes: usize,
+    /// The operator's limits on outbound HTTP.
+    pub outbound: http::OutboundConfig,
 }
 
 impl Default for RuntimeConfig {
@@ -89,6 +92,7 @@ impl Default for RuntimeConfig {
             },
             max_instances: 64,
             max_component_bytes: 50 << 20,
+            outbound: http::OutboundConfig::default(),
         }
     }
 }
@@ -136,6 +140,7 @@ struct RuntimeInner {
     cache: Option<ArtifactCache>,
     scratch: scratch::ScratchPool,
     config: RuntimeConfig,
+    outbound: Arc<http::OutboundConfig>,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -174,6 +179,7 @@ impl Runtime {
             linker,
             cache,
             scratch,
+            outbound: Arc::new(config.outbound.clone()),
             config,
             stop_ticker,
         })))
@@ -192,6 +198,11 @@ impl Runtime {
     /// The configuration this runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.0.config
+    }
+
+    /// The limits on outbound HTTP, shared by every execution.
+    pub(crate) fn outbound(&self) -> Arc<http::OutboundConfig> {
+        self.0.outbound.clone()
     }
 
     /// Validates, compiles (or loads the cached artifact) and describes a

@@ -21,6 +21,10 @@ const SQLITE: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/sqlite/0004_attempt_trigger.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_grants.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -38,6 +42,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../../migrations/postgres/0004_attempt_trigger.sql"),
+    ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_grants.sql"),
     ),
 ];
 

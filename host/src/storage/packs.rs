@@ -7,6 +7,19 @@ use super::rows::DbRow;
 use super::{Pool, Result, Storage, StorageError, now_ms};
 
 impl Storage {
+    /// Replaces a pack's grants; false when there is no such pack.
+    pub async fn set_grants(&self, name: &str, grants: &Grants) -> Result<bool> {
+        on_writer!(self, |p| {
+            let done = sqlx::query("UPDATE pack SET grants = $2, updated_at = $3 WHERE name = $1")
+                .bind(name)
+                .bind(Json(grants))
+                .bind(now_ms())
+                .execute(p)
+                .await?;
+            Ok(done.rows_affected() > 0)
+        })
+    }
+
     /// Registers a pack with its components and actions, all or nothing.
     ///
     /// Same name and version with the same digest is a no-op
@@ -34,13 +47,14 @@ impl Storage {
                         )));
                     }
                     sqlx::query(
-                        "UPDATE pack SET version = $2, description = $3, digest = $4, updated_at = $5 WHERE name = $1",
+                        "UPDATE pack SET version = $2, description = $3, digest = $4, updated_at = $5, grants = $6 WHERE name = $1",
                     )
                     .bind(&pack.name)
                     .bind(&pack.version)
                     .bind(&pack.description)
                     .bind(&pack.digest)
                     .bind(now)
+                    .bind(Json(&pack.grants))
                     .execute(&mut *tx)
                     .await?;
                     sqlx::query("DELETE FROM action WHERE pack = $1")
@@ -51,13 +65,14 @@ impl Storage {
                 }
                 None => {
                     sqlx::query(
-                        "INSERT INTO pack (name, version, description, digest, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $5)",
+                        "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants) VALUES ($1, $2, $3, $4, $5, $5, $6)",
                     )
                     .bind(&pack.name)
                     .bind(&pack.version)
                     .bind(&pack.description)
                     .bind(&pack.digest)
                     .bind(now)
+                    .bind(Json(&pack.grants))
                     .execute(&mut *tx)
                     .await?;
                     Registered::Created
@@ -101,7 +116,7 @@ impl Storage {
     pub async fn list_packs(&self, page: &Page) -> Result<Vec<PackRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
-                "SELECT name, version, description, digest, created_at, updated_at FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
+                "SELECT name, version, description, digest, created_at, updated_at, grants FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
             )
             .bind(page.after_text())
             .bind(page.limit())
@@ -115,7 +130,7 @@ impl Storage {
     pub async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
         on_pool!(self, |p| {
             let row = sqlx::query(
-                "SELECT name, version, description, digest, created_at, updated_at FROM pack WHERE name = $1",
+                "SELECT name, version, description, digest, created_at, updated_at, grants FROM pack WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(p)

@@ -118,6 +118,8 @@ pub struct NewPack {
     pub description: Option<String>,
     /// Content digest (manifest + component digests).
     pub digest: String,
+    /// What it is granted.
+    pub grants: Grants,
     /// Its components.
     pub components: Vec<NewComponent>,
     /// Its actions.
@@ -135,6 +137,18 @@ pub enum Registered {
     Unchanged,
 }
 
+/// What a pack is granted beyond the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Outbound HTTP destinations (`https://api.github.com`, `https://*.slack.com`).
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Names of the secrets its actions may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
 /// A registered pack.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackRecord {
@@ -150,11 +164,14 @@ pub struct PackRecord {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// What it is granted.
+    pub grants: Grants,
 }
 
 impl PackRecord {
     pub(crate) fn from_row(r: &impl DbRow) -> Self {
         Self {
+            grants: serde_json::from_value(r.json("grants")).unwrap_or_default(),
             name: r.text("name"),
             version: r.text("version"),
             description: r.opt_text("description"),

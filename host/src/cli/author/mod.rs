@@ -342,7 +342,11 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
         .len();
 
     // Compile for this machine now, so the first run loads a cached artifact.
-    let rt = super::local::local_runtime(runtime, Limits::default())?;
+    let rt = super::local::local_runtime(
+        runtime,
+        Limits::default(),
+        crate::runtime::http::OutboundConfig::default(),
+    )?;
     let path = out.to_string_lossy().into_owned();
     let loading = Instant::now();
     let progress = Progress::start("compiling for this machine (cached for later runs)");

@@ -20,7 +20,7 @@ use crate::engine::rules::save::{self, Mode};
 use crate::engine::rules::{RuleInput, validate_rule};
 use crate::runtime::{LoadError, Pack, Runtime, cache};
 use crate::storage::{
-    NewAction, NewComponent, NewPack, Registered, RuleSpec, Storage, StorageError,
+    Grants, NewAction, NewComponent, NewPack, Registered, RuleSpec, Storage, StorageError,
 };
 
 /// Longest a component may take to compile before the upload is refused.
@@ -57,6 +57,12 @@ pub enum PackError {
     /// Storage refused it (e.g. version conflict).
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// A grant is malformed: `(path, message)` pairs.
+    #[error("the grants are invalid")]
+    InvalidGrants {
+        /// Each problem with its path.
+        errors: Vec<(String, String)>,
+    },
     /// Saving its rules failed.
     #[error(transparent)]
     Engine(crate::engine::EngineError),
@@ -78,6 +84,12 @@ pub struct Manifest {
     /// Rules to register with the pack.
     #[serde(default)]
     pub rules: Vec<RuleInput>,
+    /// Outbound HTTP destinations its actions may reach.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Secrets its actions may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// A pack ready to validate: manifest plus component bytes.
@@ -100,6 +112,8 @@ impl Upload {
                 description: None,
                 components: vec![file.clone()],
                 rules: Vec::new(),
+                allowed_outbound_hosts: Vec::new(),
+                secrets: Vec::new(),
             },
             components: vec![(file, bytes)],
         }
@@ -170,6 +184,11 @@ pub async fn register(
     if manifest.version.trim().is_empty() {
         return Err(PackError::BadManifest("version is empty".into()));
     }
+    check_grants(&Grants {
+        allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
+        secrets: manifest.secrets.clone(),
+    })
+    .map_err(|errors| PackError::InvalidGrants { errors })?;
     if upload.components.is_empty() {
         return Err(PackError::BadManifest(
             "a pack needs at least one component".into(),
@@ -260,6 +279,10 @@ pub async fn register(
             .map_err(|e| PackError::Storage(StorageError::Database(sqlx::Error::Io(e))))?;
     }
     let new = NewPack {
+        grants: Grants {
+            allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
+            secrets: manifest.secrets.clone(),
+        },
         name: manifest.name.clone(),
         version: manifest.version.clone(),
         description,
@@ -338,4 +361,35 @@ pub async fn install(core: &Core, upload: Upload) -> Result<Installed, PackError
         actions: outcome.actions,
         rules,
     })
+}
+
+/// Checks grants: every outbound pattern parses (no path, query, userinfo
+/// or bare `*`), every secret name is a valid name. `(path, message)` per
+/// problem.
+pub fn check_grants(grants: &Grants) -> Result<(), Vec<(String, String)>> {
+    let mut errors: Vec<(String, String)> =
+        crate::runtime::http::AllowedHosts::parse(&grants.allowed_outbound_hosts)
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, m)| (format!("/allowed_outbound_hosts/{n}"), m))
+            .collect();
+    for (n, name) in grants.secrets.iter().enumerate() {
+        let ok = !name.is_empty()
+            && name.len() <= 128
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok {
+            errors.push((
+                format!("/secrets/{n}"),
+                "a secret name is 1-128 letters, digits, `_` or `-`".into(),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }

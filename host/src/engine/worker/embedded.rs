@@ -380,6 +380,16 @@ async fn execute(
             );
         }
     };
+    let allowed = match core.cache.allowed_hosts(&core.storage, &action.pack).await {
+        Ok(a) => a,
+        Err(err) => {
+            core.dispatch.done(e.id);
+            return Finished::without_output(
+                ExecutionStatus::Failed,
+                format!("reading the pack's grants: {err}"),
+            );
+        }
+    };
     let limits = core.runtime.config().default_limits;
     let pipes = (
         CappedPipe::new(limits.output_bytes),
@@ -397,6 +407,7 @@ async fn execute(
         &core.runtime,
         &assignment,
         pack,
+        allowed,
         default_timeout,
         Some(pipes),
         cancelled,

@@ -57,6 +57,9 @@ pub struct Assignment {
     pub component: String,
     /// The component export that is the action.
     pub export: String,
+    /// Where it may send HTTP requests: its pack's grant.
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 impl Assignment {
@@ -64,6 +67,7 @@ impl Assignment {
     /// `export` by `component`.
     pub fn of(e: &ExecutionRecord, component: String, export: String) -> Self {
         Assignment {
+            allowed_outbound_hosts: Vec::new(),
             id: e.id,
             action: e.action.clone(),
             params: e.params.clone(),

@@ -6,25 +6,28 @@
 //! report goes (the database, or the worker API).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use super::protocol::{Assignment, Report};
+use crate::runtime::http::AllowedHosts;
 use crate::runtime::output::CappedPipe;
 use crate::runtime::{
     ExecuteError, ExecutionContext, ExecutionRequest, Limits, Outcome, Pack, Runtime, Status,
 };
 use crate::storage::{ExecutionStatus, now_ms};
 
-/// Runs `assignment` with the component `pack` resolves to, unless
-/// `cancelled` fires first. `output` receives stdout and stderr as they are
+/// Runs `assignment` with the component `pack` resolves to and the
+/// outbound HTTP its pack is granted, unless `cancelled` fires first. `output` receives stdout and stderr as they are
 /// written (for live streaming); `default_timeout` applies when the
 /// assignment sets none.
 pub async fn run(
     runtime: &Runtime,
     assignment: &Assignment,
     pack: impl Future<Output = Result<Pack, String>>,
+    allowed_hosts: Arc<AllowedHosts>,
     default_timeout: Duration,
     output: Option<(CappedPipe, CappedPipe)>,
     mut cancelled: oneshot::Receiver<()>,
@@ -51,6 +54,7 @@ pub async fn run(
         action: assignment.export.clone(),
         params: assignment.params.clone(),
         limits: Some(limits),
+        allowed_hosts,
         context: ExecutionContext {
             id: id.to_string(),
             action: assignment.action.clone(),
