@@ -4,6 +4,7 @@ mod agreement;
 mod api;
 mod loading;
 mod mapping;
+mod outbound;
 mod pipeline;
 mod sandbox;
 mod workers;
