@@ -59,6 +59,24 @@ pub enum PackCommand {
     },
     /// List packs.
     List,
+    /// Show a pack with its grants.
+    Show {
+        /// Pack name.
+        name: String,
+    },
+    /// Replace what a pack is granted (admin): outbound HTTP destinations
+    /// and secrets. Names none of either to revoke everything.
+    Grant {
+        /// Pack name.
+        name: String,
+        /// An outbound HTTP destination, `scheme://host[:port]` (`*` and
+        /// `*.domain` wildcards, CIDR hosts). Repeatable.
+        #[arg(long = "allow-outbound", value_name = "PATTERN")]
+        allow_outbound: Vec<String>,
+        /// A secret its actions may read. Repeatable.
+        #[arg(long = "secret", value_name = "NAME")]
+        secrets: Vec<String>,
+    },
 }
 
 /// `attune action …`
@@ -250,6 +268,21 @@ pub(super) async fn pack(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<
                 return Ok(0);
             }
             v
+        }
+        PackCommand::Show { name } => client.get(&format!("/packs/{name}")).await?,
+        PackCommand::Grant {
+            name,
+            allow_outbound,
+            secrets,
+        } => {
+            let grants = json!({"allowed_outbound_hosts": allow_outbound, "secrets": secrets});
+            client
+                .call(
+                    Method::PUT,
+                    &format!("/packs/{name}/grants"),
+                    Some(Body::Json(grants)),
+                )
+                .await?
         }
         PackCommand::List => {
             let v = client.get("/packs").await?;
