@@ -200,6 +200,39 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn uploads_are_refused_before_their_body_is_read(backend) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let api = attune::api::ApiConfig { max_upload_bytes: 1024 };
+        let s = TestServer::start_with(backend, api).await;
+        let viewer = s.token("viewer").await;
+        let addr = s.base.trim_start_matches("http://").to_string();
+        // Declares 60 MB and sends a few bytes: an answer that waited for
+        // the body would never come.
+        for (token, declared, expect) in [(&viewer, 60 << 20, "403"), (&s.admin, 60 << 20, "413"), (&s.admin, 0, "413")] {
+            let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let length = if declared > 0 { format!("content-length: {declared}\r\n") } else { "transfer-encoding: chunked\r\n".into() };
+            let head = format!(
+                "POST /api/v1/packs?name=x&version=1 HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\ncontent-type: application/wasm\r\n{length}\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            if declared == 0 {
+                // Chunked with no declared length: 2 KiB past the 1 KiB cap, then silence.
+                stream.write_all(format!("800\r\n{}\r\n", "x".repeat(0x800)).as_bytes()).await.unwrap();
+            } else {
+                stream.write_all(b"\0asm").await.unwrap();
+            }
+            let mut answer = vec![0u8; 512];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+                .await
+                .expect("answered without the rest of the body")
+                .unwrap();
+            let status_line = String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_string();
+            assert!(status_line.contains(expect), "{declared}: {status_line}");
+        }
+        assert_eq!(s.get("/api/v1/packs/x").await.status, StatusCode::NOT_FOUND, "nothing stored");
+        s.finish().await;
+    }
+
     async fn an_archive_registers_components_and_rules_together(backend) {
         let s = TestServer::start(backend).await;
         let types = guest_bytes("types");

@@ -1,7 +1,6 @@
 //! `/packs`: upload, list, show, delete.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -66,8 +65,11 @@ async fn upload(
     caller: Caller,
     ApiQuery(query): ApiQuery<UploadQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, axum::Json<UploadResult>), ApiError> {
+    // The body is a stream, read only after the caller's role and the
+    // declared length pass, and never past the limit: a token that may not
+    // upload cannot make the server hold a large body.
     caller.require(Role::Admin)?;
     let limit = state.config.max_upload_bytes;
     if let Some(len) = headers
@@ -80,12 +82,14 @@ async fn upload(
             "uploads are limited to {limit} bytes"
         )));
     }
-    let body = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
-    if body.len() > limit {
-        return Err(ApiError::TooLarge(format!(
-            "uploads are limited to {limit} bytes"
-        )));
-    }
+    let body: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            ApiError::TooLarge(format!("uploads are limited to {limit} bytes"))
+        } else {
+            ApiError::BadRequest(format!("reading the upload: {e}"))
+        }
+    })?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
