@@ -52,6 +52,19 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn bad_path_parameters_and_wrong_methods_answer_in_the_error_shape(backend) {
+        let s = TestServer::start(backend).await;
+        let bad = s.get("/api/v1/executions/not-a-number").await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert_eq!(bad.body["error"]["code"], "bad_request", "{}", bad.body);
+        for (method, path) in [(Method::PUT, "/api/v1/executions"), (Method::DELETE, "/healthz"), (Method::PATCH, "/api/v1/rules/x.y")] {
+            let r = s.send(s.request(method.clone(), path, Some(&s.admin))).await;
+            assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(r.body["error"]["code"], "method_not_allowed", "{method} {path}: {}", r.body);
+        }
+        s.finish().await;
+    }
+
     async fn every_answer_carries_a_request_id_and_keeps_the_callers(backend) {
         let s = TestServer::start(backend).await;
         let r = s.request(Method::GET, "/healthz", None).send().await.unwrap();

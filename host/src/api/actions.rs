@@ -1,6 +1,6 @@
 //! `/actions`: registered actions with their schemas and capabilities.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -8,7 +8,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::ActionView;
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::storage::{Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -53,7 +53,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<ActionView>, ApiError> {
     caller.require(Role::Viewer)?;
     let action = state

@@ -1,6 +1,6 @@
 //! `/events`: recorded events; `POST` fires a manual one.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::EventView;
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::ingest::IncomingEvent;
 use crate::storage::{Page, Role};
 
@@ -121,7 +121,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<EventView>, ApiError> {
     caller.require(Role::Viewer)?;
     let event = state

@@ -1,6 +1,6 @@
 //! `/executions`: runs of actions; `POST` runs one directly.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::{AttemptView, ExecutionView};
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::executions;
 use crate::storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Page, Role};
 
@@ -46,7 +46,7 @@ async fn existing(state: &AppState, id: i64) -> Result<ExecutionRecord, ApiError
 async fn output(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, ApiError>
 {
     caller.require(Role::Viewer)?;
@@ -216,7 +216,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<ExecutionView>, ApiError> {
     caller.require(Role::Viewer)?;
     Ok(axum::Json(existing(&state, id).await?.into()))
@@ -230,7 +230,7 @@ async fn show(
 async fn attempts(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<Listing<AttemptView>>, ApiError> {
     caller.require(Role::Viewer)?;
     existing(&state, id).await?;
@@ -248,7 +248,7 @@ async fn attempts(
 async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<ExecutionView>, ApiError> {
     caller.require(Role::Operator)?;
     let e = executions::cancel(&state, id).await?;

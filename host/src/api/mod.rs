@@ -115,6 +115,21 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Api
     }
 }
 
+/// Path-parameter extractor with the API's error shape (`/executions/abc`
+/// is a 400 in JSON, not axum's plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -178,6 +193,9 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(health::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not take that method".into())
+        })
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| {
                 let metrics = metrics.clone();

@@ -1,7 +1,7 @@
 //! `/packs`: upload, list, show, delete.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::{GrantsView, PackView, PageQuery};
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::packs::{self, PackError, Upload};
 use crate::storage::{Grants, Page, Registered, Role};
 
@@ -203,7 +203,7 @@ fn grants_invalid(prefix: &str, errors: Vec<(String, String)>) -> ApiError {
 async fn grant(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(input): ApiJson<GrantsView>,
 ) -> Result<axum::Json<PackView>, ApiError> {
     caller.require(Role::Admin)?;
@@ -242,7 +242,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<PackView>, ApiError> {
     caller.require(Role::Viewer)?;
     let pack = state
@@ -260,7 +260,7 @@ async fn show(
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     if state.storage.delete_pack(&name).await? {

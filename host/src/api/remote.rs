@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -23,7 +23,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::WorkerView;
-use super::{ApiQuery, AppState};
+use super::{ApiPath, ApiQuery, AppState};
 use crate::engine::worker::protocol::{
     Assignment, Beat, MAX_REPORTS, Recorded, Registration, Report,
 };
@@ -88,7 +88,7 @@ async fn worker(state: &AppState, id: i64) -> Result<WorkerRecord, ApiError> {
 async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<Beat>, ApiError> {
     caller.require(Role::Worker)?;
     worker(&state, id).await?;
@@ -115,7 +115,7 @@ pub struct ClaimQuery {
 async fn claim(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiQuery(q): ApiQuery<ClaimQuery>,
 ) -> Result<axum::Json<Vec<Assignment>>, ApiError> {
     caller.require(Role::Worker)?;
@@ -180,7 +180,7 @@ async fn claim(
 async fn results(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(reports): ApiJson<Vec<Report>>,
 ) -> Result<axum::Json<Recorded>, ApiError> {
     caller.require(Role::Worker)?;
@@ -219,7 +219,7 @@ async fn results(
 async fn component(
     State(state): State<AppState>,
     caller: Caller,
-    Path(digest): Path<String>,
+    ApiPath(digest): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller
         .require(Role::Worker)

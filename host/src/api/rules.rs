@@ -1,6 +1,6 @@
 //! `/rules`: rules are validated completely when saved.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::Problem;
 use super::views::RuleView;
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::rules::RuleInput;
 use crate::engine::rules::evaluate::evaluate;
 use crate::engine::rules::save::{self, Mode};
@@ -85,7 +85,7 @@ async fn create(
 async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<axum::Json<RuleResponse>, ApiError> {
     caller.require(Role::Operator)?;
@@ -128,7 +128,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Viewer)?;
     let rule = state
@@ -146,7 +146,7 @@ async fn show(
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator)?;
     save::delete(&state, &r#ref).await?;
@@ -183,7 +183,7 @@ pub struct TestRequest {
 async fn test(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
     ApiJson(input): ApiJson<TestRequest>,
 ) -> Result<axum::Json<VerdictView>, ApiError> {
     caller.require(Role::Viewer)?;
@@ -214,7 +214,7 @@ async fn test(
 async fn enable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Operator)?;
     Ok(axum::Json(
@@ -229,7 +229,7 @@ async fn enable(
 async fn disable(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Operator)?;
     Ok(axum::Json(

@@ -1,6 +1,6 @@
 //! `/tokens`: API tokens (admin only). The secret is shown once, at creation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -10,7 +10,7 @@ use super::auth::{Caller, hash_token, new_token};
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{PageQuery, TokenView};
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::storage::{Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -85,7 +85,7 @@ async fn list(
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     if state.storage.revoke_token(id).await? {

@@ -1,12 +1,12 @@
 //! `/trigger-types`: what rules can listen to.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::{PageQuery, TriggerTypeView};
-use super::{ApiQuery, AppState, Listing};
+use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::storage::{Page, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -36,7 +36,7 @@ async fn list(
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
-    Path(r#ref): Path<String>,
+    ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<TriggerTypeView>, ApiError> {
     caller.require(Role::Viewer)?;
     let t = state

@@ -8,14 +8,14 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::{ApiPath, AppState};
 use crate::engine::triggers::webhook::{self, MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, WebhookError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -45,7 +45,7 @@ pub struct Delivery {
     ))]
 async fn receive(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, axum::Json<Delivery>), ApiError> {
