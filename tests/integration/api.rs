@@ -52,6 +52,27 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn the_last_admin_token_cannot_be_revoked(backend) {
+        let s = TestServer::start(backend).await;
+        let tokens = s.get("/api/v1/tokens").await.body;
+        let first = tokens["items"][0]["id"].as_i64().unwrap();
+        let refused = s.send(s.request(Method::DELETE, &format!("/api/v1/tokens/{first}"), Some(&s.admin))).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+        assert_eq!(s.get("/api/v1/tokens").await.status, StatusCode::OK, "the admin token still works");
+        let second = s.token("admin").await;
+        let revoked = s.send(s.request(Method::DELETE, &format!("/api/v1/tokens/{first}"), Some(&second))).await;
+        assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
+        let listed = s.send(s.request(Method::GET, "/api/v1/tokens", Some(&second))).await;
+        let live_admins: Vec<i64> = listed.body["items"].as_array().unwrap().iter()
+            .filter(|t| t["role"] == "admin" && t["revoked_at"].is_null())
+            .map(|t| t["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(live_admins.len(), 1);
+        let again = s.send(s.request(Method::DELETE, &format!("/api/v1/tokens/{}", live_admins[0]), Some(&second))).await;
+        assert_eq!(again.status, StatusCode::CONFLICT, "the new one is now the last");
+        s.finish().await;
+    }
+
     async fn bad_path_parameters_and_wrong_methods_answer_in_the_error_shape(backend) {
         let s = TestServer::start(backend).await;
         let bad = s.get("/api/v1/executions/not-a-number").await;

@@ -81,7 +81,7 @@ async fn list(
 /// second on the others.
 #[utoipa::path(delete, path = "/tokens/{id}", tag = "tokens",
     params(("id" = i64, Path, description = "Token id")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, description = "The last live admin token", body = ErrorBody)))]
 async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

@@ -2,7 +2,7 @@
 
 use super::records::*;
 use super::rows::DbRow;
-use super::{Pool, Result, Storage, now_ms};
+use super::{Pool, Result, Storage, StorageError, now_ms};
 
 impl Storage {
     /// Stores a token's hash with its role.
@@ -51,16 +51,40 @@ impl Storage {
     }
 
     /// Revokes a token; false when there was no live one with this id.
+    /// The last live admin token is never revoked: that is a
+    /// [`StorageError::Conflict`], since nobody could get back in.
     pub async fn revoke_token(&self, id: i64) -> Result<bool> {
         let now = now_ms();
+        // The live admin rows are locked (PostgreSQL) or the database is
+        // (SQLite's immediate transaction) while counting, so two revokes
+        // at once cannot each leave the other as the last one.
+        let lock = match self.dialect() {
+            super::Dialect::Postgres => " FOR UPDATE",
+            super::Dialect::Sqlite => "",
+        };
         on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let admins: Vec<i64> = sqlx::query(&format!(
+                "SELECT id FROM api_token WHERE role = 'admin' AND revoked_at IS NULL{lock}"
+            ))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.int("id"))
+            .collect();
+            if admins == [id] {
+                return Err(StorageError::Conflict(
+                    "this is the last admin token; create another admin token first".into(),
+                ));
+            }
             let done = sqlx::query(
                 "UPDATE api_token SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             )
             .bind(id)
             .bind(now)
-            .execute(p)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(done.rows_affected() > 0)
         })
     }
