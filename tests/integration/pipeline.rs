@@ -603,7 +603,7 @@ on_both_backends! {
         };
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
         let caps = attune::engine::worker::capabilities();
-        let ghost = s.core.storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
+        let ghost = s.core.storage.upsert_worker("ghost", &caps, &json!({}), None).await.unwrap();
         let retried = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "again"}, "max_attempts": 2})).await.body["id"].as_i64().unwrap();
         let lost = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "lost"}})).await.body["id"].as_i64().unwrap();
         // The ghost claims both, starts them, and never heartbeats again.
@@ -648,7 +648,7 @@ on_both_backends! {
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
         let caps = attune::engine::worker::capabilities();
         let storage = &s.core.storage;
-        let ghost = storage.upsert_worker("ghost", &caps, &json!({})).await.unwrap();
+        let ghost = storage.upsert_worker("ghost", &caps, &json!({}), None).await.unwrap();
         let mut ids = Vec::new();
         for message in ["cancelled", "started", "unstarted"] {
             let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": message}})).await;
@@ -674,7 +674,7 @@ on_both_backends! {
         assert!(requeued["status_reason"].as_str().unwrap().contains("before starting"), "{requeued}");
         // A worker that stops cleanly hands back at once what it claimed or
         // marked running but never began.
-        let other = storage.upsert_worker("other", &caps, &json!({})).await.unwrap();
+        let other = storage.upsert_worker("other", &caps, &json!({}), None).await.unwrap();
         assert_eq!(storage.claim(other.id, &caps, 10, 30_000, false).await.unwrap().len(), 1);
         assert!(storage.mark_running(ids[2], other.id).await.unwrap());
         assert_eq!(storage.release_unstarted(other.id, &[]).await.unwrap(), 0, "running, and not said to be unbegun");

@@ -81,6 +81,44 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_worker_token_acts_only_as_the_worker_it_registered(backend) {
+        let s = TestServer::start(backend).await;
+        let (a, b) = (s.token("worker").await, s.token("worker").await);
+        let as_token = |token: &str, path: String, body: Value| {
+            s.send(s.request(reqwest::Method::POST, &path, Some(token)).json(&body))
+        };
+        let caps = attune::engine::worker::capabilities();
+        let registered = as_token(&a, "/api/v1/workers".into(), json!({"name": "w-a", "capabilities": caps})).await;
+        assert_eq!(registered.status, StatusCode::OK, "{}", registered.body);
+        let mine = registered.body["id"].as_i64().unwrap();
+        let workers = s.get("/api/v1/workers").await.body;
+        let embedded = workers["items"].as_array().unwrap().iter()
+            .find(|w| w["labels"]["embedded"] == "true").expect("the embedded worker");
+        let (embedded_id, embedded_name) = (embedded["id"].as_i64().unwrap(), embedded["name"].as_str().unwrap().to_string());
+        assert!(embedded.get("token").is_none() && embedded.get("token_id").is_none(), "the owner is not shown: {embedded}");
+        for id in [mine, embedded_id] {
+            for (path, body) in [
+                (format!("/api/v1/workers/{id}/heartbeat"), json!({})),
+                (format!("/api/v1/workers/{id}/claim?max=1&wait_ms=0"), json!({})),
+                (format!("/api/v1/workers/{id}/results"), json!([])),
+            ] {
+                let r = as_token(&b, path.clone(), body).await;
+                assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.body);
+            }
+        }
+        for name in ["w-a", embedded_name.as_str()] {
+            let r = as_token(&b, "/api/v1/workers".into(), json!({"name": name, "capabilities": []})).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "re-registering {name}: {}", r.body);
+        }
+        let beat = as_token(&a, format!("/api/v1/workers/{mine}/heartbeat"), json!({})).await;
+        assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
+        let again = as_token(&a, "/api/v1/workers".into(), json!({"name": "w-a", "capabilities": caps})).await;
+        assert_eq!(again.body["id"].as_i64(), Some(mine), "its own token re-registers it");
+        let admin = as_token(&s.admin, format!("/api/v1/workers/{mine}/heartbeat"), json!({})).await;
+        assert_eq!(admin.status, StatusCode::OK, "an admin may act as any worker");
+        s.finish().await;
+    }
+
     async fn an_execution_waits_for_a_worker_with_the_capabilities_it_needs(backend) {
         let s = server_without_embedded_worker(backend).await;
         let dir = tempfile::tempdir().unwrap();
@@ -194,7 +232,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
         let caps = caps.clone();
         tasks.spawn(async move {
             let me = storage
-                .upsert_worker(&format!("c{n}"), &caps, &json!({}))
+                .upsert_worker(&format!("c{n}"), &caps, &json!({}), None)
                 .await
                 .unwrap();
             let mut done = 0;

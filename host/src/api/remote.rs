@@ -27,7 +27,7 @@ use super::{ApiPath, ApiQuery, AppState};
 use crate::engine::worker::protocol::{
     Assignment, Beat, MAX_REPORTS, Recorded, Registration, Report,
 };
-use crate::storage::{ExecutionStatus, Finished, Role, WorkerRecord};
+use crate::storage::{ExecutionStatus, Finished, Role, StorageError, WorkerRecord};
 
 /// Longest a claim waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -65,20 +65,36 @@ async fn register(
     } else {
         input.labels
     };
+    // A worker token owns the workers it registers; an admin keeps the
+    // current owner.
+    let owner = (caller.token.role != Role::Admin).then_some(caller.token.id);
     let w = state
         .storage
-        .upsert_worker(&input.name, &input.capabilities, &labels)
-        .await?;
+        .upsert_worker(&input.name, &input.capabilities, &labels, owner)
+        .await
+        .map_err(|e| match e {
+            StorageError::Conflict(m) => ApiError::Denied(m),
+            other => other.into(),
+        })?;
     state.cache.workers_changed();
     Ok(axum::Json(w.into()))
 }
 
-async fn worker(state: &AppState, id: i64) -> Result<WorkerRecord, ApiError> {
-    state
+/// Worker `id`, if the caller may act as it: the token that registered it,
+/// or an admin.
+async fn worker(state: &AppState, caller: &Caller, id: i64) -> Result<WorkerRecord, ApiError> {
+    let w = state
         .storage
         .get_worker(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("worker", id))
+        .ok_or_else(|| ApiError::not_found("worker", id))?;
+    if caller.token.role == Role::Admin || w.token == Some(caller.token.id) {
+        Ok(w)
+    } else {
+        Err(ApiError::Denied(format!(
+            "worker {id} was registered by another token"
+        )))
+    }
 }
 
 /// Extends the worker's leases; answers which of its executions were cancelled.
@@ -91,7 +107,7 @@ async fn heartbeat(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<Beat>, ApiError> {
     caller.require(Role::Worker)?;
-    worker(&state, id).await?;
+    worker(&state, &caller, id).await?;
     let lease_ms = state.core.config.lease_ms();
     state.storage.heartbeat(id, lease_ms).await?;
     let cancel = state.storage.cancel_requests(id).await?;
@@ -119,7 +135,7 @@ async fn claim(
     ApiQuery(q): ApiQuery<ClaimQuery>,
 ) -> Result<axum::Json<Vec<Assignment>>, ApiError> {
     caller.require(Role::Worker)?;
-    let w = worker(&state, id).await?;
+    let w = worker(&state, &caller, id).await?;
     let max = q.max.unwrap_or(1).clamp(1, MAX_CLAIM);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000)).min(MAX_WAIT);
     let deadline = tokio::time::Instant::now() + wait;
@@ -184,6 +200,7 @@ async fn results(
     ApiJson(reports): ApiJson<Vec<Report>>,
 ) -> Result<axum::Json<Recorded>, ApiError> {
     caller.require(Role::Worker)?;
+    worker(&state, &caller, id).await?;
     if reports.len() > MAX_REPORTS {
         return Err(ApiError::TooLarge(format!(
             "at most {MAX_REPORTS} reports a request"

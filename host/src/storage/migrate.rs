@@ -25,6 +25,10 @@ const SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_grants.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_worker_owner.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -46,6 +50,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../../migrations/postgres/0005_grants.sql"),
+    ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_worker_owner.sql"),
     ),
 ];
 

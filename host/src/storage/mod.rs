@@ -163,6 +163,7 @@ mod workers;
 
 pub use claims::{Finished, Reaped};
 pub use timers::{MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Tick};
+pub use workers::EMBEDDED_OWNER;
 
 /// The database: SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]

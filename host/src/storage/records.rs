@@ -515,11 +515,15 @@ pub struct WorkerRecord {
     pub last_heartbeat: i64,
     /// Unix ms.
     pub created_at: i64,
+    /// The API token that registered it (`EMBEDDED_OWNER` for the
+    /// server's own); only that token or an admin may act as it.
+    pub token: Option<i64>,
 }
 
 impl WorkerRecord {
     pub(crate) fn from_row(r: &impl DbRow) -> Self {
         Self {
+            token: r.opt_int("token_id"),
             id: r.int("id"),
             name: r.text("name"),
             capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),

@@ -4,14 +4,18 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
-use super::{Pool, Result, Storage, now_ms};
+use super::{Pool, Result, Storage, StorageError, now_ms};
+
+/// The owner recorded for the server's own embedded worker: no API token
+/// has id 0, so no token can act as it.
+pub const EMBEDDED_OWNER: i64 = 0;
 
 impl Storage {
     /// Workers ordered by id.
     pub async fn list_workers(&self, page: &Page) -> Result<Vec<WorkerRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
-                "SELECT id, name, capabilities, labels, last_heartbeat, created_at FROM worker WHERE id > $1 ORDER BY id LIMIT $2",
+                "SELECT id, name, capabilities, labels, last_heartbeat, created_at, token_id FROM worker WHERE id > $1 ORDER BY id LIMIT $2",
             )
             .bind(page.after_id())
             .bind(page.limit())
@@ -25,7 +29,7 @@ impl Storage {
     pub async fn all_workers(&self) -> Result<Vec<WorkerRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
-                "SELECT id, name, capabilities, labels, last_heartbeat, created_at FROM worker ORDER BY id",
+                "SELECT id, name, capabilities, labels, last_heartbeat, created_at, token_id FROM worker ORDER BY id",
             )
             .fetch_all(p)
             .await?;
@@ -37,7 +41,7 @@ impl Storage {
     pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
         on_pool!(self, |p| {
             let row = sqlx::query(
-                "SELECT id, name, capabilities, labels, last_heartbeat, created_at FROM worker WHERE id = $1",
+                "SELECT id, name, capabilities, labels, last_heartbeat, created_at, token_id FROM worker WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(p)
@@ -47,27 +51,36 @@ impl Storage {
     }
 
     /// Registers (or refreshes) a worker by name.
+    ///
+    /// `owner` is the API token registering it ([`EMBEDDED_OWNER`] for the
+    /// server's own worker; `None` for an admin, who keeps the current
+    /// owner). A name another token owns is a [`StorageError::Conflict`].
     pub async fn upsert_worker(
         &self,
         name: &str,
         capabilities: &[String],
         labels: &Value,
+        owner: Option<i64>,
     ) -> Result<WorkerRecord> {
         let now = now_ms();
         on_writer!(self, |p| {
             let row = sqlx::query(
-                "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at) VALUES ($1, $2, $3, $4, $4) \
+                "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at, token_id) VALUES ($1, $2, $3, $4, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET capabilities = excluded.capabilities, labels = excluded.labels, \
-                 last_heartbeat = excluded.last_heartbeat \
-                 RETURNING id, name, capabilities, labels, last_heartbeat, created_at",
+                 last_heartbeat = excluded.last_heartbeat, token_id = COALESCE(excluded.token_id, worker.token_id) \
+                 WHERE excluded.token_id IS NULL OR worker.token_id IS NULL OR worker.token_id = excluded.token_id \
+                 RETURNING id, name, capabilities, labels, last_heartbeat, created_at, token_id",
             )
             .bind(name)
             .bind(Json(capabilities))
             .bind(Json(labels))
             .bind(now)
-            .fetch_one(p)
+            .bind(owner)
+            .fetch_optional(p)
             .await?;
-            Ok(WorkerRecord::from_row(&row))
+            row.map(|r| WorkerRecord::from_row(&r)).ok_or_else(|| {
+                StorageError::Conflict(format!("worker `{name}` belongs to another token"))
+            })
         })
     }
 

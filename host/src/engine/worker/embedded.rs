@@ -97,7 +97,12 @@ impl EmbeddedWorker {
         let capabilities = super::capabilities();
         let record = core
             .storage
-            .upsert_worker(&name, &capabilities, &json!({"embedded": "true"}))
+            .upsert_worker(
+                &name,
+                &capabilities,
+                &json!({"embedded": "true"}),
+                Some(crate::storage::EMBEDDED_OWNER),
+            )
             .await?;
         core.cache.workers_changed();
         let (results, rx) = tokio::sync::mpsc::unbounded_channel();
