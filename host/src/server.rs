@@ -6,7 +6,7 @@
 //! already-bound listener until `shutdown` resolves, so tests bind
 //! `127.0.0.1:0` and pass the listener in.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -82,6 +82,7 @@ impl Server {
             ..RuntimeConfig::default()
         })?;
         let files = ComponentFiles::open(&config.data_dir.join("components"))?;
+        restrict(&config.data_dir).context("restricting the data directory")?;
         let core = Core::new(
             storage,
             runtime,
@@ -155,6 +156,41 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// Makes the data directory and what it holds readable by its owner only:
+/// the directory and its subdirectories 0700, the database (with its WAL),
+/// the admin token and every other file 0600. Checked at every start, since
+/// files created by other tools (or an older release) take the umask.
+fn restrict(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let set = |path: &Path, mode: u32| -> std::io::Result<()> {
+            let meta = std::fs::symlink_metadata(path)?;
+            if meta.file_type().is_symlink() {
+                return Ok(());
+            }
+            if meta.permissions().mode() & 0o777 != mode {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
+            Ok(())
+        };
+        set(dir, 0o700)?;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                // Subdirectories hold components, artifacts and scratch
+                // directories: the directory bit is enough to shut others out.
+                set(&path, 0o700)?;
+            } else {
+                set(&path, 0o600)?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 /// Hides a password in a database URL for messages.
