@@ -79,6 +79,9 @@ impl Server {
             ),
             scratch_dir: config.data_dir.join("scratch"),
             outbound: config.outbound.clone(),
+            // A slot for every execution the embedded worker runs at once
+            // (more wait for one rather than fail).
+            max_instances: (config.pipeline.concurrency as u32).max(64),
             ..RuntimeConfig::default()
         })?;
         let files = ComponentFiles::open(&config.data_dir.join("components"))?;

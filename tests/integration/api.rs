@@ -565,13 +565,25 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
     };
     let data_dir = s.data_dir.path().to_path_buf();
     let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode_of(&data_dir), 0o700, "the data directory is its owner's");
-    assert_eq!(mode_of(&data_dir.join("attune.db")), 0o600, "the database holds params and outputs");
+    assert_eq!(
+        mode_of(&data_dir),
+        0o700,
+        "the data directory is its owner's"
+    );
+    assert_eq!(
+        mode_of(&data_dir.join("attune.db")),
+        0o600,
+        "the database holds params and outputs"
+    );
     assert_eq!(mode_of(&data_dir.join("components")), 0o700);
     s.core.dispatch.shutdown().await;
     s.core.storage.close().await;
     // Loosened by someone else meanwhile: the next start tightens them again.
-    for (p, mode) in [(data_dir.clone(), 0o755), (data_dir.join("attune.db"), 0o644), (path.clone(), 0o644)] {
+    for (p, mode) in [
+        (data_dir.clone(), 0o755),
+        (data_dir.join("attune.db"), 0o644),
+        (path.clone(), 0o644),
+    ] {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
     let again = attune::server::Server::start(&config).await.unwrap();

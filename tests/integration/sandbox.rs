@@ -228,3 +228,32 @@ async fn many_concurrent_executions_are_isolated() {
         joined.unwrap();
     }
 }
+
+#[tokio::test]
+async fn executions_past_the_instance_pool_wait_for_a_slot_instead_of_failing() {
+    use attune::runtime::{ExecutionRequest, Runtime, RuntimeConfig};
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let (core, _) = rt.load(attune::builtin::CORE_PACK).unwrap();
+    let began = std::time::Instant::now();
+    let runs = (0..6).map(|_| {
+        let (rt, core) = (rt.clone(), core.clone());
+        async move {
+            core.execute(&rt, ExecutionRequest::new("sleep", json!({"seconds": 0.2})))
+                .await
+                .unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(runs).await;
+    for o in &outcomes {
+        assert_eq!(o.status, Status::Succeeded, "{:?}", o.error);
+    }
+    assert!(
+        began.elapsed() >= Duration::from_millis(550),
+        "two slots ran six sleeps in three waves: {:?}",
+        began.elapsed()
+    );
+}

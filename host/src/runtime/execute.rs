@@ -171,6 +171,9 @@ impl Pack {
             .map_err(ExecuteError::InvalidParams)?;
         let limits = runtime.clamp(request.limits.unwrap_or(runtime.config().default_limits));
 
+        // A full pool makes the execution wait, never fail; its clock starts
+        // once it has a slot.
+        let _slot = runtime.slot().await;
         let scratch = runtime
             .scratch()
             .take()

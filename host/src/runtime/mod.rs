@@ -71,7 +71,8 @@ pub struct RuntimeConfig {
     pub default_limits: Limits,
     /// The most any request may ask for.
     pub max_limits: Limits,
-    /// How many instances may be alive at once (pooling allocator slots).
+    /// How many instances may be alive at once (pooling allocator slots);
+    /// executions past it wait for a slot instead of failing.
     pub max_instances: u32,
     /// Largest component accepted, in bytes.
     pub max_component_bytes: usize,
@@ -141,6 +142,9 @@ struct RuntimeInner {
     scratch: scratch::ScratchPool,
     config: RuntimeConfig,
     outbound: Arc<http::OutboundConfig>,
+    /// One permit per pooling-allocator slot: an execution holds one from
+    /// before its instance exists until the instance is gone.
+    slots: tokio::sync::Semaphore,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -180,6 +184,7 @@ impl Runtime {
             cache,
             scratch,
             outbound: Arc::new(config.outbound.clone()),
+            slots: tokio::sync::Semaphore::new(config.max_instances.max(1) as usize),
             config,
             stop_ticker,
         })))
@@ -198,6 +203,15 @@ impl Runtime {
     /// The configuration this runtime was built with.
     pub fn config(&self) -> &RuntimeConfig {
         &self.0.config
+    }
+
+    /// Waits for a free instance slot.
+    pub(crate) async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.0
+            .slots
+            .acquire()
+            .await
+            .expect("the slot semaphore is never closed")
     }
 
     /// The limits on outbound HTTP, shared by every execution.
