@@ -43,6 +43,8 @@ pub struct ServerConfig {
     pub pipeline: PipelineConfig,
     /// Limits on actions' outbound HTTP.
     pub outbound: crate::runtime::http::OutboundConfig,
+    /// Largest result an action may return, in bytes of JSON.
+    pub max_result_bytes: usize,
 }
 
 /// A prepared server: state ready to serve.
@@ -79,6 +81,7 @@ impl Server {
             ),
             scratch_dir: config.data_dir.join("scratch"),
             outbound: config.outbound.clone(),
+            max_result_bytes: config.max_result_bytes,
             // A slot for every execution the embedded worker runs at once
             // (more wait for one rather than fail).
             max_instances: (config.pipeline.concurrency as u32).max(64),

@@ -469,6 +469,12 @@ on_both_backends! {
         let id = r.body["id"].as_i64().unwrap();
         let listed = s.get("/api/v1/executions?status=requested").await;
         assert_eq!(listed.body["items"][0]["id"], id);
+        assert!(listed.body["items"][0].get("params").is_none(), "a list sends summaries: {}", listed.body);
+        let full = s.get("/api/v1/executions?status=requested&fields=full").await;
+        assert_eq!(full.body["items"][0]["params"], json!({"message": "hi"}), "{}", full.body);
+        assert_eq!(s.get(&format!("/api/v1/executions/{id}")).await.body["params"], json!({"message": "hi"}), "the detail is whole");
+        let bad = s.get("/api/v1/executions?fields=everything").await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
         let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
         assert_eq!(r.body["status"], "cancelled");
         assert!(r.body["finished_at"].is_i64());
@@ -562,6 +568,7 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         api: Default::default(),
         pipeline: Default::default(),
         outbound: Default::default(),
+        max_result_bytes: 1 << 20,
     };
     let data_dir = s.data_dir.path().to_path_buf();
     let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

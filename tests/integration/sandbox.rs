@@ -257,3 +257,31 @@ async fn executions_past_the_instance_pool_wait_for_a_slot_instead_of_failing() 
         began.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_result_past_the_cap_fails_the_execution_and_says_why() {
+    use attune::runtime::{ExecutionRequest, Runtime, RuntimeConfig};
+    let rt = Runtime::new(RuntimeConfig {
+        max_instances: 2,
+        max_result_bytes: 100,
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let (core, _) = rt.load(attune::builtin::CORE_PACK).unwrap();
+    let echo = |message: String| {
+        core.execute(
+            &rt,
+            ExecutionRequest::new("echo", json!({"message": message})),
+        )
+    };
+    let small = echo("x".repeat(50)).await.unwrap();
+    assert_eq!(small.status, Status::Succeeded);
+    let big = echo("x".repeat(200)).await.unwrap();
+    assert_eq!(big.status, Status::Failed);
+    assert_eq!(big.result, None);
+    let error = big.error.unwrap().to_string();
+    assert!(
+        error.contains("the result is 202 bytes") && error.contains("limit is 100"),
+        "{error}"
+    );
+}

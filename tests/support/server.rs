@@ -119,6 +119,7 @@ impl TestServer {
                 allow_private: true,
                 ..Default::default()
             },
+            max_result_bytes: 1 << 20,
         };
         let server = Server::start(&config).await.expect("server starts");
         let admin = server

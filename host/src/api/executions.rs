@@ -136,6 +136,9 @@ fn empty() -> Value {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExecutionQuery {
+    /// `summary` (default: without params, result, stdout, stderr and
+    /// logs) or `full`; the detail route always sends everything.
+    pub fields: Option<String>,
     /// Only this status.
     pub status: Option<String>,
     /// Only this action.
@@ -205,8 +208,29 @@ async fn list(
         limit: q.limit,
         after: q.after,
     };
+    let full = match q.fields.as_deref() {
+        None | Some("summary") => false,
+        Some("full") => true,
+        Some(_) => {
+            return Err(ApiError::Invalid {
+                message: "unknown fields".into(),
+                details: vec![ErrorDetail {
+                    path: "/fields".into(),
+                    message: "expected summary or full".into(),
+                }],
+            });
+        }
+    };
     let items = state.storage.list_executions(&filter, &page).await?;
-    Ok(axum::Json(Listing::of(items, &page, |e| e.id.to_string())))
+    let mut listing: Listing<ExecutionView> = Listing::of(items, &page, |e| e.id.to_string());
+    if !full {
+        listing.items = listing
+            .items
+            .into_iter()
+            .map(ExecutionView::summary)
+            .collect();
+    }
+    Ok(axum::Json(listing))
 }
 
 /// Shows one execution with its result, error, output and logs.

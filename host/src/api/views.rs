@@ -266,9 +266,10 @@ pub struct ExecutionView {
     pub id: i64,
     /// Action ref.
     pub action: String,
-    /// Parameters.
+    /// Parameters (omitted in list summaries).
     #[schema(value_type = Object)]
-    pub params: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub params: Option<Value>,
     /// requested, scheduled, running, succeeded, failed, timed_out,
     /// cancelled or abandoned.
     #[schema(value_type = String)]
@@ -289,18 +290,22 @@ pub struct ExecutionView {
     pub timeout_ms: Option<i64>,
     /// Worker holding it.
     pub worker: Option<i64>,
-    /// Result value.
+    /// Result value (omitted in list summaries).
     #[schema(value_type = Object)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// Error value or message.
     #[schema(value_type = Object)]
     pub error: Option<Value>,
-    /// Captured stdout.
+    /// Captured stdout (omitted in list summaries).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdout: Option<String>,
-    /// Captured stderr.
+    /// Captured stderr (omitted in list summaries).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
-    /// Log lines.
+    /// Log lines (omitted in list summaries).
     #[schema(value_type = Object)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Value>,
     /// Unix ms.
     pub created_at: i64,
@@ -318,12 +323,27 @@ pub struct ExecutionView {
     pub running_ms: Option<i64>,
 }
 
+impl ExecutionView {
+    /// The view without its large fields (params, result, output, logs),
+    /// as lists send it unless asked for everything.
+    pub fn summary(self) -> Self {
+        ExecutionView {
+            params: None,
+            result: None,
+            stdout: None,
+            stderr: None,
+            logs: None,
+            ..self
+        }
+    }
+}
+
 impl From<ExecutionRecord> for ExecutionView {
     fn from(r: ExecutionRecord) -> Self {
         ExecutionView {
             id: r.id,
             action: r.action,
-            params: r.params,
+            params: Some(r.params),
             status: r.status,
             status_reason: r.status_reason,
             capabilities: r.capabilities,

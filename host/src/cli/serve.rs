@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// pack's grant still applies).
     #[arg(long, env = "ATTUNE_ALLOW_PRIVATE_OUTBOUND")]
     pub allow_private_outbound: bool,
+    /// Largest result an action may return (JSON); past it the execution fails.
+    #[arg(long, env = "ATTUNE_MAX_RESULT", default_value = "1MiB", value_parser = parse_size)]
+    pub max_result: usize,
 }
 
 fn default_workers() -> usize {
@@ -73,6 +76,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             allow_private: args.allow_private_outbound,
             ..OutboundConfig::default()
         },
+        max_result_bytes: args.max_result,
     };
     let server = Server::start(&config).await?;
     if let Some(token) = &server.new_admin_token {

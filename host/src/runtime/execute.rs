@@ -271,6 +271,24 @@ impl Pack {
                 (_, None) => (Status::Succeeded, Some(Value::Null), None),
             },
         };
+        // A result past the cap would fill the database and every response
+        // that carries it: the run fails instead, saying why.
+        let max = runtime.config().max_result_bytes;
+        let size = |v: &Option<Value>| v.as_ref().map_or(0, |v| v.to_string().len());
+        let (status, result, error) = if size(&result).max(size(&error)) > max {
+            let which = if size(&result) > max {
+                "result"
+            } else {
+                "error"
+            };
+            let message = format!(
+                "the {which} is {} bytes of JSON; the limit is {max}",
+                size(&result).max(size(&error))
+            );
+            (Status::Failed, None, Some(Value::String(message)))
+        } else {
+            (status, result, error)
+        };
         let mut state = store.into_data();
         drop(scratch);
         // Each request's line, in time order with what the guest logged.

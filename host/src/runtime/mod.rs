@@ -78,6 +78,9 @@ pub struct RuntimeConfig {
     pub max_component_bytes: usize,
     /// The operator's limits on outbound HTTP.
     pub outbound: http::OutboundConfig,
+    /// Largest result (or typed error) an action may return, as JSON bytes;
+    /// past it the execution fails and says so.
+    pub max_result_bytes: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -94,6 +97,7 @@ impl Default for RuntimeConfig {
             max_instances: 64,
             max_component_bytes: 50 << 20,
             outbound: http::OutboundConfig::default(),
+            max_result_bytes: 1 << 20,
         }
     }
 }
