@@ -95,6 +95,7 @@ impl Server {
             files,
             CoreConfig {
                 lease: config.pipeline.lease,
+                min_interval: config.pipeline.min_interval,
             },
         );
         for t in crate::engine::triggers::builtin() {

@@ -242,6 +242,22 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn timers_faster_than_the_minimum_interval_are_refused(backend) {
+        let s = TestServer::start_full(backend, Default::default(), PipelineConfig {
+            min_interval: Duration::from_secs(2),
+            ..PipelineConfig::default()
+        }).await;
+        let r = s.post("/api/v1/rules", interval_rule("core.too_fast", "500ms", "x")).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.detail_paths(), ["/trigger_params/every"]);
+        let huge = s.post("/api/v1/rules", interval_rule("core.huge", "9999999999999h", "x")).await;
+        assert_eq!(huge.status, StatusCode::UNPROCESSABLE_ENTITY, "a duration past i64 ms is refused, not wrapped: {}", huge.body);
+        assert_eq!(huge.detail_paths(), ["/trigger_params/every"]);
+        let ok = s.post("/api/v1/rules", interval_rule("core.fine", "2s", "x")).await;
+        assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+        s.finish().await;
+    }
+
     async fn after_downtime_misfire_fires_once_or_skips(backend) {
         let s = server_without_ticks(backend).await;
         for (r#ref, misfire) in [("core.catch_up", "fire_once"), ("core.skip_missed", "skip")] {

@@ -71,6 +71,19 @@ impl Reply {
     }
 }
 
+/// Tests fire timers every few hundred milliseconds, under the server's
+/// default minimum; a test of the minimum itself sets one of its own.
+fn quick_timers(pipeline: PipelineConfig) -> PipelineConfig {
+    if pipeline.min_interval == PipelineConfig::default().min_interval {
+        PipelineConfig {
+            min_interval: std::time::Duration::from_millis(10),
+            ..pipeline
+        }
+    } else {
+        pipeline
+    }
+}
+
 impl TestServer {
     /// Starts a server on `backend` with default settings.
     pub async fn start(backend: Backend) -> Self {
@@ -85,6 +98,7 @@ impl TestServer {
     /// Starts a server with explicit API and pipeline settings.
     pub async fn start_full(backend: Backend, api: ApiConfig, pipeline: PipelineConfig) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let pipeline = quick_timers(pipeline);
         let data_dir = tempfile::tempdir().unwrap();
         let (database_url, pg_database) = match backend {
             Backend::Sqlite => (None, None),
@@ -167,7 +181,7 @@ impl TestServer {
     pub async fn restart(mut self, pipeline: PipelineConfig) -> Self {
         self.stop().await;
         let mut config = self.config.clone();
-        config.pipeline = pipeline;
+        config.pipeline = quick_timers(pipeline);
         let server = Server::start(&config).await.expect("server restarts");
         assert!(server.new_admin_token.is_none());
         let data_dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
@@ -181,7 +195,7 @@ impl TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = self.config.clone();
         config.data_dir = data_dir.path().to_path_buf();
-        config.pipeline = pipeline;
+        config.pipeline = quick_timers(pipeline);
         let server = Server::start(&config).await.expect("second node starts");
         Self::serve(server, config, self.admin.clone(), data_dir, None).await
     }

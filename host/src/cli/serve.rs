@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// pack's grant still applies).
     #[arg(long, env = "ATTUNE_ALLOW_PRIVATE_OUTBOUND")]
     pub allow_private_outbound: bool,
+    /// The shortest interval a timer rule may fire at.
+    #[arg(long, env = "ATTUNE_MIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub min_interval: Duration,
     /// Largest result an action may return (JSON); past it the execution fails.
     #[arg(long, env = "ATTUNE_MAX_RESULT", default_value = "1MiB", value_parser = parse_size)]
     pub max_result: usize,
@@ -69,7 +72,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             default_timeout: args.default_timeout,
             lease: args.lease,
             retention: (args.retention_days > 0)
-                .then(|| Duration::from_secs(args.retention_days * 86_400)),
+                .then(|| Duration::from_secs(args.retention_days.saturating_mul(86_400))),
+            min_interval: args.min_interval,
             ..PipelineConfig::default()
         },
         outbound: OutboundConfig {

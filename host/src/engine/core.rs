@@ -24,6 +24,8 @@ use crate::storage::Storage;
 pub struct CoreConfig {
     /// How long a claim lasts without a heartbeat.
     pub lease: Duration,
+    /// The shortest interval a timer rule may fire at.
+    pub min_interval: Duration,
 }
 
 impl CoreConfig {
@@ -43,6 +45,7 @@ impl Default for CoreConfig {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
+            min_interval: Duration::from_secs(1),
         }
     }
 }
@@ -64,6 +67,8 @@ pub struct PipelineConfig {
     pub default_timeout: Duration,
     /// Delete finished executions and events older than this; `None` keeps all.
     pub retention: Option<Duration>,
+    /// The shortest interval a timer rule may fire at.
+    pub min_interval: Duration,
 }
 
 impl Default for PipelineConfig {
@@ -76,6 +81,7 @@ impl Default for PipelineConfig {
             retry_backoff: Duration::from_secs(1),
             default_timeout: Duration::from_secs(30),
             retention: None,
+            min_interval: Duration::from_secs(1),
         }
     }
 }

@@ -9,6 +9,7 @@
 use super::{RuleInput, validate_rule};
 use crate::engine::{Core, EngineError};
 use crate::storage::{RuleRecord, RuleSpec, StorageError};
+use crate::util::schedule::Plan;
 
 /// Validates `input` against the stored trigger type and action; returns the
 /// rule to store and warnings (no live worker can run its action now).
@@ -57,6 +58,7 @@ pub async fn store(
     mode: Mode,
     current: &str,
 ) -> Result<RuleRecord, EngineError> {
+    check_interval(core, spec)?;
     let rule = match mode {
         Mode::Create => core.storage.insert_rule(spec).await?,
         Mode::Replace => core
@@ -79,6 +81,29 @@ pub async fn store(
     }
     sync_timer(core, &rule).await?;
     Ok(rule)
+}
+
+/// A timer rule may not fire more often than the operator allows: a
+/// millisecond interval would turn one rule into a flood.
+fn check_interval(core: &Core, spec: &RuleSpec) -> Result<(), EngineError> {
+    let min = core.config.min_interval;
+    if let Ok(Some(Plan::Interval { every_ms })) =
+        crate::engine::triggers::schedule::plan(&spec.trigger, &spec.trigger_params)
+        && every_ms < crate::util::units::millis(min)
+    {
+        return Err(EngineError::invalid(
+            format!("rule `{}` fires too often", spec.r#ref),
+            "",
+            vec![crate::runtime::PathError {
+                path: "/trigger_params/every".into(),
+                message: format!(
+                    "must be at least {} ms (the server's --min-interval)",
+                    min.as_millis()
+                ),
+            }],
+        ));
+    }
+    Ok(())
 }
 
 /// Enables or disables a rule.
