@@ -73,6 +73,23 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn out_of_range_pages_and_bad_cursors_are_refused_not_clamped(backend) {
+        let s = TestServer::start(backend).await;
+        for (path, field) in [
+            ("/api/v1/executions?limit=0", "/limit"),
+            ("/api/v1/executions?limit=501", "/limit"),
+            ("/api/v1/events?after=abc", "/after"),
+            ("/api/v1/workers?limit=-3", "/limit"),
+            ("/api/v1/rules?limit=100000", "/limit"),
+        ] {
+            let r = s.get(path).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}: {}", r.body);
+            assert_eq!(r.detail_paths(), [field], "{path}");
+        }
+        assert_eq!(s.get("/api/v1/rules?after=core.a&limit=500").await.status, StatusCode::OK, "rules are keyed by ref");
+        s.finish().await;
+    }
+
     async fn bad_path_parameters_and_wrong_methods_answer_in_the_error_shape(backend) {
         let s = TestServer::start(backend).await;
         let bad = s.get("/api/v1/executions/not-a-number").await;

@@ -9,7 +9,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::ActionView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::{Page, Role};
+use crate::storage::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,10 +38,7 @@ async fn list(
     ApiQuery(q): ApiQuery<ActionQuery>,
 ) -> Result<axum::Json<Listing<ActionView>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let page = Page {
-        limit: q.limit,
-        after: q.after,
-    };
+    let page = super::views::page(q.limit, q.after, super::views::Keyed::Ref)?;
     let items = state.storage.list_actions(q.pack.as_deref(), &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |a| a.r#ref.clone())))
 }

@@ -13,7 +13,7 @@ use super::json::ApiJson;
 use super::views::EventView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::ingest::IncomingEvent;
-use crate::storage::{Page, Role};
+use crate::storage::Role;
 
 /// Trigger types whose events may be posted by hand.
 const POSTABLE: &[&str] = &["core.manual"];
@@ -103,10 +103,7 @@ async fn list(
     ApiQuery(q): ApiQuery<EventQuery>,
 ) -> Result<axum::Json<Listing<EventView>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let page = Page {
-        limit: q.limit,
-        after: q.after,
-    };
+    let page = super::views::page(q.limit, q.after, super::views::Keyed::Id)?;
     let items = state
         .storage
         .list_events(q.trigger.as_deref(), &page)

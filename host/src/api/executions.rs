@@ -14,7 +14,7 @@ use super::json::ApiJson;
 use super::views::{AttemptView, ExecutionView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::executions;
-use crate::storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Page, Role};
+use crate::storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -204,10 +204,7 @@ async fn list(
         action: q.action,
         rule: q.rule,
     };
-    let page = Page {
-        limit: q.limit,
-        after: q.after,
-    };
+    let page = super::views::page(q.limit, q.after, super::views::Keyed::Id)?;
     let full = match q.fields.as_deref() {
         None | Some("summary") => false,
         Some("full") => true,

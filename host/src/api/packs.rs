@@ -13,7 +13,7 @@ use super::json::ApiJson;
 use super::views::{GrantsView, PackView, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::packs::{self, PackError, Upload};
-use crate::storage::{Grants, Page, Registered, Role};
+use crate::storage::{Grants, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -70,12 +70,25 @@ async fn upload(
     // The body is a stream, read only after the caller's role and the
     // declared length pass, and never past the limit: a token that may not
     // upload cannot make the server hold a large body.
-    caller.require(Role::Admin)?;
     let limit = state.config.max_upload_bytes;
-    if let Some(len) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Err(refused) = caller.require(Role::Admin) {
+        // A body of an allowed size is read and dropped chunk by chunk
+        // first, so the client reads the 403 instead of a reset connection;
+        // anything larger, or of unknown length, is not read at all.
+        if declared.is_some_and(|n| n <= limit) {
+            let drain = async {
+                let mut body = body.into_data_stream();
+                while let Some(Ok(_)) = futures_util::StreamExt::next(&mut body).await {}
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+        }
+        return Err(refused);
+    }
+    if let Some(len) = declared
         && len > limit
     {
         return Err(ApiError::TooLarge(format!(
@@ -230,7 +243,7 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<PackView>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let page = Page::from(page);
+    let page = page.checked(super::views::Keyed::Ref)?;
     let items = state.storage.list_packs(&page).await?;
     Ok(axum::Json(Listing::of(items, &page, |p| p.name.clone())))
 }

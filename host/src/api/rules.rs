@@ -15,7 +15,7 @@ use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::rules::RuleInput;
 use crate::engine::rules::evaluate::evaluate;
 use crate::engine::rules::save::{self, Mode};
-use crate::storage::{Page, Role, RuleFilter};
+use crate::storage::{Role, RuleFilter};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -111,10 +111,7 @@ async fn list(
         action: q.action,
         enabled: q.enabled,
     };
-    let page = Page {
-        limit: q.limit,
-        after: q.after,
-    };
+    let page = super::views::page(q.limit, q.after, super::views::Keyed::Ref)?;
     let items = state.storage.list_rules(&filter, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |r| {
         r.spec.r#ref.clone()

@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{PageQuery, TokenView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::{Page, Role};
+use crate::storage::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -72,7 +72,7 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<TokenView>>, ApiError> {
     caller.require(Role::Admin)?;
-    let page = Page::from(page);
+    let page = page.checked(super::views::Keyed::Id)?;
     let items = state.storage.list_tokens(&page).await?;
     Ok(axum::Json(Listing::of(items, &page, |t| t.id.to_string())))
 }

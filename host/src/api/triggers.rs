@@ -7,7 +7,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::{PageQuery, TriggerTypeView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::{Page, Role};
+use crate::storage::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,7 +24,7 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<TriggerTypeView>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let page = Page::from(page);
+    let page = page.checked(super::views::Keyed::Ref)?;
     let items = state.storage.list_trigger_types(&page).await?;
     Ok(axum::Json(Listing::of(items, &page, |t| t.r#ref.clone())))
 }

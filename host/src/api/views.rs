@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use super::error::{ApiError, ErrorDetail};
 use crate::runtime::PathError;
 use crate::storage::{
     ActionRecord, AttemptRecord, EventRecord, ExecutionRecord, ExecutionStatus, Grants, PackRecord,
@@ -24,12 +25,45 @@ pub struct PageQuery {
     pub after: Option<String>,
 }
 
-impl From<PageQuery> for Page {
-    fn from(q: PageQuery) -> Page {
-        Page {
-            limit: q.limit,
-            after: q.after,
-        }
+/// How a list is keyed, for checking its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyed {
+    /// By numeric id: `after` must be an id.
+    Id,
+    /// By ref or name: any `after`.
+    Ref,
+}
+
+/// A checked page: `limit` from 1 to 500, `after` an id for id-keyed lists.
+/// Out-of-range values are refused with their path rather than clamped.
+pub fn page(limit: Option<i64>, after: Option<String>, keyed: Keyed) -> Result<Page, ApiError> {
+    let mut details = Vec::new();
+    if limit.is_some_and(|l| !(1..=crate::storage::MAX_PAGE).contains(&l)) {
+        details.push(ErrorDetail {
+            path: "/limit".into(),
+            message: format!("must be from 1 to {}", crate::storage::MAX_PAGE),
+        });
+    }
+    if keyed == Keyed::Id && after.as_deref().is_some_and(|a| a.parse::<i64>().is_err()) {
+        details.push(ErrorDetail {
+            path: "/after".into(),
+            message: "must be the `next` cursor of a previous page (an id)".into(),
+        });
+    }
+    if details.is_empty() {
+        Ok(Page { limit, after })
+    } else {
+        Err(ApiError::Invalid {
+            message: "the page is invalid".into(),
+            details,
+        })
+    }
+}
+
+impl PageQuery {
+    /// The checked page (see [`page`]).
+    pub fn checked(self, keyed: Keyed) -> Result<Page, ApiError> {
+        page(self.limit, self.after, keyed)
     }
 }
 

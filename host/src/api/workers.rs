@@ -7,7 +7,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::{PageQuery, WorkerView};
 use super::{ApiQuery, AppState, Listing};
-use crate::storage::{Page, Role};
+use crate::storage::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -22,7 +22,7 @@ async fn list(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<axum::Json<Listing<WorkerView>>, ApiError> {
     caller.require(Role::Viewer)?;
-    let page = Page::from(page);
+    let page = page.checked(super::views::Keyed::Id)?;
     let items = state.storage.list_workers(&page).await?;
     Ok(axum::Json(Listing::of(items, &page, |w| w.id.to_string())))
 }

@@ -208,7 +208,10 @@ async fn collect(
         let mut after: Option<String> = None;
         loop {
             let mut path = if args.direct {
-                format!("/executions?limit=500&action={}", args.action)
+                format!(
+                    "/executions?limit=500&{}",
+                    crate::client::query([("action", args.action.as_str())])
+                )
             } else {
                 format!("/executions?limit=500&rule={rule}")
             };

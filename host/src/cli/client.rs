@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::local::build_params;
-use crate::client::{Body, Client, ClientError, SavedLogin};
+use crate::client::{Body, Client, ClientError, SavedLogin, query};
 use crate::util::units::parse_duration;
 
 /// Where the server is and how to authenticate.
@@ -236,7 +236,10 @@ pub(super) async fn pack(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<
                 let version =
                     version.ok_or_else(|| anyhow::anyhow!("a .wasm upload needs --version"))?;
                 (
-                    format!("/packs?name={name}&version={version}"),
+                    format!(
+                        "/packs?{}",
+                        query([("name", name.as_str()), ("version", version.as_str())])
+                    ),
                     "application/wasm",
                 )
             } else {
@@ -302,7 +305,7 @@ pub(super) async fn action(cmd: ActionClientCommand, args: &ClientArgs) -> anyho
     match cmd {
         ActionClientCommand::List { pack } => {
             let path = match pack {
-                Some(p) => format!("/actions?limit=500&pack={p}"),
+                Some(p) => format!("/actions?limit=500&{}", query([("pack", p.as_str())])),
                 None => "/actions?limit=500".into(),
             };
             let v = client.get(&path).await?;
@@ -373,12 +376,14 @@ pub(super) async fn execution(cmd: ExecutionCommand, args: &ClientArgs) -> anyho
             rule,
             limit,
         } => {
-            let mut path = format!("/executions?limit={limit}");
-            for (k, v) in [("status", status), ("action", action), ("rule", rule)] {
-                if let Some(v) = v {
-                    path.push_str(&format!("&{k}={v}"));
-                }
-            }
+            let limit = limit.to_string();
+            let filters = [("status", status), ("action", action), ("rule", rule)];
+            let pairs = std::iter::once(("limit", limit.as_str())).chain(
+                filters
+                    .iter()
+                    .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v))),
+            );
+            let path = format!("/executions?{}", query(pairs));
             let v = client.get(&path).await?;
             if !args.json {
                 table(

@@ -88,6 +88,14 @@ impl SavedLogin {
     }
 }
 
+/// `k=v&k2=v2` with every key and value URL-encoded, for query strings
+/// built from user input.
+pub fn query<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
 /// A client for one server and token.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -222,4 +230,17 @@ pub enum Body {
         /// `sha256=<hex>`.
         signature: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_encode_what_users_type() {
+        assert_eq!(
+            query([("rule", "ops.deploy"), ("action", "a b&c=d/é")]),
+            "rule=ops.deploy&action=a+b%26c%3Dd%2F%C3%A9"
+        );
+    }
 }
