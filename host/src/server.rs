@@ -20,6 +20,7 @@ use crate::engine::packs::{self, Upload};
 use crate::engine::rules::RuleInput;
 use crate::engine::rules::save::{self, Mode};
 use crate::engine::scheduler::Pipeline;
+use crate::engine::secrets::SecretsKey;
 use crate::engine::{Core, CoreConfig};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::storage::{Role, Storage};
@@ -27,6 +28,10 @@ use crate::util::files::write_private;
 
 /// Name of the file holding the first admin token, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Name of the file holding the key that seals secrets, inside the data
+/// directory (unless `--secrets-key-file` puts it elsewhere).
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
 
 /// What `attune serve` needs.
 #[derive(Debug, Clone)]
@@ -45,6 +50,8 @@ pub struct ServerConfig {
     pub outbound: crate::runtime::http::OutboundConfig,
     /// Largest result an action may return, in bytes of JSON.
     pub max_result_bytes: usize,
+    /// The key that seals secrets; `<data-dir>/secrets.key` when `None`.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// A prepared server: state ready to serve.
@@ -88,6 +95,11 @@ impl Server {
             ..RuntimeConfig::default()
         })?;
         let files = ComponentFiles::open(&config.data_dir.join("components"))?;
+        let key_file = config
+            .secrets_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join(SECRETS_KEY_FILE));
+        let secrets = SecretsKey::open_or_create(&key_file).context("the secrets key")?;
         restrict(&config.data_dir).context("restricting the data directory")?;
         let core = Core::new(
             storage,
@@ -97,6 +109,7 @@ impl Server {
                 lease: config.pipeline.lease,
                 min_interval: config.pipeline.min_interval,
             },
+            secrets,
         );
         for t in crate::engine::triggers::builtin() {
             core.storage.upsert_trigger_type(t).await?;

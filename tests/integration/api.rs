@@ -586,6 +586,7 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         pipeline: Default::default(),
         outbound: Default::default(),
         max_result_bytes: 1 << 20,
+        secrets_key_file: None,
     };
     let data_dir = s.data_dir.path().to_path_buf();
     let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -7,4 +7,5 @@ mod mapping;
 mod outbound;
 mod pipeline;
 mod sandbox;
+mod secrets;
 mod workers;

@@ -134,6 +134,7 @@ impl TestServer {
                 ..Default::default()
             },
             max_result_bytes: 1 << 20,
+            secrets_key_file: None,
         };
         let server = Server::start(&config).await.expect("server starts");
         let admin = server

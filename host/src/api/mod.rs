@@ -17,6 +17,7 @@ mod health;
 mod packs;
 pub mod remote;
 mod rules;
+mod secrets;
 mod tokens;
 mod triggers;
 mod webhooks;
@@ -168,6 +169,7 @@ pub fn router(state: AppState) -> Router {
         .merge(executions::routes())
         .merge(workers::routes())
         .merge(tokens::routes())
+        .merge(secrets::routes())
         .merge(webhooks::routes())
         .merge(remote::routes())
         .split_for_parts();

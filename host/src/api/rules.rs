@@ -89,6 +89,8 @@ async fn update(
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<axum::Json<RuleResponse>, ApiError> {
     caller.require(Role::Operator)?;
+    let mut input = input;
+    save::unmask(&state, &mut input, &r#ref).await?;
     let (spec, warnings) = save::check(&state, &input).await?;
     let rule = save::store(&state, &spec, Mode::Replace, &r#ref).await?;
     Ok(axum::Json(RuleResponse {

@@ -472,7 +472,7 @@ pub(super) async fn run(cmd: RunArgs, args: &ClientArgs) -> anyhow::Result<i32> 
     })
 }
 
-fn print_json(v: &Value) {
+pub(super) fn print_json(v: &Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
@@ -483,7 +483,7 @@ fn print_json(v: &Value) {
 }
 
 /// Prints `items` as an aligned table of `columns`.
-fn table(items: &Value, columns: &[&str]) {
+pub(super) fn table(items: &Value, columns: &[&str]) {
     use std::io::Write;
     let cell = |v: &Value| match v {
         Value::Null => "-".to_string(),

@@ -10,6 +10,7 @@ mod author;
 mod bench;
 mod client;
 mod local;
+mod secret;
 mod serve;
 mod worker;
 
@@ -35,7 +36,8 @@ pub enum Command {
     /// locally (inspect, run), or list and show a server's actions (list, show).
     #[command(subcommand)]
     Action(action::ActionCommand),
-    /// Upload and list packs on a server.
+    /// Upload, list and show packs on a server, and grant them outbound HTTP
+    /// and secrets.
     Pack {
         #[command(subcommand)]
         command: client::PackCommand,
@@ -60,6 +62,13 @@ pub enum Command {
     Event {
         #[command(subcommand)]
         command: client::EventCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// Set, list and delete secrets on a server (admin).
+    Secret {
+        #[command(subcommand)]
+        command: secret::SecretCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
@@ -113,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Rule { command, client } => client::rule(command, &client).await,
         Command::Execution { command, client } => client::execution(command, &client).await,
         Command::Event { command, client } => client::event(command, &client).await,
+        Command::Secret { command, client } => secret::run(command, &client).await,
         Command::Run { run, client } => client::run(run, &client).await,
         Command::Login(args) => client::login(args).await,
         Command::Bench(args) => bench::run(args).await,

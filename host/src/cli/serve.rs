@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// The shortest interval a timer rule may fire at.
     #[arg(long, env = "ATTUNE_MIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub min_interval: Duration,
+    /// The key that seals secrets (hex, mode 0600); default
+    /// `<data-dir>/secrets.key`, created on first start.
+    #[arg(long, env = "ATTUNE_SECRETS_KEY_FILE")]
+    pub secrets_key_file: Option<PathBuf>,
     /// Largest result an action may return (JSON); past it the execution fails.
     #[arg(long, env = "ATTUNE_MAX_RESULT", default_value = "1MiB", value_parser = parse_size)]
     pub max_result: usize,
@@ -81,6 +85,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             ..OutboundConfig::default()
         },
         max_result_bytes: args.max_result,
+        secrets_key_file: args.secrets_key_file.clone(),
     };
     let server = Server::start(&config).await?;
     if let Some(token) = &server.new_admin_token {

@@ -16,6 +16,7 @@ use super::error::EngineError;
 use super::ingest::Ingest;
 use super::metrics::Metrics;
 use super::packs::files::ComponentFiles;
+use super::secrets::SecretsKey;
 use crate::runtime::{Pack, Runtime};
 use crate::storage::Storage;
 
@@ -107,6 +108,8 @@ pub struct Core {
     pub ingest: Arc<Ingest>,
     /// Settings.
     pub config: Arc<CoreConfig>,
+    /// The key that seals secrets.
+    pub secrets: Arc<SecretsKey>,
 }
 
 impl Core {
@@ -116,6 +119,7 @@ impl Core {
         runtime: Runtime,
         files: ComponentFiles,
         config: CoreConfig,
+        secrets: SecretsKey,
     ) -> Self {
         Core {
             storage,
@@ -127,6 +131,7 @@ impl Core {
             dispatch: Arc::default(),
             ingest: Arc::default(),
             config: Arc::new(config),
+            secrets: Arc::new(secrets),
         }
     }
 

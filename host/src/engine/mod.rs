@@ -14,6 +14,7 @@
 //! - [`worker`] — the worker protocol, the one execution path, the embedded
 //!   worker.
 //! - [`packs`] — uploads: archives, manifests, validation, registration.
+//! - [`secrets`] — values sealed at rest, set by admins, never returned.
 
 pub mod cache;
 pub mod core;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod packs;
 pub mod rules;
 pub mod scheduler;
+pub mod secrets;
 pub mod triggers;
 pub mod worker;
 

@@ -29,6 +29,10 @@ const SQLITE: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_worker_owner.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_secrets.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -54,6 +58,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../../migrations/postgres/0006_worker_owner.sql"),
+    ),
+    (
+        7,
+        include_str!("../../../migrations/postgres/0007_secrets.sql"),
     ),
 ];
 

@@ -157,11 +157,13 @@ mod executions;
 mod packs;
 mod retention;
 mod rules;
+mod secrets;
 mod timers;
 mod tokens;
 mod workers;
 
 pub use claims::{Finished, Reaped};
+pub use secrets::SealedSecret;
 pub use timers::{MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Tick};
 pub use workers::EMBEDDED_OWNER;
 

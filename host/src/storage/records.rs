@@ -585,3 +585,14 @@ pub struct NewEnforcement {
     /// The execution to queue when enforced.
     pub execution: Option<NewExecution>,
 }
+
+/// A secret's name and times (never its value).
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretRecord {
+    /// Its name.
+    pub name: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms, last set.
+    pub updated_at: i64,
+}

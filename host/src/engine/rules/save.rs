@@ -7,6 +7,7 @@
 //! enabling go through here too, so no caller forgets the timer.
 
 use super::{RuleInput, validate_rule};
+use crate::engine::triggers::webhook;
 use crate::engine::{Core, EngineError};
 use crate::storage::{RuleRecord, RuleSpec, StorageError};
 use crate::util::schedule::Plan;
@@ -24,8 +25,26 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
         (Some(a), Some(p)) => p.action(&a.name),
         _ => None,
     };
-    let spec = validate_rule(input, trigger.as_ref(), action)
-        .map_err(|errors| EngineError::invalid("the rule is invalid", "", errors))?;
+    let validated = validate_rule(input, trigger.as_ref(), action);
+    let mut errors = match &validated {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.clone(),
+    };
+    if input.trigger == "core.webhook"
+        && let Some(name) = input.trigger_params["secret"]
+            .as_str()
+            .and_then(webhook::secret_reference)
+        && core.storage.get_secret(name).await?.is_none()
+    {
+        errors.push(crate::runtime::PathError {
+            path: "/trigger_params/secret".into(),
+            message: format!("no secret `{name}`; set it first"),
+        });
+    }
+    let spec = match validated {
+        Ok(spec) if errors.is_empty() => spec,
+        _ => return Err(EngineError::invalid("the rule is invalid", "", errors)),
+    };
     let mut warnings = Vec::new();
     if let Some(a) = &record
         && !crate::engine::worker::served(core, &a.capabilities).await?
@@ -37,6 +56,19 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
         ));
     }
     Ok((spec, warnings))
+}
+
+/// A rule read from the API and sent back carries the mask where its
+/// literal webhook key was: keep the stored key rather than saving the mask.
+pub async fn unmask(core: &Core, input: &mut RuleInput, current: &str) -> Result<(), EngineError> {
+    if input.trigger == "core.webhook"
+        && input.trigger_params["secret"].as_str() == Some(webhook::MASK)
+        && let Some(existing) = core.storage.get_rule(current).await?
+        && let Some(key) = existing.spec.trigger_params.get("secret")
+    {
+        input.trigger_params["secret"] = key.clone();
+    }
+    Ok(())
 }
 
 /// How [`store`] may write a rule.

@@ -52,20 +52,69 @@ fn verifies(secret: &str, body: &[u8], signature: &str) -> bool {
     mac.verify_slice(&expected).is_ok()
 }
 
-/// The enabled rules on hook `name` whose secret verifies `signature`.
-fn verified(rules: Vec<RuleRecord>, name: &str, body: &[u8], signature: &str) -> Vec<RuleRecord> {
-    rules
-        .into_iter()
-        .filter(|r| {
-            let hook = r.spec.trigger_params["name"]
-                .as_str()
-                .unwrap_or(&r.spec.r#ref);
-            hook == name
-                && r.spec.trigger_params["secret"]
-                    .as_str()
-                    .is_some_and(|secret| verifies(secret, body, signature))
-        })
-        .collect()
+/// What the API shows in place of a literal webhook key.
+pub const MASK: &str = "********";
+
+/// The secret a webhook key refers to: `NAME` of `{{ secrets.NAME }}`.
+pub fn secret_reference(key: &str) -> Option<&str> {
+    let inner = key.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let name = inner.strip_prefix("secrets.")?;
+    crate::engine::secrets::valid_name(name).then_some(name)
+}
+
+/// A rule's trigger parameters as the API shows them: a literal webhook key
+/// is masked (a key in the clear would let any reader forge deliveries); a
+/// `{{ secrets.NAME }}` reference is shown as it is.
+pub fn masked(trigger: &str, params: &Value) -> Value {
+    let mut params = params.clone();
+    if trigger == "core.webhook"
+        && let Some(key) = params.get_mut("secret")
+        && key.as_str().is_some_and(|k| secret_reference(k).is_none())
+    {
+        *key = Value::String(MASK.into());
+    }
+    params
+}
+
+/// The key a rule verifies deliveries with: its literal, or the value of
+/// the secret it refers to (`None` when that secret is gone).
+async fn key_of(
+    core: &Core,
+    rule: &RuleRecord,
+) -> Result<Option<zeroize::Zeroizing<String>>, EngineError> {
+    let Some(key) = rule.spec.trigger_params["secret"].as_str() else {
+        return Ok(None);
+    };
+    match secret_reference(key) {
+        Some(name) => crate::engine::secrets::reveal(core, name).await,
+        None => Ok(Some(zeroize::Zeroizing::new(key.to_string()))),
+    }
+}
+
+/// The enabled rules on hook `name` whose key verifies `signature`.
+async fn verified(
+    core: &Core,
+    rules: Vec<RuleRecord>,
+    name: &str,
+    body: &[u8],
+    signature: &str,
+) -> Result<Vec<RuleRecord>, EngineError> {
+    let mut out = Vec::new();
+    for rule in rules {
+        let hook = rule.spec.trigger_params["name"]
+            .as_str()
+            .unwrap_or(&rule.spec.r#ref);
+        if hook != name {
+            continue;
+        }
+        if key_of(core, &rule)
+            .await?
+            .is_some_and(|key| verifies(&key, body, signature))
+        {
+            out.push(rule);
+        }
+    }
+    Ok(out)
 }
 
 /// The event payload of a delivery: `{"body", "headers"}`, the body parsed
@@ -102,7 +151,7 @@ pub async fn receive<'a>(
         .enabled_rules(&core.storage, "core.webhook")
         .await
         .map_err(EngineError::from)?;
-    let rules = verified(rules, name, body, signature);
+    let rules = verified(core, rules, name, body, signature).await?;
     if rules.is_empty() {
         return Err(WebhookError::Unauthenticated);
     }
@@ -127,6 +176,20 @@ mod tests {
         assert!(!verifies("s3cret-s3cret-s3cret", b"{\"a\":2}", &sig));
         assert!(!verifies("s3cret-s3cret-s3cret", b"{\"a\":1}", "sha1=abc"));
         assert!(!verifies("s3cret-s3cret-s3cret", b"{\"a\":1}", "sha256=zz"));
+    }
+
+    #[test]
+    fn literal_keys_are_masked_and_references_shown() {
+        let literal = serde_json::json!({"name": "gh", "secret": "s3cret-s3cret-s3cret"});
+        assert_eq!(masked("core.webhook", &literal)["secret"], MASK);
+        assert_eq!(masked("core.webhook", &literal)["name"], "gh");
+        let reference = serde_json::json!({"secret": "{{ secrets.gh_hook }}"});
+        assert_eq!(masked("core.webhook", &reference), reference);
+        assert_eq!(secret_reference("{{secrets.gh_hook}}"), Some("gh_hook"));
+        assert_eq!(secret_reference("{{ secrets.bad name }}"), None);
+        assert_eq!(secret_reference("plain"), None);
+        let other = serde_json::json!({"secret": "not a webhook"});
+        assert_eq!(masked("core.manual", &other), other);
     }
 
     #[test]
