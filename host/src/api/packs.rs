@@ -179,25 +179,23 @@ fn pack_error(e: PackError) -> ApiError {
                 message: reason,
             }],
         },
-        PackError::InvalidRule { rule, errors } => ApiError::Invalid {
-            message: format!("rule `{rule}` in pack.toml is invalid"),
-            details: errors
-                .into_iter()
-                .map(|(path, message)| ErrorDetail {
-                    path: format!("/rules/{rule}{path}"),
-                    message,
-                })
-                .collect(),
-        },
-        PackError::InvalidGrants { errors } => grants_invalid("/pack.toml", errors),
+        PackError::InvalidRule { rule, errors } => invalid_at(
+            format!("rule `{rule}` in pack.toml is invalid"),
+            &format!("/rules/{rule}"),
+            errors,
+        ),
+        PackError::InvalidGrants { errors } => {
+            invalid_at("the grants are invalid".into(), "/pack.toml", errors)
+        }
         PackError::Storage(e) => e.into(),
         PackError::Engine(e) => e.into(),
     }
 }
 
-fn grants_invalid(prefix: &str, errors: Vec<(String, String)>) -> ApiError {
+/// A 422 with each `(path, message)` under `prefix`.
+fn invalid_at(message: String, prefix: &str, errors: Vec<(String, String)>) -> ApiError {
     ApiError::Invalid {
-        message: "the grants are invalid".into(),
+        message,
         details: errors
             .into_iter()
             .map(|(path, message)| ErrorDetail {
@@ -221,7 +219,8 @@ async fn grant(
 ) -> Result<axum::Json<PackView>, ApiError> {
     caller.require(Role::Admin)?;
     let grants = Grants::from(input);
-    packs::check_grants(&grants).map_err(|errors| grants_invalid("", errors))?;
+    packs::check_grants(&grants)
+        .map_err(|errors| invalid_at("the grants are invalid".into(), "", errors))?;
     if !state.storage.set_grants(&name, &grants).await? {
         return Err(ApiError::not_found("pack", &name));
     }

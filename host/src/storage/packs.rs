@@ -46,38 +46,32 @@ impl Storage {
                             pack.name, pack.version
                         )));
                     }
-                    sqlx::query(
-                        "UPDATE pack SET version = $2, description = $3, digest = $4, updated_at = $5, grants = $6 WHERE name = $1",
-                    )
-                    .bind(&pack.name)
-                    .bind(&pack.version)
-                    .bind(&pack.description)
-                    .bind(&pack.digest)
-                    .bind(now)
-                    .bind(Json(&pack.grants))
-                    .execute(&mut *tx)
-                    .await?;
-                    sqlx::query("DELETE FROM action WHERE pack = $1")
-                        .bind(&pack.name)
-                        .execute(&mut *tx)
-                        .await?;
                     Registered::Upgraded
                 }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants) VALUES ($1, $2, $3, $4, $5, $5, $6)",
-                    )
+                None => Registered::Created,
+            };
+            // One statement registers a new pack or a new version of one.
+            sqlx::query(
+                "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (name) DO UPDATE SET \
+                 version = excluded.version, description = excluded.description, digest = excluded.digest, \
+                 updated_at = excluded.updated_at, grants = excluded.grants",
+            )
+            .bind(&pack.name)
+            .bind(&pack.version)
+            .bind(&pack.description)
+            .bind(&pack.digest)
+            .bind(now)
+            .bind(Json(&pack.grants))
+            .execute(&mut *tx)
+            .await?;
+            if outcome == Registered::Upgraded {
+                // A new version replaces the pack's actions.
+                sqlx::query("DELETE FROM action WHERE pack = $1")
                     .bind(&pack.name)
-                    .bind(&pack.version)
-                    .bind(&pack.description)
-                    .bind(&pack.digest)
-                    .bind(now)
-                    .bind(Json(&pack.grants))
                     .execute(&mut *tx)
                     .await?;
-                    Registered::Created
-                }
-            };
+            }
             for c in &pack.components {
                 sqlx::query(
                     "INSERT INTO component (digest, size, bytes, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING",
