@@ -9,9 +9,10 @@
 //!   arithmetic. Uses nothing of Attune.
 //! - [`runtime`] — wasmtime only: loading and caching components, deriving
 //!   JSON Schemas from WIT, converting JSON ↔ component values, running
-//!   actions in a sandbox. One module per host interface (`log`, `context`),
-//!   composed in `runtime::capabilities`, from which a worker's advertised
-//!   capability list is derived. Knows nothing of HTTP or SQL.
+//!   actions in a sandbox. One module per host interface (`log`, `context`,
+//!   `http` — outbound HTTP checked against the pack's grant), composed in
+//!   `runtime::capabilities`, from which a worker's advertised capability
+//!   list is derived. Knows nothing of the API or SQL.
 //! - [`storage`] — sqlx only: SQLite and PostgreSQL behind one type, every
 //!   query written once for both, one file per table or concern (packs,
 //!   rules, events, executions, workers, tokens, timers, claims, retention).
@@ -22,8 +23,9 @@
 //!   timer ticks and direct runs), the one execution path
 //!   (`engine::worker::run`) and the worker protocol types both sides share
 //!   (`engine::worker::protocol`), the one place that saves a rule
-//!   (`engine::rules::save`), triggers, the scheduler's background tasks,
-//!   packs and metrics.
+//!   (`engine::rules::save`), triggers (webhooks among them), the
+//!   scheduler's background tasks, packs with their grants, secrets sealed at
+//!   rest (`engine::secrets`) and metrics.
 //! - [`api`] — the HTTP API over the engine: one router per resource, auth,
 //!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
 //! - [`client`] — the HTTP client of the CLI's client commands, and the
