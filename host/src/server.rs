@@ -108,6 +108,7 @@ impl Server {
             CoreConfig {
                 lease: config.pipeline.lease,
                 min_interval: config.pipeline.min_interval,
+                node: node_id(&config.data_dir)?,
             },
             secrets,
         );
@@ -176,6 +177,20 @@ pub async fn run(
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")
+}
+
+/// This node's id: random on first start, kept in `<data-dir>/node.id`, so
+/// a restart is the same node (and its embedded worker the same worker).
+fn node_id(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("node.id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    write_private(&path, &id).with_context(|| format!("writing {}", path.display()))?;
+    Ok(id)
 }
 
 /// Makes the data directory and what it holds readable by its owner only:

@@ -119,6 +119,31 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_restarted_node_keeps_its_embedded_worker_row(backend) {
+        let s = TestServer::start(backend).await;
+        let embedded = |body: &Value| -> Vec<i64> {
+            body["items"].as_array().unwrap().iter()
+                .filter(|w| w["labels"]["embedded"] == "true")
+                .map(|w| w["id"].as_i64().unwrap())
+                .collect()
+        };
+        let before = embedded(&s.get("/api/v1/workers").await.body);
+        assert_eq!(before.len(), 1);
+        // Something running when the process dies.
+        let id = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 60}})).await.body["id"].as_i64().unwrap();
+        wait_for(WAIT, || async { (status(&s, id).await["status"] == "running").then_some(()) }).await.expect("running");
+        let s = s.restart(PipelineConfig::default()).await;
+        let after = embedded(&s.get("/api/v1/workers").await.body);
+        assert_eq!(after, before, "the same node, the same worker");
+        // Its heartbeats must not keep the dead process's execution alive.
+        let e = wait_for(Duration::from_secs(10), || async {
+            let e = status(&s, id).await;
+            (e["status"] == "abandoned").then_some(e)
+        }).await.expect("taken back at start, not held forever");
+        assert_eq!(e["attempt"], 1);
+        s.finish().await;
+    }
+
     async fn an_execution_waits_for_a_worker_with_the_capabilities_it_needs(backend) {
         let s = server_without_embedded_worker(backend).await;
         let dir = tempfile::tempdir().unwrap();

@@ -27,6 +27,9 @@ pub struct CoreConfig {
     pub lease: Duration,
     /// The shortest interval a timer rule may fire at.
     pub min_interval: Duration,
+    /// This node's name, stable across restarts (its embedded worker keeps
+    /// one row instead of a new one per start).
+    pub node: String,
 }
 
 impl CoreConfig {
@@ -47,6 +50,7 @@ impl Default for CoreConfig {
         Self {
             lease: Duration::from_secs(30),
             min_interval: Duration::from_secs(1),
+            node: format!("pid-{}", std::process::id()),
         }
     }
 }

@@ -105,4 +105,19 @@ impl Storage {
             Ok(())
         })
     }
+
+    /// Ends the leases of everything `worker` holds, as if it had stopped
+    /// heartbeating: a node that starts again under its old worker must not
+    /// extend the leases of work its previous process never finished.
+    pub async fn expire_leases(&self, worker: i64) -> Result<u64> {
+        on_writer!(self, |p| {
+            let done = sqlx::query(
+                "UPDATE execution SET lease_expires_at = 0 WHERE worker = $1 AND status IN ('scheduled', 'running')",
+            )
+            .bind(worker)
+            .execute(p)
+            .await?;
+            Ok(done.rows_affected())
+        })
+    }
 }

@@ -93,7 +93,7 @@ impl EmbeddedWorker {
     /// Registers the worker row (name `embedded@<host>`).
     pub async fn register(core: Core, config: PipelineConfig) -> anyhow::Result<Self> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-        let name = format!("embedded@{host}:{}", std::process::id());
+        let name = format!("embedded@{host}/{}", core.config.node);
         let capabilities = super::capabilities();
         let record = core
             .storage
@@ -105,6 +105,19 @@ impl EmbeddedWorker {
             )
             .await?;
         core.cache.workers_changed();
+        // What a previous process of this node held is handed back (or
+        // retried, or abandoned) now, before this one's heartbeats would
+        // extend it.
+        if core.storage.expire_leases(record.id).await? > 0 {
+            let backoff = crate::util::units::millis(config.retry_backoff);
+            let reaped = core.storage.reap_expired_leases(backoff).await?;
+            tracing::warn!(
+                retried = reaped.retried,
+                abandoned = reaped.abandoned,
+                requeued = reaped.requeued,
+                "took back what this node's previous process held"
+            );
+        }
         let (results, rx) = tokio::sync::mpsc::unbounded_channel();
         core.dispatch.spawn(write_results(core.clone(), rx));
         Ok(Self {
