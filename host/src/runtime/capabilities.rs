@@ -38,15 +38,15 @@ pub struct HostCapability {
 pub const HOST: &[HostCapability] = &[
     HostCapability {
         names: &[super::log::CAPABILITY],
-        link: super::log::add_to_linker,
+        link: |l| super::log::add_to_linker(l, |s: &mut HostState| &mut s.log),
     },
     HostCapability {
         names: &[super::context::CAPABILITY],
-        link: super::context::add_to_linker,
+        link: |l| super::context::add_to_linker(l, |s: &mut HostState| &mut s.context),
     },
     HostCapability {
         names: super::http::CAPABILITIES,
-        link: super::http::add_to_linker,
+        link: super::http::add_to_linker::<HostState>,
     },
 ];
 

@@ -6,8 +6,7 @@
 use serde::Serialize;
 use wasmtime::component::{HasSelf, Linker};
 
-use super::host::HostState;
-use super::host::attune::action::context;
+use super::bindings::attune::action::context;
 
 /// The capability string a worker advertises for it.
 pub const CAPABILITY: &str = "attune:action/context@0.1.0";
@@ -23,17 +22,20 @@ pub struct ExecutionContext {
     pub attempt: u32,
 }
 
-impl context::Host for HostState {
+impl context::Host for ExecutionContext {
     fn current(&mut self) -> context::Execution {
         context::Execution {
-            id: self.context.id.clone(),
-            action: self.context.action.clone(),
-            attempt: self.context.attempt,
+            id: self.id.clone(),
+            action: self.action.clone(),
+            attempt: self.attempt,
         }
     }
 }
 
-/// Links `attune:action/context`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    context::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+/// Links `attune:action/context` to the identity `get` finds in a store.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut ExecutionContext,
+) -> wasmtime::Result<()> {
+    context::add_to_linker::<T, HasSelf<ExecutionContext>>(linker, get)
 }

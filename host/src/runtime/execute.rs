@@ -18,6 +18,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
 use super::http::{AllowedHosts, Outbound};
+use super::log::LogState;
 use super::output::{CappedPipe, Captured};
 use super::pack::Returns;
 use super::values::{self, PathError};
@@ -208,12 +209,9 @@ impl Pack {
                     hit: false,
                 },
                 context: request.context,
-                started,
+                log: LogState::new(started),
                 http: WasiHttpCtx::new(),
                 outbound: Outbound::new(request.allowed_hosts, runtime.outbound(), started),
-                logs: Vec::new(),
-                log_bytes: 0,
-                logs_dropped: 0,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -292,16 +290,16 @@ impl Pack {
         let mut state = store.into_data();
         drop(scratch);
         // Each request's line, in time order with what the guest logged.
-        state.logs.extend(state.outbound.take_log());
-        state.logs.sort_by_key(|l| l.at_ms);
+        state.log.lines.extend(state.outbound.take_log());
+        state.log.lines.sort_by_key(|l| l.at_ms);
         Ok(Outcome {
             status,
             result,
             error,
             stdout: stdout.captured(),
             stderr: stderr.captured(),
-            logs: state.logs,
-            logs_dropped: state.logs_dropped,
+            logs: state.log.lines,
+            logs_dropped: state.log.dropped,
             duration,
         })
     }

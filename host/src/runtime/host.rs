@@ -1,21 +1,20 @@
 //! Per-execution host state and the bindings of the `attune:action` world.
 //!
 //! One [`HostState`] lives in each execution's `Store`: the WASI context (no
-//! environment, one scratch directory, no network), the memory limiter, the
-//! execution's identity for `attune:action/context` and the log lines sent
-//! through `attune:action/log`. Each host interface is a module beside this
-//! one (`log.rs`, `context.rs`), composed in `capabilities.rs`.
+//! environment, one scratch directory, no network), the memory limiter, and
+//! each host interface's own state — the identity for
+//! `attune:action/context`, the log of `attune:action/log`, the outbound
+//! HTTP of `wasi:http`. Each interface is a module beside this one that
+//! knows only its own state; `capabilities.rs` links them to these fields.
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "attune:action/action",
-});
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use super::context::ExecutionContext;
-pub use super::log::LogLine;
+use super::http::Outbound;
+use super::log::LogState;
+pub use super::output::LogLine;
 
 /// Everything one execution's store holds.
 pub struct HostState {
@@ -23,12 +22,9 @@ pub struct HostState {
     pub(crate) table: ResourceTable,
     pub(crate) limits: MemoryCap,
     pub(crate) context: ExecutionContext,
-    pub(crate) started: std::time::Instant,
-    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
-    pub(crate) outbound: super::http::Outbound,
-    pub(crate) logs: Vec<LogLine>,
-    pub(crate) log_bytes: usize,
-    pub(crate) logs_dropped: u64,
+    pub(crate) log: LogState,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) outbound: Outbound,
 }
 
 impl WasiView for HostState {
@@ -36,6 +32,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.outbound,
+            table: &mut self.table,
+            ctx: &mut self.http,
         }
     }
 }

@@ -5,11 +5,12 @@
 //! capped ([`MAX_LOG_LINES`], [`MAX_LOG_BYTES`]) so a chatty guest cannot
 //! grow the host — later lines are counted, not kept.
 
-use serde::Serialize;
+use std::time::Instant;
+
 use wasmtime::component::{HasSelf, Linker};
 
-use super::host::HostState;
-use super::host::attune::action::log;
+use super::bindings::attune::action::log;
+pub use super::output::LogLine;
 
 /// The capability string a worker advertises for it.
 pub const CAPABILITY: &str = "attune:action/log@0.1.0";
@@ -19,31 +20,40 @@ pub const MAX_LOG_LINES: usize = 1000;
 /// Most bytes of log messages and fields one execution keeps.
 pub const MAX_LOG_BYTES: usize = 1 << 20;
 
-/// One line logged by the guest through `attune:action/log`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LogLine {
-    /// `trace`, `debug`, `info`, `warn` or `error`.
-    pub level: &'static str,
-    /// The message.
-    pub message: String,
-    /// Key/value fields, in the order given.
-    pub fields: Vec<(String, String)>,
-    /// Milliseconds since the execution started.
-    pub at_ms: u64,
+/// One execution's log: what the guest logged, capped.
+pub struct LogState {
+    started: Instant,
+    /// The lines kept.
+    pub(crate) lines: Vec<LogLine>,
+    bytes: usize,
+    /// Lines past the caps, counted, not kept.
+    pub(crate) dropped: u64,
 }
 
-impl log::Host for HostState {
+impl LogState {
+    /// An empty log for an execution that started at `started`.
+    pub fn new(started: Instant) -> Self {
+        Self {
+            started,
+            lines: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+        }
+    }
+}
+
+impl log::Host for LogState {
     fn log(&mut self, level: log::Level, message: String, fields: Vec<log::Field>) {
         let size = message.len()
             + fields
                 .iter()
                 .map(|f| f.key.len() + f.value.len())
                 .sum::<usize>();
-        if self.logs.len() >= MAX_LOG_LINES || self.log_bytes + size > MAX_LOG_BYTES {
-            self.logs_dropped += 1;
+        if self.lines.len() >= MAX_LOG_LINES || self.bytes + size > MAX_LOG_BYTES {
+            self.dropped += 1;
             return;
         }
-        self.log_bytes += size;
+        self.bytes += size;
         let level = match level {
             log::Level::Trace => "trace",
             log::Level::Debug => "debug",
@@ -51,7 +61,7 @@ impl log::Host for HostState {
             log::Level::Warn => "warn",
             log::Level::Error => "error",
         };
-        self.logs.push(LogLine {
+        self.lines.push(LogLine {
             level,
             message,
             fields: fields.into_iter().map(|f| (f.key, f.value)).collect(),
@@ -60,7 +70,10 @@ impl log::Host for HostState {
     }
 }
 
-/// Links `attune:action/log`.
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    log::add_to_linker::<HostState, HasSelf<HostState>>(linker, |s| s)
+/// Links `attune:action/log` to the [`LogState`] `get` finds in a store.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut LogState,
+) -> wasmtime::Result<()> {
+    log::add_to_linker::<T, HasSelf<LogState>>(linker, get)
 }

@@ -6,6 +6,7 @@
 //! and execution itself ([`execute`]). It knows nothing of HTTP or SQL: the
 //! API and workers hand it component bytes and JSON, and get JSON back.
 
+pub mod bindings;
 pub mod cache;
 pub mod capabilities;
 pub mod context;

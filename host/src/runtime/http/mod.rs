@@ -29,10 +29,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use wasmtime::component::Linker;
-use wasmtime_wasi_http::{RequestOptions, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks, WasiHttpView};
 
-use super::host::HostState;
-use super::log::LogLine;
+use super::output::LogLine;
 pub use allow::AllowedHosts;
 
 type HttpError = wasmtime_wasi_http::Error;
@@ -432,17 +431,8 @@ impl http_body::Body for Counted {
     }
 }
 
-impl WasiHttpView for HostState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            hooks: &mut self.outbound,
-            table: &mut self.table,
-            ctx: &mut self.http,
-        }
-    }
-}
-
-/// Links `wasi:http` (types and the outgoing handler).
-pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+/// Links `wasi:http` (types and the outgoing handler) for a store whose
+/// state gives the hooks ([`Outbound`]) through [`WasiHttpView`].
+pub fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
 }
