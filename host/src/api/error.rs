@@ -126,16 +126,7 @@ impl ApiError {
 
     /// A 422 listing `errors`, each path prefixed with `prefix` (e.g. `/params`).
     pub fn invalid(message: impl Into<String>, prefix: &str, errors: &[PathError]) -> Self {
-        ApiError::Invalid {
-            message: message.into(),
-            details: errors
-                .iter()
-                .map(|e| ErrorDetail {
-                    path: format!("{prefix}{}", e.path),
-                    message: e.message.clone(),
-                })
-                .collect(),
-        }
+        EngineError::invalid(message, prefix, errors.to_vec()).into()
     }
 
     /// A 404 naming the resource.
@@ -149,7 +140,16 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::NotFound(m) => ApiError::NotFound(m),
             EngineError::Conflict(m) => ApiError::Conflict(m),
-            EngineError::Invalid { message, errors } => ApiError::invalid(message, "", &errors),
+            EngineError::Invalid { message, errors } => ApiError::Invalid {
+                message,
+                details: errors
+                    .into_iter()
+                    .map(|e| ErrorDetail {
+                        path: e.path,
+                        message: e.message,
+                    })
+                    .collect(),
+            },
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::Storage(s) => ApiError::Internal(s.into()),
             EngineError::Internal(e) => ApiError::Internal(e),

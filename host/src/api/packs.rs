@@ -13,7 +13,7 @@ use super::json::ApiJson;
 use super::views::{GrantsView, PackView, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::packs::{self, PackError, Upload};
-use crate::storage::{Grants, Registered, Role};
+use crate::storage::{Grants, PackRecord, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -225,12 +225,16 @@ async fn grant(
         return Err(ApiError::not_found("pack", &name));
     }
     state.cache.actions_changed();
-    let pack = state
+    Ok(axum::Json(existing(&state, &name).await?.into()))
+}
+
+/// The pack named `name`, or a 404.
+async fn existing(state: &AppState, name: &str) -> Result<PackRecord, ApiError> {
+    state
         .storage
-        .get_pack(&name)
+        .get_pack(name)
         .await?
-        .ok_or_else(|| ApiError::not_found("pack", &name))?;
-    Ok(axum::Json(pack.into()))
+        .ok_or_else(|| ApiError::not_found("pack", name))
 }
 
 /// Lists packs by name.
@@ -257,12 +261,7 @@ async fn show(
     ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<PackView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let pack = state
-        .storage
-        .get_pack(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found("pack", &name))?;
-    Ok(axum::Json(pack.into()))
+    Ok(axum::Json(existing(&state, &name).await?.into()))
 }
 
 /// Deletes a pack and its actions (rules stay, and warn until an action returns).
