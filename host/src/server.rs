@@ -89,6 +89,12 @@ impl Server {
             scratch_dir: config.data_dir.join("scratch"),
             outbound: config.outbound.clone(),
             max_result_bytes: config.max_result_bytes,
+            // A component may be as large as an upload may be (and never
+            // smaller than the default, which the core pack fits).
+            max_component_bytes: config
+                .api
+                .max_upload_bytes
+                .max(RuntimeConfig::default().max_component_bytes),
             // A slot for every execution the embedded worker runs at once
             // (more wait for one rather than fail).
             max_instances: (config.pipeline.concurrency as u32).max(64),

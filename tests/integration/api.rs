@@ -251,6 +251,16 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_larger_upload_limit_raises_the_component_limit_with_it(backend) {
+        let api = attune::api::ApiConfig { max_upload_bytes: 80 << 20 };
+        let s = TestServer::start_with(backend, api).await;
+        assert_eq!(s.core.runtime.config().max_component_bytes, 80 << 20, "a component as large as an upload fits");
+        s.finish().await;
+        let s = TestServer::start_with(backend, attune::api::ApiConfig { max_upload_bytes: 1024 }).await;
+        assert_eq!(s.core.runtime.config().max_component_bytes, 50 << 20, "never below the default the core pack fits");
+        s.finish().await;
+    }
+
     async fn uploads_are_refused_before_their_body_is_read(backend) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let api = attune::api::ApiConfig { max_upload_bytes: 1024 };

@@ -424,6 +424,23 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_runaway_template_is_recorded_and_does_not_stall_intake(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let spin = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.spin", "trigger": "core.manual",
+            "action": "core.echo", "action_params": {"message": spin},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let began = std::time::Instant::now();
+        let event = fire(&s, json!({})).await;
+        assert!(began.elapsed() < Duration::from_secs(5), "intake answered promptly: {:?}", began.elapsed());
+        let enforcements = s.core.storage.enforcements_of(event).await.unwrap();
+        assert_eq!(enforcements[0].1, "failed");
+        assert!(enforcements[0].2.as_deref().unwrap().contains("fuel"), "{enforcements:?}");
+        s.finish().await;
+    }
+
     async fn redelivering_an_event_enforces_each_rule_once(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         s.post("/api/v1/rules", json!({

@@ -72,13 +72,20 @@ pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
-/// The template environment rules use (strict about undefined values),
-/// built once: events are rendered on the hot path.
+/// Instructions one criteria expression or one template may take: ample
+/// for any real rule, and a loop that would stall event intake ends with
+/// an error in well under a millisecond instead.
+pub const TEMPLATE_FUEL: u64 = 50_000;
+
+/// The template environment rules use (strict about undefined values,
+/// bounded by [`TEMPLATE_FUEL`]), built once: events are rendered on the
+/// hot path.
 pub fn template_env() -> &'static minijinja::Environment<'static> {
     static ENV: std::sync::OnceLock<minijinja::Environment<'static>> = std::sync::OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env
     })
 }

@@ -182,6 +182,28 @@ mod tests {
     }
 
     #[test]
+    fn a_runaway_template_runs_out_of_fuel_promptly() {
+        let ctx = context(&event(json!({})), "p.r");
+        let started = std::time::Instant::now();
+        let spin = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
+        let (path, message) = render(&json!({"x": spin}), &ctx).unwrap_err();
+        assert_eq!(path, "/x");
+        assert!(message.contains("fuel"), "{message}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "stopped promptly: {:?}",
+            started.elapsed()
+        );
+        // Ordinary templates fit easily.
+        let ok = render(
+            &json!({"m": "{% for i in range(50) %}{{ i }}{% endfor %}"}),
+            &ctx,
+        )
+        .unwrap();
+        assert!(ok["m"].as_str().unwrap().ends_with("49"));
+    }
+
+    #[test]
     fn criteria_match_and_do_not_match() {
         let ctx = context(&event(json!({"severity": "critical", "count": 2})), "p.r");
         assert_eq!(
