@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::runtime::http::AllowedHosts;
-use crate::storage::{ActionRecord, RuleRecord, Storage, StorageError, TokenRecord, WorkerRecord};
+use crate::storage::{
+    ActionRecord, Grants, RuleRecord, Storage, StorageError, TokenRecord, WorkerRecord,
+};
 
 /// How long a cached read stays fresh.
 const TTL: Duration = Duration::from_secs(1);
@@ -58,13 +60,22 @@ async fn get_or_fetch_if<T: Clone>(
 }
 
 /// The caches.
+/// A pack's grants as stored, and its outbound grant parsed once.
+#[derive(Debug)]
+pub struct PackGrants {
+    /// As stored (sent to standalone workers).
+    pub grants: Grants,
+    /// Where its actions may send HTTP requests.
+    pub outbound: Arc<AllowedHosts>,
+}
+
 #[derive(Default)]
 pub struct ReadCache {
     rules: Mutex<HashMap<String, Entry<Vec<RuleRecord>>>>,
     actions: Mutex<HashMap<String, Entry<Option<ActionRecord>>>>,
     workers: Mutex<Option<Entry<Vec<WorkerRecord>>>>,
     tokens: Mutex<HashMap<String, Entry<Option<TokenRecord>>>>,
-    outbound: Mutex<HashMap<String, Entry<Arc<AllowedHosts>>>>,
+    grants: Mutex<HashMap<String, Entry<Arc<PackGrants>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -131,30 +142,33 @@ impl ReadCache {
     /// Forgets cached actions and grants (a pack changed here).
     pub fn actions_changed(&self) {
         lock(&self.actions).clear();
-        lock(&self.outbound).clear();
+        lock(&self.grants).clear();
     }
 
-    /// Where the actions of `pack` may send HTTP requests, parsed from its
-    /// grants (nowhere for a pack that is gone or whose grant is invalid).
-    pub async fn allowed_hosts(
+    /// What `pack` is granted, with its outbound grant parsed (nothing for a
+    /// pack that is gone; nowhere for an invalid outbound grant).
+    pub async fn grants(
         &self,
         storage: &Storage,
         pack: &str,
-    ) -> Result<Arc<AllowedHosts>, StorageError> {
+    ) -> Result<Arc<PackGrants>, StorageError> {
         let fetch = async {
             let grants = storage
                 .get_pack(pack)
                 .await?
                 .map(|p| p.grants)
                 .unwrap_or_default();
-            Ok(Arc::new(
+            let outbound =
                 AllowedHosts::parse(&grants.allowed_outbound_hosts).unwrap_or_else(|errors| {
                     tracing::warn!(pack, ?errors, "ignoring an invalid outbound grant");
                     AllowedHosts::default()
-                }),
-            ))
+                });
+            Ok(Arc::new(PackGrants {
+                grants,
+                outbound: Arc::new(outbound),
+            }))
         };
-        get_or_fetch(&self.outbound, pack, fetch).await
+        get_or_fetch(&self.grants, pack, fetch).await
     }
 
     /// Forgets the worker list (a worker registered here).

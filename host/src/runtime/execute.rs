@@ -272,20 +272,16 @@ impl Pack {
         // A result past the cap would fill the database and every response
         // that carries it: the run fails instead, saying why.
         let max = runtime.config().max_result_bytes;
-        let size = |v: &Option<Value>| v.as_ref().map_or(0, |v| v.to_string().len());
-        let (status, result, error) = if size(&result).max(size(&error)) > max {
-            let which = if size(&result) > max {
-                "result"
-            } else {
-                "error"
-            };
-            let message = format!(
-                "the {which} is {} bytes of JSON; the limit is {max}",
-                size(&result).max(size(&error))
-            );
-            (Status::Failed, None, Some(Value::String(message)))
-        } else {
-            (status, result, error)
+        let too_large = [("result", &result), ("error", &error)]
+            .into_iter()
+            .map(|(which, v)| (which, json_len(v)))
+            .find(|(_, len)| *len > max);
+        let (status, result, error) = match too_large {
+            Some((which, len)) => {
+                let message = format!("the {which} is {len} bytes of JSON; the limit is {max}");
+                (Status::Failed, None, Some(Value::String(message)))
+            }
+            None => (status, result, error),
         };
         let mut state = store.into_data();
         drop(scratch);
@@ -303,6 +299,27 @@ impl Pack {
             duration,
         })
     }
+}
+
+/// Bytes of `v` as JSON, counted without building the text (every result
+/// passes through here).
+fn json_len(v: &Option<Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    if let Some(v) = v {
+        // Writing into a counter cannot fail.
+        let _ = serde_json::to_writer(&mut count, v);
+    }
+    count.0
 }
 
 /// The guest-facing part of a call error: the trap, without host internals.

@@ -398,8 +398,8 @@ async fn execute(
             );
         }
     };
-    let allowed = match core.cache.allowed_hosts(&core.storage, &action.pack).await {
-        Ok(a) => a,
+    let allowed = match core.cache.grants(&core.storage, &action.pack).await {
+        Ok(g) => g.outbound.clone(),
         Err(err) => {
             core.dispatch.done(e.id);
             return Finished::without_output(
