@@ -25,13 +25,6 @@ pub struct RunRequest {
     pub max_attempts: Option<i64>,
 }
 
-fn problem(path: &str, message: impl Into<String>) -> PathError {
-    PathError {
-        path: path.into(),
-        message: message.into(),
-    }
-}
-
 /// Validates and queues a direct run; returns it as queued (`requested`,
 /// with a reason when no live worker can serve it).
 pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, EngineError> {
@@ -56,17 +49,17 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         None => None,
         Some(Ok(d)) if !d.is_zero() => Some(millis(d)),
         Some(Ok(_)) => {
-            errors.push(problem("/timeout", "must be greater than zero"));
+            errors.push(PathError::new("/timeout", "must be greater than zero"));
             None
         }
         Some(Err(e)) => {
-            errors.push(problem("/timeout", e));
+            errors.push(PathError::new("/timeout", e));
             None
         }
     };
     let max_attempts = run.max_attempts.unwrap_or(1);
     if !(1..=10).contains(&max_attempts) {
-        errors.push(problem("/max_attempts", "must be between 1 and 10"));
+        errors.push(PathError::new("/max_attempts", "must be between 1 and 10"));
     }
     if !errors.is_empty() {
         return Err(EngineError::invalid("the request is invalid", "", errors));

@@ -110,24 +110,24 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                 Entry::Run(r, reply) => runs.push((r, reply)),
             }
         }
-        let (answers, queued) = write_events(&core, &events).await;
-        let answered = match answers {
-            Ok(admitted) => {
-                for ((_, reply), a) in events.into_iter().zip(admitted) {
-                    let _ = reply.send(Ok(a));
+        let mut woke = false;
+        if !events.is_empty() {
+            match write(&core, &events).await {
+                Ok(admitted) => {
+                    woke = admitted.iter().any(|a| !a.executions.is_empty());
+                    for ((_, reply), a) in events.into_iter().zip(admitted) {
+                        let _ = reply.send(Ok(a));
+                    }
                 }
-                true
-            }
-            Err(e) => {
-                tracing::error!(error = %e, events = events.len(), "recording events");
-                let message = format!("recording events: {e}");
-                for (_, reply) in events {
-                    let _ = reply.send(Err(message.clone()));
+                Err(e) => {
+                    tracing::error!(error = %e, events = events.len(), "recording events");
+                    let message = format!("recording events: {e}");
+                    for (_, reply) in events {
+                        let _ = reply.send(Err(message.clone()));
+                    }
                 }
-                false
             }
-        };
-        let mut woke = answered && queued > 0;
+        }
         if !runs.is_empty() {
             let new: Vec<NewExecution> = runs.iter().map(|(r, _)| r.clone()).collect();
             match core.storage.insert_executions(&new).await {
@@ -157,24 +157,7 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
 
 type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, String>>);
 
-/// Records `events` and their enforcements; returns what each admitted and
-/// how many executions were queued in all.
-async fn write_events(
-    core: &Core,
-    events: &[EventEntry],
-) -> (anyhow::Result<Vec<Admitted>>, usize) {
-    if events.is_empty() {
-        return (Ok(vec![]), 0);
-    }
-    match write(core, events).await {
-        Ok(admitted) => {
-            let queued = admitted.iter().map(|a| a.executions.len()).sum();
-            (Ok(admitted), queued)
-        }
-        Err(e) => (Err(e), 0),
-    }
-}
-
+/// Records `events` and their enforcements; returns what each admitted.
 async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitted>> {
     let new: Vec<NewEvent<'_>> = events
         .iter()

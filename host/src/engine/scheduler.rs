@@ -62,24 +62,18 @@ pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeli
     Ok(pipeline)
 }
 
-/// Stops the background tasks and hands the work the embedded worker
-/// claimed ahead, but never started, back to the queue for other nodes or
-/// the next start.
 impl Pipeline {
-    /// Stops the background tasks and hands back what the embedded worker
-    /// claimed ahead but never began.
+    /// Stops the background tasks and hands the work the embedded worker
+    /// claimed ahead, but never began, back to the queue for other nodes or
+    /// the next start.
     pub async fn stop(&self, core: &Core) {
-        stop(core, self.embedded.as_ref()).await
-    }
-}
-
-async fn stop(core: &Core, embedded: Option<&Handle>) {
-    core.dispatch.shutdown().await;
-    if let Some(worker) = embedded {
-        match worker.release(core).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
-            Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),
+        core.dispatch.shutdown().await;
+        if let Some(worker) = &self.embedded {
+            match worker.release(core).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
+                Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),
+            }
         }
     }
 }

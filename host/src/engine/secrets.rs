@@ -135,10 +135,7 @@ fn invalid(path: &str, message: &str) -> EngineError {
     EngineError::invalid(
         "the secret is invalid",
         "",
-        vec![PathError {
-            path: path.into(),
-            message: message.into(),
-        }],
+        vec![PathError::new(path, message)],
     )
 }
 

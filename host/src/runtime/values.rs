@@ -20,6 +20,16 @@ pub struct PathError {
     pub message: String,
 }
 
+impl PathError {
+    /// The problem `message` at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        PathError {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Converts `value` to a component value of type `ty`, collecting every error.
 pub fn from_json(ty: &Type, value: &Value) -> Result<Val, Vec<PathError>> {
     let mut cx = Converter::default();

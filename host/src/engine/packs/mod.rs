@@ -375,12 +375,7 @@ pub fn check_grants(grants: &Grants) -> Result<(), Vec<(String, String)>> {
             .map(|(n, m)| (format!("/allowed_outbound_hosts/{n}"), m))
             .collect();
     for (n, name) in grants.secrets.iter().enumerate() {
-        let ok = !name.is_empty()
-            && name.len() <= 128
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if !ok {
+        if !crate::engine::secrets::valid_name(name) {
             errors.push((
                 format!("/secrets/{n}"),
                 "a secret name is 1-128 letters, digits, `_` or `-`".into(),

@@ -123,7 +123,7 @@ fn render_at(
 }
 
 /// `"{{ expr }}"` → `Some("expr")` when the string is exactly one expression.
-fn single_expression(s: &str) -> Option<&str> {
+pub(crate) fn single_expression(s: &str) -> Option<&str> {
     let inner = s.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     (!inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))
         .then_some(inner.trim())

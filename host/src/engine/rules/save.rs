@@ -9,6 +9,7 @@
 use super::{RuleInput, validate_rule};
 use crate::engine::triggers::webhook;
 use crate::engine::{Core, EngineError};
+use crate::runtime::PathError;
 use crate::storage::{RuleRecord, RuleSpec, StorageError};
 use crate::util::schedule::Plan;
 
@@ -36,10 +37,10 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
             .and_then(webhook::secret_reference)
         && core.storage.get_secret(name).await?.is_none()
     {
-        errors.push(crate::runtime::PathError {
-            path: "/trigger_params/secret".into(),
-            message: format!("no secret `{name}`; set it first"),
-        });
+        errors.push(PathError::new(
+            "/trigger_params/secret",
+            format!("no secret `{name}`; set it first"),
+        ));
     }
     let spec = match validated {
         Ok(spec) if errors.is_empty() => spec,
@@ -126,13 +127,13 @@ fn check_interval(core: &Core, spec: &RuleSpec) -> Result<(), EngineError> {
         return Err(EngineError::invalid(
             format!("rule `{}` fires too often", spec.r#ref),
             "",
-            vec![crate::runtime::PathError {
-                path: "/trigger_params/every".into(),
-                message: format!(
+            vec![PathError::new(
+                "/trigger_params/every",
+                format!(
                     "must be at least {} ms (the server's --min-interval)",
                     min.as_millis()
                 ),
-            }],
+            )],
         ));
     }
     Ok(())

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::engine::ingest::{Admitted, IncomingEvent};
+use crate::engine::rules::render::single_expression;
 use crate::engine::{Core, EngineError};
 use crate::storage::RuleRecord;
 
@@ -57,8 +58,7 @@ pub const MASK: &str = "********";
 
 /// The secret a webhook key refers to: `NAME` of `{{ secrets.NAME }}`.
 pub fn secret_reference(key: &str) -> Option<&str> {
-    let inner = key.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
-    let name = inner.strip_prefix("secrets.")?;
+    let name = single_expression(key)?.strip_prefix("secrets.")?;
     crate::engine::secrets::valid_name(name).then_some(name)
 }
 

@@ -76,8 +76,7 @@ pub struct Outbound {
     allowed: Arc<AllowedHosts>,
     config: Arc<OutboundConfig>,
     requests: u32,
-    log: Arc<Mutex<Vec<LogLine>>>,
-    started: Instant,
+    log: RequestLog,
 }
 
 impl Outbound {
@@ -87,20 +86,20 @@ impl Outbound {
             allowed,
             config,
             requests: 0,
-            log: Arc::default(),
-            started,
+            log: RequestLog {
+                lines: Arc::default(),
+                started,
+            },
         }
     }
 
     /// The log lines of the requests sent so far.
     pub fn take_log(&self) -> Vec<LogLine> {
-        std::mem::take(&mut *lock(&self.log))
+        std::mem::take(&mut *lock(&self.log.lines))
     }
 
     fn denied(&self, target: String, method: &str, why: &str) -> HttpFuture {
-        record(
-            &self.log,
-            self.started,
+        self.log.record(
             "warn",
             format!("http {method} {target} denied: {why}"),
             vec![],
@@ -113,19 +112,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn record(
-    log: &Mutex<Vec<LogLine>>,
+/// Where an execution's request lines go: shared with the response bodies,
+/// which write their line when they end.
+#[derive(Clone)]
+struct RequestLog {
+    lines: Arc<Mutex<Vec<LogLine>>>,
     started: Instant,
-    level: &'static str,
-    message: String,
-    fields: Vec<(String, String)>,
-) {
-    lock(log).push(LogLine {
-        level,
-        message,
-        fields,
-        at_ms: started.elapsed().as_millis() as u64,
-    });
+}
+
+impl RequestLog {
+    fn record(&self, level: &'static str, message: String, fields: Vec<(String, String)>) {
+        lock(&self.lines).push(LogLine {
+            level,
+            message,
+            fields,
+            at_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
 }
 
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
@@ -175,7 +178,6 @@ impl WasiHttpHooks for Outbound {
             ),
         };
         let log = self.log.clone();
-        let started = self.started;
         Box::new(async move {
             let began = Instant::now();
             let sent = send(request, &scheme, &host, port, &config, limits).await;
@@ -190,7 +192,6 @@ impl WasiHttpHooks for Outbound {
                         fresh: true,
                         done: Some(Done {
                             log,
-                            started,
                             began,
                             line: format!("http {method} {target}"),
                             status: parts.status.as_u16(),
@@ -199,9 +200,7 @@ impl WasiHttpHooks for Outbound {
                     Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
                 }
                 Err(e) => {
-                    record(
-                        &log,
-                        started,
+                    log.record(
                         "warn",
                         format!("http {method} {target} failed: {e}"),
                         vec![("ms".into(), began.elapsed().as_millis().to_string())],
@@ -343,8 +342,7 @@ async fn send(
 
 /// What the body wrapper logs when the response ends.
 struct Done {
-    log: Arc<Mutex<Vec<LogLine>>>,
-    started: Instant,
+    log: RequestLog,
     began: Instant,
     line: String,
     status: u16,
@@ -376,7 +374,7 @@ impl Counted {
                     ("warn", format!("{} {} cut short: {e}", d.line, d.status))
                 }
             };
-            record(&d.log, d.started, level, message, fields);
+            d.log.record(level, message, fields);
         }
     }
 }
