@@ -143,6 +143,12 @@ impl Server {
         } else {
             None
         };
+        let sealed = crate::engine::triggers::webhook::seal_literal_keys(&core)
+            .await
+            .context("moving literal webhook keys into secrets")?;
+        if sealed > 0 {
+            tracing::info!(rules = sealed, "moved literal webhook keys into secrets");
+        }
         let pipeline = crate::engine::scheduler::start(&core, config.pipeline.clone()).await?;
         Ok(Server {
             core,

@@ -37,7 +37,7 @@ pub use wit_bindgen;
 
 /// Raw bindings to the `attune:action` host interfaces.
 ///
-/// Prefer the [`log`] and [`context`] helpers; these are here so that
+/// Prefer the [`log`], [`context`], [`secrets`] and [`kv`] helpers; these are here so that
 /// [`generate!`] can share one set of types with every action crate.
 ///
 /// ```ignore
@@ -56,4 +56,6 @@ pub mod bindings {
 }
 
 pub mod context;
+pub mod kv;
 pub mod log;
+pub mod secrets;

@@ -2,6 +2,7 @@
 
 mod agreement;
 mod api;
+mod kv;
 mod loading;
 mod mapping;
 mod outbound;

@@ -4,7 +4,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestServer, on_both_backends};
+use support::{TestServer, guest_bytes, on_both_backends, wait_for};
 
 const CANARY: &str = "attune-plaintext-canary-7c1f0a9e5b";
 
@@ -90,7 +90,10 @@ on_both_backends! {
         assert!(!r.body.to_string().contains(key), "{}", r.body);
         let viewer = s.token("viewer").await;
         let shown = s.send(s.request(Method::GET, "/api/v1/rules/core.lit", Some(&viewer))).await;
-        assert_eq!(shown.body["trigger_params"]["secret"], "********");
+        assert_eq!(shown.body["trigger_params"]["secret"], "{{ secrets.webhook_core_lit }}",
+            "a literal key is moved into a secret");
+        let names = s.get("/api/v1/secrets").await;
+        assert_eq!(names.body["items"][0]["name"], "webhook_core_lit");
         let listed = s.send(s.request(Method::GET, "/api/v1/rules", Some(&viewer))).await;
         assert!(!listed.body.to_string().contains(key), "{}", listed.body);
         // Sending back what was read keeps the stored key.
@@ -122,5 +125,125 @@ async fn the_database_holds_no_plaintext_secret() {
     }
     assert!(seen.is_empty(), "plaintext found in {seen:?}");
     assert!(s.data_dir.path().join("attune.db").exists());
+    s.finish().await;
+}
+
+/// Waits until execution `id` has ended; returns its full record.
+async fn ended(s: &TestServer, id: i64) -> Value {
+    wait_for(std::time::Duration::from_secs(30), || async {
+        let e = s.get(&format!("/api/v1/executions/{id}")).await.body;
+        let done = ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]
+            .contains(&e["status"].as_str().unwrap_or_default());
+        done.then_some(e)
+    })
+    .await
+    .unwrap_or_else(|| panic!("execution {id} did not end"))
+}
+
+async fn leak(s: &TestServer, name: &str) -> Value {
+    let r = s
+        .post(
+            "/api/v1/executions",
+            json!({"action": "hostile.leak", "params": {"name": name}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    ended(s, r.body["id"].as_i64().unwrap()).await
+}
+
+on_both_backends! {
+    async fn a_guest_reads_only_granted_secrets_and_every_trace_of_them_is_redacted(backend) {
+        let s = TestServer::start(backend).await;
+        assert_eq!(s.upload_component("hostile", "1", guest_bytes("hostile")).await.status, StatusCode::CREATED);
+        s.put("/api/v1/secrets/api_token", json!({"value": CANARY})).await;
+        let denied = leak(&s, "api_token").await;
+        assert_eq!(denied["status"], "failed");
+        assert_eq!(denied["error"], "denied", "not granted: {denied}");
+        let grant = s.put("/api/v1/packs/hostile/grants", json!({"secrets": ["api_token", "unset"]})).await;
+        assert_eq!(grant.status, StatusCode::OK, "{}", grant.body);
+        assert_eq!(leak(&s, "unset").await["error"], "not-found");
+        assert_eq!(leak(&s, "other").await["error"], "denied");
+        let read = leak(&s, "api_token").await;
+        assert_eq!(read["status"], "succeeded", "{read}");
+        assert_eq!(read["result"], "********");
+        assert_eq!(read["stdout"], "the secret is ********\n");
+        assert_eq!(read["stderr"], "********\n");
+        assert_eq!(read["logs"][0]["message"], "read ********");
+        assert!(!read.to_string().contains(CANARY), "{read}");
+        let id = read["id"].as_i64().unwrap();
+        let streamed = s.request(Method::GET, &format!("/api/v1/executions/{id}/output"), Some(&s.admin))
+            .send().await.unwrap().text().await.unwrap();
+        assert!(streamed.contains("the secret is ********"), "{streamed}");
+        assert!(!streamed.contains(CANARY), "{streamed}");
+        let listed = s.get("/api/v1/executions?fields=full").await;
+        assert!(!listed.body.to_string().contains(CANARY));
+        // Rotation: the next run reads the new value.
+        s.put("/api/v1/secrets/api_token", json!({"value": "rotated-value-123"})).await;
+        let after = leak(&s, "api_token").await;
+        assert_eq!(after["result"], "********");
+        s.finish().await;
+    }
+
+    async fn rule_templates_use_secrets_that_records_show_masked(backend) {
+        let s = TestServer::start(backend).await;
+        let rule = json!({
+            "ref": "core.say_token", "trigger": "core.manual", "action": "core.echo",
+            "action_params": {"message": "token={{ secrets.api_token }}"},
+        });
+        let missing = s.post("/api/v1/rules", rule.clone()).await;
+        assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", missing.body);
+        assert_eq!(missing.detail_paths(), ["/action_params"]);
+        s.put("/api/v1/secrets/api_token", json!({"value": CANARY})).await;
+        let r = s.post("/api/v1/rules", rule).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let dry = s.post("/api/v1/rules/core.say_token/test", json!({"payload": {}})).await;
+        assert_eq!(dry.body["params"]["message"], "token=********", "{}", dry.body);
+        let e = s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": {}})).await;
+        assert!(e.status.is_success(), "{}", e.body);
+        let id = wait_for(std::time::Duration::from_secs(30), || async {
+            s.get("/api/v1/executions?rule=core.say_token").await.body["items"][0]["id"].as_i64()
+        })
+        .await
+        .expect("the rule ran");
+        let done = ended(&s, id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["params"]["message"], "token=********");
+        assert_eq!(done["result"], "token=********", "the echoed value is redacted too");
+        assert!(!done.to_string().contains(CANARY));
+        let events = s.get("/api/v1/events").await;
+        assert!(!events.body.to_string().contains(CANARY));
+        s.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn literal_webhook_keys_stored_before_secrets_move_into_secrets_at_start() {
+    let s = TestServer::start(support::Backend::Sqlite).await;
+    let key = "legacy-key-legacy-key-legacy";
+    let spec: attune::storage::RuleSpec = serde_json::from_value(json!({
+        "ref": "core.legacy", "trigger": "core.webhook",
+        "trigger_params": {"name": "legacy", "secret": key},
+        "action": "core.noop", "action_params": {}, "enabled": true, "max_attempts": 1,
+    }))
+    .unwrap();
+    s.core.storage.insert_rule(&spec).await.unwrap();
+    let s = s
+        .restart(attune::engine::core::PipelineConfig::default())
+        .await;
+    let stored = s
+        .core
+        .storage
+        .get_rule("core.legacy")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.spec.trigger_params["secret"],
+        "{{ secrets.webhook_core_legacy }}"
+    );
+    assert_eq!(
+        deliver(&s, "legacy", key, b"{}").await,
+        StatusCode::ACCEPTED
+    );
     s.finish().await;
 }

@@ -105,9 +105,52 @@ impl Guest for Hostile {
         lines
     }
 
+    fn leak(name: String) -> Result<String, String> {
+        let value = attune_sdk::secrets::get(&name).map_err(|e| e.name().to_string())?;
+        println!("the secret is {value}");
+        eprintln!("{value}");
+        attune_sdk::log::info(&format!("read {value}"));
+        Ok(value)
+    }
+
+    fn remember(key: String, value: String, ttl_ms: Option<u64>) -> Result<(), String> {
+        let ttl = ttl_ms.map(std::time::Duration::from_millis);
+        match ttl {
+            Some(ttl) => attune_sdk::kv::set_for(&key, &value, ttl),
+            None => attune_sdk::kv::set(&key, &value),
+        }
+        .map_err(kv_error)
+    }
+
+    fn recall(key: String) -> Result<Option<String>, String> {
+        attune_sdk::kv::get(&key).map_err(kv_error)
+    }
+
+    fn count(key: String, delta: i64) -> Result<i64, String> {
+        attune_sdk::kv::increment(&key, delta).map_err(kv_error)
+    }
+
+    fn keys(prefix: String) -> Result<Vec<String>, String> {
+        attune_sdk::kv::list_keys(&prefix).map_err(kv_error)
+    }
+
+    fn forget(key: String) -> Result<bool, String> {
+        attune_sdk::kv::delete(&key).map_err(kv_error)
+    }
+
     fn whoami() -> (String, String, u32) {
         let ctx = attune_sdk::context::current();
         (ctx.id, ctx.action, ctx.attempt)
+    }
+}
+
+/// The key-value error as `kind` or `kind: message`.
+fn kv_error(e: attune_sdk::kv::Error) -> String {
+    use attune_sdk::kv::Error;
+    match e {
+        Error::TooLarge(m) => format!("too-large: {m}"),
+        Error::NotAnInteger => "not-an-integer".into(),
+        Error::Unavailable(m) => format!("unavailable: {m}"),
     }
 }
 

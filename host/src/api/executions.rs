@@ -74,7 +74,8 @@ async fn output(
         }
         p.first = false;
         let mut events = Vec::new();
-        // `sent` counts bytes already streamed; each tick sends only what is new.
+        // `sent` counts bytes of (redacted) text already streamed; each
+        // tick sends only what is new.
         let mut push = |kind: &str, new: &[u8], sent: &mut usize| {
             if !new.is_empty() {
                 events.push(
@@ -86,9 +87,12 @@ async fn output(
             }
         };
         let (mut o, mut e) = p.sent;
-        if let Some((out, err)) = p.state.dispatch.output(p.id) {
-            push("stdout", &out.since(o), &mut o);
-            push("stderr", &err.since(e), &mut e);
+        if let Some(live) = p.state.dispatch.output(p.id) {
+            let (out, sent_out) = live.since(&live.stdout, o);
+            let (err, sent_err) = live.since(&live.stderr, e);
+            push("stdout", out.as_bytes(), &mut o);
+            push("stderr", err.as_bytes(), &mut e);
+            debug_assert_eq!((o, e), (sent_out, sent_err));
             p.sent = (o, e);
         } else if let Ok(Some(record)) = p.state.storage.get_execution(p.id).await
             && record.status.is_finished()

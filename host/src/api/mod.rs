@@ -14,6 +14,7 @@ mod actions;
 mod events;
 mod executions;
 mod health;
+mod kv;
 mod packs;
 pub mod remote;
 mod rules;
@@ -170,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workers::routes())
         .merge(tokens::routes())
         .merge(secrets::routes())
+        .merge(kv::routes())
         .merge(webhooks::routes())
         .merge(remote::routes())
         .split_for_parts();

@@ -25,7 +25,7 @@ use super::json::ApiJson;
 use super::views::WorkerView;
 use super::{ApiPath, ApiQuery, AppState};
 use crate::engine::worker::protocol::{
-    Assignment, Beat, MAX_REPORTS, Recorded, Registration, Report,
+    Assignment, Beat, KvCall, KvReply, MAX_REPORTS, Recorded, Registration, Report,
 };
 use crate::storage::{ExecutionStatus, Finished, Role, StorageError, WorkerRecord};
 
@@ -44,6 +44,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(heartbeat))
         .routes(routes!(claim))
         .routes(routes!(component))
+        .routes(routes!(kv))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(results))
@@ -95,6 +96,48 @@ async fn worker(state: &AppState, caller: &Caller, id: i64) -> Result<WorkerReco
             "worker {id} was registered by another token"
         )))
     }
+}
+
+/// Performs one `attune:action/kv` call of an execution this worker is
+/// running, on the keys of its action's pack. A refused call (a cap, not a
+/// number) is a 200 whose `error` says why, as the guest sees it.
+#[utoipa::path(post, path = "/workers/{id}/executions/{execution}/kv", tag = "workers",
+    request_body = KvCall,
+    params(("id" = i64, Path, description = "Worker id"),
+           ("execution" = i64, Path, description = "Execution id")),
+    responses((status = 200, body = KvReply), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn kv(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((id, execution)): ApiPath<(i64, i64)>,
+    ApiJson(call): ApiJson<KvCall>,
+) -> Result<axum::Json<KvReply>, ApiError> {
+    caller.require(Role::Worker)?;
+    worker(&state, &caller, id).await?;
+    let e = state
+        .storage
+        .get_execution(execution)
+        .await?
+        .ok_or_else(|| ApiError::not_found("execution", execution))?;
+    if e.worker != Some(id) || e.status != ExecutionStatus::Running {
+        return Err(ApiError::Denied(format!(
+            "execution {execution} is not running on worker {id}"
+        )));
+    }
+    let action = state
+        .cache
+        .action(&state.storage, &e.action)
+        .await?
+        .ok_or_else(|| ApiError::not_found("action", &e.action))?;
+    let reply = match crate::engine::kv::answer(&state.storage, &action.pack, call).await {
+        Ok(value) => KvReply { value, error: None },
+        Err(err) => KvReply {
+            value: serde_json::Value::Null,
+            error: Some(err.into()),
+        },
+    };
+    Ok(axum::Json(reply))
 }
 
 /// Extends the worker's leases; answers which of its executions were cancelled.
@@ -155,15 +198,7 @@ async fn claim(
             for e in claimed {
                 state.metrics.queued(e.created_at);
                 match state.cache.action(&state.storage, &e.action).await? {
-                    Some(a) => {
-                        // Through the read cache: a claim of hundreds of
-                        // executions of one pack reads its grants once.
-                        let grants = state.cache.grants(&state.storage, &a.pack).await?;
-                        out.push(Assignment {
-                            allowed_outbound_hosts: grants.grants.allowed_outbound_hosts.clone(),
-                            ..Assignment::of(&e, a.component, a.name)
-                        })
-                    }
+                    Some(a) => out.push(crate::engine::worker::assign(&state, &e, a).await?.0),
                     None => gone.push((
                         e.id,
                         id,

@@ -75,6 +75,15 @@ pub enum ActionCommand {
         /// Let it reach private, loopback and link-local addresses too.
         #[arg(long)]
         allow_private_outbound: bool,
+        /// Grant it the secret NAME with this value, readable through
+        /// `attune:action/secrets` and redacted from what it prints and
+        /// returns. Repeatable.
+        #[arg(long = "secret", value_name = "NAME=VALUE")]
+        secret: Vec<String>,
+        /// Grant it every secret of a file of `NAME=VALUE` lines (blank
+        /// lines and `#` comments skipped).
+        #[arg(long, value_name = "PATH")]
+        secrets_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -124,8 +133,14 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             output_limit,
             allow_outbound,
             allow_private_outbound,
+            secret,
+            secrets_file,
             runtime,
         } => {
+            let secrets = match local_secrets(&secret, secrets_file.as_deref()) {
+                Ok(s) => s,
+                Err(msg) => return Ok(invalid("invalid_secret", &msg, vec![])),
+            };
             let params = match build_params(params.as_deref(), &param) {
                 Ok(p) => p,
                 Err(msg) => return Ok(invalid("invalid_params", &msg, vec![])),
@@ -163,6 +178,11 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             request.context.action = format!("{}.{action}", pack_name(&component));
             request.limits = Some(limits);
             request.allowed_hosts = std::sync::Arc::new(allowed);
+            request.secrets = std::sync::Arc::new(secrets);
+            // One run, one process: its key-value state lives in memory.
+            request.kv = crate::runtime::kv::KvState(Some(std::sync::Arc::new(
+                crate::runtime::kv::MemoryKv::default(),
+            )));
             match pack.execute(&rt, request).await {
                 Ok(outcome) => {
                     let out = json!({
@@ -245,4 +265,36 @@ fn pack_name(component: &str) -> &str {
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or(component)
+}
+
+/// The secrets granted by `--secret NAME=VALUE` and `--secrets-file`.
+fn local_secrets(
+    pairs: &[String],
+    file: Option<&std::path::Path>,
+) -> Result<crate::runtime::secrets::SecretSet, String> {
+    let text = match file {
+        Some(path) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        ),
+        None => zeroize::Zeroizing::new(String::new()),
+    };
+    let from_file = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let mut values = Vec::new();
+    for pair in pairs.iter().map(String::as_str).chain(from_file) {
+        let (name, value) = pair
+            .split_once('=')
+            .ok_or_else(|| "a secret is NAME=VALUE".to_string())?;
+        let name = name.trim();
+        if !crate::engine::secrets::valid_name(name) {
+            return Err(format!(
+                "`{name}` is not a secret name (1-128 letters, digits, `_` or `-`)"
+            ));
+        }
+        values.push((name.to_string(), zeroize::Zeroizing::new(value.to_string())));
+    }
+    let names: Vec<String> = values.iter().map(|(n, _)| n.clone()).collect();
+    Ok(crate::runtime::secrets::SecretSet::new(names, values))
 }

@@ -130,11 +130,18 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
                 let pack = packs.get(&a.component);
                 let allowed =
                     Arc::new(AllowedHosts::parse(&a.allowed_outbound_hosts).unwrap_or_default());
+                let kv = crate::engine::kv::Kv(RemoteKv {
+                    client: packs.client.clone(),
+                    path: format!("/workers/{id}/executions/{}/kv", a.id),
+                });
                 let report = crate::engine::worker::run::run(
                     &runtime,
                     &a,
                     pack,
-                    allowed,
+                    crate::engine::worker::run::Reach {
+                        outbound: allowed,
+                        kv: crate::runtime::kv::KvState(Some(Arc::new(kv))),
+                    },
                     default_timeout,
                     None,
                     cancelled,
@@ -311,5 +318,36 @@ impl Packs {
         let pack = crate::engine::packs::load_bounded(&self.runtime, bytes).await?;
         loaded.insert(digest.to_string(), pack.clone());
         Ok(pack)
+    }
+}
+
+/// A standalone worker's key-value transport: each call goes to the worker
+/// API, which performs it for the execution's pack (and only while this
+/// worker holds the execution).
+struct RemoteKv {
+    client: Client,
+    path: String,
+}
+
+#[async_trait::async_trait]
+impl crate::engine::kv::KvTransport for RemoteKv {
+    async fn call(
+        &self,
+        call: crate::engine::worker::protocol::KvCall,
+    ) -> Result<serde_json::Value, crate::runtime::kv::KvError> {
+        let unavailable =
+            |e: String| crate::runtime::kv::KvError::Unavailable(format!("the server: {e}"));
+        let body = serde_json::to_value(&call).map_err(|e| unavailable(e.to_string()))?;
+        let reply = self
+            .client
+            .post(&self.path, body)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let reply: crate::engine::worker::protocol::KvReply =
+            serde_json::from_value(reply).map_err(|e| unavailable(e.to_string()))?;
+        match reply.error {
+            Some(failure) => Err(failure.into()),
+            None => Ok(reply.value),
+        }
     }
 }

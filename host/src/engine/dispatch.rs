@@ -3,11 +3,12 @@
 //! round trip.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
 
 use crate::runtime::output::CappedPipe;
+use crate::runtime::secrets::{LiveOutput, SecretSet};
 use crate::storage::Storage;
 
 /// Wake-ups and cancellation shared by the API and the background tasks.
@@ -18,7 +19,7 @@ pub struct Dispatch {
     /// A timer rule changed.
     pub timers: Notify,
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
-    live: Mutex<HashMap<i64, (CappedPipe, CappedPipe)>>,
+    live: Mutex<HashMap<i64, LiveOutput>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -53,13 +54,22 @@ impl Dispatch {
         lock(&self.live).remove(&id);
     }
 
-    /// Publishes the output pipes of an execution running in this process.
-    pub fn watch(&self, id: i64, pipes: (CappedPipe, CappedPipe)) {
-        lock(&self.live).insert(id, pipes);
+    /// Publishes the output pipes of an execution running in this process,
+    /// with the secrets to redact from them.
+    pub fn watch(&self, id: i64, pipes: (CappedPipe, CappedPipe), secrets: Arc<SecretSet>) {
+        let (stdout, stderr) = pipes;
+        lock(&self.live).insert(
+            id,
+            LiveOutput {
+                stdout,
+                stderr,
+                secrets,
+            },
+        );
     }
 
     /// The live stdout/stderr of an execution running in this process.
-    pub fn output(&self, id: i64) -> Option<(CappedPipe, CappedPipe)> {
+    pub fn output(&self, id: i64) -> Option<LiveOutput> {
         lock(&self.live).get(&id).cloned()
     }
 

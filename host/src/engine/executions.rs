@@ -79,6 +79,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         enforcement: None,
         max_attempts,
         timeout_ms,
+        sealed_params: None,
     };
     core.ingest.run(core, new).await
 }

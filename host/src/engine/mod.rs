@@ -15,6 +15,8 @@
 //!   worker.
 //! - [`packs`] — uploads: archives, manifests, validation, registration.
 //! - [`secrets`] — values sealed at rest, set by admins, never returned.
+//! - [`kv`] — packs' key-value state, for the embedded worker and the
+//!   worker API alike.
 
 pub mod cache;
 pub mod core;
@@ -22,6 +24,7 @@ pub mod dispatch;
 pub mod error;
 pub mod executions;
 pub mod ingest;
+pub mod kv;
 pub mod metrics;
 pub mod packs;
 pub mod rules;

@@ -7,6 +7,7 @@
 //! does not open. The database holds no plaintext; the API lists names and
 //! times only.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -14,9 +15,10 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+use super::worker::protocol::RunSecrets;
 use super::{Core, EngineError};
 use crate::runtime::PathError;
-use crate::storage::SealedSecret;
+use crate::storage::{ExecutionRecord, SealedSecret};
 
 /// Why the key file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +172,86 @@ pub async fn reveal(core: &Core, name: &str) -> Result<Option<Zeroizing<String>>
             "secret `{name}` does not open with this server's key"
         ))),
     }
+}
+
+/// Associated data of sealed execution params: a sealed secret cannot be
+/// passed off as params, nor the reverse.
+const PARAMS_AAD: &str = "\0execution-params";
+
+/// What an execution's sealed params hold.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SealedRun {
+    params: serde_json::Value,
+    secrets: BTreeMap<String, String>,
+}
+
+/// Seals the real `params` of an execution together with the values of
+/// the secrets its templates used (for its worker to redact): nonce, then
+/// ciphertext.
+pub fn seal_params(
+    core: &Core,
+    params: &serde_json::Value,
+    used: &[(String, Zeroizing<String>)],
+) -> Vec<u8> {
+    let run = SealedRun {
+        params: params.clone(),
+        secrets: used
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().to_string()))
+            .collect(),
+    };
+    let text = Zeroizing::new(serde_json::to_string(&run).expect("JSON values serialize"));
+    let sealed = core.secrets.seal(PARAMS_AAD, &text);
+    let mut out = sealed.nonce;
+    out.extend_from_slice(&sealed.ciphertext);
+    out
+}
+
+/// Opens what [`seal_params`] sealed: the real params and the secrets
+/// they carry. `None` when it does not open with this server's key.
+fn open_params(core: &Core, bytes: &[u8]) -> Option<(serde_json::Value, BTreeMap<String, String>)> {
+    if bytes.len() < 24 {
+        return None;
+    }
+    let (nonce, ciphertext) = bytes.split_at(24);
+    let sealed = SealedSecret {
+        nonce: nonce.to_vec(),
+        ciphertext: ciphertext.to_vec(),
+    };
+    let text = core.secrets.open(PARAMS_AAD, &sealed)?;
+    let run: SealedRun = serde_json::from_str(&text).ok()?;
+    Some((run.params, run.secrets))
+}
+
+/// The params and secrets of a run of `execution`, an action of a pack
+/// granted `granted`: its real params (opened from the sealed copy when its
+/// record masks secrets) and every value it may read or carries.
+pub async fn for_run(
+    core: &Core,
+    execution: &ExecutionRecord,
+    granted: &[String],
+) -> Result<(serde_json::Value, RunSecrets), EngineError> {
+    let (params, mut values) = match &execution.sealed_params {
+        Some(bytes) => open_params(core, bytes).ok_or_else(|| {
+            EngineError::Internal(anyhow::anyhow!(
+                "the parameters of execution {} do not open with this server's key",
+                execution.id
+            ))
+        })?,
+        None => (execution.params.clone(), BTreeMap::new()),
+    };
+    for name in granted {
+        if let Some(v) = reveal(core, name).await? {
+            values.insert(name.clone(), v.as_str().to_string());
+        }
+    }
+    Ok((
+        params,
+        RunSecrets {
+            granted: granted.to_vec(),
+            values,
+        },
+    ))
 }
 
 #[cfg(test)]

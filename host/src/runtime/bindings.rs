@@ -4,4 +4,7 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "attune:action/action",
+    // Key-value calls wait on the database or the worker API.
+    imports: { "attune:action/kv": async },
+    additional_derives: [PartialEq],
 });

@@ -6,7 +6,7 @@
 //! while the sandbox denies what is not granted. What an action requires from
 //! a worker is what not every worker links — the runtime kind, `wasi:http`,
 //! the `attune:*` interfaces. Each host interface is one module (`log.rs`,
-//! `context.rs`, `http/`) naming its capabilities and its linker; [`HOST`] composes
+//! `context.rs`, `secrets.rs`, `kv.rs`, `http/`) naming its capabilities and its linker; [`HOST`] composes
 //! them, and the advertised list is derived from it.
 
 use wasmtime::component::Linker;
@@ -45,6 +45,14 @@ pub const HOST: &[HostCapability] = &[
         link: |l| super::context::add_to_linker(l, |s: &mut HostState| &mut s.context),
     },
     HostCapability {
+        names: &[super::secrets::CAPABILITY],
+        link: |l| super::secrets::add_to_linker(l, |s: &mut HostState| &mut s.secrets),
+    },
+    HostCapability {
+        names: &[super::kv::CAPABILITY],
+        link: |l| super::kv::add_to_linker(l, |s: &mut HostState| &mut s.kv),
+    },
+    HostCapability {
         names: super::http::CAPABILITIES,
         link: super::http::add_to_linker::<HostState>,
     },
@@ -79,6 +87,8 @@ mod tests {
                 "wasi-p2-component",
                 "attune:action/log@0.1.0",
                 "attune:action/context@0.1.0",
+                "attune:action/secrets@0.1.0",
+                "attune:action/kv@0.1.0",
                 "wasi:http/outgoing-handler@0.2",
                 "wasi:http/types@0.2"
             ]

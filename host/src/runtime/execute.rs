@@ -18,9 +18,11 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
 use super::http::{AllowedHosts, Outbound};
+use super::kv::KvState;
 use super::log::LogState;
 use super::output::{CappedPipe, Captured};
 use super::pack::Returns;
+use super::secrets::{SecretSet, SecretsState};
 use super::values::{self, PathError};
 use super::{Limits, Pack, Runtime};
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -67,6 +69,10 @@ pub struct ExecutionRequest {
     pub context: ExecutionContext,
     /// Where it may send HTTP requests (its pack's grant); nowhere when empty.
     pub allowed_hosts: Arc<AllowedHosts>,
+    /// The secrets it may read, each value redacted from its outcome.
+    pub secrets: Arc<SecretSet>,
+    /// Its pack's key-value store; every call fails without one.
+    pub kv: KvState,
     /// Pipes to capture stdout and stderr into, so the caller can watch
     /// output while the guest runs; fresh ones when `None`. Their capacity
     /// is the caller's; `limits.output_bytes` applies to fresh ones.
@@ -79,6 +85,8 @@ impl ExecutionRequest {
         let action = action.into();
         Self {
             allowed_hosts: Arc::default(),
+            secrets: Arc::default(),
+            kv: KvState::default(),
             context: ExecutionContext {
                 id: "local".into(),
                 action: action.clone(),
@@ -114,6 +122,28 @@ pub struct Outcome {
     /// Wall-clock time from instantiation to return.
     #[serde(skip)]
     pub duration: Duration,
+}
+
+impl Outcome {
+    /// Replaces every value of `secrets` in what the run left behind.
+    fn redact(&mut self, secrets: &SecretSet) {
+        if secrets.values().next().is_none() {
+            return;
+        }
+        for v in [&mut self.result, &mut self.error].into_iter().flatten() {
+            secrets.redact_json(v);
+        }
+        for c in [&mut self.stdout, &mut self.stderr] {
+            c.text = secrets.redact(&c.text).into_owned();
+        }
+        for line in &mut self.logs {
+            line.message = secrets.redact(&line.message).into_owned();
+            for (k, v) in &mut line.fields {
+                *k = secrets.redact(k).into_owned();
+                *v = secrets.redact(v).into_owned();
+            }
+        }
+    }
 }
 
 /// Why an execution did not run at all.
@@ -198,6 +228,7 @@ impl Pack {
         wasi.initial_cwd(SCRATCH_GUEST_PATH);
 
         let started = Instant::now();
+        let secrets = request.secrets;
         let mut store = Store::new(
             runtime.engine(),
             HostState {
@@ -209,6 +240,8 @@ impl Pack {
                     hit: false,
                 },
                 context: request.context,
+                secrets: SecretsState(secrets.clone()),
+                kv: request.kv,
                 log: LogState::new(started),
                 http: WasiHttpCtx::new(),
                 outbound: Outbound::new(request.allowed_hosts, runtime.outbound(), started),
@@ -288,7 +321,7 @@ impl Pack {
         // Each request's line, in time order with what the guest logged.
         state.log.lines.extend(state.outbound.take_log());
         state.log.lines.sort_by_key(|l| l.at_ms);
-        Ok(Outcome {
+        let mut outcome = Outcome {
             status,
             result,
             error,
@@ -297,7 +330,9 @@ impl Pack {
             logs: state.log.lines,
             logs_dropped: state.log.dropped,
             duration,
-        })
+        };
+        outcome.redact(&secrets);
+        Ok(outcome)
     }
 }
 

@@ -3,8 +3,9 @@
 //! One [`HostState`] lives in each execution's `Store`: the WASI context (no
 //! environment, one scratch directory, no network), the memory limiter, and
 //! each host interface's own state — the identity for
-//! `attune:action/context`, the log of `attune:action/log`, the outbound
-//! HTTP of `wasi:http`. Each interface is a module beside this one that
+//! `attune:action/context`, the log of `attune:action/log`, the secrets of
+//! `attune:action/secrets`, the pack's store of `attune:action/kv`, the
+//! outbound HTTP of `wasi:http`. Each interface is a module beside this one that
 //! knows only its own state; `capabilities.rs` links them to these fields.
 
 use wasmtime::component::ResourceTable;
@@ -13,8 +14,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 pub use super::context::ExecutionContext;
 use super::http::Outbound;
+use super::kv::KvState;
 use super::log::LogState;
 pub use super::output::LogLine;
+use super::secrets::SecretsState;
 
 /// Everything one execution's store holds.
 pub struct HostState {
@@ -23,6 +26,8 @@ pub struct HostState {
     pub(crate) limits: MemoryCap,
     pub(crate) context: ExecutionContext,
     pub(crate) log: LogState,
+    pub(crate) secrets: SecretsState,
+    pub(crate) kv: KvState,
     pub(crate) http: WasiHttpCtx,
     pub(crate) outbound: Outbound,
 }

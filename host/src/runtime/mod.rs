@@ -13,11 +13,13 @@ pub mod context;
 pub mod execute;
 pub mod host;
 pub mod http;
+pub mod kv;
 pub mod log;
 pub mod output;
 pub mod pack;
 pub mod schema;
 pub mod scratch;
+pub mod secrets;
 pub mod values;
 
 use std::path::{Path, PathBuf};

@@ -203,7 +203,7 @@ impl Storage {
             "WITH v (id, worker, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
              UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
              stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
-             finished_at = $1, lease_expires_at = NULL FROM v \
+             finished_at = $1, lease_expires_at = NULL, sealed_params = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
              AND execution.status IN ('scheduled', 'running') RETURNING execution.id",
             rows_from(items.len(), 9, 2, None)
@@ -290,7 +290,7 @@ impl Storage {
                 } else {
                     sqlx::query(
                         "UPDATE execution SET status = 'abandoned', status_reason = 'the worker stopped heartbeating and no attempt is left', \
-                         lease_expires_at = NULL, finished_at = $2 WHERE id = $1 AND status IN ('scheduled', 'running')",
+                         lease_expires_at = NULL, finished_at = $2, sealed_params = NULL WHERE id = $1 AND status IN ('scheduled', 'running')",
                     )
                     .bind(id)
                     .bind(now)

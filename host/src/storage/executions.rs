@@ -18,7 +18,7 @@ impl Storage {
         let now = now_ms();
         let sql = format!(
             "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-            rows_of(runs.len(), 9, Some(EXECUTION_LITERALS))
+            rows_of(runs.len(), 10, Some(EXECUTION_LITERALS))
         );
         on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
@@ -92,7 +92,7 @@ impl Storage {
             if !runs.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    rows_of(runs.len(), 9, Some(EXECUTION_LITERALS))
+                    rows_of(runs.len(), 10, Some(EXECUTION_LITERALS))
                 );
                 let mut query = sqlx::query(&sql);
                 for (_, enforcement, e) in &runs {
@@ -197,7 +197,7 @@ impl Storage {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query(
-                "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2 \
+                "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2, sealed_params = NULL \
                  WHERE id = $1 AND status IN ('requested', 'scheduled')",
             )
             .bind(id)

@@ -33,6 +33,11 @@ const SQLITE: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_secrets.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_sealed_params.sql"),
+    ),
+    (9, include_str!("../../../migrations/sqlite/0009_kv.sql")),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -63,6 +68,11 @@ const POSTGRES: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/postgres/0007_secrets.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_sealed_params.sql"),
+    ),
+    (9, include_str!("../../../migrations/postgres/0009_kv.sql")),
 ];
 
 /// An arbitrary constant naming Attune's migration lock.

@@ -129,6 +129,7 @@ macro_rules! bind_execution {
             .bind($e.max_attempts)
             .bind($e.timeout_ms)
             .bind($now)
+            .bind(&$e.sealed_params)
     };
 }
 
@@ -154,6 +155,7 @@ macro_rules! bind_rule {
 mod claims;
 mod events;
 mod executions;
+mod kv;
 mod packs;
 mod retention;
 mod rules;
@@ -163,6 +165,7 @@ mod tokens;
 mod workers;
 
 pub use claims::{Finished, Reaped};
+pub use kv::KvRefusal;
 pub use secrets::SealedSecret;
 pub use timers::{MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Tick};
 pub use workers::EMBEDDED_OWNER;

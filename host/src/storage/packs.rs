@@ -133,14 +133,17 @@ impl Storage {
         })
     }
 
-    /// Deletes a pack and its actions; false when there was none.
+    /// Deletes a pack, its actions and its key-value state; false when
+    /// there was none.
     pub async fn delete_pack(&self, name: &str) -> Result<bool> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            sqlx::query("DELETE FROM action WHERE pack = $1")
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
+            for sql in [
+                "DELETE FROM action WHERE pack = $1",
+                "DELETE FROM kv WHERE pack = $1",
+            ] {
+                sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+            }
             let done = sqlx::query("DELETE FROM pack WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)

@@ -368,6 +368,8 @@ pub struct NewExecution {
     pub max_attempts: i64,
     /// Timeout in ms; default when absent.
     pub timeout_ms: Option<i64>,
+    /// The real params sealed for the worker when `params` masks secrets.
+    pub sealed_params: Option<Vec<u8>>,
 }
 
 /// One run of one action.
@@ -423,6 +425,10 @@ pub struct ExecutionRecord {
     /// Time from running to finished, in ms (once finished).
     #[serde(default)]
     pub running_ms: Option<i64>,
+    /// The real params sealed for its worker, while it has not ended, when
+    /// `params` masks secrets. Never serialized.
+    #[serde(skip)]
+    pub sealed_params: Option<Vec<u8>>,
 }
 
 impl ExecutionRecord {
@@ -455,6 +461,7 @@ impl ExecutionRecord {
                 .opt_int("finished_at")
                 .zip(r.opt_int("started_at"))
                 .map(|(f, s)| f - s),
+            sealed_params: r.opt_bytes("sealed_params"),
         }
     }
 }
@@ -594,5 +601,18 @@ pub struct SecretRecord {
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms, last set.
+    pub updated_at: i64,
+}
+
+/// One key of a pack's key-value state.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvRecord {
+    /// The key.
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// When it expires (Unix ms), if it does.
+    pub expires_at: Option<i64>,
+    /// Unix ms, last written.
     pub updated_at: i64,
 }

@@ -1,9 +1,10 @@
-//! Retention: pruning finished executions and old events.
+//! Retention: pruning finished executions, old events and expired keys.
 
 use super::{Pool, Result, Storage};
 
 impl Storage {
-    /// Deletes finished executions and events older than `cutoff` (Unix ms).
+    /// Deletes finished executions and events older than `cutoff` (Unix ms),
+    /// and every expired key-value key.
     pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
@@ -19,6 +20,11 @@ impl Storage {
                 .await?;
             let events = sqlx::query("DELETE FROM event WHERE created_at < $1")
                 .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            // Expired keys read as absent already; this reclaims their rows.
+            sqlx::query("DELETE FROM kv WHERE expires_at <= $1")
+                .bind(super::now_ms())
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;

@@ -17,6 +17,7 @@ pub(crate) trait DbRow {
     fn json(&self, col: &str) -> Value;
     fn opt_json(&self, col: &str) -> Option<Value>;
     fn bytes(&self, col: &str) -> Vec<u8>;
+    fn opt_bytes(&self, col: &str) -> Option<Vec<u8>>;
     /// An execution status; the schema's CHECK holds it to the known names.
     fn status(&self, col: &str) -> super::ExecutionStatus {
         let s = self.text(col);
@@ -58,6 +59,10 @@ macro_rules! impl_db_row {
                     .map(|j| j.0)
             }
             fn bytes(&self, col: &str) -> Vec<u8> {
+                self.try_get(col)
+                    .unwrap_or_else(|e| panic!("column {col}: {e}"))
+            }
+            fn opt_bytes(&self, col: &str) -> Option<Vec<u8>> {
                 self.try_get(col)
                     .unwrap_or_else(|e| panic!("column {col}: {e}"))
             }

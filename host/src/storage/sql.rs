@@ -42,13 +42,13 @@ pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_pa
 /// An execution's insert: nine bound columns ([`bind_execution!`]), then
 /// [`EXECUTION_LITERALS`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, status, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, status, attempt)";
 
 /// A new execution is `requested`, on its first attempt.
 pub(super) const EXECUTION_LITERALS: &str = "'requested', 1";
 
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
-     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested";
+     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params";
 
 #[cfg(test)]
 mod tests {

@@ -104,6 +104,8 @@ fn expand(input: &Input) -> Result<proc_macro2::TokenStream, String> {
             with: {
                 "attune:action/log@0.1.0": ::attune_sdk::bindings::attune::action::log,
                 "attune:action/context@0.1.0": ::attune_sdk::bindings::attune::action::context,
+                "attune:action/secrets@0.1.0": ::attune_sdk::bindings::attune::action::secrets,
+                "attune:action/kv@0.1.0": ::attune_sdk::bindings::attune::action::kv,
             },
         });
 

@@ -5,6 +5,7 @@
 use super::render;
 use crate::engine::{Core, EngineError};
 use crate::runtime::PathError;
+use crate::runtime::secrets::{MASK, SecretSet};
 use crate::storage::{ActionRecord, EventRecord, NewEnforcement, NewExecution, RuleRecord};
 
 /// What a rule would do with an event (the dry run of `POST /rules/{ref}/test`).
@@ -16,6 +17,9 @@ pub struct Verdict {
     pub params: Option<serde_json::Value>,
     /// Why it would not run (criteria error, template error, invalid params).
     pub errors: Vec<PathError>,
+    /// When its params use secrets (`params` shows them masked): the real
+    /// params, sealed for the worker.
+    pub sealed_params: Option<Vec<u8>>,
 }
 
 /// Evaluates `rule` against `event` without storing anything.
@@ -37,6 +41,7 @@ pub async fn evaluate(
                     matched: false,
                     params: None,
                     errors: vec![detail("/criteria", e)],
+                    sealed_params: None,
                 },
                 None,
             ));
@@ -48,21 +53,47 @@ pub async fn evaluate(
                 matched,
                 params: None,
                 errors: vec![],
+                sealed_params: None,
             },
             None,
         ));
     }
-    let params = match render::render(&rule.spec.action_params, &ctx) {
+    let fail = |errors: Vec<PathError>| Verdict {
+        matched,
+        params: None,
+        errors,
+        sealed_params: None,
+    };
+    // Secrets render twice: masked for the record, real for the worker.
+    let names = render::secret_names(&rule.spec.action_params);
+    let mut used = Vec::with_capacity(names.len());
+    for name in &names {
+        match crate::engine::secrets::reveal(core, name).await? {
+            Some(value) => used.push((name.clone(), value)),
+            None => {
+                let e = detail("/action_params", format!("no secret `{name}`"));
+                return Ok((fail(vec![e]), None));
+            }
+        }
+    }
+    let secrets = SecretSet::new([], used.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let masked_ctx = render::with_secrets(&ctx, names.iter().map(|n| (n.as_str(), MASK)));
+    let rendered = |ctx: &minijinja::Value| {
+        render::render(&rule.spec.action_params, ctx).map_err(|(path, message)| {
+            let message = secrets.redact(&message).into_owned();
+            detail(&format!("/action_params{path}"), message)
+        })
+    };
+    let params = match rendered(&masked_ctx) {
         Ok(p) => p,
-        Err((path, message)) => {
-            return Ok((
-                Verdict {
-                    matched,
-                    params: None,
-                    errors: vec![detail(&format!("/action_params{path}"), message)],
-                },
-                None,
-            ));
+        Err(e) => return Ok((fail(vec![e]), None)),
+    };
+    let real = if used.is_empty() {
+        None
+    } else {
+        match rendered(&render::with_secrets(&ctx, secrets.values())) {
+            Ok(p) => Some(p),
+            Err(e) => return Ok((fail(vec![e]), None)),
         }
     };
     let Some(action) = core.cache.action(&core.storage, &rule.spec.action).await? else {
@@ -74,16 +105,21 @@ pub async fn evaluate(
                     "/action",
                     format!("unknown action `{}`", rule.spec.action),
                 )],
+                sealed_params: None,
             },
             None,
         ));
     };
     let pack = core.pack(&action.component).await?;
-    let errors = match pack.action(&action.name).map(|a| a.validate(&params)) {
+    let checked = real.as_ref().unwrap_or(&params);
+    let errors = match pack.action(&action.name).map(|a| a.validate(checked)) {
         Some(Ok(())) => vec![],
         Some(Err(errs)) => errs
             .into_iter()
-            .map(|e| detail(&format!("/action_params{}", e.path), e.message))
+            .map(|e| {
+                let message = secrets.redact(&e.message).into_owned();
+                detail(&format!("/action_params{}", e.path), message)
+            })
             .collect(),
         None => vec![detail(
             "/action",
@@ -94,6 +130,7 @@ pub async fn evaluate(
         Verdict {
             matched,
             params: Some(params),
+            sealed_params: real.map(|p| crate::engine::secrets::seal_params(core, &p, &used)),
             errors,
         },
         Some(action),
@@ -125,6 +162,7 @@ pub async fn plan(
                     enforcement: None,
                     max_attempts: rule.spec.max_attempts,
                     timeout_ms: rule.spec.timeout_ms,
+                    sealed_params: verdict.sealed_params.clone(),
                 }),
                 None,
             ),

@@ -42,6 +42,16 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
             format!("no secret `{name}`; set it first"),
         ));
     }
+    for name in super::render::secret_names(&input.action_params) {
+        if !crate::engine::secrets::valid_name(&name)
+            || core.storage.get_secret(&name).await?.is_none()
+        {
+            errors.push(PathError::new(
+                "/action_params",
+                format!("no secret `{name}`; set it first"),
+            ));
+        }
+    }
     let spec = match validated {
         Ok(spec) if errors.is_empty() => spec,
         _ => return Err(EngineError::invalid("the rule is invalid", "", errors)),
@@ -92,6 +102,9 @@ pub async fn store(
     current: &str,
 ) -> Result<RuleRecord, EngineError> {
     check_interval(core, spec)?;
+    // No webhook key is stored in the clear: a literal one becomes a secret.
+    let sealed = webhook::seal_literal_key(core, spec).await?;
+    let spec = sealed.as_ref().unwrap_or(spec);
     let rule = match mode {
         Mode::Create => core.storage.insert_rule(spec).await?,
         Mode::Replace => core

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use crate::engine::ingest::{Admitted, IncomingEvent};
 use crate::engine::rules::render::single_expression;
 use crate::engine::{Core, EngineError};
-use crate::storage::RuleRecord;
+use crate::storage::{Page, RuleFilter, RuleRecord, RuleSpec};
 
 /// Largest body accepted.
 pub const MAX_WEBHOOK_BYTES: usize = 1 << 20;
@@ -60,6 +60,66 @@ pub const MASK: &str = "********";
 pub fn secret_reference(key: &str) -> Option<&str> {
     let name = single_expression(key)?.strip_prefix("secrets.")?;
     crate::engine::secrets::valid_name(name).then_some(name)
+}
+
+/// The secret a webhook rule's literal key moves into: `webhook_` and the
+/// rule's ref with every other character than a letter or digit as `_`
+/// (so it reads as `secrets.NAME` in a template too).
+fn key_secret_name(rule: &str) -> String {
+    let tail: String = rule
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    format!("webhook_{tail}")
+}
+
+/// `spec` with its literal webhook key moved into the secret
+/// `webhook_<pack>_<rule>` and referred to as `{{ secrets.NAME }}`, so no
+/// key is stored in the clear; `None` when it holds no literal key.
+pub async fn seal_literal_key(
+    core: &Core,
+    spec: &RuleSpec,
+) -> Result<Option<RuleSpec>, EngineError> {
+    let literal = match spec.trigger_params.get("secret").and_then(Value::as_str) {
+        Some(key) if spec.trigger == "core.webhook" && secret_reference(key).is_none() => key,
+        _ => return Ok(None),
+    };
+    let name = key_secret_name(&spec.r#ref);
+    crate::engine::secrets::set(core, &name, literal).await?;
+    let mut spec = spec.clone();
+    spec.trigger_params["secret"] = Value::String(format!("{{{{ secrets.{name} }}}}"));
+    Ok(Some(spec))
+}
+
+/// Moves every literal webhook key still stored (saved before keys became
+/// secrets) into a secret; returns how many rules changed. Run at start.
+pub async fn seal_literal_keys(core: &Core) -> Result<usize, EngineError> {
+    let filter = RuleFilter {
+        trigger: Some("core.webhook".into()),
+        ..RuleFilter::default()
+    };
+    let mut page = Page {
+        limit: Some(500),
+        after: None,
+    };
+    let mut changed = 0;
+    loop {
+        let rules = core.storage.list_rules(&filter, &page).await?;
+        let Some(last) = rules.last() else {
+            break;
+        };
+        page.after = Some(last.spec.r#ref.clone());
+        for rule in &rules {
+            if let Some(spec) = seal_literal_key(core, &rule.spec).await? {
+                core.storage.update_rule(&rule.spec.r#ref, &spec).await?;
+                changed += 1;
+            }
+        }
+    }
+    if changed > 0 {
+        core.cache.rules_changed();
+    }
+    Ok(changed)
 }
 
 /// A rule's trigger parameters as the API shows them: a literal webhook key

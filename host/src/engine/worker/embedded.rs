@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::sync::{Notify, oneshot};
 
 use super::pace::Pace;
-use super::protocol::{Assignment, Report};
+use super::protocol::Report;
 use crate::engine::Core;
 use crate::engine::core::PipelineConfig;
 use crate::engine::dispatch::lock;
@@ -398,8 +398,12 @@ async fn execute(
             );
         }
     };
-    let allowed = match core.cache.grants(&core.storage, &action.pack).await {
-        Ok(g) => g.outbound.clone(),
+    let kv = crate::engine::kv::Kv(crate::engine::kv::PackKv {
+        storage: core.storage.clone(),
+        pack: action.pack.clone(),
+    });
+    let (assignment, grants) = match super::assign(core, e, action).await {
+        Ok(a) => a,
         Err(err) => {
             core.dispatch.done(e.id);
             return Finished::without_output(
@@ -413,8 +417,8 @@ async fn execute(
         CappedPipe::new(limits.output_bytes),
         CappedPipe::new(limits.output_bytes),
     );
-    core.dispatch.watch(e.id, pipes.clone());
-    let assignment = Assignment::of(e, action.component, action.name);
+    core.dispatch
+        .watch(e.id, pipes.clone(), Arc::new(assignment.secrets.to_set()));
     let pack = async {
         core.pack(&assignment.component)
             .await
@@ -425,7 +429,10 @@ async fn execute(
         &core.runtime,
         &assignment,
         pack,
-        allowed,
+        super::run::Reach {
+            outbound: grants.outbound.clone(),
+            kv: crate::runtime::kv::KvState(Some(Arc::new(kv))),
+        },
         default_timeout,
         Some(pipes),
         cancelled,

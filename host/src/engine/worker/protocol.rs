@@ -60,6 +60,44 @@ pub struct Assignment {
     /// Where it may send HTTP requests: its pack's grant.
     #[serde(default)]
     pub allowed_outbound_hosts: Vec<String>,
+    /// The secrets it may read and must redact.
+    #[serde(default)]
+    pub secrets: RunSecrets,
+}
+
+/// The secrets of one run: the names its pack is granted, and the values
+/// resolved for it — the granted ones that are set, and those its rule's
+/// templates put into its params. The worker redacts every value from the
+/// run's output, logs, result and error; values are never stored or logged.
+#[derive(Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct RunSecrets {
+    /// Names `attune:action/secrets.get` may read.
+    #[serde(default)]
+    pub granted: Vec<String>,
+    /// Values by name.
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for RunSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSecrets")
+            .field("granted", &self.granted)
+            .field("values", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl RunSecrets {
+    /// The runtime's view of them.
+    pub fn to_set(&self) -> crate::runtime::secrets::SecretSet {
+        crate::runtime::secrets::SecretSet::new(
+            self.granted.iter().cloned(),
+            self.values
+                .iter()
+                .map(|(k, v)| (k.clone(), zeroize::Zeroizing::new(v.clone()))),
+        )
+    }
 }
 
 impl Assignment {
@@ -68,6 +106,7 @@ impl Assignment {
     pub fn of(e: &ExecutionRecord, component: String, export: String) -> Self {
         Assignment {
             allowed_outbound_hosts: Vec::new(),
+            secrets: RunSecrets::default(),
             id: e.id,
             action: e.action.clone(),
             params: e.params.clone(),
@@ -158,4 +197,64 @@ impl Report {
 pub struct Recorded {
     /// One flag per report, in order.
     pub recorded: Vec<bool>,
+}
+
+/// One `attune:action/kv` call of a running execution, as a standalone
+/// worker sends it to `POST /workers/{id}/executions/{execution}/kv`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum KvCall {
+    /// The value of a key.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Sets a key.
+    Set {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Time to live in ms.
+        #[serde(default)]
+        ttl_ms: Option<u64>,
+    },
+    /// Removes a key.
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Keys with a prefix.
+    ListKeys {
+        /// The prefix.
+        prefix: String,
+    },
+    /// Adds to a whole number.
+    Increment {
+        /// The key.
+        key: String,
+        /// What to add.
+        delta: i64,
+    },
+}
+
+/// What a key-value call answers: `value` when it worked, else `error`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KvReply {
+    /// The call's value (string or null, bool, list of keys, or the sum).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub value: Value,
+    /// Why it did not work.
+    #[serde(default)]
+    pub error: Option<KvFailure>,
+}
+
+/// A refused or failed key-value call.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct KvFailure {
+    /// `too_large`, `not_an_integer` or `unavailable`.
+    pub kind: String,
+    /// What happened.
+    pub message: String,
 }

@@ -13,21 +13,30 @@ use tokio::sync::oneshot;
 
 use super::protocol::{Assignment, Report};
 use crate::runtime::http::AllowedHosts;
+use crate::runtime::kv::KvState;
 use crate::runtime::output::CappedPipe;
 use crate::runtime::{
     ExecuteError, ExecutionContext, ExecutionRequest, Limits, Outcome, Pack, Runtime, Status,
 };
 use crate::storage::{ExecutionStatus, now_ms};
 
-/// Runs `assignment` with the component `pack` resolves to and the
-/// outbound HTTP its pack is granted, unless `cancelled` fires first. `output` receives stdout and stderr as they are
-/// written (for live streaming); `default_timeout` applies when the
-/// assignment sets none.
+/// What a run may reach beyond its sandbox.
+pub struct Reach {
+    /// Where it may send HTTP requests (its pack's grant).
+    pub outbound: Arc<AllowedHosts>,
+    /// Its pack's key-value store.
+    pub kv: KvState,
+}
+
+/// Runs `assignment` with the component `pack` resolves to and what it may
+/// `reach`, unless `cancelled` fires first. `output` receives stdout and
+/// stderr as they are written (for live streaming); `default_timeout`
+/// applies when the assignment sets none.
 pub async fn run(
     runtime: &Runtime,
     assignment: &Assignment,
     pack: impl Future<Output = Result<Pack, String>>,
-    allowed_hosts: Arc<AllowedHosts>,
+    reach: Reach,
     default_timeout: Duration,
     output: Option<(CappedPipe, CappedPipe)>,
     mut cancelled: oneshot::Receiver<()>,
@@ -54,7 +63,9 @@ pub async fn run(
         action: assignment.export.clone(),
         params: assignment.params.clone(),
         limits: Some(limits),
-        allowed_hosts,
+        allowed_hosts: reach.outbound,
+        secrets: Arc::new(assignment.secrets.to_set()),
+        kv: reach.kv,
         context: ExecutionContext {
             id: id.to_string(),
             action: assignment.action.clone(),

@@ -1,0 +1,271 @@
+//! `attune:action/secrets`: the secrets a run may read, and the redaction of
+//! every one of them from what the run leaves behind.
+//!
+//! A run gets a [`SecretSet`]: the names its pack is granted and the values
+//! the host resolved for it (the granted ones that are set, and those its
+//! rule's `{{ secrets.NAME }}` templates used). `get` answers `denied` for a
+//! name outside the grant and `not-found` for a granted name with no value.
+//! Every value in the set is replaced by [`MASK`] in the run's stdout,
+//! stderr, log lines, result and error before the outcome leaves the
+//! runtime, whether or not the guest read it.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+use wasmtime::component::{HasSelf, Linker};
+use zeroize::Zeroizing;
+
+use super::bindings::attune::action::secrets;
+use super::output::CappedPipe;
+
+/// The capability string a worker advertises for it.
+pub const CAPABILITY: &str = "attune:action/secrets@0.1.0";
+
+/// What stands where a secret's value was.
+pub const MASK: &str = "********";
+
+/// The secrets one run may read, and so must redact.
+#[derive(Default, Clone)]
+pub struct SecretSet {
+    granted: BTreeSet<String>,
+    values: BTreeMap<String, Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for SecretSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: a value never reaches a log line through Debug.
+        f.debug_struct("SecretSet")
+            .field("granted", &self.granted)
+            .field("values", &self.values.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl SecretSet {
+    /// A set granting `granted` with the resolved `values` (which may hold
+    /// names outside the grant: values a template used, redacted only).
+    pub fn new(
+        granted: impl IntoIterator<Item = String>,
+        values: impl IntoIterator<Item = (String, Zeroizing<String>)>,
+    ) -> Self {
+        Self {
+            granted: granted.into_iter().collect(),
+            values: values.into_iter().filter(|(_, v)| !v.is_empty()).collect(),
+        }
+    }
+
+    /// Whether there is nothing to read or redact.
+    pub fn is_empty(&self) -> bool {
+        self.granted.is_empty() && self.values.is_empty()
+    }
+
+    /// The granted names.
+    pub fn granted(&self) -> impl Iterator<Item = &str> {
+        self.granted.iter().map(String::as_str)
+    }
+
+    /// The resolved values by name.
+    pub fn values(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// What `secrets.get(name)` answers.
+    pub fn get(&self, name: &str) -> Result<&str, secrets::Error> {
+        if !self.granted.contains(name) {
+            return Err(secrets::Error::Denied);
+        }
+        self.values
+            .get(name)
+            .map(|v| v.as_str())
+            .ok_or(secrets::Error::NotFound)
+    }
+
+    /// How many trailing bytes of a growing text may be the start of a
+    /// value, so a live stream holds them back until more arrives.
+    pub fn hold_back(&self) -> usize {
+        self.values
+            .values()
+            .map(|v| v.len().saturating_sub(1))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// `text` with every value replaced by [`MASK`], longest value first so
+    /// a value containing another is masked whole.
+    pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.values.is_empty() || !self.values.values().any(|v| text.contains(v.as_str())) {
+            return Cow::Borrowed(text);
+        }
+        let mut ordered: Vec<&str> = self.values.values().map(|v| v.as_str()).collect();
+        ordered.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mut out = text.to_string();
+        for v in ordered {
+            if out.contains(v) {
+                out = out.replace(v, MASK);
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// Redacts every string (and object key) inside `value`.
+    pub fn redact_json(&self, value: &mut Value) {
+        if self.values.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => {
+                if let Cow::Owned(r) = self.redact(s) {
+                    *s = r;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => {
+                let entries = std::mem::take(map);
+                for (k, mut v) in entries {
+                    self.redact_json(&mut v);
+                    map.insert(self.redact(&k).into_owned(), v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A live view of a running execution's output with its secrets redacted.
+#[derive(Debug, Clone)]
+pub struct LiveOutput {
+    /// Its stdout as written so far.
+    pub stdout: CappedPipe,
+    /// Its stderr as written so far.
+    pub stderr: CappedPipe,
+    /// What to redact from both.
+    pub secrets: Arc<SecretSet>,
+}
+
+impl LiveOutput {
+    /// The redacted text of `pipe` past the first `sent` bytes of redacted
+    /// text, and the new count. The tail that may still become a secret (or
+    /// is an incomplete UTF-8 sequence) is held back until more arrives.
+    pub fn since(&self, pipe: &CappedPipe, sent: usize) -> (String, usize) {
+        let bytes = pipe.since(0);
+        let complete = match std::str::from_utf8(&bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => bytes.len(),
+        };
+        let text = String::from_utf8_lossy(&bytes[..complete]);
+        let redacted = self.secrets.redact(&text);
+        let mut end = redacted.len().saturating_sub(self.secrets.hold_back());
+        while !redacted.is_char_boundary(end) {
+            end -= 1;
+        }
+        match redacted.get(sent..end) {
+            Some(new) if end > sent => (new.to_string(), end),
+            _ => (String::new(), sent),
+        }
+    }
+}
+
+/// One run's view of its secrets.
+#[derive(Debug, Default)]
+pub struct SecretsState(pub Arc<SecretSet>);
+
+impl secrets::Host for SecretsState {
+    fn get(&mut self, name: String) -> Result<String, secrets::Error> {
+        self.0.get(&name).map(str::to_string)
+    }
+}
+
+/// Links `attune:action/secrets` to the set `get` finds in a store.
+pub fn add_to_linker<T: 'static>(
+    linker: &mut Linker<T>,
+    get: fn(&mut T) -> &mut SecretsState,
+) -> wasmtime::Result<()> {
+    secrets::add_to_linker::<T, HasSelf<SecretsState>>(linker, get)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set() -> SecretSet {
+        SecretSet::new(
+            ["token".to_string(), "unset".to_string()],
+            [
+                ("token".to_string(), Zeroizing::new("s3cret".to_string())),
+                ("long".to_string(), Zeroizing::new("s3cret-and-more".into())),
+            ],
+        )
+    }
+
+    #[test]
+    fn get_answers_denied_outside_the_grant_and_not_found_when_unset() {
+        let s = set();
+        assert_eq!(s.get("token"), Ok("s3cret"));
+        assert_eq!(s.get("unset"), Err(secrets::Error::NotFound));
+        assert_eq!(s.get("long"), Err(secrets::Error::Denied), "not granted");
+        assert_eq!(s.get("other"), Err(secrets::Error::Denied));
+    }
+
+    #[test]
+    fn every_value_is_masked_in_text_and_json_longest_first() {
+        let s = set();
+        assert_eq!(
+            s.redact("a s3cret-and-more b s3cret"),
+            "a ******** b ********"
+        );
+        assert!(matches!(s.redact("nothing here"), Cow::Borrowed(_)));
+        let mut v = serde_json::json!({"k": ["x s3cret", 1], "s3cret": null});
+        s.redact_json(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"k": ["x ********", 1], "********": null})
+        );
+        assert_eq!(s.hold_back(), "s3cret-and-more".len() - 1);
+        assert!(
+            !format!("{s:?}").contains("s3cret"),
+            "Debug shows names only"
+        );
+    }
+
+    #[test]
+    fn live_output_never_shows_a_secret_written_in_pieces() {
+        use wasmtime_wasi::p2::OutputStream;
+        let mut out = CappedPipe::new(1 << 20);
+        let live = LiveOutput {
+            stdout: out.clone(),
+            stderr: CappedPipe::new(10),
+            secrets: Arc::new(SecretSet::new(
+                [],
+                [("t".into(), Zeroizing::new("s3cret".into()))],
+            )),
+        };
+        let mut shown = String::new();
+        let mut sent = 0;
+        for piece in ["token: s3", "cr", "et é", "\n"] {
+            out.write(bytes::Bytes::copy_from_slice(piece.as_bytes()))
+                .unwrap();
+            let (new, n) = live.since(&live.stdout, sent);
+            assert!(!new.contains("s3"), "{new:?}");
+            shown.push_str(&new);
+            sent = n;
+        }
+        // The tail that might still become a secret waits for the record.
+        let whole = "token: ******** é\n";
+        assert!(
+            whole.starts_with(&shown) && shown.len() >= "token: ".len(),
+            "{shown:?}"
+        );
+        assert_eq!(sent, shown.len());
+        let mut pipe = CappedPipe::new(100);
+        pipe.write(bytes::Bytes::from_static(&[b'a', 0xc3]))
+            .unwrap();
+        assert_eq!(
+            live.since(&pipe, 0),
+            ("".into(), 0),
+            "half a character waits"
+        );
+    }
+}
