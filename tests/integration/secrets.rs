@@ -113,6 +113,38 @@ async fn the_database_holds_no_plaintext_secret() {
     let s = TestServer::start(support::Backend::Sqlite).await;
     s.put("/api/v1/secrets/canary", json!({"value": CANARY}))
         .await;
+    // A run that reads it and one whose params carry it, both ended.
+    assert_eq!(
+        s.upload_component("hostile", "1", guest_bytes("hostile"))
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    s.put(
+        "/api/v1/packs/hostile/grants",
+        json!({"secrets": ["canary"]}),
+    )
+    .await;
+    assert_eq!(leak(&s, "canary").await["status"], "succeeded");
+    let r = s
+        .post(
+            "/api/v1/rules",
+            json!({"ref": "core.carry", "trigger": "core.manual", "action": "core.echo",
+        "action_params": {"message": "{{ secrets.canary }}"}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    s.post(
+        "/api/v1/events",
+        json!({"trigger": "core.manual", "payload": {}}),
+    )
+    .await;
+    let id = wait_for(std::time::Duration::from_secs(30), || async {
+        s.get("/api/v1/executions?rule=core.carry").await.body["items"][0]["id"].as_i64()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ended(&s, id).await["result"], "********");
     let mut seen = Vec::new();
     for entry in std::fs::read_dir(s.data_dir.path()).unwrap() {
         let path = entry.unwrap().path();
