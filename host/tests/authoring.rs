@@ -189,6 +189,75 @@ fn a_new_rust_action_builds_inspects_and_runs() {
     scaffold_build_and_run("rust");
 }
 
+/// `new --http` → `build` → `run` against a loopback server, granted the
+/// host and a secret on the command line: the README's HTTP walk-through.
+#[test]
+fn a_new_http_action_calls_a_granted_host_with_a_secret() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello")
+            .unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    });
+
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (code, _, err) = attune_in(&cache, work.path(), &["action", "new", "caller", "--http"]);
+    assert_eq!(code, 0, "{err}");
+    let project = work.path().join("caller");
+    let (code, out, err) = attune_in(&cache, &project, &["action", "build"]);
+    assert_eq!(code, 0, "build failed: {err}");
+    let component = out.trim().to_string();
+    let url = format!("url=http://127.0.0.1:{port}/user");
+    let base = [
+        "action",
+        "run",
+        component.as_str(),
+        "fetch",
+        "-p",
+        url.as_str(),
+    ];
+    let (code, out, _) = attune_in(&cache, &project, &base);
+    assert_ne!(code, 0, "no grant, no request");
+    assert!(out.contains("HttpRequestDenied"), "{out}");
+    let mut granted = base.to_vec();
+    granted.extend([
+        "--allow-outbound",
+        "http://127.0.0.1:*",
+        "--allow-private-outbound",
+        "--secret",
+        "api_token=tok-5e1f",
+    ]);
+    let (code, out, err) = attune_in(&cache, &project, &granted);
+    assert_eq!(code, 0, "{out}{err}");
+    let ran = json_of(&out);
+    assert_eq!(ran["result"], "200 hello");
+    let head = server.join().unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("authorization: bearer tok-5e1f"),
+        "{head}"
+    );
+
+    let (code, _, err) = attune_in(
+        &cache,
+        work.path(),
+        &["action", "new", "pyhttp", "--lang", "python", "--http"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("--http scaffolds Rust projects"), "{err}");
+}
+
 #[test]
 fn new_refuses_bad_names_and_occupied_directories() {
     let work = tempfile::tempdir().unwrap();

@@ -56,6 +56,7 @@ pub mod bindings {
 }
 
 pub mod context;
+pub mod http;
 pub mod kv;
 pub mod log;
 pub mod secrets;

@@ -13,21 +13,27 @@ use serde_json::{Value, json};
 use support::{TestServer, guest_bytes, on_both_backends, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A tiny HTTP/1.1 server on 127.0.0.1 that counts connections: `/` answers
-/// `hello`, `/big` 10,000 bytes, `/stall` a head and then silence.
+/// A tiny HTTP/1.1 server on 127.0.0.1 that counts connections and keeps
+/// each request's head: `/` answers `hello`, `/big` 10,000 bytes, `/stall` a
+/// head and then silence, `/echo` JSON of the method, the `authorization`
+/// header and the body.
 struct Remote {
     port: u16,
     connections: Arc<AtomicUsize>,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn remote() -> Remote {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = connections.clone();
+    let kept = heads.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             seen.fetch_add(1, Ordering::SeqCst);
+            let kept = kept.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -37,11 +43,29 @@ async fn remote() -> Remote {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let path = String::from_utf8_lossy(&head)
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or("/")
-                    .to_string();
+                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                let mut body = head.split_off(end);
+                let text = String::from_utf8_lossy(&head).to_string();
+                kept.lock().unwrap().push(text.clone());
+                let header = |name: &str| {
+                    text.lines()
+                        .find_map(|l| {
+                            l.split_once(':')
+                                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+                        })
+                        .map(|(_, v)| v.trim().to_string())
+                };
+                let length: usize = header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                while body.len() < length {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => body.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let method = text.split_whitespace().next().unwrap_or("").to_string();
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let reply = |body: &[u8]| {
                     let mut r = format!(
                         "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -52,6 +76,16 @@ async fn remote() -> Remote {
                     r
                 };
                 match path.as_str() {
+                    "/echo" => {
+                        let echoed = json!({
+                            "method": method,
+                            "authorization": header("authorization"),
+                            "body": String::from_utf8_lossy(&body),
+                        });
+                        let _ = stream
+                            .write_all(&reply(echoed.to_string().as_bytes()))
+                            .await;
+                    }
                     "/big" => {
                         let _ = stream.write_all(&reply(&[b'x'; 10_000])).await;
                     }
@@ -68,7 +102,11 @@ async fn remote() -> Remote {
             });
         }
     });
-    Remote { port, connections }
+    Remote {
+        port,
+        connections,
+        heads,
+    }
 }
 
 fn runtime_with(outbound: OutboundConfig) -> Runtime {
@@ -312,4 +350,55 @@ on_both_backends! {
         assert!(ok["logs"].as_array().unwrap().iter().any(|l| l["message"].as_str().unwrap().contains(" 200")), "{ok}");
         s.finish().await;
     }
+
+    async fn core_http_calls_what_the_core_pack_is_granted_with_secrets_redacted(backend) {
+        let remote = remote().await;
+        let s = TestServer::start(backend).await;
+        let url = format!("http://127.0.0.1:{}/echo", remote.port);
+        let direct = json!({"action": "core.http", "params": {"url": url}});
+        let r = s.post("/api/v1/executions", direct.clone()).await;
+        let denied = finished(&s, r.body["id"].as_i64().unwrap()).await;
+        assert_eq!(denied["status"], "failed");
+        assert!(denied["error"].as_str().unwrap().contains("HttpRequestDenied"), "the core pack starts with no grant: {denied}");
+        assert_eq!(remote.connections.load(Ordering::SeqCst), 0);
+
+        let granted = s.put("/api/v1/packs/core/grants", json!({"allowed_outbound_hosts": ["http://127.0.0.1:*"]})).await;
+        assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+        let token = "tok-3f9a0c8e1d7b";
+        s.put("/api/v1/secrets/api_token", json!({"value": token})).await;
+        let rule = s.post("/api/v1/rules", json!({
+            "ref": "core.notify", "trigger": "core.manual", "action": "core.http",
+            "action_params": {
+                "url": url, "method": "POST",
+                "headers": [["authorization", "Bearer {{ secrets.api_token }}"], ["content-type", "text/plain"]],
+                "body": "{{ event.payload.text }}", "timeout": 5,
+            },
+        })).await;
+        assert_eq!(rule.status, StatusCode::CREATED, "{}", rule.body);
+        s.post("/api/v1/events", json!({"trigger": "core.manual", "payload": {"text": "deployed"}})).await;
+        let id = wait_for(Duration::from_secs(30), || async {
+            s.get("/api/v1/executions?rule=core.notify").await.body["items"][0]["id"].as_i64()
+        }).await.expect("the rule ran");
+        let done = finished(&s, id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["result"]["status"], 200);
+        let echoed: Value = serde_json::from_str(done["result"]["body"].as_str().unwrap()).unwrap();
+        assert_eq!(echoed, json!({"method": "POST", "authorization": "Bearer ********", "body": "deployed"}),
+            "the remote saw the token; the record shows it masked");
+        assert_eq!(done["params"]["headers"][0][1], "Bearer ********");
+        assert!(!done.to_string().contains(token), "{done}");
+        let heads = remote.heads.lock().unwrap().clone();
+        assert!(heads.iter().any(|h| h.contains(&format!("Bearer {token}"))), "{heads:?}");
+        s.finish().await;
+    }
+}
+
+/// Waits until execution `id` has ended; returns its record.
+async fn finished(s: &TestServer, id: i64) -> Value {
+    wait_for(Duration::from_secs(30), || async {
+        let e = s.get(&format!("/api/v1/executions/{id}")).await.body;
+        e["finished_at"].is_i64().then_some(e)
+    })
+    .await
+    .unwrap_or_else(|| panic!("execution {id} did not finish"))
 }

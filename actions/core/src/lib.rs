@@ -1,4 +1,4 @@
-//! Attune's core pack: `echo`, `noop`, `sleep` and `fail`.
+//! Attune's core pack: `echo`, `noop`, `sleep`, `fail` and `http`.
 
 attune_sdk::generate!("core");
 
@@ -29,6 +29,31 @@ impl Guest for Core {
         let message = message.unwrap_or_else(|| "failed on purpose".to_string());
         attune_sdk::log::error(&message);
         Err(Failure { code: 1, message })
+    }
+
+    fn http(
+        url: String,
+        method: Option<String>,
+        headers: Option<Vec<(String, String)>>,
+        body: Option<String>,
+        timeout: Option<f64>,
+    ) -> Result<Response, String> {
+        let mut request =
+            attune_sdk::http::Request::new(method.as_deref().unwrap_or("GET"), &url);
+        request.headers = headers.unwrap_or_default();
+        request.body = body.map(String::into_bytes);
+        if let Some(seconds) = timeout {
+            if !(seconds.is_finite() && seconds > 0.0) {
+                return Err(format!("timeout must be a positive number of seconds, got {seconds}"));
+            }
+            request.timeout = Some(std::time::Duration::from_secs_f64(seconds.min(3600.0)));
+        }
+        let response = request.send().map_err(|e| e.to_string())?;
+        Ok(Response {
+            status: response.status,
+            body: response.text(),
+            headers: response.headers,
+        })
     }
 }
 

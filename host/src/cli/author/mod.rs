@@ -106,6 +106,10 @@ pub struct NewArgs {
     /// binary was built from.
     #[arg(long, env = "ATTUNE_SDK_PATH")]
     pub sdk: Option<PathBuf>,
+    /// Scaffold an action that calls an HTTP API (with a secret) through
+    /// `wasi:http` instead of the greeting (Rust projects).
+    #[arg(long)]
+    pub http: bool,
 }
 
 /// `attune action build` arguments.
@@ -137,11 +141,19 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} already exists and is not empty", dir.display());
     }
+    if args.http && args.lang != Lang::Rust {
+        bail!(
+            "--http scaffolds Rust projects; in {} call `wasi:http` through your toolchain's bindings",
+            args.lang.label()
+        );
+    }
+    let world = if args.http {
+        include_str!("templates/world-http.wit")
+    } else {
+        include_str!("templates/world.wit")
+    };
     let mut files: Vec<(&str, String)> = vec![
-        (
-            "wit/world.wit",
-            fill(include_str!("templates/world.wit"), name),
-        ),
+        ("wit/world.wit", fill(world, name)),
         (
             ".gitignore",
             include_str!("templates/gitignore").to_string(),
@@ -167,7 +179,12 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
                 "Cargo.toml",
                 fill(include_str!("templates/Cargo.toml.tmpl"), name).replace("{{sdk}}", &sdk),
             ));
-            files.push(("src/lib.rs", fill(include_str!("templates/lib.rs"), name)));
+            let lib = if args.http {
+                include_str!("templates/lib-http.rs")
+            } else {
+                include_str!("templates/lib.rs")
+            };
+            files.push(("src/lib.rs", fill(lib, name)));
         }
         Lang::Python => {
             files.push(("app.py", include_str!("templates/app.py").to_string()));

@@ -86,6 +86,20 @@ pub fn template_env() -> &'static minijinja::Environment<'static> {
         let mut env = minijinja::Environment::new();
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
         env.set_fuel(Some(TEMPLATE_FUEL));
+        // `{{ (result.body | fromjson).id }}`: JSON text (an HTTP body) as a value.
+        env.add_filter(
+            "fromjson",
+            |text: &str| -> Result<minijinja::Value, minijinja::Error> {
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map(|v| render::to_template(&v))
+                    .map_err(|e| {
+                        minijinja::Error::new(
+                            minijinja::ErrorKind::InvalidOperation,
+                            format!("fromjson: not JSON: {e}"),
+                        )
+                    })
+            },
+        );
         env
     })
 }

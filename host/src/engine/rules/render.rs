@@ -256,6 +256,26 @@ mod tests {
     }
 
     #[test]
+    fn fromjson_reads_json_text_as_a_value() {
+        let ctx = context(
+            &event(json!({"body": "{\"id\": 7, \"tags\": [\"a\"]}"})),
+            "p.r",
+        );
+        let out = render(
+            &json!({"id": "{{ (event.payload.body | fromjson).id }}",
+                    "tag": "{{ (event.payload.body | fromjson).tags[0] }}"}),
+            &ctx,
+        )
+        .unwrap();
+        assert_eq!(out, json!({"id": 7, "tag": "a"}));
+        assert!(render(&json!({"x": "{{ event.payload.id | fromjson }}"}), &ctx).is_err());
+        let bad = context(&event(json!({"body": "not json"})), "p.r");
+        let (_, message) =
+            render(&json!({"x": "{{ event.payload.body | fromjson }}"}), &bad).unwrap_err();
+        assert!(message.contains("not JSON"), "{message}");
+    }
+
+    #[test]
     fn criteria_match_and_do_not_match() {
         let ctx = context(&event(json!({"severity": "critical", "count": 2})), "p.r");
         assert_eq!(
