@@ -1,4 +1,7 @@
 //! Attune's core pack: `echo`, `noop`, `sleep`, `fail` and `http`.
+// The generated export of `http` takes each flattened part of its five
+// parameters as an argument.
+#![allow(clippy::too_many_arguments)]
 
 attune_sdk::generate!("core");
 
@@ -38,13 +41,14 @@ impl Guest for Core {
         body: Option<String>,
         timeout: Option<f64>,
     ) -> Result<Response, String> {
-        let mut request =
-            attune_sdk::http::Request::new(method.as_deref().unwrap_or("GET"), &url);
+        let mut request = attune_sdk::http::Request::new(method.as_deref().unwrap_or("GET"), &url);
         request.headers = headers.unwrap_or_default();
         request.body = body.map(String::into_bytes);
         if let Some(seconds) = timeout {
             if !(seconds.is_finite() && seconds > 0.0) {
-                return Err(format!("timeout must be a positive number of seconds, got {seconds}"));
+                return Err(format!(
+                    "timeout must be a positive number of seconds, got {seconds}"
+                ));
             }
             request.timeout = Some(std::time::Duration::from_secs_f64(seconds.min(3600.0)));
         }
