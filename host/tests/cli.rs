@@ -20,7 +20,7 @@ fn inspect_prints_every_action_with_schemas_capabilities_and_description() {
         .iter()
         .map(|a| a["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["echo", "noop", "sleep", "fail"]);
+    assert_eq!(names, ["echo", "noop", "sleep", "fail", "http"]);
     for a in actions {
         for key in [
             "params_schema",

@@ -122,7 +122,7 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::OK);
         let refs: Vec<&str> = r.body["items"].as_array().unwrap().iter()
             .map(|a| a["ref"].as_str().unwrap()).collect();
-        assert_eq!(refs, ["core.echo", "core.fail", "core.noop", "core.sleep"]);
+        assert_eq!(refs, ["core.echo", "core.fail", "core.http", "core.noop", "core.sleep"]);
         let echo = s.get("/api/v1/actions/core.echo").await;
         assert_eq!(echo.body["params_schema"]["required"], json!(["message"]));
         assert_eq!(echo.body["capabilities"][0], "wasi-p2-component");

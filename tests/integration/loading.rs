@@ -13,7 +13,7 @@ fn the_core_pack_lists_its_actions_with_docs_from_the_sdk() {
         .iter()
         .map(|a| a.info().name.as_str())
         .collect();
-    assert_eq!(names, ["echo", "noop", "sleep", "fail"]);
+    assert_eq!(names, ["echo", "noop", "sleep", "fail", "http"]);
     let echo = core.action("echo").unwrap().info();
     assert_eq!(
         echo.description.as_deref(),
@@ -49,7 +49,13 @@ fn capabilities_come_from_imports_beyond_standard_wasi() {
     let core = pack("core");
     assert_eq!(
         core.capabilities(),
-        ["wasi-p2-component", "attune:action/log@0.1.0"]
+        [
+            "wasi-p2-component",
+            "attune:action/log@0.1.0",
+            "wasi:http/types@0.2",
+            "wasi:http/outgoing-handler@0.2"
+        ],
+        "core.http sends requests; unused attune interfaces are not imported"
     );
     assert!(
         core.imports()
