@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ServerProcess, attune, client, free_port, guest, start_server};
+use common::{ServerProcess, attune, client, free_port, guest, start_server, start_server_with};
 use serde_json::{Value, json};
 
 #[test]
@@ -419,4 +419,104 @@ fn a_killed_worker_s_executions_are_retried_or_abandoned_never_stuck_running() {
             .unwrap()
             .contains("stopped heartbeating")
     );
+}
+
+/// One request over a fresh connection; the status code and the body.
+fn raw_http(server: &ServerProcess, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        server.token,
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn signal(server: &ServerProcess, name: &str) {
+    let pid = server.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits for the server process to exit; its exit code and how long it took.
+fn exit_of(server: &mut ServerProcess, limit: std::time::Duration) -> (i32, std::time::Duration) {
+    let began = std::time::Instant::now();
+    while began.elapsed() < limit {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return (status.code().unwrap_or(-1), began.elapsed());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("the server did not exit within {limit:?}");
+}
+
+/// A long action with its output stream open, so neither the HTTP drain nor
+/// the worker would end by themselves.
+fn busy(server: &ServerProcess) -> std::net::TcpStream {
+    use std::io::Write;
+    let (status, body) = raw_http(
+        server,
+        "POST",
+        "/api/v1/executions",
+        r#"{"action": "core.sleep", "params": {"seconds": 60}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let addr = server.url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /api/v1/executions/{id}/output HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\r\n",
+        server.token
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    stream
+}
+
+#[cfg(unix)]
+#[test]
+fn a_stop_waits_for_the_drain_deadline_at_most() {
+    let mut server = start_server_with(&["--drain-timeout", "2s"]);
+    let _stream = busy(&server);
+    signal(&server, "-TERM");
+    let (code, took) = exit_of(&mut server, std::time::Duration::from_secs(15));
+    assert_eq!(code, 0);
+    assert!(
+        took >= std::time::Duration::from_millis(1500) && took < std::time::Duration::from_secs(8),
+        "the open stream and the running action hold the stop until the deadline: {took:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_second_signal_stops_at_once() {
+    let mut server = start_server_with(&["--drain-timeout", "60s"]);
+    let _stream = busy(&server);
+    signal(&server, "-INT");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(server.child.try_wait().unwrap().is_none(), "still draining");
+    signal(&server, "-INT");
+    let (code, took) = exit_of(&mut server, std::time::Duration::from_secs(5));
+    assert_eq!(code, 130);
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
 }

@@ -782,7 +782,8 @@ on_both_backends! {
             ..PipelineConfig::default()
         }).await;
         let (sleepers, waiting, _) = marked_ahead_of_busy_slots(&s).await;
-        s.pipeline.stop(&s.core).await;
+        // A drain shorter than the sleeps.
+        s.pipeline.stop(&s.core, Duration::from_millis(100)).await;
         let released = execution(&s, waiting).await;
         assert_eq!(released["status"], "requested", "{released}");
         assert_eq!(released["worker"], Value::Null);
@@ -791,6 +792,25 @@ on_both_backends! {
         for id in sleepers {
             assert_eq!(execution(&s, id).await["status"], "running");
         }
+        s.finish().await;
+    }
+
+    async fn a_clean_stop_lets_begun_work_finish_and_records_it_within_the_drain(backend) {
+        let s = TestServer::start_full(backend, Default::default(), PipelineConfig {
+            concurrency: 8,
+            ..PipelineConfig::default()
+        }).await;
+        let (sleepers, waiting, _) = marked_ahead_of_busy_slots(&s).await;
+        let began = std::time::Instant::now();
+        s.pipeline.stop(&s.core, Duration::from_secs(20)).await;
+        assert!(began.elapsed() < Duration::from_secs(10), "it stops when the work is done: {:?}", began.elapsed());
+        for id in sleepers {
+            let e = execution(&s, id).await;
+            assert_eq!(e["status"], "succeeded", "finished and recorded, not left to the lease: {e}");
+            assert_eq!(e["attempt"], 1);
+        }
+        let released = execution(&s, waiting).await;
+        assert_eq!(released["status"], "requested", "not begun during the drain: {released}");
         s.finish().await;
     }
 

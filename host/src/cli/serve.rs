@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// Largest result an action may return (JSON); past it the execution fails.
     #[arg(long, env = "ATTUNE_MAX_RESULT", default_value = "1MiB", value_parser = parse_size)]
     pub max_result: usize,
+    /// How long a stop (Ctrl-C, SIGTERM) waits for open requests and
+    /// running executions before exiting; a second signal exits at once.
+    #[arg(long, env = "ATTUNE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 fn default_workers() -> usize {
@@ -99,14 +103,37 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         .with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(address = %listener.local_addr()?, "attune is listening");
     eprintln!("attune is listening on http://{}", listener.local_addr()?);
-    server::run(
-        listener,
-        server.core.clone(),
-        server.api.clone(),
-        shutdown_signal(),
-    )
-    .await?;
-    server.pipeline.stop(&server.core).await;
+    // A stop: no new connections, open requests (a long-poll, an output
+    // stream) get until the deadline, then what the worker began may finish
+    // and be recorded until the same deadline; a second signal exits at once.
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+        tokio::spawn(async {
+            shutdown_signal().await;
+            eprintln!("stopping now");
+            std::process::exit(130);
+        });
+    };
+    let serving = server::run(listener, server.core.clone(), server.api.clone(), signal);
+    tokio::pin!(serving);
+    let deadline = tokio::select! {
+        r = &mut serving => {
+            r?;
+            tokio::time::Instant::now() + args.drain_timeout
+        }
+        _ = stopping => {
+            let deadline = tokio::time::Instant::now() + args.drain_timeout;
+            match tokio::time::timeout_at(deadline, &mut serving).await {
+                Ok(r) => r?,
+                Err(_) => tracing::warn!("requests still open at the drain deadline were closed"),
+            }
+            deadline
+        }
+    };
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    server.pipeline.stop(&server.core, left).await;
     Ok(0)
 }
 

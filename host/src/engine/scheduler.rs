@@ -63,10 +63,22 @@ pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeli
 }
 
 impl Pipeline {
-    /// Stops the background tasks and hands the work the embedded worker
-    /// claimed ahead, but never began, back to the queue for other nodes or
-    /// the next start.
-    pub async fn stop(&self, core: &Core) {
+    /// Stops cleanly within `drain`: the embedded worker claims and begins
+    /// nothing more, and what it began may end and have its result written
+    /// until the deadline (what is still running then is taken back by the
+    /// lease, retried or abandoned, at the next start). Then the background
+    /// tasks stop and the work claimed ahead but never begun goes back to
+    /// the queue for other nodes or the next start.
+    pub async fn stop(&self, core: &Core, drain: Duration) {
+        if let Some(worker) = &self.embedded {
+            let deadline = tokio::time::Instant::now() + drain;
+            if !worker.drain(deadline).await {
+                tracing::warn!(
+                    running = worker.busy(),
+                    "stopped before these executions ended; their leases bring them back"
+                );
+            }
+        }
         core.dispatch.shutdown().await;
         if let Some(worker) = &self.embedded {
             match worker.release(core).await {

@@ -54,11 +54,17 @@ pub fn free_port() -> u16 {
 }
 
 pub fn start_server() -> ServerProcess {
+    start_server_with(&[])
+}
+
+/// A server started with extra `attune serve` arguments.
+pub fn start_server_with(extra: &[&str]) -> ServerProcess {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut child = Command::new(env!("CARGO_BIN_EXE_attune"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .arg("--data-dir")
         .arg(dir.path())
         .stdout(std::process::Stdio::null())

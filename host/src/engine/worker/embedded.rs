@@ -2,7 +2,7 @@
 //! runs them in the sandbox, reports results, heartbeats its leases.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +34,34 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Begins a clean stop: nothing more is claimed, started or begun; waits
+    /// until every execution a slot began has ended and its result is
+    /// written, or until `deadline`. True when everything settled.
+    pub async fn drain(&self, deadline: tokio::time::Instant) -> bool {
+        let local = &self.local;
+        local.stopping.store(true, Ordering::SeqCst);
+        // Wait out a slot taking work right now (it holds this lock).
+        drop(lock(&local.started));
+        local.queued.notify_waiters();
+        local.refill.notify_waiters();
+        loop {
+            let settled = local.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if local.busy.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// Executions begun and not yet written.
+    pub fn busy(&self) -> usize {
+        self.local.busy.load(Ordering::SeqCst)
+    }
+
     /// Hands back, once the worker's tasks are stopped, the work it claimed
     /// or marked running but never began.
     pub async fn release(&self, core: &Core) -> Result<u64, crate::storage::StorageError> {
@@ -64,6 +92,12 @@ struct Local {
     /// Recent run time of the actions.
     pace: Pace,
     results: tokio::sync::mpsc::UnboundedSender<(i64, i64, Finished)>,
+    /// A clean stop began: claim, start and begin nothing more.
+    stopping: AtomicBool,
+    /// Executions a slot took whose result is not written yet.
+    busy: AtomicUsize,
+    /// `busy` went down.
+    settled: Notify,
 }
 
 impl Local {
@@ -71,14 +105,30 @@ impl Local {
         lock(&self.queue).len()
     }
 
-    /// The next started execution; waits (as an idle slot) while there is none.
+    /// The next started execution, counted busy until its result is
+    /// written; waits (as an idle slot) while there is none, and for good
+    /// once a clean stop began.
     async fn next(&self) -> Started {
         self.idle.fetch_add(1, Ordering::SeqCst);
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
             ready.as_mut().enable();
-            if let Some(s) = lock(&self.started).pop_front() {
+            // Checked under the lock `drain` takes, so an execution is
+            // either begun and counted busy, or left for `release`.
+            let next = {
+                let mut started = lock(&self.started);
+                let next = if self.stopping.load(Ordering::SeqCst) {
+                    None
+                } else {
+                    started.pop_front()
+                };
+                if next.is_some() {
+                    self.busy.fetch_add(1, Ordering::SeqCst);
+                }
+                next
+            };
+            if let Some(s) = next {
                 self.idle.fetch_sub(1, Ordering::SeqCst);
                 self.taken.notify_one();
                 return s;
@@ -119,23 +169,28 @@ impl EmbeddedWorker {
             );
         }
         let (results, rx) = tokio::sync::mpsc::unbounded_channel();
-        core.dispatch.spawn(write_results(core.clone(), rx));
+        let local = Arc::new(Local {
+            queue: Mutex::default(),
+            started: Mutex::default(),
+            queued: Notify::new(),
+            ready: Notify::new(),
+            taken: Notify::new(),
+            refill: Notify::new(),
+            idle: AtomicUsize::new(0),
+            pace: Pace::default(),
+            results,
+            stopping: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            settled: Notify::new(),
+        });
+        core.dispatch
+            .spawn(write_results(core.clone(), rx, local.clone()));
         Ok(Self {
             core,
             id: record.id,
             capabilities,
             config,
-            local: Arc::new(Local {
-                queue: Mutex::default(),
-                started: Mutex::default(),
-                queued: Notify::new(),
-                ready: Notify::new(),
-                taken: Notify::new(),
-                refill: Notify::new(),
-                idle: AtomicUsize::new(0),
-                pace: Pace::default(),
-                results,
-            }),
+            local,
         })
     }
 
@@ -188,7 +243,14 @@ impl EmbeddedWorker {
                     let began = std::time::Instant::now();
                     let finished = execute(&core, &execution, default_timeout, cancelled).await;
                     local.pace.record(began.elapsed());
-                    let _ = local.results.send((execution.id, worker, finished));
+                    if local
+                        .results
+                        .send((execution.id, worker, finished))
+                        .is_err()
+                    {
+                        local.busy.fetch_sub(1, Ordering::SeqCst);
+                        local.settled.notify_waiters();
+                    }
                 }
             });
         }
@@ -199,6 +261,15 @@ impl EmbeddedWorker {
             concurrency,
         ));
         loop {
+            if self.local.stopping.load(Ordering::SeqCst) {
+                // A clean stop: keep heartbeating (leases of what still
+                // runs stay valid) and claim nothing.
+                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await {
+                    tracing::error!(error = %e, "worker heartbeat");
+                }
+                tokio::time::sleep(heartbeat).await;
+                continue;
+            }
             if tokio::time::Instant::now() >= next_heartbeat {
                 if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await {
                     tracing::error!(error = %e, "worker heartbeat");
@@ -279,6 +350,9 @@ async fn starter(core: Core, worker: i64, local: Arc<Local>, slots: usize) {
         tokio::pin!(taken, queued);
         taken.as_mut().enable();
         queued.as_mut().enable();
+        if local.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let target = local.idle.load(Ordering::SeqCst) + local.pace.pipeline(slots);
         let have = lock(&local.started).len();
         if have < target {
@@ -363,12 +437,15 @@ const RESULT_BATCH: usize = 256;
 async fn write_results(
     core: Core,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(i64, i64, Finished)>,
+    local: Arc<Local>,
 ) {
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
         if let Err(err) = core.storage.finish_many(&batch).await {
             tracing::error!(count = batch.len(), error = %err, "recording results");
         }
+        local.busy.fetch_sub(batch.len(), Ordering::SeqCst);
+        local.settled.notify_waiters();
         batch.clear();
     }
 }
