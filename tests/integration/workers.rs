@@ -101,6 +101,8 @@ on_both_backends! {
                 (format!("/api/v1/workers/{id}/heartbeat"), json!({})),
                 (format!("/api/v1/workers/{id}/claim?max=1&wait_ms=0"), json!({})),
                 (format!("/api/v1/workers/{id}/results"), json!([])),
+                (format!("/api/v1/workers/{id}/release"), json!({"executions": []})),
+                (format!("/api/v1/workers/{id}/executions/1/kv"), json!({"op": "get", "key": "k"})),
             ] {
                 let r = as_token(&b, path.clone(), body).await;
                 assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.body);
@@ -163,6 +165,49 @@ on_both_backends! {
         weak.abort();
         strong.abort();
         s.finish().await;
+    }
+
+    async fn a_stopping_worker_finishes_what_began_and_hands_back_the_rest(backend) {
+        let server = server_without_embedded_worker(backend).await;
+        let s = &server;
+        let dir = tempfile::tempdir().unwrap();
+        let config = RemoteWorkerConfig {
+            server: s.base.clone(),
+            token: s.token("worker").await,
+            name: "stopping".into(),
+            capabilities: attune::engine::worker::capabilities(),
+            labels: json!({}),
+            concurrency: 1,
+            cache_dir: dir.path().to_path_buf(),
+            default_timeout: Duration::from_secs(30),
+            allow_private_outbound: true,
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(remote::run_until(config, async { let _ = stop_rx.await; }, Duration::from_secs(20)));
+        let post = |body: Value| async move { s.post("/api/v1/executions", body).await.body["id"].as_i64().unwrap() };
+        // Quick runs first, so the worker claims ahead of its busy slot.
+        let mut quick = Vec::new();
+        for _ in 0..20 {
+            quick.push(post(json!({"action": "core.noop"})).await);
+        }
+        for id in quick {
+            wait_for(WAIT, || async { (status(s, id).await["status"] == "succeeded").then_some(()) }).await.expect("ran");
+        }
+        let sleeper = post(json!({"action": "core.sleep", "params": {"seconds": 2}})).await;
+        wait_for(WAIT, || async { (status(s, sleeper).await["status"] == "running").then_some(()) }).await.expect("sleeping");
+        let waiting = post(json!({"action": "core.echo", "params": {"message": "later"}})).await;
+        wait_for(Duration::from_secs(5), || async { (status(s, waiting).await["worker"].is_i64()).then_some(()) })
+            .await
+            .expect("claimed ahead while the slot is busy");
+        let _ = stop_tx.send(());
+        worker.await.unwrap().expect("a clean stop");
+        let slept = status(s, sleeper).await;
+        assert_eq!(slept["status"], "succeeded", "finished and reported: {slept}");
+        let back = status(s, waiting).await;
+        assert_eq!(back["status"], "requested", "handed back, not begun: {back}");
+        assert_eq!(back["worker"], Value::Null);
+        assert_eq!(back["attempt"], 1);
+        server.finish().await;
     }
 
     async fn cancelling_reaches_a_remote_worker_through_its_heartbeat(backend) {

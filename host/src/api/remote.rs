@@ -25,7 +25,8 @@ use super::json::ApiJson;
 use super::views::WorkerView;
 use super::{ApiPath, ApiQuery, AppState};
 use crate::engine::worker::protocol::{
-    Assignment, Beat, KvCall, KvReply, MAX_REPORTS, Recorded, Registration, Report,
+    Assignment, Beat, KvCall, KvReply, MAX_REPORTS, Recorded, Registration, Release, Released,
+    Report,
 };
 use crate::storage::{ExecutionStatus, Finished, Role, StorageError, WorkerRecord};
 
@@ -45,6 +46,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(claim))
         .routes(routes!(component))
         .routes(routes!(kv))
+        .routes(routes!(release))
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(results))
@@ -96,6 +98,39 @@ async fn worker(state: &AppState, caller: &Caller, id: i64) -> Result<WorkerReco
             "worker {id} was registered by another token"
         )))
     }
+}
+
+/// Hands back executions this worker claimed but never began (a clean
+/// stop): they are queued again on the same attempt, for any worker.
+#[utoipa::path(post, path = "/workers/{id}/release", tag = "workers", request_body = Release,
+    params(("id" = i64, Path, description = "Worker id")),
+    responses((status = 200, body = Released), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn release(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(input): ApiJson<Release>,
+) -> Result<axum::Json<Released>, ApiError> {
+    caller.require(Role::Worker)?;
+    worker(&state, &caller, id).await?;
+    if input.executions.len() > MAX_REPORTS {
+        return Err(ApiError::Invalid {
+            message: "too many executions".into(),
+            details: vec![ErrorDetail {
+                path: "/executions".into(),
+                message: format!("at most {MAX_REPORTS} at once"),
+            }],
+        });
+    }
+    let released = state
+        .storage
+        .release_unstarted(id, &input.executions)
+        .await?;
+    if released > 0 {
+        state.dispatch.work_queued(&state.storage).await;
+    }
+    Ok(axum::Json(Released { released }))
 }
 
 /// Performs one `attune:action/kv` call of an execution this worker is

@@ -108,13 +108,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     // and be recorded until the same deadline; a second signal exits at once.
     let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
-        shutdown_signal().await;
+        stop_requested().await;
         let _ = stopping_tx.send(());
-        tokio::spawn(async {
-            shutdown_signal().await;
-            eprintln!("stopping now");
-            std::process::exit(130);
-        });
     };
     let serving = server::run(listener, server.core.clone(), server.api.clone(), signal);
     tokio::pin!(serving);
@@ -135,6 +130,17 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     server.pipeline.stop(&server.core, left).await;
     Ok(0)
+}
+
+/// Resolves on the first Ctrl-C or SIGTERM, after which a second one exits
+/// the process at once (code 130).
+pub(super) async fn stop_requested() {
+    shutdown_signal().await;
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("stopping now");
+        std::process::exit(130);
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

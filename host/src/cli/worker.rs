@@ -40,6 +40,11 @@ pub struct WorkerArgs {
     /// pack's grant still applies).
     #[arg(long, env = "ATTUNE_ALLOW_PRIVATE_OUTBOUND")]
     pub allow_private_outbound: bool,
+    /// How long a stop (Ctrl-C, SIGTERM) lets begun executions end and be
+    /// reported; what was claimed but not begun is handed back at once. A
+    /// second signal exits at once.
+    #[arg(long, env = "ATTUNE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
@@ -78,9 +83,10 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         allow_private_outbound: args.allow_private_outbound,
     };
     eprintln!("worker {} serving {}", config.name, config.server);
-    tokio::select! {
-        r = remote::run(config) => r?,
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping"),
-    }
+    let stop = async {
+        super::serve::stop_requested().await;
+        eprintln!("stopping: handing back what never began, finishing what did");
+    };
+    remote::run_until(config, stop, args.drain_timeout).await?;
     Ok(0)
 }

@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::{Client, ClientError};
 use crate::engine::worker::pace::Pace;
-use crate::engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Report};
+use crate::engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Released, Report};
 use crate::runtime::http::AllowedHosts;
 use crate::runtime::{Pack, Runtime, RuntimeConfig, cache};
 
@@ -69,6 +69,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Runs a standalone worker until an unrecoverable error.
 pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
+    run_until(config, std::future::pending(), Duration::ZERO).await
+}
+
+/// Runs a standalone worker until an unrecoverable error or `stop`; then
+/// stops cleanly within `drain`: it claims nothing more, hands back what it
+/// claimed but never began, lets what began end and reports it.
+pub async fn run_until(
+    config: RemoteWorkerConfig,
+    stop: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> anyhow::Result<()> {
     let client = Client::new(&config.server, &config.token);
     let concurrency = config.concurrency.max(1);
     let runtime = Runtime::new(RuntimeConfig {
@@ -97,7 +108,7 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
     tasks.spawn(heartbeats(client.clone(), id, cancels.clone()));
 
     let (reports, report_rx) = mpsc::unbounded_channel();
-    tasks.spawn(reporter(client.clone(), id, report_rx));
+    let reporting = tokio::spawn(reporter(client.clone(), id, report_rx));
 
     // The local queue; the claimer keeps it as long as the pace says.
     let (queue, queue_rx) = mpsc::unbounded_channel::<(Assignment, oneshot::Receiver<()>)>();
@@ -109,6 +120,7 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
         loaded: Arc::default(),
         dir: config.cache_dir.join("components"),
     };
+    let mut slots = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let queue_rx = queue_rx.clone();
         let (runtime, packs, reports, cancels, local) = (
@@ -119,13 +131,18 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
             local.clone(),
         );
         let default_timeout = config.default_timeout;
-        tasks.spawn(async move {
+        slots.spawn(async move {
             loop {
                 let Some((a, cancelled)) = queue_rx.lock().await.recv().await else {
-                    return Ok(());
+                    return Ok::<(), anyhow::Error>(());
                 };
                 local.queued.fetch_sub(1, Ordering::SeqCst);
                 local.taken.notify_one();
+                if local.stopping.load(Ordering::SeqCst) {
+                    lock(&cancels).remove(&a.id);
+                    lock(&local.handed_back).push(a.id);
+                    continue;
+                }
                 let began = std::time::Instant::now();
                 let pack = packs.get(&a.component);
                 let allowed =
@@ -156,9 +173,44 @@ pub async fn run(config: RemoteWorkerConfig) -> anyhow::Result<()> {
         });
     }
     tokio::select! {
-        r = claimer(client, id, concurrency, queue, local, cancels) => r,
-        Some(Err(e)) = tasks.join_next() => Err(anyhow::anyhow!("a worker task failed: {e}")),
+        r = claimer(client.clone(), id, concurrency, queue, local.clone(), cancels) => return r,
+        Some(Err(e)) = tasks.join_next() => return Err(anyhow::anyhow!("a worker task failed: {e}")),
+        Some(Ok(Err(e))) = slots.join_next() => return Err(e),
+        () = stop => {}
     }
+    // The claimer (and the queue's sender) is gone: the slots finish what
+    // they began, set aside what is still queued, and end.
+    local.stopping.store(true, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + drain;
+    let ended = tokio::time::timeout_at(deadline, async {
+        while slots.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !ended {
+        tracing::warn!("stopped before every execution ended; their leases bring them back");
+        slots.abort_all();
+    }
+    let back: Vec<i64> = std::mem::take(&mut *lock(&local.handed_back));
+    if !back.is_empty() {
+        let path = format!("/workers/{id}/release");
+        match decode::<Released>(client.post(&path, json!({"executions": back})).await) {
+            Ok(r) => tracing::info!(released = r.released, "handed unstarted executions back"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand executions back; their leases will")
+            }
+        }
+    }
+    // Every sender is gone once the slots are: the reporter sends what is
+    // left and ends.
+    drop(reports);
+    while slots.join_next().await.is_some() {}
+    let flush = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(flush, reporting).await.is_err() {
+        tracing::warn!("stopped before every result was reported; their leases bring them back");
+    }
+    tasks.abort_all();
+    Ok(())
 }
 
 /// What the claimer and the slots share.
@@ -170,6 +222,10 @@ struct Local {
     taken: Notify,
     /// Recent run time.
     pace: Pace,
+    /// A clean stop began: begin nothing more.
+    stopping: AtomicBool,
+    /// Assignments set aside during a clean stop, to hand back.
+    handed_back: Mutex<Vec<i64>>,
 }
 
 /// Long-polls for assignments: one per slot plus what the pace says the

@@ -258,3 +258,18 @@ pub struct KvFailure {
     /// What happened.
     pub message: String,
 }
+
+/// Executions a worker claimed but never began, handed back by a clean stop.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    /// Their ids (at most [`MAX_REPORTS`]).
+    pub executions: Vec<i64>,
+}
+
+/// What a release answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Released {
+    /// How many went back to the queue.
+    pub released: u64,
+}
