@@ -452,9 +452,42 @@ on_both_backends! {
         let rules = s.core.storage.enabled_rules("core.manual").await.unwrap();
         let items = attune::engine::rules::evaluate::plan(&s.core, &event, rules).await.unwrap();
         assert_eq!(items.len(), 1, "the rule matches the event again");
-        let again = s.core.storage.enforce_many(&items).await.unwrap();
+        let again = s.core.storage.enforce_many(&items, &[id]).await.unwrap();
         assert!(again.iter().all(Option::is_none), "a redelivered event must not create executions");
         assert_eq!(executions_of_rule(&s, "core.once_per_event").await.len(), 1);
+        s.finish().await;
+    }
+
+    async fn events_stored_without_their_verdicts_are_enforced_once_by_the_reconciler(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        for r#ref in ["core.all", "core.other"] {
+            let r = s.post("/api/v1/rules", json!({
+                "ref": r#ref, "trigger": "core.manual", "action": "core.echo", "action_params": {"message": r#ref},
+            })).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        // Acknowledged and enforced at once: nothing for the reconciler.
+        fire(&s, json!({})).await;
+        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0);
+        // Stored, then a crash before the verdicts: one event for every
+        // rule, one addressed to `core.other` only (as a webhook's or a
+        // timer's event is).
+        let payload = json!({});
+        let only = vec!["core.other".to_string()];
+        let stored = s.core.storage.insert_events(&[
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only) },
+        ]).await.unwrap();
+        assert_eq!(executions_of_rule(&s, "core.all").await.len(), 1);
+        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 2);
+        assert_eq!(executions_of_rule(&s, "core.all").await.len(), 2, "the crashed event reached every rule");
+        assert_eq!(executions_of_rule(&s, "core.other").await.len(), 3, "and the addressed one only its rule");
+        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "once");
+        let of = |n: usize| stored[n].id;
+        for n in [0, 1] {
+            let shown = s.get(&format!("/api/v1/events/{}", of(n))).await;
+            assert_eq!(shown.status, StatusCode::OK);
+        }
         s.finish().await;
     }
 

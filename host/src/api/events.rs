@@ -91,7 +91,11 @@ async fn fire(
             },
         )
         .await?;
-    Ok((StatusCode::CREATED, axum::Json(admitted.event.into())))
+    let view = EventView {
+        enforcement_pending: admitted.enforcement_pending,
+        ..admitted.event.into()
+    };
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
 /// Lists events, newest first.

@@ -279,6 +279,10 @@ pub struct EventView {
     pub source: Option<String>,
     /// Unix ms.
     pub created_at: i64,
+    /// Set (true) when the event is stored but its rules' verdicts could
+    /// not be yet: the server enforces it later, nothing is lost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enforcement_pending: bool,
 }
 
 impl From<EventRecord> for EventView {
@@ -289,6 +293,7 @@ impl From<EventRecord> for EventView {
             payload: r.payload,
             source: r.source,
             created_at: r.created_at,
+            enforcement_pending: false,
         }
     }
 }

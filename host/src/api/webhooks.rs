@@ -31,6 +31,10 @@ pub struct Delivery {
     pub event: i64,
     /// Executions queued by the rules the signature verified for.
     pub executions: Vec<i64>,
+    /// Set (true) when the event is stored but its rules' verdicts could
+    /// not be yet: the server enforces it later, nothing is lost.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enforcement_pending: bool,
 }
 
 /// Receives a signed delivery for hook `name`.
@@ -73,6 +77,7 @@ async fn receive(
         axum::Json(Delivery {
             event: admitted.event.id,
             executions: admitted.executions.iter().map(|e| e.id).collect(),
+            enforcement_pending: admitted.enforcement_pending,
         }),
     ))
 }

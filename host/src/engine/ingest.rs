@@ -44,6 +44,9 @@ pub struct Admitted {
     pub event: EventRecord,
     /// The executions it queued.
     pub executions: Vec<ExecutionRecord>,
+    /// It is stored, but its rules' verdicts could not be yet; they will be
+    /// (see [`reconcile`]).
+    pub enforcement_pending: bool,
 }
 
 enum Entry {
@@ -157,39 +160,86 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
 
 type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, String>>);
 
-/// Records `events` and their enforcements; returns what each admitted.
+/// Records `events`, then their enforcements; returns what each admitted.
+/// Once the events are stored they are acknowledged whatever happens next:
+/// if their verdicts cannot be stored, each is admitted with
+/// `enforcement_pending` and [`reconcile`] enforces it later.
 async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitted>> {
+    let addressed: Vec<Option<Vec<String>>> = events
+        .iter()
+        .map(|(e, _)| {
+            e.rules
+                .as_ref()
+                .map(|rules| rules.iter().map(|r| r.spec.r#ref.clone()).collect())
+        })
+        .collect();
     let new: Vec<NewEvent<'_>> = events
         .iter()
-        .map(|(e, _)| NewEvent {
+        .zip(&addressed)
+        .map(|((e, _), rules)| NewEvent {
             trigger: &e.trigger,
             payload: &e.payload,
             source: e.source.as_deref(),
+            rules: rules.as_deref(),
         })
         .collect();
     let records = core.storage.insert_events(&new).await?;
     core.metrics.events_recorded.inc_by(records.len() as u64);
+    let mut audiences = Vec::with_capacity(records.len());
+    for (record, (incoming, _)) in records.iter().zip(events) {
+        audiences.push(match &incoming.rules {
+            Some(rules) => Ok(rules.clone()),
+            None => core
+                .cache
+                .enabled_rules(&core.storage, &record.trigger)
+                .await
+                .map_err(EngineError::from),
+        });
+    }
+    match enforce(core, &records, audiences).await {
+        Ok(mut queued) => Ok(records
+            .into_iter()
+            .enumerate()
+            .map(|(n, event)| Admitted {
+                event,
+                executions: queued.remove(&n).unwrap_or_default(),
+                enforcement_pending: false,
+            })
+            .collect()),
+        Err(e) => {
+            tracing::error!(error = %e, events = records.len(), "enforcing events; they are kept and enforced later");
+            Ok(records
+                .into_iter()
+                .map(|event| Admitted {
+                    event,
+                    executions: Vec::new(),
+                    enforcement_pending: true,
+                })
+                .collect())
+        }
+    }
+}
+
+/// Plans and stores the verdicts of the rules each stored event is
+/// addressed to, marking the events enforced in the same transaction;
+/// returns the executions queued, by the event's index.
+async fn enforce(
+    core: &Core,
+    records: &[EventRecord],
+    audiences: Vec<Result<Vec<RuleRecord>, EngineError>>,
+) -> Result<HashMap<usize, Vec<ExecutionRecord>>, EngineError> {
     let mut items = Vec::new();
     let mut owners = Vec::new();
-    for (n, (record, (incoming, _))) in records.iter().zip(events).enumerate() {
-        let rules = match &incoming.rules {
-            Some(rules) => rules.clone(),
-            None => {
-                core.cache
-                    .enabled_rules(&core.storage, &record.trigger)
-                    .await?
-            }
-        };
-        let planned = plan(core, record, rules)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    for (n, (record, rules)) in records.iter().zip(audiences).enumerate() {
+        let planned = plan(core, record, rules?).await?;
         owners.extend(std::iter::repeat_n(n, planned.len()));
         items.extend(planned);
     }
+    let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
     let mut queued: HashMap<usize, Vec<ExecutionRecord>> = HashMap::new();
     for (outcome, owner) in core
         .storage
-        .enforce_many(&items)
+        .enforce_many(&items, &ids)
         .await?
         .into_iter()
         .zip(owners)
@@ -201,12 +251,57 @@ async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitte
     core.metrics
         .executions_requested
         .inc_by(queued.values().map(Vec::len).sum::<usize>() as u64);
-    Ok(records
-        .into_iter()
-        .enumerate()
-        .map(|(n, event)| Admitted {
-            event,
-            executions: queued.remove(&n).unwrap_or_default(),
-        })
-        .collect())
+    Ok(queued)
+}
+
+/// How old an unenforced event must be before the periodic [`reconcile`]
+/// takes it: older than any batch still being written.
+pub const RECONCILE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Enforces events that were stored but whose verdicts never were (a crash
+/// between the two writes, or a failed write): each against the rules it
+/// was addressed to (only those still enabled) or every enabled rule on its
+/// trigger. Safe to repeat: a (rule, event) pair is enforced once. Takes
+/// events stored at least `min_age` ago; returns how many it enforced.
+pub async fn reconcile(core: &Core, min_age: std::time::Duration) -> Result<usize, EngineError> {
+    let mut done = 0;
+    loop {
+        let pending = core
+            .storage
+            .unenforced_events(crate::util::units::millis(min_age), MAX_BATCH as i64)
+            .await?;
+        if pending.is_empty() {
+            break;
+        }
+        let mut records = Vec::with_capacity(pending.len());
+        let mut audiences = Vec::with_capacity(pending.len());
+        for (record, addressed) in pending {
+            let rules = match addressed {
+                Some(refs) => {
+                    let mut rules = Vec::new();
+                    for r in refs {
+                        if let Some(rule) = core.storage.get_rule(&r).await?
+                            && rule.spec.enabled
+                        {
+                            rules.push(rule);
+                        }
+                    }
+                    rules
+                }
+                None => {
+                    core.cache
+                        .enabled_rules(&core.storage, &record.trigger)
+                        .await?
+                }
+            };
+            audiences.push(Ok(rules));
+            records.push(record);
+        }
+        let queued = enforce(core, &records, audiences).await?;
+        done += records.len();
+        if !queued.is_empty() {
+            core.dispatch.work_queued(&core.storage).await;
+        }
+    }
+    Ok(done)
 }

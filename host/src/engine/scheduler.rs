@@ -50,6 +50,7 @@ pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeli
         dispatch.spawn(timer_task(core.clone()));
     }
     dispatch.spawn(reaper_task(core.clone(), config.clone()));
+    dispatch.spawn(reconcile_task(core.clone()));
     if let Some(retention) = config.retention {
         dispatch.spawn(retention_task(core.clone(), retention));
     }
@@ -156,6 +157,26 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
         }
     }
 }
+
+/// Enforces events whose verdicts were never stored, at start and then
+/// every [`RECONCILE_PERIOD`].
+async fn reconcile_task(core: Core) {
+    loop {
+        match crate::engine::ingest::reconcile(&core, crate::engine::ingest::RECONCILE_AFTER).await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                events = n,
+                "enforced events a crash or failed write had left"
+            ),
+            Err(e) => tracing::error!(error = %e, "reconciling events"),
+        }
+        tokio::time::sleep(RECONCILE_PERIOD).await;
+    }
+}
+
+/// How often stored-but-unenforced events are looked for.
+const RECONCILE_PERIOD: Duration = Duration::from_secs(15);
 
 async fn retention_task(core: Core, retention: Duration) {
     loop {

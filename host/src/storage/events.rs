@@ -4,6 +4,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
+use super::rows::DbRow;
 use super::sql::*;
 use super::{Pool, Result, Storage, now_ms};
 
@@ -20,6 +21,7 @@ impl Storage {
                 trigger,
                 payload,
                 source,
+                rules: None,
             }])
             .await?;
         Ok(events.remove(0))
@@ -32,9 +34,9 @@ impl Storage {
         }
         let now = now_ms();
         let sql = format!(
-            "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
+            "INSERT INTO event (trigger, payload, source, created_at, rules) VALUES {} \
              RETURNING id, trigger, payload, source, created_at",
-            rows_of(events.len(), 4, None)
+            rows_of(events.len(), 5, None)
         );
         on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
@@ -43,7 +45,8 @@ impl Storage {
                     .bind(e.trigger)
                     .bind(Json(e.payload))
                     .bind(e.source)
-                    .bind(now);
+                    .bind(now)
+                    .bind(e.rules.map(Json));
             }
             let mut records: Vec<EventRecord> = query
                 .fetch_all(p)
@@ -54,6 +57,35 @@ impl Storage {
             // Ids are assigned in VALUES order; RETURNING order is not promised.
             records.sort_by_key(|e| e.id);
             Ok(records)
+        })
+    }
+
+    /// Events stored at least `min_age_ms` ago whose verdicts were never
+    /// stored (a crash or a failed write in between), oldest first, with
+    /// the rules each is addressed to.
+    pub async fn unenforced_events(
+        &self,
+        min_age_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(EventRecord, Option<Vec<String>>)>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id, trigger, payload, source, created_at, rules FROM event \
+                 WHERE enforced_at IS NULL AND created_at <= $1 ORDER BY id LIMIT $2",
+            )
+            .bind(now_ms() - min_age_ms)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| {
+                    let rules = r
+                        .opt_json("rules")
+                        .and_then(|v| serde_json::from_value(v).ok());
+                    (EventRecord::from_row(r), rules)
+                })
+                .collect())
         })
     }
 

@@ -38,14 +38,16 @@ impl Storage {
     }
 
     /// Records enforcements and, for those enforced, their executions — each
-    /// (rule, event) once, so a redelivered event queues nothing again. One
-    /// transaction and two statements for the whole batch; returns, per
-    /// item, the execution it queued.
+    /// (rule, event) once, so a redelivered event queues nothing again — and
+    /// marks `events` enforced (their verdicts are stored), all in one
+    /// transaction of at most three statements for the whole batch;
+    /// returns, per item, the execution it queued.
     pub async fn enforce_many(
         &self,
         items: &[NewEnforcement],
+        events: &[i64],
     ) -> Result<Vec<Option<ExecutionRecord>>> {
-        if items.is_empty() {
+        if items.is_empty() && events.is_empty() {
             return Ok(vec![]);
         }
         let now = now_ms();
@@ -54,8 +56,19 @@ impl Storage {
              ON CONFLICT (rule, event) DO NOTHING RETURNING id, rule, event",
             rows_of(items.len(), 6, None)
         );
+        let mark_sql = format!(
+            "UPDATE event SET enforced_at = $1 WHERE id IN ({})",
+            id_list(events)
+        );
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
+            if !events.is_empty() {
+                sqlx::query(&mark_sql).bind(now).execute(&mut *tx).await?;
+            }
+            if items.is_empty() {
+                tx.commit().await?;
+                return Ok(vec![]);
+            }
             let mut query = sqlx::query(&enforcement_sql);
             for item in items {
                 let status = if item.execution.is_some() {

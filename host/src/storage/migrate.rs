@@ -38,6 +38,10 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0008_sealed_params.sql"),
     ),
     (9, include_str!("../../../migrations/sqlite/0009_kv.sql")),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_event_enforced.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -73,6 +77,10 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../../../migrations/postgres/0008_sealed_params.sql"),
     ),
     (9, include_str!("../../../migrations/postgres/0009_kv.sql")),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_event_enforced.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming Attune's migration lock.

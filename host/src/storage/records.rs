@@ -576,6 +576,8 @@ pub struct NewEvent<'a> {
     pub payload: &'a Value,
     /// Who produced it.
     pub source: Option<&'a str>,
+    /// The rules it is addressed to; `None`: every enabled rule on its trigger.
+    pub rules: Option<&'a [String]>,
 }
 
 /// An enforcement to record: a rule's verdict on an event.
