@@ -520,3 +520,60 @@ fn a_second_signal_stops_at_once() {
     assert_eq!(code, 130);
     assert!(took < std::time::Duration::from_secs(3), "{took:?}");
 }
+
+/// A private CA and a certificate it signed for 127.0.0.1, as PEM files in
+/// `dir`: (ca.pem, cert.pem, key.pem).
+fn private_ca(dir: &std::path::Path) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let path = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    (
+        path("ca.pem", ca.pem()),
+        path("cert.pem", cert.pem()),
+        path("key.pem", key.serialize_pem()),
+    )
+}
+
+#[test]
+fn serve_speaks_https_and_clients_trust_a_private_ca_they_are_given() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = private_ca(certs.path());
+    let mut server = start_server_with(&["--tls-cert", &cert, "--tls-key", &key]);
+    server.url = server.url.replace("http://", "https://");
+    let (code, out, err) = client(&server, &["action", "list", "--ca-cert", &ca]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("core.echo"), "{out}");
+    let (code, _, err) = client(&server, &["action", "list"]);
+    assert_ne!(code, 0, "an unknown issuer is refused");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    server.url = server.url.replace("https://", "http://");
+    let (code, _, _) = client(&server, &["action", "list"]);
+    assert_ne!(code, 0, "no plain HTTP on the TLS port");
+    let bad = start_server_attempt(&["--tls-cert", &ca, "--tls-key", &cert]);
+    assert!(bad.contains("--tls-cert/--tls-key"), "{bad}");
+}
+
+/// Runs `attune serve` with `extra` that should refuse to start; its stderr.
+fn start_server_attempt(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8(out.stderr).unwrap()
+}

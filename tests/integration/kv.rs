@@ -145,6 +145,7 @@ on_both_backends! {
             cache_dir: dir.path().to_path_buf(),
             default_timeout: Duration::from_secs(30),
             allow_private_outbound: true,
+            ca_cert: None,
         };
         let worker = tokio::spawn(async move { remote::run(config).await });
         keeps_state(&s, "hostile").await;

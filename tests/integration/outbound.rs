@@ -402,3 +402,89 @@ async fn finished(s: &TestServer, id: i64) -> Value {
     .await
     .unwrap_or_else(|| panic!("execution {id} did not finish"))
 }
+
+/// An HTTPS server on 127.0.0.1 with a certificate from a fresh private CA;
+/// its port and the CA's PEM file.
+async fn tls_remote(dir: &std::path::Path) -> (u16, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let config = attune::util::tls::server_config(&cert_path, &key_path).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\nconnection: close\r\n\r\nsecure",
+                    )
+                    .await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    (port, ca_path)
+}
+
+#[tokio::test]
+async fn https_reaches_a_server_of_a_private_ca_only_when_the_operator_trusts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, ca) = tls_remote(dir.path()).await;
+    let url = format!("https://127.0.0.1:{port}/");
+    let allowed = Arc::new(AllowedHosts::parse(&["https://127.0.0.1:*".to_string()]).unwrap());
+    let get = |rt: Runtime| {
+        let (url, allowed) = (url.clone(), allowed.clone());
+        async move {
+            let (pack, _) = rt.load(&guest_bytes("fetch")).unwrap();
+            let mut request = ExecutionRequest::new("get", json!({"url": url}));
+            request.allowed_hosts = allowed;
+            pack.execute(&rt, request).await.unwrap()
+        }
+    };
+    let untrusted = get(runtime_with(private_ok())).await;
+    assert_eq!(untrusted.status, Status::Failed);
+    assert!(
+        format!("{:?}", untrusted.error)
+            .to_lowercase()
+            .contains("tls"),
+        "{:?}",
+        untrusted.error
+    );
+    let trusting = OutboundConfig {
+        tls: Some(Arc::new(
+            attune::util::tls::client_config(Some(&ca)).unwrap(),
+        )),
+        ..private_ok()
+    };
+    let trusted = get(runtime_with(trusting)).await;
+    assert_eq!(trusted.status, Status::Succeeded, "{:?}", trusted.error);
+    assert_eq!(
+        trusted.result,
+        Some(json!({"status": 200, "body": "secure"}))
+    );
+}

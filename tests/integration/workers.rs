@@ -34,6 +34,7 @@ fn worker(
         cache_dir: dir.join(name),
         default_timeout: Duration::from_secs(30),
         allow_private_outbound: true,
+        ca_cert: None,
     };
     tokio::spawn(async move {
         if let Err(e) = remote::run(config).await {
@@ -181,6 +182,7 @@ on_both_backends! {
             cache_dir: dir.path().to_path_buf(),
             default_timeout: Duration::from_secs(30),
             allow_private_outbound: true,
+            ca_cert: None,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(remote::run_until(config, async { let _ = stop_rx.await; }, Duration::from_secs(20)));

@@ -157,7 +157,7 @@ impl TestServer {
         let core = server.core.clone();
         let pipeline = server.pipeline.clone();
         let task = tokio::spawn(async move {
-            attune::server::run(listener, server.core, server.api, async {
+            attune::server::run(listener, server.core, server.api, None, async {
                 let _ = rx.await;
             })
             .await

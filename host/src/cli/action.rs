@@ -75,6 +75,10 @@ pub enum ActionCommand {
         /// Let it reach private, loopback and link-local addresses too.
         #[arg(long)]
         allow_private_outbound: bool,
+        /// Also trust the CA certificates in this PEM file for the action's
+        /// HTTPS requests (a private CA).
+        #[arg(long, env = "ATTUNE_CA_CERT")]
+        ca_cert: Option<std::path::PathBuf>,
         /// Grant it the secret NAME with this value, readable through
         /// `attune:action/secrets` and redacted from what it prints and
         /// returns. Repeatable.
@@ -133,6 +137,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             output_limit,
             allow_outbound,
             allow_private_outbound,
+            ca_cert,
             secret,
             secrets_file,
             runtime,
@@ -166,6 +171,12 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             };
             let outbound = OutboundConfig {
                 allow_private: allow_private_outbound,
+                tls: match &ca_cert {
+                    Some(ca) => Some(std::sync::Arc::new(crate::util::tls::client_config(Some(
+                        ca,
+                    ))?)),
+                    None => None,
+                },
                 ..OutboundConfig::default()
             };
             let rt = local_runtime(&runtime, limits, outbound)?;

@@ -24,6 +24,10 @@ pub struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Also trust the CA certificates in this PEM file for `https://`
+    /// servers (a private CA).
+    #[arg(long, env = "ATTUNE_CA_CERT", global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ClientArgs {
@@ -39,7 +43,7 @@ impl ClientArgs {
                 "no token: pass --token, set ATTUNE_TOKEN, or run `attune login`".into(),
             )
         })?;
-        Ok(Client::new(&server, &token))
+        Client::with_ca(&server, &token, self.ca_cert.as_deref())
     }
 }
 
@@ -204,11 +208,14 @@ pub struct LoginArgs {
     /// API token (e.g. the content of <data-dir>/admin.token).
     #[arg(long)]
     pub token: String,
+    /// Also trust the CA certificates in this PEM file (a private CA).
+    #[arg(long, env = "ATTUNE_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 /// Saves the server and token after checking them.
 pub async fn login(args: LoginArgs) -> anyhow::Result<i32> {
-    let client = Client::new(&args.server, &args.token);
+    let client = Client::with_ca(&args.server, &args.token, args.ca_cert.as_deref())?;
     client.get("/packs?limit=1").await?;
     let path = SavedLogin {
         server: Some(args.server),

@@ -60,6 +60,17 @@ pub struct ServeArgs {
     /// running executions before exiting; a second signal exits at once.
     #[arg(long, env = "ATTUNE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "ATTUNE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "ATTUNE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also trust the CA certificates in this PEM file for actions' HTTPS
+    /// requests (a private CA). For PostgreSQL, put `sslmode=verify-full`
+    /// and `sslrootcert=<file>` in the database URL.
+    #[arg(long, env = "ATTUNE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 fn default_workers() -> usize {
@@ -67,6 +78,19 @@ fn default_workers() -> usize {
 }
 
 pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
+    // TLS material is checked before anything starts.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(std::sync::Arc::new(
+            crate::util::tls::server_config(cert, key).context("--tls-cert/--tls-key")?,
+        )),
+        _ => None,
+    };
+    let outbound_tls = match &args.ca_cert {
+        Some(ca) => Some(std::sync::Arc::new(
+            crate::util::tls::client_config(Some(ca)).context("--ca-cert")?,
+        )),
+        None => None,
+    };
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         database_url: args.database_url.clone(),
@@ -86,6 +110,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         },
         outbound: OutboundConfig {
             allow_private: args.allow_private_outbound,
+            tls: outbound_tls,
             ..OutboundConfig::default()
         },
         max_result_bytes: args.max_result,
@@ -101,8 +126,12 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "attune is listening");
-    eprintln!("attune is listening on http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %listener.local_addr()?, scheme, "attune is listening");
+    eprintln!(
+        "attune is listening on {scheme}://{}",
+        listener.local_addr()?
+    );
     // A stop: no new connections, open requests (a long-poll, an output
     // stream) get until the deadline, then what the worker began may finish
     // and be recorded until the same deadline; a second signal exits at once.
@@ -111,7 +140,13 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         stop_requested().await;
         let _ = stopping_tx.send(());
     };
-    let serving = server::run(listener, server.core.clone(), server.api.clone(), signal);
+    let serving = server::run(
+        listener,
+        server.core.clone(),
+        server.api.clone(),
+        tls,
+        signal,
+    );
     tokio::pin!(serving);
     let deadline = tokio::select! {
         r = &mut serving => {

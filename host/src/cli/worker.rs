@@ -45,6 +45,10 @@ pub struct WorkerArgs {
     /// second signal exits at once.
     #[arg(long, env = "ATTUNE_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Also trust the CA certificates in this PEM file: for an `https://`
+    /// server and for actions' HTTPS requests (a private CA).
+    #[arg(long, env = "ATTUNE_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
@@ -81,6 +85,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         cache_dir,
         default_timeout: args.default_timeout,
         allow_private_outbound: args.allow_private_outbound,
+        ca_cert: args.ca_cert.clone(),
     };
     eprintln!("worker {} serving {}", config.name, config.server);
     let stop = async {

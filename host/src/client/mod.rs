@@ -27,7 +27,7 @@ pub enum ClientError {
         details: Vec<(String, String)>,
     },
     /// The server could not be reached or answered nonsense.
-    #[error("cannot talk to {server}: {source}")]
+    #[error("cannot talk to {server}: {}", chain(.source))]
     Transport {
         /// The server URL.
         server: String,
@@ -37,6 +37,18 @@ pub enum ClientError {
     /// No server or token configured.
     #[error("{0}")]
     Config(String),
+}
+
+/// An error with its causes (a TLS failure is a cause of a send error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn render_details(details: &[(String, String)]) -> String {
@@ -105,13 +117,29 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for `server` authenticating with `token`.
+    /// A client for `server` authenticating with `token`, trusting the
+    /// webpki roots for `https://`.
     pub fn new(server: &str, token: &str) -> Self {
-        Self {
+        Self::with_ca(server, token, None).expect("the default TLS settings are valid")
+    }
+
+    /// A client that also trusts the certificates in `ca` (a private CA).
+    pub fn with_ca(
+        server: &str,
+        token: &str,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, ClientError> {
+        let tls = crate::util::tls::client_config(ca)
+            .map_err(|e| ClientError::Config(format!("--ca-cert: {e:#}")))?;
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|e| ClientError::Config(format!("the HTTP client: {e}")))?;
+        Ok(Self {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http: reqwest::Client::new(),
-        }
+            http,
+        })
     }
 
     /// Sends a request and returns the JSON body (or `null` for 204).

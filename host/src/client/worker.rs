@@ -50,6 +50,9 @@ pub struct RemoteWorkerConfig {
     pub default_timeout: Duration,
     /// Let actions reach private addresses (their grant still applies).
     pub allow_private_outbound: bool,
+    /// Also trust this PEM file's CA certificates, for the server and for
+    /// actions' HTTPS requests.
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Bytes of reports one `results` request carries at most (the server
@@ -80,7 +83,11 @@ pub async fn run_until(
     stop: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> anyhow::Result<()> {
-    let client = Client::new(&config.server, &config.token);
+    let client = Client::with_ca(&config.server, &config.token, config.ca_cert.as_deref())?;
+    let tls = match &config.ca_cert {
+        Some(ca) => Some(Arc::new(crate::util::tls::client_config(Some(ca))?)),
+        None => None,
+    };
     let concurrency = config.concurrency.max(1);
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(config.cache_dir.join("artifacts")),
@@ -88,6 +95,7 @@ pub async fn run_until(
         max_instances: (concurrency as u32) * 2,
         outbound: crate::runtime::http::OutboundConfig {
             allow_private: config.allow_private_outbound,
+            tls,
             ..Default::default()
         },
         ..RuntimeConfig::default()

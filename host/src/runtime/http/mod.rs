@@ -56,6 +56,9 @@ pub struct OutboundConfig {
     pub max_response_bytes: u64,
     /// Most requests one execution may send.
     pub max_requests: u32,
+    /// TLS settings when they differ from the webpki roots alone (a
+    /// private CA, `--ca-cert`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for OutboundConfig {
@@ -67,6 +70,7 @@ impl Default for OutboundConfig {
             between_bytes_timeout: Duration::from_secs(30),
             max_response_bytes: 10 << 20,
             max_requests: 100,
+            tls: None,
         }
     }
 }
@@ -219,19 +223,11 @@ struct Timeouts {
     between_bytes: Duration,
 }
 
-/// The TLS client settings: rustls with ring and the webpki roots, built once.
+/// The default TLS client settings: rustls with ring and the webpki roots,
+/// built once.
 static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-    };
     Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth(),
+        crate::util::tls::client_config(None).expect("ring supports the default protocol versions"),
     )
 });
 
@@ -299,7 +295,8 @@ async fn send(
             Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
                 .map_err(HttpError::InvalidDnsNameError)?,
         };
-        let tls = tokio_rustls::TlsConnector::from(TLS.clone());
+        let tls =
+            tokio_rustls::TlsConnector::from(config.tls.clone().unwrap_or_else(|| TLS.clone()));
         let s = tokio::time::timeout_at(deadline, tls.connect(name, tcp))
             .await
             .map_err(|_| HttpError::ConnectionTimeout)?
