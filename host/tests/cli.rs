@@ -577,3 +577,62 @@ fn start_server_attempt(extra: &[&str]) -> String {
     assert!(!out.status.success());
     String::from_utf8(out.stderr).unwrap()
 }
+
+#[test]
+fn tokens_are_created_listed_and_revoked_and_an_operator_locked_out_gets_back_in() {
+    let server = start_server();
+    let (code, out, err) = client(&server, &["token", "create", "ci", "--role", "operator"]);
+    assert_eq!(code, 0, "{err}");
+    let operator = out.trim().to_string();
+    assert_eq!(operator.len(), server.token.len(), "{out}");
+    let (_, listed, _) = client(&server, &["token", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert!(
+        !listed.to_string().contains(&operator),
+        "no token in a listing"
+    );
+    let admin_id = items.iter().find(|t| t["role"] == "admin").unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (code, _, err) = client(&server, &["token", "revoke", &admin_id.to_string()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("last admin token"), "{err}");
+    // Offline, against the data directory: a new admin token works at once.
+    let dir = server.dir.path().to_string_lossy().into_owned();
+    let (code, out, err) = attune_raw(&[
+        "token",
+        "create",
+        "rescue",
+        "--role",
+        "admin",
+        "--data-dir",
+        &dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rescue = ServerProcess {
+        child: Command::new("true").spawn().unwrap(),
+        url: server.url.clone(),
+        token: out.trim().to_string(),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (code, _, err) = client(&rescue, &["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = attune_raw(&["token", "create", "x", "--data-dir", "/nonexistent"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no database"), "{err}");
+}
+
+/// Runs `attune` with `args`; exit code, stdout, stderr.
+fn attune_raw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}

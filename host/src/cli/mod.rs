@@ -12,6 +12,7 @@ mod client;
 mod local;
 mod secret;
 mod serve;
+mod token;
 mod worker;
 
 use std::path::PathBuf;
@@ -72,6 +73,14 @@ pub enum Command {
         #[command(flatten)]
         client: client::ClientArgs,
     },
+    /// Create, list and revoke API tokens (admin); `create --data-dir`
+    /// works offline against the database.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
     /// Run an action on a server and wait for its result.
     Run {
         #[command(flatten)]
@@ -123,6 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Execution { command, client } => client::execution(command, &client).await,
         Command::Event { command, client } => client::event(command, &client).await,
         Command::Secret { command, client } => secret::run(command, &client).await,
+        Command::Token { command, client } => token::run(command, &client).await,
         Command::Run { run, client } => client::run(run, &client).await,
         Command::Login(args) => client::login(args).await,
         Command::Bench(args) => bench::run(args).await,
