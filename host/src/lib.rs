@@ -5,17 +5,20 @@
 //! Layers, from the bottom up; a module imports only from layers below it,
 //! and there are no import cycles.
 //!
-//! - [`util`] — durations, sizes, private files and timer-schedule
-//!   arithmetic. Uses nothing of Attune.
+//! - [`util`] — durations, sizes, private files, timer-schedule arithmetic
+//!   and TLS material from PEM files. Uses nothing of Attune.
 //! - [`runtime`] — wasmtime only: loading and caching components, deriving
 //!   JSON Schemas from WIT, converting JSON ↔ component values, running
 //!   actions in a sandbox. One module per host interface (`log`, `context`,
-//!   `http` — outbound HTTP checked against the pack's grant), composed in
+//!   `secrets` — granted secrets and their redaction, `kv` — the pack's
+//!   key-value store behind a trait, `http` — outbound HTTP checked against
+//!   the pack's grant), composed in
 //!   `runtime::capabilities`, from which a worker's advertised capability
 //!   list is derived. Knows nothing of the API or SQL.
 //! - [`storage`] — sqlx only: SQLite and PostgreSQL behind one type, every
 //!   query written once for both, one file per table or concern (packs,
-//!   rules, events, executions, workers, tokens, timers, claims, retention).
+//!   rules, events, executions, workers, tokens, timers, claims, retention,
+//!   secrets, kv).
 //!   Its rows are plain data, not wire types.
 //! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
 //!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event
@@ -24,8 +27,10 @@
 //!   (`engine::worker::run`) and the worker protocol types both sides share
 //!   (`engine::worker::protocol`), the one place that saves a rule
 //!   (`engine::rules::save`), triggers (webhooks among them), the
-//!   scheduler's background tasks, packs with their grants, secrets sealed at
-//!   rest (`engine::secrets`) and metrics.
+//!   scheduler's background tasks (and the reconciler of events left
+//!   unenforced), packs with their grants, secrets sealed at rest
+//!   (`engine::secrets`), packs' key-value state (`engine::kv`, for the
+//!   embedded worker and the worker API alike) and metrics.
 //! - [`api`] — the HTTP API over the engine: one router per resource, auth,
 //!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
 //! - [`client`] — the HTTP client of the CLI's client commands, and the
