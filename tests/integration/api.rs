@@ -294,6 +294,55 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn archive_bombs_and_floods_are_refused_and_nothing_is_written(backend) {
+        let api = attune::api::ApiConfig { max_upload_bytes: 1 << 20 };
+        let s = TestServer::start_with(backend, api).await;
+        let manifest = manifest("bomb", "1", &["types.wasm"], "");
+        // 16 MiB of zeros in a few KiB: past the 4 MiB an archive may
+        // unpack to under a 1 MiB upload limit.
+        let build = |entries: &mut dyn FnMut(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>)| {
+            let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+            let mut header = tar::Header::new_gnu();
+            header.set_size(manifest.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, "pack.toml", manifest.as_bytes()).unwrap();
+            entries(&mut tar);
+            tar.into_inner().unwrap().finish().unwrap()
+        };
+        let bomb = build(&mut |tar| {
+            let zeros = vec![0u8; 16 << 20];
+            let mut header = tar::Header::new_gnu();
+            header.set_size(zeros.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            tar.append_data(&mut header, "types.wasm", zeros.as_slice()).unwrap();
+        });
+        assert!(bomb.len() < 1 << 20, "the bomb fits the upload limit: {}", bomb.len());
+        let r = s.upload_archive(bomb).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("unpacks to more than"), "{}", r.body);
+        // 100,000 empty entries.
+        let flood = build(&mut |tar| {
+            for n in 0..100_000 {
+                let mut header = tar::Header::new_gnu();
+                header.set_size(0);
+                header.set_mode(0o644);
+                header.set_cksum();
+                tar.append_data(&mut header, format!("f/{n}"), std::io::empty()).unwrap();
+            }
+        });
+        assert_eq!(s.get("/api/v1/packs/bomb").await.status, StatusCode::NOT_FOUND, "nothing stored");
+        s.finish().await;
+        // Under the default upload limit, which the flood fits.
+        let s = TestServer::start(backend).await;
+        let r = s.upload_archive(flood).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains("entries"), "{}", r.body);
+        assert_eq!(s.get("/api/v1/packs/bomb").await.status, StatusCode::NOT_FOUND, "nothing stored");
+        s.finish().await;
+    }
+
     async fn an_archive_registers_components_and_rules_together(backend) {
         let s = TestServer::start(backend).await;
         let types = guest_bytes("types");
