@@ -300,7 +300,8 @@ on_both_backends! {
         let manifest = manifest("bomb", "1", &["types.wasm"], "");
         // 16 MiB of zeros in a few KiB: past the 4 MiB an archive may
         // unpack to under a 1 MiB upload limit.
-        let build = |entries: &mut dyn FnMut(&mut tar::Builder<flate2::write::GzEncoder<Vec<u8>>>)| {
+        type Archive = tar::Builder<flate2::write::GzEncoder<Vec<u8>>>;
+        let build = |entries: &mut dyn FnMut(&mut Archive)| {
             let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
             let mut header = tar::Header::new_gnu();
             header.set_size(manifest.len() as u64);
