@@ -114,6 +114,7 @@ impl Server {
             CoreConfig {
                 lease: config.pipeline.lease,
                 min_interval: config.pipeline.min_interval,
+                webhook_rate: config.pipeline.webhook_rate,
                 node: node_id(&config.data_dir)?,
             },
             secrets,

@@ -82,6 +82,35 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn each_hook_is_rate_limited_and_unknown_names_share_one_limit(backend) {
+        let pipeline = support::PipelineConfig { webhook_rate: 20, ..Default::default() };
+        let s = TestServer::start_full(backend, Default::default(), pipeline).await;
+        s.put("/api/v1/secrets/gh_hook", json!({"value": "first-key-first-key-first"})).await;
+        let r = s.post("/api/v1/rules", webhook_rule("core.gh", "gh", "{{ secrets.gh_hook }}")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let burst = s.core.hooks.burst();
+        let mut statuses = Vec::new();
+        for n in 0..burst + 40 {
+            let hook = if n % 2 == 0 { "gh".to_string() } else { format!("probe-{n}") };
+            statuses.push((n % 2, deliver(&s, &hook, "wrong-key-wrong-key-wrong", b"{}").await));
+        }
+        for kind in [0, 1] {
+            let of_kind: Vec<_> = statuses.iter().filter(|(k, _)| *k == kind).map(|(_, s)| *s).collect();
+            assert!(of_kind.iter().all(|s| *s == StatusCode::UNAUTHORIZED || *s == StatusCode::TOO_MANY_REQUESTS));
+            assert!(of_kind.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count() >= burst / 2, "{kind}");
+        }
+        // The known hook used about half its burst; the unknown names share one.
+        assert!(statuses.iter().filter(|(k, s)| *k == 0 && *s == StatusCode::TOO_MANY_REQUESTS).count() == 0);
+        // Many at once, so the bucket cannot refill in between.
+        let names: Vec<String> = (0..burst * 2).map(|n| format!("more-{n}")).collect();
+        let answers = futures_util::future::join_all(names.iter().map(|n| deliver(&s, n, "x", b"{}"))).await;
+        let throttled = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+        assert!(throttled > 0, "unknown names run out of their shared bucket");
+        assert_eq!(deliver(&s, "gh", "first-key-first-key-first", b"{}").await, StatusCode::ACCEPTED,
+            "a known hook keeps its own bucket");
+        s.finish().await;
+    }
+
     async fn no_response_shows_a_literal_webhook_key(backend) {
         let s = TestServer::start(backend).await;
         let key = "literal-key-literal-key-literal";

@@ -46,6 +46,7 @@ pub struct Delivery {
         (status = 202, body = Delivery),
         (status = 401, description = "Missing or wrong signature, or no such hook; nothing stored", body = ErrorBody),
         (status = 413, body = ErrorBody),
+        (status = 429, description = "More deliveries to this hook than it accepts per second", body = ErrorBody),
     ))]
 async fn receive(
     State(state): State<AppState>,
@@ -70,6 +71,7 @@ async fn receive(
         .await
         .map_err(|e| match e {
             WebhookError::Unauthenticated => ApiError::Unauthorized,
+            WebhookError::Throttled => ApiError::TooManyRequests(e.to_string()),
             WebhookError::Engine(e) => e.into(),
         })?;
     Ok((

@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// The shortest interval a timer rule may fire at.
     #[arg(long, env = "ATTUNE_MIN_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub min_interval: Duration,
+    /// Deliveries one webhook accepts per second (twice as many at once);
+    /// past it a delivery is answered 429.
+    #[arg(long, env = "ATTUNE_WEBHOOK_RATE", default_value_t = crate::engine::core::DEFAULT_WEBHOOK_RATE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhook_rate: u32,
     /// The key that seals secrets (hex, mode 0600); default
     /// `<data-dir>/secrets.key`, created on first start.
     #[arg(long, env = "ATTUNE_SECRETS_KEY_FILE")]
@@ -106,6 +111,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             retention: (args.retention_days > 0)
                 .then(|| Duration::from_secs(args.retention_days.saturating_mul(86_400))),
             min_interval: args.min_interval,
+            webhook_rate: args.webhook_rate,
             ..PipelineConfig::default()
         },
         outbound: OutboundConfig {

@@ -30,6 +30,8 @@ pub struct CoreConfig {
     /// This node's name, stable across restarts (its embedded worker keeps
     /// one row instead of a new one per start).
     pub node: String,
+    /// Deliveries one webhook accepts per second (twice as many at once).
+    pub webhook_rate: u32,
 }
 
 impl CoreConfig {
@@ -45,12 +47,16 @@ impl CoreConfig {
     }
 }
 
+/// Deliveries one webhook accepts per second by default.
+pub const DEFAULT_WEBHOOK_RATE: u32 = 1000;
+
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
             min_interval: Duration::from_secs(1),
             node: format!("pid-{}", std::process::id()),
+            webhook_rate: DEFAULT_WEBHOOK_RATE,
         }
     }
 }
@@ -74,6 +80,8 @@ pub struct PipelineConfig {
     pub retention: Option<Duration>,
     /// The shortest interval a timer rule may fire at.
     pub min_interval: Duration,
+    /// Deliveries one webhook accepts per second (twice as many at once).
+    pub webhook_rate: u32,
 }
 
 impl Default for PipelineConfig {
@@ -87,6 +95,7 @@ impl Default for PipelineConfig {
             default_timeout: Duration::from_secs(30),
             retention: None,
             min_interval: Duration::from_secs(1),
+            webhook_rate: DEFAULT_WEBHOOK_RATE,
         }
     }
 }
@@ -114,6 +123,8 @@ pub struct Core {
     pub config: Arc<CoreConfig>,
     /// The key that seals secrets.
     pub secrets: Arc<SecretsKey>,
+    /// Deliveries per webhook, rate-limited.
+    pub hooks: Arc<crate::engine::triggers::webhook::HookLimiter>,
 }
 
 impl Core {
@@ -125,6 +136,7 @@ impl Core {
         config: CoreConfig,
         secrets: SecretsKey,
     ) -> Self {
+        let hooks = crate::engine::triggers::webhook::HookLimiter::new(config.webhook_rate);
         Core {
             storage,
             runtime,
@@ -136,6 +148,7 @@ impl Core {
             ingest: Arc::default(),
             config: Arc::new(config),
             secrets: Arc::new(secrets),
+            hooks: Arc::new(hooks),
         }
     }
 

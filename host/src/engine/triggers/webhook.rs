@@ -28,6 +28,10 @@ pub enum WebhookError {
     /// answer for all three, so hook names cannot be probed.
     #[error("a valid signature is required")]
     Unauthenticated,
+    /// The hook (or, for names no rule listens to, all of them together)
+    /// received more deliveries than `attune serve --webhook-rate` allows.
+    #[error("too many deliveries to this hook; retry later")]
+    Throttled,
     /// Recording failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -151,6 +155,57 @@ async fn key_of(
     }
 }
 
+/// The key unknown hooks are "verified" with, for equal timing.
+const UNKNOWN_HOOK_KEY: &str = "attune: no rule listens to this hook";
+
+/// The hook a webhook rule listens to: its `name`, else its ref.
+fn hook_of(rule: &RuleRecord) -> &str {
+    rule.spec.trigger_params["name"]
+        .as_str()
+        .unwrap_or(&rule.spec.r#ref)
+}
+
+/// A token bucket per hook name: `rate` deliveries a second, `2 × rate`
+/// at once after a quiet spell (`attune serve --webhook-rate`). Written
+/// here rather than taken from a rate-limiting crate: the keys are bounded
+/// by the hooks rules listen to (unknown names share one key), so this is
+/// a map of two numbers each and no eviction is needed.
+pub struct HookLimiter {
+    rate: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<String, (f64, std::time::Instant)>>,
+}
+
+impl HookLimiter {
+    /// A limiter of `rate` deliveries a second per hook.
+    pub fn new(rate: u32) -> Self {
+        Self {
+            rate: f64::from(rate.max(1)),
+            buckets: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Deliveries a hook accepts at once after a quiet spell.
+    pub fn burst(&self) -> usize {
+        (self.rate * 2.0) as usize
+    }
+
+    /// Whether one more delivery to `hook` is allowed now.
+    pub fn allow(&self, hook: &str) -> bool {
+        let now = std::time::Instant::now();
+        let burst = self.rate * 2.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = buckets.entry(hook.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// The enabled rules on hook `name` whose key verifies `signature`.
 async fn verified(
     core: &Core,
@@ -161,10 +216,7 @@ async fn verified(
 ) -> Result<Vec<RuleRecord>, EngineError> {
     let mut out = Vec::new();
     for rule in rules {
-        let hook = rule.spec.trigger_params["name"]
-            .as_str()
-            .unwrap_or(&rule.spec.r#ref);
-        if hook != name {
+        if hook_of(&rule) != name {
             continue;
         }
         if key_of(core, &rule)
@@ -205,12 +257,26 @@ pub async fn receive<'a>(
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     body: &[u8],
 ) -> Result<Admitted, WebhookError> {
-    let signature = signature.ok_or(WebhookError::Unauthenticated)?;
     let rules = core
         .cache
         .enabled_rules(&core.storage, "core.webhook")
         .await
         .map_err(EngineError::from)?;
+    let known = rules.iter().any(|r| hook_of(r) == name);
+    // Names no rule listens to share one bucket, so probing names cannot
+    // grow the limiter.
+    if !core.hooks.allow(if known { name } else { "" }) {
+        return Err(WebhookError::Throttled);
+    }
+    let signature = signature.ok_or(WebhookError::Unauthenticated)?;
+    if !known {
+        // The same work as a known hook with a wrong key (a key read and
+        // an HMAC of the body), so the answer's timing does not tell
+        // whether the hook exists.
+        let _ = core.storage.get_secret("\0no such hook").await;
+        let _ = verifies(UNKNOWN_HOOK_KEY, body, signature);
+        return Err(WebhookError::Unauthenticated);
+    }
     let rules = verified(core, rules, name, body, signature).await?;
     if rules.is_empty() {
         return Err(WebhookError::Unauthenticated);
@@ -236,6 +302,17 @@ mod tests {
         assert!(!verifies("s3cret-s3cret-s3cret", b"{\"a\":2}", &sig));
         assert!(!verifies("s3cret-s3cret-s3cret", b"{\"a\":1}", "sha1=abc"));
         assert!(!verifies("s3cret-s3cret-s3cret", b"{\"a\":1}", "sha256=zz"));
+    }
+
+    #[test]
+    fn a_hook_gets_its_burst_then_its_rate() {
+        let limiter = HookLimiter::new(100);
+        let burst = limiter.burst();
+        let allowed = (0..burst + 50).filter(|_| limiter.allow("gh")).count();
+        assert!((burst..burst + 5).contains(&allowed), "{allowed}");
+        assert!(limiter.allow("other"), "each hook has its own bucket");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(limiter.allow("gh"), "the bucket refills");
     }
 
     #[test]
