@@ -1,0 +1,219 @@
+//! Events, enforcements, executions and their attempts.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::ExecutionStatus;
+use crate::storage::rows::DbRow;
+
+/// Something that happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    /// Id, increasing.
+    pub id: i64,
+    /// Trigger type ref.
+    pub trigger: String,
+    /// Payload.
+    pub payload: Value,
+    /// Who produced it (rule ref for timers and webhooks, token name for manual events).
+    pub source: Option<String>,
+    /// Unix ms.
+    pub created_at: i64,
+}
+
+impl EventRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            id: r.int("id"),
+            trigger: r.text("trigger"),
+            payload: r.json("payload"),
+            source: r.opt_text("source"),
+            created_at: r.int("created_at"),
+        }
+    }
+}
+
+/// An event to record.
+pub struct NewEvent<'a> {
+    /// Trigger type ref.
+    pub trigger: &'a str,
+    /// Payload.
+    pub payload: &'a Value,
+    /// Who produced it.
+    pub source: Option<&'a str>,
+    /// The rules it is addressed to; `None`: every enabled rule on its trigger.
+    pub rules: Option<&'a [String]>,
+}
+
+/// An enforcement to record: a rule's verdict on an event.
+#[derive(Debug, Clone)]
+pub struct NewEnforcement {
+    /// Rule ref.
+    pub rule: String,
+    /// Event id.
+    pub event: i64,
+    /// Rendered params, when rendering got that far.
+    pub params: Option<Value>,
+    /// Why it failed; `None` when enforced.
+    pub reason: Option<String>,
+    /// The execution to queue when enforced.
+    pub execution: Option<NewExecution>,
+}
+
+/// An execution to queue.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Action ref.
+    pub action: String,
+    /// Validated parameters.
+    pub params: Value,
+    /// Capabilities a worker needs.
+    pub capabilities: Vec<String>,
+    /// Why it may wait (e.g. no capable worker).
+    pub status_reason: Option<String>,
+    /// Rule ref, for rule-driven runs.
+    pub rule: Option<String>,
+    /// Enforcement id, for rule-driven runs.
+    pub enforcement: Option<i64>,
+    /// Attempts allowed, at least 1.
+    pub max_attempts: i64,
+    /// Timeout in ms; default when absent.
+    pub timeout_ms: Option<i64>,
+    /// The real params sealed for the worker when `params` masks secrets.
+    pub sealed_params: Option<Vec<u8>>,
+}
+
+/// One run of one action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// Id, increasing.
+    pub id: i64,
+    /// Action ref.
+    pub action: String,
+    /// Parameters.
+    pub params: Value,
+    /// Where it stands.
+    pub status: ExecutionStatus,
+    /// Why it is in this status, when that needs saying.
+    pub status_reason: Option<String>,
+    /// Capabilities a worker needs.
+    pub capabilities: Vec<String>,
+    /// Rule that caused it.
+    pub rule: Option<String>,
+    /// Enforcement that caused it.
+    pub enforcement: Option<i64>,
+    /// Current attempt, from 1.
+    pub attempt: i64,
+    /// Attempts allowed.
+    pub max_attempts: i64,
+    /// Timeout in ms.
+    pub timeout_ms: Option<i64>,
+    /// Worker holding it.
+    pub worker: Option<i64>,
+    /// Result value.
+    pub result: Option<Value>,
+    /// Error value or message.
+    pub error: Option<Value>,
+    /// Captured stdout.
+    pub stdout: Option<String>,
+    /// Captured stderr.
+    pub stderr: Option<String>,
+    /// Log lines.
+    pub logs: Option<Value>,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub scheduled_at: Option<i64>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: Option<i64>,
+    /// A cancel was asked for while it ran.
+    pub cancel_requested: bool,
+    /// Time from creation to running, in ms (once started).
+    #[serde(default)]
+    pub queued_ms: Option<i64>,
+    /// Time from running to finished, in ms (once finished).
+    #[serde(default)]
+    pub running_ms: Option<i64>,
+    /// The real params sealed for its worker, while it has not ended, when
+    /// `params` masks secrets. Never serialized.
+    #[serde(skip)]
+    pub sealed_params: Option<Vec<u8>>,
+}
+
+impl ExecutionRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            id: r.int("id"),
+            action: r.text("action"),
+            params: r.json("params"),
+            status: r.status("status"),
+            status_reason: r.opt_text("status_reason"),
+            capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
+            rule: r.opt_text("rule"),
+            enforcement: r.opt_int("enforcement"),
+            attempt: r.int("attempt"),
+            max_attempts: r.int("max_attempts"),
+            timeout_ms: r.opt_int("timeout_ms"),
+            worker: r.opt_int("worker"),
+            result: r.opt_json("result"),
+            error: r.opt_json("error"),
+            stdout: r.opt_text("stdout"),
+            stderr: r.opt_text("stderr"),
+            logs: r.opt_json("logs"),
+            created_at: r.int("created_at"),
+            scheduled_at: r.opt_int("scheduled_at"),
+            started_at: r.opt_int("started_at"),
+            finished_at: r.opt_int("finished_at"),
+            cancel_requested: r.boolean("cancel_requested"),
+            queued_ms: r.opt_int("started_at").map(|s| s - r.int("created_at")),
+            running_ms: r
+                .opt_int("finished_at")
+                .zip(r.opt_int("started_at"))
+                .map(|(f, s)| f - s),
+            sealed_params: r.opt_bytes("sealed_params"),
+        }
+    }
+}
+
+/// One ended attempt of an execution: its history, oldest first.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// Worker that ran it.
+    pub worker: Option<i64>,
+    /// How it ended.
+    pub status: ExecutionStatus,
+    /// Error value or message.
+    pub error: Option<Value>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+impl AttemptRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            attempt: r.int("attempt"),
+            worker: r.opt_int("worker"),
+            status: r.status("status"),
+            error: r.opt_json("error"),
+            started_at: r.opt_int("started_at"),
+            finished_at: r.int("finished_at"),
+        }
+    }
+}
+
+/// Filters for listing executions.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExecutionFilter {
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only this action.
+    pub action: Option<String>,
+    /// Only runs caused by this rule.
+    pub rule: Option<String>,
+}
