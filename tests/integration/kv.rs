@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use attune::client::worker::{self as remote, RemoteWorkerConfig};
+use attune::client::worker as remote;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends, wait_for};
+use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends};
 
 /// Runs `action` of pack `pack` (the hostile guest) to its end; its record.
 async fn run(s: &TestServer, pack: &str, action: &str, params: Value) -> Value {
@@ -18,15 +18,7 @@ async fn run(s: &TestServer, pack: &str, action: &str, params: Value) -> Value {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let id = r.body["id"].as_i64().unwrap();
-    wait_for(Duration::from_secs(30), || async {
-        let e = s.get(&format!("/api/v1/executions/{id}")).await.body;
-        let done = ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]
-            .contains(&e["status"].as_str().unwrap_or_default());
-        done.then_some(e)
-    })
-    .await
-    .unwrap_or_else(|| panic!("execution {id} did not end"))
+    s.ended(r.body["id"].as_i64().unwrap()).await
 }
 
 /// The result of a run that must succeed.
@@ -135,18 +127,7 @@ on_both_backends! {
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;
         assert_eq!(s.upload_component("hostile", "1", guest_bytes("hostile")).await.status, StatusCode::CREATED);
         let dir = tempfile::tempdir().unwrap();
-        let config = RemoteWorkerConfig {
-            server: s.base.clone(),
-            token: s.token("worker").await,
-            name: "kv-worker".into(),
-            capabilities: attune::engine::worker::capabilities(),
-            labels: json!({}),
-            concurrency: 1,
-            cache_dir: dir.path().to_path_buf(),
-            default_timeout: Duration::from_secs(30),
-            allow_private_outbound: true,
-            ca_cert: None,
-        };
+        let config = s.worker_config("kv-worker", &s.token("worker").await, dir.path());
         let worker = tokio::spawn(async move { remote::run(config).await });
         keeps_state(&s, "hostile").await;
         // Only while it holds an execution, and only its own.

@@ -357,7 +357,7 @@ on_both_backends! {
         let url = format!("http://127.0.0.1:{}/echo", remote.port);
         let direct = json!({"action": "core.http", "params": {"url": url}});
         let r = s.post("/api/v1/executions", direct.clone()).await;
-        let denied = finished(&s, r.body["id"].as_i64().unwrap()).await;
+        let denied = s.ended(r.body["id"].as_i64().unwrap()).await;
         assert_eq!(denied["status"], "failed");
         assert!(denied["error"].as_str().unwrap().contains("HttpRequestDenied"), "the core pack starts with no grant: {denied}");
         assert_eq!(remote.connections.load(Ordering::SeqCst), 0);
@@ -379,7 +379,7 @@ on_both_backends! {
         let id = wait_for(Duration::from_secs(30), || async {
             s.get("/api/v1/executions?rule=core.notify").await.body["items"][0]["id"].as_i64()
         }).await.expect("the rule ran");
-        let done = finished(&s, id).await;
+        let done = s.ended(id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         assert_eq!(done["result"]["status"], 200);
         let echoed: Value = serde_json::from_str(done["result"]["body"].as_str().unwrap()).unwrap();
@@ -391,16 +391,6 @@ on_both_backends! {
         assert!(heads.iter().any(|h| h.contains(&format!("Bearer {token}"))), "{heads:?}");
         s.finish().await;
     }
-}
-
-/// Waits until execution `id` has ended; returns its record.
-async fn finished(s: &TestServer, id: i64) -> Value {
-    wait_for(Duration::from_secs(30), || async {
-        let e = s.get(&format!("/api/v1/executions/{id}")).await.body;
-        e["finished_at"].is_i64().then_some(e)
-    })
-    .await
-    .unwrap_or_else(|| panic!("execution {id} did not finish"))
 }
 
 /// An HTTPS server on 127.0.0.1 with a certificate from a fresh private CA;

@@ -42,19 +42,6 @@ async fn execution(s: &TestServer, id: i64) -> Value {
     s.get(&format!("/api/v1/executions/{id}")).await.body
 }
 
-/// Waits until execution `id` reaches a final status; returns it.
-async fn finished(s: &TestServer, id: i64) -> Value {
-    wait_for(WAIT, || async {
-        let e = execution(s, id).await;
-        let status = e["status"].as_str().unwrap_or_default().to_string();
-        ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]
-            .contains(&status.as_str())
-            .then_some(e)
-    })
-    .await
-    .unwrap_or_else(|| panic!("execution {id} did not finish"))
-}
-
 /// RFC 3339 time `ms` from now.
 fn chrono_now_plus(ms: i64) -> String {
     let t = std::time::SystemTime::now() + Duration::from_millis(ms as u64);
@@ -134,7 +121,7 @@ async fn marked_ahead_of_busy_slots(s: &TestServer) -> (Vec<i64>, i64, Value) {
         quick.push(post(json!({"action": "core.noop"})).await);
     }
     for id in quick {
-        finished(s, id).await;
+        s.ended(id).await;
     }
     let mut sleepers = Vec::new();
     for _ in 0..8 {
@@ -394,7 +381,7 @@ on_both_backends! {
         let ok = post(Some(attune::engine::triggers::webhook::sign(secret, &body)), "deploy", body.clone()).await;
         assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
         let id = ok.body["executions"][0].as_i64().unwrap();
-        let e = finished(&s, id).await;
+        let e = s.ended(id).await;
         assert_eq!(e["stdout"], "deployed v1.2.3\n");
 
         let huge = vec![b' '; 2 << 20];
@@ -624,7 +611,7 @@ on_both_backends! {
     async fn timeouts_end_as_timed_out_and_cancel_interrupts_a_running_guest(backend) {
         let s = TestServer::start(backend).await;
         let r = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 30}, "timeout": "300ms"})).await;
-        let e = finished(&s, r.body["id"].as_i64().unwrap()).await;
+        let e = s.ended(r.body["id"].as_i64().unwrap()).await;
         assert_eq!(e["status"], "timed_out", "{e}");
 
         let r = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 30}})).await;
@@ -635,7 +622,7 @@ on_both_backends! {
         let started = std::time::Instant::now();
         let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
         assert_eq!(r.status, StatusCode::OK);
-        let e = finished(&s, id).await;
+        let e = s.ended(id).await;
         assert_eq!(e["status"], "cancelled", "{e}");
         assert!(started.elapsed() < Duration::from_secs(5));
         s.finish().await;
@@ -653,7 +640,7 @@ on_both_backends! {
             .await
             .unwrap();
         let task = tokio::spawn(worker.run());
-        let e = finished(&s, id).await;
+        let e = s.ended(id).await;
         assert_eq!(e["status"], "succeeded");
         assert_eq!(e["stdout"], "late\n");
         task.abort();
@@ -678,7 +665,7 @@ on_both_backends! {
         for e in &claimed {
             assert!(s.core.storage.mark_running(e.id, ghost.id).await.unwrap());
         }
-        let abandoned = finished(&s, lost).await;
+        let abandoned = s.ended(lost).await;
         assert_eq!(abandoned["status"], "abandoned", "{abandoned}");
         let requeued = wait_for(WAIT, || async {
             let e = execution(&s, retried).await;
@@ -688,7 +675,7 @@ on_both_backends! {
         // A live worker picks the retry up.
         let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
-        let e = finished(&s, retried).await;
+        let e = s.ended(retried).await;
         assert_eq!(e["status"], "succeeded", "{e}");
         assert_eq!(e["attempt"], 2);
         assert_ne!(e["worker"], json!(ghost.id));
@@ -730,7 +717,7 @@ on_both_backends! {
         assert!(storage.mark_running(ids[1], ghost.id).await.unwrap());
         // The ghost vanishes: what it started used its only attempt; what it
         // never started is queued again as it was.
-        assert_eq!(finished(&s, ids[1]).await["status"], "abandoned");
+        assert_eq!(s.ended(ids[1]).await["status"], "abandoned");
         let requeued = wait_for(WAIT, || async {
             let e = execution(&s, ids[2]).await;
             (e["status"] == "requested").then_some(e)
@@ -750,7 +737,7 @@ on_both_backends! {
         assert_eq!(released["started_at"], Value::Null);
         let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
-        let e = finished(&s, ids[2]).await;
+        let e = s.ended(ids[2]).await;
         assert_eq!(e["status"], "succeeded", "{e}");
         assert_eq!(e["attempt"], 1);
         assert_eq!(e["stdout"], "unstarted\n");
@@ -798,13 +785,13 @@ on_both_backends! {
         let (sleepers, waiting, marked) = marked_ahead_of_busy_slots(&s).await;
         let r = s.post(&format!("/api/v1/executions/{waiting}/cancel"), json!({})).await;
         assert_eq!(r.body["cancel_requested"], true, "{}", r.body);
-        let e = finished(&s, waiting).await;
+        let e = s.ended(waiting).await;
         assert_eq!(e["status"], "cancelled", "{e}");
         assert_eq!(e["error"], "cancelled before it ran");
         assert_eq!(e["stdout"], "", "the action never ran");
         assert!(e["started_at"].as_i64() >= marked["started_at"].as_i64());
         for id in sleepers {
-            assert_eq!(finished(&s, id).await["status"], "succeeded");
+            assert_eq!(s.ended(id).await["status"], "succeeded");
         }
         s.finish().await;
     }
@@ -853,7 +840,7 @@ on_both_backends! {
         let queued = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "queued"}})).await.body["id"].as_i64().unwrap();
         tokio::time::sleep(Duration::from_millis(1000)).await;
         let s = s.restart(PipelineConfig::default()).await;
-        let e = finished(&s, queued).await;
+        let e = s.ended(queued).await;
         assert_eq!(e["status"], "succeeded");
         assert_eq!(e["stdout"], "queued\n");
         tokio::time::sleep(Duration::from_millis(800)).await;

@@ -173,7 +173,7 @@ async fn the_database_holds_no_plaintext_secret() {
     })
     .await
     .unwrap();
-    assert_eq!(ended(&s, id).await["result"], "********");
+    assert_eq!(s.ended(id).await["result"], "********");
     let mut seen = Vec::new();
     for entry in std::fs::read_dir(s.data_dir.path()).unwrap() {
         let path = entry.unwrap().path();
@@ -189,18 +189,6 @@ async fn the_database_holds_no_plaintext_secret() {
     s.finish().await;
 }
 
-/// Waits until execution `id` has ended; returns its full record.
-async fn ended(s: &TestServer, id: i64) -> Value {
-    wait_for(std::time::Duration::from_secs(30), || async {
-        let e = s.get(&format!("/api/v1/executions/{id}")).await.body;
-        let done = ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]
-            .contains(&e["status"].as_str().unwrap_or_default());
-        done.then_some(e)
-    })
-    .await
-    .unwrap_or_else(|| panic!("execution {id} did not end"))
-}
-
 async fn leak(s: &TestServer, name: &str) -> Value {
     let r = s
         .post(
@@ -209,7 +197,7 @@ async fn leak(s: &TestServer, name: &str) -> Value {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    ended(s, r.body["id"].as_i64().unwrap()).await
+    s.ended(r.body["id"].as_i64().unwrap()).await
 }
 
 on_both_backends! {
@@ -266,7 +254,7 @@ on_both_backends! {
         })
         .await
         .expect("the rule ran");
-        let done = ended(&s, id).await;
+        let done = s.ended(id).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         assert_eq!(done["params"]["message"], "token=********");
         assert_eq!(done["result"], "token=********", "the echoed value is redacted too");

@@ -25,16 +25,9 @@ fn worker(
     dir: &std::path::Path,
 ) -> tokio::task::JoinHandle<()> {
     let config = RemoteWorkerConfig {
-        server: s.base.clone(),
-        token: s.admin.clone(),
-        name: name.into(),
         capabilities,
         labels: json!({"test": name}),
-        concurrency: 1,
-        cache_dir: dir.join(name),
-        default_timeout: Duration::from_secs(30),
-        allow_private_outbound: true,
-        ca_cert: None,
+        ..s.worker_config(name, &s.admin, &dir.join(name))
     };
     tokio::spawn(async move {
         if let Err(e) = remote::run(config).await {
@@ -172,18 +165,7 @@ on_both_backends! {
         let server = server_without_embedded_worker(backend).await;
         let s = &server;
         let dir = tempfile::tempdir().unwrap();
-        let config = RemoteWorkerConfig {
-            server: s.base.clone(),
-            token: s.token("worker").await,
-            name: "stopping".into(),
-            capabilities: attune::engine::worker::capabilities(),
-            labels: json!({}),
-            concurrency: 1,
-            cache_dir: dir.path().to_path_buf(),
-            default_timeout: Duration::from_secs(30),
-            allow_private_outbound: true,
-            ca_cert: None,
-        };
+        let config = s.worker_config("stopping", &s.token("worker").await, dir.path());
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let worker = tokio::spawn(remote::run_until(config, async { let _ = stop_rx.await; }, Duration::from_secs(20)));
         let post = |body: Value| async move { s.post("/api/v1/executions", body).await.body["id"].as_i64().unwrap() };

@@ -279,6 +279,41 @@ impl TestServer {
             .await
     }
 
+    /// Waits (up to 30 s) until execution `id` has ended; its full record.
+    pub async fn ended(&self, id: i64) -> Value {
+        super::wait_for(Duration::from_secs(30), || async {
+            let e = self.get(&format!("/api/v1/executions/{id}")).await.body;
+            let status = e["status"].as_str().unwrap_or_default();
+            ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]
+                .contains(&status)
+                .then_some(e)
+        })
+        .await
+        .unwrap_or_else(|| panic!("execution {id} did not end"))
+    }
+
+    /// A standalone worker's settings for this server: `name`, one slot,
+    /// every capability of this build, its cache in `dir`.
+    pub fn worker_config(
+        &self,
+        name: &str,
+        token: &str,
+        dir: &std::path::Path,
+    ) -> attune::client::worker::RemoteWorkerConfig {
+        attune::client::worker::RemoteWorkerConfig {
+            server: self.base.clone(),
+            token: token.to_string(),
+            name: name.into(),
+            capabilities: attune::engine::worker::capabilities(),
+            labels: serde_json::json!({}),
+            concurrency: 1,
+            cache_dir: dir.to_path_buf(),
+            default_timeout: Duration::from_secs(30),
+            allow_private_outbound: true,
+            ca_cert: None,
+        }
+    }
+
     /// Creates a token with `role` and returns its secret.
     pub async fn token(&self, role: &str) -> String {
         let reply = self

@@ -18,6 +18,11 @@ pub enum KvRefusal {
 /// Keys that are live at `$now`.
 const LIVE: &str = "(expires_at IS NULL OR expires_at > $NOW)";
 
+/// Writes a key whether or not it exists.
+const UPSERT: &str = "INSERT INTO kv (pack, key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (pack, key) DO UPDATE SET value = excluded.value, \
+     expires_at = excluded.expires_at, updated_at = excluded.updated_at";
+
 fn live(now_param: &str) -> String {
     LIVE.replace("$NOW", now_param)
 }
@@ -82,18 +87,14 @@ impl Storage {
             if !kv_room!(tx, pack, key, now, max_keys) {
                 return Ok(Err(KvRefusal::TooManyKeys));
             }
-            sqlx::query(
-                "INSERT INTO kv (pack, key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (pack, key) DO UPDATE SET value = excluded.value, \
-                 expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-            )
-            .bind(pack)
-            .bind(key)
-            .bind(value)
-            .bind(expires_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(UPSERT)
+                .bind(pack)
+                .bind(key)
+                .bind(value)
+                .bind(expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(Ok(()))
         })
@@ -134,18 +135,14 @@ impl Storage {
             else {
                 return Ok(Err(KvRefusal::NotAnInteger));
             };
-            sqlx::query(
-                "INSERT INTO kv (pack, key, value, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (pack, key) DO UPDATE SET value = excluded.value, \
-                 expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-            )
-            .bind(pack)
-            .bind(key)
-            .bind(sum.to_string())
-            .bind(expires_at)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(UPSERT)
+                .bind(pack)
+                .bind(key)
+                .bind(sum.to_string())
+                .bind(expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(Ok(sum))
         })
