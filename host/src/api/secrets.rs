@@ -92,6 +92,7 @@ async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
     if state.storage.delete_secret(&name).await? {
+        state.cache.secrets_changed();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("secret", &name))

@@ -1,11 +1,13 @@
 //! Short-lived read caches for the hot path: enabled rules per trigger type,
-//! action records per ref, the worker list and live API tokens.
+//! action records per ref, the worker list, live API tokens, packs' grants
+//! and sealed secrets (ciphertext only: a value is opened where it is used).
 //!
 //! Every event would otherwise read its rules, every execution its action
 //! and every request its token again. Entries live one second and are
-//! dropped at once when this node changes a rule or a pack or revokes a
-//! token; another node's change shows within that second. Only tokens that
-//! exist are remembered: an unknown token is looked up every time.
+//! dropped at once when this node changes a rule, a pack or a secret or
+//! revokes a token; another node's change shows within that second. Only
+//! tokens and secrets that exist are remembered: an unknown one is looked
+//! up every time.
 //! A map that reaches [`MAX_ENTRIES`] keys is emptied, so refs made up by
 //! callers (direct runs name any action) cannot grow it without bound.
 
@@ -15,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::runtime::http::AllowedHosts;
 use crate::storage::{
-    ActionRecord, Grants, RuleRecord, Storage, StorageError, TokenRecord, WorkerRecord,
+    ActionRecord, Grants, RuleRecord, SealedSecret, Storage, StorageError, TokenRecord,
+    WorkerRecord,
 };
 
 /// How long a cached read stays fresh.
@@ -76,6 +79,7 @@ pub struct ReadCache {
     workers: Mutex<Option<Entry<Vec<WorkerRecord>>>>,
     tokens: Mutex<HashMap<String, Entry<Option<TokenRecord>>>>,
     grants: Mutex<HashMap<String, Entry<Arc<PackGrants>>>>,
+    secrets: Mutex<HashMap<String, Entry<Option<SealedSecret>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -169,6 +173,26 @@ impl ReadCache {
             }))
         };
         get_or_fetch(&self.grants, pack, fetch).await
+    }
+
+    /// The sealed secret `name`; `None` (not remembered) when there is none.
+    pub async fn secret(
+        &self,
+        storage: &Storage,
+        name: &str,
+    ) -> Result<Option<SealedSecret>, StorageError> {
+        get_or_fetch_if(
+            &self.secrets,
+            name,
+            storage.get_secret(name),
+            Option::is_some,
+        )
+        .await
+    }
+
+    /// Forgets cached secrets (one was set or deleted here).
+    pub fn secrets_changed(&self) {
+        lock(&self.secrets).clear();
     }
 
     /// Forgets the worker list (a worker registered here).

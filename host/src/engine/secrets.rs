@@ -157,13 +157,15 @@ pub async fn set(core: &Core, name: &str, value: &str) -> Result<(), EngineError
     }
     let sealed = core.secrets.seal(name, value);
     core.storage.put_secret(name, &sealed).await?;
+    core.cache.secrets_changed();
     Ok(())
 }
 
-/// The value of a secret, for the host's own use (verifying a webhook);
-/// `None` when there is none.
+/// The value of a secret, for the host's own use (verifying a webhook,
+/// rendering a rule, handing a run its grant); `None` when there is none.
+/// Read through the read cache, which holds only the sealed form.
 pub async fn reveal(core: &Core, name: &str) -> Result<Option<Zeroizing<String>>, EngineError> {
-    let Some(sealed) = core.storage.get_secret(name).await? else {
+    let Some(sealed) = core.cache.secret(&core.storage, name).await? else {
         return Ok(None);
     };
     match core.secrets.open(name, &sealed) {

@@ -77,7 +77,12 @@ pub async fn evaluate(
         }
     }
     let secrets = SecretSet::new([], used.iter().map(|(k, v)| (k.clone(), v.clone())));
-    let masked_ctx = render::with_secrets(&ctx, names.iter().map(|n| (n.as_str(), MASK)));
+    // Most rules use no secret: their context is the event's as it is.
+    let masked_ctx = if names.is_empty() {
+        ctx.clone()
+    } else {
+        render::with_secrets(&ctx, names.iter().map(|n| (n.as_str(), MASK)))
+    };
     let rendered = |ctx: &minijinja::Value| {
         render::render(&rule.spec.action_params, ctx).map_err(|(path, message)| {
             let message = secrets.redact(&message).into_owned();
