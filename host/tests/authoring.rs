@@ -191,8 +191,10 @@ fn a_new_rust_action_builds_inspects_and_runs() {
 
 /// `new --http` → `build` → `run` against a loopback server, granted the
 /// host and a secret on the command line: the README's HTTP walk-through.
-#[test]
-fn a_new_http_action_calls_a_granted_host_with_a_secret() {
+/// Scaffolds `attune action new --http` in `lang`, builds it and runs its
+/// `fetch` against a one-shot server on loopback: denied without a grant (no
+/// connection made), then answered with the granted secret as bearer token.
+fn http_action_calls_a_granted_host_with_a_secret(lang: &str) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -212,7 +214,11 @@ fn a_new_http_action_calls_a_granted_host_with_a_secret() {
 
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
-    let (code, _, err) = attune_in(&cache, work.path(), &["action", "new", "caller", "--http"]);
+    let (code, _, err) = attune_in(
+        &cache,
+        work.path(),
+        &["action", "new", "caller", "--http", "--lang", lang],
+    );
     assert_eq!(code, 0, "{err}");
     let project = work.path().join("caller");
     let (code, out, err) = attune_in(&cache, &project, &["action", "build"]);
@@ -229,7 +235,14 @@ fn a_new_http_action_calls_a_granted_host_with_a_secret() {
     ];
     let (code, out, _) = attune_in(&cache, &project, &base);
     assert_ne!(code, 0, "no grant, no request");
-    assert!(out.contains("HttpRequestDenied"), "{out}");
+    let ran = json_of(&out);
+    assert_eq!(ran["status"], "failed", "{out}");
+    assert!(
+        ran["logs"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("denied: not in the pack's allowed_outbound_hosts")),
+        "{out}"
+    );
     let mut granted = base.to_vec();
     granted.extend([
         "--allow-outbound",
@@ -248,14 +261,21 @@ fn a_new_http_action_calls_a_granted_host_with_a_secret() {
             .contains("authorization: bearer tok-5e1f"),
         "{head}"
     );
+}
 
-    let (code, _, err) = attune_in(
-        &cache,
-        work.path(),
-        &["action", "new", "pyhttp", "--lang", "python", "--http"],
-    );
-    assert_ne!(code, 0);
-    assert!(err.contains("--http scaffolds Rust projects"), "{err}");
+#[test]
+fn a_new_rust_http_action_calls_a_granted_host_with_a_secret() {
+    http_action_calls_a_granted_host_with_a_secret("rust");
+}
+
+#[test]
+fn a_new_python_http_action_calls_a_granted_host_with_a_secret() {
+    http_action_calls_a_granted_host_with_a_secret("python");
+}
+
+#[test]
+fn a_new_javascript_http_action_calls_a_granted_host_with_a_secret() {
+    http_action_calls_a_granted_host_with_a_secret("js");
 }
 
 #[test]

@@ -11,18 +11,26 @@ action may import::
     ctx = attune.context()   # ctx.id, ctx.action, ctx.attempt
     token = attune.secret("slack_token")        # granted to the pack
     runs = attune.kv_increment("runs", 1)       # state kept across runs
+    reply = attune.post("https://hooks.slack.com/…", json={"text": "hi"})  # needs wasi:http
+
+``get``/``post``/``request`` need the world to import
+``wasi:http/outgoing-handler`` (``attune action new --http`` sets that up);
+the other helpers work in every world.
 
 A host call that fails raises ``wit_world.types.Err`` whose ``value`` says why.
 
 ``attune action build`` puts this module on the build path; nothing to install.
 """
 
-from typing import Any, List, Optional
+import json as _json
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from wit_world.imports import context as _context
 from wit_world.imports import kv as _kv
 from wit_world.imports import log as _log
 from wit_world.imports import secrets as _secrets
+from componentize_py_types import Err
 
 Execution = _context.Execution
 """The execution a call belongs to: ``id``, ``action`` (``<pack>.<action>``), ``attempt``."""
@@ -110,3 +118,187 @@ def kv_keys(prefix: str = "") -> List[str]:
 def kv_increment(key: str, delta: int = 1) -> int:
     """Adds ``delta`` to the whole number at ``key`` (absent counts as 0); returns the sum."""
     return _kv.increment(key, delta)
+
+
+class HttpError(Exception):
+    """A request that got no response: denied by the pack's grant, a bad URL, a
+    connection or TLS failure, a timeout or a limit of the host."""
+
+
+class Response:
+    """An HTTP response: ``status``, ``headers`` (lowercase names) and ``body`` bytes."""
+
+    def __init__(self, status: int, headers: List[Tuple[str, str]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name: str) -> Optional[str]:
+        """The first value of header ``name`` (any case), or ``None``."""
+        name = name.lower()
+        return next((v for k, v in self.headers if k == name), None)
+
+    def text(self) -> str:
+        """The body as UTF-8 text (invalid bytes replaced)."""
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+
+def get(url: str, headers: Optional[Dict[str, str]] = None, timeout: Optional[float] = None) -> Response:
+    """GETs ``url``; see ``request``."""
+    return request("GET", url, headers=headers, timeout=timeout)
+
+
+def post(
+    url: str,
+    body: Optional[bytes] = None,
+    json: Any = None,
+    headers: Optional[Dict[str, str]] = None,
+    timeout: Optional[float] = None,
+) -> Response:
+    """POSTs ``body`` (or ``json``, serialized with its content type) to ``url``; see ``request``."""
+    return request("POST", url, headers=headers, body=body, json=json, timeout=timeout)
+
+
+_CHUNK = 4096
+
+# Imported when the module loads: componentize-py bundles the bindings a build
+# imports up front, so a later import would not find them. Worlds without
+# wasi:http have no such module, and only `request` needs it.
+try:
+    from wit_world.imports import outgoing_handler as _handler
+    from wit_world.imports import streams as _streams
+    from wit_world.imports import types as _types
+
+    _http: Optional[tuple] = (_handler, _streams, _types)
+except ImportError:
+    _http = None
+
+
+def request(
+    method: str,
+    url: str,
+    headers: Optional[Dict[str, str]] = None,
+    body: Optional[bytes] = None,
+    json: Any = None,
+    timeout: Optional[float] = None,
+) -> Response:
+    """Sends one HTTP request through ``wasi:http`` and reads the whole response.
+
+    The host lets through only what the pack is granted (``allowed_outbound_hosts``
+    in pack.toml, ``--allow-outbound`` with ``attune action run``), follows no
+    redirect and caps response bytes and requests per execution; past any of
+    that this raises ``HttpError``. ``timeout`` (seconds) bounds connecting and
+    the wait for each byte, within the host's own caps.
+    """
+    if _http is None:
+        raise HttpError(
+            "this action's world does not import wasi:http/outgoing-handler; "
+            "add `import wasi:http/outgoing-handler@0.2.12;` to it (see `attune action new --http`)"
+        )
+    outgoing_handler, streams, http = _http
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise HttpError(f"not an http(s) URL: {url!r}")
+    fields = dict((k.lower(), v) for k, v in (headers or {}).items())
+    if json is not None:
+        body = _json.dumps(json).encode()
+        fields.setdefault("content-type", "application/json")
+    if isinstance(body, str):
+        body = body.encode()
+    if body is not None and "content-length" not in fields:
+        # Sent with its length, not chunked: some servers refuse chunked requests.
+        fields["content-length"] = str(len(body))
+    methods = {
+        "GET": http.Method_Get(),
+        "HEAD": http.Method_Head(),
+        "POST": http.Method_Post(),
+        "PUT": http.Method_Put(),
+        "DELETE": http.Method_Delete(),
+        "OPTIONS": http.Method_Options(),
+        "PATCH": http.Method_Patch(),
+    }
+    upper = method.upper()
+    try:
+        outgoing = http.OutgoingRequest(http.Fields.from_list([(k, v.encode()) for k, v in fields.items()]))
+    except Err as e:
+        raise HttpError(f"bad header: {e.value}") from None
+    outgoing.set_method(methods.get(upper, http.Method_Other(upper)))
+    outgoing.set_scheme(http.Scheme_Https() if parts.scheme == "https" else http.Scheme_Http())
+    outgoing.set_authority(parts.netloc)
+    outgoing.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else "") or "/")
+    options = None
+    if timeout is not None:
+        nanos = int(timeout * 1e9)
+        options = http.RequestOptions()
+        options.set_connect_timeout(nanos)
+        options.set_first_byte_timeout(nanos)
+        options.set_between_bytes_timeout(nanos)
+    outgoing_body = outgoing.body()
+    try:
+        pending = outgoing_handler.handle(outgoing, options)
+    except Err as e:
+        raise HttpError(_describe(e.value)) from None
+    # A failed write usually means the request failed; its response says why.
+    unsent = None
+    if body:
+        with outgoing_body.write() as out:
+            for at in range(0, len(body), _CHUNK):
+                try:
+                    out.blocking_write_and_flush(body[at : at + _CHUNK])
+                except Err as e:
+                    unsent = e.value
+                    break
+    try:
+        http.OutgoingBody.finish(outgoing_body, None)
+    except Err as e:
+        unsent = unsent or e.value
+
+    with pending:
+        with pending.subscribe() as ready:
+            ready.block()
+        outer = pending.get()
+    # Ok(Ok(response)) or Ok(Err(code)) once ready; Err(None) when taken before.
+    if outer is None or isinstance(outer, Err):
+        raise HttpError("the response was not ready or already taken")
+    if isinstance(outer.value, Err):
+        raise HttpError(_describe(outer.value.value))
+    response = outer.value.value
+    if unsent is not None:
+        response.__exit__(None, None, None)
+        raise HttpError(f"sending the body: {unsent}")
+    with response:
+        status = response.status()
+        with response.headers() as fields_in:
+            headers_in = [(k.lower(), v.decode("utf-8", "replace")) for k, v in fields_in.entries()]
+        incoming = response.consume()
+        chunks = []
+        with incoming.stream() as stream:
+            while True:
+                try:
+                    chunks.append(stream.blocking_read(65536))
+                except Err as e:
+                    if isinstance(e.value, streams.StreamError_Closed):
+                        break
+                    code = http.http_error_code(e.value.value)
+                    raise HttpError(
+                        f"reading the body: {_describe(code) if code is not None else e.value.value.to_debug_string()}"
+                    ) from None
+        http.IncomingBody.finish(incoming).__exit__(None, None, None)
+    return Response(status, headers_in, b"".join(chunks))
+
+
+def _describe(code: Any) -> str:
+    """``HttpRequestDenied``, ``ConnectionRefused`` … from a wasi:http error code."""
+    name = type(code).__name__.removeprefix("ErrorCode_")
+    value = getattr(code, "value", None)
+    return f"{name}: {value}" if value not in (None, "") else name

@@ -6,7 +6,6 @@
 //! take as they are. Python and JavaScript toolchains are installed on first
 //! use into a tool directory of the project (`.attune/tools`), never globally.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -14,30 +13,28 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 
-use crate::runtime::{DOCS_SECTION, Limits, LoadError};
+use crate::runtime::{Limits, LoadError};
 
-#[path = "../../../../sdk/macros/src/docs.rs"]
-mod docs;
 mod toolchains;
+mod wit;
 
 use toolchains::{Progress, build_rust, js_toolchain, python_toolchain, step};
+use wit::{
+    ACTION_WIT, ACTION_WIT_DEP, WASI_WIT, append_docs, ensure_action_wit, ensure_wasi_wit,
+    imports_package, read_wit,
+};
 
 /// componentize-py release `attune action build` installs for Python.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 /// componentize-js release `attune action build` installs for JavaScript.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
 
-/// The `attune:action` WIT package every action world includes.
-const ACTION_WIT: &str = include_str!("../../../../wit/action.wit");
 /// The Python SDK module, put on the build path as `attune`.
 const PYTHON_SDK: &str = include_str!("../../../../sdk/python/attune.py");
 /// The JavaScript SDK module, written to `.attune/sdk/attune.js`.
 const JS_SDK: &str = include_str!("../../../../sdk/js/attune.js");
 /// The Rust SDK crate this binary was built with, when it is still there.
 const RUST_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
-
-/// Where the `attune:action` WIT goes inside a project's `wit/` folder.
-const ACTION_WIT_DEP: &str = "deps/attune-action/action.wit";
 
 /// A language an action pack can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,7 +104,7 @@ pub struct NewArgs {
     #[arg(long, env = "ATTUNE_SDK_PATH")]
     pub sdk: Option<PathBuf>,
     /// Scaffold an action that calls an HTTP API (with a secret) through
-    /// `wasi:http` instead of the greeting (Rust projects).
+    /// `wasi:http` instead of the greeting.
     #[arg(long)]
     pub http: bool,
 }
@@ -141,28 +138,34 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
     if dir.exists() && dir.read_dir()?.next().is_some() {
         bail!("{} already exists and is not empty", dir.display());
     }
-    if args.http && args.lang != Lang::Rust {
-        bail!(
-            "--http scaffolds Rust projects; in {} call `wasi:http` through your toolchain's bindings",
-            args.lang.label()
-        );
-    }
     let world = if args.http {
-        include_str!("templates/world-http.wit")
+        // The Rust SDK brings wasi:http itself; the other toolchains need the
+        // import in the world to link it.
+        let import = match args.lang {
+            Lang::Rust => "",
+            Lang::Python | Lang::Js => "    import wasi:http/outgoing-handler@0.2.12;\n",
+        };
+        include_str!("templates/world-http.wit").replace("{{import}}\n", import)
     } else {
-        include_str!("templates/world.wit")
+        include_str!("templates/world.wit").to_string()
     };
-    let mut files: Vec<(&str, String)> = vec![
-        ("wit/world.wit", fill(world, name)),
+    let example = if args.http {
+        "fetch -p url=https://example.com --allow-outbound https://example.com"
+    } else {
+        "greet -p name=world -p times=2"
+    };
+    let mut files: Vec<(String, String)> = vec![
+        ("wit/world.wit".into(), fill(&world, name)),
         (
-            ".gitignore",
+            ".gitignore".into(),
             include_str!("templates/gitignore").to_string(),
         ),
         (
-            "README.md",
+            "README.md".into(),
             fill(include_str!("templates/README.md"), name)
                 .replace("{{language}}", args.lang.label())
-                .replace("{{source}}", &format!("`{}`", args.lang.source())),
+                .replace("{{source}}", &format!("`{}`", args.lang.source()))
+                .replace("{{example}}", example),
         ),
     ];
     match args.lang {
@@ -176,7 +179,7 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
             })?;
             let sdk = sdk.to_string_lossy().replace('\\', "/");
             files.push((
-                "Cargo.toml",
+                "Cargo.toml".into(),
                 fill(include_str!("templates/Cargo.toml.tmpl"), name).replace("{{sdk}}", &sdk),
             ));
             let lib = if args.http {
@@ -184,15 +187,25 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
             } else {
                 include_str!("templates/lib.rs")
             };
-            files.push(("src/lib.rs", fill(lib, name)));
+            files.push(("src/lib.rs".into(), fill(lib, name)));
         }
-        Lang::Python => {
-            files.push(("app.py", include_str!("templates/app.py").to_string()));
-            files.push(("wit/deps/attune-action/action.wit", ACTION_WIT.to_string()));
-        }
-        Lang::Js => {
-            files.push(("app.js", include_str!("templates/app.js").to_string()));
-            files.push(("wit/deps/attune-action/action.wit", ACTION_WIT.to_string()));
+        Lang::Python | Lang::Js => {
+            let app = match (args.lang, args.http) {
+                (Lang::Python, false) => include_str!("templates/app.py"),
+                (Lang::Python, true) => include_str!("templates/app-http.py"),
+                (_, false) => include_str!("templates/app.js"),
+                (_, true) => include_str!("templates/app-http.js"),
+            };
+            files.push((args.lang.source().into(), app.to_string()));
+            files.push((format!("wit/{ACTION_WIT_DEP}"), ACTION_WIT.to_string()));
+            if args.http {
+                for (package, text) in WASI_WIT {
+                    files.push((
+                        format!("wit/deps/wasi-{package}/{package}.wit"),
+                        text.to_string(),
+                    ));
+                }
+            }
         }
     }
     for (path, text) in &files {
@@ -298,6 +311,7 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
     if lang != Lang::Rust {
         // The Rust SDK brings this WIT itself; the other toolchains read it here.
         ensure_action_wit(&wit)?;
+        ensure_wasi_wit(&wit)?;
     }
     let (resolve, world_id) = read_wit(&wit, args.world.as_deref())?;
     let world = resolve.worlds[world_id].name.clone();
@@ -388,110 +402,8 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
     Ok(0)
 }
 
-/// Appends the `attune:docs` custom section, made from the project's WIT,
-/// to the component at `out`, so actions carry their descriptions.
-fn append_docs(
-    resolve: &wit_parser::Resolve,
-    world: wit_parser::WorldId,
-    out: &Path,
-) -> anyhow::Result<()> {
-    let section = custom_section(DOCS_SECTION, docs::section(resolve, world).as_bytes());
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(out)
-        .with_context(|| format!("opening {}", out.display()))?;
-    file.write_all(&section)
-        .with_context(|| format!("writing {}", out.display()))?;
-    Ok(())
-}
-
-/// A WebAssembly custom section: id 0, size, name, data. Valid at the end
-/// of a component as well as of a module.
-fn custom_section(name: &str, data: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut body = Vec::with_capacity(name.len() + data.len() + 5);
-    leb128(name.len(), &mut body);
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(data);
-    let mut section = vec![0u8];
-    leb128(body.len(), &mut section);
-    section.extend_from_slice(&body);
-    section
-}
-
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
     std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
-}
-
-/// Parses the project's WIT folder (with `attune:action` from this binary
-/// when the folder does not carry it) and picks the world: `world`, or the
-/// only one the project's package declares.
-fn read_wit(
-    wit: &Path,
-    world: Option<&str>,
-) -> anyhow::Result<(wit_parser::Resolve, wit_parser::WorldId)> {
-    let mut resolve = wit_parser::Resolve::default();
-    if !wit.join(ACTION_WIT_DEP).exists() {
-        resolve.push_str("attune-action.wit", ACTION_WIT)?;
-    }
-    let (pkg, _) = resolve
-        .push_path(wit)
-        .with_context(|| format!("reading the WIT in {}", wit.display()))?;
-    let id = match world {
-        Some(w) => resolve.select_world(&[pkg], Some(w))?,
-        None => {
-            let worlds: Vec<_> = resolve.packages[pkg].worlds.iter().collect();
-            match worlds.as_slice() {
-                [(_, id)] => **id,
-                [] => bail!("{} declares no world", wit.display()),
-                many => bail!(
-                    "{} declares several worlds ({}); choose one with --world",
-                    wit.display(),
-                    many.iter()
-                        .map(|(n, _)| n.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            }
-        }
-    };
-    Ok((resolve, id))
-}
-
-/// Whether `world` imports an interface of `package` (`wasi:http`).
-fn imports_package(
-    resolve: &wit_parser::Resolve,
-    world: wit_parser::WorldId,
-    package: &str,
-) -> bool {
-    let prefix = format!("{package}/");
-    resolve.worlds[world]
-        .imports
-        .keys()
-        .any(|key| resolve.name_world_key(key).starts_with(&prefix))
-}
-
-/// Puts the `attune:action` WIT where the toolchains look for dependencies,
-/// when the project does not carry it already.
-fn ensure_action_wit(wit: &Path) -> anyhow::Result<()> {
-    let dep = wit.join(ACTION_WIT_DEP);
-    if dep.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dep.parent().expect("has a parent"))?;
-    std::fs::write(&dep, ACTION_WIT).with_context(|| format!("writing {}", dep.display()))?;
-    eprintln!("added {} (the attune:action WIT)", dep.display());
-    Ok(())
 }
 
 /// Writes an SDK module into `.attune/sdk/` of the project; returns the folder.
@@ -525,42 +437,5 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad:?} passed");
         }
-    }
-
-    #[test]
-    fn custom_sections_parse_back() {
-        let data = vec![b'x'; 300];
-        let mut module = b"\0asm\x01\0\0\0".to_vec();
-        module.extend(custom_section("attune:docs", &data));
-        let payloads: Vec<_> = wasmparser::Parser::new(0)
-            .parse_all(&module)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(payloads.iter().any(|p| matches!(p,
-            wasmparser::Payload::CustomSection(c) if c.name() == "attune:docs" && c.data() == data)));
-    }
-
-    #[test]
-    fn the_world_is_the_one_declared_or_the_one_named() {
-        let dir = tempfile::tempdir().unwrap();
-        // A Rust project's WIT: attune:action comes from this binary.
-        std::fs::write(
-            dir.path().join("w.wit"),
-            "package a:b;\n/// the world greet does things\nworld greet {\n  include attune:action/action@0.1.0;\n  export hi: func() -> string;\n}\n",
-        )
-        .unwrap();
-        let (resolve, id) = read_wit(dir.path(), None).unwrap();
-        assert_eq!(resolve.worlds[id].name, "greet");
-        assert!(!imports_package(&resolve, id, "wasi:http"));
-        assert!(imports_package(&resolve, id, "attune:action"));
-
-        std::fs::write(dir.path().join("x.wit"), "package a:b;\nworld other {}\n").unwrap();
-        let err = read_wit(dir.path(), None).unwrap_err().to_string();
-        assert!(
-            err.contains("greet, other") && err.contains("--world"),
-            "{err}"
-        );
-        let (resolve, id) = read_wit(dir.path(), Some("other")).unwrap();
-        assert_eq!(resolve.worlds[id].name, "other");
     }
 }
