@@ -1,0 +1,226 @@
+//! Crashes and outages against a real `attune serve` process: `kill -9` while
+//! events arrive, and (with PostgreSQL installed) the database stopped under
+//! load. What got a 2xx must not be lost, and nothing may run twice.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::free_port;
+use serde_json::{Value, json};
+
+/// `attune serve` on `port` with `data_dir`, and the extra arguments.
+fn serve(port: u16, data_dir: &Path, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Kills the child when dropped, so a failing test leaves no server behind.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn ready(port: u16, data_dir: &Path) -> Api {
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let token = std::fs::read_to_string(data_dir.join("admin.token")).ok();
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            if let (Some(token), Ok(r)) = (token, ready)
+                && r.status().is_success()
+            {
+                return Api {
+                    http,
+                    base,
+                    token: token.trim().to_string(),
+                };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the server did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut rb = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            rb = rb.json(&body);
+        }
+        match rb.send().await {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                (status, r.json().await.unwrap_or(Value::Null))
+            }
+            Err(_) => (0, Value::Null),
+        }
+    }
+
+    /// Every execution, whole, following the list's cursor.
+    async fn executions(&self) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let path = format!("/executions?fields=full&limit=500{after}");
+            let (status, page) = self.call(reqwest::Method::GET, &path, None).await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => return all,
+            }
+        }
+    }
+}
+
+/// Posts one manual event a tick at `rate` per second until `until`; the
+/// markers of the events answered with a 2xx.
+async fn post_events(api: &Api, prefix: &str, rate: u32, until: Instant) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut n = 0;
+    while Instant::now() < until {
+        tick.tick().await;
+        n += 1;
+        let marker = format!("{prefix}-{n}");
+        let (status, _) = api
+            .call(
+                reqwest::Method::POST,
+                "/events",
+                Some(json!({"trigger": "core.manual", "payload": {"marker": marker}})),
+            )
+            .await;
+        if (200..300).contains(&status) {
+            acknowledged.push(marker);
+        }
+    }
+    acknowledged
+}
+
+async fn echo_rule(api: &Api) {
+    let (status, body) = api
+        .call(
+            reqwest::Method::POST,
+            "/rules",
+            Some(json!({
+                "ref": "core.crash_echo",
+                "trigger": "core.manual",
+                "action": "core.echo",
+                "action_params": {"message": "{{ event.payload.marker }}"},
+            })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Waits until every execution has ended; then checks that each marker in
+/// `acknowledged` ran exactly once and no marker ran twice. Returns the
+/// executions by marker.
+async fn every_event_ran_once(api: &Api, acknowledged: &[String]) -> HashMap<String, Value> {
+    let started = Instant::now();
+    let executions = loop {
+        let all = api.executions().await;
+        let open = all
+            .iter()
+            .filter(|e| matches!(e["status"].as_str(), Some("requested" | "scheduled" | "running")))
+            .count();
+        if open == 0 {
+            break all;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "{open} executions never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut by_marker: HashMap<String, Value> = HashMap::new();
+    for e in executions {
+        let marker = e["params"]["message"].as_str().unwrap().to_string();
+        if let Some(before) = by_marker.insert(marker.clone(), e.clone()) {
+            panic!("{marker} ran twice: {before} and {e}");
+        }
+    }
+    for marker in acknowledged {
+        let e = by_marker
+            .get(marker)
+            .unwrap_or_else(|| panic!("acknowledged event {marker} has no execution"));
+        assert!(
+            matches!(e["status"].as_str(), Some("succeeded" | "abandoned")),
+            "{e}"
+        );
+    }
+    by_marker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_stream_loses_no_acknowledged_event_and_runs_none_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    // A short lease, so the executions the dead server's worker held are
+    // taken back soon after the restart.
+    let args = ["--lease", "1s"];
+    let mut first = Reaped(serve(port, dir.path(), &args));
+    let api = Api::ready(port, dir.path()).await;
+    echo_rule(&api).await;
+
+    let sender = tokio::spawn({
+        let api = Api {
+            http: api.http.clone(),
+            base: api.base.clone(),
+            token: api.token.clone(),
+        };
+        async move {
+            let until = Instant::now() + Duration::from_secs(4);
+            post_events(&api, "ev", 200, until).await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.0.kill().unwrap(); // SIGKILL: no drain, no final writes
+    first.0.wait().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _second = Reaped(serve(port, dir.path(), &args));
+    let acknowledged = sender.await.unwrap();
+    let api = Api::ready(port, dir.path()).await;
+    assert!(
+        acknowledged.len() > 100,
+        "only {} events were acknowledged",
+        acknowledged.len()
+    );
+    let ran = every_event_ran_once(&api, &acknowledged).await;
+    let succeeded = ran.values().filter(|e| e["status"] == "succeeded").count();
+    eprintln!(
+        "{} events acknowledged, {} executions, {succeeded} succeeded",
+        acknowledged.len(),
+        ran.len()
+    );
+}
