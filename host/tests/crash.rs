@@ -20,9 +20,26 @@ fn serve(port: u16, data_dir: &Path, extra: &[&str]) -> Child {
         .arg(data_dir)
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log(data_dir))
         .spawn()
         .unwrap()
+}
+
+/// The server's log, appended to `serve.log` in its data directory, so a
+/// failure can show what the server said.
+fn log(data_dir: &Path) -> std::fs::File {
+    std::fs::create_dir_all(data_dir).unwrap();
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("serve.log"))
+        .unwrap()
+}
+
+fn server_log(data_dir: &Path) -> String {
+    let text = std::fs::read_to_string(data_dir.join("serve.log")).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
 }
 
 /// Kills the child when dropped, so a failing test leaves no server behind.
@@ -152,7 +169,12 @@ async fn every_event_ran_once(api: &Api, acknowledged: &[String]) -> HashMap<Str
         let all = api.executions().await;
         let open = all
             .iter()
-            .filter(|e| matches!(e["status"].as_str(), Some("requested" | "scheduled" | "running")))
+            .filter(|e| {
+                matches!(
+                    e["status"].as_str(),
+                    Some("requested" | "scheduled" | "running")
+                )
+            })
             .count();
         if open == 0 {
             break all;
@@ -220,6 +242,190 @@ async fn a_server_killed_mid_stream_loses_no_acknowledged_event_and_runs_none_tw
     let succeeded = ran.values().filter(|e| e["status"] == "succeeded").count();
     eprintln!(
         "{} events acknowledged, {} executions, {succeeded} succeeded",
+        acknowledged.len(),
+        ran.len()
+    );
+}
+
+/// A PostgreSQL instance of the test's own, in its own directory on its own
+/// port, stopped and started at will; removed on drop.
+struct PrivatePostgres {
+    bin: std::path::PathBuf,
+    data: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path().join("bin"))
+                    .filter(|b| b.join("initdb").exists())
+                    .max()
+            })
+            .expect("PostgreSQL's server programs under /usr/lib/postgresql/<version>/bin");
+        let dir = tempfile::tempdir().unwrap();
+        // initdb refuses to run as root; the instance then belongs to `postgres`.
+        if is_root() {
+            let ok = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let pg = PrivatePostgres {
+            bin,
+            data: dir.path().join("data"),
+            port: free_port(),
+            _dir: dir,
+        };
+        let data = pg.data.to_string_lossy().into_owned();
+        pg.run(
+            "initdb",
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        pg.resume();
+        pg
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let program = self.bin.join(program);
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        let out = cmd.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn resume(&self) {
+        let data = self.data.to_string_lossy().into_owned();
+        let socket = self.data.parent().unwrap().to_string_lossy().into_owned();
+        let options = format!(
+            "-p {} -k {socket} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        let log = format!("{socket}/postgres.log");
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-o", &options, "-l", &log, "-w", "start"],
+        );
+    }
+
+    fn stop(&self) {
+        let data = self.data.to_string_lossy().into_owned();
+        self.run("pg_ctl", &["-D", &data, "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let data = self.data.to_string_lossy().into_owned();
+        let bin = self.bin.join("pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let _ = cmd
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_answers_503_recovers_by_itself_and_loses_nothing_acknowledged() {
+    let pg = PrivatePostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = pg.url();
+    let _server = Reaped(serve(port, dir.path(), &["--database-url", &url]));
+    let api = Api::ready(port, dir.path()).await;
+    echo_rule(&api).await;
+
+    let sender = tokio::spawn({
+        let api = Api {
+            http: api.http.clone(),
+            base: api.base.clone(),
+            token: api.token.clone(),
+        };
+        async move {
+            let until = Instant::now() + Duration::from_secs(16);
+            post_events(&api, "ev", 50, until).await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.stop();
+    let down = Instant::now();
+    let mut unready = 0;
+    while down.elapsed() < Duration::from_secs(10) {
+        let asked = Instant::now();
+        let r = api.http.get(format!("{}/readyz", api.base)).send().await;
+        match r {
+            Ok(r) if r.status() == 503 => {
+                unready += 1;
+                assert!(
+                    asked.elapsed() < Duration::from_secs(3),
+                    "/readyz took {:?}",
+                    asked.elapsed()
+                );
+            }
+            Ok(r) => panic!("/readyz answered {} with the database down", r.status()),
+            Err(e) => panic!(
+                "/readyz did not answer with the database down: {e}\n{}",
+                server_log(dir.path())
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(unready >= 3, "/readyz said 503 only {unready} times");
+    pg.resume();
+    let back = Instant::now();
+    Api::ready(port, dir.path()).await;
+    eprintln!("ready again {:?} after the database", back.elapsed());
+
+    let acknowledged = sender.await.unwrap();
+    let before = acknowledged
+        .iter()
+        .filter(|m| m.as_str() < "ev-150")
+        .count();
+    assert!(before > 50, "too few events before the outage: {before}");
+    let last: u32 = acknowledged
+        .last()
+        .and_then(|m| m.strip_prefix("ev-"))
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(last > 700, "no event was acknowledged after the outage");
+    let ran = every_event_ran_once(&api, &acknowledged).await;
+    eprintln!(
+        "{} events acknowledged, {} executions",
         acknowledged.len(),
         ran.len()
     );

@@ -156,7 +156,7 @@ impl From<EngineError> for ApiError {
                     .collect(),
             },
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
-            EngineError::Storage(s) => ApiError::Internal(s.into()),
+            EngineError::Storage(s) => s.into(),
             EngineError::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -167,6 +167,10 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::Conflict(m) => ApiError::Conflict(m),
             StorageError::NotFound(m) => ApiError::NotFound(m),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the database is unavailable");
+                ApiError::Unavailable("the database is unavailable; retry later".into())
+            }
             other => ApiError::Internal(other.into()),
         }
     }

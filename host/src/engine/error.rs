@@ -60,6 +60,10 @@ impl From<StorageError> for EngineError {
         match e {
             StorageError::Conflict(m) => EngineError::Conflict(m),
             StorageError::NotFound(m) => EngineError::NotFound(m),
+            other if other.is_unavailable() => {
+                tracing::warn!(error = %other, "the database is unavailable");
+                EngineError::Unavailable("the database is unavailable; retry later".into())
+            }
             other => EngineError::Storage(other),
         }
     }

@@ -68,7 +68,31 @@ impl StorageError {
             _ => StorageError::Database(e),
         }
     }
+
+    /// Whether the database could not be reached (down, restarting, every
+    /// connection busy past the wait): worth a 503 and a retry, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::Io(_)
+                        | sqlx::Error::Tls(_)
+                ) || matches!(e, sqlx::Error::Database(db)
+                    // admin_shutdown, crash_shutdown, cannot_connect_now
+                    if db.code().is_some_and(|c| c.starts_with("57P")))
+            }
+            _ => false,
+        }
+    }
 }
+
+/// How long a statement waits for a connection before failing as
+/// unavailable, and how long `/readyz` waits for its answer.
+const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 type Result<T> = std::result::Result<T, StorageError>;
 
@@ -216,6 +240,7 @@ impl Storage {
             Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(16)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect(url)
                     .await?,
             )
@@ -263,7 +288,10 @@ impl Storage {
 
     /// Whether the database answers.
     pub async fn ping(&self) -> bool {
-        on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok())
+        let ping = async { on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await.is_ok()) };
+        tokio::time::timeout(PING_TIMEOUT, ping)
+            .await
+            .unwrap_or(false)
     }
 
     /// Closes every connection.

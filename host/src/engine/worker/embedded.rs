@@ -441,8 +441,18 @@ async fn write_results(
 ) {
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
-        if let Err(err) = core.storage.finish_many(&batch).await {
-            tracing::error!(count = batch.len(), error = %err, "recording results");
+        // While the database is unreachable the results wait here and the
+        // write is tried again: dropping them would leave their executions
+        // running under a worker that keeps heartbeating.
+        let mut pause = Duration::from_millis(100);
+        while let Err(err) = core.storage.finish_many(&batch).await {
+            if !err.is_unavailable() {
+                tracing::error!(count = batch.len(), error = %err, "recording results");
+                break;
+            }
+            tracing::warn!(count = batch.len(), error = %err, retry_in = ?pause, "recording results");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
         local.busy.fetch_sub(batch.len(), Ordering::SeqCst);
         local.settled.notify_waiters();
