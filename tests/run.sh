@@ -3,7 +3,8 @@
 # and the fmt/clippy components, builds the guest components once, checks
 # formatting and lints on the host and guest workspaces, then runs all tests
 # (which build the Python and JavaScript examples in actions/, installing
-# componentize-py and componentize-js on first use).
+# componentize-py and componentize-js on first use, and start a private
+# PostgreSQL for the outage test), then fuzzes the API with schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,3 +41,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "test"
 cargo test --workspace
+
+step "API fuzzing (schemathesis against the OpenAPI document)"
+bash tests/fuzz.sh

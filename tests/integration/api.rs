@@ -595,11 +595,19 @@ on_both_backends! {
         for p in ["/api/v1/packs", "/api/v1/rules", "/api/v1/rules/{ref}", "/api/v1/executions/{id}/cancel", "/api/v1/events", "/api/v1/workers", "/api/v1/trigger-types"] {
             assert!(paths.contains_key(p), "{p} missing");
         }
-        // Every operation answers with documented responses, and every $ref resolves.
+        // Every operation answers with documented responses, errors among
+        // them in the one shape, and every $ref resolves.
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()), "{method} {path}");
+                assert_eq!(op["responses"]["default"]["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody", "{method} {path}");
             }
+        }
+        // Values that may be any JSON (a result may be a string) are not documented as objects.
+        let execution = &doc["components"]["schemas"]["ExecutionView"]["properties"];
+        for field in ["result", "error", "params", "logs"] {
+            assert!(execution[field].get("type").is_none(), "{field}: {}", execution[field]);
         }
         let mut refs = Vec::new();
         collect_refs(&doc, &mut refs);

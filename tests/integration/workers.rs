@@ -75,6 +75,26 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn a_registration_is_checked_and_capped(backend) {
+        let s = TestServer::start(backend).await;
+        let long = "x".repeat(300);
+        for (body, path) in [
+            (json!({"name": "", "capabilities": []}), "/name"),
+            (json!({"name": long, "capabilities": []}), "/name"),
+            (json!({"name": "w", "capabilities": [long]}), "/capabilities/0"),
+            (json!({"name": "w", "capabilities": [], "labels": [null, null]}), "/labels"),
+            (json!({"name": "w", "capabilities": [], "labels": {"a/b": 1}}), "/labels/a~1b"),
+        ] {
+            let r = s.post("/api/v1/workers", body.clone()).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", r.body);
+            assert_eq!(r.detail_paths(), [path], "{body}");
+        }
+        let r = s.post("/api/v1/workers", json!({"name": "w", "capabilities": [], "labels": {"region": "eu"}})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["labels"], json!({"region": "eu"}));
+        s.finish().await;
+    }
+
     async fn a_worker_token_acts_only_as_the_worker_it_registered(backend) {
         let s = TestServer::start(backend).await;
         let (a, b) = (s.token("worker").await, s.token("worker").await);

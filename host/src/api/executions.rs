@@ -34,14 +34,24 @@ async fn existing(state: &AppState, id: i64) -> Result<ExecutionRecord, ApiError
         .ok_or_else(|| ApiError::not_found("execution", id))
 }
 
-/// Statuses after which an execution does not change.
+/// One server-sent event of `GET /executions/{id}/output`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the stream for the document only
+struct OutputEvent {
+    /// `stdout` or `stderr` (new text), or `end` (the last event).
+    #[schema(pattern = "^(stdout|stderr|end)$")]
+    event: String,
+    /// The new text; for `end`, a JSON object `{status, result, error}`.
+    data: String,
+}
+
 /// Streams an execution's output as server-sent events: `stdout` and
 /// `stderr` events carry new text as it is written (live when this node runs
 /// it, at the end otherwise), then one `end` event with the status, result
 /// and error.
 #[utoipa::path(get, path = "/executions/{id}/output", tag = "executions",
     params(("id" = i64, Path, description = "Execution id")),
-    responses((status = 200, description = "text/event-stream of stdout, stderr and end events", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "text/event-stream of stdout, stderr and end events", content_type = "text/event-stream", body = OutputEvent),
               (status = 404, body = ErrorBody)))]
 async fn output(
     State(state): State<AppState>,

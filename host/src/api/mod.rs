@@ -181,6 +181,7 @@ pub fn router(state: AppState) -> Router {
     for (path, item) in paths {
         doc.paths.paths.insert(format!("/api/v1{path}"), item);
     }
+    document_errors(&mut doc);
     let doc = Arc::new(doc);
     let metrics = state.metrics.clone();
     Router::new()
@@ -220,6 +221,43 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
+}
+
+/// Any operation can answer an error (no or a wrong token, malformed input,
+/// a limit, the database unavailable …), always in the one error shape: the
+/// document says so as each operation's `default` response.
+fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("default".into())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("An error, in the one error shape")
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+        }
+    }
 }
 
 async fn count(

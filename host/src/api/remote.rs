@@ -54,6 +54,63 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         )
 }
 
+/// Caps on what a registration may carry.
+const MAX_NAME: usize = 128;
+const MAX_ENTRIES: usize = 256;
+const MAX_ENTRY: usize = 256;
+
+/// A name of 1 to 128 characters, at most 256 capabilities and labels of
+/// at most 256 characters each, and labels an object of strings: a 422
+/// naming every problem.
+fn check_registration(input: &Registration) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    let mut problem = |path: String, message: &str| {
+        errors.push(crate::runtime::PathError {
+            path,
+            message: message.to_string(),
+        })
+    };
+    if input.name.trim().is_empty() || input.name.chars().count() > MAX_NAME {
+        problem("/name".into(), "must be 1 to 128 characters");
+    }
+    if input.capabilities.len() > MAX_ENTRIES {
+        problem("/capabilities".into(), "at most 256 capabilities");
+    }
+    for (i, c) in input.capabilities.iter().enumerate() {
+        if c.is_empty() || c.len() > MAX_ENTRY {
+            problem(format!("/capabilities/{i}"), "must be 1 to 256 bytes");
+        }
+    }
+    match &input.labels {
+        serde_json::Value::Null => {}
+        serde_json::Value::Object(labels) => {
+            if labels.len() > MAX_ENTRIES {
+                problem("/labels".into(), "at most 256 labels");
+            }
+            for (k, v) in labels {
+                let fits = k.len() <= MAX_ENTRY && v.as_str().is_some_and(|v| v.len() <= MAX_ENTRY);
+                if !fits {
+                    let key = k.replace('~', "~0").replace('/', "~1");
+                    problem(
+                        format!("/labels/{key}"),
+                        "must be a string of at most 256 bytes",
+                    );
+                }
+            }
+        }
+        _ => problem("/labels".into(), "must be an object of strings"),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "the registration is invalid",
+            "",
+            &errors,
+        ))
+    }
+}
+
 /// Registers (or re-registers) a worker.
 #[utoipa::path(post, path = "/workers", tag = "workers", request_body = Registration,
     responses((status = 200, body = WorkerView), (status = 403, body = ErrorBody)))]
@@ -63,6 +120,7 @@ async fn register(
     ApiJson(input): ApiJson<Registration>,
 ) -> Result<axum::Json<WorkerView>, ApiError> {
     caller.require(Role::Worker)?;
+    check_registration(&input)?;
     let labels = if input.labels.is_null() {
         serde_json::json!({})
     } else {

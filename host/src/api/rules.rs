@@ -159,7 +159,6 @@ pub struct VerdictView {
     /// Whether the criteria hold.
     pub matched: bool,
     /// The rendered action params, when it matched and rendered.
-    #[schema(value_type = Object)]
     pub params: Option<serde_json::Value>,
     /// Why it would not run (criteria error, template error, invalid params).
     pub errors: Vec<Problem>,

@@ -149,7 +149,6 @@ pub struct ActionView {
     #[schema(value_type = Object)]
     pub result_schema: Value,
     /// JSON Schema of the typed error, if the action returns a `result`.
-    #[schema(value_type = Object)]
     pub error_schema: Option<Value>,
     /// Capabilities a worker needs.
     pub capabilities: Vec<String>,
@@ -306,7 +305,6 @@ pub struct ExecutionView {
     /// Action ref.
     pub action: String,
     /// Parameters (omitted in list summaries).
-    #[schema(value_type = Object)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Value>,
     /// requested, scheduled, running, succeeded, failed, timed_out,
@@ -330,11 +328,9 @@ pub struct ExecutionView {
     /// Worker holding it.
     pub worker: Option<i64>,
     /// Result value (omitted in list summaries).
-    #[schema(value_type = Object)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// Error value or message.
-    #[schema(value_type = Object)]
     pub error: Option<Value>,
     /// Captured stdout (omitted in list summaries).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -343,7 +339,6 @@ pub struct ExecutionView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
     /// Log lines (omitted in list summaries).
-    #[schema(value_type = Object)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logs: Option<Value>,
     /// Unix ms.
@@ -419,7 +414,6 @@ pub struct AttemptView {
     #[schema(value_type = String)]
     pub status: ExecutionStatus,
     /// Error value or message.
-    #[schema(value_type = Object)]
     pub error: Option<Value>,
     /// Unix ms.
     pub started_at: Option<i64>,

@@ -26,7 +26,7 @@ pub struct Registration {
     pub capabilities: Vec<String>,
     /// Free labels (`{"region": "eu"}`).
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub labels: Value,
 }
 
@@ -128,10 +128,8 @@ pub struct Report {
     #[schema(value_type = String)]
     pub status: ExecutionStatus,
     /// Result value.
-    #[schema(value_type = Object)]
     pub result: Option<Value>,
     /// Error value or message.
-    #[schema(value_type = Object)]
     pub error: Option<Value>,
     /// Captured stdout.
     #[serde(default)]
@@ -141,7 +139,6 @@ pub struct Report {
     pub stderr: String,
     /// Log lines.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub logs: Value,
     /// When the action began (Unix ms), if later than its claim.
     #[serde(default)]
@@ -243,7 +240,6 @@ pub enum KvCall {
 pub struct KvReply {
     /// The call's value (string or null, bool, list of keys, or the sum).
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub value: Value,
     /// Why it did not work.
     #[serde(default)]
