@@ -121,9 +121,16 @@ impl Api {
 }
 
 /// Posts one manual event a tick at `rate` per second until `until`; the
-/// markers of the events answered with a 2xx.
-async fn post_events(api: &Api, prefix: &str, rate: u32, until: Instant) -> Vec<String> {
+/// markers of the events answered with a 2xx, and every status answered
+/// (0: no answer).
+async fn post_events(
+    api: &Api,
+    prefix: &str,
+    rate: u32,
+    until: Instant,
+) -> (Vec<String>, std::collections::BTreeSet<u16>) {
     let mut acknowledged = Vec::new();
+    let mut statuses = std::collections::BTreeSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     let mut n = 0;
     while Instant::now() < until {
@@ -137,11 +144,12 @@ async fn post_events(api: &Api, prefix: &str, rate: u32, until: Instant) -> Vec<
                 Some(json!({"trigger": "core.manual", "payload": {"marker": marker}})),
             )
             .await;
+        statuses.insert(status);
         if (200..300).contains(&status) {
             acknowledged.push(marker);
         }
     }
-    acknowledged
+    (acknowledged, statuses)
 }
 
 async fn echo_rule(api: &Api) {
@@ -231,7 +239,7 @@ async fn a_server_killed_mid_stream_loses_no_acknowledged_event_and_runs_none_tw
     first.0.wait().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let _second = Reaped(serve(port, dir.path(), &args));
-    let acknowledged = sender.await.unwrap();
+    let (acknowledged, _) = sender.await.unwrap();
     let api = Api::ready(port, dir.path()).await;
     assert!(
         acknowledged.len() > 100,
@@ -411,7 +419,13 @@ async fn a_database_outage_answers_503_recovers_by_itself_and_loses_nothing_ackn
     Api::ready(port, dir.path()).await;
     eprintln!("ready again {:?} after the database", back.elapsed());
 
-    let acknowledged = sender.await.unwrap();
+    let (acknowledged, statuses) = sender.await.unwrap();
+    // Refused while the database was away: 503, never a 500.
+    assert!(
+        statuses.iter().all(|s| matches!(s, 201 | 503)),
+        "event posts answered {statuses:?}"
+    );
+    eprintln!("event posts answered {statuses:?}");
     let before = acknowledged
         .iter()
         .filter(|m| m.as_str() < "ev-150")

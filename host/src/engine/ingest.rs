@@ -3,12 +3,14 @@
 //!
 //! Posted events, signed webhooks, timer ticks and direct executions each
 //! hand their entry to one writer task and wait. The writer takes everything
-//! that arrived meanwhile as one batch: the events in one statement, then
-//! every rule's verdict on each (criteria, templating, validation), then all
-//! enforcements and executions in one transaction, the direct runs in one
-//! statement, and one wake-up for the workers. Under load a batch holds many
-//! entries, so the database sees a few statements per batch instead of
-//! several per entry; alone, an entry waits for nobody.
+//! that arrived meanwhile as one batch: the events in one statement, the
+//! direct runs in one statement. Stored events go on to one enforcer task,
+//! which takes every rule's verdict on each (criteria, templating,
+//! validation; bounded by fuel), writes all enforcements and executions in
+//! one transaction, answers, and wakes the workers once, while the writer
+//! already records the next batch. Under load a batch holds many entries, so
+//! the database sees a few statements per batch instead of several per
+//! entry; alone, an entry waits for nobody.
 
 use std::collections::HashMap;
 
@@ -49,11 +51,40 @@ pub struct Admitted {
     pub enforcement_pending: bool,
 }
 
+/// Why a write failed, as the waiting request learns it.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// The database could not be reached: a 503, worth retrying.
+    unavailable: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(what: &str, e: &anyhow::Error) -> Failure {
+        Failure {
+            unavailable: e
+                .downcast_ref::<crate::storage::StorageError>()
+                .is_some_and(|e| e.is_unavailable()),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+impl From<Failure> for EngineError {
+    fn from(f: Failure) -> Self {
+        if f.unavailable {
+            EngineError::Unavailable("the database is unavailable; retry later".into())
+        } else {
+            EngineError::Internal(anyhow::anyhow!(f.message))
+        }
+    }
+}
+
 enum Entry {
-    Event(IncomingEvent, oneshot::Sender<Result<Admitted, String>>),
+    Event(IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>),
     Run(
         NewExecution,
-        oneshot::Sender<Result<ExecutionRecord, String>>,
+        oneshot::Sender<Result<ExecutionRecord, Failure>>,
     ),
 }
 
@@ -79,10 +110,7 @@ impl Ingest {
     pub async fn event(&self, core: &Core, event: IncomingEvent) -> Result<Admitted, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.send(core, Entry::Event(event, reply))?;
-        answer
-            .await
-            .map_err(|_| stopping())?
-            .map_err(|m| EngineError::Internal(anyhow::anyhow!(m)))
+        Ok(answer.await.map_err(|_| stopping())??)
     }
 
     /// Queues an execution that was asked for directly (validated already).
@@ -93,14 +121,16 @@ impl Ingest {
     ) -> Result<ExecutionRecord, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.send(core, Entry::Run(run, reply))?;
-        answer
-            .await
-            .map_err(|_| stopping())?
-            .map_err(|m| EngineError::Internal(anyhow::anyhow!(m)))
+        Ok(answer.await.map_err(|_| stopping())??)
     }
 }
 
+/// Stores each batch's events and direct runs, then hands the stored events
+/// to the [`enforcer`] and takes the next batch: evaluating criteria and
+/// templates never holds up recording what arrives meanwhile.
 async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
+    let (stored_tx, stored_rx) = mpsc::unbounded_channel();
+    core.dispatch.spawn(enforcer(core.clone(), stored_rx));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let entries = std::mem::take(&mut batch);
@@ -113,20 +143,17 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                 Entry::Run(r, reply) => runs.push((r, reply)),
             }
         }
-        let mut woke = false;
         if !events.is_empty() {
-            match write(&core, &events).await {
-                Ok(admitted) => {
-                    woke = admitted.iter().any(|a| !a.executions.is_empty());
-                    for ((_, reply), a) in events.into_iter().zip(admitted) {
-                        let _ = reply.send(Ok(a));
-                    }
+            match insert(&core, &events).await {
+                Ok(records) => {
+                    // The enforcer lives as long as this sender.
+                    let _ = stored_tx.send((records, events));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, events = events.len(), "recording events");
-                    let message = format!("recording events: {e}");
+                    let failure = Failure::of("recording events", &e);
                     for (_, reply) in events {
-                        let _ = reply.send(Err(message.clone()));
+                        let _ = reply.send(Err(failure.clone()));
                     }
                 }
             }
@@ -141,16 +168,40 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                     for ((_, reply), record) in runs.into_iter().zip(records) {
                         let _ = reply.send(Ok(record));
                     }
-                    woke = true;
+                    core.dispatch.work_queued(&core.storage).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, runs = runs.len(), "queueing executions");
-                    let message = format!("queueing executions: {e}");
+                    let failure = Failure::of("queueing executions", &e.into());
                     for (_, reply) in runs {
-                        let _ = reply.send(Err(message.clone()));
+                        let _ = reply.send(Err(failure.clone()));
                     }
                 }
             }
+        }
+    }
+}
+
+type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
+
+/// Stored events, waiting for their rules' verdicts.
+type Stored = (Vec<EventRecord>, Vec<EventEntry>);
+
+/// Takes what the writer stored, batches that queued up meanwhile
+/// together, and enforces them: each event's verdicts, then the answer to
+/// its request and one wake-up for the workers.
+async fn enforcer(core: Core, mut rx: mpsc::UnboundedReceiver<Stored>) {
+    let mut stored = Vec::new();
+    while rx.recv_many(&mut stored, MAX_BATCH).await > 0 {
+        let (mut records, mut events) = (Vec::new(), Vec::new());
+        for (r, e) in stored.drain(..) {
+            records.extend(r);
+            events.extend(e);
+        }
+        let admitted = admit(&core, records, &events).await;
+        let woke = admitted.iter().any(|a| !a.executions.is_empty());
+        for ((_, reply), a) in events.into_iter().zip(admitted) {
+            let _ = reply.send(Ok(a));
         }
         if woke {
             core.dispatch.work_queued(&core.storage).await;
@@ -158,13 +209,8 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
     }
 }
 
-type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, String>>);
-
-/// Records `events`, then their enforcements; returns what each admitted.
-/// Once the events are stored they are acknowledged whatever happens next:
-/// if their verdicts cannot be stored, each is admitted with
-/// `enforcement_pending` and [`reconcile`] enforces it later.
-async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitted>> {
+/// Records `events` in one statement.
+async fn insert(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<EventRecord>> {
     let addressed: Vec<Option<Vec<String>>> = events
         .iter()
         .map(|(e, _)| {
@@ -185,6 +231,14 @@ async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitte
         .collect();
     let records = core.storage.insert_events(&new).await?;
     core.metrics.events_recorded.inc_by(records.len() as u64);
+    Ok(records)
+}
+
+/// Enforces stored events; returns what each admitted. Once stored, events
+/// are acknowledged whatever happens next: if their verdicts cannot be
+/// stored, each is admitted with `enforcement_pending` and [`reconcile`]
+/// enforces it later.
+async fn admit(core: &Core, records: Vec<EventRecord>, events: &[EventEntry]) -> Vec<Admitted> {
     let mut audiences = Vec::with_capacity(records.len());
     for (record, (incoming, _)) in records.iter().zip(events) {
         audiences.push(match &incoming.rules {
@@ -197,7 +251,7 @@ async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitte
         });
     }
     match enforce(core, &records, audiences).await {
-        Ok(mut queued) => Ok(records
+        Ok(mut queued) => records
             .into_iter()
             .enumerate()
             .map(|(n, event)| Admitted {
@@ -205,17 +259,17 @@ async fn write(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<Admitte
                 executions: queued.remove(&n).unwrap_or_default(),
                 enforcement_pending: false,
             })
-            .collect()),
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, events = records.len(), "enforcing events; they are kept and enforced later");
-            Ok(records
+            records
                 .into_iter()
                 .map(|event| Admitted {
                     event,
                     executions: Vec::new(),
                     enforcement_pending: true,
                 })
-                .collect())
+                .collect()
         }
     }
 }
