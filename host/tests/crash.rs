@@ -52,6 +52,7 @@ impl Drop for Reaped {
     }
 }
 
+#[derive(Clone)]
 struct Api {
     http: reqwest::Client,
     base: String,
@@ -118,6 +119,16 @@ impl Api {
             }
         }
     }
+}
+
+/// Posts events from a task of its own at `rate` a second for `lasting`.
+fn sending(
+    api: &Api,
+    rate: u32,
+    lasting: Duration,
+) -> tokio::task::JoinHandle<(Vec<String>, std::collections::BTreeSet<u16>)> {
+    let api = api.clone();
+    tokio::spawn(async move { post_events(&api, "ev", rate, Instant::now() + lasting).await })
 }
 
 /// Posts one manual event a tick at `rate` per second until `until`; the
@@ -223,17 +234,7 @@ async fn a_server_killed_mid_stream_loses_no_acknowledged_event_and_runs_none_tw
     let api = Api::ready(port, dir.path()).await;
     echo_rule(&api).await;
 
-    let sender = tokio::spawn({
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-            token: api.token.clone(),
-        };
-        async move {
-            let until = Instant::now() + Duration::from_secs(4);
-            post_events(&api, "ev", 200, until).await
-        }
-    });
+    let sender = sending(&api, 200, Duration::from_secs(4));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.0.kill().unwrap(); // SIGKILL: no drain, no final writes
     first.0.wait().unwrap();
@@ -304,16 +305,20 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 
-    fn run(&self, program: &str, args: &[&str]) {
+    /// One of PostgreSQL's programs, run as `postgres` when the test is root.
+    fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
-        let mut cmd = if is_root() {
+        if is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c
         } else {
             Command::new(program)
-        };
-        let out = cmd.args(args).output().unwrap();
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let out = self.command(program).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{args:?}: {}{}",
@@ -345,15 +350,8 @@ impl PrivatePostgres {
 impl Drop for PrivatePostgres {
     fn drop(&mut self) {
         let data = self.data.to_string_lossy().into_owned();
-        let bin = self.bin.join("pg_ctl");
-        let mut cmd = if is_root() {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(bin);
-            c
-        } else {
-            Command::new(bin)
-        };
-        let _ = cmd
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -378,17 +376,7 @@ async fn a_database_outage_answers_503_recovers_by_itself_and_loses_nothing_ackn
     let api = Api::ready(port, dir.path()).await;
     echo_rule(&api).await;
 
-    let sender = tokio::spawn({
-        let api = Api {
-            http: api.http.clone(),
-            base: api.base.clone(),
-            token: api.token.clone(),
-        };
-        async move {
-            let until = Instant::now() + Duration::from_secs(16);
-            post_events(&api, "ev", 50, until).await
-        }
-    });
+    let sender = sending(&api, 50, Duration::from_secs(16));
     tokio::time::sleep(Duration::from_secs(3)).await;
     pg.stop();
     let down = Instant::now();
