@@ -156,23 +156,16 @@ impl From<EngineError> for ApiError {
                     .collect(),
             },
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
-            EngineError::Storage(s) => s.into(),
+            EngineError::Storage(s) => ApiError::Internal(s.into()),
             EngineError::Internal(e) => ApiError::Internal(e),
         }
     }
 }
 
+/// Through [`EngineError`], which decides what a storage error means.
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        match e {
-            StorageError::Conflict(m) => ApiError::Conflict(m),
-            StorageError::NotFound(m) => ApiError::NotFound(m),
-            other if other.is_unavailable() => {
-                tracing::warn!(error = %other, "the database is unavailable");
-                ApiError::Unavailable("the database is unavailable; retry later".into())
-            }
-            other => ApiError::Internal(other.into()),
-        }
+        EngineError::from(e).into()
     }
 }
 

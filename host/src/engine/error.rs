@@ -35,6 +35,11 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// The database could not be reached: a 503, worth retrying.
+    pub fn database_unavailable() -> Self {
+        EngineError::Unavailable("the database is unavailable; retry later".into())
+    }
+
     /// `no <what> `<key>``.
     pub fn not_found(what: &str, key: impl std::fmt::Display) -> Self {
         EngineError::NotFound(format!("no {what} `{key}`"))
@@ -62,7 +67,7 @@ impl From<StorageError> for EngineError {
             StorageError::NotFound(m) => EngineError::NotFound(m),
             other if other.is_unavailable() => {
                 tracing::warn!(error = %other, "the database is unavailable");
-                EngineError::Unavailable("the database is unavailable; retry later".into())
+                EngineError::database_unavailable()
             }
             other => EngineError::Storage(other),
         }

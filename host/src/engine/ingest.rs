@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::Core;
 use super::error::EngineError;
 use super::rules::evaluate::plan;
-use crate::storage::{EventRecord, ExecutionRecord, NewEvent, NewExecution, RuleRecord};
+use crate::storage::{
+    EventRecord, ExecutionRecord, NewEvent, NewExecution, RuleRecord, StorageError,
+};
 
 /// Entries written together at most.
 const MAX_BATCH: usize = 256;
@@ -60,11 +62,9 @@ struct Failure {
 }
 
 impl Failure {
-    fn of(what: &str, e: &anyhow::Error) -> Failure {
+    fn of(what: &str, e: &StorageError) -> Failure {
         Failure {
-            unavailable: e
-                .downcast_ref::<crate::storage::StorageError>()
-                .is_some_and(|e| e.is_unavailable()),
+            unavailable: e.is_unavailable(),
             message: format!("{what}: {e}"),
         }
     }
@@ -73,7 +73,7 @@ impl Failure {
 impl From<Failure> for EngineError {
     fn from(f: Failure) -> Self {
         if f.unavailable {
-            EngineError::Unavailable("the database is unavailable; retry later".into())
+            EngineError::database_unavailable()
         } else {
             EngineError::Internal(anyhow::anyhow!(f.message))
         }
@@ -172,7 +172,7 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, runs = runs.len(), "queueing executions");
-                    let failure = Failure::of("queueing executions", &e.into());
+                    let failure = Failure::of("queueing executions", &e);
                     for (_, reply) in runs {
                         let _ = reply.send(Err(failure.clone()));
                     }
@@ -210,7 +210,7 @@ async fn enforcer(core: Core, mut rx: mpsc::UnboundedReceiver<Stored>) {
 }
 
 /// Records `events` in one statement.
-async fn insert(core: &Core, events: &[EventEntry]) -> anyhow::Result<Vec<EventRecord>> {
+async fn insert(core: &Core, events: &[EventEntry]) -> Result<Vec<EventRecord>, StorageError> {
     let addressed: Vec<Option<Vec<String>>> = events
         .iter()
         .map(|(e, _)| {
