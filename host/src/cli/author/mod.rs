@@ -20,8 +20,8 @@ mod wit;
 
 use toolchains::{Progress, build_rust, js_toolchain, python_toolchain, step};
 use wit::{
-    ACTION_WIT, ACTION_WIT_DEP, WASI_WIT, append_docs, ensure_action_wit, ensure_wasi_wit,
-    imports_package, read_wit,
+    ACTION_WIT, ACTION_WIT_DEP, WASI_HTTP_IMPORT, append_docs, ensure_action_wit, ensure_wasi_wit,
+    imports_package, read_wit, wasi_deps,
 };
 
 /// componentize-py release `attune action build` installs for Python.
@@ -142,10 +142,10 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
         // The Rust SDK brings wasi:http itself; the other toolchains need the
         // import in the world to link it.
         let import = match args.lang {
-            Lang::Rust => "",
-            Lang::Python | Lang::Js => "    import wasi:http/outgoing-handler@0.2.12;\n",
+            Lang::Rust => String::new(),
+            Lang::Python | Lang::Js => format!("    import {WASI_HTTP_IMPORT};\n"),
         };
-        include_str!("templates/world-http.wit").replace("{{import}}\n", import)
+        include_str!("templates/world-http.wit").replace("{{import}}\n", &import)
     } else {
         include_str!("templates/world.wit").to_string()
     };
@@ -199,11 +199,8 @@ pub fn new(args: NewArgs) -> anyhow::Result<i32> {
             files.push((args.lang.source().into(), app.to_string()));
             files.push((format!("wit/{ACTION_WIT_DEP}"), ACTION_WIT.to_string()));
             if args.http {
-                for (package, text) in WASI_WIT {
-                    files.push((
-                        format!("wit/deps/wasi-{package}/{package}.wit"),
-                        text.to_string(),
-                    ));
+                for (dep, text) in wasi_deps() {
+                    files.push((format!("wit/{dep}"), text.to_string()));
                 }
             }
         }

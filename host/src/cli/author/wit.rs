@@ -21,7 +21,7 @@ pub(super) const ACTION_WIT_DEP: &str = "deps/attune-action/action.wit";
 /// `wit/deps/wasi-<name>/` of a Python or JavaScript project that imports
 /// `wasi:http/outgoing-handler`, since componentize-py and componentize-js
 /// resolve WIT only from the project.
-pub(super) const WASI_WIT: &[(&str, &str)] = &[
+const WASI_WIT: &[(&str, &str)] = &[
     ("cli", include_str!("../../../../wit/wasi/cli.wit")),
     ("clocks", include_str!("../../../../wit/wasi/clocks.wit")),
     (
@@ -33,6 +33,16 @@ pub(super) const WASI_WIT: &[(&str, &str)] = &[
     ("random", include_str!("../../../../wit/wasi/random.wit")),
     ("sockets", include_str!("../../../../wit/wasi/sockets.wit")),
 ];
+
+/// What a Python or JavaScript world imports to send HTTP requests.
+pub(super) const WASI_HTTP_IMPORT: &str = "wasi:http/outgoing-handler@0.2.12";
+
+/// Each WASI package: its path inside a project's `wit/` folder, and its text.
+pub(super) fn wasi_deps() -> impl Iterator<Item = (String, &'static str)> {
+    WASI_WIT
+        .iter()
+        .map(|(package, text)| (format!("deps/wasi-{package}/{package}.wit"), *text))
+}
 
 /// Appends the `attune:docs` custom section, made from the project's WIT,
 /// to the component at `out`, so actions carry their descriptions.
@@ -126,14 +136,7 @@ pub(super) fn imports_package(
 /// Puts the `attune:action` WIT where the toolchains look for dependencies,
 /// when the project does not carry it already.
 pub(super) fn ensure_action_wit(wit: &Path) -> anyhow::Result<()> {
-    let dep = wit.join(ACTION_WIT_DEP);
-    if dep.exists() {
-        return Ok(());
-    }
-    std::fs::create_dir_all(dep.parent().expect("has a parent"))?;
-    std::fs::write(&dep, ACTION_WIT).with_context(|| format!("writing {}", dep.display()))?;
-    eprintln!("added {} (the attune:action WIT)", dep.display());
-    Ok(())
+    add_dep(wit, ACTION_WIT_DEP, ACTION_WIT, "the attune:action WIT")
 }
 
 /// Adds the WASI packages to `wit/deps/` when a world file of the project
@@ -144,18 +147,23 @@ pub(super) fn ensure_wasi_wit(wit: &Path) -> anyhow::Result<()> {
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|e| e == "wit"))
         .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("wasi:http/")));
-    if !mentions_http {
+    if mentions_http {
+        for (dep, text) in wasi_deps() {
+            add_dep(wit, &dep, text, "WASI 0.2.12")?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `text` at `dep` under `wit/` unless something is there already.
+fn add_dep(wit: &Path, dep: &str, text: &str, what: &str) -> anyhow::Result<()> {
+    let dep = wit.join(dep);
+    if dep.exists() {
         return Ok(());
     }
-    for (package, text) in WASI_WIT {
-        let dep = wit.join(format!("deps/wasi-{package}/{package}.wit"));
-        if dep.exists() {
-            continue;
-        }
-        std::fs::create_dir_all(dep.parent().expect("has a parent"))?;
-        std::fs::write(&dep, text).with_context(|| format!("writing {}", dep.display()))?;
-        eprintln!("added {} (WASI 0.2.12)", dep.display());
-    }
+    std::fs::create_dir_all(dep.parent().expect("has a parent"))?;
+    std::fs::write(&dep, text).with_context(|| format!("writing {}", dep.display()))?;
+    eprintln!("added {} ({what})", dep.display());
     Ok(())
 }
 
