@@ -189,11 +189,11 @@ fn a_new_rust_action_builds_inspects_and_runs() {
     scaffold_build_and_run("rust");
 }
 
-/// `new --http` → `build` → `run` against a loopback server, granted the
-/// host and a secret on the command line: the README's HTTP walk-through.
-/// Scaffolds `attune action new --http` in `lang`, builds it and runs its
-/// `fetch` against a one-shot server on loopback: denied without a grant (no
-/// connection made), then answered with the granted secret as bearer token.
+/// The README's HTTP walk-through in `lang`: `new --http` → `build` →
+/// `run` against a one-shot server on loopback, denied without a grant,
+/// then answered with the host and the secret granted on the command line.
+/// The server takes one connection, so a denied run that had connected
+/// would leave the granted one nothing to reach.
 fn http_action_calls_a_granted_host_with_a_secret(lang: &str) {
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
