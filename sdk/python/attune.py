@@ -179,6 +179,15 @@ try:
     from wit_world.imports import types as _types
 
     _http: Optional[tuple] = (_handler, _streams, _types)
+    _METHODS = {
+        "GET": _types.Method_Get,
+        "HEAD": _types.Method_Head,
+        "POST": _types.Method_Post,
+        "PUT": _types.Method_Put,
+        "DELETE": _types.Method_Delete,
+        "OPTIONS": _types.Method_Options,
+        "PATCH": _types.Method_Patch,
+    }
 except ImportError:
     _http = None
 
@@ -218,21 +227,12 @@ def request(
     if body is not None and "content-length" not in fields:
         # Sent with its length, not chunked: some servers refuse chunked requests.
         fields["content-length"] = str(len(body))
-    methods = {
-        "GET": http.Method_Get(),
-        "HEAD": http.Method_Head(),
-        "POST": http.Method_Post(),
-        "PUT": http.Method_Put(),
-        "DELETE": http.Method_Delete(),
-        "OPTIONS": http.Method_Options(),
-        "PATCH": http.Method_Patch(),
-    }
-    upper = method.upper()
     try:
         outgoing = http.OutgoingRequest(http.Fields.from_list([(k, v.encode()) for k, v in fields.items()]))
     except Err as e:
         raise HttpError(f"bad header: {e.value}") from None
-    outgoing.set_method(methods.get(upper, http.Method_Other(upper)))
+    upper = method.upper()
+    outgoing.set_method(_METHODS.get(upper, lambda: http.Method_Other(upper))())
     outgoing.set_scheme(http.Scheme_Https() if parts.scheme == "https" else http.Scheme_Http())
     outgoing.set_authority(parts.netloc)
     outgoing.set_path_with_query(parts.path + (f"?{parts.query}" if parts.query else "") or "/")
@@ -248,7 +248,29 @@ def request(
         pending = outgoing_handler.handle(outgoing, options)
     except Err as e:
         raise HttpError(_describe(e.value)) from None
-    # A failed write usually means the request failed; its response says why.
+    unsent = _write_body(http, outgoing_body, body)
+
+    with pending:
+        with pending.subscribe() as ready:
+            ready.block()
+        outer = pending.get()
+    # Ok(Ok(response)) or Ok(Err(code)) once ready; Err(None) when taken before.
+    if outer is None or isinstance(outer, Err):
+        raise HttpError("the response was not ready or already taken")
+    if isinstance(outer.value, Err):
+        raise HttpError(_describe(outer.value.value))
+    with outer.value.value as response:
+        # A failed write usually means the request failed; its response says why.
+        if unsent is not None:
+            raise HttpError(f"sending the body: {unsent}")
+        status = response.status()
+        with response.headers() as fields_in:
+            headers_in = [(k.lower(), v.decode("utf-8", "replace")) for k, v in fields_in.entries()]
+        return Response(status, headers_in, _read_body(http, streams, response.consume()))
+
+
+def _write_body(http: Any, outgoing_body: Any, body: Optional[bytes]) -> Any:
+    """Writes ``body`` and finishes it; the stream error that stopped it, or ``None``."""
     unsent = None
     if body:
         with outgoing_body.write() as out:
@@ -262,39 +284,24 @@ def request(
         http.OutgoingBody.finish(outgoing_body, None)
     except Err as e:
         unsent = unsent or e.value
+    return unsent
 
-    with pending:
-        with pending.subscribe() as ready:
-            ready.block()
-        outer = pending.get()
-    # Ok(Ok(response)) or Ok(Err(code)) once ready; Err(None) when taken before.
-    if outer is None or isinstance(outer, Err):
-        raise HttpError("the response was not ready or already taken")
-    if isinstance(outer.value, Err):
-        raise HttpError(_describe(outer.value.value))
-    response = outer.value.value
-    if unsent is not None:
-        response.__exit__(None, None, None)
-        raise HttpError(f"sending the body: {unsent}")
-    with response:
-        status = response.status()
-        with response.headers() as fields_in:
-            headers_in = [(k.lower(), v.decode("utf-8", "replace")) for k, v in fields_in.entries()]
-        incoming = response.consume()
-        chunks = []
-        with incoming.stream() as stream:
-            while True:
-                try:
-                    chunks.append(stream.blocking_read(65536))
-                except Err as e:
-                    if isinstance(e.value, streams.StreamError_Closed):
-                        break
-                    code = http.http_error_code(e.value.value)
-                    raise HttpError(
-                        f"reading the body: {_describe(code) if code is not None else e.value.value.to_debug_string()}"
-                    ) from None
-        http.IncomingBody.finish(incoming).__exit__(None, None, None)
-    return Response(status, headers_in, b"".join(chunks))
+
+def _read_body(http: Any, streams: Any, incoming: Any) -> bytes:
+    """The whole body of a response, to the end of its stream."""
+    chunks = []
+    with incoming.stream() as stream:
+        while True:
+            try:
+                chunks.append(stream.blocking_read(65536))
+            except Err as e:
+                if isinstance(e.value, streams.StreamError_Closed):
+                    break
+                code = http.http_error_code(e.value.value)
+                reason = _describe(code) if code is not None else e.value.value.to_debug_string()
+                raise HttpError(f"reading the body: {reason}") from None
+    http.IncomingBody.finish(incoming).__exit__(None, None, None)
+    return b"".join(chunks)
 
 
 def _describe(code: Any) -> str:
