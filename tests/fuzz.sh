@@ -34,7 +34,14 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); 
 BASE="http://127.0.0.1:$PORT"
 "$ATTUNE" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" >"$DATA/serve.log" 2>&1 &
 SERVER=$!
-trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DATA"' EXIT
+finish() {
+    status=$?
+    kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null
+    # A failure is easier to read beside what the server said.
+    [ "$status" = 0 ] || tail -n 40 "$DATA/serve.log" >&2
+    rm -rf "$DATA"
+}
+trap finish EXIT
 
 for _ in $(seq 1 300); do
     if [ -s "$DATA/admin.token" ] && curl -fsS "$BASE/readyz" >/dev/null 2>&1; then break; fi
