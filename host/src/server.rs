@@ -50,6 +50,8 @@ pub struct ServerConfig {
     pub outbound: crate::runtime::http::OutboundConfig,
     /// Largest result an action may return, in bytes of JSON.
     pub max_result_bytes: usize,
+    /// Most disk one execution's `/scratch` may take.
+    pub scratch_quota_bytes: u64,
     /// The key that seals secrets; `<data-dir>/secrets.key` when `None`.
     pub secrets_key_file: Option<PathBuf>,
 }
@@ -89,6 +91,7 @@ impl Server {
             scratch_dir: config.data_dir.join("scratch"),
             outbound: config.outbound.clone(),
             max_result_bytes: config.max_result_bytes,
+            scratch_quota_bytes: config.scratch_quota_bytes,
             // A component may be as large as an upload may be (and never
             // smaller than the default, which the core pack fits).
             max_component_bytes: config

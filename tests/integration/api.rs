@@ -654,6 +654,7 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         pipeline: Default::default(),
         outbound: Default::default(),
         max_result_bytes: 1 << 20,
+        scratch_quota_bytes: 64 << 20,
         secrets_key_file: None,
     };
     let data_dir = s.data_dir.path().to_path_buf();

@@ -124,6 +124,73 @@ async fn the_scratch_directory_is_writable_empty_and_private() {
     assert_eq!(out.result, Some(json!([])));
 }
 
+/// Runs `disk` steps and returns their result lines and the log's warnings.
+async fn disk(steps: &[&str]) -> (Vec<String>, Vec<String>) {
+    let out = probe("disk", json!({ "steps": steps }), limits()).await;
+    assert_eq!(out.status, Status::Succeeded, "{:?}", out.error);
+    let warnings = out
+        .logs
+        .iter()
+        .filter(|l| l.level == "warn")
+        .map(|l| l.message.clone())
+        .collect();
+    (
+        serde_json::from_value(out.result.unwrap()).unwrap(),
+        warnings,
+    )
+}
+
+/// The number a result line starts with after `prefix`.
+fn count_after(line: &str, prefix: &str) -> u64 {
+    let rest = line
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{line}"));
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn scratch_writes_past_the_quota_fail_in_the_guest() {
+    // 64 MiB by default: the 65th MiB fails in the guest (Rust's standard
+    // library reports a failed stream write as an I/O error, a refused
+    // `create` as "no space"), and the log says why.
+    let (lines, warnings) = disk(&[
+        "fill a",
+        "delete a",
+        "write b 40",
+        "hold b",
+        "delete b",
+        "write c 40",
+    ])
+    .await;
+    assert_eq!(count_after(&lines[0], "full after "), 64, "{lines:?}");
+    // Deleting frees the room; a file unlinked but still open keeps it.
+    assert_eq!(lines[1..5], ["deleted", "wrote 40 MiB", "held", "deleted"]);
+    assert!(lines[5].starts_with("error: "), "{lines:?}");
+    assert_eq!(
+        warnings,
+        ["/scratch is full: its quota of 67108864 bytes is used, so writes failed"]
+    );
+
+    // A sparse file counts its whole length; every entry counts a block.
+    let (lines, _) = disk(&["sparse d 1000000000", "dirs 100000"]).await;
+    assert!(lines[0].starts_with("error: "), "{lines:?}");
+    assert!(lines[1].contains("No space left"), "{lines:?}");
+    assert_eq!(
+        count_after(&lines[1], ""),
+        (64 << 20) / 4096 - 1,
+        "{lines:?}"
+    );
+
+    // The next execution starts with the whole quota again.
+    let (lines, warnings) = disk(&["write e 60"]).await;
+    assert_eq!(lines, ["wrote 60 MiB"]);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
 #[tokio::test]
 async fn writing_outside_the_scratch_directory_fails() {
     let outside = std::env::temp_dir().join("attune-sandbox-escape-probe");

@@ -134,6 +134,7 @@ impl TestServer {
                 ..Default::default()
             },
             max_result_bytes: 1 << 20,
+            scratch_quota_bytes: 64 << 20,
             secrets_key_file: None,
         };
         let server = Server::start(&config).await.expect("server starts");
@@ -311,6 +312,7 @@ impl TestServer {
             default_timeout: Duration::from_secs(30),
             allow_private_outbound: true,
             ca_cert: None,
+            scratch_quota_bytes: 64 << 20,
         }
     }
 

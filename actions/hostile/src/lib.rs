@@ -56,6 +56,14 @@ impl Guest for Hostile {
         std::fs::read_to_string(&path).map_err(|e| e.to_string())
     }
 
+    fn disk(steps: Vec<String>) -> Vec<String> {
+        let mut held = Vec::new();
+        steps
+            .iter()
+            .map(|step| disk_step(step, &mut held).unwrap_or_else(|e| format!("error: {e}")))
+            .collect()
+    }
+
     fn env() -> Vec<(String, String)> {
         std::env::vars().collect()
     }
@@ -155,3 +163,61 @@ fn kv_error(e: attune_sdk::kv::Error) -> String {
 }
 
 export!(Hostile);
+
+/// One step of `disk`; what it did, or the first error.
+fn disk_step(step: &str, held: &mut Vec<std::fs::File>) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let words: Vec<&str> = step.split_whitespace().collect();
+    let number = |i: usize| -> u64 { words.get(i).and_then(|w| w.parse().ok()).unwrap_or(0) };
+    let path = |i: usize| format!("/scratch/{}", words.get(i).copied().unwrap_or(""));
+    let append = |name: String| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(name)
+    };
+    let chunk = vec![b'x'; 1 << 20];
+    match words.first().copied() {
+        Some("write") => {
+            let mut f = append(path(1))?;
+            for _ in 0..number(2) {
+                f.write_all(&chunk)?;
+            }
+            Ok(format!("wrote {} MiB", number(2)))
+        }
+        Some("fill") => {
+            let mut f = append(path(1))?;
+            let mut mib = 0;
+            loop {
+                if let Err(e) = f.write_all(&chunk) {
+                    return Ok(format!("full after {mib} MiB: {e}"));
+                }
+                mib += 1;
+            }
+        }
+        Some("hold") => {
+            held.push(append(path(1))?);
+            Ok("held".into())
+        }
+        Some("delete") => std::fs::remove_file(path(1)).map(|()| "deleted".into()),
+        Some("sparse") => {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path(1))?;
+            f.seek(SeekFrom::Start(number(2)))?;
+            f.write_all(b"!")?;
+            Ok("written".into())
+        }
+        Some("dirs") => {
+            for i in 0..number(1) {
+                if let Err(e) = std::fs::create_dir(format!("/scratch/d{i}")) {
+                    return Ok(format!("{i} dirs: {e}"));
+                }
+            }
+            Ok(format!("{} dirs", number(1)))
+        }
+        _ => Ok(format!("unknown step {step}")),
+    }
+}

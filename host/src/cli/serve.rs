@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// Largest result an action may return (JSON); past it the execution fails.
     #[arg(long, env = "ATTUNE_MAX_RESULT", default_value = "1MiB", value_parser = parse_size)]
     pub max_result: usize,
+    /// Most disk one execution's `/scratch` may take; writes past it fail
+    /// in the action with "no space".
+    #[arg(long, env = "ATTUNE_SCRATCH_QUOTA", default_value = "64MiB", value_parser = parse_size)]
+    pub scratch_quota: usize,
     /// How long a stop (Ctrl-C, SIGTERM) waits for open requests and
     /// running executions before exiting; a second signal exits at once.
     #[arg(long, env = "ATTUNE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -120,6 +124,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             ..OutboundConfig::default()
         },
         max_result_bytes: args.max_result,
+        scratch_quota_bytes: args.scratch_quota as u64,
         secrets_key_file: args.secrets_key_file.clone(),
     };
     let server = Server::start(&config).await?;

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::client::worker::{self as remote, RemoteWorkerConfig};
-use crate::util::units::parse_duration;
+use crate::util::units::{parse_duration, parse_size};
 
 /// Options of `attune worker`.
 #[derive(Debug, Args)]
@@ -49,6 +49,10 @@ pub struct WorkerArgs {
     /// server and for actions' HTTPS requests (a private CA).
     #[arg(long, env = "ATTUNE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// Most disk one execution's `/scratch` may take; writes past it fail
+    /// in the action with "no space".
+    #[arg(long, env = "ATTUNE_SCRATCH_QUOTA", default_value = "64MiB", value_parser = parse_size)]
+    pub scratch_quota: usize,
 }
 
 pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
@@ -86,6 +90,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         default_timeout: args.default_timeout,
         allow_private_outbound: args.allow_private_outbound,
         ca_cert: args.ca_cert.clone(),
+        scratch_quota_bytes: args.scratch_quota as u64,
     };
     eprintln!("worker {} serving {}", config.name, config.server);
     let stop = async {

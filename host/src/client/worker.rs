@@ -53,6 +53,8 @@ pub struct RemoteWorkerConfig {
     /// Also trust this PEM file's CA certificates, for the server and for
     /// actions' HTTPS requests.
     pub ca_cert: Option<PathBuf>,
+    /// Most disk one execution's `/scratch` may take.
+    pub scratch_quota_bytes: u64,
 }
 
 /// Bytes of reports one `results` request carries at most (the server
@@ -93,6 +95,7 @@ pub async fn run_until(
         cache_dir: Some(config.cache_dir.join("artifacts")),
         scratch_dir: config.cache_dir.join("scratch"),
         max_instances: (concurrency as u32) * 2,
+        scratch_quota_bytes: config.scratch_quota_bytes,
         outbound: crate::runtime::http::OutboundConfig {
             allow_private: config.allow_private_outbound,
             tls,

@@ -22,6 +22,7 @@ use super::kv::KvState;
 use super::log::LogState;
 use super::output::{CappedPipe, Captured};
 use super::pack::Returns;
+use super::scratch::quota::ScratchQuota;
 use super::secrets::{SecretSet, SecretsState};
 use super::values::{self, PathError};
 use super::{Limits, Pack, Runtime};
@@ -233,6 +234,11 @@ impl Pack {
             runtime.engine(),
             HostState {
                 wasi: wasi.build(),
+                scratch_quota: ScratchQuota::new(
+                    scratch.path(),
+                    runtime.config().scratch_quota_bytes,
+                    started,
+                ),
                 table: ResourceTable::new(),
                 limits: MemoryCap {
                     memory_bytes: limits.memory_bytes,
@@ -320,6 +326,7 @@ impl Pack {
         drop(scratch);
         // Each request's line, in time order with what the guest logged.
         state.log.lines.extend(state.outbound.take_log());
+        state.log.lines.extend(state.scratch_quota.take_log());
         state.log.lines.sort_by_key(|l| l.at_ms);
         let mut outcome = Outcome {
             status,

@@ -1,7 +1,7 @@
 //! Per-execution host state and the bindings of the `attune:action` world.
 //!
 //! One [`HostState`] lives in each execution's `Store`: the WASI context (no
-//! environment, one scratch directory, no network), the memory limiter, and
+//! environment, one scratch directory under its quota, no network), the memory limiter, and
 //! each host interface's own state — the identity for
 //! `attune:action/context`, the log of `attune:action/log`, the secrets of
 //! `attune:action/secrets`, the pack's store of `attune:action/kv`, the
@@ -17,11 +17,13 @@ use super::http::Outbound;
 use super::kv::KvState;
 use super::log::LogState;
 pub use super::output::LogLine;
+use super::scratch::quota::ScratchQuota;
 use super::secrets::SecretsState;
 
 /// Everything one execution's store holds.
 pub struct HostState {
     pub(crate) wasi: WasiCtx,
+    pub(crate) scratch_quota: ScratchQuota,
     pub(crate) table: ResourceTable,
     pub(crate) limits: MemoryCap,
     pub(crate) context: ExecutionContext,

@@ -84,6 +84,9 @@ pub struct RuntimeConfig {
     /// Largest result (or typed error) an action may return, as JSON bytes;
     /// past it the execution fails and says so.
     pub max_result_bytes: usize,
+    /// Most disk one execution's `/scratch` may take (files rounded up to
+    /// 4 KiB blocks, a block per entry); writes past it fail in the guest.
+    pub scratch_quota_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -101,6 +104,7 @@ impl Default for RuntimeConfig {
             max_component_bytes: 50 << 20,
             outbound: http::OutboundConfig::default(),
             max_result_bytes: 1 << 20,
+            scratch_quota_bytes: 64 << 20,
         }
     }
 }
@@ -176,6 +180,8 @@ impl Runtime {
         // context denies sockets and host directories.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking WASI: {e:#}"))?;
+        scratch::fs::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("linking the scratch quota: {e:#}"))?;
         capabilities::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking attune: {e:#}"))?;
         let cache = match &config.cache_dir {

@@ -8,6 +8,9 @@
 //! still empty when the execution ends; anything the guest left behind is
 //! deleted before its directory could be seen by anyone else.
 
+pub mod fs;
+pub mod quota;
+
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
