@@ -10,3 +10,4 @@ mod pipeline;
 mod sandbox;
 mod secrets;
 mod workers;
+mod workflows;

@@ -159,6 +159,8 @@ pub struct ExecutionQuery {
     pub action: Option<String>,
     /// Only runs caused by this rule.
     pub rule: Option<String>,
+    /// Only the tasks of this workflow execution.
+    pub parent: Option<i64>,
     /// Items per page (1-500).
     pub limit: Option<i64>,
     /// Cursor (an execution id) from the previous page; newest first.
@@ -217,6 +219,7 @@ async fn list(
         status,
         action: q.action,
         rule: q.rule,
+        parent: q.parent,
     };
     let page = super::views::page(q.limit, q.after, super::views::Keyed::Id)?;
     let full = match q.fields.as_deref() {
@@ -254,7 +257,9 @@ async fn show(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<ExecutionView>, ApiError> {
     caller.require(Role::Viewer)?;
-    Ok(axum::Json(existing(&state, id).await?.into()))
+    let mut view: ExecutionView = existing(&state, id).await?.into();
+    view.workflow = crate::engine::workflows::progress(&state, id).await?;
+    Ok(axum::Json(view))
 }
 
 /// The history of an execution: each attempt that ended (by a result, or

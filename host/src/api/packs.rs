@@ -184,6 +184,11 @@ fn pack_error(e: PackError) -> ApiError {
             &format!("/rules/{rule}"),
             errors,
         ),
+        PackError::InvalidWorkflow { file, errors } => invalid_at(
+            format!("workflow `{file}` is invalid"),
+            &format!("/{}", file.trim_start_matches("./")),
+            errors,
+        ),
         PackError::InvalidGrants { errors } => {
             invalid_at("the grants are invalid".into(), "/pack.toml", errors)
         }

@@ -302,7 +302,7 @@ async fn claim(
                     )),
                 }
             }
-            state.storage.finish_many(&gone).await?;
+            crate::engine::executions::finish(&state, &gone).await?;
             if !out.is_empty() {
                 return Ok(axum::Json(out));
             }
@@ -350,7 +350,7 @@ async fn results(
         .into_iter()
         .map(|r| (r.id, id, r.into_finished()))
         .collect();
-    let recorded = state.storage.finish_many(&items).await?;
+    let recorded = crate::engine::executions::finish(&state, &items).await?;
     Ok(axum::Json(Recorded { recorded }))
 }
 

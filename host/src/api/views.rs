@@ -355,6 +355,16 @@ pub struct ExecutionView {
     pub queued_ms: Option<i64>,
     /// Time from running to finished, in ms (once finished).
     pub running_ms: Option<i64>,
+    /// The workflow execution this one runs a task of.
+    pub parent: Option<i64>,
+    /// That task: `name`, or `name[item]` for an item of `with_items`.
+    pub task: Option<String>,
+    /// A workflow's progress (detail route only): each task reached with its
+    /// status, runs and children, the published `vars`, and the unhandled
+    /// error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub workflow: Option<Value>,
 }
 
 impl ExecutionView {
@@ -399,6 +409,9 @@ impl From<ExecutionRecord> for ExecutionView {
             cancel_requested: r.cancel_requested,
             queued_ms: r.queued_ms,
             running_ms: r.running_ms,
+            parent: r.parent,
+            task: r.task,
+            workflow: None,
         }
     }
 }

@@ -18,6 +18,9 @@ pub struct Dispatch {
     pub work: Notify,
     /// A timer rule changed.
     pub timers: Notify,
+    /// An execution ended (a workflow may take it in) or a workflow was
+    /// cancelled.
+    pub finished: Notify,
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
     live: Mutex<HashMap<i64, LiveOutput>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,

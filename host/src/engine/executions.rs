@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{Core, EngineError};
 use crate::runtime::PathError;
-use crate::storage::{ExecutionRecord, ExecutionStatus, NewExecution};
+use crate::storage::{ActionRecord, ExecutionRecord, ExecutionStatus, NewExecution};
 use crate::util::units::{millis, parse_duration};
 
 /// A run asked for directly.
@@ -33,11 +33,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         .action(&core.storage, &run.action)
         .await?
         .ok_or_else(|| EngineError::not_found("action", &run.action))?;
-    let pack = core.pack(&record.component).await?;
-    let action = pack
-        .action(&record.name)
-        .ok_or_else(|| EngineError::not_found("action", &run.action))?;
-    if let Err(errors) = action.validate(&run.params) {
+    if let Err(errors) = check_params(core, &record, &run.params).await? {
         return Err(EngineError::invalid(
             "the parameters do not fit the action's schema",
             "/params",
@@ -64,24 +60,58 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
     if !errors.is_empty() {
         return Err(EngineError::invalid("the request is invalid", "", errors));
     }
-    let served = super::worker::served(core, &record.capabilities).await?;
+    let workflow = record.workflow.is_some();
+    let served = workflow || super::worker::served(core, &record.capabilities).await?;
     let new = NewExecution {
-        action: record.r#ref.clone(),
-        params: run.params,
-        capabilities: record.capabilities.clone(),
+        workflow,
         status_reason: (!served).then(|| {
             format!(
                 "waiting for a worker with {}",
                 record.capabilities.join(", ")
             )
         }),
-        rule: None,
-        enforcement: None,
         max_attempts,
         timeout_ms,
-        sealed_params: None,
+        ..NewExecution::of(&record.r#ref, run.params, record.capabilities.clone())
     };
     core.ingest.run(core, new).await
+}
+
+/// Checks `params` against `action`: a component export's WIT-derived
+/// validator, or a workflow's input schema. The outer error is the
+/// engine's; the inner, every parameter problem.
+pub async fn check_params(
+    core: &Core,
+    action: &ActionRecord,
+    params: &Value,
+) -> Result<Result<(), Vec<PathError>>, EngineError> {
+    if action.workflow.is_some() {
+        let errors = crate::runtime::schema_errors(&action.params_schema, params);
+        return Ok(if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        });
+    }
+    let pack = core.pack(&action.component).await?;
+    let export = pack
+        .action(&action.name)
+        .ok_or_else(|| EngineError::not_found("action", &action.r#ref))?;
+    Ok(export.validate(params))
+}
+
+/// Records how executions ended (`(execution, worker, end)`; only those
+/// their worker still holds), then tells the workflow conductor. One flag
+/// per item: whether it was recorded.
+pub async fn finish(
+    core: &Core,
+    items: &[(i64, i64, crate::storage::Finished)],
+) -> Result<Vec<bool>, crate::storage::StorageError> {
+    let recorded = core.storage.finish_many(items).await?;
+    if recorded.iter().any(|r| *r) {
+        core.dispatch.finished.notify_one();
+    }
+    Ok(recorded)
 }
 
 /// Asks for an execution to be cancelled: a queued one ends at once, a
@@ -96,5 +126,8 @@ pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError
     if e.status == ExecutionStatus::Running {
         core.dispatch.cancel(id);
     }
+    // A workflow's conductor cancels its tasks; a cancelled task is taken
+    // in by its workflow.
+    core.dispatch.finished.notify_one();
     Ok(e)
 }

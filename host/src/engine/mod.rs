@@ -17,6 +17,8 @@
 //! - [`secrets`] — values sealed at rest, set by admins, never returned.
 //! - [`kv`] — packs' key-value state, for the embedded worker and the
 //!   worker API alike.
+//! - [`workflows`] — workflow definitions, the pure step function, and the
+//!   conductor that applies each step in one transaction.
 
 pub mod cache;
 pub mod core;
@@ -32,6 +34,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod triggers;
 pub mod worker;
+pub mod workflows;
 
 pub use self::core::{Core, CoreConfig, PipelineConfig};
 pub use error::EngineError;

@@ -42,7 +42,8 @@ pub struct Pipeline {
     embedded: Option<Handle>,
 }
 
-/// Starts the timer, worker, reaper and retention tasks.
+/// Starts the timer, worker, reaper, reconciler, workflow conductor and
+/// retention tasks.
 pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeline> {
     let dispatch = core.dispatch.clone();
     dispatch.spawn(listen_task(core.clone()));
@@ -51,6 +52,7 @@ pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeli
     }
     dispatch.spawn(reaper_task(core.clone(), config.clone()));
     dispatch.spawn(reconcile_task(core.clone()));
+    dispatch.spawn(super::workflows::conductor_task(core.clone()));
     if let Some(retention) = config.retention {
         dispatch.spawn(retention_task(core.clone(), retention));
     }
@@ -151,6 +153,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
                     "expired leases"
                 );
                 core.dispatch.work_queued(&core.storage).await;
+                core.dispatch.finished.notify_one();
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),

@@ -18,7 +18,7 @@ impl Storage {
         let now = now_ms();
         let sql = format!(
             "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-            rows_of(runs.len(), 10, Some(EXECUTION_LITERALS))
+            rows_of(runs.len(), EXECUTION_BOUND, Some(EXECUTION_LITERALS))
         );
         on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
@@ -105,7 +105,7 @@ impl Storage {
             if !runs.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    rows_of(runs.len(), 10, Some(EXECUTION_LITERALS))
+                    rows_of(runs.len(), EXECUTION_BOUND, Some(EXECUTION_LITERALS))
                 );
                 let mut query = sqlx::query(&sql);
                 for (_, enforcement, e) in &runs {
@@ -190,12 +190,14 @@ impl Storage {
         on_pool!(self, |p| {
             let rows = sqlx::query(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id < $1 AND ($2 IS NULL OR status = $2) \
-                 AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR rule = $4) ORDER BY id DESC LIMIT $5"
+                 AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR rule = $4) AND ($5 IS NULL OR parent = $5) \
+                 ORDER BY id DESC LIMIT $6"
             ))
             .bind(page.before_id())
             .bind(filter.status.map(ExecutionStatus::as_str))
             .bind(&filter.action)
             .bind(&filter.rule)
+            .bind(filter.parent)
             .bind(page.limit())
             .fetch_all(p)
             .await?;

@@ -42,6 +42,10 @@ const SQLITE: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_event_enforced.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_workflows.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -80,6 +84,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../../migrations/postgres/0010_event_enforced.sql"),
+    ),
+    (
+        11,
+        include_str!("../../../migrations/postgres/0011_workflows.sql"),
     ),
 ];
 

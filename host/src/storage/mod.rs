@@ -139,8 +139,9 @@ macro_rules! on_writer {
     };
 }
 
-/// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (nine a row)
-/// with its enforcement and creation time.
+/// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`]
+/// ([`EXECUTION_BOUND`] a row) with its enforcement and creation time. A
+/// workflow's own execution starts `running`, everything else `requested`.
 macro_rules! bind_execution {
     ($query:expr, $e:expr, $enforcement:expr, $now:expr) => {
         $query
@@ -154,6 +155,11 @@ macro_rules! bind_execution {
             .bind($e.timeout_ms)
             .bind($now)
             .bind(&$e.sealed_params)
+            .bind($e.parent)
+            .bind(&$e.task)
+            .bind($e.not_before)
+            .bind(if $e.workflow { "running" } else { "requested" })
+            .bind($e.workflow.then_some($now))
     };
 }
 
@@ -187,12 +193,14 @@ mod secrets;
 mod timers;
 mod tokens;
 mod workers;
+mod workflows;
 
 pub use claims::{Finished, Reaped};
 pub use kv::KvRefusal;
 pub use secrets::SealedSecret;
 pub use timers::{MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Tick};
 pub use workers::EMBEDDED_OWNER;
+pub use workflows::{ChildEnded, WorkflowStep};
 
 /// The database: SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]

@@ -85,18 +85,19 @@ impl Storage {
             }
             for a in &pack.actions {
                 sqlx::query(
-                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&a.r#ref)
                 .bind(&pack.name)
                 .bind(&a.name)
-                .bind(&a.component)
+                .bind(a.workflow.is_none().then_some(&a.component))
                 .bind(Json(&a.params_schema))
                 .bind(Json(&a.result_schema))
                 .bind(a.error_schema.as_ref().map(Json))
                 .bind(Json(&a.capabilities))
                 .bind(&a.description)
+                .bind(a.workflow.as_ref().map(Json))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StorageError::from_sqlx(e, || format!("action {} exists in another pack", a.r#ref)))?;
@@ -168,7 +169,7 @@ impl Storage {
     pub async fn list_actions(&self, pack: Option<&str>, page: &Page) -> Result<Vec<ActionRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
-                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description \
+                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow \
                  FROM action WHERE ref > $1 AND ($2 IS NULL OR pack = $2) ORDER BY ref LIMIT $3",
             )
             .bind(page.after_text())
@@ -184,7 +185,7 @@ impl Storage {
     pub async fn get_action(&self, r#ref: &str) -> Result<Option<ActionRecord>> {
         on_pool!(self, |p| {
             let row = sqlx::query(
-                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description \
+                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow \
                  FROM action WHERE ref = $1",
             )
             .bind(r#ref)

@@ -3,18 +3,24 @@
 use super::{Pool, Result, Storage};
 
 impl Storage {
-    /// Deletes finished executions and events older than `cutoff` (Unix ms),
-    /// and every expired key-value key.
+    /// Deletes finished executions and events older than `cutoff` (Unix ms)
+    /// — a workflow's task only once the workflow took in its end — with
+    /// their attempts and run states, and every expired key-value key.
     pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let executions = sqlx::query(
-                "DELETE FROM execution WHERE finished_at IS NOT NULL AND finished_at < $1",
+                "DELETE FROM execution WHERE finished_at IS NOT NULL AND finished_at < $1 \
+                 AND (parent IS NULL OR parent_seen = TRUE)",
             )
             .bind(cutoff)
             .execute(&mut *tx)
             .await?;
             sqlx::query("DELETE FROM execution_attempt WHERE finished_at < $1 AND execution NOT IN (SELECT id FROM execution)")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM workflow_run WHERE updated_at < $1 AND execution NOT IN (SELECT id FROM execution)")
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;

@@ -39,16 +39,19 @@ pub(super) const RULE_FIELDS: &str = "ref, description, trigger, trigger_params,
 
 pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at";
 
-/// An execution's insert: nine bound columns ([`bind_execution!`]), then
-/// [`EXECUTION_LITERALS`].
+/// An execution's insert: [`EXECUTION_BOUND`] bound columns
+/// ([`bind_execution!`]), then [`EXECUTION_LITERALS`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, sealed_params, status, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, parent, task, not_before, status, started_at, attempt)";
 
-/// A new execution is `requested`, on its first attempt.
-pub(super) const EXECUTION_LITERALS: &str = "'requested', 1";
+/// Columns [`bind_execution!`] binds per row.
+pub(super) const EXECUTION_BOUND: usize = 15;
+
+/// A new execution is on its first attempt.
+pub(super) const EXECUTION_LITERALS: &str = "1";
 
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
-     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params";
+     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task";
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod files;
+pub mod workflows;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +47,14 @@ pub enum PackError {
         /// Why.
         reason: String,
     },
+    /// A workflow is invalid; each problem with its path inside it.
+    #[error("workflow `{file}` is invalid")]
+    InvalidWorkflow {
+        /// The workflow's file in the pack.
+        file: String,
+        /// `(path, message)` pairs.
+        errors: Vec<(String, String)>,
+    },
     /// A rule in `pack.toml` is invalid; each problem with its path.
     #[error("rule `{rule}` is invalid")]
     InvalidRule {
@@ -80,7 +89,11 @@ pub struct Manifest {
     #[serde(default)]
     pub description: Option<String>,
     /// Paths of the components inside the archive.
+    #[serde(default)]
     pub components: Vec<String>,
+    /// Paths of the workflows inside the archive (`workflows/<name>.yaml`).
+    #[serde(default)]
+    pub workflows: Vec<String>,
     /// Rules to register with the pack.
     #[serde(default)]
     pub rules: Vec<RuleInput>,
@@ -99,6 +112,8 @@ pub struct Upload {
     pub manifest: Manifest,
     /// `(file name, bytes)` of each component.
     pub components: Vec<(String, Vec<u8>)>,
+    /// `(file name, text)` of each workflow.
+    pub workflows: Vec<(String, String)>,
 }
 
 impl Upload {
@@ -111,11 +126,13 @@ impl Upload {
                 version: version.to_string(),
                 description: None,
                 components: vec![file.clone()],
+                workflows: Vec::new(),
                 rules: Vec::new(),
                 allowed_outbound_hosts: Vec::new(),
                 secrets: Vec::new(),
             },
             components: vec![(file, bytes)],
+            workflows: Vec::new(),
         }
     }
 
@@ -137,9 +154,19 @@ impl Upload {
             })?;
             components.push((file.clone(), bytes));
         }
+        let mut workflows = Vec::new();
+        for file in &manifest.workflows {
+            let bytes = files.remove(file.trim_start_matches("./")).ok_or_else(|| {
+                PackError::BadManifest(format!("workflow `{file}` is not in the archive"))
+            })?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| PackError::BadManifest(format!("workflow `{file}` is not UTF-8")))?;
+            workflows.push((file.clone(), text));
+        }
         Ok(Upload {
             manifest,
             components,
+            workflows,
         })
     }
 }
@@ -189,9 +216,9 @@ pub async fn register(
         secrets: manifest.secrets.clone(),
     })
     .map_err(|errors| PackError::InvalidGrants { errors })?;
-    if upload.components.is_empty() {
+    if upload.components.is_empty() && upload.workflows.is_empty() {
         return Err(PackError::BadManifest(
-            "a pack needs at least one component".into(),
+            "a pack needs at least one component or workflow".into(),
         ));
     }
 
@@ -225,6 +252,7 @@ pub async fn register(
                     error_schema: info.error_schema.clone(),
                     capabilities: info.capabilities.clone(),
                     description: info.description.clone(),
+                    workflow: None,
                 },
             );
         }
@@ -235,25 +263,34 @@ pub async fn register(
         loaded.push((file.clone(), pack));
     }
 
+    let flows = workflows::check(storage, &manifest.name, &upload.workflows, &actions).await?;
+    for flow in flows {
+        actions.insert(flow.r#ref.clone(), flow);
+    }
+
     // Rules shipped with the pack are checked against the actions above.
     let mut rules: Vec<RuleSpec> = Vec::new();
     for input in &manifest.rules {
-        let action = input
-            .action
-            .strip_prefix(&format!("{}.", manifest.name))
-            .and_then(|name| {
-                loaded
-                    .iter()
-                    .find_map(|(_, p)| p.action(name).map(|a| (a, p.capabilities())))
-            });
         let trigger = storage.get_trigger_type(&input.trigger).await?;
-        let spec =
-            validate_rule(input, trigger.as_ref(), action.map(|(a, _)| a)).map_err(|errors| {
-                PackError::InvalidRule {
-                    rule: input.r#ref.clone(),
-                    errors: errors.into_iter().map(|e| (e.path, e.message)).collect(),
-                }
-            })?;
+        let name = input.action.strip_prefix(&format!("{}.", manifest.name));
+        let export = name.and_then(|name| loaded.iter().find_map(|(_, p)| p.action(name)));
+        let flow = actions.get(&input.action).filter(|a| a.workflow.is_some());
+        let by_export = |params: &serde_json::Value| export.map_or(Ok(()), |a| a.validate(params));
+        let by_schema = |params: &serde_json::Value| {
+            let errors = flow.map(|a| crate::runtime::schema_errors(&a.params_schema, params));
+            errors.filter(|e| !e.is_empty()).map_or(Ok(()), Err)
+        };
+        let check: Option<crate::engine::rules::ParamsCheck<'_>> = match (export, flow) {
+            (Some(_), _) => Some(&by_export),
+            (None, Some(_)) => Some(&by_schema),
+            (None, None) => None,
+        };
+        let spec = validate_rule(input, trigger.as_ref(), check).map_err(|errors| {
+            PackError::InvalidRule {
+                rule: input.r#ref.clone(),
+                errors: errors.into_iter().map(|e| (e.path, e.message)).collect(),
+            }
+        })?;
         rules.push(spec);
     }
 
@@ -263,6 +300,7 @@ pub async fn register(
             "version": manifest.version,
             "description": manifest.description,
             "components": loaded.iter().map(|(f, p)| (f, p.digest())).collect::<Vec<_>>(),
+            "workflows": upload.workflows,
             "rules": rules,
         })
         .to_string()

@@ -115,21 +115,21 @@ pub async fn evaluate(
             None,
         ));
     };
-    let pack = core.pack(&action.component).await?;
     let checked = real.as_ref().unwrap_or(&params);
-    let errors = match pack.action(&action.name).map(|a| a.validate(checked)) {
-        Some(Ok(())) => vec![],
-        Some(Err(errs)) => errs
+    let errors = match crate::engine::executions::check_params(core, &action, checked).await {
+        Ok(Ok(())) => vec![],
+        Ok(Err(errs)) => errs
             .into_iter()
             .map(|e| {
                 let message = secrets.redact(&e.message).into_owned();
                 detail(&format!("/action_params{}", e.path), message)
             })
             .collect(),
-        None => vec![detail(
+        Err(EngineError::NotFound(_)) => vec![detail(
             "/action",
             format!("unknown action `{}`", rule.spec.action),
         )],
+        Err(e) => return Err(e),
     };
     Ok((
         Verdict {
@@ -159,15 +159,16 @@ pub async fn plan(
         let (execution, reason) = match (verdict.errors.is_empty(), action) {
             (true, Some(action)) => (
                 Some(NewExecution {
-                    action: action.r#ref.clone(),
-                    params: verdict.params.clone().unwrap_or_default(),
-                    capabilities: action.capabilities.clone(),
-                    status_reason: None,
                     rule: Some(r#ref.clone()),
-                    enforcement: None,
                     max_attempts: rule.spec.max_attempts,
                     timeout_ms: rule.spec.timeout_ms,
                     sealed_params: verdict.sealed_params.clone(),
+                    workflow: action.workflow.is_some(),
+                    ..NewExecution::of(
+                        &action.r#ref,
+                        verdict.params.clone().unwrap_or_default(),
+                        action.capabilities.clone(),
+                    )
                 }),
                 None,
             ),

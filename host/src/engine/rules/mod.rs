@@ -17,7 +17,7 @@ pub mod render;
 pub mod save;
 
 use crate::engine::triggers::schedule::plan;
-use crate::runtime::{Action, PathError, schema_errors};
+use crate::runtime::{PathError, schema_errors};
 use crate::storage::{RuleSpec, TriggerTypeRecord};
 use crate::util::units::{millis, parse_duration};
 
@@ -118,12 +118,15 @@ pub fn valid_ref(r: &str) -> bool {
     ok(pack) && ok(name) && r.len() <= 200
 }
 
-/// Checks a rule against its trigger type and action; returns what to store
-/// or every problem found.
+/// Checks an action's parameters: every problem with its path.
+pub type ParamsCheck<'a> = &'a dyn Fn(&Value) -> Result<(), Vec<PathError>>;
+
+/// Checks a rule against its trigger type and its action's parameter check
+/// (`None`: no such action); returns what to store or every problem found.
 pub fn validate_rule(
     input: &RuleInput,
     trigger: Option<&TriggerTypeRecord>,
-    action: Option<&Action>,
+    action: Option<ParamsCheck<'_>>,
 ) -> Result<RuleSpec, Vec<PathError>> {
     let mut errors = Vec::new();
     let mut err = |path: &str, message: String| {
@@ -190,12 +193,12 @@ pub fn validate_rule(
         &input.action_params,
         &mut String::new(),
         &mut templated,
-        &mut err,
+        &mut |path, message| err(&format!("/action_params{path}"), message),
     );
     match action {
         None => err("/action", format!("unknown action `{}`", input.action)),
-        Some(a) if input.action_params.is_object() => {
-            if let Err(found) = a.validate(&input.action_params) {
+        Some(check) if input.action_params.is_object() => {
+            if let Err(found) = check(&input.action_params) {
                 for e in found {
                     // A template's value is only known when an event arrives;
                     // it is checked then, after rendering.
@@ -224,8 +227,9 @@ pub fn validate_rule(
     })
 }
 
-/// Records the JSON pointer of every templated string and checks its syntax.
-fn find_templates(
+/// Records the JSON pointer (within `v`) of every templated string and
+/// reports each that does not parse.
+pub(crate) fn find_templates(
     v: &Value,
     path: &mut String,
     found: &mut HashSet<String>,
@@ -235,10 +239,7 @@ fn find_templates(
         Value::String(s) if is_template(s) => {
             found.insert(path.clone());
             if let Err(e) = template_env().template_from_str(s) {
-                err(
-                    &format!("/action_params{path}"),
-                    format!("not a valid template: {e}"),
-                );
+                err(path, format!("not a valid template: {e}"));
             }
         }
         Value::Array(items) => {
@@ -287,6 +288,6 @@ mod tests {
         assert!(found.contains("/b/1"));
         assert_eq!(found.len(), 2);
         assert_eq!(errors.len(), 1);
-        assert_eq!(errors[0].0, "/action_params/b/1");
+        assert_eq!(errors[0].0, "/b/1");
     }
 }

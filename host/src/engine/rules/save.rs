@@ -19,14 +19,25 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
     let trigger = core.storage.get_trigger_type(&input.trigger).await?;
     let record = core.storage.get_action(&input.action).await?;
     let pack = match &record {
-        Some(a) => Some(core.pack(&a.component).await?),
-        None => None,
+        Some(a) if a.workflow.is_none() => Some(core.pack(&a.component).await?),
+        _ => None,
     };
-    let action = match (&record, &pack) {
+    let export = match (&record, &pack) {
         (Some(a), Some(p)) => p.action(&a.name),
         _ => None,
     };
-    let validated = validate_rule(input, trigger.as_ref(), action);
+    let by_export = |params: &serde_json::Value| export.map_or(Ok(()), |a| a.validate(params));
+    let by_schema = |params: &serde_json::Value| {
+        let schema = record.as_ref().map(|a| &a.params_schema);
+        let errors = schema.map(|s| crate::runtime::schema_errors(s, params));
+        errors.filter(|e| !e.is_empty()).map_or(Ok(()), Err)
+    };
+    let check: Option<super::ParamsCheck<'_>> = match &record {
+        Some(a) if a.workflow.is_some() => Some(&by_schema),
+        Some(_) if export.is_some() => Some(&by_export),
+        _ => None,
+    };
+    let validated = validate_rule(input, trigger.as_ref(), check);
     let mut errors = match &validated {
         Ok(_) => Vec::new(),
         Err(errors) => errors.clone(),

@@ -445,7 +445,7 @@ async fn write_results(
         // write is tried again: dropping them would leave their executions
         // running under a worker that keeps heartbeating.
         let mut pause = Duration::from_millis(100);
-        while let Err(err) = core.storage.finish_many(&batch).await {
+        while let Err(err) = crate::engine::executions::finish(&core, &batch).await {
             if !err.is_unavailable() {
                 tracing::error!(count = batch.len(), error = %err, "recording results");
                 break;

@@ -21,7 +21,7 @@ pub struct NewAction {
     pub r#ref: String,
     /// Name within the pack.
     pub name: String,
-    /// Digest of the component exporting it.
+    /// Digest of the component exporting it; empty for a workflow.
     pub component: String,
     /// JSON Schema of the parameters.
     pub params_schema: Value,
@@ -33,6 +33,8 @@ pub struct NewAction {
     pub capabilities: Vec<String>,
     /// Doc comment.
     pub description: Option<String>,
+    /// A workflow's definition.
+    pub workflow: Option<Value>,
 }
 
 /// A pack to register.
@@ -119,7 +121,7 @@ pub struct ActionRecord {
     pub pack: String,
     /// Name within the pack.
     pub name: String,
-    /// Digest of its component.
+    /// Digest of its component; empty for a workflow.
     pub component: String,
     /// JSON Schema of the parameters, derived from WIT.
     pub params_schema: Value,
@@ -131,6 +133,8 @@ pub struct ActionRecord {
     pub capabilities: Vec<String>,
     /// WIT doc comment.
     pub description: Option<String>,
+    /// A workflow's definition (its tasks run as child executions).
+    pub workflow: Option<Value>,
 }
 
 impl ActionRecord {
@@ -139,12 +143,13 @@ impl ActionRecord {
             r#ref: r.text("ref"),
             pack: r.text("pack"),
             name: r.text("name"),
-            component: r.text("component"),
+            component: r.opt_text("component").unwrap_or_default(),
             params_schema: r.json("params_schema"),
             result_schema: r.json("result_schema"),
             error_schema: r.opt_json("error_schema"),
             capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
             description: r.opt_text("description"),
+            workflow: r.opt_json("workflow"),
         }
     }
 }

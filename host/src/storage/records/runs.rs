@@ -81,6 +81,37 @@ pub struct NewExecution {
     pub timeout_ms: Option<i64>,
     /// The real params sealed for the worker when `params` masks secrets.
     pub sealed_params: Option<Vec<u8>>,
+    /// The workflow execution this one runs a task of.
+    pub parent: Option<i64>,
+    /// That task (`name`, or `name[item]`).
+    pub task: Option<String>,
+    /// Not claimable before this (Unix ms; 0: at once), e.g. a task's retry delay.
+    pub not_before: i64,
+    /// A workflow's own execution: it starts `running` and no worker claims
+    /// it; the workflow conductor advances it.
+    pub workflow: bool,
+}
+
+impl NewExecution {
+    /// A run of `action` with `params` and nothing else set: one attempt,
+    /// the default timeout, no rule, no parent.
+    pub fn of(action: &str, params: Value, capabilities: Vec<String>) -> Self {
+        Self {
+            action: action.to_string(),
+            params,
+            capabilities,
+            status_reason: None,
+            rule: None,
+            enforcement: None,
+            max_attempts: 1,
+            timeout_ms: None,
+            sealed_params: None,
+            parent: None,
+            task: None,
+            not_before: 0,
+            workflow: false,
+        }
+    }
 }
 
 /// One run of one action.
@@ -136,6 +167,12 @@ pub struct ExecutionRecord {
     /// Time from running to finished, in ms (once finished).
     #[serde(default)]
     pub running_ms: Option<i64>,
+    /// The workflow execution it runs a task of.
+    #[serde(default)]
+    pub parent: Option<i64>,
+    /// That task (`name`, or `name[item]`).
+    #[serde(default)]
+    pub task: Option<String>,
     /// The real params sealed for its worker, while it has not ended, when
     /// `params` masks secrets. Never serialized.
     #[serde(skip)]
@@ -172,6 +209,8 @@ impl ExecutionRecord {
                 .opt_int("finished_at")
                 .zip(r.opt_int("started_at"))
                 .map(|(f, s)| f - s),
+            parent: r.opt_int("parent"),
+            task: r.opt_text("task"),
             sealed_params: r.opt_bytes("sealed_params"),
         }
     }
@@ -216,4 +255,6 @@ pub struct ExecutionFilter {
     pub action: Option<String>,
     /// Only runs caused by this rule.
     pub rule: Option<String>,
+    /// Only the tasks of this workflow execution.
+    pub parent: Option<i64>,
 }

@@ -1,0 +1,232 @@
+//! Workflow runs: finding what the conductor must do, and applying one step
+//! — the children it starts and cancels, its new state, the children it took
+//! in, the workflow's end — in one transaction that holds only if the state
+//! is still the version the step was computed from.
+
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::records::*;
+use super::rows::DbRow;
+use super::sql::*;
+use super::{Pool, Result, Storage, now_ms};
+
+/// One step of a workflow run, to apply at once.
+pub struct WorkflowStep<'a> {
+    /// The workflow's execution.
+    pub execution: i64,
+    /// The state version the step was computed from; `None` for the first
+    /// step, which creates the run.
+    pub version: Option<i64>,
+    /// Children to start.
+    pub starts: &'a [NewExecution],
+    /// Children whose end the step took in.
+    pub seen: &'a [i64],
+    /// Children to cancel.
+    pub cancel: &'a [i64],
+    /// How the workflow ended, when it did: status, result, error.
+    pub end: Option<(ExecutionStatus, Option<Value>, Option<Value>)>,
+}
+
+/// A child's end, for the conductor to take in.
+#[derive(Debug, Clone)]
+pub struct ChildEnded {
+    /// The child.
+    pub id: i64,
+    /// Its workflow's execution.
+    pub parent: i64,
+    /// How it ended.
+    pub status: ExecutionStatus,
+    /// Its result.
+    pub result: Option<Value>,
+    /// Its error.
+    pub error: Option<Value>,
+}
+
+impl Storage {
+    /// Workflow executions not yet begun: `running` with no worker and no
+    /// run state.
+    pub async fn workflows_to_begin(&self, limit: i64) -> Result<Vec<ExecutionRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM execution e WHERE status = 'running' AND worker IS NULL \
+                 AND NOT EXISTS (SELECT 1 FROM workflow_run w WHERE w.execution = e.id) ORDER BY id LIMIT $1"
+            ))
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(ExecutionRecord::from_row).collect())
+        })
+    }
+
+    /// Running workflows whose cancellation was asked for.
+    pub async fn workflows_cancelled(&self) -> Result<Vec<i64>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT e.id FROM execution e JOIN workflow_run w ON w.execution = e.id \
+                 WHERE e.status = 'running' AND e.cancel_requested = TRUE ORDER BY e.id",
+            )
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(|r| r.int("id")).collect())
+        })
+    }
+
+    /// Ended children their workflow has not taken in, oldest first.
+    pub async fn children_ended(&self, limit: i64) -> Result<Vec<ChildEnded>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT id, parent, status, result, error FROM execution \
+                 WHERE parent IS NOT NULL AND parent_seen = FALSE \
+                 AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'abandoned') \
+                 ORDER BY id LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| ChildEnded {
+                    id: r.int("id"),
+                    parent: r.int("parent"),
+                    status: r.status("status"),
+                    result: r.opt_json("result"),
+                    error: r.opt_json("error"),
+                })
+                .collect())
+        })
+    }
+
+    /// A workflow run's state and its version.
+    pub async fn workflow_state(&self, execution: i64) -> Result<Option<(Value, i64)>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query("SELECT state, version FROM workflow_run WHERE execution = $1")
+                .bind(execution)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.map(|r| (r.json("state"), r.int("version"))))
+        })
+    }
+
+    /// Applies `step`; `state` gets the new children's ids (in the order of
+    /// `step.starts`) and returns the state to store. `None` when the run
+    /// moved on meanwhile (another node applied a step first): nothing was
+    /// written. Otherwise the children started.
+    pub async fn apply_workflow_step(
+        &self,
+        step: &WorkflowStep<'_>,
+        state: impl FnOnce(&[i64]) -> Value,
+    ) -> Result<Option<Vec<ExecutionRecord>>> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let version = match step.version {
+                Some(v) => v,
+                None => {
+                    let created = sqlx::query(
+                        "INSERT INTO workflow_run (execution, state, version, updated_at) VALUES ($1, $2, 0, $3) \
+                         ON CONFLICT (execution) DO NOTHING",
+                    )
+                    .bind(step.execution)
+                    .bind(Json(Value::Null))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if created.rows_affected() == 0 {
+                        return Ok(None);
+                    }
+                    0
+                }
+            };
+            let current = sqlx::query(
+                "UPDATE workflow_run SET version = version + 1, updated_at = $3 WHERE execution = $1 AND version = $2",
+            )
+            .bind(step.execution)
+            .bind(version)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if current.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let mut started = Vec::new();
+            if !step.starts.is_empty() {
+                let sql = format!(
+                    "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
+                    rows_of(step.starts.len(), EXECUTION_BOUND, Some(EXECUTION_LITERALS))
+                );
+                let mut query = sqlx::query(&sql);
+                for e in step.starts {
+                    query = bind_execution!(query, e, e.enforcement, now);
+                }
+                started = query
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(ExecutionRecord::from_row)
+                    .collect();
+                started.sort_by_key(|e| e.id);
+            }
+            let ids: Vec<i64> = started.iter().map(|e| e.id).collect();
+            sqlx::query("UPDATE workflow_run SET state = $2 WHERE execution = $1")
+                .bind(step.execution)
+                .bind(Json(state(&ids)))
+                .execute(&mut *tx)
+                .await?;
+            if !step.seen.is_empty() {
+                sqlx::query(&format!(
+                    "UPDATE execution SET parent_seen = TRUE WHERE id IN ({})",
+                    id_list(step.seen)
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
+            if !step.cancel.is_empty() {
+                let ids = id_list(step.cancel);
+                sqlx::query(&format!(
+                    "UPDATE execution SET status = 'cancelled', status_reason = 'its workflow was cancelled', \
+                     finished_at = $1, sealed_params = NULL WHERE id IN ({ids}) AND status IN ('requested', 'scheduled')"
+                ))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&format!(
+                    "UPDATE execution SET cancel_requested = TRUE WHERE id IN ({ids}) AND status = 'running'"
+                ))
+                .execute(&mut *tx)
+                .await?;
+            }
+            if let Some((status, result, error)) = &step.end {
+                sqlx::query(
+                    "UPDATE execution SET status = $2, result = $3, error = $4, finished_at = $5, \
+                     sealed_params = NULL WHERE id = $1 AND status = 'running'",
+                )
+                .bind(step.execution)
+                .bind(status.as_str())
+                .bind(result.as_ref().map(Json))
+                .bind(error.as_ref().map(Json))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(Some(started))
+        })
+    }
+
+    /// Marks children taken in without a step (their workflow had ended).
+    pub async fn mark_children_seen(&self, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        on_writer!(self, |p| {
+            sqlx::query(&format!(
+                "UPDATE execution SET parent_seen = TRUE WHERE id IN ({})",
+                id_list(ids)
+            ))
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+}
