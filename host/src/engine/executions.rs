@@ -110,8 +110,58 @@ pub async fn finish(
     let recorded = core.storage.finish_many(items).await?;
     if recorded.iter().any(|r| *r) {
         core.dispatch.finished.notify_one();
+        let ended: Vec<i64> = items
+            .iter()
+            .zip(&recorded)
+            .filter(|(_, r)| **r)
+            .map(|((id, ..), _)| *id)
+            .collect();
+        announce(core, &ended).await;
     }
     Ok(recorded)
+}
+
+/// The trigger type of the event every ended execution emits.
+pub const FINISHED_TRIGGER: &str = "core.execution_finished";
+
+/// Emits a `core.execution_finished` event for each of the executions `ids`
+/// that has ended — through the event door, and only when an enabled rule
+/// listens (otherwise nothing would read them).
+pub async fn announce(core: &Core, ids: &[i64]) {
+    if ids.is_empty() {
+        return;
+    }
+    let listening = core
+        .cache
+        .enabled_rules(&core.storage, FINISHED_TRIGGER)
+        .await;
+    if !matches!(&listening, Ok(rules) if !rules.is_empty()) {
+        return;
+    }
+    let ended = match core.storage.executions_by_id(ids).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "reading ended executions to announce");
+            return;
+        }
+    };
+    let events = ended.into_iter().filter(|e| e.status.is_finished()).map(|e| {
+        let event = super::ingest::IncomingEvent {
+            trigger: FINISHED_TRIGGER.into(),
+            payload: serde_json::json!({
+                "execution": e.id, "action": e.action, "status": e.status.as_str(),
+                "rule": e.rule, "parent": e.parent, "result": e.result, "error": e.error,
+            }),
+            source: Some(e.action.clone()),
+            rules: None,
+        };
+        async move {
+            if let Err(err) = core.ingest.event(core, event).await {
+                tracing::error!(execution = e.id, error = %err, "announcing an ended execution");
+            }
+        }
+    });
+    futures_util::future::join_all(events).await;
 }
 
 /// Asks for an execution to be cancelled: a queued one ends at once, a
@@ -129,5 +179,8 @@ pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError
     // A workflow's conductor cancels its tasks; a cancelled task is taken
     // in by its workflow.
     core.dispatch.finished.notify_one();
+    if e.status == ExecutionStatus::Cancelled {
+        announce(core, &[e.id]).await;
+    }
     Ok(e)
 }

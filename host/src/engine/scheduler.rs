@@ -154,6 +154,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
                 );
                 core.dispatch.work_queued(&core.storage).await;
                 core.dispatch.finished.notify_one();
+                crate::engine::executions::announce(&core, &r.abandoned_ids).await;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),

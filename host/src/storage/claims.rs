@@ -53,12 +53,14 @@ impl Finished {
 }
 
 /// What [`Storage::reap_expired_leases`] did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reaped {
     /// Executions put back in the queue for another attempt.
     pub retried: u64,
     /// Executions marked abandoned (no attempts left).
     pub abandoned: u64,
+    /// Their ids.
+    pub abandoned_ids: Vec<i64>,
     /// Claimed executions that never started, queued again as they were
     /// (no attempt was used).
     pub requeued: u64,
@@ -297,6 +299,7 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
                     reaped.abandoned += 1;
+                    reaped.abandoned_ids.push(id);
                 }
             }
             tx.commit().await?;

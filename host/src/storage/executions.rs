@@ -167,6 +167,22 @@ impl Storage {
         })
     }
 
+    /// The executions with these ids, oldest first.
+    pub async fn executions_by_id(&self, ids: &[i64]) -> Result<Vec<ExecutionRecord>> {
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        on_pool!(self, |p| {
+            let rows = sqlx::query(&format!(
+                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id IN ({}) ORDER BY id",
+                id_list(ids)
+            ))
+            .fetch_all(p)
+            .await?;
+            Ok(rows.iter().map(ExecutionRecord::from_row).collect())
+        })
+    }
+
     /// The ended attempts of an execution, oldest first.
     pub async fn attempts_of(&self, execution: i64) -> Result<Vec<AttemptRecord>> {
         on_pool!(self, |p| {

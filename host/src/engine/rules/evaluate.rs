@@ -151,6 +151,12 @@ pub async fn plan(
 ) -> Result<Vec<NewEnforcement>, EngineError> {
     let mut items = Vec::new();
     for rule in rules {
+        // A rule never fires for what it caused itself: that would loop.
+        if event.trigger == crate::engine::executions::FINISHED_TRIGGER
+            && event.payload["rule"].as_str() == Some(rule.spec.r#ref.as_str())
+        {
+            continue;
+        }
         let (verdict, action) = evaluate(core, &rule, event).await?;
         if !verdict.matched && verdict.errors.is_empty() {
             continue;

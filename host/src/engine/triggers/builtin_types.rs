@@ -88,6 +88,28 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
             }),
         },
         TriggerTypeRecord {
+            r#ref: crate::engine::executions::FINISHED_TRIGGER.into(),
+            description: "Fires when an execution ends, with how it ended. A rule on it never fires for the executions it caused itself (nor for their workflow's tasks).".into(),
+            params_schema: json!({
+                "type": "object",
+                "properties": {},
+                "additionalProperties": false
+            }),
+            payload_schema: json!({
+                "type": "object",
+                "properties": {
+                    "execution": {"type": "integer", "description": "The execution's id."},
+                    "action": {"type": "string", "description": "Its action ref."},
+                    "status": {"enum": ["succeeded", "failed", "timed_out", "cancelled", "abandoned"]},
+                    "rule": {"type": ["string", "null"], "description": "The rule that caused it (or its workflow)."},
+                    "parent": {"type": ["integer", "null"], "description": "Its workflow's execution, for a task."},
+                    "result": {"description": "Its result."},
+                    "error": {"description": "Its error."}
+                },
+                "required": ["execution", "action", "status"]
+            }),
+        },
+        TriggerTypeRecord {
             r#ref: "core.manual".into(),
             description: "Events posted through POST /api/v1/events.".into(),
             params_schema: json!({

@@ -175,6 +175,8 @@ impl Run {
                     .as_ref()
                     .map(|real| crate::engine::secrets::seal_params(core, real, &self.secrets));
                 NewExecution {
+                    // Its tasks were caused by what caused the workflow.
+                    rule: self.execution.rule.clone(),
                     timeout_ms: s.timeout_ms,
                     sealed_params: sealed,
                     parent: Some(self.execution.id),
@@ -227,6 +229,11 @@ impl Run {
         if step.end.is_some() || starts.iter().any(|s| s.workflow) {
             core.dispatch.finished.notify_one();
         }
+        let mut ended = step.cancel.clone();
+        if step.end.is_some() {
+            ended.push(self.execution.id);
+        }
+        crate::engine::executions::announce(core, &ended).await;
         Ok(true)
     }
 
