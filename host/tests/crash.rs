@@ -252,6 +252,135 @@ async fn a_server_killed_mid_stream_loses_no_acknowledged_event_and_runs_none_tw
     );
 }
 
+const RELAY: &str = r#"
+input: {type: object}
+tasks:
+  first: {action: core.echo, input: {message: first}, next: [{do: nap}]}
+  nap: {action: core.sleep, input: {seconds: 2}, next: [{when: succeeded, do: fan}]}
+  fan:
+    action: core.echo
+    with_items: "{{ [1, 2, 3] }}"
+    concurrency: 2
+    input: {message: "item {{ item }}"}
+    next: [{when: succeeded, do: last}]
+  last: {action: core.echo, input: {message: last}}
+output: {last: "{{ tasks.last.result }}"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_survives_a_kill_mid_task_and_runs_each_task_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("pack");
+    std::fs::create_dir_all(pack.join("workflows")).unwrap();
+    std::fs::write(
+        pack.join("pack.toml"),
+        "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/relay.yaml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(pack.join("workflows/relay.yaml"), RELAY).unwrap();
+    let archive = dir.path().join("flows.tar.gz");
+    let tarred = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .args(["pack.toml", "workflows/relay.yaml"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+
+    let data = dir.path().join("data");
+    let port = free_port();
+    let args = ["--lease", "1s"];
+    let mut first = Reaped(serve(port, &data, &args));
+    let api = Api::ready(port, &data).await;
+    let upload = api
+        .http
+        .post(format!("{}/api/v1/packs", api.base))
+        .bearer_auth(&api.token)
+        .header("content-type", "application/gzip")
+        .body(std::fs::read(&archive).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 201, "{}", upload.text().await.unwrap());
+    // Two attempts: the task the kill interrupts runs again in the same
+    // execution once its lease expires.
+    let (status, run) = api
+        .call(
+            reqwest::Method::POST,
+            "/executions",
+            Some(json!({"action": "flows.relay", "params": {}, "max_attempts": 2})),
+        )
+        .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_i64().unwrap();
+    let children = |api: Api| async move {
+        let (_, page) = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/executions?parent={id}&limit=500"),
+                None,
+            )
+            .await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    };
+    let started = Instant::now();
+    while !children(api.clone())
+        .await
+        .iter()
+        .any(|c| c["task"] == "nap" && c["status"] == "running")
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "nap never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.0.kill().unwrap(); // SIGKILL while `nap` sleeps
+    first.0.wait().unwrap();
+    let _second = Reaped(serve(port, &data, &args));
+    let api = Api::ready(port, &data).await;
+    let started = Instant::now();
+    let workflow = loop {
+        let (_, e) = api
+            .call(reqwest::Method::GET, &format!("/executions/{id}"), None)
+            .await;
+        if !matches!(e["status"].as_str(), Some("running") | None) {
+            break e;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the workflow never ended: {e}\n{}",
+            server_log(&data)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(workflow["status"], "succeeded", "{workflow}");
+    assert_eq!(workflow["result"], json!({"last": "last"}));
+    let mut tasks: Vec<String> = children(api.clone())
+        .await
+        .iter()
+        .map(|c| c["task"].as_str().unwrap().to_string())
+        .collect();
+    tasks.sort();
+    assert_eq!(
+        tasks,
+        ["fan[0]", "fan[1]", "fan[2]", "first", "last", "nap"],
+        "each task ran once"
+    );
+    let nap = children(api.clone())
+        .await
+        .into_iter()
+        .find(|c| c["task"] == "nap")
+        .unwrap();
+    let (_, attempts) = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/executions/{}/attempts", nap["id"]),
+            None,
+        )
+        .await;
+    eprintln!("nap's attempts: {attempts}");
+}
+
 /// A PostgreSQL instance of the test's own, in its own directory on its own
 /// port, stopped and started at will; removed on drop.
 struct PrivatePostgres {

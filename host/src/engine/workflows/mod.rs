@@ -177,6 +177,8 @@ impl Run {
                 NewExecution {
                     // Its tasks were caused by what caused the workflow.
                     rule: self.execution.rule.clone(),
+                    // Attempts after a lost worker are the workflow's.
+                    max_attempts: self.execution.max_attempts,
                     timeout_ms: s.timeout_ms,
                     sealed_params: sealed,
                     parent: Some(self.execution.id),
