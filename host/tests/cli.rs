@@ -636,3 +636,72 @@ fn attune_raw(args: &[&str]) -> (i32, String, String) {
         String::from_utf8(out.stderr).unwrap(),
     )
 }
+
+#[test]
+fn a_workflow_runs_from_the_cli_and_shows_as_a_tree_of_its_tasks() {
+    let server = start_server();
+    let pack = server.dir.path().join("flows");
+    std::fs::create_dir_all(pack.join("workflows")).unwrap();
+    std::fs::write(
+        pack.join("pack.toml"),
+        "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/inner.yaml\", \"workflows/outer.yaml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("workflows/inner.yaml"),
+        "input: {type: object, properties: {n: {type: integer}}}\ntasks:\n  fan: {action: core.echo, with_items: \"{{ range(input.n) | list }}\", input: {message: \"item {{ item }}\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("workflows/outer.yaml"),
+        "input: {type: object}\ntasks:\n  inner: {action: flows.inner, input: {n: 2}, next: [{do: boom}]}\n  boom: {action: core.fail, input: {message: kaput}}\n",
+    )
+    .unwrap();
+    let archive = server.dir.path().join("flows.tar.gz");
+    let tarred = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .args(["pack.toml", "workflows/inner.yaml", "workflows/outer.yaml"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let (code, out, err) = client(&server, &["pack", "upload", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // `run` waits for the workflow like for any action.
+    let (code, out, _) = client(&server, &["run", "flows.outer"]);
+    assert_eq!(code, 1, "the workflow fails: {out}");
+    let run: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(run["status"], "failed");
+    let id = run["id"].to_string();
+    let (code, tree, err) = client(&server, &["execution", "show", &id]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = tree.lines().collect();
+    assert!(
+        lines[0].starts_with(&format!("{id} flows.outer failed")),
+        "{tree}"
+    );
+    assert!(
+        lines[1].starts_with("├─ ") && lines[1].contains(" inner flows.inner succeeded"),
+        "{tree}"
+    );
+    assert!(
+        lines[2].starts_with("│  ├─ ") && lines[2].contains(" fan[0] core.echo succeeded"),
+        "{tree}"
+    );
+    assert!(
+        lines[3].starts_with("│  └─ ") && lines[3].contains(" fan[1] core.echo succeeded"),
+        "{tree}"
+    );
+    assert!(
+        lines[4].starts_with("└─ ") && lines[4].contains(" boom core.fail failed — "),
+        "{tree}"
+    );
+    assert!(lines[4].contains("kaput"), "{tree}");
+    // --json keeps the record, with the workflow's progress.
+    let (_, json, _) = client(&server, &["execution", "show", &id, "--json"]);
+    let record: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(record["workflow"]["tasks"]["boom"]["status"], "failed");
+}

@@ -140,9 +140,10 @@ pub struct ActionView {
     pub pack: String,
     /// Name within the pack.
     pub name: String,
-    /// Digest of its component.
+    /// Digest of its component; empty for a workflow.
     pub component: String,
-    /// JSON Schema of the parameters, derived from WIT.
+    /// JSON Schema of the parameters, derived from WIT (a workflow's
+    /// `input`).
     #[schema(value_type = Object)]
     pub params_schema: Value,
     /// JSON Schema of the success value.
@@ -154,6 +155,10 @@ pub struct ActionView {
     pub capabilities: Vec<String>,
     /// WIT doc comment.
     pub description: Option<String>,
+    /// A workflow's definition: its tasks run as child executions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub workflow: Option<Value>,
 }
 
 impl From<ActionRecord> for ActionView {
@@ -168,6 +173,7 @@ impl From<ActionRecord> for ActionView {
             error_schema: r.error_schema,
             capabilities: r.capabilities,
             description: r.description,
+            workflow: r.workflow,
         }
     }
 }

@@ -146,11 +146,15 @@ pub enum ExecutionCommand {
         /// Only runs of this rule.
         #[arg(long)]
         rule: Option<String>,
+        /// Only the tasks of this workflow execution.
+        #[arg(long)]
+        parent: Option<i64>,
         /// How many.
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
-    /// Show an execution with its result and output.
+    /// Show an execution with its result and output; a workflow as the
+    /// tree of its tasks with their statuses (`--json` for the record).
     Show {
         /// Execution id.
         id: i64,
@@ -381,10 +385,17 @@ pub(super) async fn execution(cmd: ExecutionCommand, args: &ClientArgs) -> anyho
             status,
             action,
             rule,
+            parent,
             limit,
         } => {
             let limit = limit.to_string();
-            let filters = [("status", status), ("action", action), ("rule", rule)];
+            let parent = parent.map(|p| p.to_string());
+            let filters = [
+                ("status", status),
+                ("action", action),
+                ("rule", rule),
+                ("parent", parent),
+            ];
             let pairs = std::iter::once(("limit", limit.as_str())).chain(
                 filters
                     .iter()
@@ -401,7 +412,14 @@ pub(super) async fn execution(cmd: ExecutionCommand, args: &ClientArgs) -> anyho
             }
             v
         }
-        ExecutionCommand::Show { id } => client.get(&format!("/executions/{id}")).await?,
+        ExecutionCommand::Show { id } => {
+            let v = client.get(&format!("/executions/{id}")).await?;
+            if !args.json && v["workflow"].is_object() {
+                print!("{}", super::tree::render(&client, &v).await?);
+                return Ok(0);
+            }
+            v
+        }
         ExecutionCommand::Cancel { id } => {
             client
                 .post(&format!("/executions/{id}/cancel"), json!({}))

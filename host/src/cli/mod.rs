@@ -13,6 +13,7 @@ mod local;
 mod secret;
 mod serve;
 mod token;
+mod tree;
 mod worker;
 
 use std::path::PathBuf;
