@@ -1,7 +1,8 @@
 //! `attune bench`: a load generator against a running server.
 //!
 //! Posts N manual events (through a rule running the action), N signed
-//! webhook deliveries (through a webhook rule) or N direct executions, at a
+//! webhook deliveries (through a webhook rule), N direct executions, or N
+//! runs of a workflow chaining the action K times, at a
 //! given rate or as fast as possible with bounded concurrency, waits until
 //! every execution has finished, then reports
 //! executions completed per second and the latency from the request to the
@@ -44,6 +45,13 @@ pub struct BenchArgs {
     /// secret) instead of manual events.
     #[arg(long)]
     pub webhook: bool,
+    /// Run a workflow of this many tasks in a row, each the action, as
+    /// direct executions (a pack holding it is uploaded first): tasks per
+    /// second against `--direct` runs of the action show the workflow
+    /// overhead per task.
+    #[arg(long, conflicts_with_all = ["webhook", "direct"],
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub workflow_tasks: Option<u32>,
     /// Give up waiting for completion after this long.
     #[arg(long, default_value = "300s", value_parser = crate::util::units::parse_duration)]
     pub timeout: Duration,
@@ -53,30 +61,44 @@ pub struct BenchArgs {
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let client = args.client.client()?;
-    let params: Value = serde_json::from_str(&args.params)?;
+    let mut params: Value = serde_json::from_str(&args.params)?;
     let tag = format!("bench{}", crate::storage::now_ms());
     let rule = format!("bench.{tag}");
     let secret = crate::api::auth::new_token();
+    let direct = args.direct || args.workflow_tasks.is_some();
+    let mut action = args.action.clone();
+    if let Some(tasks) = args.workflow_tasks {
+        let archive = chain_pack(&tag, &action, &params, tasks)?;
+        let body = Body::Bytes {
+            content_type: "application/gzip",
+            bytes: archive,
+        };
+        client.call(Method::POST, "/packs", Some(body)).await?;
+        action = format!("{tag}.chain");
+        params = json!({});
+    }
     if args.webhook {
         client
             .post(
                 "/rules",
                 json!({"ref": rule, "trigger": "core.webhook",
                        "trigger_params": {"name": tag, "secret": secret},
-                       "action": args.action, "action_params": params}),
+                       "action": action, "action_params": params}),
             )
             .await?;
-    } else if !args.direct {
+    } else if !direct {
         client
             .post(
                 "/rules",
                 json!({"ref": rule, "trigger": "core.manual",
                        "criteria": format!("event.payload.tag == \"{tag}\""),
-                       "action": args.action, "action_params": params}),
+                       "action": action, "action_params": params}),
             )
             .await?;
     }
-    let what = if args.direct {
+    let what = if args.workflow_tasks.is_some() {
+        "workflow runs"
+    } else if direct {
         "executions"
     } else if args.webhook {
         "webhook deliveries"
@@ -102,8 +124,8 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         }
         let permit = slots.clone().acquire_owned().await?;
         let client = client.clone();
-        let (path, body) = if args.direct {
-            let run = json!({"action": args.action, "params": params});
+        let (path, body) = if direct {
+            let run = json!({"action": action, "params": params});
             ("/executions".to_string(), Body::Json(run))
         } else if args.webhook {
             let bytes = json!({"i": i}).to_string().into_bytes();
@@ -143,7 +165,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ids.len() as f64 / sent.as_secs_f64()
     );
 
-    let records = collect(&client, &args, &rule, &ids).await?;
+    let records = collect(&client, &args, direct.then_some(action.as_str()), &rule, &ids).await?;
     let done: Vec<&Value> = records
         .iter()
         .filter(|e| e["finished_at"].is_i64())
@@ -181,10 +203,19 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         "latency_to_running_ms": {"p50": pct(0.50), "p99": pct(0.99), "max": latencies.last().copied().unwrap_or(0)},
         "wall_seconds": span,
     });
+    let mut report = report;
+    if let Some(tasks) = args.workflow_tasks {
+        report["tasks_per_second"] = json!((done.len() as f64 * f64::from(tasks) / span).round());
+    }
     println!("{}", serde_json::to_string_pretty(&report)?);
-    if !args.direct {
+    if !direct {
         let _ = client
             .call(reqwest::Method::DELETE, &format!("/rules/{rule}"), None)
+            .await;
+    }
+    if args.workflow_tasks.is_some() {
+        let _ = client
+            .call(reqwest::Method::DELETE, &format!("/packs/{tag}"), None)
             .await;
     }
     Ok(if done.len() == args.count && failures == 0 {
@@ -195,9 +226,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
 }
 
 /// Reads every execution of the run once all have finished (or time is up).
+/// `direct`: the action the executions were asked for directly.
 async fn collect(
     client: &Client,
     args: &BenchArgs,
+    direct: Option<&str>,
     rule: &str,
     ids: &[i64],
 ) -> anyhow::Result<Vec<Value>> {
@@ -207,10 +240,10 @@ async fn collect(
         let mut records = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let mut path = if args.direct {
+            let mut path = if let Some(action) = direct {
                 format!(
                     "/executions?limit=500&{}",
-                    crate::client::query([("action", args.action.as_str())])
+                    crate::client::query([("action", action)])
                 )
             } else {
                 format!("/executions?limit=500&rule={rule}")
@@ -223,10 +256,10 @@ async fn collect(
             let stop = items
                 .last()
                 .and_then(|e| e["id"].as_i64())
-                .is_some_and(|id| args.direct && id < min_id);
+                .is_some_and(|id| direct.is_some() && id < min_id);
             records.extend(
                 items.into_iter().filter(|e| {
-                    !args.direct || e["id"].as_i64().is_some_and(|id| ids.contains(&id))
+                    direct.is_none() || e["id"].as_i64().is_some_and(|id| ids.contains(&id))
                 }),
             );
             after = page["next"].as_str().map(str::to_string);
@@ -240,4 +273,36 @@ async fn collect(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// A pack `tag` holding the workflow `chain`: `tasks` runs of `action` with
+/// `params`, one after another, as a `.tar.gz`.
+fn chain_pack(tag: &str, action: &str, params: &Value, tasks: u32) -> anyhow::Result<Vec<u8>> {
+    let steps: serde_json::Map<String, Value> = (0..tasks)
+        .map(|i| {
+            let mut task = json!({"action": action, "input": params});
+            if i + 1 < tasks {
+                task["next"] = json!([{"when": "succeeded", "do": [format!("t{}", i + 1)]}]);
+            }
+            (format!("t{i}"), task)
+        })
+        .collect();
+    let workflow = json!({"input": {"type": "object"}, "tasks": steps});
+    let manifest = format!("name = \"{tag}\"\nversion = \"1\"\nworkflows = [\"workflows/chain.yaml\"]\n");
+    // JSON is YAML.
+    let files = [
+        ("pack.toml", manifest.into_bytes()),
+        ("workflows/chain.yaml", workflow.to_string().into_bytes()),
+    ];
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, path, bytes.as_slice())?;
+    }
+    Ok(tar.into_inner()?.finish()?)
 }
