@@ -165,7 +165,14 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         ids.len() as f64 / sent.as_secs_f64()
     );
 
-    let records = collect(&client, &args, direct.then_some(action.as_str()), &rule, &ids).await?;
+    let records = collect(
+        &client,
+        &args,
+        direct.then_some(action.as_str()),
+        &rule,
+        &ids,
+    )
+    .await?;
     let done: Vec<&Value> = records
         .iter()
         .filter(|e| e["finished_at"].is_i64())
@@ -257,11 +264,9 @@ async fn collect(
                 .last()
                 .and_then(|e| e["id"].as_i64())
                 .is_some_and(|id| direct.is_some() && id < min_id);
-            records.extend(
-                items.into_iter().filter(|e| {
-                    direct.is_none() || e["id"].as_i64().is_some_and(|id| ids.contains(&id))
-                }),
-            );
+            records.extend(items.into_iter().filter(|e| {
+                direct.is_none() || e["id"].as_i64().is_some_and(|id| ids.contains(&id))
+            }));
             after = page["next"].as_str().map(str::to_string);
             if after.is_none() || stop {
                 break;
@@ -288,7 +293,8 @@ fn chain_pack(tag: &str, action: &str, params: &Value, tasks: u32) -> anyhow::Re
         })
         .collect();
     let workflow = json!({"input": {"type": "object"}, "tasks": steps});
-    let manifest = format!("name = \"{tag}\"\nversion = \"1\"\nworkflows = [\"workflows/chain.yaml\"]\n");
+    let manifest =
+        format!("name = \"{tag}\"\nversion = \"1\"\nworkflows = [\"workflows/chain.yaml\"]\n");
     // JSON is YAML.
     let files = [
         ("pack.toml", manifest.into_bytes()),
