@@ -9,5 +9,6 @@ mod outbound;
 mod pipeline;
 mod sandbox;
 mod secrets;
+mod sensors;
 mod workers;
 mod workflows;

@@ -57,6 +57,7 @@ async fn show(
         .storage
         .get_action(&r#ref)
         .await?
+        .filter(|a| !a.sensor)
         .ok_or_else(|| ApiError::not_found("action", &r#ref))?;
     Ok(axum::Json(action.into()))
 }

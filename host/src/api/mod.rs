@@ -19,6 +19,7 @@ mod packs;
 pub mod remote;
 mod rules;
 mod secrets;
+mod sensors;
 mod tokens;
 mod triggers;
 mod webhooks;
@@ -165,6 +166,7 @@ pub fn router(state: AppState) -> Router {
         .merge(packs::routes())
         .merge(actions::routes())
         .merge(triggers::routes())
+        .merge(sensors::routes())
         .merge(rules::routes())
         .merge(events::routes())
         .merge(executions::routes())

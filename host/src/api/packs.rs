@@ -184,6 +184,9 @@ fn pack_error(e: PackError) -> ApiError {
             &format!("/rules/{rule}"),
             errors,
         ),
+        PackError::InvalidSensors { errors } => {
+            invalid_at("the sensors are invalid".into(), "/pack.toml", errors)
+        }
         PackError::InvalidWorkflow { file, errors } => invalid_at(
             format!("workflow `{file}` is invalid"),
             &format!("/{}", file.trim_start_matches("./")),

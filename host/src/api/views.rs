@@ -235,6 +235,9 @@ pub struct RuleView {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Why the server disabled it (its trigger type went away with its pack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disabled_reason: Option<String>,
 }
 
 impl From<RuleRecord> for RuleView {
@@ -265,6 +268,7 @@ impl From<RuleRecord> for RuleView {
             max_attempts,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            disabled_reason: r.disabled_reason,
         }
     }
 }

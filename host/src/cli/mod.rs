@@ -11,6 +11,7 @@ mod bench;
 mod client;
 mod local;
 mod secret;
+mod sensor;
 mod serve;
 mod token;
 mod tree;
@@ -64,6 +65,14 @@ pub enum Command {
     Event {
         #[command(subcommand)]
         command: client::EventCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// List and show packs' sensors with their last polls; enable and
+    /// disable them.
+    Sensor {
+        #[command(subcommand)]
+        command: sensor::SensorCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
@@ -133,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Execution { command, client } => client::execution(command, &client).await,
         Command::Event { command, client } => client::event(command, &client).await,
         Command::Secret { command, client } => secret::run(command, &client).await,
+        Command::Sensor { command, client } => sensor::run(command, &client).await,
         Command::Token { command, client } => token::run(command, &client).await,
         Command::Run { run, client } => client::run(run, &client).await,
         Command::Login(args) => client::login(args).await,

@@ -32,6 +32,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         .cache
         .action(&core.storage, &run.action)
         .await?
+        .filter(|a| !a.sensor)
         .ok_or_else(|| EngineError::not_found("action", &run.action))?;
     if let Err(errors) = check_params(core, &record, &run.params).await? {
         return Err(EngineError::invalid(
@@ -85,6 +86,9 @@ pub async fn check_params(
     action: &ActionRecord,
     params: &Value,
 ) -> Result<Result<(), Vec<PathError>>, EngineError> {
+    if action.sensor {
+        return Err(EngineError::not_found("action", &action.r#ref));
+    }
     if action.workflow.is_some() {
         let errors = crate::runtime::schema_errors(&action.params_schema, params);
         return Ok(if errors.is_empty() {

@@ -17,6 +17,8 @@
 //! - [`secrets`] — values sealed at rest, set by admins, never returned.
 //! - [`kv`] — packs' key-value state, for the embedded worker and the
 //!   worker API alike.
+//! - [`sensors`] — packs' exports polled on a schedule, their records
+//!   turned into events on the pack's trigger types.
 //! - [`workflows`] — workflow definitions, the pure step function, and the
 //!   conductor that applies each step in one transaction.
 
@@ -32,6 +34,7 @@ pub mod packs;
 pub mod rules;
 pub mod scheduler;
 pub mod secrets;
+pub mod sensors;
 pub mod triggers;
 pub mod worker;
 pub mod workflows;

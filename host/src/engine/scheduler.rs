@@ -104,10 +104,17 @@ async fn timer_task(core: Core) {
             }
             Err(e) => tracing::error!(error = %e, "firing timers"),
         }
-        let wait = match core.storage.next_timer_due().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
-            Ok(None) => Duration::from_secs(60),
-            Err(_) => Duration::from_secs(1),
+        if let Err(e) = super::sensors::fire(&core).await {
+            tracing::error!(error = %e, "polling sensors");
+        }
+        let timer = core.storage.next_timer_due().await;
+        let sensor = core.storage.next_sensor_due().await;
+        let wait = match (timer, sensor) {
+            (Ok(a), Ok(b)) => match a.into_iter().chain(b).min() {
+                Some(due) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
+                None => Duration::from_secs(60),
+            },
+            _ => Duration::from_secs(1),
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

@@ -46,6 +46,10 @@ const SQLITE: &[(i64, &str)] = &[
         11,
         include_str!("../../../migrations/sqlite/0011_workflows.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/sqlite/0012_sensors.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -88,6 +92,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         11,
         include_str!("../../../migrations/postgres/0011_workflows.sql"),
+    ),
+    (
+        12,
+        include_str!("../../../migrations/postgres/0012_sensors.sql"),
     ),
 ];
 

@@ -157,6 +157,7 @@ macro_rules! bind_execution {
             .bind(&$e.sealed_params)
             .bind($e.parent)
             .bind(&$e.task)
+            .bind(&$e.sensor)
             .bind($e.not_before)
             .bind(if $e.workflow { "running" } else { "requested" })
             .bind($e.workflow.then_some($now))
@@ -190,6 +191,7 @@ mod packs;
 mod retention;
 mod rules;
 mod secrets;
+mod sensors;
 mod timers;
 mod tokens;
 mod workers;
@@ -198,6 +200,7 @@ mod workflows;
 pub use claims::{Finished, Reaped};
 pub use kv::KvRefusal;
 pub use secrets::SealedSecret;
+pub use sensors::{PollEnded, PollRecord};
 pub use timers::{MISFIRE_FIRE_ONCE, MISFIRE_SKIP, Tick};
 pub use workers::EMBEDDED_OWNER;
 pub use workflows::{ChildEnded, WorkflowStep};

@@ -66,12 +66,50 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
             if outcome == Registered::Upgraded {
-                // A new version replaces the pack's actions.
-                sqlx::query("DELETE FROM action WHERE pack = $1")
-                    .bind(&pack.name)
-                    .execute(&mut *tx)
-                    .await?;
+                // A new version replaces the pack's actions and sensors, and
+                // the trigger types its sensors emitted.
+                for sql in [
+                    "DELETE FROM action WHERE pack = $1",
+                    "DELETE FROM sensor WHERE pack = $1",
+                    "DELETE FROM trigger_type WHERE pack = $1",
+                ] {
+                    sqlx::query(sql).bind(&pack.name).execute(&mut *tx).await?;
+                }
             }
+            for t in &pack.trigger_types {
+                sqlx::query(
+                    "INSERT INTO trigger_type (ref, description, params_schema, payload_schema, pack) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&t.r#ref)
+                .bind(&t.description)
+                .bind(Json(&t.params_schema))
+                .bind(Json(&t.payload_schema))
+                .bind(&pack.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StorageError::from_sqlx(e, || format!("trigger type {} exists already", t.r#ref)))?;
+            }
+            for s in &pack.sensors {
+                sqlx::query(
+                    "INSERT INTO sensor (ref, pack, action, every_ms, schedule, description, enabled, next_run_at, failures, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, 0, $8)",
+                )
+                .bind(&s.r#ref)
+                .bind(&pack.name)
+                .bind(&s.action)
+                .bind(s.every_ms)
+                .bind(&s.schedule)
+                .bind(&s.description)
+                .bind(s.first_run_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            // Rules whose trigger type is gone are disabled, saying why.
+            sqlx::query(DISABLE_ORPHANED_RULES)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             for c in &pack.components {
                 sqlx::query(
                     "INSERT INTO component (digest, size, bytes, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING",
@@ -85,8 +123,8 @@ impl Storage {
             }
             for a in &pack.actions {
                 sqlx::query(
-                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(&a.r#ref)
                 .bind(&pack.name)
@@ -98,6 +136,7 @@ impl Storage {
                 .bind(Json(&a.capabilities))
                 .bind(&a.description)
                 .bind(a.workflow.as_ref().map(Json))
+                .bind(a.sensor)
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StorageError::from_sqlx(e, || format!("action {} exists in another pack", a.r#ref)))?;
@@ -134,17 +173,24 @@ impl Storage {
         })
     }
 
-    /// Deletes a pack, its actions and its key-value state; false when
-    /// there was none.
+    /// Deletes a pack, its actions, sensors, their trigger types and its
+    /// key-value state (rules on those trigger types are disabled, saying
+    /// why); false when there was none.
     pub async fn delete_pack(&self, name: &str) -> Result<bool> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             for sql in [
                 "DELETE FROM action WHERE pack = $1",
                 "DELETE FROM kv WHERE pack = $1",
+                "DELETE FROM sensor WHERE pack = $1",
+                "DELETE FROM trigger_type WHERE pack = $1",
             ] {
                 sqlx::query(sql).bind(name).execute(&mut *tx).await?;
             }
+            sqlx::query(DISABLE_ORPHANED_RULES)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
             let done = sqlx::query("DELETE FROM pack WHERE name = $1")
                 .bind(name)
                 .execute(&mut *tx)
@@ -169,8 +215,8 @@ impl Storage {
     pub async fn list_actions(&self, pack: Option<&str>, page: &Page) -> Result<Vec<ActionRecord>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
-                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow \
-                 FROM action WHERE ref > $1 AND ($2 IS NULL OR pack = $2) ORDER BY ref LIMIT $3",
+                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
+                 FROM action WHERE ref > $1 AND ($2 IS NULL OR pack = $2) AND sensor = FALSE ORDER BY ref LIMIT $3",
             )
             .bind(page.after_text())
             .bind(pack)
@@ -185,7 +231,7 @@ impl Storage {
     pub async fn get_action(&self, r#ref: &str) -> Result<Option<ActionRecord>> {
         on_pool!(self, |p| {
             let row = sqlx::query(
-                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow \
+                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
                  FROM action WHERE ref = $1",
             )
             .bind(r#ref)
@@ -240,3 +286,9 @@ impl Storage {
         })
     }
 }
+
+/// Disables the enabled rules whose trigger type no longer exists, with the
+/// reason (a pack's sensor went away). `$1`: now.
+const DISABLE_ORPHANED_RULES: &str = "UPDATE rule SET enabled = FALSE, updated_at = $1, \
+     disabled_reason = 'its trigger type ' || trigger || ' was removed with its pack' \
+     WHERE enabled = TRUE AND trigger NOT IN (SELECT ref FROM trigger_type)";

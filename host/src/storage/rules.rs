@@ -51,7 +51,7 @@ impl Storage {
         let now = now_ms();
         on_writer!(self, |p| {
             let row = sqlx::query(&format!(
-                "UPDATE rule SET enabled = $2, updated_at = $3 WHERE ref = $1 RETURNING {RULE_COLUMNS}"
+                "UPDATE rule SET enabled = $2, updated_at = $3, disabled_reason = NULL WHERE ref = $1 RETURNING {RULE_COLUMNS}"
             ))
             .bind(r#ref)
             .bind(enabled)

@@ -37,21 +37,21 @@ pub(super) fn id_list(ids: &[i64]) -> String {
 /// (`$1` to `$10`, then the time as `$11`).
 pub(super) const RULE_FIELDS: &str = "ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts";
 
-pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at";
+pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at, disabled_reason";
 
 /// An execution's insert: [`EXECUTION_BOUND`] bound columns
 /// ([`bind_execution!`]), then [`EXECUTION_LITERALS`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, sealed_params, parent, task, not_before, status, started_at, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, not_before, status, started_at, attempt)";
 
 /// Columns [`bind_execution!`] binds per row.
-pub(super) const EXECUTION_BOUND: usize = 15;
+pub(super) const EXECUTION_BOUND: usize = 16;
 
 /// A new execution is on its first attempt.
 pub(super) const EXECUTION_LITERALS: &str = "1";
 
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
-     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task";
+     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor";
 
 #[cfg(test)]
 mod tests {

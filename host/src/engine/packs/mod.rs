@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod files;
+pub mod sensors;
 pub mod workflows;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,12 @@ pub enum PackError {
         file: String,
         /// Why.
         reason: String,
+    },
+    /// A sensor in `pack.toml` is invalid: `(path, message)` pairs.
+    #[error("the sensors are invalid")]
+    InvalidSensors {
+        /// Each problem with its path.
+        errors: Vec<(String, String)>,
     },
     /// A workflow is invalid; each problem with its path inside it.
     #[error("workflow `{file}` is invalid")]
@@ -103,6 +110,9 @@ pub struct Manifest {
     /// Secrets its actions may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Sensors: exports polled on a schedule whose records become events.
+    #[serde(default)]
+    pub sensors: Vec<sensors::SensorInput>,
 }
 
 /// A pack ready to validate: manifest plus component bytes.
@@ -130,6 +140,7 @@ impl Upload {
                 rules: Vec::new(),
                 allowed_outbound_hosts: Vec::new(),
                 secrets: Vec::new(),
+                sensors: Vec::new(),
             },
             components: vec![(file, bytes)],
             workflows: Vec::new(),
@@ -253,6 +264,7 @@ pub async fn register(
                     capabilities: info.capabilities.clone(),
                     description: info.description.clone(),
                     workflow: None,
+                    sensor: false,
                 },
             );
         }
@@ -263,6 +275,7 @@ pub async fn register(
         loaded.push((file.clone(), pack));
     }
 
+    let (sensors, trigger_types) = sensors::check(&manifest.name, &manifest.sensors, &mut actions)?;
     let flows = workflows::check(storage, &manifest.name, &upload.workflows, &actions).await?;
     for flow in flows {
         actions.insert(flow.r#ref.clone(), flow);
@@ -301,6 +314,7 @@ pub async fn register(
             "description": manifest.description,
             "components": loaded.iter().map(|(f, p)| (f, p.digest())).collect::<Vec<_>>(),
             "workflows": upload.workflows,
+            "sensors": format!("{:?}", manifest.sensors),
             "rules": rules,
         })
         .to_string()
@@ -327,6 +341,8 @@ pub async fn register(
         digest,
         components,
         actions: actions.into_values().collect(),
+        sensors,
+        trigger_types,
     };
     let registered = storage.register_pack(&new).await?;
     // Rules are saved by `install`, through the one place that saves rules;

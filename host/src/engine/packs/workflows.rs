@@ -62,6 +62,7 @@ pub async fn check(
     // registered action of another pack.
     let mut known: HashMap<String, Value> = actions
         .values()
+        .filter(|a| !a.sensor)
         .map(|a| (a.r#ref.clone(), a.params_schema.clone()))
         .collect();
     for (_, name, flow) in &parsed {
@@ -72,7 +73,9 @@ pub async fn check(
             if known.contains_key(&task.action) || task.action.starts_with(&format!("{pack}.")) {
                 continue;
             }
-            if let Some(a) = storage.get_action(&task.action).await? {
+            if let Some(a) = storage.get_action(&task.action).await?
+                && !a.sensor
+            {
                 known.insert(a.r#ref, a.params_schema);
             }
         }
@@ -97,6 +100,7 @@ pub async fn check(
             capabilities: Vec::new(),
             description: flow.description.clone(),
             workflow: Some(serde_json::to_value(&flow).expect("a workflow serializes")),
+            sensor: false,
         });
     }
     Ok(out)

@@ -167,6 +167,21 @@ pub fn validate_rule(
     {
         err("/criteria", format!("not a valid expression: {e}"));
     }
+    // What the templates read of the payload must exist in its schema.
+    if let Some(t) = trigger {
+        if let Some(criteria) = &input.criteria
+            && let Some(message) = missing_payload_field(t, &format!("{{{{ {criteria} }}}}"))
+        {
+            err("/criteria", message);
+        }
+        let mut texts = Vec::new();
+        template_strings(&input.action_params, &mut String::new(), &mut texts);
+        for (path, text) in texts {
+            if let Some(message) = missing_payload_field(t, &text) {
+                err(&format!("/action_params{path}"), message);
+            }
+        }
+    }
     let timeout_ms = match &input.timeout {
         None => None,
         Some(t) => match parse_duration(t) {
@@ -225,6 +240,66 @@ pub fn validate_rule(
         timeout_ms,
         max_attempts,
     })
+}
+
+/// The first `event.payload.…` reference in template `text` to a field the
+/// trigger type's payload schema does not have, as a message. A schema part
+/// without `properties`, or allowing additional ones, accepts any field.
+pub fn missing_payload_field(trigger: &TriggerTypeRecord, text: &str) -> Option<String> {
+    let template = template_env().template_from_str(text).ok()?;
+    for var in template.undeclared_variables(true) {
+        let Some(rest) = var.strip_prefix("event.payload.") else {
+            continue;
+        };
+        let mut schema = &trigger.payload_schema;
+        for field in rest.split('.') {
+            let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+                break;
+            };
+            if let Some(next) = props.get(field) {
+                schema = next;
+                continue;
+            }
+            let open = schema
+                .get("additionalProperties")
+                .is_some_and(|a| a.as_bool() != Some(false));
+            if open {
+                break;
+            }
+            let known: Vec<&str> = props.keys().map(String::as_str).collect();
+            return Some(format!(
+                "`{var}`: the payload of {} has no field `{field}` (it has {})",
+                trigger.r#ref,
+                known.join(", ")
+            ));
+        }
+    }
+    None
+}
+
+/// Every templated string in `v` with its JSON pointer.
+fn template_strings(v: &Value, path: &mut String, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) if is_template(s) => out.push((path.clone(), s.clone())),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("/{i}"));
+                template_strings(item, path, out);
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map {
+                let len = path.len();
+                path.push('/');
+                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                template_strings(item, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Records the JSON pointer (within `v`) of every templated string and

@@ -17,7 +17,11 @@ use crate::util::schedule::Plan;
 /// rule to store and warnings (no live worker can run its action now).
 pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<String>), EngineError> {
     let trigger = core.storage.get_trigger_type(&input.trigger).await?;
-    let record = core.storage.get_action(&input.action).await?;
+    let record = core
+        .storage
+        .get_action(&input.action)
+        .await?
+        .filter(|a| !a.sensor);
     let pack = match &record {
         Some(a) if a.workflow.is_none() => Some(core.pack(&a.component).await?),
         _ => None,

@@ -26,7 +26,8 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
                 "type": "object",
                 "properties": {
                     "count": {"type": "integer", "description": "Ticks fired so far by this rule, from 1."},
-                    "scheduled_at": {"type": "integer", "description": "Unix ms of the tick."}
+                    "scheduled_at": {"type": "integer", "description": "Unix ms of the tick."},
+                    "missed": {"type": "integer", "description": "Ticks missed during downtime before this one."}
                 }
             }),
         },
@@ -47,7 +48,8 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
                 "type": "object",
                 "properties": {
                     "count": {"type": "integer"},
-                    "scheduled_at": {"type": "integer"}
+                    "scheduled_at": {"type": "integer"},
+                    "missed": {"type": "integer"}
                 }
             }),
         },
@@ -64,7 +66,11 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
             }),
             payload_schema: json!({
                 "type": "object",
-                "properties": {"scheduled_at": {"type": "integer"}}
+                "properties": {
+                    "count": {"type": "integer"},
+                    "scheduled_at": {"type": "integer"},
+                    "missed": {"type": "integer"}
+                }
             }),
         },
         TriggerTypeRecord {

@@ -61,7 +61,7 @@ pub async fn conductor_task(core: Core) {
 }
 
 /// One pass: begins new runs, cancels what was asked, takes in ended
-/// children. Returns how many steps it applied.
+/// children and ended sensor polls. Returns how many steps it applied.
 pub async fn advance(core: &Core) -> Result<usize, EngineError> {
     let mut steps = 0;
     for run in core.storage.workflows_to_begin(100).await? {
@@ -78,6 +78,8 @@ pub async fn advance(core: &Core) -> Result<usize, EngineError> {
     for (parent, children) in by_parent {
         steps += usize::from(take_in(core, parent, children).await?);
     }
+    // Sensor polls end like tasks do: their records become events.
+    steps += crate::engine::sensors::harvest(core).await?;
     Ok(steps)
 }
 

@@ -35,6 +35,8 @@ pub struct NewAction {
     pub description: Option<String>,
     /// A workflow's definition.
     pub workflow: Option<Value>,
+    /// The export a sensor calls: not listed or run as an action.
+    pub sensor: bool,
 }
 
 /// A pack to register.
@@ -54,6 +56,100 @@ pub struct NewPack {
     pub components: Vec<NewComponent>,
     /// Its actions.
     pub actions: Vec<NewAction>,
+    /// Its sensors.
+    pub sensors: Vec<NewSensor>,
+    /// The trigger types its sensors emit.
+    pub trigger_types: Vec<TriggerTypeRecord>,
+}
+
+/// A sensor to register with its pack.
+#[derive(Debug, Clone)]
+pub struct NewSensor {
+    /// `<pack>.<name>`, also its trigger type's ref.
+    pub r#ref: String,
+    /// The export it calls (an action row marked `sensor`).
+    pub action: String,
+    /// Its schedule as timers store it: interval in ms (0 for cron), and
+    /// the cron schedule as JSON.
+    pub every_ms: i64,
+    /// See `every_ms`.
+    pub schedule: Option<String>,
+    /// What it watches.
+    pub description: Option<String>,
+    /// Its first poll (Unix ms).
+    pub first_run_at: i64,
+}
+
+/// A sensor and where it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorRecord {
+    /// `<pack>.<name>`, its trigger type.
+    pub r#ref: String,
+    /// Its pack.
+    pub pack: String,
+    /// The export it calls.
+    pub action: String,
+    /// Interval in ms (0 for a cron schedule).
+    pub every_ms: i64,
+    /// Cron schedule, as JSON.
+    pub schedule: Option<String>,
+    /// What it watches.
+    pub description: Option<String>,
+    /// Whether it polls.
+    pub enabled: bool,
+    /// Unix ms of its next poll.
+    pub next_run_at: i64,
+    /// Failed polls in a row.
+    pub failures: i64,
+}
+
+impl SensorRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            r#ref: r.text("ref"),
+            pack: r.text("pack"),
+            action: r.text("action"),
+            every_ms: r.int("every_ms"),
+            schedule: r.opt_text("schedule"),
+            description: r.opt_text("description"),
+            enabled: r.boolean("enabled"),
+            next_run_at: r.int("next_run_at"),
+            failures: r.int("failures"),
+        }
+    }
+}
+
+/// One poll of a sensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorRunRecord {
+    /// The poll's execution.
+    pub execution: i64,
+    /// How it ended.
+    pub status: String,
+    /// Events it emitted.
+    pub events: i64,
+    /// Its error.
+    pub error: Option<Value>,
+    /// What was off (records dropped past the cap).
+    pub warning: Option<String>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+impl SensorRunRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            execution: r.int("execution"),
+            status: r.text("status"),
+            events: r.int("events"),
+            error: r.opt_json("error"),
+            warning: r.opt_text("warning"),
+            started_at: r.opt_int("started_at"),
+            finished_at: r.int("finished_at"),
+        }
+    }
 }
 
 /// What [`super::Storage::register_pack`] did.
@@ -135,6 +231,8 @@ pub struct ActionRecord {
     pub description: Option<String>,
     /// A workflow's definition (its tasks run as child executions).
     pub workflow: Option<Value>,
+    /// The export a sensor calls: not an action.
+    pub sensor: bool,
 }
 
 impl ActionRecord {
@@ -150,6 +248,7 @@ impl ActionRecord {
             capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
             description: r.opt_text("description"),
             workflow: r.opt_json("workflow"),
+            sensor: r.boolean("sensor"),
         }
     }
 }

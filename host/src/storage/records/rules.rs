@@ -47,6 +47,9 @@ pub struct RuleRecord {
     pub created_at: i64,
     /// Unix ms.
     pub updated_at: i64,
+    /// Why the server disabled it (its trigger type went away with its pack).
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
 }
 
 impl RuleRecord {
@@ -67,6 +70,7 @@ impl RuleRecord {
             },
             created_at: r.int("created_at"),
             updated_at: r.int("updated_at"),
+            disabled_reason: r.opt_text("disabled_reason"),
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct NewExecution {
     /// A workflow's own execution: it starts `running` and no worker claims
     /// it; the workflow conductor advances it.
     pub workflow: bool,
+    /// The sensor this execution polls for.
+    pub sensor: Option<String>,
 }
 
 impl NewExecution {
@@ -110,6 +112,7 @@ impl NewExecution {
             task: None,
             not_before: 0,
             workflow: false,
+            sensor: None,
         }
     }
 }
@@ -173,6 +176,9 @@ pub struct ExecutionRecord {
     /// That task (`name`, or `name[item]`).
     #[serde(default)]
     pub task: Option<String>,
+    /// The sensor it polls for.
+    #[serde(default)]
+    pub sensor: Option<String>,
     /// The real params sealed for its worker, while it has not ended, when
     /// `params` masks secrets. Never serialized.
     #[serde(skip)]
@@ -211,6 +217,7 @@ impl ExecutionRecord {
                 .map(|(f, s)| f - s),
             parent: r.opt_int("parent"),
             task: r.opt_text("task"),
+            sensor: r.opt_text("sensor"),
             sealed_params: r.opt_bytes("sealed_params"),
         }
     }

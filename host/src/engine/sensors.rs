@@ -1,0 +1,106 @@
+//! Sensors: a pack's exports polled on a durable schedule, whose records
+//! become events on the pack's own trigger types.
+//!
+//! A poll is an ordinary execution of the export (so it runs in the
+//! sandbox, on a worker whose capabilities cover its imports, with the
+//! pack's grants and limits). [`fire`] queues the polls that are due —
+//! claimed once across nodes and restarts, like a timer tick; [`harvest`]
+//! takes in the polls that ended: each record goes through the event door
+//! as one event, and the poll is recorded (status, events, error, warning).
+//! A failed poll (trap, timeout, `err`) delays the sensor's next one,
+//! doubling up to [`MAX_BACKOFF_MS`].
+
+use serde_json::Value;
+
+use super::Core;
+use super::ingest::IncomingEvent;
+use crate::storage::{ExecutionStatus, PollEnded, PollRecord, StorageError, now_ms};
+use crate::util::schedule::Plan;
+
+/// Events one poll may emit; records past it are dropped with a warning.
+pub const MAX_EVENTS: usize = 1000;
+
+/// The longest a failing sensor's next poll is delayed.
+pub const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+/// Queues the polls that are due; wakes the workers when there are some.
+pub async fn fire(core: &Core) -> Result<usize, StorageError> {
+    let polls = core.storage.fire_due_sensors(100).await?;
+    if !polls.is_empty() {
+        core.metrics.executions_requested.inc_by(polls.len() as u64);
+        core.dispatch.work_queued(&core.storage).await;
+    }
+    Ok(polls.len())
+}
+
+/// Takes in the polls that ended. Returns how many.
+pub async fn harvest(core: &Core) -> Result<usize, StorageError> {
+    let ended = core.storage.polls_ended(100).await?;
+    for poll in &ended {
+        let record = match poll.status {
+            ExecutionStatus::Succeeded => emit(core, poll).await,
+            _ => PollRecord {
+                events: 0,
+                warning: None,
+                backoff_until: Some(now_ms() + backoff(core, poll).await?),
+            },
+        };
+        if poll.status != ExecutionStatus::Succeeded {
+            tracing::warn!(sensor = %poll.sensor, status = %poll.status, error = ?poll.error, "sensor poll failed");
+        }
+        core.storage.take_in_poll(poll, &record).await?;
+    }
+    Ok(ended.len())
+}
+
+/// Sends each record of a successful poll through the event door.
+async fn emit(core: &Core, poll: &PollEnded) -> PollRecord {
+    let mut records = match &poll.result {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let warning = (records.len() > MAX_EVENTS).then(|| {
+        format!(
+            "{} records; the first {MAX_EVENTS} became events, the rest were dropped",
+            records.len()
+        )
+    });
+    records.truncate(MAX_EVENTS);
+    let sent = records.into_iter().map(|payload| {
+        let event = IncomingEvent {
+            trigger: poll.sensor.clone(),
+            payload,
+            source: Some(poll.sensor.clone()),
+            rules: None,
+        };
+        async move { core.ingest.event(core, event).await }
+    });
+    let results = futures_util::future::join_all(sent).await;
+    let events = results.iter().filter(|r| r.is_ok()).count() as i64;
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        tracing::error!(sensor = %poll.sensor, error = %e, "recording a sensor's events");
+    }
+    PollRecord {
+        events,
+        warning,
+        backoff_until: None,
+    }
+}
+
+/// How long to wait after this failure: the sensor's interval (a minute for
+/// a cron schedule) doubled for each failure in a row, this one included,
+/// up to the cap.
+async fn backoff(core: &Core, poll: &PollEnded) -> Result<i64, StorageError> {
+    let Some(sensor) = core.storage.get_sensor(&poll.sensor).await? else {
+        return Ok(0);
+    };
+    let base = match Plan::from_stored(sensor.every_ms, sensor.schedule.as_deref()) {
+        Some(Plan::Interval { every_ms }) => every_ms,
+        _ => 60_000,
+    };
+    let doublings = (sensor.failures + 1).clamp(1, 20) as u32;
+    Ok(base
+        .saturating_mul(1i64 << doublings)
+        .min(MAX_BACKOFF_MS)
+        .max(base))
+}
