@@ -147,4 +147,36 @@ on_both_backends! {
         assert_eq!(r.detail_paths(), ["/pack.toml/sensors/0/export", "/pack.toml/sensors/1/export", "/pack.toml/sensors/2/every"]);
         s.finish().await;
     }
+
+    async fn each_tick_polls_once_across_nodes_and_a_restart(backend) {
+        let s = TestServer::start(backend).await;
+        let r = upload(&s, "1", &sensor("new_issues", "scan", "1s")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // A second node on the same database fires timers and sensors too
+        // (on SQLite it shares the file).
+        let other = s.second_node(Default::default()).await;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        other.finish().await;
+        // A poll the stop interrupted holds its sensor back until its lease
+        // expires; a short lease lets the next ones come soon.
+        let quick = support::PipelineConfig { lease: Duration::from_secs(1), ..Default::default() };
+        let s = s.restart(quick).await;
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let polls = s.get("/api/v1/executions?action=tracker.scan&fields=full&limit=500").await.body;
+        let mut created: Vec<i64> = polls["items"].as_array().unwrap().iter()
+            .map(|e| e["created_at"].as_i64().unwrap()).collect();
+        created.sort_unstable();
+        assert!(created.len() >= 4, "{created:?}");
+        for pair in created.windows(2) {
+            assert!(pair[1] - pair[0] >= 900, "two polls for one tick: {created:?}");
+        }
+        // Each poll's records became events once: no id twice.
+        let events = s.get("/api/v1/events?trigger=tracker.new_issues&limit=500").await.body;
+        let ids: Vec<i64> = events["items"].as_array().unwrap().iter()
+            .map(|e| e["payload"]["id"].as_i64().unwrap()).collect();
+        let unique: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        assert!(ids.len() >= 8, "{ids:?}");
+        s.finish().await;
+    }
 }
