@@ -308,6 +308,25 @@ async fn enforce(
     Ok(queued)
 }
 
+/// Enforces events stored outside the writer (a sensor poll's records,
+/// stored with the poll's record): every enabled rule on each one's trigger.
+/// A failure leaves them to [`reconcile`].
+pub async fn enforce_stored(core: &Core, records: &[EventRecord]) -> Result<(), EngineError> {
+    let mut audiences = Vec::with_capacity(records.len());
+    for record in records {
+        let rules = core
+            .cache
+            .enabled_rules(&core.storage, &record.trigger)
+            .await?;
+        audiences.push(Ok(rules));
+    }
+    let queued = enforce(core, records, audiences).await?;
+    if !queued.is_empty() {
+        core.dispatch.work_queued(&core.storage).await;
+    }
+    Ok(())
+}
+
 /// How old an unenforced event must be before the periodic [`reconcile`]
 /// takes it: older than any batch still being written.
 pub const RECONCILE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);

@@ -5,15 +5,15 @@
 //! sandbox, on a worker whose capabilities cover its imports, with the
 //! pack's grants and limits). [`fire`] queues the polls that are due —
 //! claimed once across nodes and restarts, like a timer tick; [`harvest`]
-//! takes in the polls that ended: each record goes through the event door
-//! as one event, and the poll is recorded (status, events, error, warning).
+//! takes in the polls that ended, each exactly once: its records are stored
+//! as events (one statement a poll) with the poll's record in one
+//! transaction, then enforced by the event door's enforcer like any event.
 //! A failed poll (trap, timeout, `err`) delays the sensor's next one,
 //! doubling up to [`MAX_BACKOFF_MS`].
 
 use serde_json::Value;
 
-use super::Core;
-use super::ingest::IncomingEvent;
+use super::{Core, EngineError};
 use crate::storage::{ExecutionStatus, PollEnded, PollRecord, StorageError, now_ms};
 use crate::util::schedule::Plan;
 
@@ -33,28 +33,43 @@ pub async fn fire(core: &Core) -> Result<usize, StorageError> {
     Ok(polls.len())
 }
 
-/// Takes in the polls that ended. Returns how many.
-pub async fn harvest(core: &Core) -> Result<usize, StorageError> {
+/// Takes in the polls that ended: each once across nodes, its records
+/// stored as events in the same transaction, then enforced like any event
+/// (a crash in between leaves them to the event reconciler). Returns how
+/// many it took in.
+pub async fn harvest(core: &Core) -> Result<usize, EngineError> {
     let ended = core.storage.polls_ended(100).await?;
+    let mut taken = 0;
     for poll in &ended {
-        let record = match poll.status {
-            ExecutionStatus::Succeeded => emit(core, poll).await,
-            _ => PollRecord {
-                events: 0,
+        let (events, record) = if poll.status == ExecutionStatus::Succeeded {
+            let (events, warning) = records(poll);
+            let record = PollRecord {
+                warning,
+                backoff_until: None,
+            };
+            (events, record)
+        } else {
+            tracing::warn!(sensor = %poll.sensor, status = %poll.status, error = ?poll.error, "sensor poll failed");
+            let record = PollRecord {
                 warning: None,
                 backoff_until: Some(now_ms() + backoff(core, poll).await?),
-            },
+            };
+            (Vec::new(), record)
         };
-        if poll.status != ExecutionStatus::Succeeded {
-            tracing::warn!(sensor = %poll.sensor, status = %poll.status, error = ?poll.error, "sensor poll failed");
+        let Some(stored) = core.storage.take_in_poll(poll, &record, &events).await? else {
+            continue;
+        };
+        taken += 1;
+        if !stored.is_empty() {
+            core.metrics.events_recorded.inc_by(stored.len() as u64);
+            super::ingest::enforce_stored(core, &stored).await?;
         }
-        core.storage.take_in_poll(poll, &record).await?;
     }
-    Ok(ended.len())
+    Ok(taken)
 }
 
-/// Sends each record of a successful poll through the event door.
-async fn emit(core: &Core, poll: &PollEnded) -> PollRecord {
+/// The records of a successful poll, cut at [`MAX_EVENTS`] with a warning.
+fn records(poll: &PollEnded) -> (Vec<Value>, Option<String>) {
     let mut records = match &poll.result {
         Some(Value::Array(items)) => items.clone(),
         _ => Vec::new(),
@@ -66,31 +81,13 @@ async fn emit(core: &Core, poll: &PollEnded) -> PollRecord {
         )
     });
     records.truncate(MAX_EVENTS);
-    let sent = records.into_iter().map(|payload| {
-        let event = IncomingEvent {
-            trigger: poll.sensor.clone(),
-            payload,
-            source: Some(poll.sensor.clone()),
-            rules: None,
-        };
-        async move { core.ingest.event(core, event).await }
-    });
-    let results = futures_util::future::join_all(sent).await;
-    let events = results.iter().filter(|r| r.is_ok()).count() as i64;
-    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
-        tracing::error!(sensor = %poll.sensor, error = %e, "recording a sensor's events");
-    }
-    PollRecord {
-        events,
-        warning,
-        backoff_until: None,
-    }
+    (records, warning)
 }
 
 /// How long to wait after this failure: the sensor's interval (a minute for
 /// a cron schedule) doubled for each failure in a row, this one included,
 /// up to the cap.
-async fn backoff(core: &Core, poll: &PollEnded) -> Result<i64, StorageError> {
+async fn backoff(core: &Core, poll: &PollEnded) -> Result<i64, EngineError> {
     let Some(sensor) = core.storage.get_sensor(&poll.sensor).await? else {
         return Ok(0);
     };

@@ -30,11 +30,9 @@ pub struct PollEnded {
     pub finished_at: Option<i64>,
 }
 
-/// What taking in a poll records.
+/// What taking in a poll records besides its events.
 #[derive(Debug, Clone)]
 pub struct PollRecord {
-    /// Events emitted.
-    pub events: i64,
     /// What was off.
     pub warning: Option<String>,
     /// When a failed poll delays the next one: not before this (Unix ms).
@@ -149,12 +147,54 @@ impl Storage {
         })
     }
 
-    /// Takes in a poll: records it, resets or counts the sensor's failures
-    /// (delaying its next poll for a failure), marks the poll taken in.
-    pub async fn take_in_poll(&self, poll: &PollEnded, record: &PollRecord) -> Result<()> {
+    /// Takes in a poll, once across nodes: stores its records as events on
+    /// the sensor's trigger type (to be enforced: `enforced_at` unset, so a
+    /// crash before that leaves them to the reconciler), records the poll,
+    /// resets or counts the sensor's failures (delaying its next poll for a
+    /// failure) and marks the poll taken in — all in one transaction.
+    /// `None` when another node took it in first.
+    pub async fn take_in_poll(
+        &self,
+        poll: &PollEnded,
+        record: &PollRecord,
+        events: &[Value],
+    ) -> Result<Option<Vec<EventRecord>>> {
         let ok = poll.status == ExecutionStatus::Succeeded;
+        let now = now_ms();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
+            let claimed = sqlx::query(
+                "UPDATE execution SET parent_seen = TRUE WHERE id = $1 AND parent_seen = FALSE",
+            )
+            .bind(poll.execution)
+            .execute(&mut *tx)
+            .await?;
+            if claimed.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let mut stored = Vec::new();
+            if !events.is_empty() {
+                let sql = format!(
+                    "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
+                     RETURNING id, trigger, payload, source, created_at",
+                    rows_of(events.len(), 4, None)
+                );
+                let mut query = sqlx::query(&sql);
+                for payload in events {
+                    query = query
+                        .bind(&poll.sensor)
+                        .bind(Json(payload))
+                        .bind(&poll.sensor)
+                        .bind(now);
+                }
+                stored = query
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(EventRecord::from_row)
+                    .collect();
+                stored.sort_by_key(|e: &EventRecord| e.id);
+            }
             sqlx::query(
                 "INSERT INTO sensor_run (execution, sensor, status, events, error, warning, started_at, finished_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (execution) DO NOTHING",
@@ -162,7 +202,7 @@ impl Storage {
             .bind(poll.execution)
             .bind(&poll.sensor)
             .bind(poll.status.as_str())
-            .bind(record.events)
+            .bind(events.len() as i64)
             .bind(poll.error.as_ref().map(Json))
             .bind(&record.warning)
             .bind(poll.started_at)
@@ -178,12 +218,8 @@ impl Storage {
             .bind(record.backoff_until.unwrap_or(0))
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE execution SET parent_seen = TRUE WHERE id = $1")
-                .bind(poll.execution)
-                .execute(&mut *tx)
-                .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(Some(stored))
         })
     }
 
