@@ -705,3 +705,55 @@ fn a_workflow_runs_from_the_cli_and_shows_as_a_tree_of_its_tasks() {
     let record: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(record["workflow"]["tasks"]["boom"]["status"], "failed");
 }
+
+#[test]
+fn sensors_are_listed_shown_and_toggled_from_the_cli() {
+    let server = start_server();
+    let pack = server.dir.path().join("tracker");
+    std::fs::create_dir_all(&pack).unwrap();
+    std::fs::copy(guest("sensing"), pack.join("sensing.wasm")).unwrap();
+    std::fs::write(
+        pack.join("pack.toml"),
+        "name = \"tracker\"\nversion = \"1\"\ncomponents = [\"sensing.wasm\"]\n\n[[sensors]]\nname = \"new_issues\"\nexport = \"scan\"\nevery = \"1s\"\n",
+    )
+    .unwrap();
+    let archive = server.dir.path().join("tracker.tar.gz");
+    let tarred = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .args(["pack.toml", "sensing.wasm"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let (code, out, err) = client(&server, &["pack", "upload", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, list, err) = client(&server, &["sensor", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("tracker.new_issues") && l.contains("scan")),
+        "{list}"
+    );
+    wait_until("a poll", || {
+        let (_, shown, _) = client(&server, &["sensor", "show", "tracker.new_issues"]);
+        serde_json::from_str::<Value>(&shown).is_ok_and(|v| v["runs"][0]["events"] == 2)
+    });
+    let (code, out, _) = client(&server, &["sensor", "disable", "tracker.new_issues"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["enabled"],
+        false
+    );
+    let (code, out, _) = client(&server, &["sensor", "enable", "tracker.new_issues"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["enabled"],
+        true
+    );
+    let (code, _, err) = client(&server, &["sensor", "show", "tracker.nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no sensor"), "{err}");
+}

@@ -324,4 +324,33 @@ tasks:
         assert_eq!(noops, 2, "one per other execution, none for its own");
         s.finish().await;
     }
+
+    async fn a_task_input_uses_a_secret_that_no_record_shows(backend) {
+        let s = TestServer::start(backend).await;
+        const CANARY: &str = "wf-canary-4f1d9a7c";
+        let r = s.put("/api/v1/secrets/api_token", json!({"value": CANARY})).await;
+        assert!(r.status.is_success(), "{}", r.body);
+        let flow = r#"
+input: {type: object}
+tasks:
+  say:
+    action: core.echo
+    input: {message: "token {{ secrets.api_token }}"}
+    next: [{when: succeeded, publish: {said: "{{ result }}"}}]
+output: {said: "{{ vars.said }}"}
+"#;
+        let r = upload(&s, "flows", &[("secretive", flow)]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let e = run(&s, "flows.secretive", json!({})).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        let kids = children(&s, e["id"].as_i64().unwrap()).await;
+        assert_eq!(kids[0]["params"]["message"], "token ********", "masked in the record");
+        // The action saw the real value (its echo is redacted on the way out).
+        assert_eq!(kids[0]["result"], "token ********");
+        let detail = s.get(&format!("/api/v1/executions/{}", e["id"])).await.body;
+        for shown in [e.to_string(), detail.to_string(), serde_json::to_string(&kids).unwrap()] {
+            assert!(!shown.contains(CANARY), "the secret leaked: {shown}");
+        }
+        s.finish().await;
+    }
 }
