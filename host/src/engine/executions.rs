@@ -105,15 +105,20 @@ pub async fn check_params(
 }
 
 /// Records how executions ended (`(execution, worker, end)`; only those
-/// their worker still holds), then tells the workflow conductor. One flag
-/// per item: whether it was recorded.
+/// their worker still holds), tells the workflow conductor when one was a
+/// task or a poll, and announces them. One flag per item: whether it was
+/// recorded.
 pub async fn finish(
     core: &Core,
     items: &[(i64, i64, crate::storage::Finished)],
 ) -> Result<Vec<bool>, crate::storage::StorageError> {
-    let recorded = core.storage.finish_many(items).await?;
-    if recorded.iter().any(|r| *r) {
+    let finished = core.storage.finish_many(items).await?;
+    let recorded = finished.recorded;
+    // Only a workflow's task or a sensor's poll is waited for.
+    if finished.awaited {
         core.dispatch.finished.notify_one();
+    }
+    if recorded.iter().any(|r| *r) {
         let ended: Vec<i64> = items
             .iter()
             .zip(&recorded)

@@ -52,6 +52,15 @@ impl Finished {
     }
 }
 
+/// What [`Storage::finish_many`] recorded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FinishedMany {
+    /// Per item, in order: whether its worker still held it.
+    pub recorded: Vec<bool>,
+    /// Whether a recorded one is awaited: a workflow's task or a sensor's poll.
+    pub awaited: bool,
+}
+
 /// What [`Storage::reap_expired_leases`] did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reaped {
@@ -189,16 +198,16 @@ impl Storage {
     /// Records how an execution ended (only if `worker` still holds it) and
     /// its attempt in the history.
     pub async fn finish(&self, id: i64, worker: i64, f: &Finished) -> Result<bool> {
-        Ok(self.finish_many(&[(id, worker, f.clone())]).await?[0])
+        Ok(self.finish_many(&[(id, worker, f.clone())]).await?.recorded[0])
     }
 
     /// [`Storage::finish`] for many executions at once (group commit of
     /// results); one flag per item, in order. One statement for the whole
     /// batch: an `UPDATE … FROM (VALUES …)` that moves only rows their worker
     /// still holds (the database records each ended attempt in the history).
-    pub async fn finish_many(&self, items: &[(i64, i64, Finished)]) -> Result<Vec<bool>> {
+    pub async fn finish_many(&self, items: &[(i64, i64, Finished)]) -> Result<FinishedMany> {
         if items.is_empty() {
-            return Ok(vec![]);
+            return Ok(FinishedMany::default());
         }
         let now = now_ms();
         let update = format!(
@@ -207,7 +216,8 @@ impl Storage {
              stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
              finished_at = $1, lease_expires_at = NULL, sealed_params = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
-             AND execution.status IN ('scheduled', 'running') RETURNING execution.id",
+             AND execution.status IN ('scheduled', 'running') \
+             RETURNING execution.id, execution.parent, execution.sensor",
             rows_from(items.len(), 9, 2, None)
         );
         on_writer!(self, |p| {
@@ -224,13 +234,15 @@ impl Storage {
                     .bind(Json(&f.logs))
                     .bind(f.started_at);
             }
-            let done: std::collections::HashSet<i64> = query
-                .fetch_all(p)
-                .await?
+            let rows = query.fetch_all(p).await?;
+            let done: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
+            let awaited = rows
                 .iter()
-                .map(|r| r.int("id"))
-                .collect();
-            Ok(items.iter().map(|(id, ..)| done.contains(id)).collect())
+                .any(|r| r.opt_int("parent").is_some() || r.opt_text("sensor").is_some());
+            Ok(FinishedMany {
+                recorded: items.iter().map(|(id, ..)| done.contains(id)).collect(),
+                awaited,
+            })
         })
     }
 

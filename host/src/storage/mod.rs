@@ -197,7 +197,7 @@ mod tokens;
 mod workers;
 mod workflows;
 
-pub use claims::{Finished, Reaped};
+pub use claims::{Finished, FinishedMany, Reaped};
 pub use kv::KvRefusal;
 pub use secrets::SealedSecret;
 pub use sensors::{PollEnded, PollRecord};
