@@ -34,6 +34,9 @@
 //!   embedded worker and the worker API alike) and metrics.
 //! - [`api`] — the HTTP API over the engine: one router per resource, auth,
 //!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
+//! - [`mcp`] — every action an MCP tool (`rmcp`): one handler over the
+//!   engine (`/mcp`, streamable HTTP) or over a server's API (`attune mcp`,
+//!   stdio).
 //! - [`client`] — the HTTP client of the CLI's client commands, and the
 //!   standalone worker (`attune worker`) that speaks the worker protocol.
 //! - [`server`] — `attune serve`: data directory, first start, serving.
@@ -45,6 +48,7 @@ pub mod builtin;
 pub mod cli;
 pub mod client;
 pub mod engine;
+pub mod mcp;
 pub mod runtime;
 pub mod server;
 pub mod storage;

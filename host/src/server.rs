@@ -187,10 +187,23 @@ pub async fn run(
     tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = crate::api::router(AppState {
+    let options = crate::mcp::Options {
+        wait: api.mcp_wait,
+        tools: api.mcp_tools.clone(),
+    };
+    let mcp = crate::mcp::local::service(core.clone(), options, &api.mcp_hosts);
+    let state = AppState {
         core,
         config: Arc::new(api),
-    });
+    };
+    let mcp = axum::Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::mcp::local::authenticate,
+        ))
+        .with_state(state.clone());
+    let app = crate::api::router(state).merge(mcp);
     match tls {
         None => axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)

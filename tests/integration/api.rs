@@ -245,7 +245,7 @@ on_both_backends! {
     }
 
     async fn oversized_uploads_are_refused(backend) {
-        let api = attune::api::ApiConfig { max_upload_bytes: 1024 };
+        let api = attune::api::ApiConfig { max_upload_bytes: 1024, ..Default::default() };
         let s = TestServer::start_with(backend, api).await;
         let r = s.upload_component("types", "1", guest_bytes("types")).await;
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
@@ -254,18 +254,18 @@ on_both_backends! {
     }
 
     async fn a_larger_upload_limit_raises_the_component_limit_with_it(backend) {
-        let api = attune::api::ApiConfig { max_upload_bytes: 80 << 20 };
+        let api = attune::api::ApiConfig { max_upload_bytes: 80 << 20, ..Default::default() };
         let s = TestServer::start_with(backend, api).await;
         assert_eq!(s.core.runtime.config().max_component_bytes, 80 << 20, "a component as large as an upload fits");
         s.finish().await;
-        let s = TestServer::start_with(backend, attune::api::ApiConfig { max_upload_bytes: 1024 }).await;
+        let s = TestServer::start_with(backend, attune::api::ApiConfig { max_upload_bytes: 1024, ..Default::default() }).await;
         assert_eq!(s.core.runtime.config().max_component_bytes, 50 << 20, "never below the default the core pack fits");
         s.finish().await;
     }
 
     async fn uploads_are_refused_before_their_body_is_read(backend) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let api = attune::api::ApiConfig { max_upload_bytes: 1024 };
+        let api = attune::api::ApiConfig { max_upload_bytes: 1024, ..Default::default() };
         let s = TestServer::start_with(backend, api).await;
         let viewer = s.token("viewer").await;
         let addr = s.base.trim_start_matches("http://").to_string();
@@ -297,7 +297,7 @@ on_both_backends! {
     }
 
     async fn archive_bombs_and_floods_are_refused_and_nothing_is_written(backend) {
-        let api = attune::api::ApiConfig { max_upload_bytes: 1 << 20 };
+        let api = attune::api::ApiConfig { max_upload_bytes: 1 << 20, ..Default::default() };
         let s = TestServer::start_with(backend, api).await;
         let manifest = manifest("bomb", "1", &["types.wasm"], "");
         // 16 MiB of zeros in a few KiB: past the 4 MiB an archive may

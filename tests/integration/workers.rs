@@ -333,7 +333,11 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                         (e.id, me.id, f)
                     })
                     .collect();
-                let written = storage.finish_many(&results).await.expect("finish").recorded;
+                let written = storage
+                    .finish_many(&results)
+                    .await
+                    .expect("finish")
+                    .recorded;
                 assert!(written.iter().all(|w| *w));
                 done += written.len();
             }

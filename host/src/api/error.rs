@@ -175,17 +175,23 @@ impl IntoResponse for ApiError {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = ?cause, "internal error");
         }
-        let details = match &self {
+        (status, Json(self.body())).into_response()
+    }
+}
+
+impl ApiError {
+    /// The error's body, as every response carries it.
+    pub fn body(&self) -> ErrorBody {
+        let details = match self {
             ApiError::Invalid { details, .. } => details.clone(),
             _ => Vec::new(),
         };
-        let body = ErrorBody {
+        ErrorBody {
             error: ErrorInfo {
                 code: self.code().to_string(),
                 message: self.to_string(),
                 details,
             },
-        };
-        (status, Json(body)).into_response()
+        }
     }
 }

@@ -49,12 +49,21 @@ use error::ApiError;
 pub struct ApiConfig {
     /// Largest pack upload accepted, in bytes.
     pub max_upload_bytes: usize,
+    /// How long an MCP tool call waits for its execution.
+    pub mcp_wait: std::time::Duration,
+    /// Actions `/mcp` exposes (patterns like `ops.*`); empty: all.
+    pub mcp_tools: Vec<String>,
+    /// Host names `/mcp` answers besides loopback ones (DNS rebinding).
+    pub mcp_hosts: Vec<String>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             max_upload_bytes: 50 << 20,
+            mcp_wait: std::time::Duration::from_secs(60),
+            mcp_tools: Vec::new(),
+            mcp_hosts: Vec::new(),
         }
     }
 }

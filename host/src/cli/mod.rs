@@ -104,6 +104,24 @@ pub enum Command {
     Worker(worker::WorkerArgs),
     /// Load a running server: N events or executions, then throughput and latency.
     Bench(bench::BenchArgs),
+    /// Serve a server's actions as MCP tools on stdin/stdout, for desktop
+    /// agents (each call runs through the server's API with the token).
+    Mcp(McpArgs),
+}
+
+/// Options of `attune mcp`.
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// How long a tool call waits for its execution before answering with
+    /// its id (read it later with the `attune.execution` tool).
+    #[arg(long, default_value = "60s", value_parser = crate::util::units::parse_duration)]
+    pub wait: std::time::Duration,
+    /// Actions offered as tools: patterns like `ops.*` or `core.echo`
+    /// (repeatable); all by default.
+    #[arg(long = "tool")]
+    pub tools: Vec<String>,
+    #[command(flatten)]
+    pub client: client::ClientArgs,
 }
 
 /// Options shared by the local runtime commands.
@@ -147,6 +165,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run { run, client } => client::run(run, &client).await,
         Command::Login(args) => client::login(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Mcp(args) => {
+            let client = args.client.client()?;
+            let options = crate::mcp::Options {
+                wait: args.wait,
+                tools: args.tools,
+            };
+            crate::mcp::remote::serve_stdio(client, options).await?;
+            Ok(0)
+        }
         Command::Worker(args) => worker::run(args).await,
     }
 }

@@ -61,6 +61,18 @@ pub struct ServeArgs {
     /// Largest result an action may return (JSON); past it the execution fails.
     #[arg(long, env = "ATTUNE_MAX_RESULT", default_value = "1MiB", value_parser = parse_size)]
     pub max_result: usize,
+    /// How long an MCP tool call (`/mcp`) waits for its execution before
+    /// answering with its id.
+    #[arg(long, env = "ATTUNE_MCP_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub mcp_wait: std::time::Duration,
+    /// Actions `/mcp` offers as tools: patterns like `ops.*` or `core.echo`
+    /// (repeatable); all by default.
+    #[arg(long = "mcp-tool")]
+    pub mcp_tools: Vec<String>,
+    /// A host name `/mcp` answers to besides loopback ones (repeatable): its
+    /// `Host` and `Origin` checks keep DNS rebinding out.
+    #[arg(long = "mcp-host")]
+    pub mcp_host: Vec<String>,
     /// Most disk one execution's `/scratch` may take; writes past it fail
     /// in the action with "no space".
     #[arg(long, env = "ATTUNE_SCRATCH_QUOTA", default_value = "64MiB", value_parser = parse_size)]
@@ -106,6 +118,9 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         cache_dir: None,
         api: ApiConfig {
             max_upload_bytes: args.max_upload,
+            mcp_wait: args.mcp_wait,
+            mcp_tools: args.mcp_tools.clone(),
+            mcp_hosts: args.mcp_host.clone(),
         },
         pipeline: PipelineConfig {
             embedded_worker: args.workers > 0,

@@ -1,0 +1,331 @@
+//! Every action an MCP tool, over the Model Context Protocol (`rmcp`).
+//!
+//! One handler serves both transports: streamable HTTP at `/mcp` on
+//! `attune serve` ([`local`], calling the engine with the caller's role) and
+//! stdio from `attune mcp` ([`remote`], calling a server's API with a
+//! token). A tool is an enabled action (workflows too): its name is the
+//! action's ref, its description the WIT docs, its input schema the
+//! action's parameter schema and its output schema the result's when that is
+//! an object. A call is an ordinary execution, waited for up to a limit;
+//! `attune.execution` reads one (for runs longer than the limit).
+
+pub mod local;
+pub mod remote;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::ErrorData;
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerInfo, Tool,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::{Value, json};
+
+/// The tool that reads an execution by id.
+pub const EXECUTION_TOOL: &str = "attune.execution";
+
+/// Tools one `tools/list` page holds.
+const PAGE: usize = 100;
+
+/// Why a backend refused: an API-style error code, message and details.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// `invalid`, `forbidden`, `not_found`, …
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// `(path, message)` for each problem.
+    pub details: Vec<(String, String)>,
+}
+
+impl Refusal {
+    fn into_error(self) -> ErrorData {
+        let data = json!({
+            "code": self.code,
+            "details": self.details.iter().map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
+        });
+        match self.code.as_str() {
+            "validation_failed" => ErrorData::invalid_params(self.message, Some(data)),
+            "not_found" => ErrorData::invalid_params(self.message, Some(data)),
+            "forbidden" | "unauthorized" => ErrorData::invalid_request(self.message, Some(data)),
+            _ => ErrorData::internal_error(self.message, Some(data)),
+        }
+    }
+}
+
+/// Where the tools come from: the engine of this process, or a server's API.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Enabled actions (as the API shows them) after `after`, in ref order,
+    /// and the cursor of the next page.
+    async fn actions(&self, after: Option<&str>) -> Result<(Vec<Value>, Option<String>), Refusal>;
+    /// Queues a run of `action`; the execution as the API shows it.
+    async fn run(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        action: &str,
+        params: Value,
+    ) -> Result<Value, Refusal>;
+    /// One execution as the API shows it.
+    async fn execution(&self, ctx: &RequestContext<RoleServer>, id: i64) -> Result<Value, Refusal>;
+    /// Asks for an execution to be cancelled.
+    async fn cancel(&self, ctx: &RequestContext<RoleServer>, id: i64) -> Result<(), Refusal>;
+    /// Whether the caller may see the tools (the HTTP transport checks the
+    /// token's role; over stdio the server does).
+    fn may_list(&self, ctx: &RequestContext<RoleServer>) -> Result<(), Refusal>;
+}
+
+/// Settings of one MCP endpoint.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a call waits for its execution before answering with its id.
+    pub wait: Duration,
+    /// Only actions matching one of these patterns (`ops.*`, `core.echo`);
+    /// empty: every action.
+    pub tools: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(60),
+            tools: Vec::new(),
+        }
+    }
+}
+
+impl Options {
+    fn allows(&self, action: &str) -> bool {
+        self.tools.is_empty()
+            || self.tools.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => action.starts_with(prefix),
+                None => p == action,
+            })
+    }
+}
+
+/// The MCP server: tools from a [`Backend`].
+pub struct Attune<B> {
+    backend: Arc<B>,
+    options: Arc<Options>,
+}
+
+impl<B> Clone for Attune<B> {
+    fn clone(&self) -> Self {
+        Self {
+            backend: self.backend.clone(),
+            options: self.options.clone(),
+        }
+    }
+}
+
+impl<B: Backend> Attune<B> {
+    /// A server over `backend`.
+    pub fn new(backend: Arc<B>, options: Arc<Options>) -> Self {
+        Self { backend, options }
+    }
+}
+
+/// An action as a tool.
+fn tool_of(action: &Value) -> Option<Tool> {
+    let name = action["ref"].as_str()?.to_string();
+    let schema = action["params_schema"].as_object()?.clone();
+    let description = action["description"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("Runs the Attune action {name}."));
+    let mut tool = Tool::new(name, description, Arc::new(schema));
+    if action["result_schema"]["type"] == "object"
+        && let Some(out) = action["result_schema"].as_object()
+    {
+        tool.output_schema = Some(Arc::new(out.clone()));
+    }
+    Some(tool)
+}
+
+fn execution_tool() -> Tool {
+    let schema = json!({
+        "type": "object",
+        "properties": {"id": {"type": "integer", "description": "The execution's id."}},
+        "required": ["id"],
+        "additionalProperties": false
+    });
+    Tool::new(
+        EXECUTION_TOOL,
+        "Reads an execution: status, result, error, stdout, stderr. For a call that answered with an execution id before it ended.",
+        Arc::new(schema.as_object().cloned().unwrap_or_default()),
+    )
+}
+
+/// The fields an agent reads of an execution.
+fn summary(e: &Value) -> Value {
+    json!({
+        "execution": e["id"], "action": e["action"], "status": e["status"],
+        "result": e["result"], "error": e["error"],
+        "stdout": e["stdout"], "stderr": e["stderr"],
+    })
+}
+
+fn is_finished(e: &Value) -> bool {
+    matches!(
+        e["status"].as_str(),
+        Some("succeeded" | "failed" | "timed_out" | "cancelled" | "abandoned")
+    )
+}
+
+/// The tool result of an ended execution.
+fn ended(e: &Value) -> CallToolResult {
+    if e["status"] == "succeeded" {
+        let value = match &e["result"] {
+            Value::Object(_) => e["result"].clone(),
+            other => json!({"result": other}),
+        };
+        return CallToolResult::structured(value);
+    }
+    let mut r = CallToolResult::structured_error(summary(e));
+    r.content = vec![ContentBlock::text(format!(
+        "execution {} {}: {}",
+        e["id"],
+        e["status"].as_str().unwrap_or_default(),
+        match &e["error"] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    ))];
+    r
+}
+
+impl<B: Backend> Attune<B> {
+    async fn call(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let args = Value::Object(request.arguments.unwrap_or_default());
+        if request.name == EXECUTION_TOOL {
+            let id = args["id"]
+                .as_i64()
+                .ok_or_else(|| ErrorData::invalid_params("`id` must be an execution id", None))?;
+            let e = self
+                .backend
+                .execution(&ctx, id)
+                .await
+                .map_err(Refusal::into_error)?;
+            return Ok(CallToolResult::structured(summary(&e)));
+        }
+        if !self.options.allows(&request.name) {
+            return Err(ErrorData::invalid_params(
+                format!("no tool `{}`", request.name),
+                None,
+            ));
+        }
+        let started = self
+            .backend
+            .run(&ctx, &request.name, args)
+            .await
+            .map_err(Refusal::into_error)?;
+        let id = started["id"].as_i64().unwrap_or_default();
+        let deadline = Instant::now() + self.options.wait;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let e = self
+                .backend
+                .execution(&ctx, id)
+                .await
+                .map_err(Refusal::into_error)?;
+            if is_finished(&e) {
+                return Ok(ended(&e));
+            }
+            if Instant::now() >= deadline {
+                let mut r = CallToolResult::structured(json!({
+                    "execution": id, "status": e["status"],
+                    "note": format!("still running; read it later with {EXECUTION_TOOL}"),
+                }));
+                r.is_error = Some(false);
+                return Ok(r);
+            }
+            tokio::select! {
+                () = ctx.ct.cancelled() => {
+                    let _ = self.backend.cancel(&ctx, id).await;
+                    return Err(ErrorData::invalid_request(format!("cancelled; execution {id} was cancelled"), None));
+                }
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    async fn list(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        ctx: &RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.backend.may_list(ctx).map_err(Refusal::into_error)?;
+        let cursor = request.and_then(|r| r.cursor);
+        let mut tools = Vec::new();
+        if cursor.is_none() {
+            tools.push(execution_tool());
+        }
+        let mut after = cursor;
+        let mut next = None;
+        while tools.len() < PAGE {
+            let (actions, more) = self
+                .backend
+                .actions(after.as_deref())
+                .await
+                .map_err(Refusal::into_error)?;
+            let last = actions
+                .last()
+                .and_then(|a| a["ref"].as_str())
+                .map(str::to_string);
+            for a in &actions {
+                if let Some(t) = tool_of(a).filter(|t| self.options.allows(&t.name)) {
+                    tools.push(t);
+                }
+            }
+            match more {
+                Some(m) if tools.len() >= PAGE => {
+                    next = last.or(Some(m));
+                    break;
+                }
+                Some(m) => after = Some(m),
+                None => break,
+            }
+        }
+        Ok(ListToolsResult {
+            tools,
+            next_cursor: next,
+            ..Default::default()
+        })
+    }
+}
+
+impl<B: Backend> ServerHandler for Attune<B> {
+    fn get_info(&self) -> ServerInfo {
+        let mut info = ServerInfo::new(ServerCapabilities::builder().enable_tools().build());
+        info.server_info = Implementation::new("attune", env!("CARGO_PKG_VERSION"));
+        info.instructions = Some(
+            "Each tool runs an Attune action in its sandbox and returns its result; every call is recorded as an execution.".into(),
+        );
+        info
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        self.list(request, &context).await
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        self.call(request, context).await.map(Into::into)
+    }
+}
