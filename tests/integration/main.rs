@@ -5,6 +5,7 @@ mod api;
 mod kv;
 mod loading;
 mod mapping;
+mod mcp;
 mod outbound;
 mod pipeline;
 mod sandbox;

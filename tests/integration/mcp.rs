@@ -1,0 +1,195 @@
+//! `/mcp` on a real server, both backends: the MCP handshake, tools from
+//! actions, calls as executions, errors, limits, auth.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{TestServer, on_both_backends, wait_for};
+
+/// An MCP session over streamable HTTP.
+struct Session {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+    session: Option<String>,
+    next: i64,
+}
+
+impl Session {
+    /// Initializes a session with `token`.
+    async fn open(s: &TestServer, token: &str) -> Session {
+        let mut m = Session {
+            http: reqwest::Client::new(),
+            url: format!("{}/mcp", s.base),
+            token: token.to_string(),
+            session: None,
+            next: 0,
+        };
+        let init = json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                          "clientInfo": {"name": "test", "version": "1"}});
+        let (status, reply, headers) = m
+            .post(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(reply["result"]["serverInfo"]["name"], "attune", "{reply}");
+        m.session = headers
+            .get("mcp-session-id")
+            .map(|v| v.to_str().unwrap().to_string());
+        let (status, ..) = m
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        m
+    }
+
+    async fn post(&self, message: Value) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut rb = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&message);
+        if let Some(id) = &self.session {
+            rb = rb.header("mcp-session-id", id);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap();
+        // The answer is one server-sent event (or plain JSON for errors).
+        let reply = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .find(|v| v.get("id").is_some())
+            .or_else(|| serde_json::from_str(&text).ok())
+            .unwrap_or(Value::Null);
+        (status, reply, headers)
+    }
+
+    /// Sends a request; its JSON-RPC answer (`result` or `error`).
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let (_, reply, _) = self
+            .post(json!({"jsonrpc": "2.0", "id": self.next, "method": method, "params": params}))
+            .await;
+        reply
+    }
+
+    async fn call(&mut self, tool: &str, arguments: Value) -> Value {
+        self.request("tools/call", json!({"name": tool, "arguments": arguments}))
+            .await
+    }
+}
+
+async fn executions_of(s: &TestServer, action: &str) -> Vec<Value> {
+    let r = s
+        .get(&format!("/api/v1/executions?action={action}&limit=500"))
+        .await;
+    r.body["items"].as_array().unwrap().clone()
+}
+
+on_both_backends! {
+    async fn every_action_is_a_tool_and_a_call_is_an_execution(backend) {
+        let s = TestServer::start(backend).await;
+        let mut m = Session::open(&s, &s.admin).await;
+        let listed = m.request("tools/list", json!({})).await;
+        let tools = listed["result"]["tools"].as_array().unwrap_or_else(|| panic!("{listed}"));
+        let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["attune.execution", "core.echo", "core.fail", "core.http", "core.noop", "core.sleep"]);
+        let echo = tools.iter().find(|t| t["name"] == "core.echo").unwrap();
+        let action = s.get("/api/v1/actions/core.echo").await.body;
+        assert_eq!(echo["inputSchema"], action["params_schema"], "the action's own schema");
+        assert_eq!(echo["description"], action["description"]);
+
+        let r = m.call("core.echo", json!({"message": "hi"})).await;
+        assert_eq!(r["result"]["structuredContent"], json!({"result": "hi"}), "{r}");
+        assert_eq!(r["result"]["isError"], false);
+        let recorded = executions_of(&s, "core.echo").await;
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0]["status"], "succeeded");
+
+        // Invalid arguments: every error with its path, and no execution.
+        let r = m.call("core.echo", json!({"message": 5, "extra": true})).await;
+        assert_eq!(r["error"]["code"], -32602, "{r}");
+        let paths: Vec<&str> = r["error"]["data"]["details"].as_array().unwrap().iter()
+            .map(|d| d["path"].as_str().unwrap()).collect();
+        assert!(paths.contains(&"/params/message"), "{r}");
+        assert_eq!(executions_of(&s, "core.echo").await.len(), 1, "nothing was run");
+
+        // A failing action is a tool error, with the action's error.
+        let r = m.call("core.fail", json!({"message": "boom"})).await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("boom"), "{r}");
+        let r = m.call("ops.nothing", json!({})).await;
+        assert!(r["error"].is_object(), "{r}");
+        s.finish().await;
+    }
+
+    async fn a_long_call_answers_its_execution_id_and_a_cancel_stops_it(backend) {
+        let api = attune::api::ApiConfig { mcp_wait: Duration::from_millis(300), ..Default::default() };
+        let s = TestServer::start_with(backend, api).await;
+        let mut m = Session::open(&s, &s.admin).await;
+        let r = m.call("core.sleep", json!({"seconds": 1.0})).await;
+        let id = r["result"]["structuredContent"]["execution"].as_i64().unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(r["result"]["structuredContent"]["status"], "running", "{r}");
+        let done = wait_for(Duration::from_secs(10), || {
+            let mut again = Session { http: m.http.clone(), url: m.url.clone(), token: m.token.clone(), session: m.session.clone(), next: 100 };
+            async move {
+                let r = again.call("attune.execution", json!({"id": id})).await;
+                (r["result"]["structuredContent"]["status"] == "succeeded").then_some(r)
+            }
+        })
+        .await
+        .expect("the run ended");
+        assert_eq!(done["result"]["structuredContent"]["result"], 1.0);
+
+        // The client cancels a call: its execution is cancelled.
+        s.finish().await;
+        let s2 = TestServer::start(backend).await;
+        let mut m = Session::open(&s2, &s2.admin).await;
+        let caller = Session { http: m.http.clone(), url: m.url.clone(), token: m.token.clone(), session: m.session.clone(), next: 41 };
+        let call = tokio::spawn(async move {
+            let mut caller = caller;
+            caller.call("core.sleep", json!({"seconds": 30.0})).await
+        });
+        let running = wait_for(Duration::from_secs(10), || async {
+            executions_of(&s2, "core.sleep").await.into_iter().find(|e| e["status"] == "running")
+        })
+        .await
+        .expect("the call runs");
+        m.next = 50;
+        let (status, ..) = m.post(json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                                         "params": {"requestId": 42, "reason": "changed my mind"}})).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let e = s2.ended(running["id"].as_i64().unwrap()).await;
+        assert_eq!(e["status"], "cancelled", "{e}");
+        call.abort();
+        s2.finish().await;
+    }
+
+    async fn mcp_needs_a_token_a_viewer_only_lists_and_foreign_hosts_are_refused(backend) {
+        let s = TestServer::start(backend).await;
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                          "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let client = reqwest::Client::new();
+        let r = client.post(format!("{}/mcp", s.base)).header("accept", "application/json, text/event-stream")
+            .json(&init).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+        let r = client.post(format!("{}/mcp", s.base)).bearer_auth(&s.admin).header("host", "attacker.example")
+            .header("accept", "application/json, text/event-stream").json(&init).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "DNS rebinding");
+
+        let viewer = s.token("viewer").await;
+        let mut m = Session::open(&s, &viewer).await;
+        let listed = m.request("tools/list", json!({})).await;
+        assert!(listed["result"]["tools"].as_array().unwrap().len() > 1, "{listed}");
+        let r = m.call("core.echo", json!({"message": "hi"})).await;
+        assert!(r["error"]["message"].as_str().unwrap().contains("operator"), "{r}");
+        assert!(executions_of(&s, "core.echo").await.is_empty(), "a viewer ran nothing");
+        s.finish().await;
+    }
+}
