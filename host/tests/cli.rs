@@ -757,3 +757,66 @@ fn sensors_are_listed_shown_and_toggled_from_the_cli() {
     assert_ne!(code, 0);
     assert!(err.contains("no sensor"), "{err}");
 }
+
+#[test]
+fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = start_server();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["mcp", "--tool", "core.*"])
+        .env("ATTUNE_SERVER", &server.url)
+        .env("ATTUNE_TOKEN", &server.token)
+        .env("XDG_CONFIG_HOME", server.dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = |message: Value| {
+        writeln!(stdin, "{message}").unwrap();
+        stdin.flush().unwrap();
+    };
+    let mut answer = |id: i64| -> Value {
+        loop {
+            let line = lines.next().expect("an answer").unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if v["id"] == id {
+                return v;
+            }
+        }
+    };
+    send(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
+    );
+    assert_eq!(answer(1)["result"]["serverInfo"]["name"], "attune");
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+    let tools = answer(2);
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"core.echo") && names.contains(&"attune.execution"),
+        "{names:?}"
+    );
+    send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                "params": {"name": "core.echo", "arguments": {"message": "over stdio"}}}));
+    let r = answer(3);
+    assert_eq!(
+        r["result"]["structuredContent"]["result"], "over stdio",
+        "{r}"
+    );
+    send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                "params": {"name": "core.echo", "arguments": {}}}));
+    let r = answer(4);
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+    drop(send);
+    let _ = child.kill();
+    let _ = child.wait();
+}
