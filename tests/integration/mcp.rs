@@ -109,6 +109,7 @@ on_both_backends! {
         let recorded = executions_of(&s, "core.echo").await;
         assert_eq!(recorded.len(), 1);
         assert_eq!(recorded[0]["status"], "succeeded");
+        assert_eq!(recorded[0]["source"], "mcp");
 
         // Invalid arguments: every error with its path, and no execution.
         let r = m.call("core.echo", json!({"message": 5, "extra": true})).await;

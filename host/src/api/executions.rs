@@ -140,6 +140,9 @@ pub struct RunRequest {
     /// Attempts allowed (1-10, default 1).
     #[serde(default)]
     pub max_attempts: Option<i64>,
+    /// Who asks, recorded on the execution (e.g. `mcp`); 1-64 characters.
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 fn empty() -> Value {
@@ -187,6 +190,7 @@ async fn create(
             params: input.params,
             timeout: input.timeout,
             max_attempts: input.max_attempts,
+            source: input.source,
         },
     )
     .await?;

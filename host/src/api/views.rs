@@ -369,6 +369,10 @@ pub struct ExecutionView {
     pub parent: Option<i64>,
     /// That task: `name`, or `name[item]` for an item of `with_items`.
     pub task: Option<String>,
+    /// Who asked for a direct run (`mcp`: an agent's tool call).
+    pub source: Option<String>,
+    /// The sensor whose poll it is.
+    pub sensor: Option<String>,
     /// A workflow's progress (detail route only): each task reached with its
     /// status, runs and children, the published `vars`, and the unhandled
     /// error.
@@ -421,6 +425,8 @@ impl From<ExecutionRecord> for ExecutionView {
             running_ms: r.running_ms,
             parent: r.parent,
             task: r.task,
+            source: r.source,
+            sensor: r.sensor,
             workflow: None,
         }
     }

@@ -23,6 +23,8 @@ pub struct RunRequest {
     pub timeout: Option<String>,
     /// Attempts, 1 to 10 (default 1).
     pub max_attempts: Option<i64>,
+    /// Who asks (`mcp` for an agent's tool call); at most 64 characters.
+    pub source: Option<String>,
 }
 
 /// Validates and queues a direct run; returns it as queued (`requested`,
@@ -58,6 +60,13 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
     if !(1..=10).contains(&max_attempts) {
         errors.push(PathError::new("/max_attempts", "must be between 1 and 10"));
     }
+    if run
+        .source
+        .as_ref()
+        .is_some_and(|s| s.is_empty() || s.len() > 64)
+    {
+        errors.push(PathError::new("/source", "1 to 64 characters"));
+    }
     if !errors.is_empty() {
         return Err(EngineError::invalid("the request is invalid", "", errors));
     }
@@ -73,6 +82,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         }),
         max_attempts,
         timeout_ms,
+        source: run.source,
         ..NewExecution::of(&record.r#ref, run.params, record.capabilities.clone())
     };
     core.ingest.run(core, new).await

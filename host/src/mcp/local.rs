@@ -91,6 +91,7 @@ impl Backend for Local {
             params,
             timeout: None,
             max_attempts: None,
+            source: Some("mcp".into()),
         };
         let e = executions::request(&self.core, run)
             .await

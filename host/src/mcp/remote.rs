@@ -56,7 +56,10 @@ impl Backend for Remote {
         params: Value,
     ) -> Result<Value, Refusal> {
         self.client
-            .post("/executions", json!({"action": action, "params": params}))
+            .post(
+                "/executions",
+                json!({"action": action, "params": params, "source": "mcp"}),
+            )
             .await
             .map_err(refusal)
     }

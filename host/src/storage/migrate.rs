@@ -50,6 +50,10 @@ const SQLITE: &[(i64, &str)] = &[
         12,
         include_str!("../../../migrations/sqlite/0012_sensors.sql"),
     ),
+    (
+        13,
+        include_str!("../../../migrations/sqlite/0013_execution_source.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -96,6 +100,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         12,
         include_str!("../../../migrations/postgres/0012_sensors.sql"),
+    ),
+    (
+        13,
+        include_str!("../../../migrations/postgres/0013_execution_source.sql"),
     ),
 ];
 

@@ -158,6 +158,7 @@ macro_rules! bind_execution {
             .bind($e.parent)
             .bind(&$e.task)
             .bind(&$e.sensor)
+            .bind(&$e.source)
             .bind($e.not_before)
             .bind(if $e.workflow { "running" } else { "requested" })
             .bind($e.workflow.then_some($now))

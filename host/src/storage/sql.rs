@@ -42,16 +42,16 @@ pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_pa
 /// An execution's insert: [`EXECUTION_BOUND`] bound columns
 /// ([`bind_execution!`]), then [`EXECUTION_LITERALS`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, not_before, status, started_at, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, source, not_before, status, started_at, attempt)";
 
 /// Columns [`bind_execution!`] binds per row.
-pub(super) const EXECUTION_BOUND: usize = 16;
+pub(super) const EXECUTION_BOUND: usize = 17;
 
 /// A new execution is on its first attempt.
 pub(super) const EXECUTION_LITERALS: &str = "1";
 
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
-     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor";
+     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source";
 
 #[cfg(test)]
 mod tests {

@@ -92,6 +92,8 @@ pub struct NewExecution {
     pub workflow: bool,
     /// The sensor this execution polls for.
     pub sensor: Option<String>,
+    /// Who asked for a direct run (`mcp` for an agent's tool call).
+    pub source: Option<String>,
 }
 
 impl NewExecution {
@@ -113,6 +115,7 @@ impl NewExecution {
             not_before: 0,
             workflow: false,
             sensor: None,
+            source: None,
         }
     }
 }
@@ -179,6 +182,9 @@ pub struct ExecutionRecord {
     /// The sensor it polls for.
     #[serde(default)]
     pub sensor: Option<String>,
+    /// Who asked for it, for a direct run (`mcp`: an agent's tool call).
+    #[serde(default)]
+    pub source: Option<String>,
     /// The real params sealed for its worker, while it has not ended, when
     /// `params` masks secrets. Never serialized.
     #[serde(skip)]
@@ -218,6 +224,7 @@ impl ExecutionRecord {
             parent: r.opt_int("parent"),
             task: r.opt_text("task"),
             sensor: r.opt_text("sensor"),
+            source: r.opt_text("source"),
             sealed_params: r.opt_bytes("sealed_params"),
         }
     }
