@@ -816,7 +816,6 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
                 "params": {"name": "core.echo", "arguments": {}}}));
     let r = answer(4);
     assert_eq!(r["error"]["code"], -32602, "{r}");
-    drop(send);
     let _ = child.kill();
     let _ = child.wait();
 }
