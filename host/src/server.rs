@@ -191,7 +191,12 @@ pub async fn run(
         wait: api.mcp_wait,
         tools: api.mcp_tools.clone(),
     };
-    let mcp = crate::mcp::local::service(core.clone(), options, &api.mcp_hosts);
+    let (mcp, end_sessions) = crate::mcp::local::service(core.clone(), options, &api.mcp_hosts);
+    // A stop ends MCP sessions too: their open streams would hold the drain.
+    let shutdown = async move {
+        shutdown.await;
+        end_sessions();
+    };
     let state = AppState {
         core,
         config: Arc::new(api),

@@ -193,4 +193,36 @@ on_both_backends! {
         assert!(executions_of(&s, "core.echo").await.is_empty(), "a viewer ran nothing");
         s.finish().await;
     }
+
+    async fn clients_are_told_when_the_tools_change(backend) {
+        let s = TestServer::start(backend).await;
+        let m = Session::open(&s, &s.admin).await;
+        // The stream a session's server-sent notifications arrive on.
+        let mut stream = m.http.get(&m.url).bearer_auth(&m.token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", m.session.clone().unwrap())
+            .send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+        let manifest = "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/hi.yaml\"]\n";
+        let flow = "input: {type: object}\ntasks:\n  hi: {action: core.echo, input: {message: hi}}\n";
+        let r = s.upload_archive(support::tar_gz(&[("pack.toml", manifest.as_bytes()), ("workflows/hi.yaml", flow.as_bytes())])).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let mut seen = String::new();
+        let told = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(chunk) = stream.chunk().await.unwrap() {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains("notifications/tools/list_changed") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(told, Ok(true), "{seen}");
+        let mut m = m;
+        let listed = m.request("tools/list", json!({})).await;
+        let names: Vec<&str> = listed["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"flows.hi"), "a workflow is a tool too: {names:?}");
+        s.finish().await;
+    }
 }

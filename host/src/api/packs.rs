@@ -284,6 +284,7 @@ async fn delete(
     caller.require(Role::Admin)?;
     if state.storage.delete_pack(&name).await? {
         state.cache.actions_changed();
+        state.dispatch.packs_changed.notify_waiters();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("pack", &name))

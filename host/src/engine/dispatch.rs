@@ -21,6 +21,8 @@ pub struct Dispatch {
     /// An execution ended (a workflow may take it in) or a workflow was
     /// cancelled.
     pub finished: Notify,
+    /// Packs (and so the actions) changed: an upload, upgrade or deletion.
+    pub packs_changed: Notify,
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
     live: Mutex<HashMap<i64, LiveOutput>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,

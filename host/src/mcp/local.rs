@@ -122,13 +122,19 @@ impl Backend for Local {
     }
 }
 
-/// The `/mcp` service: the streamable-HTTP transport over [`Local`].
+/// The `/mcp` service: the streamable-HTTP transport over [`Local`], and a
+/// function that ends its sessions (their open streams) for a clean stop.
 pub fn service(
     core: Core,
     options: Options,
     hosts: &[String],
-) -> StreamableHttpService<Attune<Local>, LocalSessionManager> {
-    let server = Attune::new(Arc::new(Local { core }), Arc::new(options));
+) -> (
+    StreamableHttpService<Attune<Local>, LocalSessionManager>,
+    impl FnOnce() + Send + 'static,
+) {
+    let peers: Arc<super::Peers> = Arc::default();
+    core.dispatch.spawn(announce(core.clone(), peers.clone()));
+    let server = Attune::announcing(Arc::new(Local { core }), Arc::new(options), peers);
     let mut allowed: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     allowed.extend(hosts.iter().cloned());
     let origins: Vec<String> = allowed
@@ -138,11 +144,27 @@ pub fn service(
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed)
         .with_allowed_origins(origins);
-    StreamableHttpService::new(
+    let sessions = config.cancellation_token.clone();
+    let service = StreamableHttpService::new(
         move || Ok(server.clone()),
         LocalSessionManager::default().into(),
         config,
-    )
+    );
+    (service, move || sessions.cancel())
+}
+
+/// Tells every client of the endpoint when packs (and so tools) change.
+async fn announce(core: Core, peers: Arc<super::Peers>) {
+    loop {
+        core.dispatch.packs_changed.notified().await;
+        let clients: Vec<_> = peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for peer in clients {
+            if peer.notify_tool_list_changed().await.is_err() {
+                let mut peers = peers.lock().unwrap_or_else(|e| e.into_inner());
+                peers.retain(|p| !p.is_transport_closed());
+            }
+        }
+    }
 }
 
 /// Requires a valid token on every `/mcp` request and hands the caller to

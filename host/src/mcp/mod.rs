@@ -107,10 +107,14 @@ impl Options {
     }
 }
 
+/// The clients of an endpoint, told when the tool list changes.
+pub type Peers = std::sync::Mutex<Vec<rmcp::service::Peer<RoleServer>>>;
+
 /// The MCP server: tools from a [`Backend`].
 pub struct Attune<B> {
     backend: Arc<B>,
     options: Arc<Options>,
+    peers: Option<Arc<Peers>>,
 }
 
 impl<B> Clone for Attune<B> {
@@ -118,6 +122,7 @@ impl<B> Clone for Attune<B> {
         Self {
             backend: self.backend.clone(),
             options: self.options.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -125,7 +130,21 @@ impl<B> Clone for Attune<B> {
 impl<B: Backend> Attune<B> {
     /// A server over `backend`.
     pub fn new(backend: Arc<B>, options: Arc<Options>) -> Self {
-        Self { backend, options }
+        Self {
+            backend,
+            options,
+            peers: None,
+        }
+    }
+
+    /// A server whose clients are remembered in `peers`, to be told
+    /// `notifications/tools/list_changed`.
+    pub fn announcing(backend: Arc<B>, options: Arc<Options>, peers: Arc<Peers>) -> Self {
+        Self {
+            backend,
+            options,
+            peers: Some(peers),
+        }
     }
 }
 
@@ -305,12 +324,27 @@ impl<B: Backend> Attune<B> {
 
 impl<B: Backend> ServerHandler for Attune<B> {
     fn get_info(&self) -> ServerInfo {
-        let mut info = ServerInfo::new(ServerCapabilities::builder().enable_tools().build());
+        let capabilities = match self.peers {
+            Some(_) => ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .build(),
+            None => ServerCapabilities::builder().enable_tools().build(),
+        };
+        let mut info = ServerInfo::new(capabilities);
         info.server_info = Implementation::new("attune", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
             "Each tool runs an Attune action in its sandbox and returns its result; every call is recorded as an execution.".into(),
         );
         info
+    }
+
+    async fn on_initialized(&self, context: rmcp::service::NotificationContext<RoleServer>) {
+        if let Some(peers) = &self.peers {
+            let mut peers = peers.lock().unwrap_or_else(|e| e.into_inner());
+            peers.retain(|p| !p.is_transport_closed());
+            peers.push(context.peer);
+        }
     }
 
     async fn list_tools(

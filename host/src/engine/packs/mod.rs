@@ -408,6 +408,7 @@ pub async fn install(core: &Core, upload: Upload) -> Result<Installed, PackError
     }
     if outcome.registered != Registered::Unchanged {
         core.metrics.packs_registered.inc();
+        core.dispatch.packs_changed.notify_waiters();
     }
     Ok(Installed {
         name: outcome.name,
