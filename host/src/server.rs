@@ -210,7 +210,15 @@ pub async fn run(
         .with_state(state.clone());
     let app = crate::api::router(state).merge(mcp);
     match tls {
-        None => axum::serve(listener, app)
+        // No Nagle delay: a streamed answer (an MCP call's event, an
+        // execution's output) is written in pieces that must not wait for
+        // the client's delayed ACK (measured: 44 ms an MCP call without).
+        None => axum::serve(
+            axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving HTTP"),
@@ -261,6 +269,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, ready) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
