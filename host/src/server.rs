@@ -219,9 +219,9 @@ pub async fn run(
             }),
             app,
         )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving HTTP"),
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP"),
         Some(tls) => axum::serve(TlsListener::new(listener, tls), app)
             .with_graceful_shutdown(shutdown)
             .await

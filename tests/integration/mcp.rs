@@ -43,6 +43,20 @@ impl Session {
         m
     }
 
+    /// Posts `message`; the whole answer as text (every event of it).
+    async fn raw(&self, message: Value) -> String {
+        let mut rb = self
+            .http
+            .post(&self.url)
+            .bearer_auth(&self.token)
+            .header("accept", "application/json, text/event-stream")
+            .json(&message);
+        if let Some(id) = &self.session {
+            rb = rb.header("mcp-session-id", id);
+        }
+        rb.send().await.unwrap().text().await.unwrap()
+    }
+
     async fn post(&self, message: Value) -> (StatusCode, Value, reqwest::header::HeaderMap) {
         let mut rb = self
             .http
@@ -125,6 +139,12 @@ on_both_backends! {
         assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("boom"), "{r}");
         let r = m.call("ops.nothing", json!({})).await;
         assert!(r["error"].is_object(), "{r}");
+
+        // A client that asks for progress hears about a run that takes a while.
+        let events = m.raw(json!({"jsonrpc": "2.0", "id": 99, "method": "tools/call",
+            "params": {"name": "core.sleep", "arguments": {"seconds": 1.5}, "_meta": {"progressToken": "nap"}}})).await;
+        assert!(events.contains("notifications/progress") && events.contains("\"nap\""), "{events}");
+        assert!(events.contains("\"id\":99"), "{events}");
         s.finish().await;
     }
 

@@ -30,6 +30,10 @@ pub const EXECUTION_TOOL: &str = "attune.execution";
 /// Tools one `tools/list` page holds.
 const PAGE: usize = 100;
 
+/// How often a waiting call reports progress (seconds elapsed) to a client
+/// that asked for it.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
 /// Why a backend refused: an API-style error code, message and details.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -223,6 +227,12 @@ impl<B: Backend> Attune<B> {
         request: CallToolRequestParams,
         ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        // A client that sent a progress token hears about a long run.
+        let progress = request
+            .meta
+            .as_ref()
+            .and_then(|m| m.get_progress_token())
+            .or_else(|| ctx.meta.get_progress_token());
         let args = Value::Object(request.arguments.unwrap_or_default());
         if request.name == EXECUTION_TOOL {
             let id = args["id"]
@@ -247,8 +257,10 @@ impl<B: Backend> Attune<B> {
             .await
             .map_err(Refusal::into_error)?;
         let id = started["id"].as_i64().unwrap_or_default();
-        let deadline = Instant::now() + self.options.wait;
-        let mut pause = Duration::from_millis(5);
+        let began = Instant::now();
+        let deadline = began + self.options.wait;
+        let mut pause = Duration::from_millis(1);
+        let mut told = began;
         loop {
             let e = self
                 .backend
@@ -257,6 +269,20 @@ impl<B: Backend> Attune<B> {
                 .map_err(Refusal::into_error)?;
             if is_finished(&e) {
                 return Ok(ended(&e));
+            }
+            if let Some(token) = &progress
+                && told.elapsed() >= PROGRESS_EVERY
+            {
+                told = Instant::now();
+                let mut note = rmcp::model::ProgressNotificationParam::new(
+                    token.clone(),
+                    began.elapsed().as_secs_f64(),
+                );
+                note.message = Some(format!(
+                    "execution {id} is {}",
+                    e["status"].as_str().unwrap_or_default()
+                ));
+                let _ = ctx.peer.notify_progress(note).await;
             }
             if Instant::now() >= deadline {
                 let mut r = CallToolResult::structured(json!({
