@@ -245,4 +245,15 @@ on_both_backends! {
         assert!(names.contains(&"flows.hi"), "a workflow is a tool too: {names:?}");
         s.finish().await;
     }
+
+    async fn a_run_that_times_out_is_a_tool_error(backend) {
+        let pipeline = support::PipelineConfig { default_timeout: Duration::from_millis(500), ..Default::default() };
+        let s = TestServer::start_full(backend, Default::default(), pipeline).await;
+        let mut m = Session::open(&s, &s.admin).await;
+        let r = m.call("core.sleep", json!({"seconds": 5.0})).await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        assert_eq!(r["result"]["structuredContent"]["status"], "timed_out", "{r}");
+        assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("timed_out"), "{r}");
+        s.finish().await;
+    }
 }
