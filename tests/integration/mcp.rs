@@ -43,31 +43,27 @@ impl Session {
         m
     }
 
-    /// Posts `message`; the whole answer as text (every event of it).
-    async fn raw(&self, message: Value) -> String {
+    /// Sends `message` with the token and the session.
+    async fn send(&self, message: &Value) -> reqwest::Response {
         let mut rb = self
             .http
             .post(&self.url)
             .bearer_auth(&self.token)
             .header("accept", "application/json, text/event-stream")
-            .json(&message);
+            .json(message);
         if let Some(id) = &self.session {
             rb = rb.header("mcp-session-id", id);
         }
-        rb.send().await.unwrap().text().await.unwrap()
+        rb.send().await.unwrap()
+    }
+
+    /// Posts `message`; the whole answer as text (every event of it).
+    async fn raw(&self, message: Value) -> String {
+        self.send(&message).await.text().await.unwrap()
     }
 
     async fn post(&self, message: Value) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let mut rb = self
-            .http
-            .post(&self.url)
-            .bearer_auth(&self.token)
-            .header("accept", "application/json, text/event-stream")
-            .json(&message);
-        if let Some(id) = &self.session {
-            rb = rb.header("mcp-session-id", id);
-        }
-        let r = rb.send().await.unwrap();
+        let r = self.send(&message).await;
         let status = r.status();
         let headers = r.headers().clone();
         let text = r.text().await.unwrap();

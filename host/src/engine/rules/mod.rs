@@ -174,9 +174,7 @@ pub fn validate_rule(
         {
             err("/criteria", message);
         }
-        let mut texts = Vec::new();
-        template_strings(&input.action_params, &mut String::new(), &mut texts);
-        for (path, text) in texts {
+        for (path, text) in template_strings(&input.action_params) {
             if let Some(message) = missing_payload_field(t, &text) {
                 err(&format!("/action_params{path}"), message);
             }
@@ -206,7 +204,6 @@ pub fn validate_rule(
     let mut templated = HashSet::new();
     find_templates(
         &input.action_params,
-        &mut String::new(),
         &mut templated,
         &mut |path, message| err(&format!("/action_params{path}"), message),
     );
@@ -278,63 +275,47 @@ pub fn missing_payload_field(trigger: &TriggerTypeRecord, text: &str) -> Option<
 }
 
 /// Every templated string in `v` with its JSON pointer.
-fn template_strings(v: &Value, path: &mut String, out: &mut Vec<(String, String)>) {
-    match v {
-        Value::String(s) if is_template(s) => out.push((path.clone(), s.clone())),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("/{i}"));
-                template_strings(item, path, out);
-                path.truncate(len);
+pub(crate) fn template_strings(v: &Value) -> Vec<(String, String)> {
+    fn walk(v: &Value, path: &mut String, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) if is_template(s) => out.push((path.clone(), s.clone())),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("/{i}"));
+                    walk(item, path, out);
+                    path.truncate(len);
+                }
             }
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                template_strings(item, path, out);
-                path.truncate(len);
+            Value::Object(map) => {
+                for (k, item) in map {
+                    let len = path.len();
+                    path.push('/');
+                    path.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                    walk(item, path, out);
+                    path.truncate(len);
+                }
             }
+            _ => {}
         }
-        _ => {}
     }
+    let mut out = Vec::new();
+    walk(v, &mut String::new(), &mut out);
+    out
 }
 
 /// Records the JSON pointer (within `v`) of every templated string and
 /// reports each that does not parse.
 pub(crate) fn find_templates(
     v: &Value,
-    path: &mut String,
     found: &mut HashSet<String>,
     err: &mut impl FnMut(&str, String),
 ) {
-    match v {
-        Value::String(s) if is_template(s) => {
-            found.insert(path.clone());
-            if let Err(e) = template_env().template_from_str(s) {
-                err(path, format!("not a valid template: {e}"));
-            }
+    for (path, text) in template_strings(v) {
+        if let Err(e) = template_env().template_from_str(&text) {
+            err(&path, format!("not a valid template: {e}"));
         }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("/{i}"));
-                find_templates(item, path, found, err);
-                path.truncate(len);
-            }
-        }
-        Value::Object(map) => {
-            for (k, item) in map {
-                let len = path.len();
-                path.push('/');
-                path.push_str(&k.replace('~', "~0").replace('/', "~1"));
-                find_templates(item, path, found, err);
-                path.truncate(len);
-            }
-        }
-        _ => {}
+        found.insert(path);
     }
 }
 
@@ -356,9 +337,7 @@ mod tests {
         let v = serde_json::json!({"a": "{{ event.payload.x }}", "b": ["plain", "{{ bad"], "c": 1});
         let mut found = HashSet::new();
         let mut errors = Vec::new();
-        find_templates(&v, &mut String::new(), &mut found, &mut |p, m| {
-            errors.push((p.to_string(), m))
-        });
+        find_templates(&v, &mut found, &mut |p, m| errors.push((p.to_string(), m)));
         assert!(found.contains("/a"));
         assert!(found.contains("/b/1"));
         assert_eq!(found.len(), 2);

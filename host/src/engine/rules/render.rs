@@ -39,21 +39,15 @@ pub fn with_secrets<'a>(
 /// The names of the secrets `params`' templates refer to (`{{ secrets.NAME }}`).
 pub fn secret_names(params: &Value) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
-    let mut visit = vec![params];
-    while let Some(v) = visit.pop() {
-        match v {
-            Value::String(s) if is_template(s) && s.contains("secrets") => {
-                if let Ok(t) = template_env().template_from_str(s) {
-                    names.extend(
-                        t.undeclared_variables(true)
-                            .into_iter()
-                            .filter_map(|v| v.strip_prefix("secrets.").map(str::to_string)),
-                    );
-                }
-            }
-            Value::Array(items) => visit.extend(items),
-            Value::Object(map) => visit.extend(map.values()),
-            _ => {}
+    for (_, text) in super::template_strings(params) {
+        if text.contains("secrets")
+            && let Ok(t) = template_env().template_from_str(&text)
+        {
+            names.extend(
+                t.undeclared_variables(true)
+                    .into_iter()
+                    .filter_map(|v| v.strip_prefix("secrets.").map(str::to_string)),
+            );
         }
     }
     names

@@ -202,12 +202,9 @@ impl Workflow {
             task.check(&at, &self.tasks, actions, &mut err);
         }
         if let Some(output) = &self.output {
-            find_templates(
-                output,
-                &mut String::new(),
-                &mut HashSet::new(),
-                &mut |p, m| err(format!("/output{p}"), m),
-            );
+            find_templates(output, &mut HashSet::new(), &mut |p, m| {
+                err(format!("/output{p}"), m)
+            });
         }
         if !self.tasks.is_empty() {
             self.check_graph(&mut err);
@@ -279,12 +276,9 @@ impl Task {
         err: &mut impl FnMut(String, String),
     ) {
         let mut templated = HashSet::new();
-        find_templates(
-            &self.input,
-            &mut String::new(),
-            &mut templated,
-            &mut |p, m| err(format!("{at}/input{p}"), m),
-        );
+        find_templates(&self.input, &mut templated, &mut |p, m| {
+            err(format!("{at}/input{p}"), m)
+        });
         if !self.input.is_object() {
             err(format!("{at}/input"), "expected an object".into());
         }
@@ -343,12 +337,9 @@ impl Task {
                 err(format!("{at}/when"), e);
             }
             for (key, value) in &next.publish {
-                find_templates(
-                    value,
-                    &mut String::new(),
-                    &mut HashSet::new(),
-                    &mut |p, m| err(format!("{at}/publish/{}{p}", pointer(key)), m),
-                );
+                find_templates(value, &mut HashSet::new(), &mut |p, m| {
+                    err(format!("{at}/publish/{}{p}", pointer(key)), m)
+                });
             }
             for (i, target) in next.r#do.iter().enumerate() {
                 if !tasks.contains_key(target) {
