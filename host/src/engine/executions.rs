@@ -7,9 +7,10 @@
 
 use serde_json::Value;
 
+use super::triggers::FINISHED_TRIGGER;
 use super::{Core, EngineError};
 use crate::runtime::PathError;
-use crate::storage::{ActionRecord, ExecutionRecord, ExecutionStatus, NewExecution};
+use crate::storage::{ExecutionRecord, ExecutionStatus, NewExecution};
 use crate::util::units::{millis, parse_duration};
 
 /// A run asked for directly.
@@ -36,7 +37,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         .await?
         .filter(|a| !a.sensor)
         .ok_or_else(|| EngineError::not_found("action", &run.action))?;
-    if let Err(errors) = check_params(core, &record, &run.params).await? {
+    if let Err(errors) = super::actions::check_params(core, &record, &run.params).await? {
         return Err(EngineError::invalid(
             "the parameters do not fit the action's schema",
             "/params",
@@ -88,32 +89,6 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
     core.ingest.run(core, new).await
 }
 
-/// Checks `params` against `action`: a component export's WIT-derived
-/// validator, or a workflow's input schema. The outer error is the
-/// engine's; the inner, every parameter problem.
-pub async fn check_params(
-    core: &Core,
-    action: &ActionRecord,
-    params: &Value,
-) -> Result<Result<(), Vec<PathError>>, EngineError> {
-    if action.sensor {
-        return Err(EngineError::not_found("action", &action.r#ref));
-    }
-    if action.workflow.is_some() {
-        let errors = crate::runtime::schema_errors(&action.params_schema, params);
-        return Ok(if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        });
-    }
-    let pack = core.pack(&action.component).await?;
-    let export = pack
-        .action(&action.name)
-        .ok_or_else(|| EngineError::not_found("action", &action.r#ref))?;
-    Ok(export.validate(params))
-}
-
 /// Records how executions ended (`(execution, worker, end)`; only those
 /// their worker still holds), tells the workflow conductor when one was a
 /// task or a poll, and announces them. One flag per item: whether it was
@@ -139,9 +114,6 @@ pub async fn finish(
     }
     Ok(recorded)
 }
-
-/// The trigger type of the event every ended execution emits.
-pub const FINISHED_TRIGGER: &str = "core.execution_finished";
 
 /// Emits a `core.execution_finished` event for each of the executions `ids`
 /// that has ended — through the event door, and only when an enabled rule

@@ -9,7 +9,10 @@
 //! - [`rules`] — rule input, validation at save, the one place that saves a
 //!   rule, criteria and templating.
 //! - [`triggers`] — built-in trigger types, timer schedules, webhooks.
-//! - [`executions`] — direct runs and cancellation.
+//! - [`actions`] — checking an action's parameters (a component export's
+//!   or a workflow's).
+//! - [`executions`] — direct runs, recording ends (and announcing them on
+//!   `core.execution_finished`) and cancellation.
 //! - [`scheduler`] — the background tasks: timers, leases, retention.
 //! - [`worker`] — the worker protocol, the one execution path, the embedded
 //!   worker.
@@ -22,6 +25,7 @@
 //! - [`workflows`] — workflow definitions, the pure step function, and the
 //!   conductor that applies each step in one transaction.
 
+pub mod actions;
 pub mod cache;
 pub mod core;
 pub mod dispatch;

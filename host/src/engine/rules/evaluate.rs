@@ -116,7 +116,7 @@ pub async fn evaluate(
         ));
     };
     let checked = real.as_ref().unwrap_or(&params);
-    let errors = match crate::engine::executions::check_params(core, &action, checked).await {
+    let errors = match crate::engine::actions::check_params(core, &action, checked).await {
         Ok(Ok(())) => vec![],
         Ok(Err(errs)) => errs
             .into_iter()
@@ -152,7 +152,7 @@ pub async fn plan(
     let mut items = Vec::new();
     for rule in rules {
         // A rule never fires for what it caused itself: that would loop.
-        if event.trigger == crate::engine::executions::FINISHED_TRIGGER
+        if event.trigger == crate::engine::triggers::FINISHED_TRIGGER
             && event.payload["rule"].as_str() == Some(rule.spec.r#ref.as_str())
         {
             continue;

@@ -94,7 +94,7 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
             }),
         },
         TriggerTypeRecord {
-            r#ref: crate::engine::executions::FINISHED_TRIGGER.into(),
+            r#ref: super::FINISHED_TRIGGER.into(),
             description: "Fires when an execution ends, with how it ended. A rule on it never fires for the executions it caused itself (nor for their workflow's tasks).".into(),
             params_schema: json!({
                 "type": "object",

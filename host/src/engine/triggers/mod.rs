@@ -16,6 +16,9 @@ use serde_json::Value;
 use crate::runtime::{PathError, validator_errors};
 use crate::storage::TriggerTypeRecord;
 
+/// The trigger type of the event every ended execution emits.
+pub const FINISHED_TRIGGER: &str = "core.execution_finished";
+
 /// The built-in types, with their payload schemas compiled, made once.
 static BUILTIN: LazyLock<Vec<(TriggerTypeRecord, jsonschema::Validator)>> = LazyLock::new(|| {
     builtin_types::all()
