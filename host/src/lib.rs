@@ -14,11 +14,13 @@
 //!   key-value store behind a trait, `http` — outbound HTTP checked against
 //!   the pack's grant), composed in
 //!   `runtime::capabilities`, from which a worker's advertised capability
-//!   list is derived. Knows nothing of the API or SQL.
+//!   list is derived; `runtime::scratch` — each execution's `/scratch`
+//!   and its quota, enforced by a `wasi:filesystem` view linked over
+//!   wasmtime-wasi's. Knows nothing of the API or SQL.
 //! - [`storage`] — sqlx only: SQLite and PostgreSQL behind one type, every
 //!   query written once for both, one file per table or concern (packs,
 //!   rules, events, executions, workers, tokens, timers, claims, retention,
-//!   secrets, kv).
+//!   secrets, kv, workflows, sensors).
 //!   Its rows are plain data, not wire types.
 //! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
 //!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event
@@ -31,7 +33,10 @@
 //!   scheduler's background tasks (and the reconciler of events left
 //!   unenforced), packs with their grants, secrets sealed at rest
 //!   (`engine::secrets`), packs' key-value state (`engine::kv`, for the
-//!   embedded worker and the worker API alike) and metrics.
+//!   embedded worker and the worker API alike), workflows (a pure step
+//!   function in `engine::workflows::step` and the conductor that applies
+//!   each step in one transaction), sensors (`engine::sensors`: polls on a
+//!   durable schedule, their records turned into events) and metrics.
 //! - [`api`] — the HTTP API over the engine: one router per resource, auth,
 //!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
 //! - [`mcp`] — every action an MCP tool (`rmcp`): one handler over the
