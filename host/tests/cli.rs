@@ -772,21 +772,34 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // A watchdog: a message that never comes fails the test instead of
+    // hanging it (and kills nothing once the test is over).
+    let pid = child.id().to_string();
+    let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watched = over.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        if !watched.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut send = |message: Value| {
         writeln!(stdin, "{message}").unwrap();
         stdin.flush().unwrap();
     };
-    let mut answer = |id: i64| -> Value {
+    // The next message matching `wanted` (an answer's id, a method).
+    let mut next = |wanted: &dyn Fn(&Value) -> bool| -> Value {
         loop {
-            let line = lines.next().expect("an answer").unwrap();
+            let line = lines.next().expect("a message").unwrap();
             let v: Value = serde_json::from_str(&line).unwrap();
-            if v["id"] == id {
+            if wanted(&v) {
                 return v;
             }
         }
     };
+    let mut answer = |id: i64| next(&|v: &Value| v["id"] == id);
     send(
         json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}),
@@ -816,6 +829,35 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
                 "params": {"name": "core.echo", "arguments": {}}}));
     let r = answer(4);
     assert_eq!(r["error"]["code"], -32602, "{r}");
+
+    // A pack uploaded meanwhile: the client is told the tools changed.
+    let pack = server.dir.path().join("flows");
+    std::fs::create_dir_all(pack.join("workflows")).unwrap();
+    std::fs::write(
+        pack.join("pack.toml"),
+        "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/hi.yaml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("workflows/hi.yaml"),
+        "input: {type: object}\ntasks:\n  hi: {action: core.echo, input: {message: hi}}\n",
+    )
+    .unwrap();
+    let archive = server.dir.path().join("flows.tar.gz");
+    let tarred = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .args(["pack.toml", "workflows/hi.yaml"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let (code, out, err) = client(&server, &["pack", "upload", archive.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let told = next(&|v: &Value| v["method"] == "notifications/tools/list_changed");
+    assert_eq!(told["jsonrpc"], "2.0");
     let _ = child.kill();
     let _ = child.wait();
+    over.store(true, std::sync::atomic::Ordering::SeqCst);
 }

@@ -84,16 +84,51 @@ impl Backend for Remote {
     }
 }
 
-/// Serves the tools on stdin/stdout until the client disconnects.
+/// How often `attune mcp` looks at the server's packs to tell its client
+/// when the tools changed.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The server's packs (name, version, digest), to notice a change.
+async fn packs(client: &Client) -> Option<Vec<(Value, Value, Value)>> {
+    let page = client.get("/packs?limit=500").await.ok()?;
+    let items = page["items"].as_array()?;
+    Some(
+        items
+            .iter()
+            .map(|p| (p["name"].clone(), p["version"].clone(), p["digest"].clone()))
+            .collect(),
+    )
+}
+
+/// Tells the clients in `peers` when the server's packs change.
+async fn watch(client: Client, peers: Arc<super::Peers>) {
+    let mut known = packs(&client).await;
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let now = packs(&client).await;
+        if now.is_none() || now == known {
+            continue;
+        }
+        known = now;
+        let clients: Vec<_> = peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for peer in clients {
+            let _ = peer.notify_tool_list_changed().await;
+        }
+    }
+}
+
+/// Serves the tools on stdin/stdout until the client disconnects, telling
+/// it when the server's packs (and so the tools) change.
 pub async fn serve_stdio(client: Client, options: Options) -> anyhow::Result<()> {
-    let server = Attune::new(Arc::new(Remote { client }), Arc::new(options));
+    let peers: Arc<super::Peers> = Arc::default();
+    let watcher = tokio::spawn(watch(client.clone(), peers.clone()));
+    let server = Attune::announcing(Arc::new(Remote { client }), Arc::new(options), peers);
     let running = server
         .serve(rmcp::transport::stdio())
         .await
         .map_err(|e| anyhow::anyhow!("starting the MCP session: {e}"))?;
-    running
-        .waiting()
-        .await
-        .map_err(|e| anyhow::anyhow!("MCP session: {e}"))?;
+    let ended = running.waiting().await;
+    watcher.abort();
+    ended.map_err(|e| anyhow::anyhow!("MCP session: {e}"))?;
     Ok(())
 }
