@@ -16,14 +16,15 @@ impl Storage {
             return Ok(vec![]);
         }
         let now = now_ms();
+        let plain = runs.iter().all(NewExecution::is_plain);
         let sql = format!(
             "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-            rows_of(runs.len(), EXECUTION_BOUND, Some(EXECUTION_LITERALS))
+            execution_rows(runs.len(), plain)
         );
         on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
             for e in runs {
-                query = bind_execution!(query, e, e.enforcement, now);
+                query = bind_execution!(query, e, e.enforcement, now, plain);
             }
             let mut records: Vec<ExecutionRecord> = query
                 .fetch_all(p)
@@ -103,13 +104,14 @@ impl Storage {
                 .collect();
             let mut out = vec![None; items.len()];
             if !runs.is_empty() {
+                let plain = runs.iter().all(|(_, _, e)| e.is_plain());
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    rows_of(runs.len(), EXECUTION_BOUND, Some(EXECUTION_LITERALS))
+                    execution_rows(runs.len(), plain)
                 );
                 let mut query = sqlx::query(&sql);
                 for (_, enforcement, e) in &runs {
-                    query = bind_execution!(query, e, Some(*enforcement), now);
+                    query = bind_execution!(query, e, Some(*enforcement), now, plain);
                 }
                 // The execution points at its enforcement; the reverse link
                 // is resolved by `enforcements_of`, saving a write.

@@ -139,12 +139,13 @@ macro_rules! on_writer {
     };
 }
 
-/// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`]
-/// ([`EXECUTION_BOUND`] a row) with its enforcement and creation time. A
-/// workflow's own execution starts `running`, everything else `requested`.
+/// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (as
+/// [`execution_rows`] lays them out: 10 for a `plain` batch, else 17) with
+/// its enforcement and creation time. A workflow's own execution starts
+/// `running`, everything else `requested`.
 macro_rules! bind_execution {
-    ($query:expr, $e:expr, $enforcement:expr, $now:expr) => {
-        $query
+    ($query:expr, $e:expr, $enforcement:expr, $now:expr, $plain:expr) => {{
+        let query = $query
             .bind(&$e.action)
             .bind(Json(&$e.params))
             .bind(&$e.status_reason)
@@ -154,15 +155,20 @@ macro_rules! bind_execution {
             .bind($e.max_attempts)
             .bind($e.timeout_ms)
             .bind($now)
-            .bind(&$e.sealed_params)
-            .bind($e.parent)
-            .bind(&$e.task)
-            .bind(&$e.sensor)
-            .bind(&$e.source)
-            .bind($e.not_before)
-            .bind(if $e.workflow { "running" } else { "requested" })
-            .bind($e.workflow.then_some($now))
-    };
+            .bind(&$e.sealed_params);
+        if $plain {
+            query
+        } else {
+            query
+                .bind($e.parent)
+                .bind(&$e.task)
+                .bind(&$e.sensor)
+                .bind(&$e.source)
+                .bind($e.not_before)
+                .bind(if $e.workflow { "running" } else { "requested" })
+                .bind($e.workflow.then_some($now))
+        }
+    }};
 }
 
 /// Binds a rule's [`RULE_FIELDS`] and then `$now`, for inserts and updates alike.

@@ -98,9 +98,9 @@ impl Storage {
                 };
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    rows_of(1, EXECUTION_BOUND, Some(EXECUTION_LITERALS))
+                    execution_rows(1, false)
                 );
-                let query = bind_execution!(sqlx::query(&sql), poll, poll.enforcement, now);
+                let query = bind_execution!(sqlx::query(&sql), poll, poll.enforcement, now, false);
                 let row = query.fetch_one(&mut *tx).await?;
                 polls.push(ExecutionRecord::from_row(&row));
             }

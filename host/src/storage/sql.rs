@@ -39,16 +39,27 @@ pub(super) const RULE_FIELDS: &str = "ref, description, trigger, trigger_params,
 
 pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at, disabled_reason";
 
-/// An execution's insert: [`EXECUTION_BOUND`] bound columns
-/// ([`bind_execution!`]), then [`EXECUTION_LITERALS`].
+/// An execution's insert; its rows come from [`execution_rows`] and
+/// [`bind_execution!`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
      max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, source, not_before, status, started_at, attempt)";
 
-/// Columns [`bind_execution!`] binds per row.
-pub(super) const EXECUTION_BOUND: usize = 17;
-
-/// A new execution is on its first attempt.
-pub(super) const EXECUTION_LITERALS: &str = "1";
+/// The values of `n` rows of [`INSERT_EXECUTION`]. A batch of plain runs
+/// ([`NewExecution::is_plain`]: no parent, task, sensor, source or delay)
+/// binds 10 columns a row and writes the rest as literals: SQLite's driver
+/// looks each parameter up by name, so a statement's cost grows with the
+/// square of its parameters, and most batches are plain.
+pub(super) fn execution_rows(n: usize, plain: bool) -> String {
+    if plain {
+        rows_of(
+            n,
+            10,
+            Some("NULL, NULL, NULL, NULL, 0, 'requested', NULL, 1"),
+        )
+    } else {
+        rows_of(n, 17, Some("1"))
+    }
+}
 
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
      timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source";
@@ -66,6 +77,18 @@ mod tests {
         );
         // After one parameter bound ahead of the rows.
         assert_eq!(rows_from(2, 2, 2, None), "($2, $3), ($4, $5)");
+    }
+
+    #[test]
+    fn plain_execution_rows_bind_ten_columns_and_others_seventeen() {
+        let plain = super::execution_rows(2, true);
+        assert!(plain.starts_with("($1, $2,"), "{plain}");
+        assert!(
+            plain.contains("$10, NULL, NULL, NULL, NULL, 0, 'requested', NULL, 1), ($11,"),
+            "{plain}"
+        );
+        let full = super::execution_rows(1, false);
+        assert!(full.ends_with("$16, $17, 1)"), "{full}");
     }
 
     #[test]

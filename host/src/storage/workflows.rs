@@ -153,11 +153,11 @@ impl Storage {
             if !step.starts.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    rows_of(step.starts.len(), EXECUTION_BOUND, Some(EXECUTION_LITERALS))
+                    execution_rows(step.starts.len(), false)
                 );
                 let mut query = sqlx::query(&sql);
                 for e in step.starts {
-                    query = bind_execution!(query, e, e.enforcement, now);
+                    query = bind_execution!(query, e, e.enforcement, now, false);
                 }
                 started = query
                     .fetch_all(&mut *tx)

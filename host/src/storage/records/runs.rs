@@ -97,6 +97,17 @@ pub struct NewExecution {
 }
 
 impl NewExecution {
+    /// Whether it sets nothing but what every run has: no parent, task,
+    /// sensor, source or delay, and it is no workflow.
+    pub fn is_plain(&self) -> bool {
+        self.parent.is_none()
+            && self.task.is_none()
+            && self.sensor.is_none()
+            && self.source.is_none()
+            && self.not_before == 0
+            && !self.workflow
+    }
+
     /// A run of `action` with `params` and nothing else set: one attempt,
     /// the default timeout, no rule, no parent.
     pub fn of(action: &str, params: Value, capabilities: Vec<String>) -> Self {
