@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use support::{TestServer, on_both_backends, wait_for};
 
 /// An MCP session over streamable HTTP.
+#[derive(Clone)]
 struct Session {
     http: reqwest::Client,
     url: String,
@@ -152,7 +153,7 @@ on_both_backends! {
         let id = r["result"]["structuredContent"]["execution"].as_i64().unwrap_or_else(|| panic!("{r}"));
         assert_eq!(r["result"]["structuredContent"]["status"], "running", "{r}");
         let done = wait_for(Duration::from_secs(10), || {
-            let mut again = Session { http: m.http.clone(), url: m.url.clone(), token: m.token.clone(), session: m.session.clone(), next: 100 };
+            let mut again = Session { next: 100, ..m.clone() };
             async move {
                 let r = again.call("attune.execution", json!({"id": id})).await;
                 (r["result"]["structuredContent"]["status"] == "succeeded").then_some(r)
@@ -166,7 +167,7 @@ on_both_backends! {
         s.finish().await;
         let s2 = TestServer::start(backend).await;
         let mut m = Session::open(&s2, &s2.admin).await;
-        let caller = Session { http: m.http.clone(), url: m.url.clone(), token: m.token.clone(), session: m.session.clone(), next: 41 };
+        let caller = Session { next: 41, ..m.clone() };
         let call = tokio::spawn(async move {
             let mut caller = caller;
             caller.call("core.sleep", json!({"seconds": 30.0})).await

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use rmcp::service::{RequestContext, RoleServer};
@@ -16,7 +16,6 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::Value;
 
 use super::{Attune, Backend, Options, Refusal};
-use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, ExecutionView, Keyed};
@@ -170,7 +169,6 @@ async fn announce(core: Core, peers: Arc<super::Peers>) {
 /// Requires a valid token on every `/mcp` request and hands the caller to
 /// the handler.
 pub async fn authenticate(
-    State(_state): State<AppState>,
     caller: Caller,
     mut request: Request,
     next: Next,

@@ -52,8 +52,9 @@ impl Refusal {
             "details": self.details.iter().map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
         });
         match self.code.as_str() {
-            "validation_failed" => ErrorData::invalid_params(self.message, Some(data)),
-            "not_found" => ErrorData::invalid_params(self.message, Some(data)),
+            "validation_failed" | "not_found" => {
+                ErrorData::invalid_params(self.message, Some(data))
+            }
             "forbidden" | "unauthorized" => ErrorData::invalid_request(self.message, Some(data)),
             _ => ErrorData::internal_error(self.message, Some(data)),
         }

@@ -105,11 +105,14 @@ impl Storage {
                 .execute(&mut *tx)
                 .await?;
             }
-            // Rules whose trigger type is gone are disabled, saying why.
-            sqlx::query(DISABLE_ORPHANED_RULES)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            // Rules whose trigger type an upgrade removed are disabled,
+            // saying why (a new pack removes none).
+            if outcome == Registered::Upgraded {
+                sqlx::query(DISABLE_ORPHANED_RULES)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for c in &pack.components {
                 sqlx::query(
                     "INSERT INTO component (digest, size, bytes, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (digest) DO NOTHING",

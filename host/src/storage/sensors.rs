@@ -48,12 +48,22 @@ impl Storage {
     /// export), in one transaction. Returns the polls queued.
     pub async fn fire_due_sensors(&self, limit: i64) -> Result<Vec<ExecutionRecord>> {
         let now = now_ms();
-        let lock = self.skip_locked();
+        // Only the sensor rows are locked, not the actions they are joined to.
+        let lock = if self.skip_locked().is_empty() {
+            ""
+        } else {
+            " FOR UPDATE OF s SKIP LOCKED"
+        };
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
+            // Each due sensor with its export's capabilities and whether its
+            // previous poll is still under way, in one read.
             let due = sqlx::query(&format!(
-                "SELECT {SENSOR_COLUMNS} FROM sensor WHERE enabled = TRUE AND next_run_at <= $1 \
-                 ORDER BY next_run_at LIMIT $2{lock}"
+                "SELECT s.ref, s.pack, s.action, s.every_ms, s.schedule, s.description, s.enabled, \
+                 s.next_run_at, s.failures, a.capabilities, EXISTS (SELECT 1 FROM execution e \
+                 WHERE e.sensor = s.ref AND e.status IN ('requested', 'scheduled', 'running')) AS busy \
+                 FROM sensor s JOIN action a ON a.ref = s.action \
+                 WHERE s.enabled = TRUE AND s.next_run_at <= $1 ORDER BY s.next_run_at LIMIT $2{lock}"
             ))
             .bind(now)
             .bind(limit)
@@ -70,42 +80,39 @@ impl Storage {
                     .bind(next)
                     .execute(&mut *tx)
                     .await?;
-                let busy = sqlx::query(
-                    "SELECT 1 AS busy FROM execution WHERE sensor = $1 \
-                     AND status IN ('requested', 'scheduled', 'running') LIMIT 1",
-                )
-                .bind(&sensor.r#ref)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if busy.is_some() {
+                if row.boolean("busy") {
                     continue;
                 }
-                let capabilities = sqlx::query("SELECT capabilities FROM action WHERE ref = $1")
-                    .bind(&sensor.action)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|r| serde_json::from_value(r.json("capabilities")).unwrap_or_default());
-                let Some(capabilities) = capabilities else {
-                    continue;
-                };
-                let poll = NewExecution {
+                let capabilities =
+                    serde_json::from_value(row.json("capabilities")).unwrap_or_default();
+                polls.push(NewExecution {
                     sensor: Some(sensor.r#ref.clone()),
                     ..NewExecution::of(
                         &sensor.action,
                         Value::Object(Default::default()),
                         capabilities,
                     )
-                };
+                });
+            }
+            let mut queued = Vec::new();
+            if !polls.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    execution_rows(1, false)
+                    execution_rows(polls.len(), false)
                 );
-                let query = bind_execution!(sqlx::query(&sql), poll, poll.enforcement, now, false);
-                let row = query.fetch_one(&mut *tx).await?;
-                polls.push(ExecutionRecord::from_row(&row));
+                let mut query = sqlx::query(&sql);
+                for poll in &polls {
+                    query = bind_execution!(query, poll, poll.enforcement, now, false);
+                }
+                queued = query
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(ExecutionRecord::from_row)
+                    .collect();
             }
             tx.commit().await?;
-            Ok(polls)
+            Ok(queued)
         })
     }
 
