@@ -52,6 +52,7 @@ pub mod api;
 pub mod builtin;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod engine;
 pub mod mcp;
 pub mod runtime;

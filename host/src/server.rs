@@ -199,7 +199,10 @@ pub async fn run(
     };
     let state = AppState {
         core,
-        config: Arc::new(api),
+        config: Arc::new(ApiConfig {
+            secure_cookies: tls.is_some(),
+            ..api
+        }),
     };
     let mcp = axum::Router::new()
         .nest_service("/mcp", mcp)
@@ -208,7 +211,9 @@ pub async fn run(
             crate::mcp::local::authenticate,
         ))
         .with_state(state.clone());
-    let app = crate::api::router(state).merge(mcp);
+    let app = crate::api::router(state.clone())
+        .merge(mcp)
+        .merge(crate::console::router(state));
     match tls {
         // No Nagle delay: a streamed answer (an MCP call's event, an
         // execution's output) is written in pieces that must not wait for

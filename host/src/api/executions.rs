@@ -14,6 +14,7 @@ use super::json::ApiJson;
 use super::views::{AttemptView, ExecutionView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::executions;
+use crate::engine::output::{self, Output};
 use crate::storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -61,67 +62,18 @@ async fn output(
 {
     caller.require(Role::Viewer)?;
     existing(&state, id).await?;
-    struct Progress {
-        state: AppState,
-        id: i64,
-        sent: (usize, usize),
-        done: bool,
-        first: bool,
-    }
-    let start = Progress {
-        state,
-        id,
-        sent: (0, 0),
-        done: false,
-        first: true,
-    };
-    let stream = futures_util::stream::unfold(start, |mut p| async move {
-        if p.done {
-            return None;
-        }
-        if !p.first {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        p.first = false;
-        let mut events = Vec::new();
-        // `sent` counts bytes of (redacted) text already streamed; each
-        // tick sends only what is new.
-        let mut push = |kind: &str, new: &[u8], sent: &mut usize| {
-            if !new.is_empty() {
-                events.push(
-                    Event::default()
-                        .event(kind)
-                        .data(String::from_utf8_lossy(new)),
-                );
-                *sent += new.len();
-            }
-        };
-        let (mut o, mut e) = p.sent;
-        if let Some(live) = p.state.dispatch.output(p.id) {
-            let (out, sent_out) = live.since(&live.stdout, o);
-            let (err, sent_err) = live.since(&live.stderr, e);
-            push("stdout", out.as_bytes(), &mut o);
-            push("stderr", err.as_bytes(), &mut e);
-            debug_assert_eq!((o, e), (sent_out, sent_err));
-            p.sent = (o, e);
-        } else if let Ok(Some(record)) = p.state.storage.get_execution(p.id).await
-            && record.status.is_finished()
-        {
-            let rest = |text: &Option<String>, sent: usize| -> Vec<u8> {
-                let bytes = text.as_deref().unwrap_or_default().as_bytes();
-                bytes.get(sent..).unwrap_or_default().to_vec()
-            };
-            push("stdout", &rest(&record.stdout, o), &mut o);
-            push("stderr", &rest(&record.stderr, e), &mut e);
-            p.sent = (o, e);
-            let end = serde_json::json!({"status": record.status, "result": record.result, "error": record.error});
-            events.push(Event::default().event("end").data(end.to_string()));
-            p.done = true;
-        }
-        Some((futures_util::stream::iter(events.into_iter().map(Ok)), p))
-    });
     use futures_util::StreamExt;
-    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
+    let stream = output::stream(state.core.clone(), id).map(|piece| {
+        Ok(match piece {
+            Output::Stdout(text) => Event::default().event("stdout").data(text),
+            Output::Stderr(text) => Event::default().event("stderr").data(text),
+            Output::End(record) => {
+                let end = serde_json::json!({"status": record.status, "result": record.result, "error": record.error});
+                Event::default().event("end").data(end.to_string())
+            }
+        })
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// An action to run now.
@@ -224,6 +176,7 @@ async fn list(
         action: q.action,
         rule: q.rule,
         parent: q.parent,
+        since: None,
     };
     let page = super::views::page(q.limit, q.after, super::views::Keyed::Id)?;
     let full = match q.fields.as_deref() {

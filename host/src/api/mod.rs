@@ -55,6 +55,8 @@ pub struct ApiConfig {
     pub mcp_tools: Vec<String>,
     /// Host names `/mcp` answers besides loopback ones (DNS rebinding).
     pub mcp_hosts: Vec<String>,
+    /// Whether the console's session cookie is `Secure` (served over TLS).
+    pub secure_cookies: bool,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +66,7 @@ impl Default for ApiConfig {
             mcp_wait: std::time::Duration::from_secs(60),
             mcp_tools: Vec::new(),
             mcp_hosts: Vec::new(),
+            secure_cookies: false,
         }
     }
 }

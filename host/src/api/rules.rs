@@ -13,7 +13,7 @@ use super::views::Problem;
 use super::views::RuleView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use crate::engine::rules::RuleInput;
-use crate::engine::rules::evaluate::evaluate;
+use crate::engine::rules::evaluate::dry_run;
 use crate::engine::rules::save::{self, Mode};
 use crate::storage::{Role, RuleFilter};
 
@@ -185,19 +185,7 @@ async fn test(
     ApiJson(input): ApiJson<TestRequest>,
 ) -> Result<axum::Json<VerdictView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let rule = state
-        .storage
-        .get_rule(&r#ref)
-        .await?
-        .ok_or_else(|| ApiError::not_found("rule", &r#ref))?;
-    let event = crate::storage::EventRecord {
-        id: 0,
-        trigger: rule.spec.trigger.clone(),
-        payload: input.payload,
-        source: Some("test".into()),
-        created_at: crate::storage::now_ms(),
-    };
-    let (verdict, _) = evaluate(&state, &rule, &event).await?;
+    let verdict = dry_run(&state, &r#ref, input.payload).await?;
     Ok(axum::Json(VerdictView {
         matched: verdict.matched,
         params: verdict.params,

@@ -121,6 +121,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             mcp_wait: args.mcp_wait,
             mcp_tools: args.mcp_tools.clone(),
             mcp_hosts: args.mcp_host.clone(),
+            secure_cookies: false,
         },
         pipeline: PipelineConfig {
             embedded_worker: args.workers > 0,

@@ -13,6 +13,8 @@
 //!   or a workflow's).
 //! - [`executions`] — direct runs, recording ends (and announcing them on
 //!   `core.execution_finished`) and cancellation.
+//! - [`output`] — an execution's output as it is written, for the API's and
+//!   the console's streams.
 //! - [`scheduler`] — the background tasks: timers, leases, retention.
 //! - [`worker`] — the worker protocol, the one execution path, the embedded
 //!   worker.
@@ -34,6 +36,7 @@ pub mod executions;
 pub mod ingest;
 pub mod kv;
 pub mod metrics;
+pub mod output;
 pub mod packs;
 pub mod rules;
 pub mod scheduler;

@@ -121,4 +121,37 @@ impl Storage {
             Ok(row.as_ref().map(EventRecord::from_row))
         })
     }
+
+    /// The event an enforcement judged.
+    pub async fn event_of_enforcement(&self, enforcement: i64) -> Result<Option<i64>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query("SELECT event FROM enforcement WHERE id = $1")
+                .bind(enforcement)
+                .fetch_optional(p)
+                .await?;
+            Ok(row.map(|r| r.int("event")))
+        })
+    }
+
+    /// How the rules that exist now judged each of these events: `(event,
+    /// rule, status)`, in one read that looks up each (rule, event) pair in
+    /// the enforcement table's unique index rather than scanning it.
+    pub async fn verdicts_of_events(&self, events: &[i64]) -> Result<Vec<(i64, String, String)>> {
+        if events.is_empty() {
+            return Ok(vec![]);
+        }
+        on_pool!(self, |p| {
+            let rows = sqlx::query(&format!(
+                "SELECT event, rule, status FROM enforcement \
+                 WHERE rule IN (SELECT ref FROM rule) AND event IN ({}) ORDER BY id",
+                id_list(events)
+            ))
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.int("event"), r.text("rule"), r.text("status")))
+                .collect())
+        })
+    }
 }

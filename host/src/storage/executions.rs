@@ -209,7 +209,7 @@ impl Storage {
             let rows = sqlx::query(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id < $1 AND ($2 IS NULL OR status = $2) \
                  AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR rule = $4) AND ($5 IS NULL OR parent = $5) \
-                 ORDER BY id DESC LIMIT $6"
+                 AND ($7 IS NULL OR created_at >= $7) ORDER BY id DESC LIMIT $6"
             ))
             .bind(page.before_id())
             .bind(filter.status.map(ExecutionStatus::as_str))
@@ -217,9 +217,56 @@ impl Storage {
             .bind(&filter.rule)
             .bind(filter.parent)
             .bind(page.limit())
+            .bind(filter.since)
             .fetch_all(p)
             .await?;
             Ok(rows.iter().map(ExecutionRecord::from_row).collect())
+        })
+    }
+
+    /// How many executions were created at or after `since` (Unix ms), by
+    /// status.
+    pub async fn count_executions_since(&self, since: i64) -> Result<Vec<(ExecutionStatus, i64)>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT status, COUNT(*) AS n FROM execution WHERE created_at >= $1 GROUP BY status",
+            )
+            .bind(since)
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| (r.status("status"), r.int("n")))
+                .collect())
+        })
+    }
+
+    /// A rule's latest `limit` enforcements, newest first (by event, so
+    /// that the `(rule, event)` unique index serves it).
+    pub async fn enforcements_of_rule(
+        &self,
+        rule: &str,
+        limit: i64,
+    ) -> Result<Vec<EnforcementRecord>> {
+        on_pool!(self, |p| {
+            let rows = sqlx::query(
+                "SELECT n.event, n.status, n.reason, x.id AS execution, n.created_at FROM enforcement n \
+                 LEFT JOIN execution x ON x.enforcement = n.id WHERE n.rule = $1 ORDER BY n.event DESC LIMIT $2",
+            )
+            .bind(rule)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(|r| EnforcementRecord {
+                    event: r.int("event"),
+                    status: r.text("status"),
+                    reason: r.opt_text("reason"),
+                    execution: r.opt_int("execution"),
+                    created_at: r.int("created_at"),
+                })
+                .collect())
         })
     }
 

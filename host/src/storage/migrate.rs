@@ -54,6 +54,10 @@ const SQLITE: &[(i64, &str)] = &[
         13,
         include_str!("../../../migrations/sqlite/0013_execution_source.sql"),
     ),
+    (
+        14,
+        include_str!("../../../migrations/sqlite/0014_console.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -104,6 +108,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         13,
         include_str!("../../../migrations/postgres/0013_execution_source.sql"),
+    ),
+    (
+        14,
+        include_str!("../../../migrations/postgres/0014_console.sql"),
     ),
 ];
 

@@ -199,6 +199,7 @@ mod retention;
 mod rules;
 mod secrets;
 mod sensors;
+mod sessions;
 mod timers;
 mod tokens;
 mod workers;

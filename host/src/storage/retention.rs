@@ -1,11 +1,13 @@
-//! Retention: pruning finished executions, old events and expired keys.
+//! Retention: pruning finished executions, old events, expired keys and
+//! expired console sessions.
 
 use super::{Pool, Result, Storage};
 
 impl Storage {
     /// Deletes finished executions and events older than `cutoff` (Unix ms)
     /// — a workflow's task only once the workflow took in its end — with
-    /// their attempts and run states, and every expired key-value key.
+    /// their attempts and run states, every expired key-value key and every
+    /// expired console session.
     pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
@@ -30,6 +32,10 @@ impl Storage {
                 .await?;
             // Expired keys read as absent already; this reclaims their rows.
             sqlx::query("DELETE FROM kv WHERE expires_at <= $1")
+                .bind(super::now_ms())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM console_session WHERE expires_at <= $1")
                 .bind(super::now_ms())
                 .execute(&mut *tx)
                 .await?;

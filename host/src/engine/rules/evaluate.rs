@@ -22,6 +22,28 @@ pub struct Verdict {
     pub sealed_params: Option<Vec<u8>>,
 }
 
+/// The dry run of rule `rule` on an event carrying `payload`: what it
+/// would do, with nothing stored.
+pub async fn dry_run(
+    core: &Core,
+    rule: &str,
+    payload: serde_json::Value,
+) -> Result<Verdict, EngineError> {
+    let rule = core
+        .storage
+        .get_rule(rule)
+        .await?
+        .ok_or_else(|| EngineError::not_found("rule", rule))?;
+    let event = EventRecord {
+        id: 0,
+        trigger: rule.spec.trigger.clone(),
+        payload,
+        source: Some("test".into()),
+        created_at: crate::storage::now_ms(),
+    };
+    Ok(evaluate(core, &rule, &event).await?.0)
+}
+
 /// Evaluates `rule` against `event` without storing anything.
 pub async fn evaluate(
     core: &Core,

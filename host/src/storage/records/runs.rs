@@ -282,4 +282,21 @@ pub struct ExecutionFilter {
     pub rule: Option<String>,
     /// Only the tasks of this workflow execution.
     pub parent: Option<i64>,
+    /// Only those created at or after this time (Unix ms).
+    pub since: Option<i64>,
+}
+
+/// A rule's verdict on one event, as the console shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnforcementRecord {
+    /// The event.
+    pub event: i64,
+    /// `enforced`, `not_matched` or `failed`.
+    pub status: String,
+    /// Why it did not run.
+    pub reason: Option<String>,
+    /// The execution it queued.
+    pub execution: Option<i64>,
+    /// Unix ms.
+    pub created_at: i64,
 }

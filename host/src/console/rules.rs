@@ -1,0 +1,148 @@
+//! Rules: the list with enable/disable, one rule with its recent
+//! enforcements and why each did or did not run, and a dry run.
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::routing::{get, post};
+use minijinja::{Value as Ctx, context};
+use serde::Deserialize;
+
+use super::session::Session;
+use super::{Page, data, page, see};
+use crate::api::AppState;
+use crate::api::auth::Caller;
+use crate::api::error::ApiError;
+use crate::api::views::{Problem, RuleView};
+use crate::engine::rules::evaluate::dry_run;
+use crate::engine::rules::save;
+use crate::storage::{Page as Keyset, Role, RuleFilter};
+
+/// Rules on a page of the list.
+const PAGE: i64 = 100;
+
+/// Enforcements shown on a rule's page.
+const RECENT: i64 = 20;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/rules", get(list))
+        .route("/rules/{ref}", get(show))
+        .route("/rules/{ref}/enable", post(enable))
+        .route("/rules/{ref}/disable", post(disable))
+        .route("/rules/{ref}/test", post(test))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    /// After this ref (the next page).
+    #[serde(default)]
+    after: String,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Query(q): Query<ListQuery>,
+) -> Page {
+    let keyset = Keyset {
+        limit: Some(PAGE),
+        after: (!q.after.is_empty()).then_some(q.after),
+    };
+    let rules = state
+        .storage
+        .list_rules(&RuleFilter::default(), &keyset)
+        .await?;
+    let next = (rules.len() as i64 == PAGE)
+        .then(|| rules.last().map(|r| r.spec.r#ref.clone()))
+        .flatten();
+    let rules: Vec<RuleView> = rules.into_iter().map(Into::into).collect();
+    page(
+        &user,
+        "rules",
+        "rules.html",
+        context! { rules => data(&rules), next },
+    )
+}
+
+/// The rule page, with `extra` (a dry run's form and verdict).
+async fn rule_page(state: &AppState, user: &Caller, r#ref: &str, extra: Ctx) -> Page {
+    let rule = state
+        .storage
+        .get_rule(r#ref)
+        .await?
+        .ok_or_else(|| ApiError::not_found("rule", r#ref))?;
+    let enforcements = state.storage.enforcements_of_rule(r#ref, RECENT).await?;
+    let rule: RuleView = rule.into();
+    page(
+        user,
+        "rules",
+        "rule.html",
+        context! { rule => data(&rule), enforcements => data(&enforcements), ..extra },
+    )
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Path(r#ref): Path<String>,
+) -> Page {
+    rule_page(&state, &user, &r#ref, context! { payload => "{}" }).await
+}
+
+async fn enable(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Path(r#ref): Path<String>,
+) -> Page {
+    toggle(&state, &user, &r#ref, true).await
+}
+
+async fn disable(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Path(r#ref): Path<String>,
+) -> Page {
+    toggle(&state, &user, &r#ref, false).await
+}
+
+async fn toggle(state: &AppState, user: &Caller, r#ref: &str, enabled: bool) -> Page {
+    user.require(Role::Operator)?;
+    save::set_enabled(state, r#ref, enabled).await?;
+    Ok(see(&format!(
+        "/ui/rules/{}",
+        form_urlencoded::byte_serialize(r#ref.as_bytes()).collect::<String>()
+    )))
+}
+
+#[derive(Debug, Deserialize)]
+struct TestForm {
+    payload: String,
+}
+
+/// Dry run: would the rule match this payload, and what would it run?
+/// Nothing is stored.
+async fn test(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Path(r#ref): Path<String>,
+    Form(form): Form<TestForm>,
+) -> Page {
+    let payload: serde_json::Value = match serde_json::from_str(&form.payload) {
+        Ok(v) => v,
+        Err(e) => {
+            let extra = context! {
+                payload => form.payload,
+                payload_error => format!("not JSON: {e}"),
+            };
+            let page = rule_page(&state, &user, &r#ref, extra).await;
+            return super::with_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, page);
+        }
+    };
+    let verdict = dry_run(&state, &r#ref, payload).await?;
+    let errors: Vec<Problem> = verdict.errors.into_iter().map(Into::into).collect();
+    let extra = context! {
+        payload => form.payload,
+        verdict => context! { matched => verdict.matched, params => data(&verdict.params), errors => data(&errors) },
+    };
+    rule_page(&state, &user, &r#ref, extra).await
+}
