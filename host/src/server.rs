@@ -192,10 +192,13 @@ pub async fn run(
         tools: api.mcp_tools.clone(),
     };
     let (mcp, end_sessions) = crate::mcp::local::service(core.clone(), options, &api.mcp_hosts);
-    // A stop ends MCP sessions too: their open streams would hold the drain.
+    // A stop ends MCP sessions and the console's live streams too: their
+    // open streams would hold the drain.
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         end_sessions();
+        let _ = closing.send(true);
     };
     let state = AppState {
         core,
@@ -213,7 +216,7 @@ pub async fn run(
         .with_state(state.clone());
     let app = crate::api::router(state.clone())
         .merge(mcp)
-        .merge(crate::console::router(state));
+        .merge(crate::console::router(state, closed));
     match tls {
         // No Nagle delay: a streamed answer (an MCP call's event, an
         // execution's output) is written in pieces that must not wait for

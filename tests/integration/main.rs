@@ -2,6 +2,7 @@
 
 mod agreement;
 mod api;
+mod console;
 mod kv;
 mod loading;
 mod mapping;

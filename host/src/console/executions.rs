@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
@@ -14,7 +14,7 @@ use minijinja::context;
 use serde::{Deserialize, Serialize};
 
 use super::session::Session;
-use super::{Page, UiError, data, page, render, see};
+use super::{Closing, Page, UiError, data, page, render, see};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorDetail};
 use crate::api::views::ExecutionView;
@@ -202,6 +202,7 @@ async fn list(
 /// they change (new executions, changed statuses).
 async fn live(
     State(state): State<AppState>,
+    Extension(closing): Extension<Closing>,
     Session(_): Session,
     Query(filters): Query<Filters>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
@@ -231,7 +232,9 @@ async fn live(
             Some((event, (state, filters, html, false)))
         },
     );
-    let events = ticks.filter_map(|e| async move { e.map(Ok) });
+    let events = ticks
+        .filter_map(|e| async move { e.map(Ok) })
+        .take_until(closing.wait());
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
@@ -304,6 +307,7 @@ async fn show(
 /// escaped text to append, then `end` with the outcome to show.
 async fn output(
     State(state): State<AppState>,
+    Extension(closing): Extension<Closing>,
     Session(_): Session,
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
@@ -326,7 +330,7 @@ async fn output(
             }
         })
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream.take_until(closing.wait())).keep_alive(KeepAlive::default()))
 }
 
 async fn cancel(

@@ -39,8 +39,21 @@ use crate::storage::{Role, StorageError};
 /// Largest form a console page posts (a dry-run payload, a run's params).
 const MAX_FORM_BYTES: usize = 256 << 10;
 
-/// The console's routes, under `/ui`.
-pub fn router(state: AppState) -> Router {
+/// Resolves when the server stops: live streams end then, so that they do
+/// not hold the drain.
+#[derive(Clone)]
+pub(crate) struct Closing(tokio::sync::watch::Receiver<bool>);
+
+impl Closing {
+    /// Waits for the stop.
+    pub(crate) async fn wait(mut self) {
+        let _ = self.0.wait_for(|closed| *closed).await;
+    }
+}
+
+/// The console's routes, under `/ui`; `closed` turns true when the server
+/// stops.
+pub fn router(state: AppState, closed: tokio::sync::watch::Receiver<bool>) -> Router {
     let pages = Router::new()
         .route(
             "/",
@@ -55,8 +68,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { UiError::from(ApiError::NotFound("no such page".into())) })
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(guard))
+        .layer(axum::Extension(Closing(closed)))
         .with_state(state);
-    Router::new().nest("/ui", pages)
+    // `/ui` and `/ui/` both lead in (to the login page without a session).
+    Router::new().nest("/ui", pages).route(
+        "/ui/",
+        axum::routing::get(|| async { Redirect::to("/ui/executions") }),
+    )
 }
 
 /// Refuses changes from other origins (CSRF) and sets the headers every
