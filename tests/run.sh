@@ -3,8 +3,9 @@
 # and the fmt/clippy components, builds the guest components once, checks
 # formatting and lints on the host and guest workspaces, then runs all tests
 # (which build the Python and JavaScript examples in actions/, installing
-# componentize-py and componentize-js on first use, and start a private
-# PostgreSQL for the outage test), then fuzzes the API with schemathesis.
+# componentize-py and componentize-js on first use, start a private
+# PostgreSQL for the outage test, and drive the console in headless Chromium,
+# installed here when missing), then fuzzes the API with schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,17 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v npm >/dev/null; then
     fi
 fi
 python3 --version && node --version
+
+step "Chromium and ChromeDriver for the console's browser test"
+if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+    else
+        echo "install chromium and chromium-driver first (or set ATTUNE_SKIP_BROWSER=1)" >&2
+        exit 1
+    fi
+fi
+chromedriver --version
 
 step "format"
 cargo fmt --all --check
