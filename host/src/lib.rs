@@ -42,6 +42,11 @@
 //! - [`mcp`] — every action an MCP tool (`rmcp`): one handler over the
 //!   engine (`/mcp`, streamable HTTP) or over a server's API (`attune mcp`,
 //!   stdio).
+//! - [`console`] — the web console at `/ui`: server-rendered pages over the
+//!   engine (templates, stylesheet and vendored htmx in
+//!   `host/assets/console`), a token login kept as a session cookie, run
+//!   forms generated from parameter schemas. Uses the API's auth, error
+//!   kinds and wire types, so a page shows what the API would.
 //! - [`client`] — the HTTP client of the CLI's client commands, and the
 //!   standalone worker (`attune worker`) that speaks the worker protocol.
 //! - [`server`] — `attune serve`: data directory, first start, serving.

@@ -7,6 +7,7 @@
 //! every execution has finished, then reports
 //! executions completed per second and the latency from the request to the
 //! execution running (p50/p99), computed from the server's own timestamps.
+//! With `--page`, it times a console page instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +53,11 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["webhook", "direct"],
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub workflow_tasks: Option<u32>,
+    /// Time this console page instead (e.g. `/ui/executions`): sign in
+    /// with the token, GET it `--count` times, `--concurrency` at once, and
+    /// report pages per second and p50/p99 of each answer read whole.
+    #[arg(long, conflicts_with_all = ["webhook", "direct", "workflow_tasks"])]
+    pub page: Option<String>,
     /// Give up waiting for completion after this long.
     #[arg(long, default_value = "300s", value_parser = crate::util::units::parse_duration)]
     pub timeout: Duration,
@@ -61,6 +67,9 @@ pub struct BenchArgs {
 
 pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let client = args.client.client()?;
+    if let Some(page) = &args.page {
+        return pages(&client, page, &args).await;
+    }
     let mut params: Value = serde_json::from_str(&args.params)?;
     let tag = format!("bench{}", crate::storage::now_ms());
     let rule = format!("bench.{tag}");
@@ -230,6 +239,59 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     } else {
         1
     })
+}
+
+/// Times console page `path`: `--count` GETs, `--concurrency` at once.
+async fn pages(client: &Client, path: &str, args: &BenchArgs) -> anyhow::Result<i32> {
+    let cookie = client.console_session().await?;
+    eprintln!("getting {path} {} times…", args.count);
+    let slots = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for _ in 0..args.count {
+        let permit = slots.clone().acquire_owned().await?;
+        let (client, cookie, path) = (client.clone(), cookie.clone(), path.to_string());
+        tasks.spawn(async move {
+            let r = client.page(&path, &cookie).await;
+            drop(permit);
+            r
+        });
+    }
+    let mut times = Vec::with_capacity(args.count);
+    let mut failures = 0;
+    while let Some(joined) = tasks.join_next().await {
+        match joined? {
+            Ok((status, took)) if status.is_success() => times.push(took.as_secs_f64() * 1000.0),
+            Ok((status, _)) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("{path} answered {status}");
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures <= 3 {
+                    eprintln!("request failed: {e}");
+                }
+            }
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| -> f64 {
+        times
+            .get(((times.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |ms| (ms * 100.0).round() / 100.0)
+    };
+    let report = json!({
+        "page": path,
+        "requested": args.count,
+        "failures": failures,
+        "pages_per_second": (times.len() as f64 / wall).round(),
+        "ms": {"p50": pct(0.50), "p99": pct(0.99), "max": pct(1.0)},
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(if failures == 0 { 0 } else { 1 })
 }
 
 /// Reads every execution of the run once all have finished (or time is up).

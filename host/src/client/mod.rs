@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
 use serde_json::Value;
 
 /// Why a call failed.
@@ -227,6 +229,59 @@ impl Client {
             message: format!("{status}: {}", String::from_utf8_lossy(&bytes)),
             details: Vec::new(),
         })
+    }
+
+    /// Signs in to the console with the token; the session cookie
+    /// (`name=value`) for [`Client::page`].
+    pub async fn console_session(&self) -> Result<String, ClientError> {
+        let transport = |source| ClientError::Transport {
+            server: self.server.clone(),
+            source,
+        };
+        let response = self
+            .http
+            .post(format!("{}/ui/login", self.server))
+            .header(reqwest::header::ORIGIN, &self.server)
+            .form(&[("token", &self.token)])
+            .send()
+            .await
+            .map_err(transport)?;
+        response
+            .headers()
+            .get(reqwest::header::SET_COOKIE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Api {
+                status: response.status(),
+                code: "unauthorized".into(),
+                message: "the console refused the token".into(),
+                details: Vec::new(),
+            })
+    }
+
+    /// GETs console page `path` with `cookie`, reading it whole; its status
+    /// and how long that took.
+    pub async fn page(
+        &self,
+        path: &str,
+        cookie: &str,
+    ) -> Result<(reqwest::StatusCode, Duration), ClientError> {
+        let transport = |source| ClientError::Transport {
+            server: self.server.clone(),
+            source,
+        };
+        let began = std::time::Instant::now();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.server))
+            .header(reqwest::header::COOKIE, cookie)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        response.bytes().await.map_err(transport)?;
+        Ok((status, began.elapsed()))
     }
 
     /// GET `path`.
