@@ -557,6 +557,25 @@ fn serve_speaks_https_and_clients_trust_a_private_ca_they_are_given() {
     let (code, _, err) = client(&server, &["action", "list"]);
     assert_ne!(code, 0, "an unknown issuer is refused");
     assert!(err.to_lowercase().contains("certificate"), "{err}");
+    // Over TLS the console's session cookie is Secure.
+    let cookie = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pem = std::fs::read(&ca).unwrap();
+        let http = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let r = http
+            .post(format!("{}/ui/login", server.url))
+            .header("origin", &server.url)
+            .form(&[("token", &server.token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        r.headers()["set-cookie"].to_str().unwrap().to_string()
+    });
+    assert!(cookie.contains("; Secure"), "{cookie}");
     server.url = server.url.replace("https://", "http://");
     let (code, _, _) = client(&server, &["action", "list"]);
     assert_ne!(code, 0, "no plain HTTP on the TLS port");
