@@ -148,6 +148,46 @@ async fn api(server: &ServerProcess, path: &str) -> Value {
         .unwrap()
 }
 
+/// Clicks the element `css` finds.
+async fn click(c: &Client, css: &str) {
+    let e = c.find(Locator::Css(css)).await;
+    e.unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types `keys` into the element `css` finds.
+async fn type_into(c: &Client, css: &str, keys: &str) {
+    let e = c.find(Locator::Css(css)).await;
+    e.unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(keys)
+        .await
+        .unwrap();
+}
+
+/// The path of the page shown.
+async fn path(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_string()
+}
+
+/// Waits until the page is at `want`.
+async fn at(c: &Client, want: &str) {
+    until(10, want, || async { path(c).await == want }).await;
+}
+
+/// Waits until `css` shows `want`, live or after a reload.
+async fn shown(c: &Client, css: &str, want: &str) {
+    until(20, want, || async {
+        let seen = text(c, css).await.contains(want);
+        if !seen {
+            let _ = c.refresh().await;
+        }
+        seen
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let Some(driver) = driver() else { return };
@@ -157,66 +197,31 @@ async fn the_console_works_in_a_real_browser() {
 
     // Not signed in: the login page.
     c.goto(&url("/ui/")).await.unwrap();
-    until(10, "the login page", || async {
-        c.current_url().await.unwrap().path() == "/ui/login"
-    })
-    .await;
+    at(&c, "/ui/login").await;
     shot(&c, "login").await;
-    c.find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys("attune_wrong")
-        .await
-        .unwrap();
-    c.find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "input[name=token]", "attune_wrong").await;
+    click(&c, "form button").await;
     until(10, "the refusal", || async {
         text(&c, "[role=alert]").await.contains("unknown")
     })
     .await;
-    let field = c.find(Locator::Css("input[name=token]")).await.unwrap();
-    field.send_keys(&server.token).await.unwrap();
-    c.find(Locator::Css("form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(10, "the executions page", || async {
-        c.current_url().await.unwrap().path() == "/ui/executions"
-    })
-    .await;
+    type_into(&c, "input[name=token]", &server.token).await;
+    click(&c, "form button").await;
+    at(&c, "/ui/executions").await;
 
     // The hello-world rule's runs appear without a reload.
-    let before = listed(&c).await;
-    let newest = before.iter().copied().max().unwrap_or(0);
+    let newest = listed(&c).await.into_iter().max().unwrap_or(0);
     until(40, "a new execution in the list", || async {
         listed(&c).await.iter().any(|id| *id > newest)
     })
     .await;
-    assert_eq!(
-        c.current_url().await.unwrap().path(),
-        "/ui/executions",
-        "no navigation happened"
-    );
+    assert_eq!(path(&c).await, "/ui/executions", "no navigation happened");
     shot(&c, "executions").await;
 
     // Open one.
     let first = listed(&c).await[0];
-    c.find(Locator::Css(&format!("#execution-{first} a")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(10, "the execution page", || async {
-        c.current_url().await.unwrap().path() == format!("/ui/executions/{first}")
-    })
-    .await;
+    click(&c, &format!("#execution-{first} a")).await;
+    at(&c, &format!("/ui/executions/{first}")).await;
     assert!(
         text(&c, "#stdout").await.contains("hello"),
         "its output is shown"
@@ -225,50 +230,30 @@ async fn the_console_works_in_a_real_browser() {
 
     // core.echo from the generated form: a bad value, then a good one.
     c.goto(&url("/ui/actions/core.echo")).await.unwrap();
-    c.find(Locator::Id("run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#run").await;
+    let error = "[data-field='/message'] .field-error";
     until(10, "the error at its field", || async {
-        text(&c, "[data-field='/message'] .field-error")
-            .await
-            .contains("missing required field")
+        text(&c, error).await.contains("missing required field")
     })
     .await;
     shot(&c, "action-error").await;
-    let message = c
-        .find(Locator::Css("[data-field='/message'] input"))
-        .await
-        .unwrap();
-    message.send_keys("hello from the browser").await.unwrap();
-    c.find(Locator::Id("run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(20, "the result", || async {
-        c.source()
-            .await
-            .unwrap_or_default()
-            .contains("&quot;hello from the browser&quot;")
-            || text(&c, "pre.json")
-                .await
-                .contains("hello from the browser")
-                && text(&c, ".state").await.contains("succeeded")
-            || {
-                // The run may end after the page loaded: the page hears of
-                // it over its event stream; reload otherwise.
-                let done = text(&c, "#outcome").await.contains("succeeded");
-                if !done {
-                    let _ = c.refresh().await;
-                }
-                done
-            }
+    type_into(
+        &c,
+        "[data-field='/message'] input",
+        "hello from the browser",
+    )
+    .await;
+    click(&c, "#run").await;
+    until(10, "the run's page", || async {
+        path(&c).await.starts_with("/ui/executions/")
     })
     .await;
+    shown(&c, "main", "succeeded").await;
+    assert!(
+        text(&c, "main")
+            .await
+            .contains("\"hello from the browser\"")
+    );
     shot(&c, "execution-echo").await;
 
     // Toggle the hello-world rule off and on.
@@ -278,110 +263,61 @@ async fn the_console_works_in_a_real_browser() {
         .as_str()
         .unwrap()
         .to_string();
-    c.find(Locator::Css("button.toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(10, "the rule off", || async {
-        text(&c, "#toggle").await == "Enable"
-    })
-    .await;
-    assert_eq!(
-        api(&server, &format!("/rules/{rule}")).await["enabled"],
-        false
-    );
-    shot(&c, "rule").await;
-    c.find(Locator::Id("toggle"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(10, "the rule on", || async {
-        text(&c, "#toggle").await == "Disable"
-    })
-    .await;
-    assert_eq!(
-        api(&server, &format!("/rules/{rule}")).await["enabled"],
-        true
-    );
+    for (button, now, enabled) in [
+        ("button.toggle", "Enable", false),
+        ("#toggle", "Disable", true),
+    ] {
+        click(&c, button).await;
+        until(10, now, || async { text(&c, "#toggle").await == now }).await;
+        assert_eq!(
+            api(&server, &format!("/rules/{rule}")).await["enabled"],
+            enabled
+        );
+        if !enabled {
+            shot(&c, "rule").await;
+        }
+    }
 
     // Cancel a running sleep.
     c.goto(&url("/ui/actions/core.sleep")).await.unwrap();
-    let seconds = c
-        .find(Locator::Css("[data-field='/seconds'] input"))
-        .await
-        .unwrap();
-    seconds.send_keys("60").await.unwrap();
-    c.find(Locator::Id("run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "[data-field='/seconds'] input", "60").await;
+    click(&c, "#run").await;
     until(10, "the sleep's page", || async {
-        c.current_url()
-            .await
-            .unwrap()
-            .path()
-            .starts_with("/ui/executions/")
+        path(&c).await.starts_with("/ui/executions/")
     })
     .await;
-    let sleep = c
-        .current_url()
-        .await
-        .unwrap()
-        .path()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let sleep = path(&c).await.rsplit('/').next().unwrap().to_string();
     until(20, "the sleep running", || async {
         api(&server, &format!("/executions/{sleep}")).await["status"] == "running"
     })
     .await;
     c.refresh().await.unwrap();
-    c.find(Locator::Id("cancel"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(20, "the sleep cancelled", || async {
-        let shown = text(&c, ".state").await.contains("cancelled")
-            || text(&c, "#outcome").await.contains("cancelled");
-        if !shown {
-            let _ = c.refresh().await;
-        }
-        shown
-    })
-    .await;
+    click(&c, "#cancel").await;
+    shown(&c, ".state", "cancelled").await;
     assert_eq!(
         api(&server, &format!("/executions/{sleep}")).await["status"],
         "cancelled"
     );
 
     // The other pages, wide and phone-wide; nothing wider than a phone.
-    for (name, path) in [
+    for (name, page) in [
         ("packs", "/ui/packs"),
         ("action", "/ui/actions/core.http"),
         ("events", "/ui/events"),
         ("workers", "/ui/workers"),
     ] {
-        c.goto(&url(path)).await.unwrap();
+        c.goto(&url(page)).await.unwrap();
         c.find(Locator::Css("main h1")).await.unwrap();
         shot(&c, name).await;
     }
     c.set_window_size(390, 844).await.unwrap();
-    for path in [
+    for page in [
         "/ui/executions",
         &format!("/ui/executions/{first}"),
         "/ui/rules",
         "/ui/actions/core.echo",
     ] {
-        c.goto(&url(path)).await.unwrap();
+        c.goto(&url(page)).await.unwrap();
         c.find(Locator::Css("main h1")).await.unwrap();
         let fits = c
             .execute(
@@ -390,27 +326,16 @@ async fn the_console_works_in_a_real_browser() {
             )
             .await
             .unwrap();
-        assert_eq!(fits, json!(true), "{path} is wider than a phone");
+        assert_eq!(fits, json!(true), "{page} is wider than a phone");
     }
-    shot(&c, "executions-phone").await;
+    shot(&c, "action-phone").await;
 
-    // Sign out.
+    // Sign out; the pages are closed again.
     c.set_window_size(1280, 900).await.unwrap();
     c.goto(&url("/ui/executions")).await.unwrap();
-    c.find(Locator::Css("form.who button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(10, "the login page", || async {
-        c.current_url().await.unwrap().path() == "/ui/login"
-    })
-    .await;
+    click(&c, "form.who button").await;
+    at(&c, "/ui/login").await;
     c.goto(&url("/ui/executions")).await.unwrap();
-    until(10, "the login page again", || async {
-        c.current_url().await.unwrap().path() == "/ui/login"
-    })
-    .await;
+    at(&c, "/ui/login").await;
     c.close().await.unwrap();
 }
