@@ -279,6 +279,16 @@ fn client_commands_drive_a_running_server() {
     let (code, _, err) = client(&server, &["rule", "show", "core.nope"]);
     assert_eq!(code, 2);
     assert!(err.contains("no rule"), "{err}");
+
+    // bench times a console page, signed in with the token.
+    let (code, out, err) = client(
+        &server,
+        &["bench", "--page", "/ui/executions", "--count", "5"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["failures"], 0, "{out}");
+    assert!(report["ms"]["p50"].as_f64().unwrap() > 0.0, "{out}");
 }
 
 /// A child process killed when dropped, so a failing test leaves none behind.

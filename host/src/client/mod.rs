@@ -116,6 +116,8 @@ pub struct Client {
     server: String,
     token: String,
     http: reqwest::Client,
+    /// For the console's login, whose cookie comes with a redirect.
+    no_redirects: reqwest::Client,
 }
 
 impl Client {
@@ -133,14 +135,18 @@ impl Client {
     ) -> Result<Self, ClientError> {
         let tls = crate::util::tls::client_config(ca)
             .map_err(|e| ClientError::Config(format!("--ca-cert: {e:#}")))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .map_err(|e| ClientError::Config(format!("the HTTP client: {e}")))?;
+        let build = |redirects| {
+            reqwest::Client::builder()
+                .use_preconfigured_tls(tls.clone())
+                .redirect(redirects)
+                .build()
+                .map_err(|e| ClientError::Config(format!("the HTTP client: {e}")))
+        };
         Ok(Self {
             server: server.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http,
+            http: build(reqwest::redirect::Policy::default())?,
+            no_redirects: build(reqwest::redirect::Policy::none())?,
         })
     }
 
@@ -239,7 +245,7 @@ impl Client {
             source,
         };
         let response = self
-            .http
+            .no_redirects
             .post(format!("{}/ui/login", self.server))
             .header(reqwest::header::ORIGIN, &self.server)
             .form(&[("token", &self.token)])
