@@ -214,9 +214,11 @@ pub async fn run(
             crate::mcp::local::authenticate,
         ))
         .with_state(state.clone());
-    let app = crate::api::router(state.clone())
-        .merge(mcp)
-        .merge(crate::console::router(state, closed));
+    let app = crate::api::traced(
+        crate::api::router(state.clone())
+            .merge(mcp)
+            .merge(crate::console::router(state, closed)),
+    );
     match tls {
         // No Nagle delay: a streamed answer (an MCP call's event, an
         // execution's output) is written in pieces that must not wait for

@@ -149,6 +149,7 @@ on_both_backends! {
                 assert_eq!(a.headers["x-frame-options"], "DENY");
                 assert!(a.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
                 assert_eq!(a.headers["cache-control"], "no-store");
+                assert!(a.headers.contains_key("x-request-id"), "traced under an id");
             }
             let detail = ui.get(&format!("/ui/executions/{id}")).await.body;
             assert!(detail.contains("&lt;script&gt;alert("), "the hostile output is shown, escaped");
@@ -317,6 +318,12 @@ on_both_backends! {
         let a = ui.post(&format!("/ui/executions/{sleep}/cancel"), &[]).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER);
         assert_eq!(s.ended(sleep).await["status"], "cancelled");
+        // The counts by status, over the last hour and day.
+        let list = ui.get("/ui/executions").await.body;
+        for window in ["1h", "24h"] {
+            assert!(list.contains(&format!("status=cancelled&since={window}\">1</a>")), "{list}");
+            assert!(list.contains(&format!("status=failed&since={window}\">0</a>")), "{list}");
+        }
 
         // The live list sends the rows, with the newest execution.
         let mut live = ui.http.get(format!("{}/ui/executions/live", s.base))

@@ -221,10 +221,15 @@ pub fn router(state: AppState) -> Router {
                 count(metrics, req, next)
             },
         ))
-        // Every request gets an id (or keeps the caller's `x-request-id`),
-        // is traced under it, and answers with it. No global timeout: claims
-        // long-poll and output streams on purpose; each bounds its own wait.
-        .layer(PropagateRequestIdLayer::x_request_id())
+        .with_state(state)
+}
+
+/// Gives every request of `app` (the API, `/mcp` and the console) an id, or
+/// keeps the caller's `x-request-id`, traces it under that id and answers
+/// with it. No global timeout: claims long-poll and output streams on
+/// purpose; each bounds its own wait.
+pub fn traced(app: Router) -> Router {
+    app.layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req
                 .headers()
@@ -234,7 +239,6 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
 }
 
 /// Any operation can answer an error (no or a wrong token, malformed input,

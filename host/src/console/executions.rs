@@ -168,21 +168,18 @@ async fn list(
         .then(|| items.last().map(|e| e.id))
         .flatten();
     let now = now_ms();
-    let hour = state
+    let counted = state
         .storage
-        .count_executions_since(now - 3_600_000)
-        .await?;
-    let day = state
-        .storage
-        .count_executions_since(now - 86_400_000)
+        .count_executions_since(now - 3_600_000, now - 86_400_000)
         .await?;
     let counts: Vec<_> = ExecutionStatus::ALL
         .iter()
         .map(|s| {
-            let of = |c: &[(ExecutionStatus, i64)]| {
-                c.iter().find(|(x, _)| x == s).map_or(0, |(_, n)| *n)
-            };
-            context! { status => s.as_str(), hour => of(&hour), day => of(&day) }
+            let (hour, day) = counted
+                .iter()
+                .find(|(x, _, _)| x == s)
+                .map_or((0, 0), |(_, h, d)| (*h, *d));
+            context! { status => s.as_str(), hour, day }
         })
         .collect();
     page(

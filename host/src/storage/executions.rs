@@ -224,19 +224,26 @@ impl Storage {
         })
     }
 
-    /// How many executions were created at or after `since` (Unix ms), by
-    /// status.
-    pub async fn count_executions_since(&self, since: i64) -> Result<Vec<(ExecutionStatus, i64)>> {
+    /// How many executions were created since `recent` and since `earlier`
+    /// (Unix ms, `earlier` ≤ `recent`), by status: `(status, recent,
+    /// earlier)`, in one pass.
+    pub async fn count_executions_since(
+        &self,
+        recent: i64,
+        earlier: i64,
+    ) -> Result<Vec<(ExecutionStatus, i64, i64)>> {
         on_pool!(self, |p| {
             let rows = sqlx::query(
-                "SELECT status, COUNT(*) AS n FROM execution WHERE created_at >= $1 GROUP BY status",
+                "SELECT status, SUM(CASE WHEN created_at >= $1 THEN 1 ELSE 0 END) AS recent, COUNT(*) AS earlier \
+                 FROM execution WHERE created_at >= $2 GROUP BY status",
             )
-            .bind(since)
+            .bind(recent)
+            .bind(earlier)
             .fetch_all(p)
             .await?;
             Ok(rows
                 .iter()
-                .map(|r| (r.status("status"), r.int("n")))
+                .map(|r| (r.status("status"), r.int("recent"), r.int("earlier")))
                 .collect())
         })
     }
