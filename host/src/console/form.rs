@@ -19,7 +19,8 @@ pub(super) struct Field {
     pub name: String,
     /// The property's name.
     pub label: String,
-    /// `text`, `integer`, `number`, `checkbox`, `select`, `object` or `json`.
+    /// `text`, `integer`, `number`, `checkbox`, `boolean` (an optional one,
+    /// as a select), `select`, `object` or `json`.
     pub kind: &'static str,
     /// What the schema allows, for people (`integer 0 to 255`).
     pub summary: String,
@@ -146,7 +147,8 @@ fn fields_at(
                         .map(str::to_string),
                 );
             } else if kind == "checkbox" && !required {
-                kind = "select";
+                // Unchecked cannot say "not given": a select can.
+                kind = "boolean";
                 options = vec![String::new(), "true".into(), "false".into()];
             }
             let (min, max) = match kind {
@@ -220,9 +222,7 @@ fn object_at(
             // An unchecked box sends nothing: false.
             "checkbox" => Some(Value::Bool(text == "true")),
             _ if text.is_empty() => None,
-            "select" if field.options.len() == 3 && field.options[1] == "true" => {
-                Some(Value::Bool(text == "true"))
-            }
+            "boolean" => Some(Value::Bool(text == "true")),
             "integer" => match (text.parse::<i64>(), text.parse::<u64>()) {
                 (Ok(n), _) => Some(n.into()),
                 (_, Ok(n)) => Some(n.into()),
@@ -299,7 +299,7 @@ mod tests {
         assert!(kinds.contains(&("ratio", "number")));
         assert!(kinds.contains(&("mode", "select")));
         assert!(kinds.contains(&("loud", "checkbox")));
-        assert!(kinds.contains(&("quiet", "select")));
+        assert!(kinds.contains(&("quiet", "boolean")));
         assert!(kinds.contains(&("tags", "json")));
         let opts = f.iter().find(|f| f.label == "opts").unwrap();
         assert_eq!(opts.kind, "object");
@@ -308,6 +308,16 @@ mod tests {
             f.iter().find(|f| f.label == "count").unwrap().summary,
             "integer 0 to 255"
         );
+    }
+
+    #[test]
+    fn an_enum_of_true_and_false_stays_text_and_an_optional_boolean_is_a_boolean() {
+        let schema = json!({"type": "object", "properties": {
+            "answer": {"type": "string", "enum": ["true", "false"]},
+            "quiet": {"anyOf": [{"type": "null"}, {"type": "boolean"}]},
+        }, "required": ["answer"]});
+        let given = form(&[("/answer", "true"), ("/quiet", "false")]);
+        assert_eq!(params(&schema, &given).unwrap(), json!({"answer": "true", "quiet": false}));
     }
 
     #[test]
