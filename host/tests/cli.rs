@@ -666,38 +666,58 @@ fn attune_raw(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-#[test]
-fn a_workflow_runs_from_the_cli_and_shows_as_a_tree_of_its_tasks() {
-    let server = start_server();
+/// Uploads pack `flows` holding `workflows` (`(name, yaml)`) with `attune
+/// pack upload`, as a `.tar.gz` made by `tar`.
+fn upload_workflows(server: &ServerProcess, workflows: &[(&str, &str)]) {
     let pack = server.dir.path().join("flows");
     std::fs::create_dir_all(pack.join("workflows")).unwrap();
+    let files: Vec<String> = workflows
+        .iter()
+        .map(|(name, _)| format!("workflows/{name}.yaml"))
+        .collect();
+    let listed: Vec<String> = files.iter().map(|f| format!("\"{f}\"")).collect();
     std::fs::write(
         pack.join("pack.toml"),
-        "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/inner.yaml\", \"workflows/outer.yaml\"]\n",
+        format!(
+            "name = \"flows\"\nversion = \"1\"\nworkflows = [{}]\n",
+            listed.join(", ")
+        ),
     )
     .unwrap();
-    std::fs::write(
-        pack.join("workflows/inner.yaml"),
-        "input: {type: object, properties: {n: {type: integer}}}\ntasks:\n  fan: {action: core.echo, with_items: \"{{ range(input.n) | list }}\", input: {message: \"item {{ item }}\"}}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        pack.join("workflows/outer.yaml"),
-        "input: {type: object}\ntasks:\n  inner: {action: flows.inner, input: {n: 2}, next: [{do: boom}]}\n  boom: {action: core.fail, input: {message: kaput}}\n",
-    )
-    .unwrap();
+    for ((_, yaml), file) in workflows.iter().zip(&files) {
+        std::fs::write(pack.join(file), yaml).unwrap();
+    }
     let archive = server.dir.path().join("flows.tar.gz");
     let tarred = std::process::Command::new("tar")
         .arg("czf")
         .arg(&archive)
         .arg("-C")
         .arg(&pack)
-        .args(["pack.toml", "workflows/inner.yaml", "workflows/outer.yaml"])
+        .arg("pack.toml")
+        .args(&files)
         .status()
         .unwrap();
     assert!(tarred.success());
-    let (code, out, err) = client(&server, &["pack", "upload", archive.to_str().unwrap()]);
+    let (code, out, err) = client(server, &["pack", "upload", archive.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_workflow_runs_from_the_cli_and_shows_as_a_tree_of_its_tasks() {
+    let server = start_server();
+    upload_workflows(
+        &server,
+        &[
+            (
+                "inner",
+                "input: {type: object, properties: {n: {type: integer}}}\ntasks:\n  fan: {action: core.echo, with_items: \"{{ range(input.n) | list }}\", input: {message: \"item {{ item }}\"}}\n",
+            ),
+            (
+                "outer",
+                "input: {type: object}\ntasks:\n  inner: {action: flows.inner, input: {n: 2}, next: [{do: boom}]}\n  boom: {action: core.fail, input: {message: kaput}}\n",
+            ),
+        ],
+    );
 
     // `run` waits for the workflow like for any action.
     let (code, out, _) = client(&server, &["run", "flows.outer"]);
@@ -860,30 +880,13 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
     assert_eq!(r["error"]["code"], -32602, "{r}");
 
     // A pack uploaded meanwhile: the client is told the tools changed.
-    let pack = server.dir.path().join("flows");
-    std::fs::create_dir_all(pack.join("workflows")).unwrap();
-    std::fs::write(
-        pack.join("pack.toml"),
-        "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/hi.yaml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        pack.join("workflows/hi.yaml"),
-        "input: {type: object}\ntasks:\n  hi: {action: core.echo, input: {message: hi}}\n",
-    )
-    .unwrap();
-    let archive = server.dir.path().join("flows.tar.gz");
-    let tarred = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&pack)
-        .args(["pack.toml", "workflows/hi.yaml"])
-        .status()
-        .unwrap();
-    assert!(tarred.success());
-    let (code, out, err) = client(&server, &["pack", "upload", archive.to_str().unwrap()]);
-    assert_eq!(code, 0, "{out}{err}");
+    upload_workflows(
+        &server,
+        &[(
+            "hi",
+            "input: {type: object}\ntasks:\n  hi: {action: core.echo, input: {message: hi}}\n",
+        )],
+    );
     let told = next(&|v: &Value| v["method"] == "notifications/tools/list_changed");
     assert_eq!(told["jsonrpc"], "2.0");
     let _ = child.kill();

@@ -65,8 +65,8 @@ async fn action_page(
     errors: &[PathError],
 ) -> Page {
     let action = state
-        .storage
-        .get_action(r#ref)
+        .cache
+        .action(&state.storage, r#ref)
         .await?
         .filter(|a| !a.sensor)
         .ok_or_else(|| ApiError::not_found("action", r#ref))?;
@@ -123,9 +123,10 @@ async fn run(
     user.require(Role::Operator)?;
     let submitted: HashMap<String, String> = pairs.into_iter().collect();
     let action = state
-        .storage
-        .get_action(&r#ref)
+        .cache
+        .action(&state.storage, &r#ref)
         .await?
+        .filter(|a| !a.sensor)
         .ok_or_else(|| ApiError::not_found("action", &r#ref))?;
     let json = submitted.get("_json").map(|s| s.trim()).unwrap_or("");
     let params = if json.is_empty() {

@@ -121,30 +121,20 @@ impl Filters {
 
     /// The filters as a query string, without the page.
     fn query(&self) -> String {
-        let without_page = Filters {
-            after: String::new(),
-            ..self.clone()
-        };
-        serde_urlencoded_pairs(&without_page)
-    }
-}
-
-/// `k=v&…` of the non-empty fields of `filters`.
-fn serde_urlencoded_pairs(filters: &Filters) -> String {
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in [
-        ("status", &filters.status),
-        ("action", &filters.action),
-        ("rule", &filters.rule),
-        ("since", &filters.since),
-        ("parent", &filters.parent),
-        ("after", &filters.after),
-    ] {
-        if !v.is_empty() {
-            out.append_pair(k, v);
+        let mut out = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("status", &self.status),
+            ("action", &self.action),
+            ("rule", &self.rule),
+            ("since", &self.since),
+            ("parent", &self.parent),
+        ] {
+            if !v.is_empty() {
+                out.append_pair(k, v);
+            }
         }
+        out.finish()
     }
-    out.finish()
 }
 
 /// The rows of a page, as views (params and results masked as the API
@@ -273,7 +263,13 @@ async fn show(
         })
         .cloned()
         .collect();
-    let tasks = if record.parent.is_none() {
+    // A workflow's own execution (nested ones too) lists its tasks.
+    let workflow = state
+        .cache
+        .action(&state.storage, &record.action)
+        .await?
+        .is_some_and(|a| a.workflow.is_some());
+    let tasks = if workflow {
         let filter = ExecutionFilter {
             parent: Some(id),
             ..Default::default()

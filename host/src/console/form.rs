@@ -317,7 +317,10 @@ mod tests {
             "quiet": {"anyOf": [{"type": "null"}, {"type": "boolean"}]},
         }, "required": ["answer"]});
         let given = form(&[("/answer", "true"), ("/quiet", "false")]);
-        assert_eq!(params(&schema, &given).unwrap(), json!({"answer": "true", "quiet": false}));
+        assert_eq!(
+            params(&schema, &given).unwrap(),
+            json!({"answer": "true", "quiet": false})
+        );
     }
 
     #[test]
