@@ -334,6 +334,27 @@ on_both_backends! {
         assert!(first.starts_with("event: rows"), "{first}");
         assert!(first.contains(&format!("/ui/executions/{sleep}")), "{first}");
 
+        // A workflow's page lists its tasks, a nested workflow's too.
+        let archive = support::tar_gz(&[
+            ("pack.toml", b"name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/inner.yaml\", \"workflows/outer.yaml\"]\n"),
+            ("workflows/inner.yaml", b"input: {type: object}\ntasks:\n  say: {action: core.echo, input: {message: deep}}\n"),
+            ("workflows/outer.yaml", b"input: {type: object}\ntasks:\n  nest: {action: flows.inner, input: {}}\n"),
+        ]);
+        let r = s.upload_archive(archive).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let a = ui.post("/ui/actions/flows.outer", &[]).await;
+        let outer: i64 = a.location().rsplit('/').next().unwrap().parse().unwrap();
+        assert_eq!(s.ended(outer).await["status"], "succeeded");
+        let page = ui.get(&format!("/ui/executions/{outer}")).await.body;
+        let inner = page.split("<h2>Tasks</h2>").nth(1).expect("the outer workflow lists its tasks");
+        assert!(inner.contains("flows.inner"), "{page}");
+        let inner_id = s.get(&format!("/api/v1/executions?parent={outer}")).await.body["items"][0]["id"].as_i64().unwrap();
+        let page = ui.get(&format!("/ui/executions/{inner_id}")).await.body;
+        let tasks = page.split("<h2>Tasks</h2>").nth(1).expect("the nested workflow lists its tasks");
+        assert!(tasks.contains("core.echo"), "{page}");
+        let plain = ui.get(&format!("/ui/executions/{id}")).await.body;
+        assert!(!plain.contains("<h2>Tasks</h2>"));
+
         // Keyset pages: 50 a page, the next after the last id shown, with
         // the filters kept.
         for _ in 0..50 {
