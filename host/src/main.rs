@@ -2,6 +2,12 @@
 
 use clap::Parser;
 
+// The pipeline allocates many small, short-lived values per event on
+// several threads (requests, rows, JSON); mimalloc's thread-local free
+// lists cost less there than the system allocator's arenas.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
