@@ -445,6 +445,68 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn what_queueing_returns_is_what_the_database_stored(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let storage = &s.core.storage;
+        let stored_as = |e: &ExecutionRecord| {
+            let mut v = serde_json::to_value(e).unwrap();
+            v["sealed_params"] = json!(e.sealed_params);
+            v
+        };
+        // Events: ids in the order given, fields as stored.
+        let (a, b) = (json!({"n": 1}), json!({"n": "two", "x": [2.5, null]}));
+        let events = storage.insert_events(&[
+            attune::storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &b, source: None, rules: None },
+        ]).await.unwrap();
+        assert!(events[0].id < events[1].id);
+        for e in &events {
+            let stored = storage.get_event(e.id).await.unwrap().unwrap();
+            assert_eq!(serde_json::to_value(e).unwrap(), serde_json::to_value(&stored).unwrap());
+        }
+        // Direct runs, plain and not, in one batch.
+        let plain = attune::storage::NewExecution::of("core.echo", json!({"message": "plain"}), vec![]);
+        let full = attune::storage::NewExecution {
+            status_reason: Some("waiting".into()),
+            max_attempts: 3,
+            timeout_ms: Some(1500),
+            sealed_params: Some(vec![1, 2, 3]),
+            not_before: attune::storage::now_ms() + 3_600_000,
+            source: Some("mcp".into()),
+            capabilities: vec!["wasi:http/outgoing-handler".into()],
+            ..attune::storage::NewExecution::of("core.echo", json!({"message": "full"}), vec![])
+        };
+        let runs = storage.insert_executions(&[plain.clone(), full, plain]).await.unwrap();
+        assert_eq!(runs.len(), 3);
+        assert!(runs[0].id < runs[1].id && runs[1].id < runs[2].id, "in the order given");
+        for e in &runs {
+            let stored = storage.get_execution(e.id).await.unwrap().unwrap();
+            assert_eq!(stored_as(e), stored_as(&stored));
+        }
+        // Enforcements: a batch of new ones, then one that mixes an event
+        // enforced already with a new one (its first write rolls back).
+        s.post("/api/v1/rules", json!({
+            "ref": "core.stored_as_returned", "trigger": "core.manual",
+            "action": "core.echo", "action_params": {"message": "{{ event.payload.n }}"},
+        })).await;
+        let rules = storage.enabled_rules("core.manual").await.unwrap();
+        let mut items = Vec::new();
+        for e in &events {
+            items.extend(attune::engine::rules::evaluate::plan(&s.core, e, rules.clone()).await.unwrap());
+        }
+        assert_eq!(items.len(), 2);
+        let first = storage.enforce_many(&items[..1], &[events[0].id]).await.unwrap();
+        let queued = storage.enforce_many(&items, &[events[0].id, events[1].id]).await.unwrap();
+        assert!(queued[0].is_none(), "the event enforced already queues nothing again");
+        for e in [first[0].as_ref().unwrap(), queued[1].as_ref().unwrap()] {
+            let stored = storage.get_execution(e.id).await.unwrap().unwrap();
+            assert_eq!(stored_as(e), stored_as(&stored));
+            assert!(e.enforcement.is_some() && e.rule.as_deref() == Some("core.stored_as_returned"));
+        }
+        assert_eq!(executions_of_rule(&s, "core.stored_as_returned").await.len(), 2);
+        s.finish().await;
+    }
+
     async fn events_stored_without_their_verdicts_are_enforced_once_by_the_reconciler(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         for r#ref in ["core.all", "core.other"] {

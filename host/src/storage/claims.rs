@@ -99,6 +99,13 @@ impl Storage {
             "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
              ORDER BY id LIMIT $2{lock}"
         );
+        let dialect = self.dialect();
+        let update = format!(
+            "UPDATE execution SET status = $4, status_reason = NULL, worker = $1, scheduled_at = $2, \
+             started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, \
+             lease_expires_at = $3 WHERE status = 'requested' AND id {} RETURNING id",
+            id_in(dialect, 5)
+        );
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let candidates = sqlx::query(&select)
@@ -119,17 +126,12 @@ impl Storage {
             // One UPDATE for the batch; only rows still `requested` move, so
             // a row another claimer took meanwhile is simply not returned.
             let ids: Vec<i64> = chosen.iter().map(|e| e.id).collect();
-            let update = format!(
-                "UPDATE execution SET status = $4, status_reason = NULL, worker = $1, scheduled_at = $2, \
-                 started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, \
-                 lease_expires_at = $3 WHERE status = 'requested' AND id IN ({}) RETURNING id",
-                id_list(&ids)
-            );
             let rows = sqlx::query(&update)
                 .bind(worker)
                 .bind(now)
                 .bind(now + lease_ms)
                 .bind(status.as_str())
+                .bind(id_array(dialect, &ids))
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -156,16 +158,18 @@ impl Storage {
         if ids.is_empty() {
             return Ok(vec![]);
         }
+        let dialect = self.dialect();
         let sql = format!(
             "UPDATE execution SET status = 'running', started_at = $2 \
-             WHERE worker = $1 AND status = 'scheduled' AND id IN ({}) RETURNING id",
-            id_list(ids)
+             WHERE worker = $1 AND status = 'scheduled' AND id {} RETURNING id",
+            id_in(dialect, 3)
         );
         let now = now_ms();
         on_writer!(self, |p| {
             let rows = sqlx::query(&sql)
                 .bind(worker)
                 .bind(now)
+                .bind(id_array(dialect, ids))
                 .fetch_all(p)
                 .await?;
             Ok(rows.iter().map(|r| r.int("id")).collect())
@@ -177,14 +181,19 @@ impl Storage {
     /// `marked` it had marked running without beginning them (a worker that
     /// stops cleanly hands its work back).
     pub async fn release_unstarted(&self, worker: i64, marked: &[i64]) -> Result<u64> {
+        let dialect = self.dialect();
         let sql = format!(
             "UPDATE execution SET status = 'requested', worker = NULL, scheduled_at = NULL, \
              started_at = NULL, lease_expires_at = NULL WHERE worker = $1 \
-             AND (status = 'scheduled' OR (status = 'running' AND id IN ({})))",
-            id_list(marked)
+             AND (status = 'scheduled' OR (status = 'running' AND id {}))",
+            id_in(dialect, 2)
         );
         on_writer!(self, |p| {
-            let done = sqlx::query(&sql).bind(worker).execute(p).await?;
+            let done = sqlx::query(&sql)
+                .bind(worker)
+                .bind(id_array(dialect, marked))
+                .execute(p)
+                .await?;
             Ok(done.rows_affected())
         })
     }

@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use super::records::*;
 use super::rows::DbRow;
 use super::sql::*;
-use super::{Pool, Result, Storage, now_ms};
+use super::{Pool, Result, Storage, fewer_rows, now_ms};
 
 impl Storage {
     /// Records an event.
@@ -34,11 +34,11 @@ impl Storage {
         }
         let now = now_ms();
         let sql = format!(
-            "INSERT INTO event (trigger, payload, source, created_at, rules) VALUES {} \
-             RETURNING id, trigger, payload, source, created_at",
-            rows_of(events.len(), 5, None)
+            "INSERT INTO event (trigger, payload, source, created_at, rules) VALUES {}{}",
+            rows_of(events.len(), 5, None),
+            returning_id(self.dialect())
         );
-        on_writer!(self, |p| {
+        let ids = on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
             for e in events {
                 query = query
@@ -48,16 +48,20 @@ impl Storage {
                     .bind(now)
                     .bind(e.rules.map(Json));
             }
-            let mut records: Vec<EventRecord> = query
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(EventRecord::from_row)
-                .collect();
-            // Ids are assigned in VALUES order; RETURNING order is not promised.
-            records.sort_by_key(|e| e.id);
-            Ok(records)
+            inserted_ids(query, p, events.len()).await?
         })
+        .ok_or_else(|| fewer_rows("event"))?;
+        Ok(events
+            .iter()
+            .zip(ids)
+            .map(|(e, id)| EventRecord {
+                id,
+                trigger: e.trigger.to_string(),
+                payload: e.payload.clone(),
+                source: e.source.map(str::to_string),
+                created_at: now,
+            })
+            .collect())
     }
 
     /// Events stored at least `min_age_ms` ago whose verdicts were never
@@ -140,12 +144,14 @@ impl Storage {
         if events.is_empty() {
             return Ok(vec![]);
         }
+        let dialect = self.dialect();
         on_pool!(self, |p| {
             let rows = sqlx::query(&format!(
                 "SELECT event, rule, status FROM enforcement \
-                 WHERE rule IN (SELECT ref FROM rule) AND event IN ({}) ORDER BY id",
-                id_list(events)
+                 WHERE rule IN (SELECT ref FROM rule) AND event {} ORDER BY id",
+                id_in(dialect, 1)
             ))
+            .bind(id_array(dialect, events))
             .fetch_all(p)
             .await?;
             Ok(rows

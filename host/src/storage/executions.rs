@@ -6,7 +6,7 @@ use sqlx::types::Json;
 use super::records::*;
 use super::rows::DbRow;
 use super::sql::*;
-use super::{Pool, Result, Storage, now_ms};
+use super::{Pool, Result, Storage, fewer_rows, now_ms};
 
 impl Storage {
     /// Queues executions as `requested`, in one statement; returns them
@@ -18,24 +18,23 @@ impl Storage {
         let now = now_ms();
         let plain = runs.iter().all(NewExecution::is_plain);
         let sql = format!(
-            "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-            execution_rows(runs.len(), plain)
+            "{INSERT_EXECUTION} VALUES {}{}",
+            execution_rows(runs.len(), plain),
+            returning_id(self.dialect())
         );
-        on_writer!(self, |p| {
+        let ids = on_writer!(self, |p| {
             let mut query = sqlx::query(&sql);
             for e in runs {
                 query = bind_execution!(query, e, e.enforcement, now, plain);
             }
-            let mut records: Vec<ExecutionRecord> = query
-                .fetch_all(p)
-                .await?
-                .iter()
-                .map(ExecutionRecord::from_row)
-                .collect();
-            // Ids are assigned in VALUES order; RETURNING order is not promised.
-            records.sort_by_key(|e| e.id);
-            Ok(records)
+            inserted_ids(query, p, runs.len()).await?
         })
+        .ok_or_else(|| fewer_rows("execution"))?;
+        Ok(runs
+            .iter()
+            .zip(ids)
+            .map(|(e, id)| ExecutionRecord::queued(id, e, e.enforcement, now))
+            .collect())
     }
 
     /// Records enforcements and, for those enforced, their executions — each
@@ -51,24 +50,55 @@ impl Storage {
         if items.is_empty() && events.is_empty() {
             return Ok(vec![]);
         }
+        if let Some(out) = self.enforce_all(items, events, false).await? {
+            return Ok(out);
+        }
+        // Some (rule, event) pair was enforced already (a redelivered event,
+        // or a reconcile that met the enforcer): the first attempt rolled
+        // back; this one reads which enforcements are new.
+        self.enforce_all(items, events, true)
+            .await?
+            .ok_or_else(|| fewer_rows("enforcement"))
+    }
+
+    /// [`Storage::enforce_many`]'s transaction. Without `some_exist`, it
+    /// expects every enforcement to be new and rolls back (`None`) when one
+    /// is not, reading nothing back; with it, the insert returns the
+    /// enforcements it wrote.
+    async fn enforce_all(
+        &self,
+        items: &[NewEnforcement],
+        events: &[i64],
+        some_exist: bool,
+    ) -> Result<Option<Vec<Option<ExecutionRecord>>>> {
         let now = now_ms();
+        let dialect = self.dialect();
         let enforcement_sql = format!(
             "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
-             ON CONFLICT (rule, event) DO NOTHING RETURNING id, rule, event",
-            rows_of(items.len(), 6, None)
+             ON CONFLICT (rule, event) DO NOTHING{}",
+            rows_of(items.len(), 6, None),
+            if some_exist {
+                " RETURNING id, rule, event"
+            } else {
+                returning_id(dialect)
+            }
         );
         let mark_sql = format!(
-            "UPDATE event SET enforced_at = $1 WHERE id IN ({})",
-            id_list(events)
+            "UPDATE event SET enforced_at = $1 WHERE id {}",
+            id_in(dialect, 2)
         );
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             if !events.is_empty() {
-                sqlx::query(&mark_sql).bind(now).execute(&mut *tx).await?;
+                sqlx::query(&mark_sql)
+                    .bind(now)
+                    .bind(id_array(dialect, events))
+                    .execute(&mut *tx)
+                    .await?;
             }
             if items.is_empty() {
                 tx.commit().await?;
-                return Ok(vec![]);
+                return Ok(Some(vec![]));
             }
             let mut query = sqlx::query(&enforcement_sql);
             for item in items {
@@ -85,29 +115,42 @@ impl Storage {
                     .bind(&item.reason)
                     .bind(now);
             }
-            let mut inserted: std::collections::HashMap<(String, i64), i64> = query
-                .fetch_all(&mut *tx)
-                .await?
-                .iter()
-                .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
-                .collect();
+            // The id of each item's enforcement, when it is new.
+            let new: Vec<Option<i64>> = if some_exist {
+                let mut inserted: std::collections::HashMap<(String, i64), i64> = query
+                    .fetch_all(&mut *tx)
+                    .await?
+                    .iter()
+                    .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
+                    .collect();
+                items
+                    .iter()
+                    .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
+                    .collect()
+            } else {
+                match inserted_ids(query, &mut *tx, items.len()).await? {
+                    Some(ids) => ids.into_iter().map(Some).collect(),
+                    None => {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                }
+            };
             // (item index, new enforcement id, execution) for enforced items
             // whose enforcement is new.
             let runs: Vec<(usize, i64, &NewExecution)> = items
                 .iter()
+                .zip(new)
                 .enumerate()
-                .filter_map(|(n, i)| {
-                    let execution = i.execution.as_ref()?;
-                    let enforcement = inserted.remove(&(i.rule.clone(), i.event))?;
-                    Some((n, enforcement, execution))
-                })
+                .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
                 .collect();
             let mut out = vec![None; items.len()];
             if !runs.is_empty() {
                 let plain = runs.iter().all(|(_, _, e)| e.is_plain());
                 let sql = format!(
-                    "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    execution_rows(runs.len(), plain)
+                    "{INSERT_EXECUTION} VALUES {}{}",
+                    execution_rows(runs.len(), plain),
+                    returning_id(dialect)
                 );
                 let mut query = sqlx::query(&sql);
                 for (_, enforcement, e) in &runs {
@@ -115,17 +158,15 @@ impl Storage {
                 }
                 // The execution points at its enforcement; the reverse link
                 // is resolved by `enforcements_of`, saving a write.
-                let item_of: std::collections::HashMap<i64, usize> =
-                    runs.iter().map(|(n, id, _)| (*id, *n)).collect();
-                for row in query.fetch_all(&mut *tx).await? {
-                    let record = ExecutionRecord::from_row(&row);
-                    if let Some(n) = record.enforcement.and_then(|e| item_of.get(&e)) {
-                        out[*n] = Some(record);
-                    }
+                let ids = inserted_ids(query, &mut *tx, runs.len())
+                    .await?
+                    .ok_or_else(|| fewer_rows("execution"))?;
+                for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
+                    out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
                 }
             }
             tx.commit().await?;
-            Ok(out)
+            Ok(Some(out))
         })
     }
 
@@ -174,11 +215,13 @@ impl Storage {
         if ids.is_empty() {
             return Ok(vec![]);
         }
+        let dialect = self.dialect();
         on_pool!(self, |p| {
             let rows = sqlx::query(&format!(
-                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id IN ({}) ORDER BY id",
-                id_list(ids)
+                "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id {} ORDER BY id",
+                id_in(dialect, 1)
             ))
+            .bind(id_array(dialect, ids))
             .fetch_all(p)
             .await?;
             Ok(rows.iter().map(ExecutionRecord::from_row).collect())

@@ -4,7 +4,8 @@
 //! for both through [`on_pool!`], so the two backends cannot drift apart.
 //! SQL sticks to what both dialects share (`$n` placeholders, `RETURNING`,
 //! JSON bound through `sqlx::types::Json`); what differs lives in the
-//! per-dialect migrations under `migrations/`. Times are Unix milliseconds.
+//! per-dialect migrations under `migrations/` and in the few fragments of
+//! `sql.rs` (id sets, reading inserted ids). Times are Unix milliseconds.
 //!
 //! The API layer calls these methods and never sees SQL; errors carry a
 //! [`StorageError`] kind (conflict, not found) so callers can answer 409/404
@@ -217,6 +218,14 @@ pub use workflows::{ChildEnded, WorkflowStep};
 #[derive(Clone)]
 pub struct Storage {
     pool: Pool,
+}
+
+/// An insert that wrote fewer rows than it was given, where nothing may
+/// skip one: a broken invariant, reported rather than mislabelling records.
+fn fewer_rows(table: &str) -> StorageError {
+    StorageError::Database(sqlx::Error::Protocol(format!(
+        "an insert into {table} stored fewer rows than it was given"
+    )))
 }
 
 /// Current time in Unix milliseconds.

@@ -1,6 +1,12 @@
 //! SQL text shared by several tables' queries: placeholder lists for
-//! multi-row statements, inlined id lists, and the column lists of rules and
-//! executions.
+//! multi-row statements, id sets, and the column lists of rules and
+//! executions; and reading the ids a multi-row insert assigned.
+
+use futures_util::TryStreamExt;
+use sqlx::Either;
+
+use super::Dialect;
+use super::rows::DbRow;
 
 /// `($1, $2, …), ($n, …)`: `rows` tuples of `cols` placeholders each, each
 /// ending with `literals` when given (constant columns).
@@ -22,15 +28,109 @@ pub(super) fn rows_from(rows: usize, cols: usize, first: usize, literals: Option
     tuples.join(", ")
 }
 
-/// `1, 2, 3` for an SQL `IN (…)` list: ids are integers read back from the
-/// database, so they are inlined rather than bound (`NULL` for none, which
-/// matches nothing).
-pub(super) fn id_list(ids: &[i64]) -> String {
-    if ids.is_empty() {
-        return "NULL".into();
+/// `IN (…)` over the ids bound as parameter `$param` (see [`id_array`]).
+/// The statement's text is the same for every set, so it is prepared once
+/// and stays in the connection's statement cache, where an inlined list
+/// would be parsed and planned again for each batch (and evict the cached
+/// statements that are reused).
+pub(super) fn id_in(dialect: Dialect, param: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("IN (SELECT value FROM json_each(${param}))"),
+        Dialect::Postgres => format!("= ANY(CAST(${param} AS bigint[]))"),
     }
+}
+
+/// The value to bind for an [`id_in`] parameter: a JSON array on SQLite, an
+/// array literal on PostgreSQL.
+pub(super) fn id_array(dialect: Dialect, ids: &[i64]) -> String {
     let ids: Vec<String> = ids.iter().map(i64::to_string).collect();
-    ids.join(", ")
+    match dialect {
+        Dialect::Sqlite => format!("[{}]", ids.join(",")),
+        Dialect::Postgres => format!("{{{}}}", ids.join(",")),
+    }
+}
+
+/// What an insert ends with so that [`inserted_ids`] can read its ids:
+/// nothing on SQLite (the connection knows the last id), `RETURNING id` on
+/// PostgreSQL.
+pub(super) fn returning_id(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "",
+        Dialect::Postgres => " RETURNING id",
+    }
+}
+
+/// What a statement did, read the same on both backends.
+pub(super) trait Done {
+    /// Rows it inserted, updated or deleted.
+    fn rows(&self) -> u64;
+    /// The id of the last row it inserted, where the connection tells.
+    fn last_insert_id(&self) -> Option<i64>;
+}
+
+impl Done for sqlx::sqlite::SqliteQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+    fn last_insert_id(&self) -> Option<i64> {
+        Some(self.last_insert_rowid())
+    }
+}
+
+impl Done for sqlx::postgres::PgQueryResult {
+    fn rows(&self) -> u64 {
+        self.rows_affected()
+    }
+    fn last_insert_id(&self) -> Option<i64> {
+        None
+    }
+}
+
+/// Runs a multi-row insert of `n` rows (ending with [`returning_id`]) and
+/// returns the ids it assigned, in VALUES order; `None` when it inserted
+/// fewer rows (an `ON CONFLICT DO NOTHING` skipped some).
+///
+/// SQLite assigns one statement's rows consecutive ids under its write
+/// lock, in VALUES order, so the last one and the count give them all
+/// without a row sent back per insert (each is a hand-off between the
+/// driver's thread and the caller); PostgreSQL returns them, and assigns
+/// them from its sequence in VALUES order too.
+pub(super) async fn inserted_ids<'q, 'c, DB, E>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    executor: E,
+    n: usize,
+) -> Result<Option<Vec<i64>>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    DB::QueryResult: Done,
+    DB::Row: DbRow,
+    <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    E: sqlx::Executor<'c, Database = DB>,
+    'q: 'c,
+{
+    let mut returned = Vec::new();
+    let mut last = None;
+    let mut affected = 0;
+    let mut steps = executor.fetch_many(query);
+    while let Some(step) = steps.try_next().await? {
+        match step {
+            Either::Left(done) => {
+                affected += done.rows();
+                last = done.last_insert_id().or(last);
+            }
+            Either::Right(row) => returned.push(row.int("id")),
+        }
+    }
+    if affected != n as u64 {
+        return Ok(None);
+    }
+    Ok(Some(match last {
+        Some(last) if returned.is_empty() => (last - n as i64 + 1..=last).collect(),
+        _ => {
+            returned.sort_unstable();
+            returned
+        }
+    }))
 }
 
 /// The columns a [`RuleSpec`] fills, in the order [`bind_rule!`] binds them
@@ -66,7 +166,7 @@ pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_r
 
 #[cfg(test)]
 mod tests {
-    use super::{id_list, rows_from, rows_of};
+    use super::{rows_from, rows_of};
 
     #[test]
     fn placeholders_number_on_across_rows_and_literals_close_each_row() {
@@ -92,12 +192,17 @@ mod tests {
     }
 
     #[test]
-    fn id_lists_are_never_empty() {
-        assert_eq!(id_list(&[3, 12]), "3, 12");
+    fn id_sets_bind_one_parameter_whatever_their_size() {
+        use super::{Dialect, id_array, id_in};
         assert_eq!(
-            id_list(&[]),
-            "NULL",
-            "an empty IN list would be a syntax error"
+            id_in(Dialect::Sqlite, 3),
+            "IN (SELECT value FROM json_each($3))"
         );
+        assert_eq!(id_in(Dialect::Postgres, 1), "= ANY(CAST($1 AS bigint[]))");
+        assert_eq!(id_array(Dialect::Sqlite, &[3, 12]), "[3,12]");
+        assert_eq!(id_array(Dialect::Postgres, &[3, 12]), "{3,12}");
+        // An empty set matches nothing rather than failing to parse.
+        assert_eq!(id_array(Dialect::Sqlite, &[]), "[]");
+        assert_eq!(id_array(Dialect::Postgres, &[]), "{}");
     }
 }

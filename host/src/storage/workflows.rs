@@ -118,6 +118,7 @@ impl Storage {
         state: impl FnOnce(&[i64]) -> Value,
     ) -> Result<Option<Vec<ExecutionRecord>>> {
         let now = now_ms();
+        let dialect = self.dialect();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let version = match step.version {
@@ -175,24 +176,29 @@ impl Storage {
                 .await?;
             if !step.seen.is_empty() {
                 sqlx::query(&format!(
-                    "UPDATE execution SET parent_seen = TRUE WHERE id IN ({})",
-                    id_list(step.seen)
+                    "UPDATE execution SET parent_seen = TRUE WHERE id {}",
+                    id_in(dialect, 1)
                 ))
+                .bind(id_array(dialect, step.seen))
                 .execute(&mut *tx)
                 .await?;
             }
             if !step.cancel.is_empty() {
-                let ids = id_list(step.cancel);
+                let ids = id_array(dialect, step.cancel);
                 sqlx::query(&format!(
                     "UPDATE execution SET status = 'cancelled', status_reason = 'its workflow was cancelled', \
-                     finished_at = $1, sealed_params = NULL WHERE id IN ({ids}) AND status IN ('requested', 'scheduled')"
+                     finished_at = $1, sealed_params = NULL WHERE id {} AND status IN ('requested', 'scheduled')",
+                    id_in(dialect, 2)
                 ))
                 .bind(now)
+                .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(&format!(
-                    "UPDATE execution SET cancel_requested = TRUE WHERE id IN ({ids}) AND status = 'running'"
+                    "UPDATE execution SET cancel_requested = TRUE WHERE id {} AND status = 'running'",
+                    id_in(dialect, 1)
                 ))
+                .bind(&ids)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -219,11 +225,13 @@ impl Storage {
         if ids.is_empty() {
             return Ok(());
         }
+        let dialect = self.dialect();
         on_writer!(self, |p| {
             sqlx::query(&format!(
-                "UPDATE execution SET parent_seen = TRUE WHERE id IN ({})",
-                id_list(ids)
+                "UPDATE execution SET parent_seen = TRUE WHERE id {}",
+                id_in(dialect, 1)
             ))
+            .bind(id_array(dialect, ids))
             .execute(p)
             .await?;
             Ok(())

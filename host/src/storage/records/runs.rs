@@ -239,6 +239,48 @@ impl ExecutionRecord {
             sealed_params: r.opt_bytes("sealed_params"),
         }
     }
+
+    /// The record of `e` as the insert of [`NewExecution`]s stores it with
+    /// id `id` at `now` (the columns it leaves out take their defaults), so
+    /// that queueing reads nothing back.
+    pub(crate) fn queued(id: i64, e: &NewExecution, enforcement: Option<i64>, now: i64) -> Self {
+        let started_at = e.workflow.then_some(now);
+        Self {
+            id,
+            action: e.action.clone(),
+            params: e.params.clone(),
+            status: if e.workflow {
+                ExecutionStatus::Running
+            } else {
+                ExecutionStatus::Requested
+            },
+            status_reason: e.status_reason.clone(),
+            capabilities: e.capabilities.clone(),
+            rule: e.rule.clone(),
+            enforcement,
+            attempt: 1,
+            max_attempts: e.max_attempts,
+            timeout_ms: e.timeout_ms,
+            worker: None,
+            result: None,
+            error: None,
+            stdout: None,
+            stderr: None,
+            logs: None,
+            created_at: now,
+            scheduled_at: None,
+            started_at,
+            finished_at: None,
+            cancel_requested: false,
+            queued_ms: started_at.map(|s| s - now),
+            running_ms: None,
+            parent: e.parent,
+            task: e.task.clone(),
+            sensor: e.sensor.clone(),
+            source: e.source.clone(),
+            sealed_params: e.sealed_params.clone(),
+        }
+    }
 }
 
 /// One ended attempt of an execution: its history, oldest first.
