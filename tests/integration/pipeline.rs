@@ -454,7 +454,7 @@ on_both_backends! {
             v
         };
         // Events: ids in the order given, fields as stored.
-        let (a, b) = (json!({"n": 1}), json!({"n": "two", "x": [2.5, null]}));
+        let (a, b) = (json!({"n": "one"}), json!({"n": "two", "x": [2.5, null]}));
         let events = storage.insert_events(&[
             attune::storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None },
             attune::storage::NewEvent { trigger: "core.manual", payload: &b, source: None, rules: None },
