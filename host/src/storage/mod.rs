@@ -142,8 +142,8 @@ macro_rules! on_writer {
 
 /// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (as
 /// [`execution_rows`] lays them out: 10 for a `plain` batch, else 17) with
-/// its enforcement and creation time. A workflow's own execution starts
-/// `running`, everything else `requested`.
+/// its enforcement and creation time, in its
+/// [`NewExecution::initial_status`].
 macro_rules! bind_execution {
     ($query:expr, $e:expr, $enforcement:expr, $now:expr, $plain:expr) => {{
         let query = $query
@@ -166,7 +166,7 @@ macro_rules! bind_execution {
                 .bind(&$e.sensor)
                 .bind(&$e.source)
                 .bind($e.not_before)
-                .bind(if $e.workflow { "running" } else { "requested" })
+                .bind($e.initial_status().as_str())
                 .bind($e.workflow.then_some($now))
         }
     }};

@@ -108,6 +108,16 @@ impl NewExecution {
             && !self.workflow
     }
 
+    /// The status it is stored with: a workflow's own execution starts
+    /// `running` (its conductor advances it), everything else `requested`.
+    pub fn initial_status(&self) -> ExecutionStatus {
+        if self.workflow {
+            ExecutionStatus::Running
+        } else {
+            ExecutionStatus::Requested
+        }
+    }
+
     /// A run of `action` with `params` and nothing else set: one attempt,
     /// the default timeout, no rule, no parent.
     pub fn of(action: &str, params: Value, capabilities: Vec<String>) -> Self {
@@ -249,11 +259,7 @@ impl ExecutionRecord {
             id,
             action: e.action.clone(),
             params: e.params.clone(),
-            status: if e.workflow {
-                ExecutionStatus::Running
-            } else {
-                ExecutionStatus::Requested
-            },
+            status: e.initial_status(),
             status_reason: e.status_reason.clone(),
             capabilities: e.capabilities.clone(),
             rule: e.rule.clone(),
