@@ -170,7 +170,7 @@ impl Storage {
                 .bind(worker)
                 .bind(now)
                 .bind(id_array(dialect, ids))
-                .fetch_all(p)
+                .fetch_all(&mut *p)
                 .await?;
             Ok(rows.iter().map(|r| r.int("id")).collect())
         })
@@ -192,7 +192,7 @@ impl Storage {
             let done = sqlx::query(&sql)
                 .bind(worker)
                 .bind(id_array(dialect, marked))
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(done.rows_affected())
         })
@@ -243,7 +243,7 @@ impl Storage {
                     .bind(Json(&f.logs))
                     .bind(f.started_at);
             }
-            let rows = query.fetch_all(p).await?;
+            let rows = query.fetch_all(&mut *p).await?;
             let done: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
             let awaited = rows
                 .iter()

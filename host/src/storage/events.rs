@@ -48,7 +48,7 @@ impl Storage {
                     .bind(now)
                     .bind(e.rules.map(Json));
             }
-            inserted_ids(query, p, events.len()).await?
+            inserted_ids(query, &mut *p, events.len()).await?
         })
         .ok_or_else(|| fewer_rows("event"))?;
         Ok(events

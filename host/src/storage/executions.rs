@@ -27,7 +27,7 @@ impl Storage {
             for e in runs {
                 query = bind_execution!(query, e, e.enforcement, now, plain);
             }
-            inserted_ids(query, p, runs.len()).await?
+            inserted_ids(query, &mut *p, runs.len()).await?
         })
         .ok_or_else(|| fewer_rows("execution"))?;
         Ok(runs

@@ -159,7 +159,7 @@ impl Storage {
                 .bind(pack)
                 .bind(key)
                 .bind(now_ms())
-                .fetch_optional(p)
+                .fetch_optional(&mut *p)
                 .await?;
             Ok(row.is_some_and(|r| r.boolean("live")))
         })

@@ -118,20 +118,20 @@ const POSTGRES: &[(i64, &str)] = &[
 /// An arbitrary constant naming Attune's migration lock.
 const LOCK_KEY: i64 = 0x6174_7475_6e65;
 
-pub(super) async fn run<DB>(pool: &sqlx::Pool<DB>, dialect: Dialect) -> Result<(), StorageError>
+pub(super) async fn run<DB, C>(conn: &mut C, dialect: Dialect) -> Result<(), StorageError>
 where
-    DB: sqlx::Database,
+    DB: sqlx::Database<Connection = C>,
+    C: sqlx::Connection<Database = DB>,
     for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     i64: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
     usize: sqlx::ColumnIndex<DB::Row>,
 {
-    use sqlx::{Connection, Row};
+    use sqlx::Row;
     let migrations = match dialect {
         Dialect::Sqlite => SQLITE,
         Dialect::Postgres => POSTGRES,
     };
-    let mut conn = pool.acquire().await?;
     if dialect == Dialect::Postgres {
         sqlx::query(&format!("SELECT pg_advisory_lock({LOCK_KEY})"))
             .execute(&mut *conn)

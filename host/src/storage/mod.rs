@@ -15,16 +15,20 @@ mod migrate;
 mod rows;
 mod sql;
 mod status;
+mod wal;
 
 pub mod records;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection};
 
 pub use records::*;
 
@@ -111,10 +115,12 @@ enum Pool {
     /// Readers, and the one connection every write goes through: SQLite
     /// takes one writer at a time anyway, and writers queued here wait their
     /// turn in order instead of sleeping in SQLite's busy handler (a
-    /// millisecond or more each time they find the file locked).
+    /// millisecond or more each time they find the file locked). `wal`
+    /// checkpoints the log beside the writer (see [`wal`]).
     Sqlite {
         read: SqlitePool,
-        write: SqlitePool,
+        write: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+        wal: wal::Wal,
     },
     Postgres(PgPool),
 }
@@ -130,12 +136,30 @@ macro_rules! on_pool {
     };
 }
 
-/// [`on_pool`] for statements that write.
+/// [`on_pool`] for statements that write: `$pool` is a connection held for
+/// the whole body. On SQLite it is the one writer connection, held by the
+/// storage rather than a pool: a pool would test it with a round trip to
+/// its thread every time it went back, and the next write would wait for
+/// that. A storage that was closed answers `PoolClosed`.
 macro_rules! on_writer {
     ($storage:expr, |$pool:ident| $body:expr) => {
         match &$storage.pool {
-            Pool::Sqlite { write: $pool, .. } => $body,
-            Pool::Postgres($pool) => $body,
+            Pool::Sqlite { write, wal, .. } => {
+                #[allow(unused_imports)] // for the bodies that begin a transaction
+                use sqlx::Connection as _;
+                let mut held = write.lock().await;
+                let $pool: &mut sqlx::SqliteConnection =
+                    held.as_mut().ok_or(sqlx::Error::PoolClosed)?;
+                wal.wrote();
+                $body
+            }
+            Pool::Postgres(pool) => {
+                #[allow(unused_imports)] // for the bodies that begin a transaction
+                use sqlx::Connection as _;
+                let mut held = pool.acquire().await?;
+                let $pool: &mut sqlx::PgConnection = &mut held;
+                $body
+            }
         }
     };
 }
@@ -249,21 +273,24 @@ impl Storage {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
-                .busy_timeout(Duration::from_secs(10));
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("wal_autocheckpoint", wal::BACKSTOP_PAGES.to_string());
             // The writer first: it creates the file and sets WAL mode. A
-            // connection to a local file needs no ping before each use (the
-            // pool's default), which would double the hand-offs to its thread.
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .test_before_acquire(false)
-                .connect_with(options.clone())
-                .await?;
+            // reader connection to a local file needs no ping before each use
+            // (the pool's default), which would double the hand-offs to its
+            // thread.
+            let write = options.connect().await?;
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
-            Pool::Sqlite { read, write }
+            let wal = wal::Wal::start(read.clone());
+            Pool::Sqlite {
+                read,
+                write: Arc::new(tokio::sync::Mutex::new(Some(write))),
+                wal,
+            }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Pool::Postgres(
                 PgPoolOptions::new()
@@ -325,9 +352,13 @@ impl Storage {
     /// Closes every connection.
     pub async fn close(&self) {
         match &self.pool {
-            Pool::Sqlite { read, write } => {
+            Pool::Sqlite { read, write, .. } => {
                 read.close().await;
-                write.close().await;
+                if let Some(write) = write.lock().await.take()
+                    && let Err(e) = write.close().await
+                {
+                    tracing::warn!(error = %e, "closing the database's writer");
+                }
             }
             Pool::Postgres(p) => p.close().await,
         }

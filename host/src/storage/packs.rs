@@ -14,7 +14,7 @@ impl Storage {
                 .bind(name)
                 .bind(Json(grants))
                 .bind(now_ms())
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(done.rows_affected() > 0)
         })
@@ -256,7 +256,7 @@ impl Storage {
             .bind(&t.description)
             .bind(Json(&t.params_schema))
             .bind(Json(&t.payload_schema))
-            .execute(p)
+            .execute(&mut *p)
             .await?;
             Ok(())
         })

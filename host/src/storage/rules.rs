@@ -19,7 +19,7 @@ impl Storage {
                 rule,
                 now
             )
-            .fetch_one(p)
+            .fetch_one(&mut *p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
             Ok(RuleRecord::from_row(&row))
@@ -39,7 +39,7 @@ impl Storage {
                 now
             )
             .bind(r#ref)
-            .fetch_optional(p)
+            .fetch_optional(&mut *p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
             Ok(row.as_ref().map(RuleRecord::from_row))
@@ -56,7 +56,7 @@ impl Storage {
             .bind(r#ref)
             .bind(enabled)
             .bind(now)
-            .fetch_optional(p)
+            .fetch_optional(&mut *p)
             .await?;
             Ok(row.as_ref().map(RuleRecord::from_row))
         })
@@ -96,7 +96,7 @@ impl Storage {
         on_writer!(self, |p| {
             let done = sqlx::query("DELETE FROM rule WHERE ref = $1")
                 .bind(r#ref)
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(done.rows_affected() > 0)
         })

@@ -28,7 +28,7 @@ impl Storage {
             .bind(&sealed.nonce)
             .bind(&sealed.ciphertext)
             .bind(now)
-            .execute(p)
+            .execute(&mut *p)
             .await?;
             Ok(())
         })
@@ -74,7 +74,7 @@ impl Storage {
         on_writer!(self, |p| {
             let done = sqlx::query("DELETE FROM secret WHERE name = $1")
                 .bind(name)
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(done.rows_affected() > 0)
         })

@@ -289,7 +289,7 @@ impl Storage {
             .bind(r#ref)
             .bind(enabled)
             .bind(now)
-            .fetch_optional(p)
+            .fetch_optional(&mut *p)
             .await?;
             Ok(row.as_ref().map(SensorRecord::from_row))
         })

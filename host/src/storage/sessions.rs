@@ -15,7 +15,7 @@ impl Storage {
             .bind(token)
             .bind(now)
             .bind(expires_at)
-            .execute(p)
+            .execute(&mut *p)
             .await?;
             Ok(())
         })
@@ -44,7 +44,7 @@ impl Storage {
         on_writer!(self, |p| {
             sqlx::query("DELETE FROM console_session WHERE hash = $1")
                 .bind(hash)
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(())
         })

@@ -66,7 +66,7 @@ impl Storage {
                 None => {
                     sqlx::query("DELETE FROM timer WHERE rule = $1")
                         .bind(&rule.spec.r#ref)
-                        .execute(p)
+                        .execute(&mut *p)
                         .await?;
                 }
                 Some(((every, schedule), first)) => {
@@ -85,7 +85,7 @@ impl Storage {
                     .bind(first)
                     .bind(&misfire)
                     .bind(schedule)
-                    .execute(p)
+                    .execute(&mut *p)
                     .await?;
                 }
             }
@@ -98,7 +98,7 @@ impl Storage {
         on_writer!(self, |p| {
             sqlx::query("DELETE FROM timer WHERE rule = $1")
                 .bind(rule)
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(())
         })
@@ -210,7 +210,7 @@ impl Storage {
             sqlx::query("UPDATE timer SET next_fire_at = $2 WHERE rule = $1")
                 .bind(rule)
                 .bind(at)
-                .execute(p)
+                .execute(&mut *p)
                 .await?;
             Ok(())
         })

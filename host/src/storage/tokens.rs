@@ -17,7 +17,7 @@ impl Storage {
             .bind(role.as_str())
             .bind(hash)
             .bind(now)
-            .fetch_one(p)
+            .fetch_one(&mut *p)
             .await?;
             Ok(TokenRecord::from_row(&row))
         })

@@ -76,7 +76,7 @@ impl Storage {
             .bind(Json(labels))
             .bind(now)
             .bind(owner)
-            .fetch_optional(p)
+            .fetch_optional(&mut *p)
             .await?;
             row.map(|r| WorkerRecord::from_row(&r)).ok_or_else(|| {
                 StorageError::Conflict(format!("worker `{name}` belongs to another token"))
@@ -115,7 +115,7 @@ impl Storage {
                 "UPDATE execution SET lease_expires_at = 0 WHERE worker = $1 AND status IN ('scheduled', 'running')",
             )
             .bind(worker)
-            .execute(p)
+            .execute(&mut *p)
             .await?;
             Ok(done.rows_affected())
         })

@@ -232,7 +232,7 @@ impl Storage {
                 id_in(dialect, 1)
             ))
             .bind(id_array(dialect, ids))
-            .execute(p)
+            .execute(&mut *p)
             .await?;
             Ok(())
         })

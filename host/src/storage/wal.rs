@@ -1,0 +1,79 @@
+//! SQLite's write-ahead log, checkpointed beside the writer instead of by it.
+//!
+//! By default SQLite checkpoints inside the commit that takes the log past
+//! 1,000 pages: that commit copies the logged pages into the database file
+//! and waits for two `fsync`s, and every write queued behind it waits too
+//! (at a few thousand events a second, a stall of milliseconds several times
+//! a second). Here the writer checkpoints only as a backstop, at
+//! [`BACKSTOP_PAGES`]; a task checkpoints (`PASSIVE`: it copies what no
+//! reader still needs and never blocks a writer) on a reader connection
+//! [`SETTLE`] after writes begin, while the writer goes on appending.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use sqlx::sqlite::SqlitePool;
+use tokio::sync::Notify;
+
+/// Log size (pages) at which the writer checkpoints itself: far more than
+/// the log grows between the task's checkpoints, so only a task held up
+/// for long (or a reader holding an old snapshot) leaves it to the writer.
+pub(super) const BACKSTOP_PAGES: u32 = 16_384;
+
+/// How long the task lets writes gather before a checkpoint, and the least
+/// time between two.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// The writers' side: says that a write is coming.
+#[derive(Clone)]
+pub(super) struct Wal {
+    wrote: Arc<Notify>,
+}
+
+impl Wal {
+    /// Starts the checkpointing task on `read`; it ends once every clone of
+    /// the returned handle is dropped or the pool is closed.
+    pub(super) fn start(read: SqlitePool) -> Self {
+        let wrote = Arc::new(Notify::new());
+        let weak = Arc::downgrade(&wrote);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(checkpoints(read, weak));
+        }
+        Wal { wrote }
+    }
+
+    /// A write is about to go through the writer.
+    pub(super) fn wrote(&self) {
+        self.wrote.notify_one();
+    }
+}
+
+async fn checkpoints(read: SqlitePool, wrote: Weak<Notify>) {
+    loop {
+        // The task holds the handle only while it waits (and a while at
+        // most), so it notices within that while that every one is gone.
+        let Some(handle) = wrote.upgrade() else {
+            return;
+        };
+        let woke = tokio::time::timeout(Duration::from_secs(5), handle.notified())
+            .await
+            .is_ok();
+        drop(handle);
+        if read.is_closed() {
+            return;
+        }
+        if !woke {
+            continue;
+        }
+        tokio::time::sleep(SETTLE).await;
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&read)
+            .await
+        {
+            if matches!(e, sqlx::Error::PoolClosed) {
+                return;
+            }
+            tracing::warn!(error = %e, "checkpointing the database's log");
+        }
+    }
+}
