@@ -445,6 +445,44 @@ on_both_backends! {
         s.finish().await;
     }
 
+    // Regression: the claim read a window of four candidates per wanted
+    // execution and filtered by capability afterwards, so a queue headed by
+    // more executions than that which the worker could not serve starved it.
+    async fn a_claim_passes_over_what_the_worker_cannot_serve(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let storage = &s.core.storage;
+        let worker = storage.upsert_worker("plain", &["wasi:cli/environment".to_string()], &json!({}), None).await.unwrap();
+        let needs = |caps: &[&str]| attune::storage::NewExecution::of(
+            "core.noop", json!({}), caps.iter().map(|c| c.to_string()).collect());
+        let mut runs: Vec<_> = (0..20).map(|_| needs(&["wasi:http/outgoing-handler"])).collect();
+        runs.extend((0..3).map(|_| needs(&[])));
+        runs.push(needs(&["wasi:cli/environment"]));
+        runs.push(needs(&["wasi:cli/environment", "wasi:http/outgoing-handler"]));
+        let queued = storage.insert_executions(&runs).await.unwrap();
+        let servable: Vec<i64> = queued[20..24].iter().map(|e| e.id).collect();
+        let caps = ["wasi:cli/environment".to_string()];
+        // The oldest it can serve, in order, past the twenty it cannot.
+        let first = storage.claim(worker.id, &caps, 2, 30_000, false).await.unwrap();
+        assert_eq!(first.iter().map(|e| e.id).collect::<Vec<_>>(), servable[..2]);
+        for e in &first {
+            assert_eq!(e.status.as_str(), "scheduled");
+            assert_eq!(e.worker, Some(worker.id));
+            assert_eq!(e.started_at, None);
+            let stored = storage.get_execution(e.id).await.unwrap().unwrap();
+            assert_eq!(serde_json::to_value(e).unwrap(), serde_json::to_value(&stored).unwrap());
+        }
+        let rest = storage.claim(worker.id, &caps, 10, 30_000, true).await.unwrap();
+        assert_eq!(rest.iter().map(|e| e.id).collect::<Vec<_>>(), servable[2..]);
+        assert!(rest.iter().all(|e| e.status.as_str() == "running" && e.started_at.is_some()));
+        assert!(storage.claim(worker.id, &caps, 10, 30_000, true).await.unwrap().is_empty());
+        // Nothing it cannot serve moved.
+        for e in queued[..20].iter().chain(&queued[24..]) {
+            let stored = storage.get_execution(e.id).await.unwrap().unwrap();
+            assert_eq!(stored.status.as_str(), "requested", "{}", e.id);
+        }
+        s.finish().await;
+    }
+
     async fn what_queueing_returns_is_what_the_database_stored(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         let storage = &s.core.storage;

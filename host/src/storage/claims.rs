@@ -1,12 +1,11 @@
 //! Claims: how workers take executions, mark them running, report how they
 //! ended, and lose them when their lease expires.
 //!
-//! Claims are optimistic and therefore correct with any number of claimers
-//! on either backend: a worker reads candidate `requested` rows and moves each
-//! with `UPDATE … WHERE id = $1 AND status = 'requested'`; only the claimer
-//! whose update changed a row owns it. On PostgreSQL the candidate read uses
-//! `FOR UPDATE SKIP LOCKED` so concurrent claimers pick different rows instead
-//! of racing for the same ones.
+//! A claim is one `UPDATE` that picks the oldest `requested` rows the worker
+//! can serve and moves them, so it is correct with any number of claimers on
+//! either backend: SQLite runs one writing statement at a time, and on
+//! PostgreSQL the pick uses `FOR UPDATE SKIP LOCKED`, so concurrent claimers
+//! take different rows instead of waiting for the same ones.
 
 use serde_json::{Value, json};
 use sqlx::types::Json;
@@ -77,9 +76,12 @@ pub struct Reaped {
 
 impl Storage {
     /// Claims up to `limit` queued executions whose capabilities `worker`
-    /// covers, leasing them until `now + lease_ms`. With `start`, they go
-    /// straight to `running` (a worker that starts what it claims at once
-    /// saves a round trip per execution).
+    /// covers, oldest first, leasing them until `now + lease_ms`. With
+    /// `start`, they go straight to `running` (a worker that starts what it
+    /// claims at once saves a round trip per execution).
+    ///
+    /// One statement: the rows are chosen and moved by the same `UPDATE`,
+    /// so a claim is one trip to the database and reads only what it takes.
     pub async fn claim(
         &self,
         worker: i64,
@@ -88,67 +90,41 @@ impl Storage {
         lease_ms: i64,
         start: bool,
     ) -> Result<Vec<ExecutionRecord>> {
+        if limit <= 0 {
+            return Ok(vec![]);
+        }
         let status = if start {
             ExecutionStatus::Running
         } else {
             ExecutionStatus::Scheduled
         };
         let now = now_ms();
-        let lock = self.skip_locked();
-        let select = format!(
-            "SELECT {EXECUTION_COLUMNS} FROM execution WHERE status = 'requested' AND not_before <= $1 \
-             ORDER BY id LIMIT $2{lock}"
-        );
         let dialect = self.dialect();
-        let update = format!(
+        let sql = format!(
             "UPDATE execution SET status = $4, status_reason = NULL, worker = $1, scheduled_at = $2, \
-             started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, \
-             lease_expires_at = $3 WHERE status = 'requested' AND id {} RETURNING id",
-            id_in(dialect, 5)
+             started_at = CASE WHEN $4 = 'running' THEN $2 ELSE NULL END, lease_expires_at = $3 \
+             WHERE id IN (SELECT id FROM execution WHERE status = 'requested' AND not_before <= $2 \
+             AND {} ORDER BY id LIMIT $5{}) RETURNING {EXECUTION_COLUMNS}",
+            capabilities_covered(dialect, 6),
+            self.skip_locked()
         );
-        on_writer!(self, |p| {
-            let mut tx = p.begin_with(self.begin_sql()).await?;
-            let candidates = sqlx::query(&select)
-                .bind(now)
-                .bind(limit * 4)
-                .fetch_all(&mut *tx)
-                .await?;
-            let chosen: Vec<ExecutionRecord> = candidates
-                .iter()
-                .map(ExecutionRecord::from_row)
-                .filter(|e| e.capabilities.iter().all(|c| capabilities.contains(c)))
-                .take(limit.max(0) as usize)
-                .collect();
-            if chosen.is_empty() {
-                tx.commit().await?;
-                return Ok(vec![]);
-            }
-            // One UPDATE for the batch; only rows still `requested` move, so
-            // a row another claimer took meanwhile is simply not returned.
-            let ids: Vec<i64> = chosen.iter().map(|e| e.id).collect();
-            let rows = sqlx::query(&update)
+        let capabilities = Json(capabilities);
+        let mut claimed: Vec<ExecutionRecord> = on_writer!(self, |p| {
+            sqlx::query(&sql)
                 .bind(worker)
                 .bind(now)
                 .bind(now + lease_ms)
                 .bind(status.as_str())
-                .bind(id_array(dialect, &ids))
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            let won: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
-            Ok(chosen
-                .into_iter()
-                .filter(|e| won.contains(&e.id))
-                .map(|e| ExecutionRecord {
-                    status,
-                    worker: Some(worker),
-                    scheduled_at: Some(now),
-                    started_at: start.then_some(now),
-                    status_reason: None,
-                    ..e
-                })
-                .collect())
-        })
+                .bind(limit)
+                .bind(&capabilities)
+                .fetch_all(&mut *p)
+                .await?
+                .iter()
+                .map(ExecutionRecord::from_row)
+                .collect()
+        });
+        claimed.sort_unstable_by_key(|e| e.id);
+        Ok(claimed)
     }
 
     /// Marks executions `worker` claimed ahead as running, in one

@@ -50,6 +50,18 @@ pub(super) fn id_array(dialect: Dialect, ids: &[i64]) -> String {
     }
 }
 
+/// A condition true when every capability `execution` needs is among
+/// those bound (a JSON array) as parameter `param`.
+pub(super) fn capabilities_covered(dialect: Dialect, param: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => format!(
+            "NOT EXISTS (SELECT 1 FROM json_each(execution.capabilities) AS needed \
+             WHERE needed.value NOT IN (SELECT value FROM json_each(${param})))"
+        ),
+        Dialect::Postgres => format!("execution.capabilities <@ CAST(${param} AS jsonb)"),
+    }
+}
+
 /// What an insert ends with so that [`inserted_ids`] can read its ids:
 /// nothing on SQLite (the connection knows the last id), `RETURNING id` on
 /// PostgreSQL.
