@@ -88,7 +88,10 @@ impl Storage {
             id_in(dialect, 2)
         );
         on_writer!(self, |p| {
-            let mut tx = p.begin_with(self.begin_sql()).await?;
+            // Its first statement writes, so a plain BEGIN takes SQLite's
+            // write lock as `IMMEDIATE` would, without the driver's extra
+            // trip to check a custom BEGIN.
+            let mut tx = p.begin().await?;
             if !events.is_empty() {
                 sqlx::query(&mark_sql)
                     .bind(now)

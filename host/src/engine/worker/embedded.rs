@@ -279,10 +279,11 @@ impl EmbeddedWorker {
             let idle = self.local.idle.load(Ordering::SeqCst);
             let queued = self.local.len() + lock(&self.local.started).len();
             let ahead = self.local.pace.ahead(concurrency);
-            // Nothing to claim ahead: only for idle slots, straight into
-            // `running` (which saves the start statement). Otherwise top the
-            // queue up once it is down to half of what may be held ahead.
-            let (want, start) = if ahead == 0 {
+            // Nothing to claim ahead, or slots waiting on an empty queue:
+            // only for idle slots, straight into `running` (which saves the
+            // start statement). Otherwise top the queue up once it is down
+            // to half of what may be held ahead.
+            let (want, start) = if ahead == 0 || (queued == 0 && idle > 0) {
                 (idle.saturating_sub(queued), true)
             } else if queued <= (ahead / 2).max(idle) {
                 (ahead + idle - queued.min(ahead + idle), false)
