@@ -108,7 +108,6 @@ impl Storage {
             capabilities_covered(dialect, 6),
             self.skip_locked()
         );
-        let capabilities = Json(capabilities);
         let mut claimed: Vec<ExecutionRecord> = on_writer!(self, |p| {
             sqlx::query(&sql)
                 .bind(worker)
@@ -116,7 +115,7 @@ impl Storage {
                 .bind(now + lease_ms)
                 .bind(status.as_str())
                 .bind(limit)
-                .bind(&capabilities)
+                .bind(Json(capabilities))
                 .fetch_all(&mut *p)
                 .await?
                 .iter()

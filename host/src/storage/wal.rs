@@ -77,3 +77,42 @@ async fn checkpoints(read: SqlitePool, wrote: Weak<Notify>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::{NewEvent, Storage};
+    use serde_json::json;
+    use std::time::Duration;
+
+    /// Writes that stay far below the writer's backstop still reach the
+    /// database file soon: the task checkpoints them, not the writer.
+    #[tokio::test]
+    async fn the_log_is_checkpointed_beside_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attune.db");
+        let storage = Storage::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        // Let the checkpoint after the migrations happen first.
+        tokio::time::sleep(super::SETTLE * 3).await;
+        let before = std::fs::metadata(&file).unwrap().len();
+        let payload = json!({"padding": "x".repeat(2000)});
+        let events: Vec<NewEvent<'_>> = (0..500)
+            .map(|_| NewEvent {
+                trigger: "core.manual",
+                payload: &payload,
+                source: None,
+                rules: None,
+            })
+            .collect();
+        storage.insert_events(&events).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).unwrap().len() < before + 500 * 2000 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the log was not checkpointed into the database file"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
