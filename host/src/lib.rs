@@ -20,7 +20,8 @@
 //! - [`storage`] — sqlx only: SQLite and PostgreSQL behind one type, every
 //!   query written once for both, one file per table or concern (packs,
 //!   rules, events, executions, workers, tokens, timers, claims, retention,
-//!   secrets, kv, workflows, sensors).
+//!   secrets, kv, workflows, sensors), and SQLite's log checkpointed beside
+//!   its one writer connection (`wal`).
 //!   Its rows are plain data, not wire types.
 //! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
 //!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event
