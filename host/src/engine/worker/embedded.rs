@@ -229,6 +229,9 @@ impl EmbeddedWorker {
         let lease_ms = crate::util::units::millis(self.config.lease);
         let mut next_heartbeat = tokio::time::Instant::now();
         let concurrency = self.config.concurrency.max(1);
+        // What the last claim took: no more than the slots means work comes
+        // a little at a time.
+        let mut last_claimed = 0;
         let mut slots = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
             let local = self.local.clone();
@@ -279,11 +282,14 @@ impl EmbeddedWorker {
             let idle = self.local.idle.load(Ordering::SeqCst);
             let queued = self.local.len() + lock(&self.local.started).len();
             let ahead = self.local.pace.ahead(concurrency);
-            // Nothing to claim ahead, or slots waiting on an empty queue:
-            // only for idle slots, straight into `running` (which saves the
-            // start statement). Otherwise top the queue up once it is down
-            // to half of what may be held ahead.
-            let (want, start) = if ahead == 0 || (queued == 0 && idle > 0) {
+            // Nothing to claim ahead, or slots waiting on an empty queue
+            // while work comes a little at a time: only for idle slots,
+            // straight into `running` (which saves the start statement;
+            // under load, a separate claim for them would cost more than it
+            // saves). Otherwise top the queue up once it is down to half of
+            // what may be held ahead.
+            let trickle = queued == 0 && idle > 0 && last_claimed <= concurrency;
+            let (want, start) = if ahead == 0 || trickle {
                 (idle.saturating_sub(queued), true)
             } else if queued <= (ahead / 2).max(idle) {
                 (ahead + idle - queued.min(ahead + idle), false)
@@ -300,6 +306,7 @@ impl EmbeddedWorker {
                 {
                     Ok(claimed) => {
                         more = claimed.len() == want;
+                        last_claimed = claimed.len();
                         if !claimed.is_empty() {
                             let metrics = &self.core.metrics;
                             metrics.claims_per_batch.observe(claimed.len() as f64);
