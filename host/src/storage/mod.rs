@@ -142,11 +142,11 @@ macro_rules! on_pool {
 /// its thread every time it went back, and the next write would wait for
 /// that. A storage that was closed answers `PoolClosed`.
 macro_rules! on_writer {
-    ($storage:expr, |$pool:ident| $body:expr) => {
+    ($storage:expr, |$pool:ident| $body:expr) => {{
+        #[allow(unused_imports)] // for the bodies that begin a transaction
+        use sqlx::Connection as _;
         match &$storage.pool {
             Pool::Sqlite { write, wal, .. } => {
-                #[allow(unused_imports)] // for the bodies that begin a transaction
-                use sqlx::Connection as _;
                 let mut held = write.lock().await;
                 let $pool: &mut sqlx::SqliteConnection =
                     held.as_mut().ok_or(sqlx::Error::PoolClosed)?;
@@ -154,14 +154,12 @@ macro_rules! on_writer {
                 $body
             }
             Pool::Postgres(pool) => {
-                #[allow(unused_imports)] // for the bodies that begin a transaction
-                use sqlx::Connection as _;
                 let mut held = pool.acquire().await?;
                 let $pool: &mut sqlx::PgConnection = &mut held;
                 $body
             }
         }
-    };
+    }};
 }
 
 /// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (as

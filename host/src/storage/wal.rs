@@ -9,11 +9,10 @@
 //! reader still needs and never blocks a writer) on a reader connection
 //! [`SETTLE`] after writes begin, while the writer goes on appending.
 
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::sqlite::SqlitePool;
-use tokio::sync::Notify;
+use tokio::sync::mpsc;
 
 /// Log size (pages) at which the writer checkpoints itself: far more than
 /// the log grows between the task's checkpoints, so only a task held up
@@ -27,44 +26,27 @@ const SETTLE: Duration = Duration::from_millis(100);
 /// The writers' side: says that a write is coming.
 #[derive(Clone)]
 pub(super) struct Wal {
-    wrote: Arc<Notify>,
+    /// Holds at most one wake-up, so writes while one waits add nothing;
+    /// the task ends when every sender (every clone of the storage) is gone.
+    wrote: mpsc::Sender<()>,
 }
 
 impl Wal {
-    /// Starts the checkpointing task on `read`; it ends once every clone of
-    /// the returned handle is dropped or the pool is closed.
+    /// Starts the checkpointing task on `read`.
     pub(super) fn start(read: SqlitePool) -> Self {
-        let wrote = Arc::new(Notify::new());
-        let weak = Arc::downgrade(&wrote);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(checkpoints(read, weak));
-        }
+        let (wrote, woken) = mpsc::channel(1);
+        tokio::spawn(checkpoints(read, woken));
         Wal { wrote }
     }
 
     /// A write is about to go through the writer.
     pub(super) fn wrote(&self) {
-        self.wrote.notify_one();
+        let _ = self.wrote.try_send(());
     }
 }
 
-async fn checkpoints(read: SqlitePool, wrote: Weak<Notify>) {
-    loop {
-        // The task holds the handle only while it waits (and a while at
-        // most), so it notices within that while that every one is gone.
-        let Some(handle) = wrote.upgrade() else {
-            return;
-        };
-        let woke = tokio::time::timeout(Duration::from_secs(5), handle.notified())
-            .await
-            .is_ok();
-        drop(handle);
-        if read.is_closed() {
-            return;
-        }
-        if !woke {
-            continue;
-        }
+async fn checkpoints(read: SqlitePool, mut woken: mpsc::Receiver<()>) {
+    while woken.recv().await.is_some() {
         tokio::time::sleep(SETTLE).await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
             .execute(&read)
