@@ -578,6 +578,52 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn events_and_their_verdicts_are_stored_in_one_transaction(backend) {
+        let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.together", "trigger": "core.manual",
+            "action": "core.echo", "action_params": {"message": "event {{ event.id }}"},
+        })).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let storage = &s.core.storage;
+        let rules = storage.enabled_rules("core.manual").await.unwrap();
+        let payload = json!({"n": 1});
+        let new = [
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None },
+        ];
+        // The plan sees the events with their ids, within the transaction.
+        let core = &s.core;
+        let (events, queued) = storage.record_events(&new, |records| async move {
+            let mut items = Vec::new();
+            for e in &records {
+                items.extend(attune::engine::rules::evaluate::plan(core, e, rules.clone()).await.unwrap());
+            }
+            (records, Ok::<_, String>(items))
+        }).await.unwrap();
+        let queued = queued.unwrap();
+        assert_eq!(queued.len(), 2);
+        for ((event, execution), e) in queued.iter().zip(&events) {
+            assert_eq!(*event, e.id);
+            assert_eq!(execution.params["message"], json!(format!("event {}", e.id)));
+            let stored = storage.get_execution(execution.id).await.unwrap().unwrap();
+            assert_eq!(serde_json::to_value(execution).unwrap(), serde_json::to_value(&stored).unwrap());
+            let shown = storage.get_event(e.id).await.unwrap().unwrap();
+            assert_eq!(serde_json::to_value(e).unwrap(), serde_json::to_value(&shown).unwrap());
+        }
+        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "nothing left unjudged");
+        // A plan that fails keeps its events, unjudged, for the reconciler.
+        let (kept, failed) = storage.record_events(&new[..1], |records| async move {
+            (records, Err::<Vec<attune::storage::NewEnforcement>, _>("no verdicts".to_string()))
+        }).await.unwrap();
+        assert_eq!(failed.unwrap_err(), "no verdicts");
+        assert!(storage.get_event(kept[0].id).await.unwrap().is_some());
+        assert_eq!(executions_of_rule(&s, "core.together").await.len(), 2);
+        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(executions_of_rule(&s, "core.together").await.len(), 3);
+        s.finish().await;
+    }
+
     async fn events_posted_at_once_are_batched_and_each_keeps_its_own_executions(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         for (r#ref, criteria) in [("core.every_event", "true"), ("core.even_only", "event.payload.n % 2 == 0")] {

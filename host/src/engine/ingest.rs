@@ -3,14 +3,13 @@
 //!
 //! Posted events, signed webhooks, timer ticks and direct executions each
 //! hand their entry to one writer task and wait. The writer takes everything
-//! that arrived meanwhile as one batch: the events in one statement, the
-//! direct runs in one statement. Stored events go on to one enforcer task,
-//! which takes every rule's verdict on each (criteria, templating,
-//! validation; bounded by fuel), writes all enforcements and executions in
-//! one transaction, answers, and wakes the workers once, while the writer
-//! already records the next batch. Under load a batch holds many entries, so
-//! the database sees a few statements per batch instead of several per
-//! entry; alone, an entry waits for nobody.
+//! that arrived meanwhile as one batch and records it in one transaction:
+//! the events in one statement, then, with their ids known, every rule's
+//! verdict on each (criteria, templating, validation; bounded by fuel) as
+//! the enforcements and executions, two statements more; the direct runs
+//! in one statement. It answers, and wakes the workers once. Under load a
+//! batch holds many entries, so the database sees a few statements per
+//! batch instead of several per entry; alone, an entry waits for nobody.
 
 use std::collections::HashMap;
 
@@ -21,7 +20,7 @@ use super::Core;
 use super::error::EngineError;
 use super::rules::evaluate::plan;
 use crate::storage::{
-    EventRecord, ExecutionRecord, NewEvent, NewExecution, RuleRecord, StorageError,
+    EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, RuleRecord, StorageError,
 };
 
 /// Entries written together at most.
@@ -125,12 +124,10 @@ impl Ingest {
     }
 }
 
-/// Stores each batch's events and direct runs, then hands the stored events
-/// to the [`enforcer`] and takes the next batch: evaluating criteria and
-/// templates never holds up recording what arrives meanwhile.
+/// Records each batch: its events with their rules' verdicts in one
+/// transaction, its direct runs in one statement; answers each entry and
+/// wakes the workers once.
 async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
-    let (stored_tx, stored_rx) = mpsc::unbounded_channel();
-    core.dispatch.spawn(enforcer(core.clone(), stored_rx));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let entries = std::mem::take(&mut batch);
@@ -143,20 +140,9 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                 Entry::Run(r, reply) => runs.push((r, reply)),
             }
         }
+        let mut woke = false;
         if !events.is_empty() {
-            match insert(&core, &events).await {
-                Ok(records) => {
-                    // The enforcer lives as long as this sender.
-                    let _ = stored_tx.send((records, events));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, events = events.len(), "recording events");
-                    let failure = Failure::of("recording events", &e);
-                    for (_, reply) in events {
-                        let _ = reply.send(Err(failure.clone()));
-                    }
-                }
-            }
+            woke |= record(&core, events).await;
         }
         if !runs.is_empty() {
             let new: Vec<NewExecution> = runs.iter().map(|(r, _)| r.clone()).collect();
@@ -168,7 +154,7 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                     for ((_, reply), record) in runs.into_iter().zip(records) {
                         let _ = reply.send(Ok(record));
                     }
-                    core.dispatch.work_queued(&core.storage).await;
+                    woke = true;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, runs = runs.len(), "queueing executions");
@@ -179,38 +165,33 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                 }
             }
         }
-    }
-}
-
-type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
-
-/// Stored events, waiting for their rules' verdicts.
-type Stored = (Vec<EventRecord>, Vec<EventEntry>);
-
-/// Takes what the writer stored, batches that queued up meanwhile
-/// together, and enforces them: each event's verdicts, then the answer to
-/// its request and one wake-up for the workers.
-async fn enforcer(core: Core, mut rx: mpsc::UnboundedReceiver<Stored>) {
-    let mut stored = Vec::new();
-    while rx.recv_many(&mut stored, MAX_BATCH).await > 0 {
-        let (mut records, mut events) = (Vec::new(), Vec::new());
-        for (r, e) in stored.drain(..) {
-            records.extend(r);
-            events.extend(e);
-        }
-        let admitted = admit(&core, records, &events).await;
-        let woke = admitted.iter().any(|a| !a.executions.is_empty());
-        for ((_, reply), a) in events.into_iter().zip(admitted) {
-            let _ = reply.send(Ok(a));
-        }
         if woke {
             core.dispatch.work_queued(&core.storage).await;
         }
     }
 }
 
-/// Records `events` in one statement.
-async fn insert(core: &Core, events: &[EventEntry]) -> Result<Vec<EventRecord>, StorageError> {
+type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
+
+/// Records `events` and their rules' verdicts in one transaction, and
+/// answers each; true when executions were queued. The rules are read
+/// before the write, and evaluated (criteria, templating, validation;
+/// bounded by fuel) once the events have their ids. Stored events are
+/// acknowledged whatever their verdicts: if those could not be made, each
+/// is admitted with `enforcement_pending` and [`reconcile`] enforces it
+/// later.
+async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
+    let mut audiences = Vec::with_capacity(events.len());
+    for (incoming, _) in &events {
+        audiences.push(match &incoming.rules {
+            Some(rules) => Ok(rules.clone()),
+            None => core
+                .cache
+                .enabled_rules(&core.storage, &incoming.trigger)
+                .await
+                .map_err(EngineError::from),
+        });
+    }
     let addressed: Vec<Option<Vec<String>>> = events
         .iter()
         .map(|(e, _)| {
@@ -229,82 +210,81 @@ async fn insert(core: &Core, events: &[EventEntry]) -> Result<Vec<EventRecord>, 
             rules: rules.as_deref(),
         })
         .collect();
-    let records = core.storage.insert_events(&new).await?;
+    let recorded = core
+        .storage
+        .record_events(&new, |records| async move {
+            let planned = plan_all(core, &records, audiences).await;
+            (records, planned)
+        })
+        .await;
+    let (records, verdicts) = match recorded {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            tracing::error!(error = %e, events = events.len(), "recording events");
+            let failure = Failure::of("recording events", &e);
+            for (_, reply) in events {
+                let _ = reply.send(Err(failure.clone()));
+            }
+            return false;
+        }
+    };
     core.metrics.events_recorded.inc_by(records.len() as u64);
-    Ok(records)
-}
-
-/// Enforces stored events; returns what each admitted. Once stored, events
-/// are acknowledged whatever happens next: if their verdicts cannot be
-/// stored, each is admitted with `enforcement_pending` and [`reconcile`]
-/// enforces it later.
-async fn admit(core: &Core, records: Vec<EventRecord>, events: &[EventEntry]) -> Vec<Admitted> {
-    let mut audiences = Vec::with_capacity(records.len());
-    for (record, (incoming, _)) in records.iter().zip(events) {
-        audiences.push(match &incoming.rules {
-            Some(rules) => Ok(rules.clone()),
-            None => core
-                .cache
-                .enabled_rules(&core.storage, &record.trigger)
-                .await
-                .map_err(EngineError::from),
-        });
-    }
-    match enforce(core, &records, audiences).await {
-        Ok(mut queued) => records
-            .into_iter()
-            .enumerate()
-            .map(|(n, event)| Admitted {
-                event,
-                executions: queued.remove(&n).unwrap_or_default(),
-                enforcement_pending: false,
-            })
-            .collect(),
+    let (queued, pending) = match verdicts {
+        Ok(queued) => (queued, false),
         Err(e) => {
             tracing::error!(error = %e, events = records.len(), "enforcing events; they are kept and enforced later");
-            records
-                .into_iter()
-                .map(|event| Admitted {
-                    event,
-                    executions: Vec::new(),
-                    enforcement_pending: true,
-                })
-                .collect()
+            (Vec::new(), true)
         }
+    };
+    core.metrics
+        .executions_requested
+        .inc_by(queued.len() as u64);
+    let woke = !queued.is_empty();
+    let mut by_event: HashMap<i64, Vec<ExecutionRecord>> = HashMap::new();
+    for (event, execution) in queued {
+        by_event.entry(event).or_default().push(execution);
     }
+    for ((_, reply), event) in events.into_iter().zip(records) {
+        let _ = reply.send(Ok(Admitted {
+            executions: by_event.remove(&event.id).unwrap_or_default(),
+            enforcement_pending: pending,
+            event,
+        }));
+    }
+    woke
+}
+
+/// What the rules each stored event is addressed to make of it.
+async fn plan_all(
+    core: &Core,
+    records: &[EventRecord],
+    audiences: Vec<Result<Vec<RuleRecord>, EngineError>>,
+) -> Result<Vec<NewEnforcement>, EngineError> {
+    let mut items = Vec::new();
+    for (record, rules) in records.iter().zip(audiences) {
+        items.extend(plan(core, record, rules?).await?);
+    }
+    Ok(items)
 }
 
 /// Plans and stores the verdicts of the rules each stored event is
 /// addressed to, marking the events enforced in the same transaction;
-/// returns the executions queued, by the event's index.
+/// returns how many executions were queued.
 async fn enforce(
     core: &Core,
     records: &[EventRecord],
     audiences: Vec<Result<Vec<RuleRecord>, EngineError>>,
-) -> Result<HashMap<usize, Vec<ExecutionRecord>>, EngineError> {
-    let mut items = Vec::new();
-    let mut owners = Vec::new();
-    for (n, (record, rules)) in records.iter().zip(audiences).enumerate() {
-        let planned = plan(core, record, rules?).await?;
-        owners.extend(std::iter::repeat_n(n, planned.len()));
-        items.extend(planned);
-    }
+) -> Result<usize, EngineError> {
+    let items = plan_all(core, records, audiences).await?;
     let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
-    let mut queued: HashMap<usize, Vec<ExecutionRecord>> = HashMap::new();
-    for (outcome, owner) in core
+    let queued = core
         .storage
         .enforce_many(&items, &ids)
         .await?
         .into_iter()
-        .zip(owners)
-    {
-        if let Some(execution) = outcome {
-            queued.entry(owner).or_default().push(execution);
-        }
-    }
-    core.metrics
-        .executions_requested
-        .inc_by(queued.values().map(Vec::len).sum::<usize>() as u64);
+        .flatten()
+        .count();
+    core.metrics.executions_requested.inc_by(queued as u64);
     Ok(queued)
 }
 
@@ -320,8 +300,7 @@ pub async fn enforce_stored(core: &Core, records: &[EventRecord]) -> Result<(), 
             .await?;
         audiences.push(Ok(rules));
     }
-    let queued = enforce(core, records, audiences).await?;
-    if !queued.is_empty() {
+    if enforce(core, records, audiences).await? > 0 {
         core.dispatch.work_queued(&core.storage).await;
     }
     Ok(())
@@ -372,7 +351,7 @@ pub async fn reconcile(core: &Core, min_age: std::time::Duration) -> Result<usiz
         }
         let queued = enforce(core, &records, audiences).await?;
         done += records.len();
-        if !queued.is_empty() {
+        if queued > 0 {
             core.dispatch.work_queued(&core.storage).await;
         }
     }

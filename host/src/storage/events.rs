@@ -1,67 +1,53 @@
 //! Events: one at a time, or a batch of them in one statement.
 
-use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
 use super::rows::DbRow;
 use super::sql::*;
-use super::{Pool, Result, Storage, fewer_rows, now_ms};
+use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
+
+/// The insert of `n` events with their [`bind_events`] columns, reading
+/// back their ids.
+pub(super) fn insert_events_sql(dialect: Dialect, n: usize) -> String {
+    format!(
+        "INSERT INTO event (trigger, payload, source, created_at, rules, enforced_at) VALUES {}{}",
+        rows_of(n, 6, None),
+        returning_id(dialect)
+    )
+}
+
+/// The records of `events`, inserted at `now` with `ids`.
+pub(super) fn event_records(events: &[NewEvent<'_>], ids: Vec<i64>, now: i64) -> Vec<EventRecord> {
+    events
+        .iter()
+        .zip(ids)
+        .map(|(e, id)| EventRecord {
+            id,
+            trigger: e.trigger.to_string(),
+            payload: e.payload.clone(),
+            source: e.source.map(str::to_string),
+            created_at: now,
+        })
+        .collect()
+}
 
 impl Storage {
-    /// Records an event.
-    pub async fn insert_event(
-        &self,
-        trigger: &str,
-        payload: &Value,
-        source: Option<&str>,
-    ) -> Result<EventRecord> {
-        let mut events = self
-            .insert_events(&[NewEvent {
-                trigger,
-                payload,
-                source,
-                rules: None,
-            }])
-            .await?;
-        Ok(events.remove(0))
-    }
-
-    /// Records events in one statement; returns them in the order given.
+    /// Records events in one statement, to be enforced; returns them in the
+    /// order given. (The event door records and enforces in one
+    /// transaction: [`Storage::record_events`].)
     pub async fn insert_events(&self, events: &[NewEvent<'_>]) -> Result<Vec<EventRecord>> {
         if events.is_empty() {
             return Ok(vec![]);
         }
         let now = now_ms();
-        let sql = format!(
-            "INSERT INTO event (trigger, payload, source, created_at, rules) VALUES {}{}",
-            rows_of(events.len(), 5, None),
-            returning_id(self.dialect())
-        );
+        let sql = insert_events_sql(self.dialect(), events.len());
         let ids = on_writer!(self, |p| {
-            let mut query = sqlx::query(&sql);
-            for e in events {
-                query = query
-                    .bind(e.trigger)
-                    .bind(Json(e.payload))
-                    .bind(e.source)
-                    .bind(now)
-                    .bind(e.rules.map(Json));
-            }
+            let query = bind_events!(&sql, events, now, None::<i64>);
             inserted_ids(query, &mut *p, events.len()).await?
         })
         .ok_or_else(|| fewer_rows("event"))?;
-        Ok(events
-            .iter()
-            .zip(ids)
-            .map(|(e, id)| EventRecord {
-                id,
-                trigger: e.trigger.to_string(),
-                payload: e.payload.clone(),
-                source: e.source.map(str::to_string),
-                created_at: now,
-            })
-            .collect())
+        Ok(event_records(events, ids, now))
     }
 
     /// Events stored at least `min_age_ms` ago whose verdicts were never

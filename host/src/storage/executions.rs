@@ -3,10 +3,107 @@
 
 use sqlx::types::Json;
 
+use super::events::{event_records, insert_events_sql};
 use super::records::*;
 use super::rows::DbRow;
 use super::sql::*;
 use super::{Pool, Result, Storage, fewer_rows, now_ms};
+
+/// Inserts the enforcements `$items` (each (rule, event) once) and, for
+/// those enforced whose enforcement is new, their executions, in the open
+/// transaction `$tx`; evaluates to the execution each item queued, or to
+/// `None` when, without `$some_exist`, some enforcement existed already
+/// (nothing was read back, and the caller rolls back).
+macro_rules! insert_verdicts {
+    ($tx:ident, $dialect:expr, $items:expr, $some_exist:expr, $now:expr) => {{
+        let (items, dialect, some_exist, now): (&[NewEnforcement], _, bool, i64) =
+            ($items, $dialect, $some_exist, $now);
+        if items.is_empty() {
+            Some(vec![])
+        } else {
+            let enforcement_sql = format!(
+                "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
+                 ON CONFLICT (rule, event) DO NOTHING{}",
+                rows_of(items.len(), 6, None),
+                if some_exist {
+                    " RETURNING id, rule, event"
+                } else {
+                    returning_id(dialect)
+                }
+            );
+            let mut query = sqlx::query(&enforcement_sql);
+            for item in items {
+                let status = if item.execution.is_some() {
+                    "enforced"
+                } else {
+                    "failed"
+                };
+                query = query
+                    .bind(&item.rule)
+                    .bind(item.event)
+                    .bind(status)
+                    .bind(item.params.as_ref().map(Json))
+                    .bind(&item.reason)
+                    .bind(now);
+            }
+            // The id of each item's enforcement, when it is new.
+            let new: Option<Vec<Option<i64>>> = if some_exist {
+                let mut inserted: std::collections::HashMap<(String, i64), i64> = query
+                    .fetch_all(&mut *$tx)
+                    .await?
+                    .iter()
+                    .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
+                    .collect();
+                Some(
+                    items
+                        .iter()
+                        .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
+                        .collect(),
+                )
+            } else {
+                inserted_ids(query, &mut *$tx, items.len())
+                    .await?
+                    .map(|ids| ids.into_iter().map(Some).collect())
+            };
+            match new {
+                None => None,
+                Some(new) => {
+                    // (item index, new enforcement id, execution) for
+                    // enforced items whose enforcement is new.
+                    let runs: Vec<(usize, i64, &NewExecution)> = items
+                        .iter()
+                        .zip(new)
+                        .enumerate()
+                        .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
+                        .collect();
+                    let mut out = vec![None; items.len()];
+                    if !runs.is_empty() {
+                        let plain = runs.iter().all(|(_, _, e)| e.is_plain());
+                        let sql = format!(
+                            "{INSERT_EXECUTION} VALUES {}{}",
+                            execution_rows(runs.len(), plain),
+                            returning_id(dialect)
+                        );
+                        let mut query = sqlx::query(&sql);
+                        for (_, enforcement, e) in &runs {
+                            query = bind_execution!(query, e, Some(*enforcement), now, plain);
+                        }
+                        // The execution points at its enforcement; the
+                        // reverse link is resolved by `enforcements_of`,
+                        // saving a write.
+                        let ids = inserted_ids(query, &mut *$tx, runs.len())
+                            .await?
+                            .ok_or_else(|| fewer_rows("execution"))?;
+                        for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
+                            out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
+                        }
+                    }
+                    Some(out)
+                }
+            }
+        }
+    }};
+}
 
 impl Storage {
     /// Queues executions as `requested`, in one statement; returns them
@@ -73,16 +170,6 @@ impl Storage {
     ) -> Result<Option<Vec<Option<ExecutionRecord>>>> {
         let now = now_ms();
         let dialect = self.dialect();
-        let enforcement_sql = format!(
-            "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
-             ON CONFLICT (rule, event) DO NOTHING{}",
-            rows_of(items.len(), 6, None),
-            if some_exist {
-                " RETURNING id, rule, event"
-            } else {
-                returning_id(dialect)
-            }
-        );
         let mark_sql = format!(
             "UPDATE event SET enforced_at = $1 WHERE id {}",
             id_in(dialect, 2)
@@ -99,77 +186,82 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
             }
-            if items.is_empty() {
-                tx.commit().await?;
-                return Ok(Some(vec![]));
-            }
-            let mut query = sqlx::query(&enforcement_sql);
-            for item in items {
-                let status = if item.execution.is_some() {
-                    "enforced"
-                } else {
-                    "failed"
-                };
-                query = query
-                    .bind(&item.rule)
-                    .bind(item.event)
-                    .bind(status)
-                    .bind(item.params.as_ref().map(Json))
-                    .bind(&item.reason)
-                    .bind(now);
-            }
-            // The id of each item's enforcement, when it is new.
-            let new: Vec<Option<i64>> = if some_exist {
-                let mut inserted: std::collections::HashMap<(String, i64), i64> = query
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
-                    .collect();
-                items
-                    .iter()
-                    .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
-                    .collect()
-            } else {
-                match inserted_ids(query, &mut *tx, items.len()).await? {
-                    Some(ids) => ids.into_iter().map(Some).collect(),
-                    None => {
-                        tx.rollback().await?;
-                        return Ok(None);
-                    }
-                }
+            let Some(out) = insert_verdicts!(tx, dialect, items, some_exist, now) else {
+                tx.rollback().await?;
+                return Ok(None);
             };
-            // (item index, new enforcement id, execution) for enforced items
-            // whose enforcement is new.
-            let runs: Vec<(usize, i64, &NewExecution)> = items
-                .iter()
-                .zip(new)
-                .enumerate()
-                .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
-                .collect();
-            let mut out = vec![None; items.len()];
-            if !runs.is_empty() {
-                let plain = runs.iter().all(|(_, _, e)| e.is_plain());
-                let sql = format!(
-                    "{INSERT_EXECUTION} VALUES {}{}",
-                    execution_rows(runs.len(), plain),
-                    returning_id(dialect)
-                );
-                let mut query = sqlx::query(&sql);
-                for (_, enforcement, e) in &runs {
-                    query = bind_execution!(query, e, Some(*enforcement), now, plain);
-                }
-                // The execution points at its enforcement; the reverse link
-                // is resolved by `enforcements_of`, saving a write.
-                let ids = inserted_ids(query, &mut *tx, runs.len())
-                    .await?
-                    .ok_or_else(|| fewer_rows("execution"))?;
-                for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
-                    out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
-                }
-            }
             tx.commit().await?;
             Ok(Some(out))
+        })
+    }
+
+    /// Records events and, in the same transaction, what their rules made of
+    /// them: the events are inserted, `plan` turns them (with their ids) into
+    /// enforcements, and those are inserted with their executions. One
+    /// transaction of at most three inserts for the whole batch, where
+    /// recording and then enforcing took two, and the events are never seen
+    /// stored but unjudged. When `plan` fails, the events are kept
+    /// unenforced (the reconciler judges them later) and its error is
+    /// returned beside them. Returns the events, and the executions queued
+    /// with the id of the event each is for.
+    pub async fn record_events<F, Fut, E>(
+        &self,
+        events: &[NewEvent<'_>],
+        plan: F,
+    ) -> Result<(
+        Vec<EventRecord>,
+        std::result::Result<Vec<(i64, ExecutionRecord)>, E>,
+    )>
+    where
+        F: FnOnce(Vec<EventRecord>) -> Fut,
+        Fut: Future<
+            Output = (
+                Vec<EventRecord>,
+                std::result::Result<Vec<NewEnforcement>, E>,
+            ),
+        >,
+    {
+        if events.is_empty() {
+            return Ok((vec![], Ok(vec![])));
+        }
+        let now = now_ms();
+        let dialect = self.dialect();
+        let insert_sql = insert_events_sql(dialect, events.len());
+        let unmark_sql = format!(
+            "UPDATE event SET enforced_at = NULL WHERE id {}",
+            id_in(dialect, 1)
+        );
+        on_writer!(self, |p| {
+            // Its first statement writes: see `enforce_all`.
+            let mut tx = p.begin().await?;
+            let query = bind_events!(&insert_sql, events, now, Some(now));
+            let ids = inserted_ids(query, &mut *tx, events.len())
+                .await?
+                .ok_or_else(|| fewer_rows("event"))?;
+            let records = event_records(events, ids, now);
+            let (records, planned) = plan(records).await;
+            let items = match planned {
+                Ok(items) => items,
+                Err(e) => {
+                    let ids: Vec<i64> = records.iter().map(|r| r.id).collect();
+                    sqlx::query(&unmark_sql)
+                        .bind(id_array(dialect, &ids))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    return Ok((records, Err(e)));
+                }
+            };
+            // Every (rule, event) pair is new: the events are.
+            let out = insert_verdicts!(tx, dialect, &items, false, now)
+                .ok_or_else(|| fewer_rows("enforcement"))?;
+            tx.commit().await?;
+            let queued = items
+                .iter()
+                .zip(out)
+                .filter_map(|(item, e)| Some((item.event, e?)))
+                .collect();
+            Ok((records, Ok(queued)))
         })
     }
 

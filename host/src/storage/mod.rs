@@ -194,6 +194,24 @@ macro_rules! bind_execution {
     }};
 }
 
+/// Binds the columns of [`insert_events_sql`] for each of `$events`
+/// (`$enforced`: when their verdicts are stored, or `None`).
+macro_rules! bind_events {
+    ($sql:expr, $events:expr, $now:expr, $enforced:expr) => {{
+        let mut query = sqlx::query($sql);
+        for e in $events {
+            query = query
+                .bind(e.trigger)
+                .bind(Json(e.payload))
+                .bind(e.source)
+                .bind($now)
+                .bind(e.rules.map(Json))
+                .bind($enforced);
+        }
+        query
+    }};
+}
+
 /// Binds a rule's [`RULE_FIELDS`] and then `$now`, for inserts and updates alike.
 macro_rules! bind_rule {
     ($query:expr, $rule:expr, $now:expr) => {
