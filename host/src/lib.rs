@@ -26,8 +26,8 @@
 //! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
 //!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event
 //!   door (`engine::ingest`, group-committed, for posted events, webhooks,
-//!   timer ticks and direct runs; a writer stores, an enforcer evaluates
-//!   rules), the one execution path
+//!   timer ticks and direct runs; one writer records each batch of events
+//!   with their rules' verdicts in one transaction), the one execution path
 //!   (`engine::worker::run`) and the worker protocol types both sides share
 //!   (`engine::worker::protocol`), the one place that saves a rule
 //!   (`engine::rules::save`), triggers (webhooks among them), the

@@ -7,7 +7,7 @@
 //! claimed once across nodes and restarts, like a timer tick; [`harvest`]
 //! takes in the polls that ended, each exactly once: its records are stored
 //! as events (one statement a poll) with the poll's record in one
-//! transaction, then enforced by the event door's enforcer like any event.
+//! transaction, then enforced like any event (`ingest::enforce_stored`).
 //! A failed poll (trap, timeout, `err`) delays the sensor's next one,
 //! doubling up to [`MAX_BACKOFF_MS`].
 

@@ -151,7 +151,7 @@ impl Storage {
             return Ok(out);
         }
         // Some (rule, event) pair was enforced already (a redelivered event,
-        // or a reconcile that met the enforcer): the first attempt rolled
+        // or a reconcile that met the event door): the first attempt rolled
         // back; this one reads which enforcements are new.
         self.enforce_all(items, events, true)
             .await?
