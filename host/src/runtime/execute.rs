@@ -323,7 +323,11 @@ impl Pack {
             None => (status, result, error),
         };
         let mut state = store.into_data();
-        drop(scratch);
+        if state.scratch_quota.created_nothing() {
+            scratch.give_back_unused();
+        } else {
+            drop(scratch);
+        }
         // Each request's line, in time order with what the guest logged.
         state.log.lines.extend(state.outbound.take_log());
         state.log.lines.extend(state.scratch_quota.take_log());

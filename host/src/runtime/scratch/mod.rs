@@ -5,8 +5,10 @@
 //! on a real disk — more than instantiating and calling a small component —
 //! so a janitor thread keeps a few empty directories ready and removes used
 //! ones in the background. A directory is handed out again only if it is
-//! still empty when the execution ends; anything the guest left behind is
-//! deleted before its directory could be seen by anyone else.
+//! still empty when the execution ends — known without listing it when the
+//! quota charged no entry, since every entry is charged before it is
+//! created; anything the guest left behind is deleted before its directory
+//! could be seen by anyone else.
 
 pub mod fs;
 pub mod quota;
@@ -49,6 +51,9 @@ impl Drop for ScratchPool {
 /// One execution's scratch directory; returns to the pool (or is removed) on drop.
 pub struct Scratch {
     path: PathBuf,
+    /// Known to be empty (nothing was created in it): handed out again
+    /// without listing it.
+    unused: bool,
     shared: Arc<Shared>,
     janitor: Sender<Job>,
 }
@@ -58,12 +63,18 @@ impl Scratch {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Gives the directory back, known to be empty because its quota
+    /// charged no entry: it is ready again without being listed.
+    pub fn give_back_unused(mut self) {
+        self.unused = true;
+    }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
         let path = std::mem::take(&mut self.path);
-        let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        let empty = self.unused || std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
         if empty {
             lock(&self.shared.ready).push(path);
         } else if let Err(e) = self.janitor.send(Job::Remove(path)) {
@@ -121,6 +132,7 @@ impl ScratchPool {
         };
         Ok(Scratch {
             path,
+            unused: false,
             shared: self.shared.clone(),
             janitor,
         })
@@ -207,6 +219,12 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(!used_path.exists(), "used directory still there");
+
+        // Given back as unused: ready again, without being listed.
+        let unused = pool.take().unwrap();
+        let unused_path = unused.path().to_path_buf();
+        unused.give_back_unused();
+        assert!(lock(&pool.shared.ready).contains(&unused_path));
     }
 
     #[test]

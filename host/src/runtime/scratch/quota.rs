@@ -44,6 +44,8 @@ struct Usage {
     /// How many of `opened` were alive at the last pruning.
     alive: usize,
     started: Instant,
+    /// Entries charged: none means the guest created nothing.
+    entries: u64,
     /// Charges refused, and when the first was (ms since `started`).
     refused: u64,
     first_refused_ms: u64,
@@ -69,6 +71,7 @@ impl ScratchQuota {
             estimate: 0,
             opened: Vec::new(),
             alive: 0,
+            entries: 0,
             started,
             refused: 0,
             first_refused_ms: 0,
@@ -89,7 +92,15 @@ impl ScratchQuota {
 
     /// Charges one new entry (file, directory or link).
     pub fn charge_entry(&self) -> Result<(), Full> {
-        self.charge(BLOCK)
+        self.charge(BLOCK)?;
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entries += 1;
+        Ok(())
+    }
+
+    /// Whether no entry was ever charged, so the directory is still as
+    /// empty as it was given (every entry is charged before it is created).
+    pub fn created_nothing(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entries == 0
     }
 
     /// Charges a write of `len` bytes to `file` at `offset`, or at its end
@@ -199,6 +210,19 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+
+    #[test]
+    fn only_a_quota_that_charged_no_entry_created_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let quota = ScratchQuota::new(dir.path(), BLOCK, Instant::now());
+        assert!(quota.created_nothing());
+        quota.charge_entry().unwrap();
+        assert!(!quota.created_nothing());
+        // A refused entry was never created.
+        let full = ScratchQuota::new(dir.path(), 0, Instant::now());
+        assert_eq!(full.charge_entry(), Err(Full));
+        assert!(full.created_nothing());
+    }
 
     fn open(quota: &ScratchQuota, path: &Path) -> Arc<std::fs::File> {
         let file = Arc::new(
