@@ -210,6 +210,7 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
             rules: rules.as_deref(),
         })
         .collect();
+    ready_actions(core, &audiences).await;
     let recorded = core
         .storage
         .record_events(&new, |records| async move {
@@ -252,6 +253,23 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
         }));
     }
     woke
+}
+
+/// Loads the actions of `audiences`' rules and their components, which
+/// evaluating the rules reads, before the writer is held: a component
+/// loaded for the first time (after a restart) is then not loaded while
+/// every other write waits. What fails here is reported by the evaluation.
+async fn ready_actions(core: &Core, audiences: &[Result<Vec<RuleRecord>, EngineError>]) {
+    let mut seen = std::collections::HashSet::new();
+    for rule in audiences.iter().flatten().flatten() {
+        if seen.insert(rule.spec.action.as_str())
+            && let Ok(Some(action)) = core.cache.action(&core.storage, &rule.spec.action).await
+            && action.workflow.is_none()
+            && !action.sensor
+        {
+            let _ = core.pack(&action.component).await;
+        }
+    }
 }
 
 /// What the rules each stored event is addressed to make of it.

@@ -323,11 +323,7 @@ impl Pack {
             None => (status, result, error),
         };
         let mut state = store.into_data();
-        if state.scratch_quota.created_nothing() {
-            scratch.give_back_unused();
-        } else {
-            drop(scratch);
-        }
+        scratch.give_back(state.scratch_quota.created_nothing());
         // Each request's line, in time order with what the guest logged.
         state.log.lines.extend(state.outbound.take_log());
         state.log.lines.extend(state.scratch_quota.take_log());

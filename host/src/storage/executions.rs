@@ -18,9 +18,10 @@ macro_rules! insert_verdicts {
     ($tx:ident, $dialect:expr, $items:expr, $some_exist:expr, $now:expr) => {{
         let (items, dialect, some_exist, now): (&[NewEnforcement], _, bool, i64) =
             ($items, $dialect, $some_exist, $now);
-        if items.is_empty() {
-            Some(vec![])
-        } else {
+        'verdicts: {
+            if items.is_empty() {
+                break 'verdicts Some(vec![]);
+            }
             let enforcement_sql = format!(
                 "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
                  ON CONFLICT (rule, event) DO NOTHING{}",
@@ -47,60 +48,53 @@ macro_rules! insert_verdicts {
                     .bind(now);
             }
             // The id of each item's enforcement, when it is new.
-            let new: Option<Vec<Option<i64>>> = if some_exist {
+            let new: Vec<Option<i64>> = if some_exist {
                 let mut inserted: std::collections::HashMap<(String, i64), i64> = query
                     .fetch_all(&mut *$tx)
                     .await?
                     .iter()
                     .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
                     .collect();
-                Some(
-                    items
-                        .iter()
-                        .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
-                        .collect(),
-                )
+                items
+                    .iter()
+                    .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
+                    .collect()
             } else {
-                inserted_ids(query, &mut *$tx, items.len())
-                    .await?
-                    .map(|ids| ids.into_iter().map(Some).collect())
+                let Some(ids) = inserted_ids(query, &mut *$tx, items.len()).await? else {
+                    break 'verdicts None;
+                };
+                ids.into_iter().map(Some).collect()
             };
-            match new {
-                None => None,
-                Some(new) => {
-                    // (item index, new enforcement id, execution) for
-                    // enforced items whose enforcement is new.
-                    let runs: Vec<(usize, i64, &NewExecution)> = items
-                        .iter()
-                        .zip(new)
-                        .enumerate()
-                        .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
-                        .collect();
-                    let mut out = vec![None; items.len()];
-                    if !runs.is_empty() {
-                        let plain = runs.iter().all(|(_, _, e)| e.is_plain());
-                        let sql = format!(
-                            "{INSERT_EXECUTION} VALUES {}{}",
-                            execution_rows(runs.len(), plain),
-                            returning_id(dialect)
-                        );
-                        let mut query = sqlx::query(&sql);
-                        for (_, enforcement, e) in &runs {
-                            query = bind_execution!(query, e, Some(*enforcement), now, plain);
-                        }
-                        // The execution points at its enforcement; the
-                        // reverse link is resolved by `enforcements_of`,
-                        // saving a write.
-                        let ids = inserted_ids(query, &mut *$tx, runs.len())
-                            .await?
-                            .ok_or_else(|| fewer_rows("execution"))?;
-                        for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
-                            out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
-                        }
-                    }
-                    Some(out)
+            // (item index, new enforcement id, execution) for enforced items
+            // whose enforcement is new.
+            let runs: Vec<(usize, i64, &NewExecution)> = items
+                .iter()
+                .zip(new)
+                .enumerate()
+                .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
+                .collect();
+            let mut out = vec![None; items.len()];
+            if !runs.is_empty() {
+                let plain = runs.iter().all(|(_, _, e)| e.is_plain());
+                let sql = format!(
+                    "{INSERT_EXECUTION} VALUES {}{}",
+                    execution_rows(runs.len(), plain),
+                    returning_id(dialect)
+                );
+                let mut query = sqlx::query(&sql);
+                for (_, enforcement, e) in &runs {
+                    query = bind_execution!(query, e, Some(*enforcement), now, plain);
+                }
+                // The execution points at its enforcement; the reverse link
+                // is resolved by `enforcements_of`, saving a write.
+                let ids = inserted_ids(query, &mut *$tx, runs.len())
+                    .await?
+                    .ok_or_else(|| fewer_rows("execution"))?;
+                for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
+                    out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
                 }
             }
+            Some(out)
         }
     }};
 }

@@ -64,10 +64,10 @@ impl Scratch {
         &self.path
     }
 
-    /// Gives the directory back, known to be empty because its quota
-    /// charged no entry: it is ready again without being listed.
-    pub fn give_back_unused(mut self) {
-        self.unused = true;
+    /// Gives the directory back; `known_empty` (its quota charged no
+    /// entry) makes it ready again without being listed.
+    pub fn give_back(mut self, known_empty: bool) {
+        self.unused = known_empty;
     }
 }
 
@@ -220,11 +220,14 @@ mod tests {
         }
         assert!(!used_path.exists(), "used directory still there");
 
-        // Given back as unused: ready again, without being listed.
-        let unused = pool.take().unwrap();
-        let unused_path = unused.path().to_path_buf();
-        unused.give_back_unused();
-        assert!(lock(&pool.shared.ready).contains(&unused_path));
+        // Given back as known to be empty: trusted, not listed (the
+        // caller vouches that nothing was created; here something was, to
+        // show the listing is skipped).
+        let vouched = pool.take().unwrap();
+        let vouched_path = vouched.path().to_path_buf();
+        std::fs::write(vouched_path.join("unlisted"), b"x").unwrap();
+        vouched.give_back(true);
+        assert!(lock(&pool.shared.ready).contains(&vouched_path));
     }
 
     #[test]
