@@ -181,17 +181,16 @@ type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
 /// is admitted with `enforcement_pending` and [`reconcile`] enforces it
 /// later.
 async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
-    let mut audiences = Vec::with_capacity(events.len());
-    for (incoming, _) in &events {
-        audiences.push(match &incoming.rules {
-            Some(rules) => Ok(rules.clone()),
-            None => core
-                .cache
-                .enabled_rules(&core.storage, &incoming.trigger)
-                .await
-                .map_err(EngineError::from),
-        });
-    }
+    let audiences = match prepare(core, &events).await {
+        Ok(audiences) => audiences,
+        Err(failure) => {
+            tracing::error!(error = %failure.message, events = events.len(), "recording events");
+            for (_, reply) in events {
+                let _ = reply.send(Err(failure.clone()));
+            }
+            return false;
+        }
+    };
     let addressed: Vec<Option<Vec<String>>> = events
         .iter()
         .map(|(e, _)| {
@@ -210,7 +209,6 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
             rules: rules.as_deref(),
         })
         .collect();
-    ready_actions(core, &audiences).await;
     let recorded = core
         .storage
         .record_events(&new, |records| async move {
@@ -255,20 +253,65 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
     woke
 }
 
-/// Loads the actions of `audiences`' rules and their components, which
-/// evaluating the rules reads, before the writer is held: a component
-/// loaded for the first time (after a restart) is then not loaded while
-/// every other write waits. What fails here is reported by the evaluation.
-async fn ready_actions(core: &Core, audiences: &[Result<Vec<RuleRecord>, EngineError>]) {
+/// What a batch reads before the writer is held: the rules each event is
+/// addressed to, and their actions and components, which evaluating the
+/// rules reads (a component loaded for the first time after a restart is
+/// then not loaded while every other write waits). A read that finds the
+/// database unreachable fails the batch at once: the write would wait as
+/// long again for a connection, and so would every entry queued behind the
+/// batch. Other failures are the evaluation's to report.
+async fn prepare(
+    core: &Core,
+    events: &[EventEntry],
+) -> Result<Vec<Result<Vec<RuleRecord>, EngineError>>, Failure> {
+    let mut audiences = Vec::with_capacity(events.len());
+    for (incoming, _) in events {
+        let audience = match &incoming.rules {
+            Some(rules) => Ok(rules.clone()),
+            None => {
+                core.cache
+                    .enabled_rules(&core.storage, &incoming.trigger)
+                    .await
+            }
+        };
+        audiences.push(match audience {
+            Ok(rules) => Ok(rules),
+            Err(e) => Err(unless_unreachable("reading rules", e)?),
+        });
+    }
     let mut seen = std::collections::HashSet::new();
     for rule in audiences.iter().flatten().flatten() {
-        if seen.insert(rule.spec.action.as_str())
-            && let Ok(Some(action)) = core.cache.action(&core.storage, &rule.spec.action).await
-            && action.workflow.is_none()
-            && !action.sensor
-        {
-            let _ = core.pack(&action.component).await;
+        if !seen.insert(rule.spec.action.as_str()) {
+            continue;
         }
+        let action = match core.cache.action(&core.storage, &rule.spec.action).await {
+            Ok(Some(action)) => action,
+            Ok(None) => continue,
+            Err(e) => {
+                unless_unreachable("reading actions", e)?;
+                continue;
+            }
+        };
+        if action.workflow.is_none()
+            && !action.sensor
+            && let Err(EngineError::Unavailable(message)) = core.pack(&action.component).await
+        {
+            return Err(Failure {
+                unavailable: true,
+                message,
+            });
+        }
+    }
+    Ok(audiences)
+}
+
+/// `e` as the evaluation reports it; the batch's failure when the database
+/// could not be reached.
+fn unless_unreachable(what: &str, e: StorageError) -> Result<EngineError, Failure> {
+    if e.is_unavailable() {
+        Err(Failure::of(what, &e))
+    } else {
+        Ok(e.into())
     }
 }
 
