@@ -194,18 +194,20 @@ impl Storage {
             return Ok(FinishedMany::default());
         }
         let now = now_ms();
+        let dialect = self.dialect();
         let update = format!(
             "WITH v (id, worker, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
              UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
              stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
-             finished_at = $1, lease_expires_at = NULL, sealed_params = NULL FROM v \
+             finished_at = {}, lease_expires_at = NULL, sealed_params = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
              AND execution.status IN ('scheduled', 'running') \
              RETURNING execution.id, execution.parent, execution.sensor",
-            rows_from(items.len(), 9, 2, None)
+            rows_of(dialect, items.len(), 9, None),
+            param(dialect, items.len() * 9 + 1)
         );
         on_writer!(self, |p| {
-            let mut query = sqlx::query(&update).bind(now);
+            let mut query = sqlx::query(&update);
             for (id, worker, f) in items {
                 query = query
                     .bind(id)
@@ -218,7 +220,7 @@ impl Storage {
                     .bind(Json(&f.logs))
                     .bind(f.started_at);
             }
-            let rows = query.fetch_all(&mut *p).await?;
+            let rows = query.bind(now).fetch_all(&mut *p).await?;
             let done: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
             let awaited = rows
                 .iter()

@@ -12,7 +12,7 @@ use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
 pub(super) fn insert_events_sql(dialect: Dialect, n: usize) -> String {
     format!(
         "INSERT INTO event (trigger, payload, source, created_at, rules, enforced_at) VALUES {}{}",
-        rows_of(n, 6, None),
+        rows_of(dialect, n, 6, None),
         returning_id(dialect)
     )
 }

@@ -25,7 +25,7 @@ macro_rules! insert_verdicts {
             let enforcement_sql = format!(
                 "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
                  ON CONFLICT (rule, event) DO NOTHING{}",
-                rows_of(items.len(), 6, None),
+                rows_of(dialect, items.len(), 6, None),
                 if some_exist {
                     " RETURNING id, rule, event"
                 } else {
@@ -78,7 +78,7 @@ macro_rules! insert_verdicts {
                 let plain = runs.iter().all(|(_, _, e)| e.is_plain());
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {}{}",
-                    execution_rows(runs.len(), plain),
+                    execution_rows(dialect, runs.len(), plain),
                     returning_id(dialect)
                 );
                 let mut query = sqlx::query(&sql);
@@ -110,7 +110,7 @@ impl Storage {
         let plain = runs.iter().all(NewExecution::is_plain);
         let sql = format!(
             "{INSERT_EXECUTION} VALUES {}{}",
-            execution_rows(runs.len(), plain),
+            execution_rows(self.dialect(), runs.len(), plain),
             returning_id(self.dialect())
         );
         let ids = on_writer!(self, |p| {

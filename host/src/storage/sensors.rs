@@ -98,7 +98,7 @@ impl Storage {
             if !polls.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    execution_rows(polls.len(), false)
+                    execution_rows(self.dialect(), polls.len(), false)
                 );
                 let mut query = sqlx::query(&sql);
                 for poll in &polls {
@@ -184,7 +184,7 @@ impl Storage {
                 let sql = format!(
                     "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
                      RETURNING id, trigger, payload, source, created_at",
-                    rows_of(events.len(), 4, None)
+                    rows_of(self.dialect(), events.len(), 4, None)
                 );
                 let mut query = sqlx::query(&sql);
                 for payload in events {

@@ -8,24 +8,42 @@ use sqlx::Either;
 use super::Dialect;
 use super::rows::DbRow;
 
-/// `($1, $2, …), ($n, …)`: `rows` tuples of `cols` placeholders each, each
-/// ending with `literals` when given (constant columns).
-pub(super) fn rows_of(rows: usize, cols: usize, literals: Option<&str>) -> String {
-    rows_from(rows, cols, 1, literals)
-}
-
-/// [`rows_of`] numbering from `$first` (after parameters bound before the rows).
-pub(super) fn rows_from(rows: usize, cols: usize, first: usize, literals: Option<&str>) -> String {
+/// `($1, $2, …), ($n, …)` on PostgreSQL, `(?, ?, …), …` on SQLite: `rows`
+/// tuples of `cols` placeholders each, each ending with `literals` when
+/// given (constant columns). The rows' values are bound in order, first in
+/// the statement; a parameter after them is [`param`]`(dialect, rows * cols
+/// + 1)`.
+///
+/// SQLite binds a numbered parameter (`$n`) by looking its name up in a
+/// list of the statement's names, one by one, so binding a batch of n of
+/// them costs n² steps: a few milliseconds for a batch of thousands, on
+/// the one connection every write waits for. Anonymous ones are bound by
+/// position.
+pub(super) fn rows_of(
+    dialect: Dialect,
+    rows: usize,
+    cols: usize,
+    literals: Option<&str>,
+) -> String {
     let tuples: Vec<String> = (0..rows)
         .map(|row| {
             let mut fields: Vec<String> = (0..cols)
-                .map(|c| format!("${}", first + row * cols + c))
+                .map(|c| param(dialect, row * cols + c + 1))
                 .collect();
             fields.extend(literals.map(str::to_string));
             format!("({})", fields.join(", "))
         })
         .collect();
     tuples.join(", ")
+}
+
+/// The `n`th parameter of a statement whose parameters appear in the
+/// order they are bound (see [`rows_of`]).
+pub(super) fn param(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => "?".into(),
+        Dialect::Postgres => format!("${n}"),
+    }
 }
 
 /// `IN (…)` over the ids bound as parameter `$param` (see [`id_array`]).
@@ -161,15 +179,16 @@ pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params
 /// binds 10 columns a row and writes the rest as literals: SQLite's driver
 /// looks each parameter up by name, so a statement's cost grows with the
 /// square of its parameters, and most batches are plain.
-pub(super) fn execution_rows(n: usize, plain: bool) -> String {
+pub(super) fn execution_rows(dialect: Dialect, n: usize, plain: bool) -> String {
     if plain {
         rows_of(
+            dialect,
             n,
             10,
             Some("NULL, NULL, NULL, NULL, 0, 'requested', NULL, 1"),
         )
     } else {
-        rows_of(n, 17, Some("1"))
+        rows_of(dialect, n, 17, Some("1"))
     }
 }
 
@@ -178,28 +197,35 @@ pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_r
 
 #[cfg(test)]
 mod tests {
-    use super::{rows_from, rows_of};
+    use super::{Dialect, rows_of};
 
     #[test]
     fn placeholders_number_on_across_rows_and_literals_close_each_row() {
-        assert_eq!(rows_of(1, 2, None), "($1, $2)");
+        let pg = Dialect::Postgres;
+        assert_eq!(rows_of(pg, 1, 2, None), "($1, $2)");
         assert_eq!(
-            rows_of(2, 3, Some("'requested', 1")),
+            rows_of(pg, 2, 3, Some("'requested', 1")),
             "($1, $2, $3, 'requested', 1), ($4, $5, $6, 'requested', 1)"
         );
-        // After one parameter bound ahead of the rows.
-        assert_eq!(rows_from(2, 2, 2, None), "($2, $3), ($4, $5)");
+        assert_eq!(super::param(pg, 5), "$5");
+    }
+
+    #[test]
+    fn sqlite_rows_bind_by_position() {
+        let lite = Dialect::Sqlite;
+        assert_eq!(rows_of(lite, 2, 2, Some("1")), "(?, ?, 1), (?, ?, 1)");
+        assert_eq!(super::param(lite, 5), "?");
     }
 
     #[test]
     fn plain_execution_rows_bind_ten_columns_and_others_seventeen() {
-        let plain = super::execution_rows(2, true);
+        let plain = super::execution_rows(Dialect::Postgres, 2, true);
         assert!(plain.starts_with("($1, $2,"), "{plain}");
         assert!(
             plain.contains("$10, NULL, NULL, NULL, NULL, 0, 'requested', NULL, 1), ($11,"),
             "{plain}"
         );
-        let full = super::execution_rows(1, false);
+        let full = super::execution_rows(Dialect::Postgres, 1, false);
         assert!(full.ends_with("$16, $17, 1)"), "{full}");
     }
 

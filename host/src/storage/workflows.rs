@@ -154,7 +154,7 @@ impl Storage {
             if !step.starts.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    execution_rows(step.starts.len(), false)
+                    execution_rows(self.dialect(), step.starts.len(), false)
                 );
                 let mut query = sqlx::query(&sql);
                 for e in step.starts {
