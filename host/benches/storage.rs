@@ -16,21 +16,8 @@ const SIZES: [usize; 3] = [1, 64, 256];
 
 fn run(n: usize) -> NewExecution {
     NewExecution {
-        action: "core.noop".into(),
-        params: json!({"n": n}),
-        capabilities: vec![],
-        status_reason: None,
-        rule: None,
-        enforcement: None,
-        max_attempts: 1,
-        timeout_ms: None,
-        sealed_params: None,
-        parent: None,
-        task: None,
-        not_before: 0,
-        workflow: false,
-        sensor: None,
         source: Some("bench".into()),
+        ..NewExecution::of("core.noop", json!({"n": n}), vec![])
     }
 }
 
