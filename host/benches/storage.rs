@@ -1,8 +1,9 @@
-//! What the event door's writes cost on the embedded SQLite database, per
-//! batch: `events/n` records `n` events in one statement (six parameters
-//! each), `runs/n` queues `n` direct executions in one (ten each). The
-//! write connection is the one every write waits for, so its time per batch
-//! bounds the rate of the whole pipeline.
+//! What the event door's batch inserts cost on the embedded SQLite
+//! database: `events/n` inserts `n` events in one statement (six parameters
+//! each; the statement the door's transaction begins with), `runs/n` queues
+//! `n` direct executions in one (ten each; the door's write for direct
+//! runs). The write connection is the one every write waits for, so its
+//! time per batch bounds the rate of the whole pipeline.
 //!
 //! `cargo bench -p attune-host --bench storage`
 

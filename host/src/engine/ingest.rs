@@ -156,13 +156,7 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
                     }
                     woke = true;
                 }
-                Err(e) => {
-                    tracing::error!(error = %e, runs = runs.len(), "queueing executions");
-                    let failure = Failure::of("queueing executions", &e);
-                    for (_, reply) in runs {
-                        let _ = reply.send(Err(failure.clone()));
-                    }
-                }
+                Err(e) => refuse(runs, Failure::of("queueing executions", &e)),
             }
         }
         if woke {
@@ -172,6 +166,14 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
 }
 
 type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
+
+/// Logs `failure` and answers every one of `entries` with it.
+fn refuse<E, T>(entries: Vec<(E, oneshot::Sender<Result<T, Failure>>)>, failure: Failure) {
+    tracing::error!(error = %failure.message, entries = entries.len(), "writing a batch");
+    for (_, reply) in entries {
+        let _ = reply.send(Err(failure.clone()));
+    }
+}
 
 /// Records `events` and their rules' verdicts in one transaction, and
 /// answers each; true when executions were queued. The rules are read
@@ -184,10 +186,7 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
     let audiences = match prepare(core, &events).await {
         Ok(audiences) => audiences,
         Err(failure) => {
-            tracing::error!(error = %failure.message, events = events.len(), "recording events");
-            for (_, reply) in events {
-                let _ = reply.send(Err(failure.clone()));
-            }
+            refuse(events, failure);
             return false;
         }
     };
@@ -219,11 +218,7 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
     let (records, verdicts) = match recorded {
         Ok(recorded) => recorded,
         Err(e) => {
-            tracing::error!(error = %e, events = events.len(), "recording events");
-            let failure = Failure::of("recording events", &e);
-            for (_, reply) in events {
-                let _ = reply.send(Err(failure.clone()));
-            }
+            refuse(events, Failure::of("recording events", &e));
             return false;
         }
     };
