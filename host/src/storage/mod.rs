@@ -162,6 +162,15 @@ macro_rules! on_writer {
     }};
 }
 
+/// The final statuses as an SQL list, `('succeeded', …)`, for `concat!`
+/// into a query: a literal, so the statement stays static, and checked
+/// against [`ExecutionStatus::is_finished`] by a test.
+macro_rules! finished_statuses_sql {
+    () => {
+        "('succeeded', 'failed', 'timed_out', 'cancelled', 'abandoned')"
+    };
+}
+
 /// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (as
 /// [`execution_rows`] lays them out: 10 for a `plain` batch, else 17) with
 /// its enforcement and creation time, in its
@@ -401,5 +410,25 @@ impl Storage {
             }
             Pool::Sqlite { .. } => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecutionStatus;
+
+    #[test]
+    fn the_sql_list_of_final_statuses_is_the_enums() {
+        let listed: Vec<&str> = finished_statuses_sql!()
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        let finished: Vec<&str> = ExecutionStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_finished())
+            .map(ExecutionStatus::as_str)
+            .collect();
+        assert_eq!(listed, finished);
     }
 }

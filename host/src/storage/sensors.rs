@@ -130,12 +130,13 @@ impl Storage {
     /// Polls that ended and were not taken in yet, oldest first.
     pub async fn polls_ended(&self, limit: i64) -> Result<Vec<PollEnded>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows = sqlx::query(concat!(
                 "SELECT id, sensor, status, result, error, started_at, finished_at FROM execution \
                  WHERE sensor IS NOT NULL AND parent_seen = FALSE \
-                 AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'abandoned') \
-                 ORDER BY id LIMIT $1",
-            )
+                 AND status IN ",
+                finished_statuses_sql!(),
+                " ORDER BY id LIMIT $1",
+            ))
             .bind(limit)
             .fetch_all(p)
             .await?;

@@ -75,12 +75,13 @@ impl Storage {
     /// Ended children their workflow has not taken in, oldest first.
     pub async fn children_ended(&self, limit: i64) -> Result<Vec<ChildEnded>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows = sqlx::query(concat!(
                 "SELECT id, parent, status, result, error FROM execution \
                  WHERE parent IS NOT NULL AND parent_seen = FALSE \
-                 AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'abandoned') \
-                 ORDER BY id LIMIT $1",
-            )
+                 AND status IN ",
+                finished_statuses_sql!(),
+                " ORDER BY id LIMIT $1",
+            ))
             .bind(limit)
             .fetch_all(p)
             .await?;
