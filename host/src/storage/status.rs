@@ -3,6 +3,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The final statuses as an SQL list, `('succeeded', …)`, for `concat!`
+/// into a query: a literal, so the statement stays static, and checked
+/// against [`ExecutionStatus::is_finished`] by a test.
+macro_rules! finished_statuses_sql {
+    () => {
+        "('succeeded', 'failed', 'timed_out', 'cancelled', 'abandoned')"
+    };
+}
+
 /// Where an execution stands. `requested` waits for a worker that can serve
 /// it, `scheduled` is claimed by one, `running` has begun; the other five
 /// are final.
@@ -74,5 +83,25 @@ impl ExecutionStatus {
 impl std::fmt::Display for ExecutionStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExecutionStatus;
+
+    #[test]
+    fn the_sql_list_of_final_statuses_is_the_enums() {
+        let listed: Vec<&str> = finished_statuses_sql!()
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        let finished: Vec<&str> = ExecutionStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_finished())
+            .map(ExecutionStatus::as_str)
+            .collect();
+        assert_eq!(listed, finished);
     }
 }
