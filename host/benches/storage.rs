@@ -36,6 +36,8 @@ fn writes(c: &mut Criterion) {
                 payload: &payload,
                 source: Some("bench"),
                 rules: None,
+                depth: 0,
+                held_reason: None,
             })
             .collect();
         group.bench_with_input(BenchmarkId::new("events", n), &events, |b, events| {

@@ -118,6 +118,7 @@ impl Server {
                 lease: config.pipeline.lease,
                 min_interval: config.pipeline.min_interval,
                 webhook_rate: config.pipeline.webhook_rate,
+                max_chain_depth: config.pipeline.max_chain_depth.into(),
                 node: node_id(&config.data_dir)?,
             },
             secrets,
@@ -153,6 +154,11 @@ impl Server {
         if sealed > 0 {
             tracing::info!(rules = sealed, "moved literal webhook keys into secrets");
         }
+        // Rules saved before the rules for secrets held stay, but do not
+        // fire until fixed: say so once, at start.
+        crate::engine::rules::save::warn_invalid(&core)
+            .await
+            .context("checking stored rules")?;
         let pipeline = crate::engine::scheduler::start(&core, config.pipeline.clone()).await?;
         Ok(Server {
             core,

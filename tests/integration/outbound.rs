@@ -362,7 +362,8 @@ on_both_backends! {
         assert!(denied["error"].as_str().unwrap().contains("HttpRequestDenied"), "the core pack starts with no grant: {denied}");
         assert_eq!(remote.connections.load(Ordering::SeqCst), 0);
 
-        let granted = s.put("/api/v1/packs/core/grants", json!({"allowed_outbound_hosts": ["http://127.0.0.1:*"]})).await;
+        let granted = s.put("/api/v1/packs/core/grants",
+            json!({"allowed_outbound_hosts": ["http://127.0.0.1:*"], "secrets": ["api_token"]})).await;
         assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
         let token = "tok-3f9a0c8e1d7b";
         s.put("/api/v1/secrets/api_token", json!({"value": token})).await;

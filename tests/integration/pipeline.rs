@@ -494,8 +494,8 @@ on_both_backends! {
         // Events: ids in the order given, fields as stored.
         let (a, b) = (json!({"n": "one"}), json!({"n": "two", "x": [2.5, null]}));
         let events = storage.insert_events(&[
-            attune::storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None },
-            attune::storage::NewEvent { trigger: "core.manual", payload: &b, source: None, rules: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None, depth: 0, held_reason: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &b, source: None, rules: None, depth: 0, held_reason: None },
         ]).await.unwrap();
         assert!(events[0].id < events[1].id);
         for e in &events {
@@ -562,8 +562,8 @@ on_both_backends! {
         let payload = json!({});
         let only = vec!["core.other".to_string()];
         let stored = s.core.storage.insert_events(&[
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None },
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only) },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None, depth: 0, held_reason: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only), depth: 0, held_reason: None },
         ]).await.unwrap();
         assert_eq!(executions_of_rule(&s, "core.all").await.len(), 1);
         assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 2);
@@ -589,8 +589,8 @@ on_both_backends! {
         let rules = storage.enabled_rules("core.manual").await.unwrap();
         let payload = json!({"n": 1});
         let new = [
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None },
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None, depth: 0, held_reason: None },
+            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None, depth: 0, held_reason: None },
         ];
         // The plan sees the events with their ids, within the transaction.
         let core = &s.core;

@@ -339,6 +339,14 @@ tasks:
     next: [{when: succeeded, publish: {said: "{{ result }}"}}]
 output: {said: "{{ vars.said }}"}
 "#;
+        // A task hands a secret only to an action whose pack is granted it.
+        let r = upload(&s, "flows", &[("secretive", flow)]).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert!(r.body.to_string().contains("attune pack grant core --secret api_token"), "{}", r.body);
+        s.put("/api/v1/packs/core/grants", json!({"secrets": ["api_token"]})).await;
+        let leaky = flow.replace("output: {said: \"{{ vars.said }}\"}", "output: {said: \"{{ secrets.api_token }}\"}");
+        let r = upload(&s, "flows", &[("secretive", &leaky)]).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "no secret in the output: {}", r.body);
         let r = upload(&s, "flows", &[("secretive", flow)]).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let e = run(&s, "flows.secretive", json!({})).await;

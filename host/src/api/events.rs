@@ -88,6 +88,7 @@ async fn fire(
                 payload: input.payload,
                 source: Some(caller.token.name.clone()),
                 rules: None,
+                depth: 0,
             },
         )
         .await?;

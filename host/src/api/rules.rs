@@ -45,6 +45,10 @@ pub struct RuleQuery {
     pub action: Option<String>,
     /// Only enabled or disabled rules.
     pub enabled: Option<bool>,
+    /// `true`: only rules that do not fire until fixed (each with its
+    /// `problems`), e.g. one that hands a secret to an action whose pack is
+    /// not granted it, or uses a secret other than whole.
+    pub invalid: Option<bool>,
     /// Items per page (1-500).
     pub limit: Option<i64>,
     /// Cursor from the previous page.
@@ -114,6 +118,17 @@ async fn list(
         enabled: q.enabled,
     };
     let page = super::views::page(q.limit, q.after, super::views::Keyed::Ref)?;
+    if q.invalid == Some(true) {
+        let items: Vec<RuleView> = save::invalid(&state, &filter, &page)
+            .await?
+            .into_iter()
+            .map(|(rule, problems)| RuleView {
+                problems: problems.into_iter().map(Into::into).collect(),
+                ..rule.into()
+            })
+            .collect();
+        return Ok(axum::Json(Listing::of(items, &page, |r| r.r#ref.clone())));
+    }
     let items = state.storage.list_rules(&filter, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |r| {
         r.spec.r#ref.clone()

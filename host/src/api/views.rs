@@ -238,6 +238,9 @@ pub struct RuleView {
     /// Why the server disabled it (its trigger type went away with its pack).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
+    /// Why it does not fire until fixed (listed with `invalid=true`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<ErrorDetail>,
 }
 
 impl From<RuleRecord> for RuleView {
@@ -269,6 +272,7 @@ impl From<RuleRecord> for RuleView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             disabled_reason: r.disabled_reason,
+            problems: Vec::new(),
         }
     }
 }
@@ -292,12 +296,21 @@ pub struct EventView {
     /// not be yet: the server enforces it later, nothing is lost.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub enforcement_pending: bool,
+    /// How deep in a chain of causes it is: 0 for what came from outside;
+    /// an execution's `core.execution_finished` event is one deeper than
+    /// the event behind the execution.
+    pub depth: i64,
+    /// Why no rule saw it (its chain went past `--max-chain-depth`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_reason: Option<String>,
 }
 
 impl From<EventRecord> for EventView {
     fn from(r: EventRecord) -> Self {
         EventView {
             id: r.id,
+            depth: r.depth,
+            held_reason: r.held_reason,
             trigger: r.trigger,
             payload: r.payload,
             source: r.source,
@@ -534,6 +547,15 @@ pub struct Problem {
 impl From<PathError> for Problem {
     fn from(e: PathError) -> Self {
         Problem {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+
+impl From<PathError> for ErrorDetail {
+    fn from(e: PathError) -> Self {
+        ErrorDetail {
             path: e.path,
             message: e.message,
         }

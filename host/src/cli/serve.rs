@@ -54,6 +54,13 @@ pub struct ServeArgs {
     #[arg(long, env = "ATTUNE_WEBHOOK_RATE", default_value_t = crate::engine::core::DEFAULT_WEBHOOK_RATE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_rate: u32,
+    /// The deepest chain of causes rules still see: an event caused by an
+    /// execution (`core.execution_finished`) is one deeper than the event
+    /// behind that execution; past this depth it is stored, no rule fires,
+    /// and the reason is on the event. Stops rules that feed each other.
+    #[arg(long, env = "ATTUNE_MAX_CHAIN_DEPTH", default_value_t = crate::engine::core::DEFAULT_MAX_CHAIN_DEPTH,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_chain_depth: u32,
     /// The key that seals secrets (hex, mode 0600); default
     /// `<data-dir>/secrets.key`, created on first start.
     #[arg(long, env = "ATTUNE_SECRETS_KEY_FILE")]
@@ -132,6 +139,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
                 .then(|| Duration::from_secs(args.retention_days.saturating_mul(86_400))),
             min_interval: args.min_interval,
             webhook_rate: args.webhook_rate,
+            max_chain_depth: args.max_chain_depth,
             ..PipelineConfig::default()
         },
         outbound: OutboundConfig {

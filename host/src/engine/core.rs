@@ -32,6 +32,8 @@ pub struct CoreConfig {
     pub node: String,
     /// Deliveries one webhook accepts per second (twice as many at once).
     pub webhook_rate: u32,
+    /// The deepest chain of causes rules still see (see [`IncomingEvent::depth`](super::ingest::IncomingEvent::depth)).
+    pub max_chain_depth: i64,
 }
 
 impl CoreConfig {
@@ -50,6 +52,9 @@ impl CoreConfig {
 /// Deliveries one webhook accepts per second by default.
 pub const DEFAULT_WEBHOOK_RATE: u32 = 1000;
 
+/// The deepest chain of causes rules see by default.
+pub const DEFAULT_MAX_CHAIN_DEPTH: u32 = 8;
+
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
@@ -57,6 +62,7 @@ impl Default for CoreConfig {
             min_interval: Duration::from_secs(1),
             node: format!("pid-{}", std::process::id()),
             webhook_rate: DEFAULT_WEBHOOK_RATE,
+            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH.into(),
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct PipelineConfig {
     pub min_interval: Duration,
     /// Deliveries one webhook accepts per second (twice as many at once).
     pub webhook_rate: u32,
+    /// The deepest chain of causes rules still see.
+    pub max_chain_depth: u32,
 }
 
 impl Default for PipelineConfig {
@@ -96,6 +104,7 @@ impl Default for PipelineConfig {
             retention: None,
             min_interval: Duration::from_secs(1),
             webhook_rate: DEFAULT_WEBHOOK_RATE,
+            max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
         }
     }
 }

@@ -145,6 +145,8 @@ pub async fn announce(core: &Core, ids: &[i64]) {
             }),
             source: Some(e.action.clone()),
             rules: None,
+            // What an execution caused is one deeper than what caused it.
+            depth: e.depth + 1,
         };
         async move {
             if let Err(err) = core.ingest.event(core, event).await {

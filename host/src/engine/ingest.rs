@@ -38,6 +38,26 @@ pub struct IncomingEvent {
     /// Only these rules see it (a webhook's verified rules, a timer's rule);
     /// `None`: every enabled rule on its trigger.
     pub rules: Option<Vec<RuleRecord>>,
+    /// How deep in a chain of causes it is: 0 for what came from outside
+    /// (a post, a webhook, a tick, a sensor); an execution's
+    /// `core.execution_finished` event is one deeper than the event behind
+    /// the execution. Past the server's `max_chain_depth` it is stored and
+    /// no rule sees it, so rules that feed each other stop by themselves.
+    pub depth: i64,
+}
+
+impl IncomingEvent {
+    /// Why no rule may see it (its chain is too deep), if so.
+    fn held(&self, core: &Core) -> Option<String> {
+        let max = core.config.max_chain_depth;
+        (self.depth > max).then(|| {
+            format!(
+                "its chain of causes is {} deep, past the server's --max-chain-depth of {max}; \
+                 no rule saw it",
+                self.depth
+            )
+        })
+    }
 }
 
 /// What recording an event did.
@@ -198,16 +218,29 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
                 .map(|rules| rules.iter().map(|r| r.spec.r#ref.clone()).collect())
         })
         .collect();
+    let held: Vec<Option<String>> = events.iter().map(|(e, _)| e.held(core)).collect();
     let new: Vec<NewEvent<'_>> = events
         .iter()
         .zip(&addressed)
-        .map(|((e, _), rules)| NewEvent {
+        .zip(&held)
+        .map(|(((e, _), rules), held)| NewEvent {
             trigger: &e.trigger,
             payload: &e.payload,
             source: e.source.as_deref(),
             rules: rules.as_deref(),
+            depth: e.depth,
+            held_reason: held.as_deref(),
         })
         .collect();
+    let n_held = held.iter().flatten().count();
+    if n_held > 0 {
+        core.metrics.events_held.inc_by(n_held as u64);
+        tracing::warn!(
+            events = n_held,
+            max = core.config.max_chain_depth,
+            "events past the chain depth bound are stored, and no rule sees them"
+        );
+    }
     let recorded = core
         .storage
         .record_events(&new, |records| async move {
@@ -262,6 +295,7 @@ async fn prepare(
     let mut audiences = Vec::with_capacity(events.len());
     for (incoming, _) in events {
         let audience = match &incoming.rules {
+            _ if incoming.held(core).is_some() => Ok(Vec::new()),
             Some(rules) => Ok(rules.clone()),
             None => {
                 core.cache

@@ -59,6 +59,8 @@ pub struct Metrics {
     pub executions_requested: Counter,
     /// Events recorded.
     pub events_recorded: Counter,
+    /// Events no rule saw: their chain of causes went too deep.
+    pub events_held: Counter,
     /// Writes of the event door, each holding one or more events or runs.
     pub event_batches: Counter,
     /// Executions ended, by action.
@@ -82,6 +84,7 @@ impl Default for Metrics {
             packs_registered: Counter::default(),
             executions_requested: Counter::default(),
             events_recorded: Counter::default(),
+            events_held: Counter::default(),
             event_batches: Counter::default(),
             executions_finished: Family::default(),
             queued_seconds: latency(),
@@ -114,6 +117,11 @@ impl Default for Metrics {
             "events_recorded",
             "Events recorded",
             m.events_recorded.clone(),
+        );
+        registry.register(
+            "events_held",
+            "Events stored that no rule saw, their chain of causes past --max-chain-depth",
+            m.events_held.clone(),
         );
         registry.register(
             "event_batches",

@@ -137,6 +137,7 @@ async fn record_tick(core: &Core, tick: crate::storage::Tick) {
         payload: tick.payload,
         source: Some(tick.rule.clone()),
         rules: Some(rules),
+        depth: 0,
     };
     if let Err(e) = core.ingest.event(core, event).await {
         tracing::error!(rule = tick.rule, error = %e, "recording a timer event");

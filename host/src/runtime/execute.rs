@@ -126,16 +126,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// Replaces every value of `secrets` in what the run left behind.
+    /// Replaces every value of `secrets` in what the run left behind
+    /// (stdout and stderr are redacted as they are captured).
     fn redact(&mut self, secrets: &SecretSet) {
         if secrets.values().next().is_none() {
             return;
         }
         for v in [&mut self.result, &mut self.error].into_iter().flatten() {
             secrets.redact_json(v);
-        }
-        for c in [&mut self.stdout, &mut self.stderr] {
-            c.text = secrets.redact(&c.text).into_owned();
         }
         for line in &mut self.logs {
             line.message = secrets.redact(&line.message).into_owned();
@@ -212,8 +210,8 @@ impl Pack {
             .map_err(|e| ExecuteError::Sandbox(format!("scratch directory: {e}")))?;
         let (stdout, stderr) = request.output.clone().unwrap_or_else(|| {
             (
-                CappedPipe::new(limits.output_bytes),
-                CappedPipe::new(limits.output_bytes),
+                request.secrets.pipe(limits.output_bytes),
+                request.secrets.pipe(limits.output_bytes),
             )
         });
         let mut wasi = WasiCtxBuilder::new();
@@ -332,8 +330,9 @@ impl Pack {
             status,
             result,
             error,
-            stdout: stdout.captured(),
-            stderr: stderr.captured(),
+            // Redacted, then cut at the cap.
+            stdout: secrets.capture(&stdout),
+            stderr: secrets.capture(&stderr),
             logs: state.log.lines,
             logs_dropped: state.log.dropped,
             duration,

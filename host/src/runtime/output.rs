@@ -19,13 +19,18 @@ const PERMIT: usize = 64 * 1024;
 #[derive(Debug, Default)]
 struct Buffer {
     kept: Vec<u8>,
-    dropped: u64,
+    written: u64,
 }
 
 /// An in-memory output stream that keeps at most `cap` bytes.
+///
+/// It holds up to `slack` bytes more than it shows, so a secret that the
+/// cap cuts through is still whole when it is redacted: redaction comes
+/// first, then the cut (see `secrets::SecretSet::capture`).
 #[derive(Debug, Clone)]
 pub struct CappedPipe {
     cap: usize,
+    slack: usize,
     buffer: Arc<Mutex<Buffer>>,
 }
 
@@ -55,21 +60,33 @@ impl Captured {
 impl CappedPipe {
     /// A pipe that keeps at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
+        Self::with_slack(cap, 0)
+    }
+
+    /// A pipe that shows at most `cap` bytes and holds `slack` more.
+    pub fn with_slack(cap: usize, slack: usize) -> Self {
         Self {
             cap,
+            slack,
             buffer: Arc::default(),
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
-        let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.cap.saturating_sub(buf.kept.len());
-        let take = room.min(bytes.len());
-        buf.kept.extend_from_slice(&bytes[..take]);
-        buf.dropped += (bytes.len() - take) as u64;
+    /// The bytes it shows at most.
+    pub fn cap(&self) -> usize {
+        self.cap
     }
 
-    /// The kept bytes from `offset` on (for streaming while the guest runs).
+    fn push(&self, bytes: &[u8]) {
+        let mut buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let room = (self.cap + self.slack).saturating_sub(buf.kept.len());
+        let take = room.min(bytes.len());
+        buf.kept.extend_from_slice(&bytes[..take]);
+        buf.written += bytes.len() as u64;
+    }
+
+    /// The held bytes from `offset` on, past the cap included (for
+    /// streaming while the guest runs; the reader cuts them).
     pub fn since(&self, offset: usize) -> Vec<u8> {
         let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
         buf.kept
@@ -78,12 +95,26 @@ impl CappedPipe {
             .unwrap_or_default()
     }
 
-    /// Everything captured so far.
+    /// Whether more output could still change what the held bytes show:
+    /// false once it holds all it ever will.
+    pub fn may_grow(&self) -> bool {
+        let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        buf.kept.len() < self.cap + self.slack
+    }
+
+    /// The held bytes and how many were written in all.
+    pub fn raw(&self) -> (Vec<u8>, u64) {
+        let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        (buf.kept.clone(), buf.written)
+    }
+
+    /// Everything captured so far, cut at the cap (nothing redacted).
     pub fn captured(&self) -> Captured {
         let buf = self.buffer.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = &buf.kept[..buf.kept.len().min(self.cap)];
         Captured {
-            text: String::from_utf8_lossy(&buf.kept).into_owned(),
-            dropped: buf.dropped,
+            text: String::from_utf8_lossy(shown).into_owned(),
+            dropped: buf.written.saturating_sub(self.cap as u64),
         }
     }
 }

@@ -18,7 +18,7 @@ use wasmtime::component::{HasSelf, Linker};
 use zeroize::Zeroizing;
 
 use super::bindings::attune::action::secrets;
-use super::output::CappedPipe;
+use super::output::{CappedPipe, Captured};
 
 /// The capability string a worker advertises for it.
 pub const CAPABILITY: &str = "attune:action/secrets@0.1.0";
@@ -109,6 +109,52 @@ impl SecretSet {
         Cow::Owned(out)
     }
 
+    /// The first `limit` bytes of `bytes` as they are shown: every value
+    /// that starts before `limit` replaced by [`MASK`] whole (even when it
+    /// runs past `limit`), the rest cut at `limit`. Redact first, then cut:
+    /// a cut through a value never leaves its first bytes in the clear.
+    pub fn redact_prefix(&self, bytes: &[u8], limit: usize) -> Vec<u8> {
+        let end = bytes.len().min(limit);
+        if self.values.is_empty() {
+            return bytes[..end].to_vec();
+        }
+        let mut ordered: Vec<&[u8]> = self.values.values().map(|v| v.as_bytes()).collect();
+        ordered.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mut out = Vec::with_capacity(end);
+        let mut at = 0;
+        while at < end {
+            match ordered.iter().find(|v| bytes[at..].starts_with(v)) {
+                Some(v) => {
+                    out.extend_from_slice(MASK.as_bytes());
+                    at += v.len();
+                }
+                None => {
+                    out.push(bytes[at]);
+                    at += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// What `pipe` captured, redacted and then cut at its cap. The pipe
+    /// must hold [`Self::hold_back`] bytes past its cap for a value the cap
+    /// cuts through to be masked whole.
+    pub fn capture(&self, pipe: &CappedPipe) -> Captured {
+        let (held, written) = pipe.raw();
+        let shown = self.redact_prefix(&held, pipe.cap());
+        Captured {
+            text: String::from_utf8_lossy(&shown).into_owned(),
+            dropped: written.saturating_sub(pipe.cap() as u64),
+        }
+    }
+
+    /// A pipe of `cap` bytes that holds enough past its cap for
+    /// [`Self::capture`].
+    pub fn pipe(&self, cap: usize) -> CappedPipe {
+        CappedPipe::with_slack(cap, self.hold_back())
+    }
+
     /// Redacts every string (and object key) inside `value`.
     pub fn redact_json(&self, value: &mut Value) {
         if self.values.is_empty() {
@@ -155,9 +201,15 @@ impl LiveOutput {
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             Err(_) => bytes.len(),
         };
-        let text = String::from_utf8_lossy(&bytes[..complete]);
-        let redacted = self.secrets.redact(&text);
-        let mut end = redacted.len().saturating_sub(self.secrets.hold_back());
+        let shown = self.secrets.redact_prefix(&bytes[..complete], pipe.cap());
+        let redacted = String::from_utf8_lossy(&shown);
+        // While the pipe can still grow, its tail may become a secret.
+        let hold = if pipe.may_grow() {
+            self.secrets.hold_back()
+        } else {
+            0
+        };
+        let mut end = redacted.len().saturating_sub(hold);
         while !redacted.is_char_boundary(end) {
             end -= 1;
         }
@@ -228,6 +280,40 @@ mod tests {
             !format!("{s:?}").contains("s3cret"),
             "Debug shows names only"
         );
+    }
+
+    #[test]
+    fn a_secret_cut_by_the_cap_is_masked_whole_and_nothing_past_the_cap_shows() {
+        use wasmtime_wasi::p2::OutputStream;
+        let s = set();
+        for cap in 0..40 {
+            let mut pipe = s.pipe(cap);
+            pipe.write(bytes::Bytes::from_static(
+                b"0123456789s3cret-and-more tail s3",
+            ))
+            .unwrap();
+            pipe.write(bytes::Bytes::from_static(b"cret end")).unwrap();
+            let got = s.capture(&pipe);
+            for n in 2..=6 {
+                for w in b"s3cret".windows(n).take(1) {
+                    assert!(
+                        !got.text.as_bytes().windows(n).any(|x| x == w),
+                        "cap {cap}: {:?}",
+                        got.text
+                    );
+                }
+            }
+            let plain = "0123456789";
+            assert!(
+                got.text.starts_with(&plain[..cap.min(10)]),
+                "cap {cap}: {:?}",
+                got.text
+            );
+            if cap > 10 {
+                assert!(got.text.contains(MASK), "cap {cap}: {:?}", got.text);
+            }
+            assert_eq!(got.dropped, (41u64).saturating_sub(cap as u64));
+        }
     }
 
     #[test]

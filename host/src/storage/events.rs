@@ -11,8 +11,8 @@ use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
 /// back their ids.
 pub(super) fn insert_events_sql(dialect: Dialect, n: usize) -> String {
     format!(
-        "INSERT INTO event (trigger, payload, source, created_at, rules, enforced_at) VALUES {}{}",
-        rows_of(dialect, n, 6, None),
+        "INSERT INTO event (trigger, payload, source, created_at, rules, enforced_at, depth, held_reason) VALUES {}{}",
+        rows_of(dialect, n, 8, None),
         returning_id(dialect)
     )
 }
@@ -28,6 +28,8 @@ pub(super) fn event_records(events: &[NewEvent<'_>], ids: Vec<i64>, now: i64) ->
             payload: e.payload.clone(),
             source: e.source.map(str::to_string),
             created_at: now,
+            depth: e.depth,
+            held_reason: e.held_reason.map(str::to_string),
         })
         .collect()
 }
@@ -59,10 +61,10 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<(EventRecord, Option<Vec<String>>)>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
-                "SELECT id, trigger, payload, source, created_at, rules FROM event \
-                 WHERE enforced_at IS NULL AND created_at <= $1 ORDER BY id LIMIT $2",
-            )
+            let rows = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS}, rules FROM event \
+                 WHERE enforced_at IS NULL AND created_at <= $1 ORDER BY id LIMIT $2"
+            ))
             .bind(now_ms() - min_age_ms)
             .bind(limit)
             .fetch_all(p)
@@ -86,10 +88,10 @@ impl Storage {
         page: &Page,
     ) -> Result<Vec<EventRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
-                "SELECT id, trigger, payload, source, created_at FROM event \
-                 WHERE id < $1 AND ($2 IS NULL OR trigger = $2) ORDER BY id DESC LIMIT $3",
-            )
+            let rows = sqlx::query(&format!(
+                "SELECT {EVENT_COLUMNS} FROM event \
+                 WHERE id < $1 AND ($2 IS NULL OR trigger = $2) ORDER BY id DESC LIMIT $3"
+            ))
             .bind(page.before_id())
             .bind(trigger)
             .bind(page.limit())
@@ -102,12 +104,10 @@ impl Storage {
     /// One event.
     pub async fn get_event(&self, id: i64) -> Result<Option<EventRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
-                "SELECT id, trigger, payload, source, created_at FROM event WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(p)
-            .await?;
+            let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
             Ok(row.as_ref().map(EventRecord::from_row))
         })
     }

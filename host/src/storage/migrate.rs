@@ -58,6 +58,10 @@ const SQLITE: &[(i64, &str)] = &[
         14,
         include_str!("../../../migrations/sqlite/0014_console.sql"),
     ),
+    (
+        17,
+        include_str!("../../../migrations/sqlite/0017_chain_depth.sql"),
+    ),
 ];
 const POSTGRES: &[(i64, &str)] = &[
     (
@@ -112,6 +116,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (
         14,
         include_str!("../../../migrations/postgres/0014_console.sql"),
+    ),
+    (
+        17,
+        include_str!("../../../migrations/postgres/0017_chain_depth.sql"),
     ),
 ];
 

@@ -164,7 +164,7 @@ macro_rules! on_writer {
 }
 
 /// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (as
-/// [`execution_rows`] lays them out: 10 for a `plain` batch, else 17) with
+/// [`execution_rows`] lays them out: 10 for a `plain` batch, else 18) with
 /// its enforcement and creation time, in its
 /// [`NewExecution::initial_status`].
 macro_rules! bind_execution {
@@ -191,6 +191,7 @@ macro_rules! bind_execution {
                 .bind($e.not_before)
                 .bind($e.initial_status().as_str())
                 .bind($e.workflow.then_some($now))
+                .bind($e.depth)
         }
     }};
 }
@@ -207,7 +208,9 @@ macro_rules! bind_events {
                 .bind(e.source)
                 .bind($now)
                 .bind(e.rules.map(Json))
-                .bind($enforced);
+                .bind($enforced)
+                .bind(e.depth)
+                .bind(e.held_reason);
         }
         query
     }};

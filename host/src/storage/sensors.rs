@@ -184,7 +184,7 @@ impl Storage {
             if !events.is_empty() {
                 let sql = format!(
                     "INSERT INTO event (trigger, payload, source, created_at) VALUES {} \
-                     RETURNING id, trigger, payload, source, created_at",
+                     RETURNING {EVENT_COLUMNS}",
                     rows_of(self.dialect(), events.len(), 4, None)
                 );
                 let mut query = sqlx::query(&sql);

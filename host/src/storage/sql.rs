@@ -172,10 +172,10 @@ pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_pa
 /// An execution's insert; its rows come from [`execution_rows`] and
 /// [`bind_execution!`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, source, not_before, status, started_at, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, source, not_before, status, started_at, depth, attempt)";
 
 /// The values of `n` rows of [`INSERT_EXECUTION`]. A batch of plain runs
-/// ([`NewExecution::is_plain`]: no parent, task, sensor, source or delay)
+/// ([`NewExecution::is_plain`]: no parent, task, sensor, source, delay or depth)
 /// binds 10 columns a row and writes the rest as literals: SQLite's driver
 /// looks each parameter up by name, so a statement's cost grows with the
 /// square of its parameters, and most batches are plain.
@@ -185,15 +185,19 @@ pub(super) fn execution_rows(dialect: Dialect, n: usize, plain: bool) -> String 
             dialect,
             n,
             10,
-            Some("NULL, NULL, NULL, NULL, 0, 'requested', NULL, 1"),
+            Some("NULL, NULL, NULL, NULL, 0, 'requested', NULL, 0, 1"),
         )
     } else {
-        rows_of(dialect, n, 17, Some("1"))
+        rows_of(dialect, n, 18, Some("1"))
     }
 }
 
+/// What [`EventRecord::from_row`](super::EventRecord) reads.
+pub(super) const EVENT_COLUMNS: &str =
+    "id, trigger, payload, source, created_at, depth, held_reason";
+
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
-     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source";
+     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source, depth";
 
 #[cfg(test)]
 mod tests {
@@ -218,15 +222,15 @@ mod tests {
     }
 
     #[test]
-    fn plain_execution_rows_bind_ten_columns_and_others_seventeen() {
+    fn plain_execution_rows_bind_ten_columns_and_others_eighteen() {
         let plain = super::execution_rows(Dialect::Postgres, 2, true);
         assert!(plain.starts_with("($1, $2,"), "{plain}");
         assert!(
-            plain.contains("$10, NULL, NULL, NULL, NULL, 0, 'requested', NULL, 1), ($11,"),
+            plain.contains("$10, NULL, NULL, NULL, NULL, 0, 'requested', NULL, 0, 1), ($11,"),
             "{plain}"
         );
         let full = super::execution_rows(Dialect::Postgres, 1, false);
-        assert!(full.ends_with("$16, $17, 1)"), "{full}");
+        assert!(full.ends_with("$17, $18, 1)"), "{full}");
     }
 
     #[test]

@@ -85,6 +85,8 @@ mod tests {
                 payload: &payload,
                 source: None,
                 rules: None,
+                depth: 0,
+                held_reason: None,
             })
             .collect();
         storage.insert_events(&events).await.unwrap();

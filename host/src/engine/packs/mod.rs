@@ -276,7 +276,14 @@ pub async fn register(
     }
 
     let (sensors, trigger_types) = sensors::check(&manifest.name, &manifest.sensors, &mut actions)?;
-    let flows = workflows::check(storage, &manifest.name, &upload.workflows, &actions).await?;
+    let flows = workflows::check(
+        storage,
+        &manifest.name,
+        &upload.workflows,
+        &actions,
+        &manifest.secrets,
+    )
+    .await?;
     for flow in flows {
         actions.insert(flow.r#ref.clone(), flow);
     }

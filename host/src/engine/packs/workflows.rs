@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use super::PackError;
+use crate::engine::rules::secret_refs;
 use crate::engine::workflows::Workflow;
 use crate::engine::workflows::definition::Actions;
 use crate::storage::{NewAction, Storage};
@@ -26,6 +27,7 @@ pub async fn check(
     pack: &str,
     files: &[(String, String)],
     actions: &BTreeMap<String, NewAction>,
+    granted: &[String],
 ) -> Result<Vec<NewAction>, PackError> {
     let invalid = |file: &str, path: String, message: String| PackError::InvalidWorkflow {
         file: file.to_string(),
@@ -83,11 +85,16 @@ pub async fn check(
     let known = Known(known);
     let mut out = Vec::new();
     for (file, name, flow) in parsed {
-        let errors = flow.check(&known);
+        let mut errors: Vec<(String, String)> = flow
+            .check(&known)
+            .into_iter()
+            .map(|e| (e.path, e.message))
+            .collect();
+        errors.extend(ungranted(storage, pack, granted, &flow).await?);
         if !errors.is_empty() {
             return Err(PackError::InvalidWorkflow {
                 file: file.to_string(),
-                errors: errors.into_iter().map(|e| (e.path, e.message)).collect(),
+                errors,
             });
         }
         out.push(NewAction {
@@ -104,4 +111,43 @@ pub async fn check(
         });
     }
     Ok(out)
+}
+
+/// Each secret a task hands to an action whose pack is not granted it
+/// (`granted`: what this pack's manifest grants it), at the task's input.
+async fn ungranted(
+    storage: &Storage,
+    pack: &str,
+    granted: &[String],
+    flow: &Workflow,
+) -> Result<Vec<(String, String)>, PackError> {
+    let mut errors = Vec::new();
+    for (task_name, task) in &flow.tasks {
+        let (refs, _) = secret_refs::refs_in_params(&task.input);
+        if refs.is_empty() {
+            continue;
+        }
+        let owner = task.action.split_once('.').map_or("", |(p, _)| p);
+        let secrets = if owner == pack {
+            granted.to_vec()
+        } else {
+            storage
+                .get_pack(owner)
+                .await?
+                .map(|p| p.grants.secrets)
+                .unwrap_or_default()
+        };
+        for (secret, paths) in refs {
+            if !secrets.contains(&secret) {
+                errors.push((
+                    format!("/tasks/{task_name}/input{}", paths[0]),
+                    format!(
+                        "secret `{secret}` is not granted to pack `{owner}`; an admin grants it \
+                         with `attune pack grant {owner} --secret {secret}`"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(errors)
 }

@@ -2,10 +2,12 @@
 //! rendered parameters against the action's schema — as a dry run
 //! ([`evaluate`]) or as the enforcements to record ([`plan`]).
 
+use zeroize::Zeroizing;
+
 use super::render;
+use super::secret_refs::{self, Placeholders};
 use crate::engine::{Core, EngineError};
 use crate::runtime::PathError;
-use crate::runtime::secrets::{MASK, SecretSet};
 use crate::storage::{ActionRecord, EventRecord, NewEnforcement, NewExecution, RuleRecord};
 
 /// What a rule would do with an event (the dry run of `POST /rules/{ref}/test`).
@@ -23,7 +25,8 @@ pub struct Verdict {
 }
 
 /// The dry run of rule `rule` on an event carrying `payload`: what it
-/// would do, with nothing stored.
+/// would do, with nothing stored. It reads no secret's value: a secret is
+/// shown as its mask, so the answer is the same whatever the value is.
 pub async fn dry_run(
     core: &Core,
     rule: &str,
@@ -40,15 +43,32 @@ pub async fn dry_run(
         payload,
         source: Some("test".into()),
         created_at: crate::storage::now_ms(),
+        depth: 0,
+        held_reason: None,
     };
-    Ok(evaluate(core, &rule, &event).await?.0)
+    Ok(evaluate(core, &rule, &event, Reveal::No).await?.0)
+}
+
+/// Whether an evaluation reads the values of the secrets a rule hands on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reveal {
+    /// For a run: the values are sealed into its params.
+    Yes,
+    /// For a dry run: nothing about a value may reach the answer.
+    No,
 }
 
 /// Evaluates `rule` against `event` without storing anything.
+///
+/// Secrets never enter the template context: each `{{ secrets.NAME }}`
+/// renders as this render's placeholder, the params are checked with the
+/// mask in its place, and only then (for a run) are the values put in,
+/// whole, into the copy sealed for the worker.
 pub async fn evaluate(
     core: &Core,
     rule: &RuleRecord,
     event: &EventRecord,
+    reveal: Reveal,
 ) -> Result<(Verdict, Option<ActionRecord>), EngineError> {
     let ctx = render::context(event, &rule.spec.r#ref);
     let detail = |path: &str, message: String| PathError {
@@ -86,11 +106,31 @@ pub async fn evaluate(
         errors,
         sealed_params: None,
     };
-    // Secrets render twice: masked for the record, real for the worker.
-    let names = render::secret_names(&rule.spec.action_params);
+    let Some(action) = core.cache.action(&core.storage, &rule.spec.action).await? else {
+        let e = detail("/action", format!("unknown action `{}`", rule.spec.action));
+        return Ok((fail(vec![e]), None));
+    };
+    let (names, problems) =
+        secret_refs::check_handed(core, &action, &rule.spec.action_params).await?;
+    if !problems.is_empty() {
+        let errors = problems
+            .into_iter()
+            .map(|e| detail(&format!("/action_params{}", e.path), e.message))
+            .collect();
+        return Ok((fail(errors), None));
+    }
     let mut used = Vec::with_capacity(names.len());
-    for name in &names {
-        match crate::engine::secrets::reveal(core, name).await? {
+    for name in names.keys() {
+        let value = match reveal {
+            Reveal::Yes => crate::engine::secrets::reveal(core, name).await?,
+            // Whether it exists, never what it holds.
+            Reveal::No => core
+                .cache
+                .secret(&core.storage, name)
+                .await?
+                .map(|_| Zeroizing::new(String::new())),
+        };
+        match value {
             Some(value) => used.push((name.clone(), value)),
             None => {
                 let e = detail("/action_params", format!("no secret `{name}`"));
@@ -98,54 +138,42 @@ pub async fn evaluate(
             }
         }
     }
-    let secrets = SecretSet::new([], used.iter().map(|(k, v)| (k.clone(), v.clone())));
-    // Most rules use no secret: their context is the event's as it is.
-    let masked_ctx = if names.is_empty() {
-        ctx.clone()
+    let placeholders = Placeholders::new(names.into_keys());
+    let rendered = if placeholders.is_empty() {
+        render::render(&rule.spec.action_params, &ctx)
     } else {
-        render::with_secrets(&ctx, names.iter().map(|n| (n.as_str(), MASK)))
+        render::render(&rule.spec.action_params, &placeholders.bind(&ctx))
     };
-    let rendered = |ctx: &minijinja::Value| {
-        render::render(&rule.spec.action_params, ctx).map_err(|(path, message)| {
-            let message = secrets.redact(&message).into_owned();
-            detail(&format!("/action_params{path}"), message)
-        })
-    };
-    let params = match rendered(&masked_ctx) {
+    let rendered = match rendered {
         Ok(p) => p,
-        Err(e) => return Ok((fail(vec![e]), None)),
-    };
-    let real = if used.is_empty() {
-        None
-    } else {
-        match rendered(&render::with_secrets(&ctx, secrets.values())) {
-            Ok(p) => Some(p),
-            Err(e) => return Ok((fail(vec![e]), None)),
+        Err((path, message)) => {
+            let message = placeholders.mask_text(&message);
+            return Ok((
+                fail(vec![detail(&format!("/action_params{path}"), message)]),
+                None,
+            ));
         }
     };
-    let Some(action) = core.cache.action(&core.storage, &rule.spec.action).await? else {
-        return Ok((
-            Verdict {
-                matched,
-                params: Some(params),
-                errors: vec![detail(
-                    "/action",
-                    format!("unknown action `{}`", rule.spec.action),
-                )],
-                sealed_params: None,
-            },
-            None,
-        ));
+    let params = if placeholders.is_empty() {
+        rendered.clone()
+    } else {
+        placeholders.masked(&rendered)
     };
-    let checked = real.as_ref().unwrap_or(&params);
-    let errors = match crate::engine::actions::check_params(core, &action, checked).await {
+    let real = match reveal {
+        Reveal::Yes if !placeholders.is_empty() => placeholders.real(&rendered, |name| {
+            used.iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+        }),
+        _ => None,
+    };
+    // Checked as recorded, with the mask where a secret goes: a secret sits
+    // only where any string fits, so its value cannot change the answer.
+    let errors = match crate::engine::actions::check_params(core, &action, &params).await {
         Ok(Ok(())) => vec![],
         Ok(Err(errs)) => errs
             .into_iter()
-            .map(|e| {
-                let message = secrets.redact(&e.message).into_owned();
-                detail(&format!("/action_params{}", e.path), message)
-            })
+            .map(|e| detail(&format!("/action_params{}", e.path), e.message))
             .collect(),
         Err(EngineError::NotFound(_)) => vec![detail(
             "/action",
@@ -172,6 +200,10 @@ pub async fn plan(
     rules: Vec<RuleRecord>,
 ) -> Result<Vec<NewEnforcement>, EngineError> {
     let mut items = Vec::new();
+    // Past the chain depth bound no rule sees an event.
+    if event.held_reason.is_some() {
+        return Ok(items);
+    }
     for rule in rules {
         // A rule never fires for what it caused itself: that would loop.
         if event.trigger == crate::engine::triggers::FINISHED_TRIGGER
@@ -179,7 +211,7 @@ pub async fn plan(
         {
             continue;
         }
-        let (verdict, action) = evaluate(core, &rule, event).await?;
+        let (verdict, action) = evaluate(core, &rule, event, Reveal::Yes).await?;
         if !verdict.matched && verdict.errors.is_empty() {
             continue;
         }
@@ -192,6 +224,7 @@ pub async fn plan(
                     timeout_ms: rule.spec.timeout_ms,
                     sealed_params: verdict.sealed_params.clone(),
                     workflow: action.workflow.is_some(),
+                    depth: event.depth,
                     ..NewExecution::of(
                         &action.r#ref,
                         verdict.params.clone().unwrap_or_default(),

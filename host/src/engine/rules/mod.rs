@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 pub mod evaluate;
 pub mod render;
 pub mod save;
+pub mod secret_refs;
 
 use crate::engine::triggers::schedule::plan;
 use crate::runtime::{PathError, schema_errors};
@@ -162,10 +163,12 @@ pub fn validate_rule(
             }
         }
     }
-    if let Some(criteria) = &input.criteria
-        && let Err(e) = template_env().compile_expression(criteria)
-    {
-        err("/criteria", format!("not a valid expression: {e}"));
+    if let Some(criteria) = &input.criteria {
+        if let Err(e) = template_env().compile_expression(criteria) {
+            err("/criteria", format!("not a valid expression: {e}"));
+        } else if let Err(e) = secret_refs::check_expression(criteria) {
+            err("/criteria", e);
+        }
     }
     // What the templates read of the payload must exist in its schema.
     if let Some(t) = trigger {

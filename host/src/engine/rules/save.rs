@@ -6,7 +6,7 @@
 //! it) and brings its timer and the rule cache in line. Deleting and
 //! enabling go through here too, so no caller forgets the timer.
 
-use super::{RuleInput, validate_rule};
+use super::{RuleInput, secret_refs, validate_rule};
 use crate::engine::triggers::webhook;
 use crate::engine::{Core, EngineError};
 use crate::runtime::PathError;
@@ -57,9 +57,21 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
             format!("no secret `{name}`; set it first"),
         ));
     }
-    for name in super::render::secret_names(&input.action_params) {
-        if !crate::engine::secrets::valid_name(&name)
-            || core.storage.get_secret(&name).await?.is_none()
+    // Secrets are handed on only whole, only to a pack granted them, only
+    // where any string fits (see `secret_refs`).
+    let (handed, problems) = match &record {
+        Some(action) => secret_refs::check_handed(core, action, &input.action_params).await?,
+        None => secret_refs::refs_in_params(&input.action_params),
+    };
+    for e in problems {
+        errors.push(PathError::new(
+            format!("/action_params{}", e.path),
+            e.message,
+        ));
+    }
+    for name in handed.keys() {
+        if !crate::engine::secrets::valid_name(name)
+            || core.storage.get_secret(name).await?.is_none()
         {
             errors.push(PathError::new(
                 "/action_params",
@@ -203,4 +215,93 @@ async fn sync_timer(core: &Core, rule: &RuleRecord) -> Result<(), StorageError> 
     core.cache.rules_changed();
     core.dispatch.timers.notify_one();
     Ok(())
+}
+
+/// What keeps a stored rule from firing under the rules for secrets (it
+/// was saved before they held, or its pack's grant was revoked since):
+/// each problem with its path; empty when it may fire.
+pub async fn problems(core: &Core, rule: &RuleRecord) -> Result<Vec<PathError>, EngineError> {
+    let mut found = Vec::new();
+    if let Some(criteria) = &rule.spec.criteria
+        && let Err(e) = secret_refs::check_expression(criteria)
+        && !e.starts_with("not a valid expression")
+    {
+        found.push(PathError::new("/criteria", e));
+    }
+    let Some(action) = core.cache.action(&core.storage, &rule.spec.action).await? else {
+        return Ok(found);
+    };
+    let (_, handed) = secret_refs::check_handed(core, &action, &rule.spec.action_params).await?;
+    found.extend(
+        handed
+            .into_iter()
+            .map(|e| PathError::new(format!("/action_params{}", e.path), e.message)),
+    );
+    Ok(found)
+}
+
+/// The stored rules (of `filter`, from `page`'s cursor on, at most its
+/// limit) that do not fire until fixed, each with its problems.
+pub async fn invalid(
+    core: &Core,
+    filter: &crate::storage::RuleFilter,
+    page: &crate::storage::Page,
+) -> Result<Vec<(RuleRecord, Vec<PathError>)>, EngineError> {
+    let want = page.limit.unwrap_or(50).clamp(1, crate::storage::MAX_PAGE) as usize;
+    let mut after = page.after.clone();
+    let mut out = Vec::new();
+    loop {
+        let scan = crate::storage::Page {
+            limit: Some(crate::storage::MAX_PAGE),
+            after: after.clone(),
+        };
+        let batch = core.storage.list_rules(filter, &scan).await?;
+        let full = batch.len() as i64 == crate::storage::MAX_PAGE;
+        for rule in batch {
+            after = Some(rule.spec.r#ref.clone());
+            let found = problems(core, &rule).await?;
+            if !found.is_empty() {
+                out.push((rule, found));
+                if out.len() == want {
+                    return Ok(out);
+                }
+            }
+        }
+        if !full {
+            return Ok(out);
+        }
+    }
+}
+
+/// Logs a warning for each stored rule that does not fire until fixed
+/// (at start: rules saved before the rules for secrets held).
+pub async fn warn_invalid(core: &Core) -> Result<usize, EngineError> {
+    let all = crate::storage::Page {
+        limit: Some(crate::storage::MAX_PAGE),
+        after: None,
+    };
+    let mut count = 0;
+    let mut page = all;
+    loop {
+        let found = invalid(core, &crate::storage::RuleFilter::default(), &page).await?;
+        let n = found.len();
+        for (rule, problems) in &found {
+            let reasons: Vec<String> = problems
+                .iter()
+                .map(|p| format!("{}: {}", p.path, p.message))
+                .collect();
+            tracing::warn!(
+                rule = %rule.spec.r#ref,
+                problems = %reasons.join("; "),
+                "this rule does not fire until it is fixed (GET /api/v1/rules?invalid=true lists them)"
+            );
+        }
+        count += n;
+        match found.last() {
+            Some((rule, _)) if n as i64 == crate::storage::MAX_PAGE => {
+                page.after = Some(rule.spec.r#ref.clone());
+            }
+            _ => return Ok(count),
+        }
+    }
 }

@@ -283,6 +283,7 @@ pub async fn receive<'a>(
         payload: payload(body, headers),
         source: Some(name.to_string()),
         rules: Some(rules),
+        depth: 0,
     };
     Ok(core.ingest.event(core, event).await?)
 }

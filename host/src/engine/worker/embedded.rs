@@ -14,7 +14,6 @@ use super::protocol::Report;
 use crate::engine::Core;
 use crate::engine::core::PipelineConfig;
 use crate::engine::dispatch::lock;
-use crate::runtime::output::CappedPipe;
 use crate::storage::{ExecutionRecord, ExecutionStatus, Finished};
 
 /// The embedded worker.
@@ -508,12 +507,12 @@ async fn execute(
         }
     };
     let limits = core.runtime.config().default_limits;
+    let secrets = Arc::new(assignment.secrets.to_set());
     let pipes = (
-        CappedPipe::new(limits.output_bytes),
-        CappedPipe::new(limits.output_bytes),
+        secrets.pipe(limits.output_bytes),
+        secrets.pipe(limits.output_bytes),
     );
-    core.dispatch
-        .watch(e.id, pipes.clone(), Arc::new(assignment.secrets.to_set()));
+    core.dispatch.watch(e.id, pipes.clone(), secrets);
     let pack = async {
         core.pack(&assignment.component)
             .await

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-use crate::engine::rules::{find_templates, is_template, template_env};
+use crate::engine::rules::{find_templates, is_template, secret_refs, template_env};
 use crate::runtime::PathError;
 use crate::util::units::parse_duration;
 
@@ -205,6 +205,7 @@ impl Workflow {
             find_templates(output, &mut HashSet::new(), &mut |p, m| {
                 err(format!("/output{p}"), m)
             });
+            no_secrets(output, "/output", &mut err);
         }
         if !self.tasks.is_empty() {
             self.check_graph(&mut err);
@@ -294,11 +295,29 @@ impl Task {
                         err(format!("{at}/input{}", e.path), e.message);
                     }
                 }
+                let (refs, misuse) = secret_refs::refs_in_params(&self.input);
+                for e in misuse {
+                    err(format!("{at}/input{}", e.path), e.message);
+                }
+                for path in refs.values().flatten() {
+                    if !secret_refs::takes_any_string(&schema, path) {
+                        err(
+                            format!("{at}/input{path}"),
+                            format!(
+                                "this parameter of `{}` checks what a string holds, so whether \
+                                 it fits would depend on the secret's value; {}",
+                                self.action,
+                                secret_refs::ALLOWED
+                            ),
+                        );
+                    }
+                }
             }
             Some(_) => {}
         }
         if let Some(items) = &self.with_items
             && let Err(e) = compile_expression(items)
+                .and_then(|()| secret_refs::check_expression(expression(items)))
         {
             err(format!("{at}/with_items"), e);
         }
@@ -333,13 +352,16 @@ impl Task {
             if let Some(when) = next.when.as_deref().map(str::trim)
                 && !matches!(when, "succeeded" | "failed" | "always")
                 && let Err(e) = compile_expression(when)
+                    .and_then(|()| secret_refs::check_expression(expression(when)))
             {
                 err(format!("{at}/when"), e);
             }
             for (key, value) in &next.publish {
+                let at = format!("{at}/publish/{}", pointer(key));
                 find_templates(value, &mut HashSet::new(), &mut |p, m| {
-                    err(format!("{at}/publish/{}{p}", pointer(key)), m)
+                    err(format!("{at}{p}"), m)
                 });
+                no_secrets(value, &at, err);
             }
             for (i, target) in next.r#do.iter().enumerate() {
                 if !tasks.contains_key(target) {
@@ -349,6 +371,18 @@ impl Task {
                     );
                 }
             }
+        }
+    }
+}
+
+/// Reports every template in `v` that reads a secret: only a task's input
+/// may hand one on.
+fn no_secrets(v: &Value, at: &str, err: &mut impl FnMut(String, String)) {
+    for (path, text) in crate::engine::rules::template_strings(v) {
+        if let Err(e) = secret_refs::check_no_secrets(&text)
+            && !e.starts_with("not a valid template")
+        {
+            err(format!("{at}{path}"), e);
         }
     }
 }

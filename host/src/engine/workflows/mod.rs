@@ -108,13 +108,22 @@ impl Run {
         let mut actions = HashMap::new();
         let mut names = std::collections::BTreeSet::new();
         for task in def.tasks.values() {
-            names.extend(crate::engine::rules::render::secret_names(&task.input));
-            if actions.contains_key(&task.action) {
-                continue;
-            }
-            if let Some(record) = core.cache.action(&core.storage, &task.action).await? {
+            let (refs, _) = crate::engine::rules::secret_refs::refs_in_params(&task.input);
+            if !actions.contains_key(&task.action)
+                && let Some(record) = core.cache.action(&core.storage, &task.action).await?
+            {
                 let validator = jsonschema::validator_for(&record.params_schema).ok();
                 actions.insert(task.action.clone(), (record, validator));
+            }
+            // A task hands on only what its action's pack is granted now.
+            if let Some((record, _)) = actions.get(&task.action)
+                && !refs.is_empty()
+            {
+                let grants = core.cache.grants(&core.storage, &record.pack).await?;
+                names.extend(
+                    refs.into_keys()
+                        .filter(|n| grants.grants.secrets.contains(n)),
+                );
             }
         }
         let mut secrets = Vec::new();
@@ -187,6 +196,8 @@ impl Run {
                     task: Some(s.label()),
                     not_before: if s.delay_ms > 0 { now + s.delay_ms } else { 0 },
                     workflow: record.workflow.is_some(),
+                    // Tasks are as deep as their workflow.
+                    depth: self.execution.depth,
                     ..NewExecution::of(&s.action, s.params.clone(), record.capabilities.clone())
                 }
             })

@@ -19,6 +19,10 @@ pub struct EventRecord {
     pub source: Option<String>,
     /// Unix ms.
     pub created_at: i64,
+    /// How deep in a chain of causes it is (0: nothing Attune ran caused it).
+    pub depth: i64,
+    /// Why no rule saw it (its chain went too deep), when none did.
+    pub held_reason: Option<String>,
 }
 
 impl EventRecord {
@@ -29,6 +33,8 @@ impl EventRecord {
             payload: r.json("payload"),
             source: r.opt_text("source"),
             created_at: r.int("created_at"),
+            depth: r.int("depth"),
+            held_reason: r.opt_text("held_reason"),
         }
     }
 }
@@ -43,6 +49,10 @@ pub struct NewEvent<'a> {
     pub source: Option<&'a str>,
     /// The rules it is addressed to; `None`: every enabled rule on its trigger.
     pub rules: Option<&'a [String]>,
+    /// How deep in a chain of causes it is.
+    pub depth: i64,
+    /// Why no rule sees it, when none does.
+    pub held_reason: Option<&'a str>,
 }
 
 /// An enforcement to record: a rule's verdict on an event.
@@ -94,6 +104,9 @@ pub struct NewExecution {
     pub sensor: Option<String>,
     /// Who asked for a direct run (`mcp` for an agent's tool call).
     pub source: Option<String>,
+    /// How deep in a chain of causes it is: its event's depth, or its
+    /// workflow's.
+    pub depth: i64,
 }
 
 impl NewExecution {
@@ -105,6 +118,7 @@ impl NewExecution {
             && self.sensor.is_none()
             && self.source.is_none()
             && self.not_before == 0
+            && self.depth == 0
             && !self.workflow
     }
 
@@ -137,6 +151,7 @@ impl NewExecution {
             workflow: false,
             sensor: None,
             source: None,
+            depth: 0,
         }
     }
 }
@@ -206,6 +221,9 @@ pub struct ExecutionRecord {
     /// Who asked for it, for a direct run (`mcp`: an agent's tool call).
     #[serde(default)]
     pub source: Option<String>,
+    /// How deep in a chain of causes it is.
+    #[serde(default)]
+    pub depth: i64,
     /// The real params sealed for its worker, while it has not ended, when
     /// `params` masks secrets. Never serialized.
     #[serde(skip)]
@@ -246,6 +264,7 @@ impl ExecutionRecord {
             task: r.opt_text("task"),
             sensor: r.opt_text("sensor"),
             source: r.opt_text("source"),
+            depth: r.int("depth"),
             sealed_params: r.opt_bytes("sealed_params"),
         }
     }
@@ -284,6 +303,7 @@ impl ExecutionRecord {
             task: e.task.clone(),
             sensor: e.sensor.clone(),
             source: e.source.clone(),
+            depth: e.depth,
             sealed_params: e.sealed_params.clone(),
         }
     }

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{Value, json};
 
 use super::definition::{Join, MAX_ITEMS, MAX_RUNS, Task, Workflow, expression};
-use crate::engine::rules::render::{render, to_template, with_secrets};
+use crate::engine::rules::render::{render, to_template};
+use crate::engine::rules::secret_refs::Placeholders;
 use crate::engine::rules::template_env;
 use crate::runtime::secrets::MASK;
 use crate::storage::ExecutionStatus;
@@ -260,7 +261,7 @@ impl Machine<'_> {
             }
             return;
         };
-        let ctx = self.context(state, None, None, false);
+        let ctx = self.context(state, None, None);
         let items = match template_env()
             .compile_expression(expression(items))
             .and_then(|e| e.eval(&ctx))
@@ -331,19 +332,38 @@ impl Machine<'_> {
                 .and_then(|items| items.get(i).cloned())
                 .unwrap_or(Value::Null)
         });
-        let masked = self.context(state, item.as_ref(), None, false);
-        let params = render(&def.input, &masked)
-            .map_err(|(path, message)| json!(format!("input{path}: {message}")))?;
-        let real_params = if self.secrets.is_empty() {
+        // Secrets render as placeholders and are put in after rendering,
+        // whole, into the real params only (see `rules::secret_refs`).
+        let placeholders = Placeholders::new(self.secrets.iter().map(|(k, _)| k.clone()));
+        let ctx = self.context(state, item.as_ref(), None);
+        let ctx = if placeholders.is_empty() {
+            ctx
+        } else {
+            placeholders.bind(&ctx)
+        };
+        let rendered = render(&def.input, &ctx).map_err(|(path, message)| {
+            json!(format!("input{path}: {}", placeholders.mask_text(&message)))
+        })?;
+        let params = placeholders.masked(&rendered);
+        let real_params = if placeholders.is_empty() {
             None
         } else {
-            let real = self.context(state, item.as_ref(), None, true);
-            let real = render(&def.input, &real)
-                .map_err(|(path, message)| json!(format!("input{path}: {message}")))?;
+            let real = placeholders
+                .real(&rendered, |name| {
+                    self.secrets
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.as_str())
+                })
+                .ok_or_else(|| {
+                    json!(format!(
+                        "input: a secret it hands on is not set, or not granted to the pack of `{}`",
+                        def.action
+                    ))
+                })?;
             (real != params).then_some(real)
         };
-        (self.check)(&def.action, real_params.as_ref().unwrap_or(&params))
-            .map_err(|message| json!(message))?;
+        (self.check)(&def.action, &params).map_err(|message| json!(message))?;
         Ok(Start {
             slot: slot.clone(),
             action: def.action.clone(),
@@ -416,7 +436,7 @@ impl Machine<'_> {
             ts.error = error.clone();
         }
         let def: &Task = &self.def.tasks[task];
-        let ctx = self.context(state, None, Some((&result, &error)), false);
+        let ctx = self.context(state, None, Some((&result, &error)));
         let mut handled = false;
         for next in &def.next {
             let taken = match next.when.as_deref().map(str::trim) {
@@ -483,7 +503,7 @@ impl Machine<'_> {
                 error: None,
             };
         };
-        match render(output, &self.context(state, None, None, false)) {
+        match render(output, &self.context(state, None, None)) {
             Ok(result) => End {
                 status: ExecutionStatus::Succeeded,
                 result: Some(result),
@@ -498,13 +518,12 @@ impl Machine<'_> {
     }
 
     /// The template context: `input`, `vars`, `tasks`, and `item`,
-    /// `result` and `error` where they apply; `secrets` masked unless `real`.
+    /// `result` and `error` where they apply; `secrets` masked.
     fn context(
         &self,
         state: &State,
         item: Option<&Value>,
         ended: Option<(&Option<Value>, &Option<Value>)>,
-        real: bool,
     ) -> minijinja::Value {
         let tasks: BTreeMap<&str, Value> = state
             .tasks
@@ -530,13 +549,11 @@ impl Machine<'_> {
         if self.secrets.is_empty() {
             return ctx;
         }
-        if real {
-            with_secrets(
-                &ctx,
-                self.secrets.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )
-        } else {
-            with_secrets(&ctx, self.secrets.iter().map(|(k, _)| (k.as_str(), MASK)))
+        // Only task inputs may hand a secret on; anywhere else a reference
+        // (saved before that rule) sees the mask.
+        minijinja::context! {
+            secrets => self.secrets.iter().map(|(k, _)| (k.clone(), MASK)).collect::<BTreeMap<_, _>>(),
+            ..ctx
         }
     }
 }
