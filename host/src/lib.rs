@@ -30,7 +30,8 @@
 //!   with their rules' verdicts in one transaction), the one execution path
 //!   (`engine::worker::run`) and the worker protocol types both sides share
 //!   (`engine::worker::protocol`), the one place that saves a rule
-//!   (`engine::rules::save`), triggers (webhooks among them), the
+//!   (`engine::rules::save`), secrets in templates as whole references
+//!   substituted after rendering (`engine::rules::secret_refs`), triggers (webhooks among them), the
 //!   scheduler's background tasks (and the reconciler of events left
 //!   unenforced), packs with their grants, secrets sealed at rest
 //!   (`engine::secrets`), packs' key-value state (`engine::kv`, for the
