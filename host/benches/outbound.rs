@@ -88,7 +88,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let port = tokio.block_on(server());
     let url = format!("http://127.0.0.1:{port}/");
-    let path = std::path::Path::new(attune::builtin::GUEST_DIR).join("fetch.wasm");
+    let path = std::path::Path::new(attune_test_guests::GUEST_DIR).join("fetch.wasm");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
 
     let mut group = c.benchmark_group("outbound");

@@ -12,6 +12,28 @@ use common::{ServerProcess, attune, client, free_port, guest, start_server, star
 use serde_json::{Value, json};
 
 #[test]
+fn version_names_the_release_and_the_commit_it_was_built_from() {
+    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(
+        text.trim(),
+        format!("attune {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn inspect_prints_every_action_with_schemas_capabilities_and_description() {
     let (code, out, _) = attune(&["action", "inspect", "core"]);
     assert_eq!(code, 0);

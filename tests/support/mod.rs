@@ -19,7 +19,7 @@ use serde_json::Value;
 
 /// Path of a guest component built from `actions/<name>`.
 pub fn guest_path(name: &str) -> PathBuf {
-    PathBuf::from(attune::builtin::GUEST_DIR).join(format!("{name}.wasm"))
+    PathBuf::from(attune_test_guests::GUEST_DIR).join(format!("{name}.wasm"))
 }
 
 /// Bytes of a guest component built from `actions/<name>`.

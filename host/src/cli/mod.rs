@@ -21,9 +21,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `attune --version`: the release and the commit it was built from.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("ATTUNE_COMMIT"),
+    ")"
+);
+
 /// Attune: event-driven automation whose actions are WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "attune", version, about, long_about = None)]
+#[command(name = "attune", version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -109,5 +109,5 @@ pub fn client(server: &ServerProcess, args: &[&str]) -> (i32, String, String) {
 
 /// A test guest built by the host's build script.
 pub fn guest(name: &str) -> String {
-    format!("{}/{name}.wasm", attune::builtin::GUEST_DIR)
+    format!("{}/{name}.wasm", attune_test_guests::GUEST_DIR)
 }
