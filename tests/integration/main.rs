@@ -11,6 +11,7 @@ mod outbound;
 mod pipeline;
 mod sandbox;
 mod secrets;
+mod security;
 mod sensors;
 mod workers;
 mod workflows;
