@@ -134,10 +134,12 @@ on_both_backends! {
         let r = post_as(&s, &new_secret, "/api/v1/workers", json!({"name": "w1", "capabilities": caps})).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.body["id"].as_i64(), Some(id), "the same worker");
-        // What w1 held under its previous owner is taken back, not left for
-        // the new owner to finish: the lease ended, so it is abandoned.
+        let real = json!([{"id": exec, "status": "succeeded", "result": null}]);
+        let r = post_as(&s, &new_secret, &format!("/api/v1/workers/{id}/results"), real).await;
+        assert_eq!(r.body["recorded"], json!([true]), "{}", r.body);
         let e = s.ended(exec).await;
-        assert_eq!(e["status"], "abandoned", "{e}");
+        assert_eq!(e["status"], "succeeded", "{e}");
+        assert!(e["result"].is_null(), "{e}");
         s.finish().await;
     }
 
@@ -157,7 +159,11 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.body["recorded"], json!([false]));
         assert_eq!(s.get(&format!("/api/v1/executions/{exec}")).await.body["status"], "running");
-        let real = json!([{"id": exec, "status": "succeeded", "result": null}]);
+        // Nor does its own worker, for an attempt it does not hold.
+        let stale = json!([{"id": exec, "status": "succeeded", "result": "stale", "attempt": 2}]);
+        let r = post_as(&s, &a, &format!("/api/v1/workers/{wa}/results"), stale).await;
+        assert_eq!(r.body["recorded"], json!([false]), "{}", r.body);
+        let real = json!([{"id": exec, "status": "succeeded", "result": null, "attempt": 1}]);
         let r = post_as(&s, &a, &format!("/api/v1/workers/{wa}/results"), real).await;
         assert_eq!(r.body["recorded"], json!([true]), "{}", r.body);
         let e = s.ended(exec).await;

@@ -42,10 +42,9 @@ pub struct Reassignment {
 }
 
 /// Gives a worker to another token: from then on only that token can
-/// register it, heartbeat, claim and report as it. What the worker holds
-/// is taken back from it: its leases end, so the next sweep of expired
-/// leases retries it (or abandons it) as if the worker had stopped. Admin only; the only way a worker changes
-/// hands, e.g. after its token was revoked or leaked.
+/// register it, heartbeat, claim and report as it, the executions it holds
+/// included (the previous token is out at once). Admin only, and the only
+/// way a worker changes hands, e.g. after its token was revoked or leaked.
 #[utoipa::path(post, path = "/workers/{id}/reassign", tag = "workers", request_body = Reassignment,
     params(("id" = i64, Path, description = "Worker id")),
     responses((status = 200, body = WorkerView), (status = 403, body = ErrorBody),

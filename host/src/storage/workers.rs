@@ -91,11 +91,9 @@ impl Storage {
         })
     }
 
-    /// Gives worker `id` to the API token `owner` and ends the leases of
-    /// what it holds, so work claimed under the previous owner is retried
-    /// (or abandoned) rather than finished by either. `None` when there is
-    /// no such worker; the server's own worker is never reassigned (a
-    /// [`StorageError::Conflict`]).
+    /// Gives worker `id` to the API token `owner`, with what it holds.
+    /// `None` when there is no such worker; the server's own worker is
+    /// never reassigned (a [`StorageError::Conflict`]).
     pub async fn reassign_worker(&self, id: i64, owner: i64) -> Result<Option<WorkerRecord>> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
@@ -118,12 +116,6 @@ impl Storage {
             .bind(id)
             .bind(owner)
             .fetch_one(&mut *tx)
-            .await?;
-            sqlx::query(
-                "UPDATE execution SET lease_expires_at = 0 WHERE worker = $1 AND status IN ('scheduled', 'running')",
-            )
-            .bind(id)
-            .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(Some(WorkerRecord::from_row(&row)))
