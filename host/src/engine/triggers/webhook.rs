@@ -154,7 +154,11 @@ pub async fn plan_key(
             return Ok(KeyPlan {
                 spec: spec.clone(),
                 value: None,
-                stale: [Some(own)].into_iter().chain([previous]).flatten().collect(),
+                stale: [Some(own)]
+                    .into_iter()
+                    .chain([previous])
+                    .flatten()
+                    .collect(),
             });
         }
     };
@@ -220,14 +224,22 @@ pub async fn seal_literal_keys(core: &Core) -> Result<usize, EngineError> {
     let mut legacy: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for rule in all_rules(core, Some("core.webhook")).await? {
         let r#ref = &rule.spec.r#ref;
-        let Some(key) = rule.spec.trigger_params.get("secret").and_then(Value::as_str) else {
+        let Some(key) = rule
+            .spec
+            .trigger_params
+            .get("secret")
+            .and_then(Value::as_str)
+        else {
             continue;
         };
         let value = match secret_reference(key) {
             Some(name) if name == legacy_key_name(r#ref) => {
                 match crate::engine::secrets::reveal(core, name).await? {
                     Some(value) => {
-                        legacy.entry(name.to_string()).or_default().push(r#ref.clone());
+                        legacy
+                            .entry(name.to_string())
+                            .or_default()
+                            .push(r#ref.clone());
                         value
                     }
                     // Moved by another node meanwhile, or deleted: nothing to move.
@@ -257,7 +269,9 @@ pub async fn seal_literal_keys(core: &Core) -> Result<usize, EngineError> {
                 let s = &r.spec;
                 s.trigger_params.to_string().contains(&reference)
                     || s.action_params.to_string().contains(&reference)
-                    || s.criteria.as_deref().is_some_and(|c| c.contains(&reference))
+                    || s.criteria
+                        .as_deref()
+                        .is_some_and(|c| c.contains(&reference))
             });
             if !used {
                 crate::engine::secrets::remove(core, &name).await?;
@@ -500,16 +514,25 @@ mod tests {
         let other = serde_json::json!({"secret": "not a webhook"});
         assert_eq!(masked("core.manual", &other), other);
         let own = serde_json::json!({"secret": own_key_reference("ops.deploy_hook")});
-        assert_eq!(masked("core.webhook", &own), own, "a rule's own key is named, not shown");
+        assert_eq!(
+            masked("core.webhook", &own),
+            own,
+            "a rule's own key is named, not shown"
+        );
     }
 
     #[test]
     fn each_rule_has_its_own_key_name_that_no_secret_name_can_take() {
         // The refs whose old names collided.
-        assert_eq!(legacy_key_name("ops.deploy_hook"), legacy_key_name("ops_deploy.hook"));
+        assert_eq!(
+            legacy_key_name("ops.deploy_hook"),
+            legacy_key_name("ops_deploy.hook")
+        );
         assert_ne!(key_name("ops.deploy_hook"), key_name("ops_deploy.hook"));
         assert_eq!(key_name("ops.deploy_hook"), "webhook:ops.deploy_hook");
-        assert!(!crate::engine::secrets::valid_name(&key_name("ops.deploy_hook")));
+        assert!(!crate::engine::secrets::valid_name(&key_name(
+            "ops.deploy_hook"
+        )));
         assert!(crate::engine::secrets::is_rule_key(&key_name("a.b")));
         for r in ["ops.deploy_hook", "ops_deploy.hook", "a-b.c.d"] {
             assert_eq!(own_key_of(&own_key_reference(r)), Some(r));
