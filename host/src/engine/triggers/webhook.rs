@@ -202,7 +202,11 @@ pub async fn settle_key(core: &Core, plan: &KeyPlan) -> Result<(), EngineError> 
         crate::engine::secrets::put(core, &key_name(&plan.spec.r#ref), value).await?;
     }
     for name in &plan.stale {
-        crate::engine::secrets::remove(core, name).await?;
+        // Looked up first: most saves (every rule on another trigger) have
+        // no key to delete, and a read costs the one writer nothing.
+        if core.storage.get_secret(name).await?.is_some() {
+            crate::engine::secrets::remove(core, name).await?;
+        }
     }
     Ok(())
 }
