@@ -41,8 +41,7 @@ on_both_backends! {
         let operator_key = "operator-key-operator-key-op";
         let r = s.post("/api/v1/rules", webhook_rule("ops.deploy_hook", "deploy", admin_key)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        assert_eq!(r.body["rule"]["trigger_params"]["secret"], r#"{{ secrets["webhook:ops.deploy_hook"] }}"#,
-            "the rule names its own key");
+        let admin_rule = r.body["rule"].clone();
         // The ref whose old key name was the same as the admin rule's.
         let r = post_as(&s, &operator, "/api/v1/rules", webhook_rule("ops_deploy.hook", "deploy2", operator_key)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -51,6 +50,8 @@ on_both_backends! {
         assert_eq!(deliver(&s, "deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED,
             "the operator's key does not sign for the admin's hook");
         assert_eq!(deliver(&s, "deploy2", operator_key, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(admin_rule["trigger_params"]["secret"], r#"{{ secrets["webhook:ops.deploy_hook"] }}"#,
+            "the rule names its own key");
         // Nor by naming the admin rule's key, nor by creating its ref again.
         let borrowed = webhook_rule("ops.borrow", "deploy3", r#"{{ secrets["webhook:ops.deploy_hook"] }}"#);
         let r = post_as(&s, &operator, "/api/v1/rules", borrowed).await;
