@@ -354,3 +354,48 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
     );
     s.finish().await;
 }
+
+#[tokio::test]
+async fn a_worker_registered_before_owners_were_recorded_is_taken_only_by_an_admin_token() {
+    use sqlx::Connection;
+    let s = TestServer::start(support::Backend::Sqlite).await;
+    // As an admin registration left it before every one recorded its token.
+    let url = format!("sqlite://{}", s.data_dir.path().join("attune.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at, token_id) \
+         VALUES ('legacy', '[]', '{}', 0, 0, NULL)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    let register = |token: String| {
+        let rb = s
+            .request(reqwest::Method::POST, "/api/v1/workers", Some(&token))
+            .json(&json!({"name": "legacy", "capabilities": []}));
+        s.send(rb)
+    };
+    let r = register(s.token("worker").await).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a worker token: {}",
+        r.body
+    );
+    let r = register(s.admin.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    let r = register(s.token("admin").await).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "now the first admin's: {}",
+        r.body
+    );
+    let beat = s
+        .post(&format!("/api/v1/workers/{id}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
+    s.finish().await;
+}
