@@ -594,7 +594,7 @@ on_both_backends! {
         let doc = s.get("/api/v1/openapi.json").await.body;
         assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
         let paths = doc["paths"].as_object().unwrap();
-        for p in ["/api/v1/packs", "/api/v1/rules", "/api/v1/rules/{ref}", "/api/v1/executions/{id}/cancel", "/api/v1/events", "/api/v1/workers", "/api/v1/trigger-types"] {
+        for p in ["/api/v1/packs", "/api/v1/rules", "/api/v1/rules/{ref}", "/api/v1/executions/{id}/cancel", "/api/v1/events", "/api/v1/workers", "/api/v1/workers/{id}/reassign", "/api/v1/trigger-types"] {
             assert!(paths.contains_key(p), "{p} missing");
         }
         // Every operation answers with documented responses, errors among

@@ -127,14 +127,16 @@ on_both_backends! {
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;
         assert_eq!(s.upload_component("hostile", "1", guest_bytes("hostile")).await.status, StatusCode::CREATED);
         let dir = tempfile::tempdir().unwrap();
-        let config = s.worker_config("kv-worker", &s.token("worker").await, dir.path());
+        let token = s.token("worker").await;
+        let config = s.worker_config("kv-worker", &token, dir.path());
         let worker = tokio::spawn(async move { remote::run(config).await });
         keeps_state(&s, "hostile").await;
         // Only while it holds an execution, and only its own.
         let id = s.get("/api/v1/workers").await.body["items"].as_array().unwrap().iter()
             .find(|w| w["name"] == "kv-worker").unwrap()["id"].as_i64().unwrap();
         let done = s.get("/api/v1/executions?limit=1").await.body["items"][0]["id"].as_i64().unwrap();
-        let late = s.post(&format!("/api/v1/workers/{id}/executions/{done}/kv"), json!({"op": "get", "key": "cursor"})).await;
+        let late = s.send(s.request(Method::POST, &format!("/api/v1/workers/{id}/executions/{done}/kv"), Some(&token))
+            .json(&json!({"op": "get", "key": "cursor"}))).await;
         assert_eq!(late.status, StatusCode::FORBIDDEN, "{}", late.body);
         worker.abort();
         s.finish().await;

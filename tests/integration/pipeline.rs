@@ -451,7 +451,7 @@ on_both_backends! {
     async fn a_claim_passes_over_what_the_worker_cannot_serve(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         let storage = &s.core.storage;
-        let worker = storage.upsert_worker("plain", &["wasi:cli/environment".to_string()], &json!({}), None).await.unwrap();
+        let worker = storage.upsert_worker("plain", &["wasi:cli/environment".to_string()], &json!({}), 1, false).await.unwrap();
         let needs = |caps: &[&str]| attune::storage::NewExecution::of(
             "core.noop", json!({}), caps.iter().map(|c| c.to_string()).collect());
         let mut runs: Vec<_> = (0..20).map(|_| needs(&["wasi:http/outgoing-handler"])).collect();
@@ -802,7 +802,7 @@ on_both_backends! {
         };
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
         let caps = attune::engine::worker::capabilities();
-        let ghost = s.core.storage.upsert_worker("ghost", &caps, &json!({}), None).await.unwrap();
+        let ghost = s.core.storage.upsert_worker("ghost", &caps, &json!({}), 1, false).await.unwrap();
         let retried = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "again"}, "max_attempts": 2})).await.body["id"].as_i64().unwrap();
         let lost = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "lost"}})).await.body["id"].as_i64().unwrap();
         // The ghost claims both, starts them, and never heartbeats again.
@@ -847,7 +847,7 @@ on_both_backends! {
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
         let caps = attune::engine::worker::capabilities();
         let storage = &s.core.storage;
-        let ghost = storage.upsert_worker("ghost", &caps, &json!({}), None).await.unwrap();
+        let ghost = storage.upsert_worker("ghost", &caps, &json!({}), 1, false).await.unwrap();
         let mut ids = Vec::new();
         for message in ["cancelled", "started", "unstarted"] {
             let r = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": message}})).await;
@@ -873,7 +873,7 @@ on_both_backends! {
         assert!(requeued["status_reason"].as_str().unwrap().contains("before starting"), "{requeued}");
         // A worker that stops cleanly hands back at once what it claimed or
         // marked running but never began.
-        let other = storage.upsert_worker("other", &caps, &json!({}), None).await.unwrap();
+        let other = storage.upsert_worker("other", &caps, &json!({}), 1, false).await.unwrap();
         assert_eq!(storage.claim(other.id, &caps, 10, 30_000, false).await.unwrap().len(), 1);
         assert!(storage.mark_running(ids[2], other.id).await.unwrap());
         assert_eq!(storage.release_unstarted(other.id, &[]).await.unwrap(), 0, "running, and not said to be unbegun");

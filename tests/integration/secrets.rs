@@ -4,7 +4,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{TestServer, guest_bytes, on_both_backends, wait_for};
+use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends, wait_for};
 
 const CANARY: &str = "attune-plaintext-canary-7c1f0a9e5b";
 
@@ -119,10 +119,10 @@ on_both_backends! {
         assert!(!r.body.to_string().contains(key), "{}", r.body);
         let viewer = s.token("viewer").await;
         let shown = s.send(s.request(Method::GET, "/api/v1/rules/core.lit", Some(&viewer))).await;
-        assert_eq!(shown.body["trigger_params"]["secret"], "{{ secrets.webhook_core_lit }}",
-            "a literal key is moved into a secret");
+        assert_eq!(shown.body["trigger_params"]["secret"], r#"{{ secrets["webhook:core.lit"] }}"#,
+            "a literal key is moved into the rule's own key");
         let names = s.get("/api/v1/secrets").await;
-        assert_eq!(names.body["items"][0]["name"], "webhook_core_lit");
+        assert_eq!(names.body["items"][0]["name"], "webhook:core.lit");
         let listed = s.send(s.request(Method::GET, "/api/v1/rules", Some(&viewer))).await;
         assert!(!listed.body.to_string().contains(key), "{}", listed.body);
         // Sending back what was read keeps the stored key.
@@ -271,34 +271,94 @@ on_both_backends! {
     }
 }
 
-#[tokio::test]
-async fn literal_webhook_keys_stored_before_secrets_move_into_secrets_at_start() {
-    let s = TestServer::start(support::Backend::Sqlite).await;
-    let key = "legacy-key-legacy-key-legacy";
+/// Stores a webhook rule as it is given, as an older version saved it.
+async fn store_raw_webhook_rule(s: &TestServer, r#ref: &str, hook: &str, key: &str) {
     let spec: attune::storage::RuleSpec = serde_json::from_value(json!({
-        "ref": "core.legacy", "trigger": "core.webhook",
-        "trigger_params": {"name": "legacy", "secret": key},
+        "ref": r#ref, "trigger": "core.webhook",
+        "trigger_params": {"name": hook, "secret": key},
         "action": "core.noop", "action_params": {}, "enabled": true, "max_attempts": 1,
     }))
     .unwrap();
     s.core.storage.insert_rule(&spec).await.unwrap();
-    let s = s
-        .restart(attune::engine::core::PipelineConfig::default())
-        .await;
-    let stored = s
-        .core
-        .storage
-        .get_rule("core.legacy")
-        .await
+}
+
+async fn stored_key(s: &TestServer, r#ref: &str) -> Value {
+    let rule = s.core.storage.get_rule(r#ref).await.unwrap().unwrap();
+    rule.spec.trigger_params["secret"].clone()
+}
+
+async fn secret_names(s: &TestServer) -> Vec<String> {
+    s.get("/api/v1/secrets").await.body["items"]
+        .as_array()
         .unwrap()
-        .unwrap();
-    assert_eq!(
-        stored.spec.trigger_params["secret"],
-        "{{ secrets.webhook_core_legacy }}"
-    );
-    assert_eq!(
-        deliver(&s, "legacy", key, b"{}").await,
-        StatusCode::ACCEPTED
-    );
-    s.finish().await;
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+on_both_backends! {
+    async fn webhook_keys_stored_the_old_ways_become_rules_own_keys_at_start(backend) {
+        let s = TestServer::start(backend).await;
+        // A literal in the clear, as stored before keys became secrets.
+        let literal = "legacy-key-legacy-key-legacy";
+        store_raw_webhook_rule(&s, "core.legacy", "legacy", literal).await;
+        // A key moved into `webhook_<pack>_<rule>`, sealed under that name.
+        let moved = "moved-key-moved-key-moved-key";
+        let sealed = s.core.secrets.seal("webhook_core_moved", moved);
+        s.core.storage.put_secret("webhook_core_moved", &sealed).await.unwrap();
+        store_raw_webhook_rule(&s, "core.moved", "moved", "{{ secrets.webhook_core_moved }}").await;
+        // A secret an admin named and a rule refers to stays as it is.
+        s.put("/api/v1/secrets/gh_hook", json!({"value": "gh-key-gh-key-gh-key-gh"})).await;
+        store_raw_webhook_rule(&s, "core.gh", "gh", "{{ secrets.gh_hook }}").await;
+        let s = s.restart(PipelineConfig::default()).await;
+        assert_eq!(stored_key(&s, "core.legacy").await, r#"{{ secrets["webhook:core.legacy"] }}"#);
+        assert_eq!(stored_key(&s, "core.moved").await, r#"{{ secrets["webhook:core.moved"] }}"#);
+        assert_eq!(stored_key(&s, "core.gh").await, "{{ secrets.gh_hook }}");
+        assert_eq!(secret_names(&s).await, ["gh_hook", "webhook:core.legacy", "webhook:core.moved"],
+            "the old name is gone once nothing refers to it");
+        assert_eq!(deliver(&s, "legacy", literal, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(deliver(&s, "moved", moved, b"{}").await, StatusCode::ACCEPTED, "re-sealed under its new name");
+        assert_eq!(deliver(&s, "gh", "gh-key-gh-key-gh-key-gh", b"{}").await, StatusCode::ACCEPTED);
+        // A second start finds nothing to do and breaks nothing.
+        let s = s.restart(PipelineConfig::default()).await;
+        assert_eq!(stored_key(&s, "core.moved").await, r#"{{ secrets["webhook:core.moved"] }}"#);
+        assert_eq!(deliver(&s, "moved", moved, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(deliver(&s, "legacy", literal, b"{}").await, StatusCode::ACCEPTED);
+        s.finish().await;
+    }
+
+    async fn a_webhook_key_follows_its_rule_when_renamed_and_goes_with_it(backend) {
+        let s = TestServer::start(backend).await;
+        let key = "follow-key-follow-key-follow";
+        let r = s.post("/api/v1/rules", webhook_rule("core.old", "hook", key)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // Renamed by sending back what was read, under a new ref.
+        let mut rule = s.get("/api/v1/rules/core.old").await.body;
+        for internal in ["id", "created_at", "updated_at", "timeout_ms"] {
+            rule.as_object_mut().unwrap().remove(internal);
+        }
+        rule["ref"] = json!("core.new");
+        let put = s.put("/api/v1/rules/core.old", rule.clone()).await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+        assert_eq!(put.body["rule"]["trigger_params"]["secret"], r#"{{ secrets["webhook:core.new"] }}"#, "{}", put.body);
+        assert_eq!(secret_names(&s).await, ["webhook:core.new"]);
+        assert_eq!(deliver(&s, "hook", key, b"{}").await, StatusCode::ACCEPTED, "the key moved with the rule");
+        // A new rule under the old ref does not get the key back.
+        rule["ref"] = json!("core.old");
+        let r = s.post("/api/v1/rules", rule).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        // A rule that refers to a secret keeps no key of its own.
+        s.put("/api/v1/secrets/gh_hook", json!({"value": "gh-key-gh-key-gh-key-gh"})).await;
+        let put = s.put("/api/v1/rules/core.new", webhook_rule("core.new", "hook", "{{ secrets.gh_hook }}")).await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+        assert_eq!(secret_names(&s).await, ["gh_hook"]);
+        assert_eq!(deliver(&s, "hook", key, b"{}").await, StatusCode::UNAUTHORIZED);
+        // Deleting a rule deletes its key.
+        let put = s.put("/api/v1/rules/core.new", webhook_rule("core.new", "hook", key)).await;
+        assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+        assert_eq!(secret_names(&s).await, ["gh_hook", "webhook:core.new"]);
+        assert_eq!(s.delete("/api/v1/rules/core.new").await.status, StatusCode::NO_CONTENT);
+        assert_eq!(secret_names(&s).await, ["gh_hook"]);
+        s.finish().await;
+    }
 }

@@ -131,7 +131,7 @@ on_both_backends! {
         let again = as_token(&a, "/api/v1/workers".into(), json!({"name": "w-a", "capabilities": caps})).await;
         assert_eq!(again.body["id"].as_i64(), Some(mine), "its own token re-registers it");
         let admin = as_token(&s.admin, format!("/api/v1/workers/{mine}/heartbeat"), json!({})).await;
-        assert_eq!(admin.status, StatusCode::OK, "an admin may act as any worker");
+        assert_eq!(admin.status, StatusCode::FORBIDDEN, "nor may an admin token: {}", admin.body);
         s.finish().await;
     }
 
@@ -306,7 +306,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
         let caps = caps.clone();
         tasks.spawn(async move {
             let me = storage
-                .upsert_worker(&format!("c{n}"), &caps, &json!({}), None)
+                .upsert_worker(&format!("c{n}"), &caps, &json!({}), 1, false)
                 .await
                 .unwrap();
             let mut done = 0;
@@ -329,6 +329,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                             stderr: String::new(),
                             logs: json!([]),
                             started_at: None,
+                            attempt: None,
                         };
                         (e.id, me.id, f)
                     })
@@ -351,5 +352,50 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
         total, 120,
         "every execution claimed and finished exactly once"
     );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn a_worker_registered_before_owners_were_recorded_is_taken_only_by_an_admin_token() {
+    use sqlx::Connection;
+    let s = TestServer::start(support::Backend::Sqlite).await;
+    // As an admin registration left it before every one recorded its token.
+    let url = format!("sqlite://{}", s.data_dir.path().join("attune.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at, token_id) \
+         VALUES ('legacy', '[]', '{}', 0, 0, NULL)",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    db.close().await.unwrap();
+    let register = |token: String| {
+        let rb = s
+            .request(reqwest::Method::POST, "/api/v1/workers", Some(&token))
+            .json(&json!({"name": "legacy", "capabilities": []}));
+        s.send(rb)
+    };
+    let r = register(s.token("worker").await).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "a worker token: {}",
+        r.body
+    );
+    let r = register(s.admin.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let id = r.body["id"].as_i64().unwrap();
+    let r = register(s.token("admin").await).await;
+    assert_eq!(
+        r.status,
+        StatusCode::FORBIDDEN,
+        "now the first admin's: {}",
+        r.body
+    );
+    let beat = s
+        .post(&format!("/api/v1/workers/{id}/heartbeat"), json!({}))
+        .await;
+    assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
     s.finish().await;
 }

@@ -3,7 +3,9 @@
 //! types are the engine's protocol types (`engine::worker::protocol`),
 //! shared with the standalone worker.
 //!
-//! Routes need a `worker` (or `admin`) token. Claims long-poll: with nothing
+//! Routes need a `worker` (or `admin`) token, and a worker's routes the
+//! token that owns it: the one that registered it, until an admin
+//! reassigns it (`POST /workers/{id}/reassign`). Claims long-poll: with nothing
 //! to do the request waits for work to be queued (or `wait` to pass), so an
 //! idle worker costs one request per poll period, not a loop of queries.
 //! A claim marks what it returns running for the worker (one statement for
@@ -113,7 +115,8 @@ fn check_registration(input: &Registration) -> Result<(), ApiError> {
 
 /// Registers (or re-registers) a worker.
 #[utoipa::path(post, path = "/workers", tag = "workers", request_body = Registration,
-    responses((status = 200, body = WorkerView), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = WorkerView),
+              (status = 403, description = "The name belongs to another token", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
     caller: Caller,
@@ -126,12 +129,18 @@ async fn register(
     } else {
         input.labels
     };
-    // A worker token owns the workers it registers; an admin keeps the
-    // current owner.
-    let owner = (caller.token.role != Role::Admin).then_some(caller.token.id);
+    // Every registration records its token, an admin's too: a worker's
+    // name, and the executions it holds, are its owner's alone.
+    let adopt_unowned = caller.token.role == Role::Admin;
     let w = state
         .storage
-        .upsert_worker(&input.name, &input.capabilities, &labels, owner)
+        .upsert_worker(
+            &input.name,
+            &input.capabilities,
+            &labels,
+            caller.token.id,
+            adopt_unowned,
+        )
         .await
         .map_err(|e| match e {
             StorageError::Conflict(m) => ApiError::Denied(m),
@@ -141,19 +150,21 @@ async fn register(
     Ok(axum::Json(w.into()))
 }
 
-/// Worker `id`, if the caller may act as it: the token that registered it,
-/// or an admin.
+/// Worker `id`, if the caller may act as it: only the token that owns it
+/// (the one that registered it, or that an admin reassigned it to). Not
+/// any admin: a token acting as a worker can finish the executions the
+/// worker holds with any result, so it is one token's, whatever its role.
 async fn worker(state: &AppState, caller: &Caller, id: i64) -> Result<WorkerRecord, ApiError> {
     let w = state
         .storage
         .get_worker(id)
         .await?
         .ok_or_else(|| ApiError::not_found("worker", id))?;
-    if caller.token.role == Role::Admin || w.token == Some(caller.token.id) {
+    if w.token == Some(caller.token.id) {
         Ok(w)
     } else {
         Err(ApiError::Denied(format!(
-            "worker {id} was registered by another token"
+            "worker {id} belongs to another token"
         )))
     }
 }
@@ -236,7 +247,7 @@ async fn kv(
 /// Extends the worker's leases; answers which of its executions were cancelled.
 #[utoipa::path(post, path = "/workers/{id}/heartbeat", tag = "workers",
     params(("id" = i64, Path, description = "Worker id")),
-    responses((status = 200, body = Beat), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Beat), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn heartbeat(
     State(state): State<AppState>,
     caller: Caller,
@@ -263,7 +274,7 @@ pub struct ClaimQuery {
 /// Claims executions this worker can run, marked running for it; waits for
 /// work when there is none.
 #[utoipa::path(post, path = "/workers/{id}/claim", tag = "workers", params(("id" = i64, Path, description = "Worker id"), ClaimQuery),
-    responses((status = 200, body = Vec<Assignment>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<Assignment>), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn claim(
     State(state): State<AppState>,
     caller: Caller,
@@ -317,7 +328,7 @@ async fn claim(
 #[utoipa::path(post, path = "/workers/{id}/results", tag = "workers", request_body = Vec<Report>,
     params(("id" = i64, Path, description = "Worker id")),
     responses((status = 200, description = "Per report, whether it was still this worker's", body = Recorded),
-              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn results(
     State(state): State<AppState>,
     caller: Caller,

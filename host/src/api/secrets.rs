@@ -54,7 +54,7 @@ impl From<SecretRecord> for SecretView {
 
 /// Creates or replaces a secret.
 #[utoipa::path(put, path = "/secrets/{name}", tag = "secrets", request_body = SecretValue,
-    params(("name" = String, Path, description = "Secret name: letters, digits, `_`, `-`")),
+    params(("name" = String, Path, description = "Secret name: letters, digits, `_`, `-` (`webhook:<rule>` names are rules' keys, set through the rule)")),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn set(
     State(state): State<AppState>,
@@ -83,16 +83,16 @@ async fn list(
 
 /// Deletes a secret.
 #[utoipa::path(delete, path = "/secrets/{name}", tag = "secrets",
-    params(("name" = String, Path, description = "Secret name")),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("name" = String, Path, description = "Secret name; not a webhook rule's key (`webhook:<rule>`), which goes with its rule")),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
-    if state.storage.delete_secret(&name).await? {
-        state.cache.secrets_changed();
+    if secrets::delete(&state, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("secret", &name))

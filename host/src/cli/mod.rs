@@ -21,17 +21,22 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-/// `attune --version`: the release and the commit it was built from.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("ATTUNE_COMMIT"),
-    ")"
-);
+/// `attune --version`: the release and the commit it was built from (the
+/// build script finds it; `unknown` when it could not).
+fn version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| {
+        format!(
+            "{} (commit {})",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("ATTUNE_COMMIT").unwrap_or("unknown")
+        )
+    })
+}
 
 /// Attune: event-driven automation whose actions are WebAssembly components.
 #[derive(Debug, Parser)]
-#[command(name = "attune", version = VERSION, about, long_about = None)]
+#[command(name = "attune", version = version(), about, long_about = None)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

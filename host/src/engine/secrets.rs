@@ -164,8 +164,32 @@ fn invalid(path: &str, message: &str) -> EngineError {
     )
 }
 
+/// Names of webhook rules' own keys begin with this (`webhook:<rule ref>`).
+/// No name [`set`] takes holds a `:`, and no rule ref does, so such a name
+/// is one rule's alone and only saving that rule writes it: neither an
+/// admin's `PUT /secrets` nor another rule can replace a rule's key.
+pub const WEBHOOK_KEY_PREFIX: &str = "webhook:";
+
+/// Whether `name` belongs to a webhook rule's own key, which only saving
+/// (or deleting) that rule may change.
+pub fn is_rule_key(name: &str) -> bool {
+    name.starts_with(WEBHOOK_KEY_PREFIX)
+}
+
+fn reserved(name: &str) -> EngineError {
+    invalid(
+        "/name",
+        &format!(
+            "`{name}` is a webhook rule's key: it changes with its rule's `trigger_params.secret`"
+        ),
+    )
+}
+
 /// Sets (creates or replaces) a secret.
 pub async fn set(core: &Core, name: &str, value: &str) -> Result<(), EngineError> {
+    if is_rule_key(name) {
+        return Err(reserved(name));
+    }
     if !valid_name(name) {
         return Err(invalid(
             "/name",
@@ -178,10 +202,34 @@ pub async fn set(core: &Core, name: &str, value: &str) -> Result<(), EngineError
             &format!("a value is 1 to {MAX_VALUE_BYTES} bytes"),
         ));
     }
+    put(core, name, value).await
+}
+
+/// Seals and stores `value` as the secret `name`, whatever the name: for
+/// [`set`], and for webhook rules' own keys.
+pub(crate) async fn put(core: &Core, name: &str, value: &str) -> Result<(), EngineError> {
     let sealed = core.secrets.seal(name, value);
     core.storage.put_secret(name, &sealed).await?;
     core.cache.secrets_changed();
     Ok(())
+}
+
+/// Deletes a secret an admin set; false when there was none. A webhook
+/// rule's key goes with its rule, not through here.
+pub async fn delete(core: &Core, name: &str) -> Result<bool, EngineError> {
+    if is_rule_key(name) {
+        return Err(reserved(name));
+    }
+    remove(core, name).await
+}
+
+/// Deletes the secret `name`, whatever the name; false when there was none.
+pub(crate) async fn remove(core: &Core, name: &str) -> Result<bool, EngineError> {
+    let deleted = core.storage.delete_secret(name).await?;
+    if deleted {
+        core.cache.secrets_changed();
+    }
+    Ok(deleted)
 }
 
 /// The value of a secret, for the host's own use (verifying a webhook,

@@ -34,6 +34,10 @@ pub struct Finished {
     /// recorded start: a worker that marks its next execution running while
     /// the slot is still busy with the previous one corrects it here.
     pub started_at: Option<i64>,
+    /// The attempt it ends, when its worker says: a report on an attempt
+    /// the execution has moved past (its lease expired and it was claimed
+    /// again, even by the same worker) is not recorded.
+    pub attempt: Option<i64>,
 }
 
 impl Finished {
@@ -47,6 +51,7 @@ impl Finished {
             stderr: String::new(),
             logs: json!([]),
             started_at: None,
+            attempt: None,
         }
     }
 }
@@ -196,15 +201,16 @@ impl Storage {
         let now = now_ms();
         let dialect = self.dialect();
         let update = format!(
-            "WITH v (id, worker, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
+            "WITH v (id, worker, attempt, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
              UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
              stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
              finished_at = {}, lease_expires_at = NULL, sealed_params = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
+             AND (v.attempt IS NULL OR execution.attempt = v.attempt) \
              AND execution.status IN ('scheduled', 'running') \
              RETURNING execution.id, execution.parent, execution.sensor",
-            rows_of(dialect, items.len(), 9, None),
-            param(dialect, items.len() * 9 + 1)
+            rows_of(dialect, items.len(), 10, None),
+            param(dialect, items.len() * 10 + 1)
         );
         on_writer!(self, |p| {
             let mut query = sqlx::query(&update);
@@ -212,6 +218,7 @@ impl Storage {
                 query = query
                     .bind(id)
                     .bind(worker)
+                    .bind(f.attempt)
                     .bind(f.status.as_str())
                     .bind(f.result.as_ref().map(Json))
                     .bind(f.error.as_ref().map(Json))

@@ -36,6 +36,19 @@ impl Storage {
         })
     }
 
+    /// The live (not revoked) token with this id.
+    pub async fn get_live_token(&self, id: i64) -> Result<Option<TokenRecord>> {
+        on_pool!(self, |p| {
+            let row = sqlx::query(
+                "SELECT id, name, role, created_at, revoked_at FROM api_token WHERE id = $1 AND revoked_at IS NULL",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
+            Ok(row.as_ref().map(TokenRecord::from_row))
+        })
+    }
+
     /// Tokens ordered by id (hashes are never returned).
     pub async fn list_tokens(&self, page: &Page) -> Result<Vec<TokenRecord>> {
         on_pool!(self, |p| {

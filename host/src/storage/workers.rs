@@ -4,6 +4,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
+use super::rows::DbRow;
 use super::{Pool, Result, Storage, StorageError, now_ms};
 
 /// The owner recorded for the server's own embedded worker: no API token
@@ -50,25 +51,30 @@ impl Storage {
         })
     }
 
-    /// Registers (or refreshes) a worker by name.
+    /// Registers (or refreshes) a worker by name for the API token `owner`
+    /// ([`EMBEDDED_OWNER`] for the server's own worker).
     ///
-    /// `owner` is the API token registering it ([`EMBEDDED_OWNER`] for the
-    /// server's own worker; `None` for an admin, who keeps the current
-    /// owner). A name another token owns is a [`StorageError::Conflict`].
+    /// A name is its owner's: registering it again with any other token —
+    /// an admin's included — is a [`StorageError::Conflict`], so no token
+    /// can take over a worker and the executions it holds; only
+    /// [`Self::reassign_worker`] moves it. A worker with no recorded owner
+    /// (registered by an admin before every registration recorded one) is
+    /// taken by the first admin token that registers it (`adopt_unowned`).
     pub async fn upsert_worker(
         &self,
         name: &str,
         capabilities: &[String],
         labels: &Value,
-        owner: Option<i64>,
+        owner: i64,
+        adopt_unowned: bool,
     ) -> Result<WorkerRecord> {
         let now = now_ms();
         on_writer!(self, |p| {
             let row = sqlx::query(
                 "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at, token_id) VALUES ($1, $2, $3, $4, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET capabilities = excluded.capabilities, labels = excluded.labels, \
-                 last_heartbeat = excluded.last_heartbeat, token_id = COALESCE(excluded.token_id, worker.token_id) \
-                 WHERE excluded.token_id IS NULL OR worker.token_id IS NULL OR worker.token_id = excluded.token_id \
+                 last_heartbeat = excluded.last_heartbeat, token_id = excluded.token_id \
+                 WHERE worker.token_id = excluded.token_id OR (worker.token_id IS NULL AND $6) \
                  RETURNING id, name, capabilities, labels, last_heartbeat, created_at, token_id",
             )
             .bind(name)
@@ -76,11 +82,43 @@ impl Storage {
             .bind(Json(labels))
             .bind(now)
             .bind(owner)
+            .bind(adopt_unowned)
             .fetch_optional(&mut *p)
             .await?;
             row.map(|r| WorkerRecord::from_row(&r)).ok_or_else(|| {
                 StorageError::Conflict(format!("worker `{name}` belongs to another token"))
             })
+        })
+    }
+
+    /// Gives worker `id` to the API token `owner`, with what it holds.
+    /// `None` when there is no such worker; the server's own worker is
+    /// never reassigned (a [`StorageError::Conflict`]).
+    pub async fn reassign_worker(&self, id: i64, owner: i64) -> Result<Option<WorkerRecord>> {
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let current = sqlx::query("SELECT token_id FROM worker WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(current) = current else {
+                return Ok(None);
+            };
+            if current.opt_int("token_id") == Some(EMBEDDED_OWNER) {
+                return Err(StorageError::Conflict(format!(
+                    "worker {id} is a server's own worker"
+                )));
+            }
+            let row = sqlx::query(
+                "UPDATE worker SET token_id = $2 WHERE id = $1 \
+                 RETURNING id, name, capabilities, labels, last_heartbeat, created_at, token_id",
+            )
+            .bind(id)
+            .bind(owner)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some(WorkerRecord::from_row(&row)))
         })
     }
 

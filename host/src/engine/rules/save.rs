@@ -129,9 +129,15 @@ pub async fn store(
     current: &str,
 ) -> Result<RuleRecord, EngineError> {
     check_interval(core, spec)?;
-    // No webhook key is stored in the clear: a literal one becomes a secret.
-    let sealed = webhook::seal_literal_key(core, spec).await?;
-    let spec = sealed.as_ref().unwrap_or(spec);
+    // No webhook key is stored in the clear: a literal one becomes the
+    // rule's own key, which follows the rule when it is renamed.
+    let replacing = match mode {
+        Mode::Create => None,
+        Mode::Replace => Some(current),
+        Mode::Upsert => Some(spec.r#ref.as_str()),
+    };
+    let key = webhook::plan_key(core, spec, replacing).await?;
+    let spec = &key.spec;
     let rule = match mode {
         Mode::Create => core.storage.insert_rule(spec).await?,
         Mode::Replace => core
@@ -149,6 +155,14 @@ pub async fn store(
             Err(e) => return Err(e.into()),
         },
     };
+    if let Err(e) = webhook::settle_key(core, &key).await {
+        // A new rule without its key would refuse every delivery: undo it.
+        if mode == Mode::Create {
+            core.storage.delete_rule(&rule.spec.r#ref).await?;
+            core.cache.rules_changed();
+        }
+        return Err(e);
+    }
     if rule.spec.r#ref != current && mode == Mode::Replace {
         core.storage.delete_timer(current).await?;
     }
@@ -194,12 +208,13 @@ pub async fn set_enabled(
     Ok(rule)
 }
 
-/// Deletes a rule and its timer.
+/// Deletes a rule, its timer and its own webhook key.
 pub async fn delete(core: &Core, r#ref: &str) -> Result<(), EngineError> {
     if !core.storage.delete_rule(r#ref).await? {
         return Err(EngineError::not_found("rule", r#ref));
     }
     core.storage.delete_timer(r#ref).await?;
+    webhook::drop_key(core, r#ref).await?;
     core.dispatch.timers.notify_one();
     core.cache.rules_changed();
     Ok(())

@@ -66,10 +66,41 @@ pub fn secret_reference(key: &str) -> Option<&str> {
     crate::engine::secrets::valid_name(name).then_some(name)
 }
 
-/// The secret a webhook rule's literal key moves into: `webhook_` and the
-/// rule's ref with every other character than a letter or digit as `_`
-/// (so it reads as `secrets.NAME` in a template too).
-fn key_secret_name(rule: &str) -> String {
+/// The secret holding rule `rule`'s own key: `webhook:<rule ref>`. The
+/// map is injective (the prefix is fixed and a ref is kept whole), and the
+/// name is in a namespace no admin and no other rule can write (see
+/// [`crate::engine::secrets::WEBHOOK_KEY_PREFIX`]).
+pub fn key_name(rule: &str) -> String {
+    format!("{}{rule}", crate::engine::secrets::WEBHOOK_KEY_PREFIX)
+}
+
+/// How a rule's `trigger_params.secret` refers to its own key. A name with
+/// a `:` cannot be written `secrets.NAME`, hence the index form.
+fn own_key_reference(rule: &str) -> String {
+    format!("{{{{ secrets[\"{}\"] }}}}", key_name(rule))
+}
+
+/// The rule whose own key a webhook key refers to: `REF` of
+/// `{{ secrets["webhook:REF"] }}`.
+pub fn own_key_of(key: &str) -> Option<&str> {
+    let inner = single_expression(key)?
+        .strip_prefix("secrets")?
+        .trim_start()
+        .strip_prefix('[')?
+        .strip_suffix(']')?
+        .trim();
+    let quoted = |q: char| inner.strip_prefix(q).and_then(|s| s.strip_suffix(q));
+    let name = quoted('"').or_else(|| quoted('\''))?;
+    let rule = name.strip_prefix(crate::engine::secrets::WEBHOOK_KEY_PREFIX)?;
+    crate::engine::rules::valid_ref(rule).then_some(rule)
+}
+
+/// The secret that literal keys moved into before keys had a namespace of
+/// their own: `webhook_` and the ref with every character but letters and
+/// digits as `_`. Two refs could share it (`ops.deploy_hook` and
+/// `ops_deploy.hook`) and any admin could overwrite it; it is read only to
+/// move such keys (see [`seal_literal_keys`]).
+fn legacy_key_name(rule: &str) -> String {
     let tail: String = rule
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
@@ -77,46 +108,177 @@ fn key_secret_name(rule: &str) -> String {
     format!("webhook_{tail}")
 }
 
-/// `spec` with its literal webhook key moved into the secret
-/// `webhook_<pack>_<rule>` and referred to as `{{ secrets.NAME }}`, so no
-/// key is stored in the clear; `None` when it holds no literal key.
-pub async fn seal_literal_key(
-    core: &Core,
-    spec: &RuleSpec,
-) -> Result<Option<RuleSpec>, EngineError> {
-    let literal = match spec.trigger_params.get("secret").and_then(Value::as_str) {
-        Some(key) if spec.trigger == "core.webhook" && secret_reference(key).is_none() => key,
-        _ => return Ok(None),
-    };
-    let name = key_secret_name(&spec.r#ref);
-    crate::engine::secrets::set(core, &name, literal).await?;
-    let mut spec = spec.clone();
-    spec.trigger_params["secret"] = Value::String(format!("{{{{ secrets.{name} }}}}"));
-    Ok(Some(spec))
+fn key_error(message: String) -> EngineError {
+    EngineError::invalid(
+        "the rule is invalid",
+        "",
+        vec![crate::runtime::PathError::new(
+            "/trigger_params/secret",
+            message,
+        )],
+    )
 }
 
-/// Moves every literal webhook key still stored (saved before keys became
-/// secrets) into a secret; returns how many rules changed. Run at start.
+/// What saving a rule does to webhook keys, worked out before the rule is
+/// written and applied ([`settle_key`]) once it is.
+pub struct KeyPlan {
+    /// The rule to store: a literal key replaced by the reference to the
+    /// rule's own key.
+    pub spec: RuleSpec,
+    /// The value the rule's own key takes (a new literal, or the key of the
+    /// rule it renames).
+    value: Option<zeroize::Zeroizing<String>>,
+    /// Own keys no rule will use once it is written.
+    stale: Vec<String>,
+}
+
+/// Plans the webhook key of `spec`, which replaces the rule stored as
+/// `replacing` (`None` when it is new).
+///
+/// A literal key becomes the rule's own key (`webhook:<ref>`), referred to
+/// as `{{ secrets["webhook:<ref>"] }}`, so no key is stored in the clear. A
+/// rule may refer only to the key of the rule it replaces (what reading it
+/// and sending it back does, renamed or not: the key follows the rule),
+/// never to another rule's. A rule that keeps no own key (another trigger,
+/// or a `{{ secrets.NAME }}` reference) leaves none behind.
+pub async fn plan_key(
+    core: &Core,
+    spec: &RuleSpec,
+    replacing: Option<&str>,
+) -> Result<KeyPlan, EngineError> {
+    let own = key_name(&spec.r#ref);
+    let previous = replacing.map(key_name).filter(|p| *p != own);
+    let key = match spec.trigger_params.get("secret").and_then(Value::as_str) {
+        Some(key) if spec.trigger == "core.webhook" && secret_reference(key).is_none() => key,
+        _ => {
+            return Ok(KeyPlan {
+                spec: spec.clone(),
+                value: None,
+                stale: [Some(own)]
+                    .into_iter()
+                    .chain([previous])
+                    .flatten()
+                    .collect(),
+            });
+        }
+    };
+    let mut sealed = spec.clone();
+    sealed.trigger_params["secret"] = Value::String(own_key_reference(&spec.r#ref));
+    let Some(holder) = own_key_of(key) else {
+        return Ok(KeyPlan {
+            spec: sealed,
+            value: Some(zeroize::Zeroizing::new(key.to_string())),
+            stale: previous.into_iter().collect(),
+        });
+    };
+    if replacing != Some(holder) {
+        return Err(key_error(format!(
+            "`{}` is the key of rule `{holder}`; a rule may refer only to its own key \
+             (give a literal key, or a secret as {{{{ secrets.NAME }}}})",
+            key_name(holder)
+        )));
+    }
+    let value = crate::engine::secrets::reveal(core, &key_name(holder))
+        .await?
+        .ok_or_else(|| {
+            key_error(format!(
+                "rule `{holder}` has no key to keep; give a literal key"
+            ))
+        })?;
+    // Kept in place, or moved along with a renamed rule.
+    let moved = holder != spec.r#ref;
+    Ok(KeyPlan {
+        spec: sealed,
+        value: moved.then_some(value),
+        stale: previous.into_iter().collect(),
+    })
+}
+
+/// Applies a [`KeyPlan`] once its rule is written: stores the rule's own
+/// key and deletes the keys no rule uses any more. Written after the rule,
+/// so a save that fails (a ref already taken) changes no key.
+pub async fn settle_key(core: &Core, plan: &KeyPlan) -> Result<(), EngineError> {
+    if let Some(value) = &plan.value {
+        crate::engine::secrets::put(core, &key_name(&plan.spec.r#ref), value).await?;
+    }
+    for name in &plan.stale {
+        // Looked up first: most saves (every rule on another trigger) have
+        // no key to delete, and a read costs the one writer nothing.
+        if core.storage.get_secret(name).await?.is_some() {
+            crate::engine::secrets::remove(core, name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes rule `rule`'s own webhook key, when it is deleted.
+pub async fn drop_key(core: &Core, rule: &str) -> Result<(), EngineError> {
+    crate::engine::secrets::remove(core, &key_name(rule)).await?;
+    Ok(())
+}
+
+/// Gives every webhook rule still keyed the old ways a key of its own: a
+/// literal stored in the clear (saved before keys became secrets), or the
+/// secret `webhook_<pack>_<rule>` such keys were moved into before keys
+/// had a namespace (re-sealed, since a sealed value is bound to its name).
+/// Returns how many rules changed. Run at start; a second run finds
+/// nothing to do, and one interrupted halfway is finished by the next.
 pub async fn seal_literal_keys(core: &Core) -> Result<usize, EngineError> {
-    let filter = RuleFilter {
-        trigger: Some("core.webhook".into()),
-        ..RuleFilter::default()
-    };
-    let mut page = Page {
-        limit: Some(500),
-        after: None,
-    };
     let mut changed = 0;
-    loop {
-        let rules = core.storage.list_rules(&filter, &page).await?;
-        let Some(last) = rules.last() else {
-            break;
+    let mut legacy: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for rule in all_rules(core, Some("core.webhook")).await? {
+        let r#ref = &rule.spec.r#ref;
+        let Some(key) = rule
+            .spec
+            .trigger_params
+            .get("secret")
+            .and_then(Value::as_str)
+        else {
+            continue;
         };
-        page.after = Some(last.spec.r#ref.clone());
-        for rule in &rules {
-            if let Some(spec) = seal_literal_key(core, &rule.spec).await? {
-                core.storage.update_rule(&rule.spec.r#ref, &spec).await?;
-                changed += 1;
+        let value = match secret_reference(key) {
+            Some(name) if name == legacy_key_name(r#ref) => {
+                match crate::engine::secrets::reveal(core, name).await? {
+                    Some(value) => {
+                        legacy
+                            .entry(name.to_string())
+                            .or_default()
+                            .push(r#ref.clone());
+                        value
+                    }
+                    // Moved by another node meanwhile, or deleted: nothing to move.
+                    None => continue,
+                }
+            }
+            Some(_) => continue,
+            None if own_key_of(key).is_some() => continue,
+            None => zeroize::Zeroizing::new(key.to_string()),
+        };
+        crate::engine::secrets::put(core, &key_name(r#ref), &value).await?;
+        let mut spec = rule.spec.clone();
+        spec.trigger_params["secret"] = Value::String(own_key_reference(r#ref));
+        core.storage.update_rule(r#ref, &spec).await?;
+        changed += 1;
+    }
+    if !legacy.is_empty() {
+        let rules = all_rules(core, None).await?;
+        for (name, moved) in legacy {
+            if moved.len() > 1 {
+                tracing::warn!(secret = %name, rules = ?moved,
+                    "these webhook rules shared one key under the old naming; each keeps a copy of it as its own: set a new key on each");
+            }
+            // Kept while anything still refers to it by name.
+            let reference = format!("secrets.{name}");
+            let used = rules.iter().any(|r| {
+                let s = &r.spec;
+                s.trigger_params.to_string().contains(&reference)
+                    || s.action_params.to_string().contains(&reference)
+                    || s.criteria
+                        .as_deref()
+                        .is_some_and(|c| c.contains(&reference))
+            });
+            if !used {
+                crate::engine::secrets::remove(core, &name).await?;
             }
         }
     }
@@ -126,22 +288,47 @@ pub async fn seal_literal_keys(core: &Core) -> Result<usize, EngineError> {
     Ok(changed)
 }
 
+/// Every stored rule (on `trigger` when given), a page at a time.
+async fn all_rules(core: &Core, trigger: Option<&str>) -> Result<Vec<RuleRecord>, EngineError> {
+    let filter = RuleFilter {
+        trigger: trigger.map(str::to_string),
+        ..RuleFilter::default()
+    };
+    let mut page = Page {
+        limit: Some(500),
+        after: None,
+    };
+    let mut out = Vec::new();
+    loop {
+        let rules = core.storage.list_rules(&filter, &page).await?;
+        let Some(last) = rules.last() else {
+            break;
+        };
+        page.after = Some(last.spec.r#ref.clone());
+        out.extend(rules);
+    }
+    Ok(out)
+}
+
 /// A rule's trigger parameters as the API shows them: a literal webhook key
 /// is masked (a key in the clear would let any reader forge deliveries); a
-/// `{{ secrets.NAME }}` reference is shown as it is.
+/// reference, to a secret or to the rule's own key, is shown as it is.
 pub fn masked(trigger: &str, params: &Value) -> Value {
     let mut params = params.clone();
     if trigger == "core.webhook"
         && let Some(key) = params.get_mut("secret")
-        && key.as_str().is_some_and(|k| secret_reference(k).is_none())
+        && key
+            .as_str()
+            .is_some_and(|k| secret_reference(k).is_none() && own_key_of(k).is_none())
     {
         *key = Value::String(MASK.into());
     }
     params
 }
 
-/// The key a rule verifies deliveries with: its literal, or the value of
-/// the secret it refers to (`None` when that secret is gone).
+/// The key a rule verifies deliveries with: its own key, the value of the
+/// secret it refers to, or a literal (`None` when that secret is gone, or
+/// the key named is another rule's).
 async fn key_of(
     core: &Core,
     rule: &RuleRecord,
@@ -149,6 +336,12 @@ async fn key_of(
     let Some(key) = rule.spec.trigger_params["secret"].as_str() else {
         return Ok(None);
     };
+    if let Some(holder) = own_key_of(key) {
+        if holder != rule.spec.r#ref {
+            return Ok(None);
+        }
+        return crate::engine::secrets::reveal(core, &key_name(holder)).await;
+    }
     match secret_reference(key) {
         Some(name) => crate::engine::secrets::reveal(core, name).await,
         None => Ok(Some(zeroize::Zeroizing::new(key.to_string()))),
@@ -325,6 +518,35 @@ mod tests {
         assert_eq!(secret_reference("plain"), None);
         let other = serde_json::json!({"secret": "not a webhook"});
         assert_eq!(masked("core.manual", &other), other);
+        let own = serde_json::json!({"secret": own_key_reference("ops.deploy_hook")});
+        assert_eq!(
+            masked("core.webhook", &own),
+            own,
+            "a rule's own key is named, not shown"
+        );
+    }
+
+    #[test]
+    fn each_rule_has_its_own_key_name_that_no_secret_name_can_take() {
+        // The refs whose old names collided.
+        assert_eq!(
+            legacy_key_name("ops.deploy_hook"),
+            legacy_key_name("ops_deploy.hook")
+        );
+        assert_ne!(key_name("ops.deploy_hook"), key_name("ops_deploy.hook"));
+        assert_eq!(key_name("ops.deploy_hook"), "webhook:ops.deploy_hook");
+        assert!(!crate::engine::secrets::valid_name(&key_name(
+            "ops.deploy_hook"
+        )));
+        assert!(crate::engine::secrets::is_rule_key(&key_name("a.b")));
+        for r in ["ops.deploy_hook", "ops_deploy.hook", "a-b.c.d"] {
+            assert_eq!(own_key_of(&own_key_reference(r)), Some(r));
+        }
+        assert_eq!(own_key_of("{{ secrets['webhook:a.b'] }}"), Some("a.b"));
+        assert_eq!(own_key_of("{{ secrets[\"webhook:A b\"] }}"), None);
+        assert_eq!(own_key_of("{{ secrets[\"gh_hook\"] }}"), None);
+        assert_eq!(own_key_of("{{ secrets.gh_hook }}"), None);
+        assert_eq!(secret_reference(&own_key_reference("a.b")), None);
     }
 
     #[test]

@@ -150,7 +150,8 @@ impl EmbeddedWorker {
                 &name,
                 &capabilities,
                 &json!({"embedded": "true"}),
-                Some(crate::storage::EMBEDDED_OWNER),
+                crate::storage::EMBEDDED_OWNER,
+                false,
             )
             .await?;
         core.cache.workers_changed();

@@ -143,6 +143,10 @@ pub struct Report {
     /// When the action began (Unix ms), if later than its claim.
     #[serde(default)]
     pub started_at: Option<i64>,
+    /// The attempt it ran (its assignment's): a report on an attempt the
+    /// execution has moved past is not recorded.
+    #[serde(default)]
+    pub attempt: Option<i64>,
 }
 
 impl Report {
@@ -157,6 +161,7 @@ impl Report {
             stderr: String::new(),
             logs: Value::Array(vec![]),
             started_at: None,
+            attempt: None,
         }
     }
 
@@ -174,6 +179,7 @@ impl Report {
                 self.logs
             },
             started_at: self.started_at,
+            attempt: self.attempt,
         }
     }
 

@@ -39,6 +39,33 @@ pub async fn run(
     reach: Reach,
     default_timeout: Duration,
     output: Option<(CappedPipe, CappedPipe)>,
+    cancelled: oneshot::Receiver<()>,
+) -> Report {
+    let report = run_attempt(
+        runtime,
+        assignment,
+        pack,
+        reach,
+        default_timeout,
+        output,
+        cancelled,
+    )
+    .await;
+    // Every report names its attempt, so one that arrives after the
+    // execution moved on to another attempt is not recorded for it.
+    Report {
+        attempt: Some(assignment.attempt),
+        ..report
+    }
+}
+
+async fn run_attempt(
+    runtime: &Runtime,
+    assignment: &Assignment,
+    pack: impl Future<Output = Result<Pack, String>>,
+    reach: Reach,
+    default_timeout: Duration,
+    output: Option<(CappedPipe, CappedPipe)>,
     mut cancelled: oneshot::Receiver<()>,
 ) -> Report {
     let id = assignment.id;
@@ -101,6 +128,7 @@ pub fn report(id: i64, outcome: Option<Result<Outcome, ExecuteError>>) -> Report
             stderr: o.stderr.marked(),
             logs: serde_json::to_value(&o.logs).unwrap_or_default(),
             started_at: None,
+            attempt: None,
         },
     }
 }

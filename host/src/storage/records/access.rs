@@ -22,7 +22,9 @@ pub struct WorkerRecord {
     /// Unix ms.
     pub created_at: i64,
     /// The API token that registered it (`EMBEDDED_OWNER` for the
-    /// server's own); only that token or an admin may act as it.
+    /// server's own); only that token may act as it, until an admin
+    /// reassigns it. `None` only for a worker an admin registered before
+    /// every registration recorded its token.
     pub token: Option<i64>,
 }
 

@@ -1,5 +1,5 @@
-//! Attacks replayed as an operator or a viewer would make them, on both
-//! backends: each test fails on a server that lets the attack through.
+//! Secrets through templates, dry runs and the output cap; chains of
+//! causes that never end.
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
