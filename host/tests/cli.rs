@@ -877,7 +877,10 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
     send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
                 "params": {"name": "core.echo", "arguments": {}}}));
     let r = answer(4);
-    assert_eq!(r["result"]["isError"], true, "a tool error the model can read: {r}");
+    assert_eq!(
+        r["result"]["isError"], true,
+        "a tool error the model can read: {r}"
+    );
     assert!(
         r["result"]["content"][0]["text"]
             .as_str()
@@ -912,7 +915,10 @@ fn the_official_python_sdk_uses_attune_mcp_over_stdio() {
     let exe = std::env::current_exe().unwrap();
     let target = exe.ancestors().nth(3).unwrap().to_path_buf();
     let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/mcp_client.py"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/mcp_client.py"
+        ))
         .arg(target.join("mcp-python-sdk"))
         .args(["stdio", env!("CARGO_BIN_EXE_attune"), "--tool", "core.*"])
         .env("ATTUNE_SERVER", &server.url)

@@ -191,9 +191,9 @@ pub async fn authenticate(
         } else {
             "http"
         };
-        let allowed = origin.to_str().is_ok_and(|origin| {
-            origin_allowed(origin, scheme, host, &state.config.mcp_hosts)
-        });
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|origin| origin_allowed(origin, scheme, host, &state.config.mcp_hosts));
         if !allowed {
             return Err(ApiError::Denied(
                 "this Origin may not use /mcp: only pages of this server (same scheme, host and port) or of a --mcp-host".into(),
@@ -254,9 +254,9 @@ fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, mcp_hosts: &[S
     };
     let own = host.and_then(|h| tuple(scheme, h));
     own.as_ref() == Some(&page)
-        || mcp_hosts.iter().any(|entry| {
-            tuple(&page.0, entry).is_some_and(|(_, h, p)| h == page.1 && p == page.2)
-        })
+        || mcp_hosts
+            .iter()
+            .any(|entry| tuple(&page.0, entry).is_some_and(|(_, h, p)| h == page.1 && p == page.2))
 }
 
 #[cfg(test)]
@@ -283,9 +283,19 @@ mod tests {
         }
         assert!(!origin_allowed("http://localhost:8080", "http", None, &[]));
         // Default ports are the same origin written either way.
-        assert!(origin_allowed("http://localhost", "http", Some("localhost:80"), &[]));
+        assert!(origin_allowed(
+            "http://localhost",
+            "http",
+            Some("localhost:80"),
+            &[]
+        ));
         assert!(origin_allowed("https://[::1]", "https", Some("[::1]"), &[]));
-        assert!(!origin_allowed("http://[::1]:81", "http", Some("[::1]"), &[]));
+        assert!(!origin_allowed(
+            "http://[::1]:81",
+            "http",
+            Some("[::1]"),
+            &[]
+        ));
     }
 
     #[test]
@@ -293,9 +303,24 @@ mod tests {
         let hosts = ["attune.example".to_string(), "ops.example:8443".to_string()];
         // Behind a proxy the request's own Host may be anything.
         let host = Some("127.0.0.1:8080");
-        assert!(origin_allowed("https://attune.example", "http", host, &hosts));
-        assert!(origin_allowed("http://attune.example", "http", host, &hosts));
-        assert!(origin_allowed("https://ops.example:8443", "http", host, &hosts));
+        assert!(origin_allowed(
+            "https://attune.example",
+            "http",
+            host,
+            &hosts
+        ));
+        assert!(origin_allowed(
+            "http://attune.example",
+            "http",
+            host,
+            &hosts
+        ));
+        assert!(origin_allowed(
+            "https://ops.example:8443",
+            "http",
+            host,
+            &hosts
+        ));
         for origin in [
             "https://attune.example:9999",
             "https://ops.example",

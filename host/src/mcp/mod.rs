@@ -88,7 +88,11 @@ impl Refusal {
             .collect();
         let mut text = format!("invalid arguments for {tool}: {}", self.message);
         for (path, message) in &details {
-            let at = if path.is_empty() { "(the arguments)" } else { path };
+            let at = if path.is_empty() {
+                "(the arguments)"
+            } else {
+                path
+            };
             text.push_str(&format!("\n{at}: {message}"));
         }
         let mut r = CallToolResult::structured_error(json!({
