@@ -899,7 +899,17 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
     send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
                 "params": {"name": "core.echo", "arguments": {}}}));
     let r = answer(4);
-    assert_eq!(r["error"]["code"], -32602, "{r}");
+    assert_eq!(
+        r["result"]["isError"], true,
+        "a tool error the model can read: {r}"
+    );
+    assert!(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("/message"),
+        "{r}"
+    );
 
     // A pack uploaded meanwhile: the client is told the tools changed.
     upload_workflows(
@@ -914,4 +924,43 @@ fn attune_mcp_serves_the_tools_over_stdio_through_the_server() {
     let _ = child.kill();
     let _ = child.wait();
     over.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `attune mcp` driven by the official MCP Python SDK (`tests/mcp_client.py`,
+/// which installs it into a venv in the target directory and fails when it
+/// cannot): tools listed, a call, invalid arguments answered as a tool
+/// error naming their path, and a clean close.
+#[test]
+fn the_official_python_sdk_uses_attune_mcp_over_stdio() {
+    let server = start_server();
+    // The test binary sits in `<target>/<profile>/deps/`.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let out = Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/mcp_client.py"
+        ))
+        .arg(target.join("mcp-python-sdk"))
+        .args(["stdio", env!("CARGO_BIN_EXE_attune"), "--tool", "core.*"])
+        .env("ATTUNE_SERVER", &server.url)
+        .env("ATTUNE_TOKEN", &server.token)
+        .env("XDG_CONFIG_HOME", server.dir.path())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python MCP client failed:\n{stdout}\n{stderr}"
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["invalid"]["isError"], true, "{seen}");
+    let paths: Vec<&str> = seen["invalid"]["structuredContent"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert!(paths.contains(&"/message"), "{seen}");
 }

@@ -94,6 +94,34 @@ impl Session {
     }
 }
 
+/// Runs `tests/mcp_client.py` (the official MCP Python SDK, installed in a
+/// venv kept in the target directory) with `args` and `token`; what it saw.
+/// Panics with its output when it fails, an SDK that could not be
+/// installed included.
+async fn python_client(token: &str, args: &[&str]) -> Value {
+    // The test binary sits in `<target>/<profile>/deps/`.
+    let exe = std::env::current_exe().unwrap();
+    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/mcp_client.py");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .arg(target.join("mcp-python-sdk"))
+        .args(args)
+        .env("ATTUNE_TOKEN", token);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the Python MCP client failed:\n{stdout}\n{stderr}"
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"))
+}
+
 async fn executions_of(s: &TestServer, action: &str) -> Vec<Value> {
     let r = s
         .get(&format!("/api/v1/executions?action={action}&limit=500"))
@@ -122,13 +150,22 @@ on_both_backends! {
         assert_eq!(recorded[0]["status"], "succeeded");
         assert_eq!(recorded[0]["source"], "mcp");
 
-        // Invalid arguments: every error with its path, and no execution.
+        // Invalid arguments: a tool error (for the model to correct), every
+        // problem with its path in the arguments, and no execution.
         let r = m.call("core.echo", json!({"message": 5, "extra": true})).await;
-        assert_eq!(r["error"]["code"], -32602, "{r}");
-        let paths: Vec<&str> = r["error"]["data"]["details"].as_array().unwrap().iter()
-            .map(|d| d["path"].as_str().unwrap()).collect();
-        assert!(paths.contains(&"/params/message"), "{r}");
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        let details = r["result"]["structuredContent"]["details"].as_array().unwrap_or_else(|| panic!("{r}"));
+        let paths: Vec<&str> = details.iter().map(|d| d["path"].as_str().unwrap()).collect();
+        assert!(paths.contains(&"/message"), "{r}");
+        let text = r["result"]["content"][0]["text"].as_str().unwrap();
+        for d in details {
+            let line = format!("{}: {}", d["path"].as_str().unwrap(), d["message"].as_str().unwrap());
+            assert!(text.contains(line.trim_start_matches(": ")), "every path in the text: {text}");
+        }
         assert_eq!(executions_of(&s, "core.echo").await.len(), 1, "nothing was run");
+        let r = m.call("attune.execution", json!({"id": "seven"})).await;
+        assert_eq!(r["result"]["isError"], true, "{r}");
+        assert!(r["result"]["content"][0]["text"].as_str().unwrap().contains("/id"), "{r}");
 
         // A failing action is a tool error, with the action's error.
         let r = m.call("core.fail", json!({"message": "boom"})).await;
@@ -208,6 +245,47 @@ on_both_backends! {
         let r = m.call("core.echo", json!({"message": "hi"})).await;
         assert!(r["error"]["message"].as_str().unwrap().contains("operator"), "{r}");
         assert!(executions_of(&s, "core.echo").await.is_empty(), "a viewer ran nothing");
+        s.finish().await;
+    }
+
+    async fn a_page_on_another_port_is_refused_and_a_session_ends_with_204(backend) {
+        let s = TestServer::start(backend).await;
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                          "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let port = s.base.rsplit(':').next().unwrap();
+        let client = reqwest::Client::new();
+        let post = |origin: String| client.post(format!("{}/mcp", s.base)).bearer_auth(&s.admin)
+            .header("origin", origin).header("accept", "application/json, text/event-stream").json(&init).send();
+        // Another local web app (same host, another port) is another origin,
+        // even with a token in hand.
+        for origin in ["http://localhost:9999".to_string(), "http://127.0.0.1:9999".to_string(),
+                       format!("https://127.0.0.1:{port}"), "null".to_string()] {
+            let r = post(origin.clone()).await.unwrap();
+            assert_eq!(r.status(), StatusCode::FORBIDDEN, "{origin}");
+        }
+        let r = post(format!("http://127.0.0.1:{port}")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "the server's own origin");
+
+        // Ending a session answers 204, as the official SDKs expect.
+        let m = Session::open(&s, &s.admin).await;
+        let r = m.http.delete(&m.url).bearer_auth(&m.token)
+            .header("mcp-session-id", m.session.clone().unwrap()).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let r = m.send(&json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"})).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "the session is gone");
+        s.finish().await;
+    }
+
+    async fn the_official_python_sdk_lists_calls_and_corrects_over_http(backend) {
+        let s = TestServer::start(backend).await;
+        let seen = python_client(&s.admin, &["http", &format!("{}/mcp", s.base)]).await;
+        assert_eq!(seen["invalid"]["isError"], true, "{seen}");
+        let paths: Vec<&str> = seen["invalid"]["structuredContent"]["details"].as_array().unwrap()
+            .iter().map(|d| d["path"].as_str().unwrap()).collect();
+        assert!(paths.contains(&"/message"), "{seen}");
+        // The hello-world timer runs core.echo too while pip installs.
+        let by_mcp = executions_of(&s, "core.echo").await.into_iter().filter(|e| e["source"] == "mcp").count();
+        assert_eq!(by_mcp, 1, "only the valid call ran");
         s.finish().await;
     }
 

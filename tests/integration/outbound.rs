@@ -231,6 +231,40 @@ async fn private_addresses_are_denied_unless_the_operator_allows_them() {
     assert_eq!(o.status, Status::Succeeded, "{}", error_of(&o));
 }
 
+/// Every IPv6 form that embeds a loopback or metadata IPv4 address is that
+/// address: refused without a connection, whatever the grant.
+#[tokio::test]
+async fn ipv6_forms_of_loopback_and_metadata_addresses_are_refused() {
+    let remote = remote().await;
+    let strict = runtime_with(OutboundConfig::default());
+    for host in [
+        "[::127.0.0.1]",
+        "[::ffff:0:127.0.0.1]",
+        "[::ffff:127.0.0.1]",
+        "[64:ff9b::127.0.0.1]",
+        "[2002:7f00:1::1]",
+        "[2001:0:4136:e378:8000:63bf:80ff:fffe]",
+        "[::169.254.169.254]",
+        "[::ffff:0:169.254.169.254]",
+        "[2002:a9fe:a9fe::1]",
+        "[64:ff9b:1::a9fe:a9fe]",
+    ] {
+        let url = format!("http://{host}:{}/", remote.port);
+        let o = fetch(&strict, &["http://*:*"], "get", json!({"url": url})).await;
+        assert_eq!(o.status, Status::Failed, "{url}");
+        assert!(
+            error_of(&o).contains("DestinationIpProhibited"),
+            "{url}: {}",
+            error_of(&o)
+        );
+    }
+    assert_eq!(
+        remote.connections.load(Ordering::SeqCst),
+        0,
+        "no connection was made"
+    );
+}
+
 #[tokio::test]
 async fn limits_end_requests_with_an_error_not_a_hang() {
     let remote = remote().await;

@@ -2,12 +2,16 @@
 //! process. A bearer token is required (401 otherwise, in the API's error
 //! shape); a `viewer` lists tools, calling needs `operator`. `Host` is
 //! checked against loopback names and `--mcp-host` (DNS rebinding), and an
-//! `Origin`, when a browser sends one, against the same hosts.
+//! `Origin`, when a browser sends one, must be this server's own origin —
+//! scheme, host *and port* of the request — or a `--mcp-host` (whose port,
+//! when it names none, is the scheme's default): a page on another port of
+//! the same host is another origin. A session ends (`DELETE`) with 204.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use rmcp::service::{RequestContext, RoleServer};
@@ -16,6 +20,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use serde_json::Value;
 
 use super::{Attune, Backend, Options, Refusal};
+use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, ExecutionView, Keyed};
@@ -136,13 +141,11 @@ pub fn service(
     let server = Attune::announcing(Arc::new(Local { core }), Arc::new(options), peers);
     let mut allowed: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     allowed.extend(hosts.iter().cloned());
-    let origins: Vec<String> = allowed
-        .iter()
-        .flat_map(|h| [format!("http://{h}"), format!("https://{h}")])
-        .collect();
+    // rmcp's Origin check takes an entry without a port for any port, so
+    // `Origin` is checked in [`authenticate`] instead, ports included.
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(allowed)
-        .with_allowed_origins(origins);
+        .disable_allowed_origins();
     let sessions = config.cancellation_token.clone();
     let service = StreamableHttpService::new(
         move || Ok(server.clone()),
@@ -166,13 +169,164 @@ async fn announce(core: Core, peers: Arc<super::Peers>) {
     }
 }
 
-/// Requires a valid token on every `/mcp` request and hands the caller to
-/// the handler.
+/// Refuses a browser's cross-origin request, requires a valid token on
+/// every `/mcp` request and hands the caller to the handler; answers the
+/// end of a session as the official SDKs expect.
 pub async fn authenticate(
-    caller: Caller,
-    mut request: Request,
+    State(state): State<AppState>,
+    request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    request.extensions_mut().insert(caller);
-    Ok(next.run(request).await)
+    let (mut parts, body) = request.into_parts();
+    // Before the token: a page elsewhere learns nothing from a 401 either.
+    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        // `secure_cookies` is set exactly when the server speaks TLS.
+        let scheme = if state.config.secure_cookies {
+            "https"
+        } else {
+            "http"
+        };
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|origin| origin_allowed(origin, scheme, host, &state.config.mcp_hosts));
+        if !allowed {
+            return Err(ApiError::Denied(
+                "this Origin may not use /mcp: only pages of this server (same scheme, host and port) or of a --mcp-host".into(),
+            ));
+        }
+    }
+    let caller = Caller::from_request_parts(&mut parts, &state).await?;
+    parts.extensions.insert(caller);
+    let ends_session = parts.method == Method::DELETE;
+    let response = next.run(Request::from_parts(parts, body)).await;
+    // rmcp answers a session's end with 202 Accepted; the official SDKs
+    // take anything but 200 or 204 for a failed termination.
+    if ends_session && response.status() == StatusCode::ACCEPTED {
+        let (mut head, _) = response.into_parts();
+        head.status = StatusCode::NO_CONTENT;
+        head.headers.remove(header::CONTENT_LENGTH);
+        head.headers.remove(header::CONTENT_TYPE);
+        return Ok(Response::from_parts(head, axum::body::Body::empty()));
+    }
+    Ok(response)
+}
+
+/// `(scheme, host, port)` of an origin or authority: the host lowercase
+/// without brackets or a trailing dot, the port explicit (the scheme's
+/// default when absent), so `http://h` and `http://h:80` compare equal.
+fn tuple(scheme: &str, authority: &str) -> Option<(String, String, u16)> {
+    let authority: axum::http::uri::Authority = authority.parse().ok()?;
+    let scheme = scheme.to_ascii_lowercase();
+    let port = match (authority.port_u16(), scheme.as_str()) {
+        (Some(port), _) => port,
+        (None, "http") => 80,
+        (None, "https") => 443,
+        (None, _) => return None,
+    };
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    Some((scheme, host, port))
+}
+
+/// Whether a page at `origin` may call `/mcp` on a server speaking `scheme`
+/// and reached as `host` (the `Host` header): the page is this server's
+/// own origin, or a `--mcp-host` entry names its host (and port, the
+/// scheme's default when the entry has none). An opaque origin (`null`,
+/// sandboxed frames) or one that does not parse is refused.
+fn origin_allowed(origin: &str, scheme: &str, host: Option<&str>, mcp_hosts: &[String]) -> bool {
+    let Some((o_scheme, authority)) = origin.trim().split_once("://") else {
+        return false;
+    };
+    if authority.contains(['/', '@']) {
+        return false;
+    }
+    let Some(page) = tuple(o_scheme, authority) else {
+        return false;
+    };
+    let own = host.and_then(|h| tuple(scheme, h));
+    own.as_ref() == Some(&page)
+        || mcp_hosts
+            .iter()
+            .any(|entry| tuple(&page.0, entry).is_some_and(|(_, h, p)| h == page.1 && p == page.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn an_origin_must_match_the_requests_scheme_host_and_port() {
+        let host = Some("localhost:8080");
+        assert!(origin_allowed("http://localhost:8080", "http", host, &[]));
+        assert!(origin_allowed("HTTP://LocalHost:8080", "http", host, &[]));
+        for origin in [
+            "http://localhost:9999",
+            "http://localhost",
+            "https://localhost:8080",
+            "http://127.0.0.1:8080",
+            "http://attacker.example:8080",
+            "null",
+            "localhost:8080",
+            "http://user@localhost:8080",
+            "",
+        ] {
+            assert!(!origin_allowed(origin, "http", host, &[]), "{origin}");
+        }
+        assert!(!origin_allowed("http://localhost:8080", "http", None, &[]));
+        // Default ports are the same origin written either way.
+        assert!(origin_allowed(
+            "http://localhost",
+            "http",
+            Some("localhost:80"),
+            &[]
+        ));
+        assert!(origin_allowed("https://[::1]", "https", Some("[::1]"), &[]));
+        assert!(!origin_allowed(
+            "http://[::1]:81",
+            "http",
+            Some("[::1]"),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn an_mcp_host_allows_its_origin_at_its_port_or_the_default_one() {
+        let hosts = ["attune.example".to_string(), "ops.example:8443".to_string()];
+        // Behind a proxy the request's own Host may be anything.
+        let host = Some("127.0.0.1:8080");
+        assert!(origin_allowed(
+            "https://attune.example",
+            "http",
+            host,
+            &hosts
+        ));
+        assert!(origin_allowed(
+            "http://attune.example",
+            "http",
+            host,
+            &hosts
+        ));
+        assert!(origin_allowed(
+            "https://ops.example:8443",
+            "http",
+            host,
+            &hosts
+        ));
+        for origin in [
+            "https://attune.example:9999",
+            "https://ops.example",
+            "https://evil.attune.example",
+        ] {
+            assert!(!origin_allowed(origin, "http", host, &hosts), "{origin}");
+        }
+    }
 }

@@ -8,6 +8,9 @@
 //! action's parameter schema and its output schema the result's when that is
 //! an object. A call is an ordinary execution, waited for up to a limit;
 //! `attune.execution` reads one (for runs longer than the limit).
+//! Arguments that do not fit the schema answer a tool result with
+//! `isError: true` listing every problem with its path, so a model can
+//! correct its call; an unknown tool or a refused role is a protocol error.
 
 pub mod local;
 pub mod remote;
@@ -58,6 +61,47 @@ impl Refusal {
             "forbidden" | "unauthorized" => ErrorData::invalid_request(self.message, Some(data)),
             _ => ErrorData::internal_error(self.message, Some(data)),
         }
+    }
+
+    /// Whether the tool's arguments were refused: the model can correct
+    /// them, so the answer is a tool result, not a protocol error.
+    fn is_input_error(&self) -> bool {
+        self.code == "validation_failed"
+    }
+
+    /// Arguments refused as a tool execution error (`isError: true`), as
+    /// the 2025-11-25 specification asks for input validation errors: the
+    /// message and every problem with its JSON path, relative to the
+    /// arguments (the API's `/params` prefix is the run request's, not the
+    /// tool's).
+    fn into_tool_error(self, tool: &str) -> CallToolResult {
+        let details: Vec<(String, String)> = self
+            .details
+            .into_iter()
+            .map(|(path, message)| {
+                let path = match path.strip_prefix("/params") {
+                    Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+                    _ => path,
+                };
+                (path, message)
+            })
+            .collect();
+        let mut text = format!("invalid arguments for {tool}: {}", self.message);
+        for (path, message) in &details {
+            let at = if path.is_empty() {
+                "(the arguments)"
+            } else {
+                path
+            };
+            text.push_str(&format!("\n{at}: {message}"));
+        }
+        let mut r = CallToolResult::structured_error(json!({
+            "error": self.code,
+            "message": self.message,
+            "details": details.iter().map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
+        }));
+        r.content = vec![ContentBlock::text(text)];
+        r
     }
 }
 
@@ -236,9 +280,14 @@ impl<B: Backend> Attune<B> {
             .or_else(|| ctx.meta.get_progress_token());
         let args = Value::Object(request.arguments.unwrap_or_default());
         if request.name == EXECUTION_TOOL {
-            let id = args["id"]
-                .as_i64()
-                .ok_or_else(|| ErrorData::invalid_params("`id` must be an execution id", None))?;
+            let Some(id) = args["id"].as_i64() else {
+                let refused = Refusal {
+                    code: "validation_failed".into(),
+                    message: "`id` must be an execution id".into(),
+                    details: vec![("/id".into(), "must be an integer".into())],
+                };
+                return Ok(refused.into_tool_error(EXECUTION_TOOL));
+            };
             let e = self
                 .backend
                 .execution(&ctx, id)
@@ -252,11 +301,13 @@ impl<B: Backend> Attune<B> {
                 None,
             ));
         }
-        let started = self
-            .backend
-            .run(&ctx, &request.name, args)
-            .await
-            .map_err(Refusal::into_error)?;
+        let started = match self.backend.run(&ctx, &request.name, args).await {
+            Ok(started) => started,
+            Err(refused) if refused.is_input_error() => {
+                return Ok(refused.into_tool_error(&request.name));
+            }
+            Err(refused) => return Err(refused.into_error()),
+        };
         let id = started["id"].as_i64().unwrap_or_default();
         let began = Instant::now();
         let deadline = began + self.options.wait;
