@@ -70,6 +70,11 @@ on_both_backends! {
         assert_eq!(missing.detail_paths(), ["/trigger_params/secret"]);
         let first = "first-key-first-key-first";
         s.put("/api/v1/secrets/gh_hook", json!({"value": first})).await;
+        // A key that could name any secret would answer guesses of its value.
+        let ungranted = s.post("/api/v1/rules", webhook_rule("core.gh", "gh", "{{ secrets.gh_hook }}")).await;
+        assert_eq!(ungranted.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", ungranted.body);
+        assert!(ungranted.body.to_string().contains("attune pack grant core --secret gh_hook"), "{}", ungranted.body);
+        s.put("/api/v1/packs/core/grants", json!({"secrets": ["gh_hook"]})).await;
         let r = s.post("/api/v1/rules", webhook_rule("core.gh", "gh", "{{ secrets.gh_hook }}")).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         assert_eq!(r.body["rule"]["trigger_params"]["secret"], "{{ secrets.gh_hook }}", "a reference is shown as it is");
@@ -86,6 +91,7 @@ on_both_backends! {
         let pipeline = support::PipelineConfig { webhook_rate: 20, ..Default::default() };
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;
         s.put("/api/v1/secrets/gh_hook", json!({"value": "first-key-first-key-first"})).await;
+        s.put("/api/v1/packs/core/grants", json!({"secrets": ["gh_hook"]})).await;
         let r = s.post("/api/v1/rules", webhook_rule("core.gh", "gh", "{{ secrets.gh_hook }}")).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let burst = s.core.hooks.burst();
@@ -349,6 +355,7 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
         // A rule that refers to a secret keeps no key of its own.
         s.put("/api/v1/secrets/gh_hook", json!({"value": "gh-key-gh-key-gh-key-gh"})).await;
+        s.put("/api/v1/packs/core/grants", json!({"secrets": ["gh_hook"]})).await;
         let put = s.put("/api/v1/rules/core.new", webhook_rule("core.new", "hook", "{{ secrets.gh_hook }}")).await;
         assert_eq!(put.status, StatusCode::OK, "{}", put.body);
         assert_eq!(secret_names(&s).await, ["gh_hook"]);

@@ -58,6 +58,7 @@ pub struct EventQuery {
 async fn fire(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(input): ApiJson<NewEvent>,
 ) -> Result<(StatusCode, axum::Json<EventView>), ApiError> {
     caller.require(Role::Operator)?;
@@ -88,7 +89,11 @@ async fn fire(
                 payload: input.payload,
                 source: Some(caller.token.name.clone()),
                 rules: None,
-                depth: 0,
+                depth: crate::runtime::http::chain_depth(
+                    headers
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+                ),
             },
         )
         .await?;

@@ -132,6 +132,7 @@ pub struct ExecutionQuery {
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiJson(input): ApiJson<RunRequest>,
 ) -> Result<(StatusCode, axum::Json<ExecutionView>), ApiError> {
     caller.require(Role::Operator)?;
@@ -143,6 +144,11 @@ async fn create(
             timeout: input.timeout,
             max_attempts: input.max_attempts,
             source: input.source,
+            depth: crate::runtime::http::chain_depth(
+                headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
+            ),
         },
     )
     .await?;

@@ -64,10 +64,11 @@ async fn receive(
         }
     })?;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    let pairs = headers
+    let pairs: Vec<(&str, &str)> = headers
         .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
-    let admitted = webhook::receive(&state, &name, signature, pairs, &body)
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let admitted = webhook::receive(&state, &name, signature, pairs.iter().copied(), &body)
         .await
         .map_err(|e| match e {
             WebhookError::Unauthenticated => ApiError::Unauthorized,

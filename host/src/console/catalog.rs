@@ -144,6 +144,7 @@ async fn run(
                 timeout: None,
                 max_attempts: None,
                 source: Some("console".into()),
+                depth: 0,
             };
             match executions::request(&state, run).await {
                 Ok(execution) => return Ok(see(&format!("/ui/executions/{}", execution.id))),

@@ -358,6 +358,7 @@ async fn rerun(State(state): State<AppState>, Session(user): Session, Path(id): 
         timeout: record.timeout_ms.map(|ms| format!("{ms}ms")),
         max_attempts: Some(record.max_attempts),
         source: Some("console".into()),
+        depth: 0,
     };
     let new = executions::request(&state, run).await?;
     Ok(see(&format!("/ui/executions/{}", new.id)))

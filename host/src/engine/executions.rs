@@ -26,6 +26,9 @@ pub struct RunRequest {
     pub max_attempts: Option<i64>,
     /// Who asks (`mcp` for an agent's tool call); at most 64 characters.
     pub source: Option<String>,
+    /// Its depth in a chain of causes: 0 unless an action asked for it
+    /// (through outbound HTTP, which says its own depth plus one).
+    pub depth: i64,
 }
 
 /// Validates and queues a direct run; returns it as queued (`requested`,
@@ -84,6 +87,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         max_attempts,
         timeout_ms,
         source: run.source,
+        depth: run.depth,
         ..NewExecution::of(&record.r#ref, run.params, record.capabilities.clone())
     };
     core.ingest.run(core, new).await

@@ -96,6 +96,7 @@ impl Backend for Local {
             timeout: None,
             max_attempts: None,
             source: Some("mcp".into()),
+            depth: 0,
         };
         let e = executions::request(&self.core, run)
             .await

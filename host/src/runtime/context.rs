@@ -20,6 +20,10 @@ pub struct ExecutionContext {
     pub action: String,
     /// Attempt number, from 1.
     pub attempt: u32,
+    /// How deep in a chain of causes the execution is; what it causes
+    /// through outbound HTTP is one deeper (see
+    /// [`crate::runtime::http::CHAIN_DEPTH_HEADER`]).
+    pub depth: i64,
 }
 
 impl context::Host for ExecutionContext {

@@ -92,6 +92,7 @@ impl ExecutionRequest {
                 id: "local".into(),
                 action: action.clone(),
                 attempt: 1,
+                depth: 0,
             },
             action,
             params,
@@ -127,13 +128,11 @@ pub struct Outcome {
 
 impl Outcome {
     /// Replaces every value of `secrets` in what the run left behind
-    /// (stdout and stderr are redacted as they are captured).
+    /// (stdout and stderr are redacted as they are captured, the result and
+    /// error before they are measured).
     fn redact(&mut self, secrets: &SecretSet) {
         if secrets.values().next().is_none() {
             return;
-        }
-        for v in [&mut self.result, &mut self.error].into_iter().flatten() {
-            secrets.redact_json(v);
         }
         for line in &mut self.logs {
             line.message = secrets.redact(&line.message).into_owned();
@@ -228,6 +227,7 @@ impl Pack {
 
         let started = Instant::now();
         let secrets = request.secrets;
+        let depth = request.context.depth;
         let mut store = Store::new(
             runtime.engine(),
             HostState {
@@ -248,7 +248,13 @@ impl Pack {
                 kv: request.kv,
                 log: LogState::new(started),
                 http: WasiHttpCtx::new(),
-                outbound: Outbound::new(request.allowed_hosts, runtime.outbound(), started),
+                outbound: Outbound::new(
+                    request.allowed_hosts,
+                    runtime.outbound(),
+                    started,
+                    secrets.clone(),
+                    depth,
+                ),
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -306,6 +312,12 @@ impl Pack {
                 (_, None) => (Status::Succeeded, Some(Value::Null), None),
             },
         };
+        // Redacted before it is measured: a size taken before would tell a
+        // secret's length.
+        let (mut result, mut error) = (result, error);
+        for v in [&mut result, &mut error].into_iter().flatten() {
+            secrets.redact_json(v);
+        }
         // A result past the cap would fill the database and every response
         // that carries it: the run fails instead, saying why.
         let max = runtime.config().max_result_bytes;

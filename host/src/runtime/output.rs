@@ -41,6 +41,10 @@ pub struct Captured {
     pub text: String,
     /// How many bytes past the cap were dropped.
     pub dropped: u64,
+    /// Whether the marker may say how many: not when the output could
+    /// hold secrets, since the count (written before redaction) would tell
+    /// their lengths.
+    pub count_shown: bool,
 }
 
 impl Captured {
@@ -48,6 +52,8 @@ impl Captured {
     pub fn marked(&self) -> String {
         if self.dropped == 0 {
             self.text.clone()
+        } else if !self.count_shown {
+            format!("{}\n[attune: output truncated]", self.text)
         } else {
             format!(
                 "{}\n[attune: output truncated, {} bytes dropped]",
@@ -115,6 +121,7 @@ impl CappedPipe {
         Captured {
             text: String::from_utf8_lossy(shown).into_owned(),
             dropped: buf.written.saturating_sub(self.cap as u64),
+            count_shown: true,
         }
     }
 }

@@ -92,6 +92,22 @@ impl SecretSet {
             .unwrap_or(0)
     }
 
+    /// Whether `text` holds a piece of a value: any run of four bytes
+    /// (or all of a shorter `text`) that also occurs in one. For text the
+    /// host derives from a value by cutting it (a URL's host), which
+    /// exact-value redaction cannot recognise.
+    pub fn shares_piece(&self, text: &str) -> bool {
+        if self.values.is_empty() || text.is_empty() {
+            return false;
+        }
+        let n = text.len().min(4);
+        self.values.values().any(|v| {
+            text.as_bytes()
+                .windows(n)
+                .any(|w| v.as_bytes().windows(n).any(|x| x == w))
+        })
+    }
+
     /// `text` with every value replaced by [`MASK`], longest value first so
     /// a value containing another is masked whole.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
@@ -146,6 +162,7 @@ impl SecretSet {
         Captured {
             text: String::from_utf8_lossy(&shown).into_owned(),
             dropped: written.saturating_sub(pipe.cap() as u64),
+            count_shown: self.values.is_empty(),
         }
     }
 
@@ -280,6 +297,19 @@ mod tests {
             !format!("{s:?}").contains("s3cret"),
             "Debug shows names only"
         );
+    }
+
+    #[test]
+    fn pieces_of_a_value_are_recognised() {
+        let s = SecretSet::new(
+            [],
+            [("k".into(), Zeroizing::new("wJalrXUtnFEMI/K7MDENG".into()))],
+        );
+        assert!(s.shares_piece("wJalrXUtnFEMI"), "the host part of a URL");
+        assert!(s.shares_piece("K7MDENG"));
+        assert!(s.shares_piece("wJ"), "a short text inside a value");
+        assert!(!s.shares_piece("api.example.com"));
+        assert!(!SecretSet::default().shares_piece("anything"));
     }
 
     #[test]

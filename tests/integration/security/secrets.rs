@@ -224,6 +224,12 @@ on_both_backends! {
             assert!(stdout.contains("output truncated"), "cut: {}", &stdout[stdout.len() - 80..]);
             assert!(!stdout.contains(&CANARY[..before]), "{before}: {}", &stdout[stdout.len() - 80..]);
             assert!(stdout.contains("AAAA********"), "{}", &stdout[stdout.len() - 80..]);
+            // How many bytes were cut would tell the secret's length.
+            assert!(stdout.ends_with("[attune: output truncated]"), "{}", &stdout[stdout.len() - 80..]);
+            // The result is measured as redacted: its size holds the mask's
+            // length, not the secret's.
+            let redacted_json = cap - before + "********".len() + 2;
+            assert_eq!(done["error"], format!("the result is {redacted_json} bytes of JSON; the limit is {cap}"));
         }
         s.finish().await;
     }
@@ -281,4 +287,92 @@ async fn a_depth_bound_can_be_set_per_server() {
     let runs = s.get("/api/v1/executions").await.body;
     assert_eq!(runs["items"].as_array().unwrap().len(), 3, "{runs}");
     s.finish().await;
+}
+
+on_both_backends! {
+    async fn a_secret_cut_by_url_parsing_never_reaches_the_request_log(backend) {
+        let s = TestServer::start(backend).await;
+        const AWS: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        s.put("/api/v1/secrets/aws_secret", json!({"value": AWS})).await;
+        s.put("/api/v1/packs/core/grants", json!({"secrets": ["aws_secret"]})).await;
+        let operator = s.token("operator").await;
+        let r = send_as(&s, &operator, Method::POST, "/api/v1/rules", json!({
+            "ref": "core.url", "trigger": "core.manual", "action": "core.http",
+            "action_params": {"url": "http://{{ secrets.aws_secret }}"}})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        send_as(&s, &operator, Method::POST, "/api/v1/events", json!({"trigger": "core.manual", "payload": {}})).await;
+        let id = wait_for(std::time::Duration::from_secs(30), || async {
+            s.get("/api/v1/executions?rule=core.url").await.body["items"][0]["id"].as_i64()
+        }).await.expect("ran");
+        let done = s.ended(id).await;
+        let shown = done.to_string();
+        assert!(shown.contains("http GET http://********:80 denied"), "{shown}");
+        assert!(!shown.contains("wJalr") && !shown.contains("K7MD"), "{shown}");
+        s.finish().await;
+    }
+
+    async fn a_workflow_hands_each_task_only_what_its_own_pack_is_granted(backend) {
+        let s = TestServer::start(backend).await;
+        assert_eq!(s.upload_component("hostile", "1", support::guest_bytes("hostile")).await.status, StatusCode::CREATED);
+        s.put("/api/v1/secrets/api_token", json!({"value": CANARY})).await;
+        s.put("/api/v1/packs/core/grants", json!({"secrets": ["api_token"]})).await;
+        s.put("/api/v1/packs/hostile/grants", json!({"secrets": ["api_token"]})).await;
+        let flow = r#"
+input: {type: object}
+tasks:
+  a:
+    action: core.echo
+    input: {message: "{{ secrets.api_token }}"}
+    next: [{when: succeeded, do: [b]}]
+  b:
+    action: hostile.remember
+    input: {key: stash, value: "{{ secrets.api_token }}"}
+"#;
+        let manifest = "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/two.yaml\"]\n";
+        let r = s.upload_archive(support::tar_gz(&[("pack.toml", manifest.as_bytes()),
+            ("workflows/two.yaml", flow.as_bytes())])).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // The grant of `hostile` goes; `core`'s stays.
+        s.put("/api/v1/packs/hostile/grants", json!({"secrets": []})).await;
+        let operator = s.token("operator").await;
+        let run = send_as(&s, &operator, Method::POST, "/api/v1/executions",
+            json!({"action": "flows.two", "params": {}})).await;
+        let done = s.ended(run.body["id"].as_i64().unwrap()).await;
+        assert_eq!(done["status"], "failed", "task b may not get the secret: {done}");
+        let recall = send_as(&s, &operator, Method::POST, "/api/v1/executions",
+            json!({"action": "hostile.recall", "params": {"key": "stash"}})).await;
+        let recalled = s.ended(recall.body["id"].as_i64().unwrap()).await;
+        assert!(!leaks(&recalled.to_string()), "{recalled}");
+        assert_eq!(recalled["result"], Value::Null, "nothing was stashed: {recalled}");
+        s.finish().await;
+    }
+
+    async fn an_action_posting_to_its_own_webhook_stops_at_the_chain_depth(backend) {
+        let s = TestServer::start(backend).await;
+        s.put("/api/v1/packs/core/grants", json!({"allowed_outbound_hosts": ["http://127.0.0.1:*"]})).await;
+        let key = "operator-own-key-0123456789";
+        let body = r#"{"loop":1}"#;
+        let signature = attune::engine::triggers::webhook::sign(key, body.as_bytes());
+        let r = s.post("/api/v1/rules", json!({
+            "ref": "core.selfhook", "trigger": "core.webhook",
+            "trigger_params": {"name": "selfhook", "secret": key},
+            "action": "core.http",
+            "action_params": {"url": format!("{}/api/v1/webhooks/selfhook", s.base), "method": "POST",
+                "headers": [["x-hub-signature-256", signature], ["content-type", "application/json"]],
+                "body": body, "timeout": 5}})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let first = s.send(s.request(Method::POST, "/api/v1/webhooks/selfhook", None)
+            .header("x-hub-signature-256", &signature).header("content-type", "application/json")
+            .body(body)).await;
+        assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.body);
+        let held = wait_for(std::time::Duration::from_secs(60), || async {
+            let events = s.get("/api/v1/events?trigger=core.webhook&limit=100").await.body;
+            events["items"].as_array()?.iter().find(|e| e["held_reason"].is_string()).cloned()
+        }).await.expect("the loop was held");
+        assert_eq!(held["depth"], 9, "{held}");
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let events = s.get("/api/v1/events?trigger=core.webhook&limit=100").await.body;
+        assert_eq!(events["items"].as_array().unwrap().len(), 10, "depths 0 to 9: {events}");
+        s.finish().await;
+    }
 }

@@ -50,12 +50,26 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
         && let Some(name) = input.trigger_params["secret"]
             .as_str()
             .and_then(webhook::secret_reference)
-        && core.storage.get_secret(name).await?.is_none()
     {
-        errors.push(PathError::new(
-            "/trigger_params/secret",
-            format!("no secret `{name}`; set it first"),
-        ));
+        // Verifying a signature compares with the secret: a key that anyone
+        // who saves rules could point at any secret would answer guesses of
+        // its value. A key names only what the rule's pack is granted.
+        let pack = input.r#ref.split_once('.').map_or("", |(p, _)| p);
+        let grants = core.cache.grants(&core.storage, pack).await?;
+        if core.storage.get_secret(name).await?.is_none() {
+            errors.push(PathError::new(
+                "/trigger_params/secret",
+                format!("no secret `{name}`; set it first"),
+            ));
+        } else if !grants.grants.secrets.iter().any(|g| g == name) {
+            errors.push(PathError::new(
+                "/trigger_params/secret",
+                format!(
+                    "secret `{name}` is not granted to pack `{pack}`; an admin grants it with \
+                     `attune pack grant {pack} --secret {name}`"
+                ),
+            ));
+        }
     }
     // Secrets are handed on only whole, only to a pack granted them, only
     // where any string fits (see `secret_refs`).

@@ -444,9 +444,11 @@ pub async fn receive<'a>(
     core: &Core,
     name: &str,
     signature: Option<&str>,
-    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)> + Clone,
     body: &[u8],
 ) -> Result<Admitted, WebhookError> {
+    // Sent by an action (its host sets the header): one deeper than it.
+    let depth = crate::runtime::http::chain_depth(headers.clone());
     let rules = core
         .cache
         .enabled_rules(&core.storage, "core.webhook")
@@ -476,7 +478,7 @@ pub async fn receive<'a>(
         payload: payload(body, headers),
         source: Some(name.to_string()),
         rules: Some(rules),
-        depth: 0,
+        depth,
     };
     Ok(core.ingest.event(core, event).await?)
 }

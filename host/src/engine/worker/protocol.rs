@@ -63,6 +63,10 @@ pub struct Assignment {
     /// The secrets it may read and must redact.
     #[serde(default)]
     pub secrets: RunSecrets,
+    /// Its depth in its chain of causes (what it causes through outbound
+    /// HTTP is one deeper).
+    #[serde(default)]
+    pub depth: i64,
 }
 
 /// The secrets of one run: the names its pack is granted, and the values
@@ -114,6 +118,7 @@ impl Assignment {
             timeout_ms: e.timeout_ms,
             component,
             export,
+            depth: e.depth,
         }
     }
 }

@@ -97,6 +97,7 @@ async fn run_attempt(
             id: id.to_string(),
             action: assignment.action.clone(),
             attempt: assignment.attempt.clamp(1, u32::MAX as i64) as u32,
+            depth: assignment.depth,
         },
         output,
     };

@@ -89,6 +89,9 @@ struct Run {
     execution: ExecutionRecord,
     def: Workflow,
     secrets: Vec<(String, Zeroizing<String>)>,
+    /// The secrets each task's action may be handed: those its pack is
+    /// granted now (a grant one task's pack holds is not another's).
+    handed: HashMap<String, std::collections::BTreeSet<String>>,
     actions: HashMap<String, (ActionRecord, Option<jsonschema::Validator>)>,
 }
 
@@ -107,6 +110,7 @@ impl Run {
             .map_err(|e| EngineError::Internal(anyhow::anyhow!("stored workflow: {e}")))?;
         let mut actions = HashMap::new();
         let mut names = std::collections::BTreeSet::new();
+        let mut handed: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
         for task in def.tasks.values() {
             let (refs, _) = crate::engine::rules::secret_refs::refs_in_params(&task.input);
             if !actions.contains_key(&task.action)
@@ -120,10 +124,12 @@ impl Run {
                 && !refs.is_empty()
             {
                 let grants = core.cache.grants(&core.storage, &record.pack).await?;
-                names.extend(
-                    refs.into_keys()
-                        .filter(|n| grants.grants.secrets.contains(n)),
-                );
+                for name in refs.into_keys() {
+                    if grants.grants.secrets.contains(&name) {
+                        names.insert(name.clone());
+                        handed.entry(task.action.clone()).or_default().insert(name);
+                    }
+                }
             }
         }
         let mut secrets = Vec::new();
@@ -136,6 +142,7 @@ impl Run {
             execution,
             def,
             secrets,
+            handed,
             actions,
         }))
     }
@@ -257,6 +264,7 @@ impl Run {
             def: &self.def,
             input: &self.execution.params,
             secrets: &self.secrets,
+            handed: &self.handed,
             check,
         }
     }

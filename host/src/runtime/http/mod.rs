@@ -32,6 +32,7 @@ use wasmtime::component::Linker;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks, WasiHttpView};
 
 use super::output::LogLine;
+use super::secrets::{MASK, SecretSet};
 pub use allow::AllowedHosts;
 
 type HttpError = wasmtime_wasi_http::Error;
@@ -81,11 +82,39 @@ pub struct Outbound {
     config: Arc<OutboundConfig>,
     requests: u32,
     log: RequestLog,
+    /// The run's secrets: a host or an error the log line would show is
+    /// masked when it holds a piece of one.
+    secrets: Arc<SecretSet>,
+    /// The run's depth in its chain of causes.
+    depth: i64,
+}
+
+/// The header every outbound request carries: the depth in a chain of
+/// causes of whatever it causes (the sender's depth plus one). Attune's
+/// own event doors read it, so an action that posts to its own server's
+/// webhook is held at `--max-chain-depth` like any other chain. Set by the
+/// host after the guest, which cannot remove or lower it.
+pub const CHAIN_DEPTH_HEADER: &str = "attune-chain-depth";
+
+/// The depth a request's [`CHAIN_DEPTH_HEADER`] says (0 without one or
+/// with one that is not a small number).
+pub fn chain_depth<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> i64 {
+    headers
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(CHAIN_DEPTH_HEADER))
+        .and_then(|(_, v)| v.trim().parse::<u16>().ok())
+        .map_or(0, i64::from)
 }
 
 impl Outbound {
     /// Outbound HTTP for an execution granted `allowed`.
-    pub fn new(allowed: Arc<AllowedHosts>, config: Arc<OutboundConfig>, started: Instant) -> Self {
+    pub fn new(
+        allowed: Arc<AllowedHosts>,
+        config: Arc<OutboundConfig>,
+        started: Instant,
+        secrets: Arc<SecretSet>,
+        depth: i64,
+    ) -> Self {
         Self {
             allowed,
             config,
@@ -94,6 +123,8 @@ impl Outbound {
                 lines: Arc::default(),
                 started,
             },
+            secrets,
+            depth,
         }
     }
 
@@ -142,10 +173,14 @@ type HttpFuture =
 impl WasiHttpHooks for Outbound {
     fn send_request(
         &mut self,
-        request: http::Request<Body>,
+        mut request: http::Request<Body>,
         options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> HttpFuture {
+        request.headers_mut().insert(
+            CHAIN_DEPTH_HEADER,
+            http::HeaderValue::from(self.depth.saturating_add(1).max(1)),
+        );
         let uri = request.uri().clone();
         let method = request.method().to_string();
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
@@ -153,7 +188,16 @@ impl WasiHttpHooks for Outbound {
         let port = uri
             .port_u16()
             .unwrap_or(if scheme == "http" { 80 } else { 443 });
-        let target = format!("{scheme}://{host}:{port}");
+        // The host as the log shows it. Parsing the URL cuts through a
+        // secret placed in it (the host is what comes before the first `/`
+        // or after the last `@`), and exact-value redaction would miss the
+        // piece: a host that holds any piece of a secret is masked whole.
+        let shown = if self.secrets.shares_piece(&host) {
+            MASK
+        } else {
+            host.as_str()
+        };
+        let target = format!("{scheme}://{shown}:{port}");
         if !self.allowed.allows(&scheme, &host, port) {
             return self.denied(target, &method, "not in the pack's allowed_outbound_hosts");
         }
@@ -182,6 +226,7 @@ impl WasiHttpHooks for Outbound {
             ),
         };
         let log = self.log.clone();
+        let secrets = self.secrets.clone();
         Box::new(async move {
             let began = Instant::now();
             let sent = send(request, &scheme, &host, port, &config, limits).await;
@@ -204,9 +249,15 @@ impl WasiHttpHooks for Outbound {
                     Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
                 }
                 Err(e) => {
+                    let why = e.to_string();
+                    let why = if secrets.shares_piece(&why) {
+                        MASK.to_string()
+                    } else {
+                        why
+                    };
                     log.record(
                         "warn",
-                        format!("http {method} {target} failed: {e}"),
+                        format!("http {method} {target} failed: {why}"),
                         vec![("ms".into(), began.elapsed().as_millis().to_string())],
                     );
                     Err(e)

@@ -90,6 +90,8 @@ pub struct Machine<'a> {
     pub input: &'a Value,
     /// Secrets its task inputs use, by name.
     pub secrets: &'a [(String, zeroize::Zeroizing<String>)],
+    /// Which of them each action (by ref) may be handed.
+    pub handed: &'a std::collections::HashMap<String, std::collections::BTreeSet<String>>,
     /// Checks parameters against their action.
     pub check: Check<'a>,
 }
@@ -334,9 +336,17 @@ impl Machine<'_> {
         });
         // Secrets render as placeholders and are put in after rendering,
         // whole, into the real params only (see `rules::secret_refs`).
-        let placeholders = Placeholders::new(self.secrets.iter().map(|(k, _)| k.clone()));
+        let handed = self.handed.get(&def.action);
+        let placeholders = Placeholders::new(
+            self.secrets
+                .iter()
+                .map(|(k, _)| k.clone())
+                .filter(|k| handed.is_some_and(|h| h.contains(k))),
+        );
         let ctx = self.context(state, item.as_ref(), None);
-        let ctx = if placeholders.is_empty() {
+        // Only what this task's action may be handed is bound: another
+        // name is undefined here, and the task fails saying so.
+        let ctx = if self.secrets.is_empty() {
             ctx
         } else {
             placeholders.bind(&ctx)

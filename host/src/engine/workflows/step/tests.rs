@@ -48,6 +48,7 @@ output: "{{ tasks.each.results }}"
         def: &wf,
         input: &input,
         secrets: &[],
+        handed: &Default::default(),
         check: &ok,
     };
     let mut state = State::default();
@@ -113,6 +114,7 @@ tasks:
         def: &wf,
         input: &input,
         secrets: &[],
+        handed: &Default::default(),
         check: &ok,
     };
     let mut state = State::default();
@@ -157,6 +159,7 @@ tasks:
         def: &wf,
         input: &input,
         secrets: &[],
+        handed: &Default::default(),
         check: &ok,
     };
     let mut state = State::default();
@@ -201,6 +204,7 @@ tasks:
         def: &wf,
         input: &input,
         secrets: &[],
+        handed: &Default::default(),
         check: &refuse,
     };
     let mut state = State::default();
