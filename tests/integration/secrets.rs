@@ -4,29 +4,9 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends, wait_for};
+use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends, wait_for, webhook_rule};
 
 const CANARY: &str = "attune-plaintext-canary-7c1f0a9e5b";
-
-async fn deliver(s: &TestServer, hook: &str, key: &str, body: &[u8]) -> StatusCode {
-    let rb = s
-        .request(Method::POST, &format!("/api/v1/webhooks/{hook}"), None)
-        .header("content-type", "application/json")
-        .header(
-            "X-Hub-Signature-256",
-            attune::engine::triggers::webhook::sign(key, body),
-        )
-        .body(body.to_vec());
-    s.send(rb).await.status
-}
-
-fn webhook_rule(r#ref: &str, hook: &str, key: &str) -> Value {
-    json!({
-        "ref": r#ref, "trigger": "core.webhook",
-        "trigger_params": {"name": hook, "secret": key},
-        "action": "core.noop",
-    })
-}
 
 on_both_backends! {
     async fn admins_set_list_and_delete_secrets_and_nobody_reads_a_value(backend) {
@@ -78,12 +58,12 @@ on_both_backends! {
         let r = s.post("/api/v1/rules", webhook_rule("core.gh", "gh", "{{ secrets.gh_hook }}")).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         assert_eq!(r.body["rule"]["trigger_params"]["secret"], "{{ secrets.gh_hook }}", "a reference is shown as it is");
-        assert_eq!(deliver(&s, "gh", first, b"{}").await, StatusCode::ACCEPTED);
-        assert_eq!(deliver(&s, "gh", "wrong-key-wrong-key-wrong", b"{}").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.deliver("gh", first, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("gh", "wrong-key-wrong-key-wrong", b"{}").await, StatusCode::UNAUTHORIZED);
         let second = "second-key-second-key-second";
         s.put("/api/v1/secrets/gh_hook", json!({"value": second})).await;
-        assert_eq!(deliver(&s, "gh", first, b"{}").await, StatusCode::UNAUTHORIZED, "rotated away");
-        assert_eq!(deliver(&s, "gh", second, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("gh", first, b"{}").await, StatusCode::UNAUTHORIZED, "rotated away");
+        assert_eq!(s.deliver("gh", second, b"{}").await, StatusCode::ACCEPTED);
         s.finish().await;
     }
 
@@ -98,7 +78,7 @@ on_both_backends! {
         let mut statuses = Vec::new();
         for n in 0..burst + 40 {
             let hook = if n % 2 == 0 { "gh".to_string() } else { format!("probe-{n}") };
-            statuses.push((n % 2, deliver(&s, &hook, "wrong-key-wrong-key-wrong", b"{}").await));
+            statuses.push((n % 2, s.deliver(&hook, "wrong-key-wrong-key-wrong", b"{}").await));
         }
         for kind in [0, 1] {
             let of_kind: Vec<_> = statuses.iter().filter(|(k, _)| *k == kind).map(|(_, s)| *s).collect();
@@ -109,10 +89,10 @@ on_both_backends! {
         assert!(statuses.iter().filter(|(k, s)| *k == 0 && *s == StatusCode::TOO_MANY_REQUESTS).count() == 0);
         // Many at once, so the bucket cannot refill in between.
         let names: Vec<String> = (0..burst * 2).map(|n| format!("more-{n}")).collect();
-        let answers = futures_util::future::join_all(names.iter().map(|n| deliver(&s, n, "x", b"{}"))).await;
+        let answers = futures_util::future::join_all(names.iter().map(|n| s.deliver(n, "x", b"{}"))).await;
         let throttled = answers.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
         assert!(throttled > 0, "unknown names run out of their shared bucket");
-        assert_eq!(deliver(&s, "gh", "first-key-first-key-first", b"{}").await, StatusCode::ACCEPTED,
+        assert_eq!(s.deliver("gh", "first-key-first-key-first", b"{}").await, StatusCode::ACCEPTED,
             "a known hook keeps its own bucket");
         s.finish().await;
     }
@@ -138,7 +118,7 @@ on_both_backends! {
         }
         let put = s.put("/api/v1/rules/core.lit", rule).await;
         assert_eq!(put.status, StatusCode::OK, "{}", put.body);
-        assert_eq!(deliver(&s, "lit", key, b"{}").await, StatusCode::ACCEPTED, "the key survived the round trip");
+        assert_eq!(s.deliver("lit", key, b"{}").await, StatusCode::ACCEPTED, "the key survived the round trip");
         s.finish().await;
     }
 }
@@ -322,14 +302,14 @@ on_both_backends! {
         assert_eq!(stored_key(&s, "core.gh").await, "{{ secrets.gh_hook }}");
         assert_eq!(secret_names(&s).await, ["gh_hook", "webhook:core.legacy", "webhook:core.moved"],
             "the old name is gone once nothing refers to it");
-        assert_eq!(deliver(&s, "legacy", literal, b"{}").await, StatusCode::ACCEPTED);
-        assert_eq!(deliver(&s, "moved", moved, b"{}").await, StatusCode::ACCEPTED, "re-sealed under its new name");
-        assert_eq!(deliver(&s, "gh", "gh-key-gh-key-gh-key-gh", b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("legacy", literal, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("moved", moved, b"{}").await, StatusCode::ACCEPTED, "re-sealed under its new name");
+        assert_eq!(s.deliver("gh", "gh-key-gh-key-gh-key-gh", b"{}").await, StatusCode::ACCEPTED);
         // A second start finds nothing to do and breaks nothing.
         let s = s.restart(PipelineConfig::default()).await;
         assert_eq!(stored_key(&s, "core.moved").await, r#"{{ secrets["webhook:core.moved"] }}"#);
-        assert_eq!(deliver(&s, "moved", moved, b"{}").await, StatusCode::ACCEPTED);
-        assert_eq!(deliver(&s, "legacy", literal, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("moved", moved, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("legacy", literal, b"{}").await, StatusCode::ACCEPTED);
         s.finish().await;
     }
 
@@ -348,7 +328,7 @@ on_both_backends! {
         assert_eq!(put.status, StatusCode::OK, "{}", put.body);
         assert_eq!(put.body["rule"]["trigger_params"]["secret"], r#"{{ secrets["webhook:core.new"] }}"#, "{}", put.body);
         assert_eq!(secret_names(&s).await, ["webhook:core.new"]);
-        assert_eq!(deliver(&s, "hook", key, b"{}").await, StatusCode::ACCEPTED, "the key moved with the rule");
+        assert_eq!(s.deliver("hook", key, b"{}").await, StatusCode::ACCEPTED, "the key moved with the rule");
         // A new rule under the old ref does not get the key back.
         rule["ref"] = json!("core.old");
         let r = s.post("/api/v1/rules", rule).await;
@@ -359,7 +339,7 @@ on_both_backends! {
         let put = s.put("/api/v1/rules/core.new", webhook_rule("core.new", "hook", "{{ secrets.gh_hook }}")).await;
         assert_eq!(put.status, StatusCode::OK, "{}", put.body);
         assert_eq!(secret_names(&s).await, ["gh_hook"]);
-        assert_eq!(deliver(&s, "hook", key, b"{}").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.deliver("hook", key, b"{}").await, StatusCode::UNAUTHORIZED);
         // Deleting a rule deletes its key.
         let put = s.put("/api/v1/rules/core.new", webhook_rule("core.new", "hook", key)).await;
         assert_eq!(put.status, StatusCode::OK, "{}", put.body);

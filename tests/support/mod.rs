@@ -5,7 +5,7 @@
 mod server;
 
 pub use server::{
-    Backend, PipelineConfig, Reply, TestServer, tar_gz, tar_gz_with_symlink, wait_for,
+    Backend, PipelineConfig, Reply, TestServer, tar_gz, tar_gz_with_symlink, wait_for, webhook_rule,
 };
 
 use std::collections::HashMap;

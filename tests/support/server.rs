@@ -316,6 +316,23 @@ impl TestServer {
         }
     }
 
+    /// Delivers `body` to webhook `hook`, signed with `key`; the status.
+    pub async fn deliver(&self, hook: &str, key: &str, body: &[u8]) -> StatusCode {
+        let rb = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/api/v1/webhooks/{hook}"),
+                None,
+            )
+            .header("content-type", "application/json")
+            .header(
+                "X-Hub-Signature-256",
+                attune::engine::triggers::webhook::sign(key, body),
+            )
+            .body(body.to_vec());
+        self.send(rb).await.status
+    }
+
     /// Creates a token with `role` and returns its secret.
     pub async fn token(&self, role: &str) -> String {
         let reply = self
@@ -410,6 +427,16 @@ macro_rules! on_both_backends {
             }
         )*
     };
+}
+
+/// A rule running `core.noop` on webhook `hook` with key `key` (a literal
+/// or a `{{ secrets.NAME }}` reference).
+pub fn webhook_rule(r#ref: &str, hook: &str, key: &str) -> Value {
+    serde_json::json!({
+        "ref": r#ref, "trigger": "core.webhook",
+        "trigger_params": {"name": hook, "secret": key},
+        "action": "core.noop",
+    })
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.

@@ -3,33 +3,12 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{PipelineConfig, TestServer, on_both_backends};
+use support::{PipelineConfig, TestServer, on_both_backends, webhook_rule};
 
 /// POSTs `body` to `path` with `token`.
 async fn post_as(s: &TestServer, token: &str, path: &str, body: Value) -> support::Reply {
     s.send(s.request(Method::POST, path, Some(token)).json(&body))
         .await
-}
-
-/// Delivers `body` to webhook `hook`, signed with `key`.
-async fn deliver(s: &TestServer, hook: &str, key: &str, body: &[u8]) -> StatusCode {
-    let rb = s
-        .request(Method::POST, &format!("/api/v1/webhooks/{hook}"), None)
-        .header("content-type", "application/json")
-        .header(
-            "X-Hub-Signature-256",
-            attune::engine::triggers::webhook::sign(key, body),
-        )
-        .body(body.to_vec());
-    s.send(rb).await.status
-}
-
-fn webhook_rule(r#ref: &str, hook: &str, key: &str) -> Value {
-    json!({
-        "ref": r#ref, "trigger": "core.webhook",
-        "trigger_params": {"name": hook, "secret": key},
-        "action": "core.noop",
-    })
 }
 
 on_both_backends! {
@@ -44,11 +23,11 @@ on_both_backends! {
         // The ref whose old key name was the same as the admin rule's.
         let r = post_as(&s, &operator, "/api/v1/rules", webhook_rule("ops_deploy.hook", "deploy2", operator_key)).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        assert_eq!(deliver(&s, "deploy", admin_key, b"{}").await, StatusCode::ACCEPTED,
+        assert_eq!(s.deliver("deploy", admin_key, b"{}").await, StatusCode::ACCEPTED,
             "the admin rule's key is unchanged");
-        assert_eq!(deliver(&s, "deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED,
+        assert_eq!(s.deliver("deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED,
             "the operator's key does not sign for the admin's hook");
-        assert_eq!(deliver(&s, "deploy2", operator_key, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("deploy2", operator_key, b"{}").await, StatusCode::ACCEPTED);
         assert_eq!(admin_rule["trigger_params"]["secret"], r#"{{ secrets["webhook:ops.deploy_hook"] }}"#,
             "the rule names its own key");
         // Nor by naming the admin rule's key, nor by creating its ref again.
@@ -58,9 +37,9 @@ on_both_backends! {
         assert_eq!(r.detail_paths(), ["/trigger_params/secret"]);
         let r = post_as(&s, &operator, "/api/v1/rules", webhook_rule("ops.deploy_hook", "deploy", operator_key)).await;
         assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
-        assert_eq!(deliver(&s, "deploy", admin_key, b"{}").await, StatusCode::ACCEPTED,
+        assert_eq!(s.deliver("deploy", admin_key, b"{}").await, StatusCode::ACCEPTED,
             "a refused save changed no key");
-        assert_eq!(deliver(&s, "deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.deliver("deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED);
         // The namespace of rules' keys is closed to PUT /secrets, admins included.
         for name in ["webhook:ops.deploy_hook", "webhook:ops_deploy.hook", "webhook:other.rule", "webhook:"] {
             let r = s.put(&format!("/api/v1/secrets/{name}"), json!({"value": operator_key})).await;
@@ -69,8 +48,8 @@ on_both_backends! {
             let r = s.send(s.request(Method::DELETE, &format!("/api/v1/secrets/{name}"), Some(&s.admin))).await;
             assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {}", r.body);
         }
-        assert_eq!(deliver(&s, "deploy", admin_key, b"{}").await, StatusCode::ACCEPTED);
-        assert_eq!(deliver(&s, "deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED);
+        assert_eq!(s.deliver("deploy", admin_key, b"{}").await, StatusCode::ACCEPTED);
+        assert_eq!(s.deliver("deploy", operator_key, b"{}").await, StatusCode::UNAUTHORIZED);
         let names: Vec<String> = s.get("/api/v1/secrets").await.body["items"].as_array().unwrap().iter()
             .map(|i| i["name"].as_str().unwrap().to_string()).collect();
         assert_eq!(names, ["webhook:ops.deploy_hook", "webhook:ops_deploy.hook"]);

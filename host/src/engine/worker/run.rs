@@ -39,75 +39,61 @@ pub async fn run(
     reach: Reach,
     default_timeout: Duration,
     output: Option<(CappedPipe, CappedPipe)>,
-    cancelled: oneshot::Receiver<()>,
+    mut cancelled: oneshot::Receiver<()>,
 ) -> Report {
-    let report = run_attempt(
-        runtime,
-        assignment,
-        pack,
-        reach,
-        default_timeout,
-        output,
-        cancelled,
-    )
+    let report = async {
+        let id = assignment.id;
+        if cancelled.try_recv().is_ok() {
+            return Report::without_output(
+                id,
+                ExecutionStatus::Cancelled,
+                "cancelled before it ran",
+            );
+        }
+        // The recorded start is when the execution was marked running, which
+        // may have been before a slot was free; the action begins now.
+        let began = now_ms();
+        let pack = match pack.await {
+            Ok(p) => p,
+            Err(e) => return Report::without_output(id, ExecutionStatus::Failed, e),
+        };
+        let limits = Limits {
+            timeout: assignment
+                .timeout_ms
+                .map(|ms| Duration::from_millis(ms.max(0) as u64))
+                .unwrap_or(default_timeout),
+            ..runtime.config().default_limits
+        };
+        let request = ExecutionRequest {
+            action: assignment.export.clone(),
+            params: assignment.params.clone(),
+            limits: Some(limits),
+            allowed_hosts: reach.outbound,
+            secrets: Arc::new(assignment.secrets.to_set()),
+            kv: reach.kv,
+            context: ExecutionContext {
+                id: id.to_string(),
+                action: assignment.action.clone(),
+                attempt: assignment.attempt.clamp(1, u32::MAX as i64) as u32,
+                depth: assignment.depth,
+            },
+            output,
+        };
+        let outcome = tokio::select! {
+            r = pack.execute(runtime, request) => Some(r),
+            _ = cancelled => None,
+        };
+        Report {
+            started_at: Some(began),
+            ..report(id, outcome)
+        }
+    }
     .await;
     // Every report names its attempt, so one that arrives after the
     // execution moved on to another attempt is not recorded for it.
     Report {
         attempt: Some(assignment.attempt),
         ..report
-    }
-}
-
-async fn run_attempt(
-    runtime: &Runtime,
-    assignment: &Assignment,
-    pack: impl Future<Output = Result<Pack, String>>,
-    reach: Reach,
-    default_timeout: Duration,
-    output: Option<(CappedPipe, CappedPipe)>,
-    mut cancelled: oneshot::Receiver<()>,
-) -> Report {
-    let id = assignment.id;
-    if cancelled.try_recv().is_ok() {
-        return Report::without_output(id, ExecutionStatus::Cancelled, "cancelled before it ran");
-    }
-    // The recorded start is when the execution was marked running, which
-    // may have been before a slot was free; the action begins now.
-    let began = now_ms();
-    let pack = match pack.await {
-        Ok(p) => p,
-        Err(e) => return Report::without_output(id, ExecutionStatus::Failed, e),
-    };
-    let limits = Limits {
-        timeout: assignment
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms.max(0) as u64))
-            .unwrap_or(default_timeout),
-        ..runtime.config().default_limits
-    };
-    let request = ExecutionRequest {
-        action: assignment.export.clone(),
-        params: assignment.params.clone(),
-        limits: Some(limits),
-        allowed_hosts: reach.outbound,
-        secrets: Arc::new(assignment.secrets.to_set()),
-        kv: reach.kv,
-        context: ExecutionContext {
-            id: id.to_string(),
-            action: assignment.action.clone(),
-            attempt: assignment.attempt.clamp(1, u32::MAX as i64) as u32,
-            depth: assignment.depth,
-        },
-        output,
-    };
-    let outcome = tokio::select! {
-        r = pack.execute(runtime, request) => Some(r),
-        _ = cancelled => None,
-    };
-    Report {
-        started_at: Some(began),
-        ..report(id, outcome)
     }
 }
 
