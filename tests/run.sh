@@ -28,6 +28,16 @@ if ! python3 -m venv --help >/dev/null 2>&1 || ! command -v npm >/dev/null; then
 fi
 python3 --version && node --version
 
+step "iproute2 for the outbound filter's probe (it runs in a network namespace with only loopback up)"
+if ! command -v ip >/dev/null || ! command -v unshare >/dev/null; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux
+    else
+        echo "install iproute2 (ip) and util-linux (unshare) first" >&2
+        exit 1
+    fi
+fi
+
 step "Chromium and ChromeDriver for the console's browser test"
 if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; }; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
