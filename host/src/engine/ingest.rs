@@ -20,7 +20,8 @@ use super::Core;
 use super::error::EngineError;
 use super::rules::evaluate::plan;
 use crate::storage::{
-    EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, RuleRecord, StorageError,
+    EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, Refusal, RuleRecord,
+    StorageError,
 };
 
 /// Entries written together at most.
@@ -57,6 +58,9 @@ pub struct Admitted {
 struct Failure {
     /// The database could not be reached: a 503, worth retrying.
     unavailable: bool,
+    /// The database takes no writes now (a full disk): the storage logs
+    /// that state, not each batch it refuses.
+    refused: Option<Refusal>,
     message: String,
 }
 
@@ -64,6 +68,7 @@ impl Failure {
     fn of(what: &str, e: &StorageError) -> Failure {
         Failure {
             unavailable: e.is_unavailable(),
+            refused: e.refusal(),
             message: format!("{what}: {e}"),
         }
     }
@@ -71,7 +76,9 @@ impl Failure {
 
 impl From<Failure> for EngineError {
     fn from(f: Failure) -> Self {
-        if f.unavailable {
+        if let Some(refusal) = f.refused {
+            EngineError::Refused(refusal)
+        } else if f.unavailable {
             EngineError::database_unavailable()
         } else {
             EngineError::Internal(anyhow::anyhow!(f.message))
@@ -169,7 +176,9 @@ type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
 
 /// Logs `failure` and answers every one of `entries` with it.
 fn refuse<E, T>(entries: Vec<(E, oneshot::Sender<Result<T, Failure>>)>, failure: Failure) {
-    tracing::error!(error = %failure.message, entries = entries.len(), "writing a batch");
+    if failure.refused.is_none() {
+        tracing::error!(error = %failure.message, entries = entries.len(), "writing a batch");
+    }
     for (_, reply) in entries {
         let _ = reply.send(Err(failure.clone()));
     }
@@ -293,6 +302,7 @@ async fn prepare(
         {
             return Err(Failure {
                 unavailable: true,
+                refused: None,
                 message,
             });
         }

@@ -93,8 +93,20 @@ impl Pipeline {
     }
 }
 
+/// Least wait between two passes of the timer task after a write failed:
+/// a tick that could not be recorded stays due, and must not be retried in
+/// a loop while the disk is full.
+const AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Background failures are logged, except the database refusing writes:
+/// the storage logs when that begins and ends, not each tick it refuses.
+fn quiet_storage(e: &crate::storage::StorageError) -> bool {
+    e.is_refused()
+}
+
 async fn timer_task(core: Core) {
     loop {
+        let mut failed = false;
         match core.storage.fire_due_timers(100).await {
             Ok(ticks) => {
                 // Every tick through the event door, concurrently so that
@@ -102,10 +114,18 @@ async fn timer_task(core: Core) {
                 let admitted = ticks.into_iter().map(|tick| record_tick(&core, tick));
                 futures_util::future::join_all(admitted).await;
             }
-            Err(e) => tracing::error!(error = %e, "firing timers"),
+            Err(e) => {
+                failed = true;
+                if !quiet_storage(&e) {
+                    tracing::error!(error = %e, "firing timers");
+                }
+            }
         }
         if let Err(e) = super::sensors::fire(&core).await {
-            tracing::error!(error = %e, "polling sensors");
+            failed = true;
+            if !quiet_storage(&e) {
+                tracing::error!(error = %e, "polling sensors");
+            }
         }
         let timer = core.storage.next_timer_due().await;
         let sensor = core.storage.next_sensor_due().await;
@@ -114,7 +134,12 @@ async fn timer_task(core: Core) {
                 Some(due) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),
             },
-            _ => Duration::from_secs(1),
+            _ => AFTER_FAILURE,
+        };
+        let wait = if failed {
+            wait.max(AFTER_FAILURE)
+        } else {
+            wait
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -138,7 +163,9 @@ async fn record_tick(core: &Core, tick: crate::storage::Tick) {
         source: Some(tick.rule.clone()),
         rules: Some(rules),
     };
-    if let Err(e) = core.ingest.event(core, event).await {
+    if let Err(e) = core.ingest.event(core, event).await
+        && !e.is_refused()
+    {
         tracing::error!(rule = tick.rule, error = %e, "recording a timer event");
     }
 }
@@ -164,6 +191,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
                 crate::engine::executions::announce(&core, &r.abandoned_ids).await;
             }
             Ok(_) => {}
+            Err(e) if quiet_storage(&e) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),
         }
     }
@@ -180,6 +208,7 @@ async fn reconcile_task(core: Core) {
                 events = n,
                 "enforced events a crash or failed write had left"
             ),
+            Err(e) if e.is_refused() => {}
             Err(e) => tracing::error!(error = %e, "reconciling events"),
         }
         tokio::time::sleep(RECONCILE_PERIOD).await;
@@ -197,6 +226,7 @@ async fn retention_task(core: Core, retention: Duration) {
                 tracing::info!(executions, events, "pruned old history");
             }
             Ok(_) => {}
+            Err(e) if quiet_storage(&e) => {}
             Err(e) => tracing::error!(error = %e, "pruning history"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;

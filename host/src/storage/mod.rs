@@ -91,6 +91,11 @@ impl StorageError {
         }
     }
 
+    /// Whether the database refused the write (see [`StorageError::Refused`]).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StorageError::Refused(_))
+    }
+
     /// Maps unique violations to [`StorageError::Conflict`], by error kind so
     /// it works on both backends.
     fn from_sqlx(e: sqlx::Error, what: impl FnOnce() -> String) -> Self {
