@@ -78,7 +78,8 @@ impl Pipeline {
             if !worker.drain(deadline).await {
                 tracing::warn!(
                     running = worker.busy(),
-                    "stopped before these executions ended; their leases bring them back"
+                    "stopped before these executions ended or had their results written; \
+                     their leases bring them back"
                 );
             }
         }

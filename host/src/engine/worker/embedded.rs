@@ -466,6 +466,13 @@ async fn write_results(
         // the storage logs that state, not each attempt.
         let mut pause = Duration::from_millis(100);
         while let Err(err) = crate::engine::executions::finish(&core, &batch).await {
+            if err.refusal() == Some(crate::storage::Refusal::Gone) {
+                tracing::error!(
+                    count = batch.len(),
+                    "results not recorded: the data directory is gone"
+                );
+                break;
+            }
             if err.is_refused() {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
