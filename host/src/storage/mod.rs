@@ -378,7 +378,9 @@ impl Storage {
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .test_before_acquire(false)
-                .connect_with(options.clone())
+                // Readers never create the file: opened again after the
+                // data directory was deleted, they would start an empty one.
+                .connect_with(options.clone().create_if_missing(false))
                 .await?;
             let wal = wal::Wal::start(read.clone());
             // The file as opened: a write that finds another (or none) at
