@@ -181,12 +181,15 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         signal,
     );
     tokio::pin!(serving);
+    let mut stopping = stopping;
     let (deadline, why) = tokio::select! {
         r = &mut serving => {
             r?;
-            (tokio::time::Instant::now() + args.drain_timeout, Stop::Asked)
+            // Serving ends once a stop began: say which.
+            let why = stopping.try_recv().unwrap_or(Stop::Asked);
+            (tokio::time::Instant::now() + args.drain_timeout, why)
         }
-        why = stopping => {
+        why = &mut stopping => {
             let why = why.unwrap_or(Stop::Asked);
             let drain = match why {
                 Stop::Asked => args.drain_timeout,
