@@ -237,8 +237,27 @@ pub fn traced(app: Router) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
-        }))
+        })
+        .on_failure(on_failure))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Logs a 5xx answer, except the refusals the server logs as a state where
+/// it begins and ends (a full disk: 507; the database unreachable or not
+/// taking writes: 503), which would otherwise log every request they refuse.
+fn on_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use axum::http::StatusCode;
+    use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+    match class {
+        Status(StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE) => {
+            tracing::debug!(classification = %class, ?latency, "request refused");
+        }
+        _ => tracing::error!(classification = %class, ?latency, "response failed"),
+    }
 }
 
 /// Any operation can answer an error (no or a wrong token, malformed input,
