@@ -809,6 +809,10 @@ async fn a_full_disk_refuses_writes_with_507_recovers_by_itself_and_loses_nothin
     );
     let ran = every_event_ran_once(&api, &acknowledged).await;
     let lines = log_lines() - lines_before;
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    for line in log.lines().skip(lines_before) {
+        eprintln!("  log: {line}");
+    }
     eprintln!(
         "{} events acknowledged, {} executions, {lines} log lines for the fault",
         acknowledged.len(),
@@ -832,6 +836,10 @@ async fn a_full_disk_refuses_writes_with_507_recovers_by_itself_and_loses_nothin
     sigterm(&server.0);
     let (took, code) = exits_within(&mut server.0, drain + Duration::from_secs(3));
     eprintln!("stopped with the disk full in {took:?}, exit code {code:?}");
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    for line in log.lines().skip(lines_before + lines) {
+        eprintln!("  log: {line}");
+    }
     let _ = sender.await;
 }
 

@@ -230,15 +230,18 @@ pub fn router(state: AppState) -> Router {
 /// purpose; each bounds its own wait.
 pub fn traced(app: Router) -> Router {
     app.layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
-        })
-        .on_failure(on_failure))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
+                })
+                .on_failure(on_failure),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 

@@ -103,12 +103,20 @@ fn identity(path: &Path) -> Option<(u64, u64)> {
     }
 }
 
-/// The refusal now in force: which, since when, how many writes it refused.
+/// The refusal now in force, or just ended: which, since when, how many
+/// writes it refused, and whether it ended (and which ending, so a spell
+/// that came back is not reported as ended by an older ending).
 struct Spell {
     refusal: Refusal,
     since: Instant,
     refused: u64,
+    ended: Option<u64>,
 }
+
+/// How long a spell must stay ended before its end is logged. On a disk at
+/// the edge of full, a small write may fit (into log pages SQLite reuses)
+/// between two that do not: the state flips, but the log says one spell.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Shared by every clone of a storage.
 #[derive(Default)]
@@ -117,6 +125,8 @@ pub(super) struct Health {
     /// a lock.
     refusing: AtomicBool,
     spell: Mutex<Option<Spell>>,
+    /// Counts endings, to tell them apart.
+    endings: std::sync::atomic::AtomicU64,
     /// Set for good once an opened file is found gone.
     gone: AtomicBool,
     opened: Mutex<Vec<Opened>>,
@@ -189,26 +199,57 @@ impl Health {
         }
         let mut spell = lock(&self.spell);
         match spell.as_mut() {
-            Some(s) => s.refused += 1,
+            Some(s) => {
+                // Back within `SETTLED` of its ending: the same spell.
+                s.refused += 1;
+                s.ended = None;
+                self.refusing.store(true, Ordering::Release);
+            }
             None => {
                 tracing::warn!("{}", refusal.reason());
                 *spell = Some(Spell {
                     refusal,
                     since: Instant::now(),
                     refused: 1,
+                    ended: None,
                 });
                 self.refusing.store(true, Ordering::Release);
             }
         }
     }
 
-    /// A write committed: ends the spell, if one lasts.
-    pub(super) fn committed(&self) {
+    /// A write committed: ends the spell, if one lasts; its end is logged
+    /// once it has stayed ended for [`SETTLED`].
+    pub(super) fn committed(self: &std::sync::Arc<Self>) {
         if !self.refusing.load(Ordering::Acquire) {
             return;
         }
-        if let Some(s) = lock(&self.spell).take() {
+        let ending = self.endings.fetch_add(1, Ordering::AcqRel);
+        {
+            let mut spell = lock(&self.spell);
+            let Some(s) = spell.as_mut() else {
+                return;
+            };
+            s.ended = Some(ending);
             self.refusing.store(false, Ordering::Release);
+        }
+        let health = self.clone();
+        let report = async move {
+            tokio::time::sleep(SETTLED).await;
+            health.settle(ending);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(report)),
+            Err(_) => self.settle(ending),
+        }
+    }
+
+    /// Logs the end of the spell, if it is still the `ending` one.
+    fn settle(&self, ending: u64) {
+        let mut spell = lock(&self.spell);
+        if spell.as_ref().is_some_and(|s| s.ended == Some(ending))
+            && let Some(s) = spell.take()
+        {
             tracing::warn!(
                 refused = s.refused,
                 lasted = ?s.since.elapsed(),
@@ -267,9 +308,9 @@ mod tests {
         assert_eq!(of("5"), None); // SQLITE_BUSY
     }
 
-    #[test]
-    fn a_spell_is_entered_once_and_left_by_a_commit() {
-        let health = Health::default();
+    #[tokio::test]
+    async fn a_spell_is_entered_once_and_left_by_a_commit() {
+        let health = std::sync::Arc::new(Health::default());
         assert_eq!(health.refusal(), None);
         health.refused(Refusal::DiskFull);
         health.refused(Refusal::DiskFull);
@@ -277,6 +318,12 @@ mod tests {
         assert_eq!(lock(&health.spell).as_ref().unwrap().refused, 2);
         health.committed();
         assert_eq!(health.refusal(), None);
+        // Full again before the end was logged: the same spell goes on.
+        health.refused(Refusal::DiskFull);
+        assert_eq!(lock(&health.spell).as_ref().unwrap().refused, 3);
+        health.committed();
+        tokio::time::sleep(SETTLED + std::time::Duration::from_millis(500)).await;
+        assert!(lock(&health.spell).is_none());
     }
 
     #[test]
@@ -284,7 +331,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("attune.pid");
         std::fs::write(&file, "1").unwrap();
-        let health = Health::default();
+        let health = std::sync::Arc::new(Health::default());
         assert!(health.watch(&file));
         assert!(health.files_in_place());
         // Another file put in its place is not the one opened.
