@@ -265,10 +265,50 @@ fn on_failure(
 
 /// Any operation can answer an error (no or a wrong token, malformed input,
 /// a limit, the database unavailable …), always in the one error shape: the
-/// document says so as each operation's `default` response.
+/// document says so as each operation's `default` response. Operations that
+/// write also list 507, a full disk, with its `Retry-After`.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     for item in doc.paths.paths.values_mut() {
+        // Operations that may write: a full disk refuses them.
+        let writes = [
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in writes.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("507".into())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(
+                            "The disk holding the database is full: nothing was stored. \
+                             Retry after the `Retry-After` header's seconds; writes resume \
+                             by themselves once space is freed.",
+                        )
+                        .header(
+                            "Retry-After",
+                            utoipa::openapi::HeaderBuilder::new()
+                                .schema(
+                                    utoipa::openapi::ObjectBuilder::new()
+                                        .schema_type(utoipa::openapi::schema::Type::Integer),
+                                )
+                                .description(Some("Seconds to wait before trying again"))
+                                .build(),
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+        }
         let operations = [
             &mut item.get,
             &mut item.put,
