@@ -199,13 +199,17 @@ impl Health {
         }
         let mut spell = lock(&self.spell);
         match spell.as_mut() {
-            Some(s) => {
-                // Back within `SETTLED` of its ending: the same spell.
+            Some(s) if s.refusal == refusal => {
+                // Still on, or back within `SETTLED` of its ending: the
+                // same spell.
                 s.refused += 1;
                 s.ended = None;
                 self.refusing.store(true, Ordering::Release);
             }
-            None => {
+            _ => {
+                if let Some(s) = spell.take().filter(|s| s.ended.is_some()) {
+                    log_end(&s);
+                }
                 tracing::warn!("{}", refusal.reason());
                 *spell = Some(Spell {
                     refusal,
@@ -250,13 +254,17 @@ impl Health {
         if spell.as_ref().is_some_and(|s| s.ended == Some(ending))
             && let Some(s) = spell.take()
         {
-            tracing::warn!(
-                refused = s.refused,
-                lasted = ?s.since.elapsed(),
-                "the database takes writes again"
-            );
+            log_end(&s);
         }
     }
+}
+
+fn log_end(s: &Spell) {
+    tracing::warn!(
+        refused = s.refused,
+        lasted = ?s.since.elapsed(),
+        "the database takes writes again"
+    );
 }
 
 #[cfg(test)]
@@ -342,5 +350,70 @@ mod tests {
         assert_eq!(health.refusal(), Some(Refusal::Gone));
         health.committed();
         assert_eq!(health.refusal(), Some(Refusal::Gone));
+    }
+}
+
+/// The same refusals on PostgreSQL, raised by a trigger with the SQLSTATEs
+/// a full disk (`could not extend file`) and a hot standby answer with.
+#[cfg(test)]
+mod postgres {
+    use crate::storage::{NewEvent, Refusal, Storage, StorageError};
+    use sqlx::Connection as _;
+
+    const ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    #[tokio::test]
+    async fn a_full_or_read_only_postgres_refuses_writes_until_it_takes_them_again() {
+        let Ok(mut admin) = sqlx::PgConnection::connect(ADMIN).await else {
+            eprintln!("skipped: no PostgreSQL at {ADMIN}");
+            return;
+        };
+        let db = format!("attune_refusal_{}", hex::encode(rand::random::<[u8; 6]>()));
+        sqlx::raw_sql(&format!("CREATE DATABASE {db}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = format!("postgres://postgres@127.0.0.1:5432/{db}");
+        let storage = Storage::connect(&url).await.unwrap();
+        let mut direct = sqlx::PgConnection::connect(&url).await.unwrap();
+        let payload = serde_json::json!({"n": 1});
+        let event = [NewEvent {
+            trigger: "core.manual",
+            payload: &payload,
+            source: None,
+            rules: None,
+        }];
+        for (state, refusal) in [
+            ("disk_full", Refusal::DiskFull),
+            ("read_only_sql_transaction", Refusal::ReadOnly),
+        ] {
+            sqlx::raw_sql(&format!(
+                "CREATE OR REPLACE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'refused by the test' USING ERRCODE = '{state}'; END $$; \
+                 CREATE TRIGGER refuse BEFORE INSERT ON event FOR EACH ROW EXECUTE FUNCTION refuse();"
+            ))
+            .execute(&mut direct)
+            .await
+            .unwrap();
+            let refused = storage.insert_events(&event).await;
+            assert!(
+                matches!(refused, Err(StorageError::Refused(r)) if r == refusal),
+                "{refused:?}"
+            );
+            assert_eq!(storage.refusal(), Some(refusal));
+            sqlx::raw_sql("DROP TRIGGER refuse ON event")
+                .execute(&mut direct)
+                .await
+                .unwrap();
+            let stored = storage.insert_events(&event).await.unwrap();
+            assert!(storage.get_event(stored[0].id).await.unwrap().is_some());
+            assert_eq!(storage.refusal(), None);
+        }
+        direct.close().await.unwrap();
+        storage.close().await;
+        sqlx::raw_sql(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
 }
