@@ -182,20 +182,20 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     );
     tokio::pin!(serving);
     let mut stopping = stopping;
+    let drain = |why| match why {
+        Stop::Asked => args.drain_timeout,
+        Stop::DataDirGone => GONE_DRAIN.min(args.drain_timeout),
+    };
     let (deadline, why) = tokio::select! {
         r = &mut serving => {
             r?;
             // Serving ends once a stop began: say which.
             let why = stopping.try_recv().unwrap_or(Stop::Asked);
-            (tokio::time::Instant::now() + args.drain_timeout, why)
+            (tokio::time::Instant::now() + drain(why), why)
         }
         why = &mut stopping => {
             let why = why.unwrap_or(Stop::Asked);
-            let drain = match why {
-                Stop::Asked => args.drain_timeout,
-                Stop::DataDirGone => GONE_DRAIN.min(args.drain_timeout),
-            };
-            let deadline = tokio::time::Instant::now() + drain;
+            let deadline = tokio::time::Instant::now() + drain(why);
             match tokio::time::timeout_at(deadline, &mut serving).await {
                 Ok(r) => r?,
                 Err(_) => tracing::warn!("requests still open at the drain deadline were closed"),

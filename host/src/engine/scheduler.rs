@@ -85,10 +85,15 @@ impl Pipeline {
         }
         core.dispatch.shutdown().await;
         if let Some(worker) = &self.embedded {
-            match worker.release(core).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
-                Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),
+            // Bounded: a stop must end even when the database hangs; what
+            // is not handed back returns with its lease.
+            match tokio::time::timeout(RELEASE_WAIT, worker.release(core)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(released = n, "handed unstarted executions back"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not hand unstarted executions back")
+                }
+                Err(_) => tracing::warn!("could not hand unstarted executions back in time"),
             }
         }
     }
@@ -104,6 +109,9 @@ const AFTER_FAILURE: Duration = Duration::from_secs(1);
 fn quiet_storage(e: &crate::storage::StorageError) -> bool {
     e.is_refused()
 }
+
+/// Longest a stop waits to hand unstarted work back.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 async fn timer_task(core: Core) {
     loop {
