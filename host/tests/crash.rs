@@ -825,8 +825,19 @@ async fn a_full_disk_refuses_writes_with_507_recovers_by_itself_and_loses_nothin
     );
 
     // A stop asked for while the disk is full still ends within the drain
-    // deadline.
+    // deadline, with actions running whose results cannot be written.
+    for _ in 0..2 {
+        let (status, body) = api
+            .call(
+                reqwest::Method::POST,
+                "/executions",
+                Some(json!({"action": "core.sleep", "params": {"seconds": 1}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
     let sender = posting(&api, 50, Instant::now() + Duration::from_secs(4));
+    tokio::time::sleep(Duration::from_millis(300)).await;
     fill(&filler);
     let full = Instant::now();
     while readyz(&api).await.0 != 503 {
@@ -840,6 +851,10 @@ async fn a_full_disk_refuses_writes_with_507_recovers_by_itself_and_loses_nothin
     for line in log.lines().skip(lines_before + lines) {
         eprintln!("  log: {line}");
     }
+    assert!(
+        log.contains("results written"),
+        "the stop did not say what it could not write"
+    );
     let _ = sender.await;
 }
 
