@@ -21,7 +21,10 @@
 //!   query written once for both, one file per table or concern (packs,
 //!   rules, events, executions, workers, tokens, timers, claims, retention,
 //!   secrets, kv, workflows, sensors), and SQLite's log checkpointed beside
-//!   its one writer connection (`wal`).
+//!   its one writer connection (`wal`), that connection kept out of any
+//!   transaction a failed write left (`writer`), and whether the database
+//!   takes writes — a full disk, a read-only database, its files deleted
+//!   under it (`health`).
 //!   Its rows are plain data, not wire types.
 //! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
 //!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event

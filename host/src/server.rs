@@ -1,6 +1,11 @@
 //! `attune serve`: the data directory, storage, first-start setup, and the
 //! HTTP server.
 //!
+//! One server holds a data directory at a time: [`Server::start`] takes an
+//! exclusive lock on its [`LOCK_FILE`] before it opens the database, as
+//! PostgreSQL does with `postmaster.pid`, and the storage refuses writes
+//! once that file or the database is no longer the one opened.
+//!
 //! [`Server::start`] prepares everything (migrations, built-in trigger types,
 //! the core pack, the admin token on first start) and [`run`] serves an
 //! already-bound listener until `shutdown` resolves, so tests bind
@@ -28,6 +33,10 @@ use crate::util::files::write_private;
 
 /// Name of the file holding the first admin token, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+
+/// Name of the lock file inside the data directory: holds the pid of the
+/// server that holds the directory.
+pub const LOCK_FILE: &str = "attune.pid";
 
 /// Name of the file holding the key that seals secrets, inside the data
 /// directory (unless `--secrets-key-file` puts it elsewhere).
@@ -66,6 +75,58 @@ pub struct Server {
     pub api: ApiConfig,
     /// The admin token, when this start created it.
     pub new_admin_token: Option<String>,
+    /// The data directory's lock, held while this value lives.
+    pub lock: DataDirLock,
+}
+
+/// An exclusive `flock` on the data directory's [`LOCK_FILE`], released
+/// when this is dropped or the process ends, however it ends: a lock left
+/// by a server that died is simply taken by the next one. The file is left
+/// in place (with the last holder's pid), since the storage watches it.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Takes the lock on `dir`, writing this process's pid into the lock
+    /// file; fails at once, naming the holder's pid, when another process
+    /// holds it.
+    pub fn take(dir: &Path) -> anyhow::Result<Self> {
+        use std::io::Write as _;
+        let path = dir.join(LOCK_FILE);
+        let mut options = std::fs::OpenOptions::new();
+        // Not truncated on open: until the lock is ours, the file holds
+        // the holder's pid, which the error names.
+        options.read(true).write(true).create(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::fd::AsRawFd as _;
+            // SAFETY: flock on a descriptor this function owns.
+            let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if locked != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    anyhow::bail!(
+                        "the data directory {} is in use by another attune server (pid {}); \
+                         stop it, or give this one another --data-dir",
+                        dir.display(),
+                        holder.trim()
+                    );
+                }
+                return Err(e).with_context(|| format!("locking {}", path.display()));
+            }
+        }
+        file.set_len(0)?;
+        writeln!(file, "{}", std::process::id())
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(DataDirLock { _file: file })
+    }
 }
 
 impl Server {
@@ -74,6 +135,7 @@ impl Server {
     pub async fn start(config: &ServerConfig) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating {}", config.data_dir.display()))?;
+        let lock = DataDirLock::take(&config.data_dir)?;
         let url = match &config.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", config.data_dir.join("attune.db").display()),
@@ -81,6 +143,7 @@ impl Server {
         let storage = Storage::connect(&url)
             .await
             .with_context(|| format!("opening the database {}", redact(&url)))?;
+        storage.watch_file(&config.data_dir.join(LOCK_FILE));
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir: Some(
                 config
@@ -165,6 +228,7 @@ impl Server {
             pipeline,
             api: config.api.clone(),
             new_admin_token,
+            lock,
         })
     }
 }

@@ -565,3 +565,374 @@ async fn a_database_outage_answers_503_recovers_by_itself_and_loses_nothing_ackn
         ran.len()
     );
 }
+
+// Faults of the machine under the server: a full disk, a second server on
+// one data directory, the data directory deleted.
+
+/// `attune serve` with its log in `log_file` (outside the data directory,
+/// which may fill up or disappear).
+fn serve_logging(port: u16, data_dir: &Path, log_file: &Path, extra: &[&str]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// One event post: its marker, when it was sent, its status (0: no
+/// answer) and the error message of a refusal.
+#[derive(Debug, Clone)]
+struct Post {
+    marker: String,
+    sent: Instant,
+    status: u16,
+    message: String,
+    retry_after: Option<String>,
+}
+
+/// Posts one manual event a tick at `rate` per second until `until`.
+fn posting(api: &Api, rate: u32, until: Instant) -> tokio::task::JoinHandle<Vec<Post>> {
+    let api = api.clone();
+    tokio::spawn(async move {
+        let mut posts = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+        let mut n = 0;
+        while Instant::now() < until {
+            tick.tick().await;
+            n += 1;
+            let marker = format!("ev-{n}");
+            let sent = Instant::now();
+            let r = api
+                .http
+                .post(format!("{}/api/v1/events", api.base))
+                .bearer_auth(&api.token)
+                .json(&json!({"trigger": "core.manual", "payload": {"marker": marker}}))
+                .send()
+                .await;
+            let (status, message, retry_after) = match r {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let retry_after = r
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string);
+                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    let message = body["error"]["message"].as_str().unwrap_or("").to_string();
+                    (status, message, retry_after)
+                }
+                Err(_) => (0, String::new(), None),
+            };
+            posts.push(Post {
+                marker,
+                sent,
+                status,
+                message,
+                retry_after,
+            });
+        }
+        posts
+    })
+}
+
+/// `/readyz`: its status (0: no answer) and error message.
+async fn readyz(api: &Api) -> (u16, String) {
+    match api.http.get(format!("{}/readyz", api.base)).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (
+                status,
+                body["error"]["message"].as_str().unwrap_or("").to_string(),
+            )
+        }
+        Err(_) => (0, String::new()),
+    }
+}
+
+/// A tmpfs of `size` mounted on `dir`, unmounted when dropped (even when
+/// the test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs on {}", dir.display());
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes `path` until the disk is full.
+fn fill(path: &Path) {
+    use std::io::Write as _;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 256 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+}
+
+/// Waits for `child` to exit within `limit`; returns how long it took and
+/// its exit code.
+fn exits_within(child: &mut Child, limit: Duration) -> (Duration, Option<i32>) {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (started.elapsed(), status.code());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the server did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_with_507_recovers_by_itself_and_loses_nothing_acknowledged() {
+    if !is_root() {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let _tmpfs = Tmpfs::mount(&mnt, "40m");
+    let data = mnt.join("data");
+    let log_file = dir.path().join("serve.log");
+    let port = free_port();
+    let drain = Duration::from_secs(5);
+    let mut server = Reaped(serve_logging(
+        port,
+        &data,
+        &log_file,
+        &["--drain-timeout", "5s"],
+    ));
+    let api = Api::ready(port, &data).await;
+    echo_rule(&api).await;
+    let log_lines = || {
+        std::fs::read_to_string(&log_file)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    let sender = posting(&api, 50, Instant::now() + Duration::from_secs(14));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines_before = log_lines();
+    let filler = mnt.join("filler");
+    fill(&filler);
+    let full = Instant::now();
+    // While the disk is full: not ready, with the reason; reads go on.
+    let mut unready = 0;
+    while full.elapsed() < Duration::from_secs(5) {
+        let (status, message) = readyz(&api).await;
+        if status == 503 {
+            assert!(message.contains("disk"), "{message}");
+            unready += 1;
+        }
+        let (status, body) = api
+            .call(reqwest::Method::GET, "/events?limit=1", None)
+            .await;
+        assert_eq!(status, 200, "a read with the disk full: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(unready >= 5, "/readyz said 503 only {unready} times");
+    std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
+    // Ready again by itself.
+    loop {
+        if readyz(&api).await.0 == 200 {
+            break;
+        }
+        assert!(
+            freed.elapsed() < Duration::from_secs(15),
+            "not ready again after space returned\n{}",
+            std::fs::read_to_string(&log_file).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("ready again {:?} after space returned", freed.elapsed());
+    let posts = sender.await.unwrap();
+    let mut statuses: std::collections::BTreeMap<u16, usize> = Default::default();
+    for p in &posts {
+        *statuses.entry(p.status).or_default() += 1;
+    }
+    eprintln!("event posts answered {statuses:?}");
+    for p in posts.iter().filter(|p| p.status != 201) {
+        assert!(matches!(p.status, 507 | 503), "{p:?}");
+        assert!(p.message.contains("disk"), "{p:?}");
+        assert!(p.retry_after.is_some(), "{p:?}");
+    }
+    assert!(
+        statuses.get(&507).is_some_and(|n| *n > 0),
+        "no post was refused: {statuses:?}"
+    );
+    let acknowledged: Vec<(String, Instant)> = posts
+        .iter()
+        .filter(|p| p.status == 201)
+        .map(|p| (p.marker.clone(), p.sent))
+        .collect();
+    let after = posts
+        .iter()
+        .filter(|p| p.status == 201 && p.sent > freed)
+        .count();
+    assert!(
+        after > 20,
+        "only {after} events were stored after the fault"
+    );
+    let ran = every_event_ran_once(&api, &acknowledged).await;
+    let lines = log_lines() - lines_before;
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    for line in log.lines().skip(lines_before) {
+        eprintln!("  log: {line}");
+    }
+    eprintln!(
+        "{} events acknowledged, {} executions, {lines} log lines for the fault",
+        acknowledged.len(),
+        ran.len()
+    );
+    assert!(
+        lines < 20,
+        "{lines} log lines for the fault:\n{}",
+        std::fs::read_to_string(&log_file).unwrap_or_default()
+    );
+
+    // A stop asked for while the disk is full still ends within the drain
+    // deadline, with actions running whose results cannot be written.
+    for _ in 0..2 {
+        let (status, body) = api
+            .call(
+                reqwest::Method::POST,
+                "/executions",
+                Some(json!({"action": "core.sleep", "params": {"seconds": 1}})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let sender = posting(&api, 50, Instant::now() + Duration::from_secs(4));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    fill(&filler);
+    let full = Instant::now();
+    while readyz(&api).await.0 != 503 {
+        assert!(full.elapsed() < Duration::from_secs(10), "never unready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&server.0);
+    let (took, code) = exits_within(&mut server.0, drain + Duration::from_secs(3));
+    eprintln!("stopped with the disk full in {took:?}, exit code {code:?}");
+    let log = std::fs::read_to_string(&log_file).unwrap_or_default();
+    for line in log.lines().skip(lines_before + lines) {
+        eprintln!("  log: {line}");
+    }
+    assert!(
+        log.contains("results written"),
+        "the stop did not say what it could not write"
+    );
+    let _ = sender.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_a_data_directory_exits_naming_the_holder_and_a_dead_ones_lock_is_taken()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_file = dir.path().join("serve.log");
+    let port = free_port();
+    let mut first = Reaped(serve_logging(port, &data, &log_file, &[]));
+    Api::ready(port, &data).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second server started: {stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.0.id())),
+        "the error names no holder: {stderr}"
+    );
+    // The first one is still serving.
+    let api = Api::ready(port, &data).await;
+    assert_eq!(readyz(&api).await.0, 200);
+    // A server that died leaves its lock file; the next one takes it.
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert!(data.join("attune.pid").exists());
+    let _second = Reaped(serve_logging(port, &data, &log_file, &[]));
+    Api::ready(port, &data).await;
+    let pid = std::fs::read_to_string(data.join("attune.pid")).unwrap();
+    assert_eq!(pid.trim(), _second.0.id().to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_deleted_under_the_server_stops_it_and_nothing_is_acknowledged_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log_file = dir.path().join("serve.log");
+    let port = free_port();
+    let mut server = Reaped(serve_logging(port, &data, &log_file, &[]));
+    let api = Api::ready(port, &data).await;
+    echo_rule(&api).await;
+    let sender = posting(&api, 50, Instant::now() + Duration::from_secs(6));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::remove_dir_all(&data).unwrap();
+    let deleted = Instant::now();
+    let mut unready = false;
+    let (took, code) = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break (deleted.elapsed(), status.code());
+        }
+        let (status, _) = readyz(&api).await;
+        unready |= status == 503;
+        assert!(
+            deleted.elapsed() < Duration::from_secs(10),
+            "the server still runs 10 s after its data directory was deleted\n{}",
+            std::fs::read_to_string(&log_file).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("stopped {took:?} after the deletion, exit code {code:?}, seen unready: {unready}");
+    assert_ne!(code, Some(0), "the server exited as if asked to");
+    let posts = sender.await.unwrap();
+    let late: Vec<&Post> = posts
+        .iter()
+        .filter(|p| p.status == 201 && p.sent > deleted)
+        .collect();
+    assert!(late.is_empty(), "acknowledged after the deletion: {late:?}");
+    assert!(
+        posts.iter().any(|p| p.status == 201 && p.sent < deleted),
+        "nothing was acknowledged before the deletion"
+    );
+    assert!(
+        !data.exists(),
+        "the server created its data directory again"
+    );
+}

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::engine::EngineError;
 use crate::runtime::PathError;
-use crate::storage::StorageError;
+use crate::storage::{Refusal, StorageError};
 
 /// One problem at a JSON path.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -83,9 +83,14 @@ pub enum ApiError {
     /// 429: too many requests; try again later.
     #[error("{0}")]
     TooManyRequests(String),
-    /// 503: not ready (database unreachable).
+    /// 503: not ready (database unreachable, read-only, or gone); with
+    /// `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the disk holding the database is full, so nothing that needs
+    /// a write can be done now; with `Retry-After`.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// 500: a bug or an infrastructure failure; details only in the log.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -107,6 +112,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -125,6 +131,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "validation_failed",
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::InsufficientStorage(_) => "insufficient_storage",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -156,8 +163,20 @@ impl From<EngineError> for ApiError {
                     .collect(),
             },
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
+            EngineError::Refused(r) => r.into(),
             EngineError::Storage(s) => ApiError::Internal(s.into()),
             EngineError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// A full disk is a 507; a database that takes no writes for another
+/// reason, a 503.
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::DiskFull => ApiError::InsufficientStorage(r.reason().into()),
+            Refusal::ReadOnly | Refusal::Gone => ApiError::Unavailable(r.reason().into()),
         }
     }
 }
@@ -169,13 +188,27 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// What a 503 or 507 asks a client to wait before trying again: about the
+/// time a database restart or an operator freeing space takes to be seen.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status_code();
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = ?cause, "internal error");
         }
-        (status, Json(self.body())).into_response()
+        let mut response = (status, Json(self.body())).into_response();
+        if matches!(
+            self,
+            ApiError::Unavailable(_) | ApiError::InsufficientStorage(_)
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 

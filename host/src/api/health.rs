@@ -24,8 +24,13 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
 
-/// The database answers.
+/// The database answers and takes writes: a full disk or a read-only
+/// database is not ready (503, with the reason), though reads go on; nor
+/// is a data directory deleted or replaced under the server.
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if let Some(refusal) = state.storage.refusal() {
+        return Err(ApiError::Unavailable(refusal.reason().into()));
+    }
     if state.storage.ping().await {
         Ok(axum::Json(json!({"status": "ready"})))
     } else {

@@ -230,23 +230,85 @@ pub fn router(state: AppState) -> Router {
 /// purpose; each bounds its own wait.
 pub fn traced(app: Router) -> Router {
     app.layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
+                })
+                .on_failure(on_failure),
+        )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Logs a 5xx answer, except the refusals the server logs as a state where
+/// it begins and ends (a full disk: 507; the database unreachable or not
+/// taking writes: 503), which would otherwise log every request they refuse.
+fn on_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use axum::http::StatusCode;
+    use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+    match class {
+        Status(StatusCode::SERVICE_UNAVAILABLE | StatusCode::INSUFFICIENT_STORAGE) => {
+            tracing::debug!(classification = %class, ?latency, "request refused");
+        }
+        _ => tracing::error!(classification = %class, ?latency, "response failed"),
+    }
 }
 
 /// Any operation can answer an error (no or a wrong token, malformed input,
 /// a limit, the database unavailable …), always in the one error shape: the
-/// document says so as each operation's `default` response.
+/// document says so as each operation's `default` response. Operations that
+/// write also list 507, a full disk, with its `Retry-After`.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     for item in doc.paths.paths.values_mut() {
+        // Operations that may write: a full disk refuses them.
+        let writes = [
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in writes.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("507".into())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description(
+                            "The disk holding the database is full: nothing was stored. \
+                             Retry after the `Retry-After` header's seconds; writes resume \
+                             by themselves once space is freed.",
+                        )
+                        .header(
+                            "Retry-After",
+                            utoipa::openapi::HeaderBuilder::new()
+                                .schema(
+                                    utoipa::openapi::ObjectBuilder::new()
+                                        .schema_type(utoipa::openapi::schema::Type::Integer),
+                                )
+                                .description(Some("Seconds to wait before trying again"))
+                                .build(),
+                        )
+                        .content(
+                            "application/json",
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+        }
         let operations = [
             &mut item.get,
             &mut item.put,

@@ -170,10 +170,16 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     // A stop: no new connections, open requests (a long-poll, an output
     // stream) get until the deadline, then what the worker began may finish
     // and be recorded until the same deadline; a second signal exits at once.
-    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<()>();
+    // A data directory deleted or replaced under the server stops it too,
+    // at once: nothing it does from then on could be stored.
+    let (stopping_tx, stopping) = tokio::sync::oneshot::channel::<Stop>();
+    let storage = server.core.storage.clone();
     let signal = async move {
-        stop_requested().await;
-        let _ = stopping_tx.send(());
+        let why = tokio::select! {
+            () = stop_requested() => Stop::Asked,
+            () = data_dir_gone(&storage) => Stop::DataDirGone,
+        };
+        let _ = stopping_tx.send(why);
     };
     let serving = server::run(
         listener,
@@ -183,23 +189,64 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         signal,
     );
     tokio::pin!(serving);
-    let deadline = tokio::select! {
+    let mut stopping = stopping;
+    let drain = |why| match why {
+        Stop::Asked => args.drain_timeout,
+        Stop::DataDirGone => GONE_DRAIN.min(args.drain_timeout),
+    };
+    let (deadline, why) = tokio::select! {
         r = &mut serving => {
             r?;
-            tokio::time::Instant::now() + args.drain_timeout
+            // Serving ends once a stop began: say which.
+            let why = stopping.try_recv().unwrap_or(Stop::Asked);
+            (tokio::time::Instant::now() + drain(why), why)
         }
-        _ = stopping => {
-            let deadline = tokio::time::Instant::now() + args.drain_timeout;
+        why = &mut stopping => {
+            let why = why.unwrap_or(Stop::Asked);
+            let deadline = tokio::time::Instant::now() + drain(why);
             match tokio::time::timeout_at(deadline, &mut serving).await {
                 Ok(r) => r?,
                 Err(_) => tracing::warn!("requests still open at the drain deadline were closed"),
             }
-            deadline
+            (deadline, why)
         }
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     server.pipeline.stop(&server.core, left).await;
-    Ok(0)
+    match why {
+        Stop::Asked => Ok(0),
+        Stop::DataDirGone => anyhow::bail!(
+            "stopped: the data directory {} was deleted or replaced under the server",
+            args.data_dir.display()
+        ),
+    }
+}
+
+/// Why the server stops.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// Ctrl-C or SIGTERM.
+    Asked,
+    /// The data directory is no longer the one the server opened.
+    DataDirGone,
+}
+
+/// How often an idle server checks that its data directory is still the
+/// one it opened (a `stat` of two files; writes check it themselves).
+const DATA_DIR_CHECK: Duration = Duration::from_secs(2);
+
+/// How long a server whose data directory went away lets open requests
+/// finish: they can store nothing, so only long enough to answer.
+const GONE_DRAIN: Duration = Duration::from_secs(1);
+
+/// Resolves once the files the storage opened are deleted or replaced.
+async fn data_dir_gone(storage: &crate::storage::Storage) {
+    loop {
+        tokio::time::sleep(DATA_DIR_CHECK).await;
+        if storage.refusal() == Some(crate::storage::Refusal::Gone) {
+            return;
+        }
+    }
 }
 
 /// Resolves on the first Ctrl-C or SIGTERM, after which a second one exits

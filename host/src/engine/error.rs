@@ -4,7 +4,7 @@
 //! code at the edge (`api::error`), the CLI prints it.
 
 use crate::runtime::PathError;
-use crate::storage::StorageError;
+use crate::storage::{Refusal, StorageError};
 
 /// An engine failure, by kind.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +26,11 @@ pub enum EngineError {
     /// The engine is stopping or overloaded; try again.
     #[error("{0}")]
     Unavailable(String),
+    /// The database takes no writes now (a full disk, a read-only
+    /// database, a data directory gone): a state logged where it begins
+    /// and ends, not at each write it refuses.
+    #[error("{0}")]
+    Refused(Refusal),
     /// The database failed; logged, never shown to clients.
     #[error(transparent)]
     Storage(StorageError),
@@ -38,6 +43,13 @@ impl EngineError {
     /// The database could not be reached: a 503, worth retrying.
     pub fn database_unavailable() -> Self {
         EngineError::Unavailable("the database is unavailable; retry later".into())
+    }
+
+    /// Whether this is the database refusing writes (see
+    /// [`EngineError::Refused`]): background tasks leave it out of their
+    /// logs.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, EngineError::Refused(_))
     }
 
     /// `no <what> `<key>``.
@@ -65,6 +77,7 @@ impl From<StorageError> for EngineError {
         match e {
             StorageError::Conflict(m) => EngineError::Conflict(m),
             StorageError::NotFound(m) => EngineError::NotFound(m),
+            StorageError::Refused(r) => EngineError::Refused(r),
             other if other.is_unavailable() => {
                 tracing::warn!(error = %other, "the database is unavailable");
                 EngineError::database_unavailable()

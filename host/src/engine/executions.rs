@@ -153,7 +153,9 @@ pub async fn announce(core: &Core, ids: &[i64]) {
             depth: e.depth + 1,
         };
         async move {
-            if let Err(err) = core.ingest.event(core, event).await {
+            if let Err(err) = core.ingest.event(core, event).await
+                && !err.is_refused()
+            {
                 tracing::error!(execution = e.id, error = %err, "announcing an ended execution");
             }
         }

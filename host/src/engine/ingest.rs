@@ -20,7 +20,8 @@ use super::Core;
 use super::error::EngineError;
 use super::rules::evaluate::plan;
 use crate::storage::{
-    EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, RuleRecord, StorageError,
+    EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, Refusal, RuleRecord,
+    StorageError,
 };
 
 /// Entries written together at most.
@@ -77,6 +78,9 @@ pub struct Admitted {
 struct Failure {
     /// The database could not be reached: a 503, worth retrying.
     unavailable: bool,
+    /// The database takes no writes now (a full disk): the storage logs
+    /// that state, not each batch it refuses.
+    refused: Option<Refusal>,
     message: String,
 }
 
@@ -84,6 +88,7 @@ impl Failure {
     fn of(what: &str, e: &StorageError) -> Failure {
         Failure {
             unavailable: e.is_unavailable(),
+            refused: e.refusal(),
             message: format!("{what}: {e}"),
         }
     }
@@ -91,7 +96,9 @@ impl Failure {
 
 impl From<Failure> for EngineError {
     fn from(f: Failure) -> Self {
-        if f.unavailable {
+        if let Some(refusal) = f.refused {
+            EngineError::Refused(refusal)
+        } else if f.unavailable {
             EngineError::database_unavailable()
         } else {
             EngineError::Internal(anyhow::anyhow!(f.message))
@@ -189,7 +196,9 @@ type EventEntry = (IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>);
 
 /// Logs `failure` and answers every one of `entries` with it.
 fn refuse<E, T>(entries: Vec<(E, oneshot::Sender<Result<T, Failure>>)>, failure: Failure) {
-    tracing::error!(error = %failure.message, entries = entries.len(), "writing a batch");
+    if failure.refused.is_none() {
+        tracing::error!(error = %failure.message, entries = entries.len(), "writing a batch");
+    }
     for (_, reply) in entries {
         let _ = reply.send(Err(failure.clone()));
     }
@@ -327,6 +336,7 @@ async fn prepare(
         {
             return Err(Failure {
                 unavailable: true,
+                refused: None,
                 message,
             });
         }

@@ -78,23 +78,44 @@ impl Pipeline {
             if !worker.drain(deadline).await {
                 tracing::warn!(
                     running = worker.busy(),
-                    "stopped before these executions ended; their leases bring them back"
+                    "stopped before these executions ended or had their results written; \
+                     their leases bring them back"
                 );
             }
         }
         core.dispatch.shutdown().await;
         if let Some(worker) = &self.embedded {
-            match worker.release(core).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(released = n, "handed unstarted executions back"),
-                Err(e) => tracing::warn!(error = %e, "could not hand unstarted executions back"),
+            // Bounded: a stop must end even when the database hangs; what
+            // is not handed back returns with its lease.
+            match tokio::time::timeout(RELEASE_WAIT, worker.release(core)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(released = n, "handed unstarted executions back"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not hand unstarted executions back")
+                }
+                Err(_) => tracing::warn!("could not hand unstarted executions back in time"),
             }
         }
     }
 }
 
+/// Least wait between two passes of the timer task after a write failed:
+/// a tick that could not be recorded stays due, and must not be retried in
+/// a loop while the disk is full.
+const AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+/// Background failures are logged, except the database refusing writes:
+/// the storage logs when that begins and ends, not each tick it refuses.
+fn quiet_storage(e: &crate::storage::StorageError) -> bool {
+    e.is_refused()
+}
+
+/// Longest a stop waits to hand unstarted work back.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 async fn timer_task(core: Core) {
     loop {
+        let mut failed = false;
         match core.storage.fire_due_timers(100).await {
             Ok(ticks) => {
                 // Every tick through the event door, concurrently so that
@@ -102,10 +123,18 @@ async fn timer_task(core: Core) {
                 let admitted = ticks.into_iter().map(|tick| record_tick(&core, tick));
                 futures_util::future::join_all(admitted).await;
             }
-            Err(e) => tracing::error!(error = %e, "firing timers"),
+            Err(e) => {
+                failed = true;
+                if !quiet_storage(&e) {
+                    tracing::error!(error = %e, "firing timers");
+                }
+            }
         }
         if let Err(e) = super::sensors::fire(&core).await {
-            tracing::error!(error = %e, "polling sensors");
+            failed = true;
+            if !quiet_storage(&e) {
+                tracing::error!(error = %e, "polling sensors");
+            }
         }
         let timer = core.storage.next_timer_due().await;
         let sensor = core.storage.next_sensor_due().await;
@@ -114,7 +143,12 @@ async fn timer_task(core: Core) {
                 Some(due) => Duration::from_millis((due - now_ms()).clamp(0, 60_000) as u64),
                 None => Duration::from_secs(60),
             },
-            _ => Duration::from_secs(1),
+            _ => AFTER_FAILURE,
+        };
+        let wait = if failed {
+            wait.max(AFTER_FAILURE)
+        } else {
+            wait
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -139,7 +173,9 @@ async fn record_tick(core: &Core, tick: crate::storage::Tick) {
         rules: Some(rules),
         depth: 0,
     };
-    if let Err(e) = core.ingest.event(core, event).await {
+    if let Err(e) = core.ingest.event(core, event).await
+        && !e.is_refused()
+    {
         tracing::error!(rule = tick.rule, error = %e, "recording a timer event");
     }
 }
@@ -165,6 +201,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
                 crate::engine::executions::announce(&core, &r.abandoned_ids).await;
             }
             Ok(_) => {}
+            Err(e) if quiet_storage(&e) => {}
             Err(e) => tracing::error!(error = %e, "reaping leases"),
         }
     }
@@ -181,6 +218,7 @@ async fn reconcile_task(core: Core) {
                 events = n,
                 "enforced events a crash or failed write had left"
             ),
+            Err(e) if e.is_refused() => {}
             Err(e) => tracing::error!(error = %e, "reconciling events"),
         }
         tokio::time::sleep(RECONCILE_PERIOD).await;
@@ -198,6 +236,7 @@ async fn retention_task(core: Core, retention: Duration) {
                 tracing::info!(executions, events, "pruned old history");
             }
             Ok(_) => {}
+            Err(e) if quiet_storage(&e) => {}
             Err(e) => tracing::error!(error = %e, "pruning history"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;

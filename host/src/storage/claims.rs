@@ -114,7 +114,7 @@ impl Storage {
             self.skip_locked()
         );
         let mut claimed: Vec<ExecutionRecord> = on_writer!(self, |p| {
-            sqlx::query(&sql)
+            Ok(sqlx::query(&sql)
                 .bind(worker)
                 .bind(now)
                 .bind(now + lease_ms)
@@ -125,8 +125,8 @@ impl Storage {
                 .await?
                 .iter()
                 .map(ExecutionRecord::from_row)
-                .collect()
-        });
+                .collect())
+        })?;
         claimed.sort_unstable_by_key(|e| e.id);
         Ok(claimed)
     }

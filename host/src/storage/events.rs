@@ -46,8 +46,8 @@ impl Storage {
         let sql = insert_events_sql(self.dialect(), events.len());
         let ids = on_writer!(self, |p| {
             let query = bind_events!(&sql, events, now, None::<i64>);
-            inserted_ids(query, &mut *p, events.len()).await?
-        })
+            Ok(inserted_ids(query, &mut *p, events.len()).await?)
+        })?
         .ok_or_else(|| fewer_rows("event"))?;
         Ok(event_records(events, ids, now))
     }

@@ -118,8 +118,8 @@ impl Storage {
             for e in runs {
                 query = bind_execution!(query, e, e.enforcement, now, plain);
             }
-            inserted_ids(query, &mut *p, runs.len()).await?
-        })
+            Ok(inserted_ids(query, &mut *p, runs.len()).await?)
+        })?
         .ok_or_else(|| fewer_rows("execution"))?;
         Ok(runs
             .iter()

@@ -8,15 +8,24 @@
 //! `sql.rs` (id sets, reading inserted ids). Times are Unix milliseconds.
 //!
 //! The API layer calls these methods and never sees SQL; errors carry a
-//! [`StorageError`] kind (conflict, not found) so callers can answer 409/404
-//! without inspecting database text.
+//! [`StorageError`] kind (conflict, not found, refused) so callers can
+//! answer 409/404/507 without inspecting database text.
+//!
+//! Acknowledged means committed: a write returns `Ok` only once its commit
+//! returned, and a write that fails leaves no transaction behind on the
+//! connection it used (see [`on_writer!`]), so it fails its own callers and
+//! never the next write's. Whether the database takes writes at all (a full
+//! disk, a read-only database, a data directory deleted under the server)
+//! is a state kept in [`health`].
 
+mod health;
 mod migrate;
 mod rows;
 mod sql;
 #[macro_use]
 mod status;
 mod wal;
+mod writer;
 
 pub mod records;
 
@@ -24,13 +33,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions, Connection};
 
+pub use health::Refusal;
 pub use records::*;
 
 /// Storage failures, by kind.
@@ -45,9 +54,13 @@ pub enum StorageError {
     /// The database URL is not one Attune understands.
     #[error("unsupported database URL `{0}`: use sqlite://<file> or postgres://…")]
     BadUrl(String),
+    /// The database takes no writes now (a full disk, a read-only
+    /// database, a data directory deleted under the server).
+    #[error("{0}")]
+    Refused(Refusal),
     /// Anything else from the database; logged, never shown to clients.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
     /// A migration failed.
     #[error("migration {version} failed: {source}")]
     Migration {
@@ -58,7 +71,31 @@ pub enum StorageError {
     },
 }
 
+/// A full disk or a read-only database is told apart here, once for every
+/// query and both backends, so callers can answer 507/503 by kind.
+impl From<sqlx::Error> for StorageError {
+    fn from(e: sqlx::Error) -> Self {
+        match Refusal::of(&e) {
+            Some(refusal) => StorageError::Refused(refusal),
+            None => StorageError::Database(e),
+        }
+    }
+}
+
 impl StorageError {
+    /// Why the database refused the write, when that is what failed.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            StorageError::Refused(r) => Some(*r),
+            _ => None,
+        }
+    }
+
+    /// Whether the database refused the write (see [`StorageError::Refused`]).
+    pub fn is_refused(&self) -> bool {
+        matches!(self, StorageError::Refused(_))
+    }
+
     /// Maps unique violations to [`StorageError::Conflict`], by error kind so
     /// it works on both backends.
     fn from_sqlx(e: sqlx::Error, what: impl FnOnce() -> String) -> Self {
@@ -71,7 +108,7 @@ impl StorageError {
             {
                 StorageError::NotFound(what())
             }
-            _ => StorageError::Database(e),
+            _ => e.into(),
         }
     }
 
@@ -120,7 +157,7 @@ enum Pool {
     /// checkpoints the log beside the writer (see [`wal`]).
     Sqlite {
         read: SqlitePool,
-        write: Arc<tokio::sync::Mutex<Option<SqliteConnection>>>,
+        write: Arc<tokio::sync::Mutex<writer::Writer>>,
         wal: wal::Wal,
     },
     Postgres(PgPool),
@@ -138,28 +175,66 @@ macro_rules! on_pool {
 }
 
 /// [`on_pool`] for statements that write: `$pool` is a connection held for
-/// the whole body. On SQLite it is the one writer connection, held by the
-/// storage rather than a pool: a pool would test it with a round trip to
-/// its thread every time it went back, and the next write would wait for
-/// that. A storage that was closed answers `PoolClosed`.
+/// the whole body, which evaluates to a `Result`. On SQLite it is the one
+/// writer connection, held by the storage rather than a pool: a pool would
+/// test it with a round trip to its thread every time it went back, and the
+/// next write would wait for that.
+///
+/// Around the body: a storage whose files were deleted or replaced takes
+/// no write; a body that fails leaves no transaction open on the writer
+/// (`Writer::settle`); its failure enters or counts a refusal (full disk,
+/// read-only), and a write that succeeds ends one; a write that succeeds
+/// while a file the storage opened is gone is answered as refused, not as
+/// stored. A storage that was closed answers `PoolClosed`.
 macro_rules! on_writer {
     ($storage:expr, |$pool:ident| $body:expr) => {{
         #[allow(unused_imports)] // for the bodies that begin a transaction
         use sqlx::Connection as _;
-        match &$storage.pool {
-            Pool::Sqlite { write, wal, .. } => {
-                let mut held = write.lock().await;
-                let $pool: &mut sqlx::SqliteConnection =
-                    held.as_mut().ok_or(sqlx::Error::PoolClosed)?;
-                wal.wrote();
-                $body
+        let storage: &$crate::storage::Storage = &$storage;
+        let result: std::result::Result<_, $crate::storage::StorageError> = if !storage
+            .health
+            .files_in_place()
+        {
+            Err($crate::storage::StorageError::Refused(
+                $crate::storage::Refusal::Gone,
+            ))
+        } else {
+            match &storage.pool {
+                Pool::Sqlite { write, wal, .. } => {
+                    let mut held = write.lock().await;
+                    let result: std::result::Result<_, $crate::storage::StorageError> =
+                        match held.ready().await {
+                            Ok($pool) => {
+                                wal.wrote();
+                                async {
+                                    let r: std::result::Result<_, $crate::storage::StorageError> =
+                                        { $body };
+                                    r
+                                }
+                                .await
+                            }
+                            Err(e) => Err(e.into()),
+                        };
+                    if let Err(e) = &result {
+                        held.settle(Some(e)).await;
+                    }
+                    result
+                }
+                Pool::Postgres(pool) => match pool.acquire().await {
+                    Ok(mut held) => {
+                        let $pool: &mut sqlx::PgConnection = &mut held;
+                        async {
+                            let r: std::result::Result<_, $crate::storage::StorageError> =
+                                { $body };
+                            r
+                        }
+                        .await
+                    }
+                    Err(e) => Err(e.into()),
+                },
             }
-            Pool::Postgres(pool) => {
-                let mut held = pool.acquire().await?;
-                let $pool: &mut sqlx::PgConnection = &mut held;
-                $body
-            }
-        }
+        };
+        storage.wrote(result)
     }};
 }
 
@@ -262,6 +337,8 @@ pub use workflows::{ChildEnded, WorkflowStep};
 #[derive(Clone)]
 pub struct Storage {
     pool: Pool,
+    /// Whether writes are taken, shared by every clone.
+    health: Arc<health::Health>,
 }
 
 /// An insert that wrote fewer rows than it was given, where nothing may
@@ -287,6 +364,7 @@ impl Storage {
     /// Connects to `url` (`sqlite://path` or `postgres://…`) and applies
     /// migrations. SQLite files are created if missing and run in WAL mode.
     pub async fn connect(url: &str) -> Result<Self> {
+        let health = Arc::new(health::Health::default());
         let pool = if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -303,12 +381,17 @@ impl Storage {
             let read = SqlitePoolOptions::new()
                 .max_connections(8)
                 .test_before_acquire(false)
-                .connect_with(options)
+                // Readers never create the file: opened again after the
+                // data directory was deleted, they would start an empty one.
+                .connect_with(options.clone().create_if_missing(false))
                 .await?;
             let wal = wal::Wal::start(read.clone());
+            // The file as opened: a write that finds another (or none) at
+            // its path is refused (`health`).
+            health.watch(options.get_filename());
             Pool::Sqlite {
                 read,
-                write: Arc::new(tokio::sync::Mutex::new(Some(write))),
+                write: Arc::new(tokio::sync::Mutex::new(writer::Writer::new(write, options))),
                 wal,
             }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -322,7 +405,7 @@ impl Storage {
         } else {
             return Err(StorageError::BadUrl(url.to_string()));
         };
-        let storage = Storage { pool };
+        let storage = Storage { pool, health };
         storage.migrate().await?;
         Ok(storage)
     }
@@ -346,6 +429,49 @@ impl Storage {
             Pool::Postgres(_) => " FOR UPDATE SKIP LOCKED",
             Pool::Sqlite { .. } => "",
         }
+    }
+
+    /// Accounts for a write's outcome (see [`on_writer!`]): a refusal
+    /// enters or counts the refusal state, a success ends it, unless a file
+    /// the storage opened went away meanwhile: then what was written went
+    /// into a deleted file, and is answered as refused.
+    fn wrote<T>(&self, result: Result<T>) -> Result<T> {
+        match result {
+            Ok(_) if !self.health.files_in_place() => Err(StorageError::Refused(Refusal::Gone)),
+            Ok(value) => {
+                self.health.committed();
+                Ok(value)
+            }
+            Err(StorageError::Refused(refusal)) => {
+                self.health.refused(refusal);
+                Err(StorageError::Refused(refusal))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why the database takes no writes now, if it does not: what
+    /// `/readyz` says. Checks that the files it opened are still in place.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.health.files_in_place();
+        self.health.refusal()
+    }
+
+    /// Remembers `path` (the data directory's lock file) as opened now:
+    /// from then on, a write that finds it deleted or replaced is refused,
+    /// and so is every one after it.
+    pub fn watch_file(&self, path: &std::path::Path) -> bool {
+        self.health.watch(path)
+    }
+
+    /// Runs `sql` on the writer connection (SQLite) or a connection of the
+    /// pool: a test's way to make writes fail.
+    #[cfg(test)]
+    pub(crate) async fn writer_sql(&self, sql: &str) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::raw_sql(sql).execute(&mut *p).await?;
+            Ok(())
+        })
     }
 
     /// Which dialect this storage speaks.
@@ -374,11 +500,7 @@ impl Storage {
         match &self.pool {
             Pool::Sqlite { read, write, .. } => {
                 read.close().await;
-                if let Some(write) = write.lock().await.take()
-                    && let Err(e) = write.close().await
-                {
-                    tracing::warn!(error = %e, "closing the database's writer");
-                }
+                write.lock().await.close().await;
             }
             Pool::Postgres(p) => p.close().await,
         }

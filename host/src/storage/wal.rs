@@ -55,7 +55,10 @@ async fn checkpoints(read: SqlitePool, mut woken: mpsc::Receiver<()>) {
             if matches!(e, sqlx::Error::PoolClosed) {
                 return;
             }
-            tracing::warn!(error = %e, "checkpointing the database's log");
+            // A full disk is logged by the writes it refuses, once.
+            if super::Refusal::of(&e).is_none() {
+                tracing::warn!(error = %e, "checkpointing the database's log");
+            }
         }
     }
 }

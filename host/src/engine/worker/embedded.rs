@@ -267,14 +267,18 @@ impl EmbeddedWorker {
             if self.local.stopping.load(Ordering::SeqCst) {
                 // A clean stop: keep heartbeating (leases of what still
                 // runs stay valid) and claim nothing.
-                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await {
+                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await
+                    && !e.is_refused()
+                {
                     tracing::error!(error = %e, "worker heartbeat");
                 }
                 tokio::time::sleep(heartbeat).await;
                 continue;
             }
             if tokio::time::Instant::now() >= next_heartbeat {
-                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await {
+                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await
+                    && !e.is_refused()
+                {
                     tracing::error!(error = %e, "worker heartbeat");
                 }
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
@@ -317,6 +321,8 @@ impl EmbeddedWorker {
                             self.local.queued.notify_one();
                         }
                     }
+                    // A full disk is logged by the storage, once.
+                    Err(e) if e.is_refused() => {}
                     Err(e) => tracing::error!(error = %e, "claiming executions"),
                 }
             }
@@ -409,7 +415,9 @@ async fn start_all(core: &Core, worker: i64, batch: Vec<ExecutionRecord>) -> Vec
             Ok(held) => held.into_iter().collect(),
             Err(err) => {
                 // Still claimed: the lease brings them back.
-                tracing::error!(error = %err, "marking claimed executions running");
+                if !err.is_refused() {
+                    tracing::error!(error = %err, "marking claimed executions running");
+                }
                 Default::default()
             }
         };
@@ -449,11 +457,27 @@ async fn write_results(
 ) {
     let mut batch = Vec::with_capacity(RESULT_BATCH);
     while rx.recv_many(&mut batch, RESULT_BATCH).await > 0 {
-        // While the database is unreachable the results wait here and the
-        // write is tried again: dropping them would leave their executions
-        // running under a worker that keeps heartbeating.
+        // While the database is unreachable or refuses writes (a full
+        // disk) the results wait here and the write is tried again:
+        // dropping them would leave their executions running under a
+        // worker that keeps heartbeating, to be run again once their lease
+        // expires. A full disk is retried every second at most, so results
+        // are written soon after space returns, before the lease runs out;
+        // the storage logs that state, not each attempt.
         let mut pause = Duration::from_millis(100);
         while let Err(err) = crate::engine::executions::finish(&core, &batch).await {
+            if err.refusal() == Some(crate::storage::Refusal::Gone) {
+                tracing::error!(
+                    count = batch.len(),
+                    "results not recorded: the data directory is gone"
+                );
+                break;
+            }
+            if err.is_refused() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
             if !err.is_unavailable() {
                 tracing::error!(count = batch.len(), error = %err, "recording results");
                 break;

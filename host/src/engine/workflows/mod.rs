@@ -47,7 +47,10 @@ pub async fn conductor_task(core: Core) {
         let busy = match advance(&core).await {
             Ok(n) => n > 0,
             Err(e) => {
-                tracing::error!(error = %e, "advancing workflows");
+                // A full disk is logged by the storage, once.
+                if !e.is_refused() {
+                    tracing::error!(error = %e, "advancing workflows");
+                }
                 false
             }
         };
