@@ -382,6 +382,8 @@ mod postgres {
             payload: &payload,
             source: None,
             rules: None,
+            depth: 0,
+            held_reason: None,
         }];
         for (state, refusal) in [
             ("disk_full", Refusal::DiskFull),

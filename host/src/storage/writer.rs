@@ -115,6 +115,8 @@ mod tests {
             payload,
             source: None,
             rules: None,
+            depth: 0,
+            held_reason: None,
         }]
     }
 
