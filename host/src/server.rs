@@ -77,6 +77,8 @@ pub struct Server {
     pub new_admin_token: Option<String>,
     /// The data directory's lock, held while this value lives.
     pub lock: DataDirLock,
+    /// The lock of an SQLite database's folder outside the data directory.
+    pub database_lock: Option<DataDirLock>,
 }
 
 /// An exclusive `flock` on the data directory's [`LOCK_FILE`], released
@@ -98,8 +100,13 @@ impl DataDirLock {
         // Not truncated on open: until the lock is ours, the file holds
         // the holder's pid, which the error names.
         options.read(true).write(true).create(true);
+        // A lock file that is a link would have the pid written wherever it
+        // points: refused (ELOOP), never followed.
         #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+        }
         let mut file = options
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
@@ -139,6 +146,12 @@ impl Server {
         let url = match &config.database_url {
             Some(url) => url.clone(),
             None => format!("sqlite://{}", config.data_dir.join("attune.db").display()),
+        };
+        // An SQLite file elsewhere (another data directory's, say) has one
+        // server too: its folder's lock is taken as well.
+        let db_lock = match sqlite_dir(&url) {
+            Some(dir) if !same_dir(&dir, &config.data_dir) => Some(DataDirLock::take(&dir)?),
+            _ => None,
         };
         let storage = Storage::connect(&url)
             .await
@@ -229,6 +242,7 @@ impl Server {
             api: config.api.clone(),
             new_admin_token,
             lock,
+            database_lock: db_lock,
         })
     }
 }
@@ -438,6 +452,32 @@ fn restrict(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Hides a password in a database URL for messages.
+/// The folder of an SQLite database URL's file (`None` for PostgreSQL or
+/// an in-memory database).
+fn sqlite_dir(url: &str) -> Option<PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") {
+        return None;
+    }
+    let parent = Path::new(path).parent()?;
+    Some(if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent.to_path_buf()
+    })
+}
+
+/// Whether `a` and `b` name the same folder.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
@@ -454,6 +494,31 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_file_that_is_a_link_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("victim");
+        std::fs::write(&target, "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(LOCK_FILE)).unwrap();
+        assert!(DataDirLock::take(dir.path()).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+    }
+
+    #[test]
+    fn an_sqlite_database_elsewhere_is_locked_in_its_own_folder() {
+        assert_eq!(
+            sqlite_dir("sqlite:///srv/a/attune.db?mode=rwc"),
+            Some(PathBuf::from("/srv/a"))
+        );
+        assert_eq!(sqlite_dir("sqlite://attune.db"), Some(PathBuf::from(".")));
+        assert_eq!(sqlite_dir("sqlite::memory:"), None);
+        assert_eq!(sqlite_dir("postgres://u@h/db"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let _held = DataDirLock::take(dir.path()).unwrap();
+        assert!(DataDirLock::take(dir.path()).is_err(), "one holder");
+    }
 
     #[test]
     fn passwords_are_hidden_in_database_urls() {

@@ -75,6 +75,15 @@ fn check_registration(input: &Registration) -> Result<(), ApiError> {
     if input.name.trim().is_empty() || input.name.chars().count() > MAX_NAME {
         problem("/name".into(), "must be 1 to 128 characters");
     }
+    if input
+        .name
+        .starts_with(crate::engine::worker::embedded::EMBEDDED_PREFIX)
+    {
+        problem(
+            "/name".into(),
+            "names beginning `embedded@` are the servers' own workers'",
+        );
+    }
     if input.capabilities.len() > MAX_ENTRIES {
         problem("/capabilities".into(), "at most 256 capabilities");
     }

@@ -56,6 +56,23 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn no_token_can_take_the_name_of_a_servers_own_worker(backend) {
+        let pipeline = PipelineConfig { embedded_worker: false, ..PipelineConfig::default() };
+        let s = TestServer::start_full(backend, Default::default(), pipeline).await;
+        let caps = attune::engine::worker::capabilities();
+        let attacker = s.token("worker").await;
+        for token in [&attacker, &s.admin] {
+            let name = format!("embedded@localhost/{}", s.core.config.node);
+            let r = post_as(&s, token, "/api/v1/workers", json!({"name": name, "capabilities": caps})).await;
+            assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+            assert_eq!(r.detail_paths(), ["/name"]);
+        }
+        // So a later start with an embedded worker still starts.
+        let s = s.restart(PipelineConfig::default()).await;
+        assert_eq!(s.get("/readyz").await.status, StatusCode::OK);
+        s.finish().await;
+    }
+
     async fn a_worker_registered_by_an_admin_cannot_be_adopted_by_another_token(backend) {
         let pipeline = PipelineConfig { embedded_worker: false, ..PipelineConfig::default() };
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;

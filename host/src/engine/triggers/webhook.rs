@@ -261,25 +261,16 @@ pub async fn seal_literal_keys(core: &Core) -> Result<usize, EngineError> {
         changed += 1;
     }
     if !legacy.is_empty() {
-        let rules = all_rules(core, None).await?;
         for (name, moved) in legacy {
             if moved.len() > 1 {
                 tracing::warn!(secret = %name, rules = ?moved,
                     "these webhook rules shared one key under the old naming; each keeps a copy of it as its own: set a new key on each");
             }
-            // Kept while anything still refers to it by name.
-            let reference = format!("secrets.{name}");
-            let used = rules.iter().any(|r| {
-                let s = &r.spec;
-                s.trigger_params.to_string().contains(&reference)
-                    || s.action_params.to_string().contains(&reference)
-                    || s.criteria
-                        .as_deref()
-                        .is_some_and(|c| c.contains(&reference))
-            });
-            if !used {
-                crate::engine::secrets::remove(core, &name).await?;
-            }
+            // The old secret stays: a rule saved today may name a secret
+            // an admin set under the same pattern (and workflows and packs
+            // read secrets by name too), so only an admin deletes it.
+            tracing::info!(secret = %name, rules = ?moved,
+                "webhook keys copied into each rule's own key; the old secret is no longer needed by them and stays until an admin deletes it");
         }
     }
     if changed > 0 {

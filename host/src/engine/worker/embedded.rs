@@ -138,11 +138,16 @@ impl Local {
     }
 }
 
+/// How every embedded worker's name begins; a standalone worker may not
+/// register under it, so none can take a node's name before its server
+/// first runs an embedded worker.
+pub const EMBEDDED_PREFIX: &str = "embedded@";
+
 impl EmbeddedWorker {
     /// Registers the worker row (name `embedded@<host>`).
     pub async fn register(core: Core, config: PipelineConfig) -> anyhow::Result<Self> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
-        let name = format!("embedded@{host}/{}", core.config.node);
+        let name = format!("{EMBEDDED_PREFIX}{host}/{}", core.config.node);
         let capabilities = super::capabilities();
         let record = core
             .storage
