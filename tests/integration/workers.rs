@@ -122,9 +122,11 @@ on_both_backends! {
                 assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {}", r.body);
             }
         }
-        for name in ["w-a", embedded_name.as_str()] {
+        // Another token's worker is forbidden; an embedded worker's name
+        // is no registration's to take at all.
+        for (name, refused) in [("w-a", StatusCode::FORBIDDEN), (embedded_name.as_str(), StatusCode::UNPROCESSABLE_ENTITY)] {
             let r = as_token(&b, "/api/v1/workers".into(), json!({"name": name, "capabilities": []})).await;
-            assert_eq!(r.status, StatusCode::FORBIDDEN, "re-registering {name}: {}", r.body);
+            assert_eq!(r.status, refused, "re-registering {name}: {}", r.body);
         }
         let beat = as_token(&a, format!("/api/v1/workers/{mine}/heartbeat"), json!({})).await;
         assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
