@@ -1,6 +1,6 @@
 //! JSON Schema for WIT types, following the one JSON ↔ WIT mapping.
 //!
-//! The mapping (also in `docs/mapping.md` of the README):
+//! The mapping (also in `docs/actions.md`):
 //!
 //! | WIT | JSON |
 //! |---|---|
