@@ -32,12 +32,8 @@ fn writes(c: &mut Criterion) {
     for n in SIZES {
         let events: Vec<NewEvent<'_>> = (0..n)
             .map(|_| NewEvent {
-                trigger: "core.manual",
-                payload: &payload,
                 source: Some("bench"),
-                rules: None,
-                depth: 0,
-                held_reason: None,
+                ..NewEvent::of("core.manual", &payload)
             })
             .collect();
         group.bench_with_input(BenchmarkId::new("events", n), &events, |b, events| {

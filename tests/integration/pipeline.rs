@@ -495,7 +495,7 @@ on_both_backends! {
         let (a, b) = (json!({"n": "one"}), json!({"n": "two", "x": [2.5, null]}));
         let events = storage.insert_events(&[
             attune::storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None, depth: 0, held_reason: None },
-            attune::storage::NewEvent { trigger: "core.manual", payload: &b, source: None, rules: None, depth: 0, held_reason: None },
+            attune::storage::NewEvent::of("core.manual", &b),
         ]).await.unwrap();
         assert!(events[0].id < events[1].id);
         for e in &events {
@@ -562,7 +562,7 @@ on_both_backends! {
         let payload = json!({});
         let only = vec!["core.other".to_string()];
         let stored = s.core.storage.insert_events(&[
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None, depth: 0, held_reason: None },
+            attune::storage::NewEvent::of("core.manual", &payload),
             attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only), depth: 0, held_reason: None },
         ]).await.unwrap();
         assert_eq!(executions_of_rule(&s, "core.all").await.len(), 1);
@@ -590,7 +590,7 @@ on_both_backends! {
         let payload = json!({"n": 1});
         let new = [
             attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None, depth: 0, held_reason: None },
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: None, depth: 0, held_reason: None },
+            attune::storage::NewEvent::of("core.manual", &payload),
         ];
         // The plan sees the events with their ids, within the transaction.
         let core = &s.core;

@@ -377,14 +377,7 @@ mod postgres {
         let storage = Storage::connect(&url).await.unwrap();
         let mut direct = sqlx::PgConnection::connect(&url).await.unwrap();
         let payload = serde_json::json!({"n": 1});
-        let event = [NewEvent {
-            trigger: "core.manual",
-            payload: &payload,
-            source: None,
-            rules: None,
-            depth: 0,
-            held_reason: None,
-        }];
+        let event = [NewEvent::of("core.manual", &payload)];
         for (state, refusal) in [
             ("disk_full", Refusal::DiskFull),
             ("read_only_sql_transaction", Refusal::ReadOnly),

@@ -83,14 +83,7 @@ mod tests {
         let before = std::fs::metadata(&file).unwrap().len();
         let payload = json!({"padding": "x".repeat(2000)});
         let events: Vec<NewEvent<'_>> = (0..500)
-            .map(|_| NewEvent {
-                trigger: "core.manual",
-                payload: &payload,
-                source: None,
-                rules: None,
-                depth: 0,
-                held_reason: None,
-            })
+            .map(|_| NewEvent::of("core.manual", &payload))
             .collect();
         storage.insert_events(&events).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -110,14 +110,7 @@ mod tests {
     }
 
     fn event(payload: &Value) -> [NewEvent<'_>; 1] {
-        [NewEvent {
-            trigger: "core.manual",
-            payload,
-            source: None,
-            rules: None,
-            depth: 0,
-            held_reason: None,
-        }]
+        [NewEvent::of("core.manual", payload)]
     }
 
     /// Records one event through the event door's transaction.

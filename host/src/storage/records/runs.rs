@@ -55,6 +55,21 @@ pub struct NewEvent<'a> {
     pub held_reason: Option<&'a str>,
 }
 
+impl<'a> NewEvent<'a> {
+    /// An event of `trigger` with `payload`, from nobody in particular, for
+    /// every rule on its trigger, caused by nothing Attune ran.
+    pub fn of(trigger: &'a str, payload: &'a Value) -> Self {
+        Self {
+            trigger,
+            payload,
+            source: None,
+            rules: None,
+            depth: 0,
+            held_reason: None,
+        }
+    }
+}
+
 /// An enforcement to record: a rule's verdict on an event.
 #[derive(Debug, Clone)]
 pub struct NewEnforcement {
