@@ -53,7 +53,7 @@ step "format"
 cargo fmt --all --check
 (cd actions && cargo fmt --all --check)
 
-step "build (attune-host embeds the core pack; attune-test-guests builds every guest in actions/ for the tests)"
+step "build (attune embeds the core pack; attune-test-guests builds every guest in actions/ for the tests)"
 cargo build --workspace --all-targets
 
 step "lint"

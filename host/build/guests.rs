@@ -1,4 +1,4 @@
-// The guest build shared by the build scripts of `attune-host` (the core
+// The guest build shared by the build scripts of `attune` (the core
 // pack it embeds) and `attune-test-guests` (every guest, for tests only):
 // included with `include!` by both, since build scripts cannot share a
 // module otherwise without a crate of their own.

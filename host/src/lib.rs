@@ -2,46 +2,27 @@
 //!
 //! # Layout
 //!
-//! Layers, from the bottom up; a module imports only from layers below it,
-//! and there are no import cycles.
+//! Attune is a workspace of crates along its layers; each depends only on
+//! those below it, so Cargo keeps the layering:
 //!
-//! - [`util`] — durations, sizes, private files, timer-schedule arithmetic
-//!   and TLS material from PEM files. Uses nothing of Attune.
-//! - [`runtime`] — wasmtime only: loading and caching components, deriving
-//!   JSON Schemas from WIT, converting JSON ↔ component values, running
-//!   actions in a sandbox. One module per host interface (`log`, `context`,
-//!   `secrets` — granted secrets and their redaction, `kv` — the pack's
-//!   key-value store behind a trait, `http` — outbound HTTP checked against
-//!   the pack's grant), composed in
-//!   `runtime::capabilities`, from which a worker's advertised capability
-//!   list is derived; `runtime::scratch` — each execution's `/scratch`
-//!   and its quota, enforced by a `wasi:filesystem` view linked over
-//!   wasmtime-wasi's. Knows nothing of the API or SQL.
-//! - [`storage`] — sqlx only: SQLite and PostgreSQL behind one type, every
-//!   query written once for both, one file per table or concern (packs,
-//!   rules, events, executions, workers, tokens, timers, claims, retention,
-//!   secrets, kv, workflows, sensors), and SQLite's log checkpointed beside
-//!   its one writer connection (`wal`), that connection kept out of any
-//!   transaction a failed write left (`writer`), and whether the database
-//!   takes writes — a full disk, a read-only database, its files deleted
-//!   under it (`health`).
-//!   Its rows are plain data, not wire types.
-//! - [`engine`] — the domain: takes one [`engine::Core`] handle and returns
-//!   [`engine::EngineError`]s, never HTTP status codes. Holds the one event
-//!   door (`engine::ingest`, group-committed, for posted events, webhooks,
-//!   timer ticks and direct runs; one writer records each batch of events
-//!   with their rules' verdicts in one transaction), the one execution path
-//!   (`engine::worker::run`) and the worker protocol types both sides share
-//!   (`engine::worker::protocol`), the one place that saves a rule
-//!   (`engine::rules::save`), secrets in templates as whole references
-//!   substituted after rendering (`engine::rules::secret_refs`), triggers (webhooks among them), the
-//!   scheduler's background tasks (and the reconciler of events left
-//!   unenforced), packs with their grants, secrets sealed at rest
-//!   (`engine::secrets`), packs' key-value state (`engine::kv`, for the
-//!   embedded worker and the worker API alike), workflows (a pure step
-//!   function in `engine::workflows::step` and the conductor that applies
-//!   each step in one transaction), sensors (`engine::sensors`: polls on a
-//!   durable schedule, their records turned into events) and metrics.
+//! - `attune-util` (`crates/util`) — durations, sizes, private files,
+//!   timer-schedule arithmetic and TLS material from PEM files. Uses
+//!   nothing of Attune.
+//! - `attune-runtime` (`crates/runtime`) — wasmtime only: loading and
+//!   caching components, deriving JSON Schemas from WIT, converting JSON ↔
+//!   component values, running actions in a sandbox, one module per host
+//!   interface (`log`, `context`, `secrets`, `kv`, `http`, `scratch`).
+//!   Knows nothing of the API or SQL.
+//! - `attune-storage` (`crates/storage`) — sqlx only: SQLite and PostgreSQL
+//!   behind one type, one file per table or concern, the migrations, and
+//!   whether the database takes writes. Its rows are plain data.
+//! - `attune-engine` (`crates/engine`) — the domain over one `Core` handle:
+//!   the event door, rules, triggers, the scheduler, workers, packs and
+//!   grants, sealed secrets, key-value state, workflows, sensors and
+//!   metrics. Returns its own errors, never HTTP status codes.
+//!
+//! This crate, `attune`, holds the surfaces over the engine and the binary:
+//!
 //! - [`api`] — the HTTP API over the engine: one router per resource, auth,
 //!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
 //! - [`mcp`] — every action an MCP tool (`rmcp`): one handler over the
@@ -63,9 +44,5 @@ pub mod builtin;
 pub mod cli;
 pub mod client;
 pub mod console;
-pub mod engine;
 pub mod mcp;
-pub mod runtime;
 pub mod server;
-pub mod storage;
-pub mod util;

@@ -19,17 +19,17 @@ use tokio::net::TcpListener;
 
 use crate::api::auth::{hash_token, new_token};
 use crate::api::{ApiConfig, AppState};
-use crate::engine::PipelineConfig;
-use crate::engine::packs::files::ComponentFiles;
-use crate::engine::packs::{self, Upload};
-use crate::engine::rules::RuleInput;
-use crate::engine::rules::save::{self, Mode};
-use crate::engine::scheduler::Pipeline;
-use crate::engine::secrets::SecretsKey;
-use crate::engine::{Core, CoreConfig};
-use crate::runtime::{Runtime, RuntimeConfig};
-use crate::storage::{Role, Storage};
-use crate::util::files::write_private;
+use attune_engine::PipelineConfig;
+use attune_engine::packs::files::ComponentFiles;
+use attune_engine::packs::{self, Upload};
+use attune_engine::rules::RuleInput;
+use attune_engine::rules::save::{self, Mode};
+use attune_engine::scheduler::Pipeline;
+use attune_engine::secrets::SecretsKey;
+use attune_engine::{Core, CoreConfig};
+use attune_runtime::{Runtime, RuntimeConfig};
+use attune_storage::{Role, Storage};
+use attune_util::files::write_private;
 
 /// Name of the file holding the first admin token, inside the data directory.
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
@@ -56,7 +56,7 @@ pub struct ServerConfig {
     /// Timers, rules and the embedded worker.
     pub pipeline: PipelineConfig,
     /// Limits on actions' outbound HTTP.
-    pub outbound: crate::runtime::http::OutboundConfig,
+    pub outbound: attune_runtime::http::OutboundConfig,
     /// Largest result an action may return, in bytes of JSON.
     pub max_result_bytes: usize,
     /// Most disk one execution's `/scratch` may take.
@@ -199,7 +199,7 @@ impl Server {
             },
             secrets,
         );
-        for t in crate::engine::triggers::builtin() {
+        for t in attune_engine::triggers::builtin() {
             core.storage.upsert_trigger_type(t).await?;
         }
         packs::install(
@@ -224,7 +224,7 @@ impl Server {
         } else {
             None
         };
-        let sealed = crate::engine::triggers::webhook::seal_literal_keys(&core)
+        let sealed = attune_engine::triggers::webhook::seal_literal_keys(&core)
             .await
             .context("moving literal webhook keys into secrets")?;
         if sealed > 0 {
@@ -232,10 +232,10 @@ impl Server {
         }
         // Rules saved before the rules for secrets held stay, but do not
         // fire until fixed: say so once, at start.
-        crate::engine::rules::save::warn_invalid(&core)
+        attune_engine::rules::save::warn_invalid(&core)
             .await
             .context("checking stored rules")?;
-        let pipeline = crate::engine::scheduler::start(&core, config.pipeline.clone()).await?;
+        let pipeline = attune_engine::scheduler::start(&core, config.pipeline.clone()).await?;
         Ok(Server {
             core,
             pipeline,

@@ -1,7 +1,7 @@
 //! Loading components: validation, introspection (schemas, docs,
 //! capabilities), refusals, and the precompiled-artifact cache.
 
-use attune::runtime::{CacheOutcome, LoadError, Runtime, RuntimeConfig};
+use attune_runtime::{CacheOutcome, LoadError, Runtime, RuntimeConfig};
 use serde_json::json;
 use support::{guest_bytes, pack, runtime};
 
@@ -142,7 +142,7 @@ async fn a_second_load_uses_the_cached_artifact_and_behaves_the_same() {
     let out = second
         .execute(
             &rt,
-            attune::runtime::ExecutionRequest::new("echo", json!({"message": "cached"})),
+            attune_runtime::ExecutionRequest::new("echo", json!({"message": "cached"})),
         )
         .await
         .unwrap();

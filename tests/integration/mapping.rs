@@ -2,7 +2,7 @@
 //! built with plain wit-bindgen): every value goes in as JSON, through the
 //! component as WIT values, and must come back as the same JSON.
 
-use attune::runtime::{ExecuteError, Status};
+use attune_runtime::{ExecuteError, Status};
 use serde_json::{Value, json};
 use support::run;
 
@@ -27,7 +27,7 @@ async fn same(func: &str, v: Value) {
 }
 
 /// Asserts `v` is rejected before the guest runs, with an error at `/v…`.
-async fn rejected(func: &str, v: Value) -> Vec<attune::runtime::PathError> {
+async fn rejected(func: &str, v: Value) -> Vec<attune_runtime::PathError> {
     match roundtrip(func, v.clone()).await {
         Err(ExecuteError::InvalidParams(errors)) => {
             assert!(!errors.is_empty());

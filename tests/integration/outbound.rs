@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use attune::runtime::http::{AllowedHosts, OutboundConfig};
-use attune::runtime::{ExecutionRequest, Outcome, Runtime, RuntimeConfig, Status};
+use attune_runtime::http::{AllowedHosts, OutboundConfig};
+use attune_runtime::{ExecutionRequest, Outcome, Runtime, RuntimeConfig, Status};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{TestServer, guest_bytes, on_both_backends, wait_for};
@@ -468,7 +468,7 @@ async fn tls_remote(dir: &std::path::Path) -> (u16, std::path::PathBuf) {
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.pem()).unwrap();
     std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    let config = attune::util::tls::server_config(&cert_path, &key_path).unwrap();
+    let config = attune_util::tls::server_config(&cert_path, &key_path).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -525,7 +525,7 @@ async fn https_reaches_a_server_of_a_private_ca_only_when_the_operator_trusts_it
     );
     let trusting = OutboundConfig {
         tls: Some(Arc::new(
-            attune::util::tls::client_config(Some(&ca)).unwrap(),
+            attune_util::tls::client_config(Some(&ca)).unwrap(),
         )),
         ..private_ok()
     };

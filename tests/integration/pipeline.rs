@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use attune::storage::{ExecutionFilter, ExecutionRecord, Page};
+use attune_storage::{ExecutionFilter, ExecutionRecord, Page};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{PipelineConfig, TestServer, guest_bytes, on_both_backends, wait_for};
@@ -255,7 +255,7 @@ on_both_backends! {
             })).await;
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
             // As if the server had been down for five ticks.
-            let five_hours_ago = attune::storage::now_ms() - 5 * 3_600_000 - 1000;
+            let five_hours_ago = attune_storage::now_ms() - 5 * 3_600_000 - 1000;
             s.core.storage.set_timer_next(r#ref, five_hours_ago).await.unwrap();
         }
         let fired = s.core.storage.fire_due_timers(10).await.unwrap();
@@ -264,10 +264,10 @@ on_both_backends! {
         assert_eq!(fired[0].payload["missed"], 5);
         let (next, count, skipped) = s.core.storage.timer_state("core.catch_up").await.unwrap().unwrap();
         assert_eq!((count, skipped), (1, 5));
-        assert!(next > attune::storage::now_ms());
+        assert!(next > attune_storage::now_ms());
         let (next, count, skipped) = s.core.storage.timer_state("core.skip_missed").await.unwrap().unwrap();
         assert_eq!((count, skipped), (0, 6));
-        assert!(next > attune::storage::now_ms());
+        assert!(next > attune_storage::now_ms());
         // Nothing more is due: no tick fires twice.
         assert!(s.core.storage.fire_due_timers(10).await.unwrap().is_empty());
         s.finish().await;
@@ -280,7 +280,7 @@ on_both_backends! {
         s.post(&format!("/api/v1/executions/{done}/cancel"), json!({})).await;
         let queued = s.post("/api/v1/executions", json!({"action": "core.noop"})).await.body["id"].as_i64().unwrap();
         // Everything above is older than a cutoff one second ahead.
-        let (executions, events) = s.core.storage.prune(attune::storage::now_ms() + 1000).await.unwrap();
+        let (executions, events) = s.core.storage.prune(attune_storage::now_ms() + 1000).await.unwrap();
         assert_eq!((executions, events), (1, 1));
         assert_eq!(s.get(&format!("/api/v1/events/{old_event}")).await.status, StatusCode::NOT_FOUND);
         assert_eq!(s.get(&format!("/api/v1/executions/{done}")).await.status, StatusCode::NOT_FOUND);
@@ -370,22 +370,22 @@ on_both_backends! {
             }
             s.send(rb)
         };
-        let bad = post(Some(attune::engine::triggers::webhook::sign("wrong-secret-wrong", &body)), "deploy", body.clone()).await;
+        let bad = post(Some(attune_engine::triggers::webhook::sign("wrong-secret-wrong", &body)), "deploy", body.clone()).await;
         assert_eq!(bad.status, StatusCode::UNAUTHORIZED);
         assert_eq!(post(None, "deploy", body.clone()).await.status, StatusCode::UNAUTHORIZED);
-        let other = post(Some(attune::engine::triggers::webhook::sign(secret, &body)), "nobody", body.clone()).await;
+        let other = post(Some(attune_engine::triggers::webhook::sign(secret, &body)), "nobody", body.clone()).await;
         assert_eq!(other.status, StatusCode::UNAUTHORIZED);
         let page = Page { limit: Some(10), after: None };
         assert!(s.core.storage.list_events(Some("core.webhook"), &page).await.unwrap().is_empty(), "nothing stored");
 
-        let ok = post(Some(attune::engine::triggers::webhook::sign(secret, &body)), "deploy", body.clone()).await;
+        let ok = post(Some(attune_engine::triggers::webhook::sign(secret, &body)), "deploy", body.clone()).await;
         assert_eq!(ok.status, StatusCode::ACCEPTED, "{}", ok.body);
         let id = ok.body["executions"][0].as_i64().unwrap();
         let e = s.ended(id).await;
         assert_eq!(e["stdout"], "deployed v1.2.3\n");
 
         let huge = vec![b' '; 2 << 20];
-        let r = post(Some(attune::engine::triggers::webhook::sign(secret, &huge)), "deploy", huge).await;
+        let r = post(Some(attune_engine::triggers::webhook::sign(secret, &huge)), "deploy", huge).await;
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
         s.finish().await;
     }
@@ -437,7 +437,7 @@ on_both_backends! {
         let id = fire(&s, json!({})).await;
         let event = s.core.storage.get_event(id).await.unwrap().unwrap();
         let rules = s.core.storage.enabled_rules("core.manual").await.unwrap();
-        let items = attune::engine::rules::evaluate::plan(&s.core, &event, rules).await.unwrap();
+        let items = attune_engine::rules::evaluate::plan(&s.core, &event, rules).await.unwrap();
         assert_eq!(items.len(), 1, "the rule matches the event again");
         let again = s.core.storage.enforce_many(&items, &[id]).await.unwrap();
         assert!(again.iter().all(Option::is_none), "a redelivered event must not create executions");
@@ -452,7 +452,7 @@ on_both_backends! {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         let storage = &s.core.storage;
         let worker = storage.upsert_worker("plain", &["wasi:cli/environment".to_string()], &json!({}), 1, false).await.unwrap();
-        let needs = |caps: &[&str]| attune::storage::NewExecution::of(
+        let needs = |caps: &[&str]| attune_storage::NewExecution::of(
             "core.noop", json!({}), caps.iter().map(|c| c.to_string()).collect());
         let mut runs: Vec<_> = (0..20).map(|_| needs(&["wasi:http/outgoing-handler"])).collect();
         runs.extend((0..3).map(|_| needs(&[])));
@@ -494,8 +494,8 @@ on_both_backends! {
         // Events: ids in the order given, fields as stored.
         let (a, b) = (json!({"n": "one"}), json!({"n": "two", "x": [2.5, null]}));
         let events = storage.insert_events(&[
-            attune::storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None, depth: 0, held_reason: None },
-            attune::storage::NewEvent::of("core.manual", &b),
+            attune_storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None, depth: 0, held_reason: None },
+            attune_storage::NewEvent::of("core.manual", &b),
         ]).await.unwrap();
         assert!(events[0].id < events[1].id);
         for e in &events {
@@ -503,16 +503,16 @@ on_both_backends! {
             assert_eq!(serde_json::to_value(e).unwrap(), serde_json::to_value(&stored).unwrap());
         }
         // Direct runs, plain and not, in one batch.
-        let plain = attune::storage::NewExecution::of("core.echo", json!({"message": "plain"}), vec![]);
-        let full = attune::storage::NewExecution {
+        let plain = attune_storage::NewExecution::of("core.echo", json!({"message": "plain"}), vec![]);
+        let full = attune_storage::NewExecution {
             status_reason: Some("waiting".into()),
             max_attempts: 3,
             timeout_ms: Some(1500),
             sealed_params: Some(vec![1, 2, 3]),
-            not_before: attune::storage::now_ms() + 3_600_000,
+            not_before: attune_storage::now_ms() + 3_600_000,
             source: Some("mcp".into()),
             capabilities: vec!["wasi:http/outgoing-handler".into()],
-            ..attune::storage::NewExecution::of("core.echo", json!({"message": "full"}), vec![])
+            ..attune_storage::NewExecution::of("core.echo", json!({"message": "full"}), vec![])
         };
         let runs = storage.insert_executions(&[plain.clone(), full, plain]).await.unwrap();
         assert_eq!(runs.len(), 3);
@@ -530,7 +530,7 @@ on_both_backends! {
         let rules = storage.enabled_rules("core.manual").await.unwrap();
         let mut items = Vec::new();
         for e in &events {
-            items.extend(attune::engine::rules::evaluate::plan(&s.core, e, rules.clone()).await.unwrap());
+            items.extend(attune_engine::rules::evaluate::plan(&s.core, e, rules.clone()).await.unwrap());
         }
         assert_eq!(items.len(), 2);
         let first = storage.enforce_many(&items[..1], &[events[0].id]).await.unwrap();
@@ -555,21 +555,21 @@ on_both_backends! {
         }
         // Acknowledged and enforced at once: nothing for the reconciler.
         fire(&s, json!({})).await;
-        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0);
+        assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0);
         // Stored, then a crash before the verdicts: one event for every
         // rule, one addressed to `core.other` only (as a webhook's or a
         // timer's event is).
         let payload = json!({});
         let only = vec!["core.other".to_string()];
         let stored = s.core.storage.insert_events(&[
-            attune::storage::NewEvent::of("core.manual", &payload),
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only), depth: 0, held_reason: None },
+            attune_storage::NewEvent::of("core.manual", &payload),
+            attune_storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only), depth: 0, held_reason: None },
         ]).await.unwrap();
         assert_eq!(executions_of_rule(&s, "core.all").await.len(), 1);
-        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 2);
+        assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 2);
         assert_eq!(executions_of_rule(&s, "core.all").await.len(), 2, "the crashed event reached every rule");
         assert_eq!(executions_of_rule(&s, "core.other").await.len(), 3, "and the addressed one only its rule");
-        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "once");
+        assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "once");
         let of = |n: usize| stored[n].id;
         for n in [0, 1] {
             let shown = s.get(&format!("/api/v1/events/{}", of(n))).await;
@@ -589,15 +589,15 @@ on_both_backends! {
         let rules = storage.enabled_rules("core.manual").await.unwrap();
         let payload = json!({"n": 1});
         let new = [
-            attune::storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None, depth: 0, held_reason: None },
-            attune::storage::NewEvent::of("core.manual", &payload),
+            attune_storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None, depth: 0, held_reason: None },
+            attune_storage::NewEvent::of("core.manual", &payload),
         ];
         // The plan sees the events with their ids, within the transaction.
         let core = &s.core;
         let (events, queued) = storage.record_events(&new, |records| async move {
             let mut items = Vec::new();
             for e in &records {
-                items.extend(attune::engine::rules::evaluate::plan(core, e, rules.clone()).await.unwrap());
+                items.extend(attune_engine::rules::evaluate::plan(core, e, rules.clone()).await.unwrap());
             }
             (records, Ok::<_, String>(items))
         }).await.unwrap();
@@ -611,15 +611,15 @@ on_both_backends! {
             let shown = storage.get_event(e.id).await.unwrap().unwrap();
             assert_eq!(serde_json::to_value(e).unwrap(), serde_json::to_value(&shown).unwrap());
         }
-        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "nothing left unjudged");
+        assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "nothing left unjudged");
         // A plan that fails keeps its events, unjudged, for the reconciler.
         let (kept, failed) = storage.record_events(&new[..1], |records| async move {
-            (records, Err::<Vec<attune::storage::NewEnforcement>, _>("no verdicts".to_string()))
+            (records, Err::<Vec<attune_storage::NewEnforcement>, _>("no verdicts".to_string()))
         }).await.unwrap();
         assert_eq!(failed.unwrap_err(), "no verdicts");
         assert!(storage.get_event(kept[0].id).await.unwrap().is_some());
         assert_eq!(executions_of_rule(&s, "core.together").await.len(), 2);
-        assert_eq!(attune::engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 1);
         assert_eq!(executions_of_rule(&s, "core.together").await.len(), 3);
         s.finish().await;
     }
@@ -685,7 +685,7 @@ on_both_backends! {
                 let body = json!({"n": n}).to_string().into_bytes();
                 let rb = s.request(reqwest::Method::POST, "/api/v1/webhooks/shared", None)
                     .header("content-type", "application/json")
-                    .header("X-Hub-Signature-256", attune::engine::triggers::webhook::sign(ours, &body))
+                    .header("X-Hub-Signature-256", attune_engine::triggers::webhook::sign(ours, &body))
                     .body(body);
                 let r = s.send(rb).await;
                 assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
@@ -782,7 +782,7 @@ on_both_backends! {
         let e = execution(&s, id).await;
         assert_eq!(e["status"], "requested");
         assert!(e["status_reason"].as_str().unwrap().contains("waiting for a worker"), "{e}");
-        let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), PipelineConfig::default())
+        let worker = attune_engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), PipelineConfig::default())
             .await
             .unwrap();
         let task = tokio::spawn(worker.run());
@@ -801,7 +801,7 @@ on_both_backends! {
             ..PipelineConfig::default()
         };
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let ghost = s.core.storage.upsert_worker("ghost", &caps, &json!({}), 1, false).await.unwrap();
         let retried = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "again"}, "max_attempts": 2})).await.body["id"].as_i64().unwrap();
         let lost = s.post("/api/v1/executions", json!({"action": "core.echo", "params": {"message": "lost"}})).await.body["id"].as_i64().unwrap();
@@ -819,7 +819,7 @@ on_both_backends! {
         }).await.expect("the execution went back to the queue");
         assert!(requeued["status_reason"].as_str().unwrap().contains("retrying"), "{requeued}");
         // A live worker picks the retry up.
-        let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
+        let worker = attune_engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
         let e = s.ended(retried).await;
         assert_eq!(e["status"], "succeeded", "{e}");
@@ -845,7 +845,7 @@ on_both_backends! {
             ..PipelineConfig::default()
         };
         let s = TestServer::start_full(backend, Default::default(), fast_leases.clone()).await;
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let storage = &s.core.storage;
         let ghost = storage.upsert_worker("ghost", &caps, &json!({}), 1, false).await.unwrap();
         let mut ids = Vec::new();
@@ -881,7 +881,7 @@ on_both_backends! {
         let released = execution(&s, ids[2]).await;
         assert_eq!(released["status"], "requested", "{released}");
         assert_eq!(released["started_at"], Value::Null);
-        let worker = attune::engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
+        let worker = attune_engine::worker::embedded::EmbeddedWorker::register(s.core.clone(), fast_leases).await.unwrap();
         let task = tokio::spawn(worker.run());
         let e = s.ended(ids[2]).await;
         assert_eq!(e["status"], "succeeded", "{e}");

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use attune::runtime::{Limits, Outcome, Status};
+use attune_runtime::{Limits, Outcome, Status};
 use serde_json::{Value, json};
 use support::{run, run_limited};
 
@@ -259,7 +259,7 @@ async fn log_lines_are_kept_and_capped() {
     let out = probe("chatter", json!({"count": 3}), limits()).await;
     assert_eq!(out.logs.len(), 3);
     assert_eq!(out.logs[2].fields, [("i".to_string(), "2".to_string())]);
-    let cap = attune::runtime::log::MAX_LOG_LINES;
+    let cap = attune_runtime::log::MAX_LOG_LINES;
     let out = probe("chatter", json!({"count": cap + 10}), limits()).await;
     assert_eq!(out.status, Status::Succeeded);
     assert_eq!(out.logs.len(), cap);
@@ -268,7 +268,7 @@ async fn log_lines_are_kept_and_capped() {
 
 #[tokio::test]
 async fn the_guest_sees_its_execution_context() {
-    let mut request = attune::runtime::ExecutionRequest::new("whoami", json!({}));
+    let mut request = attune_runtime::ExecutionRequest::new("whoami", json!({}));
     request.context.id = "exec-42".into();
     request.context.action = "hostile.whoami".into();
     request.context.attempt = 3;
@@ -298,7 +298,7 @@ async fn many_concurrent_executions_are_isolated() {
 
 #[tokio::test]
 async fn executions_past_the_instance_pool_wait_for_a_slot_instead_of_failing() {
-    use attune::runtime::{ExecutionRequest, Runtime, RuntimeConfig};
+    use attune_runtime::{ExecutionRequest, Runtime, RuntimeConfig};
     let rt = Runtime::new(RuntimeConfig {
         max_instances: 2,
         ..RuntimeConfig::default()
@@ -327,7 +327,7 @@ async fn executions_past_the_instance_pool_wait_for_a_slot_instead_of_failing() 
 
 #[tokio::test]
 async fn a_result_past_the_cap_fails_the_execution_and_says_why() {
-    use attune::runtime::{ExecutionRequest, Runtime, RuntimeConfig};
+    use attune_runtime::{ExecutionRequest, Runtime, RuntimeConfig};
     let rt = Runtime::new(RuntimeConfig {
         max_instances: 2,
         max_result_bytes: 100,

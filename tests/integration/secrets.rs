@@ -259,7 +259,7 @@ on_both_backends! {
 
 /// Stores a webhook rule as it is given, as an older version saved it.
 async fn store_raw_webhook_rule(s: &TestServer, r#ref: &str, hook: &str, key: &str) {
-    let spec: attune::storage::RuleSpec = serde_json::from_value(json!({
+    let spec: attune_storage::RuleSpec = serde_json::from_value(json!({
         "ref": r#ref, "trigger": "core.webhook",
         "trigger_params": {"name": hook, "secret": key},
         "action": "core.noop", "action_params": {}, "enabled": true, "max_attempts": 1,

@@ -44,7 +44,7 @@ on_both_backends! {
     async fn two_workers_share_the_load_and_nothing_runs_twice(backend) {
         let s = server_without_embedded_worker(backend).await;
         let dir = tempfile::tempdir().unwrap();
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let a = worker(&s, "w-a", caps.clone(), dir.path());
         let b = worker(&s, "w-b", caps, dir.path());
         let mut ids = Vec::new();
@@ -101,7 +101,7 @@ on_both_backends! {
         let as_token = |token: &str, path: String, body: Value| {
             s.send(s.request(reqwest::Method::POST, &path, Some(token)).json(&body))
         };
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let registered = as_token(&a, "/api/v1/workers".into(), json!({"name": "w-a", "capabilities": caps})).await;
         assert_eq!(registered.status, StatusCode::OK, "{}", registered.body);
         let mine = registered.body["id"].as_i64().unwrap();
@@ -172,7 +172,7 @@ on_both_backends! {
         let e = status(&s, id).await;
         assert_eq!(e["status"], "requested", "{e}");
         assert!(e["status_reason"].as_str().unwrap().contains("attune:action/log"), "{e}");
-        let strong = worker(&s, "w-strong", attune::engine::worker::capabilities(), dir.path());
+        let strong = worker(&s, "w-strong", attune_engine::worker::capabilities(), dir.path());
         let e = wait_for(WAIT, || async {
             let e = status(&s, id).await;
             (e["status"] == "succeeded").then_some(e)
@@ -219,7 +219,7 @@ on_both_backends! {
     async fn cancelling_reaches_a_remote_worker_through_its_heartbeat(backend) {
         let s = server_without_embedded_worker(backend).await;
         let dir = tempfile::tempdir().unwrap();
-        let w = worker(&s, "w-cancel", attune::engine::worker::capabilities(), dir.path());
+        let w = worker(&s, "w-cancel", attune_engine::worker::capabilities(), dir.path());
         let id = s.post("/api/v1/executions", json!({"action": "core.sleep", "params": {"seconds": 60}})).await.body["id"].as_i64().unwrap();
         wait_for(WAIT, || async { (status(&s, id).await["status"] == "running").then_some(()) }).await.expect("running");
         let r = s.post(&format!("/api/v1/executions/{id}/cancel"), json!({})).await;
@@ -252,7 +252,7 @@ async fn on_postgresql_work_queued_on_one_node_wakes_workers_polling_another() {
     let w = worker(
         &b,
         "w-on-b",
-        attune::engine::worker::capabilities(),
+        attune_engine::worker::capabilities(),
         dir.path(),
     );
     // Let the worker settle into its long poll on node B.
@@ -295,7 +295,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
         ..PipelineConfig::default()
     };
     let s = TestServer::start_full(support::Backend::Sqlite, Default::default(), quiet).await;
-    let caps = attune::engine::worker::capabilities();
+    let caps = attune_engine::worker::capabilities();
     for _ in 0..120 {
         let r = s
             .post("/api/v1/executions", json!({"action": "core.noop"}))
@@ -323,8 +323,8 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                 let results: Vec<_> = claimed
                     .iter()
                     .map(|e| {
-                        let f = attune::storage::Finished {
-                            status: attune::storage::ExecutionStatus::Succeeded,
+                        let f = attune_storage::Finished {
+                            status: attune_storage::ExecutionStatus::Succeeded,
                             result: None,
                             error: None,
                             stdout: String::new(),

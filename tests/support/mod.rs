@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use attune::runtime::{
+use attune_runtime::{
     ExecuteError, ExecutionRequest, Limits, Outcome, Pack, Runtime, RuntimeConfig,
 };
 use serde_json::Value;

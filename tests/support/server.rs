@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use attune::api::ApiConfig;
-pub use attune::engine::PipelineConfig;
 use attune::server::{Server, ServerConfig};
+pub use attune_engine::PipelineConfig;
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::Connection;
@@ -37,9 +37,9 @@ pub struct TestServer {
     /// The admin token created on first start.
     pub admin: String,
     /// The engine's handle (storage, runtime, metrics…).
-    pub core: attune::engine::Core,
+    pub core: attune_engine::Core,
     /// Its background tasks.
-    pub pipeline: attune::engine::scheduler::Pipeline,
+    pub pipeline: attune_engine::scheduler::Pipeline,
     /// The data directory.
     pub data_dir: tempfile::TempDir,
     client: reqwest::Client,
@@ -128,7 +128,7 @@ impl TestServer {
             cache_dir: Some(std::env::temp_dir().join("attune-test-artifacts")),
             api,
             pipeline,
-            outbound: attune::runtime::http::OutboundConfig {
+            outbound: attune_runtime::http::OutboundConfig {
                 // The tests' remote ends listen on loopback.
                 allow_private: true,
                 ..Default::default()
@@ -305,7 +305,7 @@ impl TestServer {
             server: self.base.clone(),
             token: token.to_string(),
             name: name.into(),
-            capabilities: attune::engine::worker::capabilities(),
+            capabilities: attune_engine::worker::capabilities(),
             labels: serde_json::json!({}),
             concurrency: 1,
             cache_dir: dir.to_path_buf(),
@@ -327,7 +327,7 @@ impl TestServer {
             .header("content-type", "application/json")
             .header(
                 "X-Hub-Signature-256",
-                attune::engine::triggers::webhook::sign(key, body),
+                attune_engine::triggers::webhook::sign(key, body),
             )
             .body(body.to_vec());
         self.send(rb).await.status

@@ -9,7 +9,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::ActionView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::Role;
+use attune_storage::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::storage::{Role, TokenRecord};
+use attune_storage::{Role, TokenRecord};
 
 /// Prefix of every Attune token, so they are easy to spot in logs and leaks.
 pub const TOKEN_PREFIX: &str = "attune_";

@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::engine::EngineError;
-use crate::runtime::PathError;
-use crate::storage::{Refusal, StorageError};
+use attune_engine::EngineError;
+use attune_runtime::PathError;
+use attune_storage::{Refusal, StorageError};
 
 /// One problem at a JSON path.
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -12,8 +12,8 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::EventView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::engine::ingest::IncomingEvent;
-use crate::storage::Role;
+use attune_engine::ingest::IncomingEvent;
+use attune_storage::Role;
 
 /// Trigger types whose events may be posted by hand.
 const POSTABLE: &[&str] = &["core.manual"];
@@ -71,7 +71,7 @@ async fn fire(
             }],
         });
     }
-    let errors = crate::engine::triggers::payload_errors(&input.trigger, &input.payload)
+    let errors = attune_engine::triggers::payload_errors(&input.trigger, &input.payload)
         .ok_or_else(|| ApiError::not_found("trigger type", &input.trigger))?;
     if !errors.is_empty() {
         return Err(ApiError::invalid(
@@ -89,7 +89,7 @@ async fn fire(
                 payload: input.payload,
                 source: Some(caller.token.name.clone()),
                 rules: None,
-                depth: crate::runtime::http::chain_depth(
+                depth: attune_runtime::http::chain_depth(
                     headers
                         .iter()
                         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),

@@ -13,9 +13,9 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::{AttemptView, ExecutionView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::engine::executions;
-use crate::engine::output::{self, Output};
-use crate::storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Role};
+use attune_engine::executions;
+use attune_engine::output::{self, Output};
+use attune_storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -144,7 +144,7 @@ async fn create(
             timeout: input.timeout,
             max_attempts: input.max_attempts,
             source: input.source,
-            depth: crate::runtime::http::chain_depth(
+            depth: attune_runtime::http::chain_depth(
                 headers
                     .iter()
                     .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
@@ -221,7 +221,7 @@ async fn show(
 ) -> Result<axum::Json<ExecutionView>, ApiError> {
     caller.require(Role::Viewer)?;
     let mut view: ExecutionView = existing(&state, id).await?.into();
-    view.workflow = crate::engine::workflows::progress(&state, id).await?;
+    view.workflow = attune_engine::workflows::progress(&state, id).await?;
     Ok(axum::Json(view))
 }
 

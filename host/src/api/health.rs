@@ -10,7 +10,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
-use crate::storage::Role;
+use attune_storage::Role;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

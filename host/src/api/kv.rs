@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::{Keyed, page};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::{KvRecord, Role};
+use attune_storage::{KvRecord, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))

@@ -39,9 +39,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::engine::Core;
-use crate::engine::metrics::{RouteLabel, RouteLabels};
-use crate::storage::Page;
+use attune_engine::Core;
+use attune_engine::metrics::{RouteLabel, RouteLabels};
+use attune_storage::Page;
 use error::ApiError;
 
 /// Settings the API needs at request time.
@@ -205,7 +205,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move |caller: auth::Caller| {
                 let doc = doc.clone();
                 async move {
-                    caller.require(crate::storage::Role::Viewer)?;
+                    caller.require(attune_storage::Role::Viewer)?;
                     Ok::<_, ApiError>(axum::Json(doc.as_ref().clone()))
                 }
             }),
@@ -341,7 +341,7 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 async fn count(
-    metrics: Arc<crate::engine::metrics::Metrics>,
+    metrics: Arc<attune_engine::metrics::Metrics>,
     req: Request,
     next: Next,
 ) -> Response {

@@ -12,8 +12,8 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::{GrantsView, PackView, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::engine::packs::{self, PackError, Upload};
-use crate::storage::{Grants, PackRecord, Registered, Role};
+use attune_engine::packs::{self, PackError, Upload};
+use attune_storage::{Grants, PackRecord, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -26,11 +26,11 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::WorkerView;
 use super::{ApiPath, ApiQuery, AppState};
-use crate::engine::worker::protocol::{
+use attune_engine::worker::protocol::{
     Assignment, Beat, KvCall, KvReply, MAX_REPORTS, Recorded, Registration, Release, Released,
     Report,
 };
-use crate::storage::{ExecutionStatus, Finished, Role, StorageError, WorkerRecord};
+use attune_storage::{ExecutionStatus, Finished, Role, StorageError, WorkerRecord};
 
 /// Longest a claim waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -67,7 +67,7 @@ const MAX_ENTRY: usize = 256;
 fn check_registration(input: &Registration) -> Result<(), ApiError> {
     let mut errors = Vec::new();
     let mut problem = |path: String, message: &str| {
-        errors.push(crate::runtime::PathError {
+        errors.push(attune_runtime::PathError {
             path,
             message: message.to_string(),
         })
@@ -77,7 +77,7 @@ fn check_registration(input: &Registration) -> Result<(), ApiError> {
     }
     if input
         .name
-        .starts_with(crate::engine::worker::embedded::EMBEDDED_PREFIX)
+        .starts_with(attune_engine::worker::embedded::EMBEDDED_PREFIX)
     {
         problem(
             "/name".into(),
@@ -243,7 +243,7 @@ async fn kv(
         .action(&state.storage, &e.action)
         .await?
         .ok_or_else(|| ApiError::not_found("action", &e.action))?;
-    let reply = match crate::engine::kv::answer(&state.storage, &action.pack, call).await {
+    let reply = match attune_engine::kv::answer(&state.storage, &action.pack, call).await {
         Ok(value) => KvReply { value, error: None },
         Err(err) => KvReply {
             value: serde_json::Value::Null,
@@ -311,7 +311,7 @@ async fn claim(
             for e in claimed {
                 state.metrics.queued(e.created_at);
                 match state.cache.action(&state.storage, &e.action).await? {
-                    Some(a) => out.push(crate::engine::worker::assign(&state, &e, a).await?.0),
+                    Some(a) => out.push(attune_engine::worker::assign(&state, &e, a).await?.0),
                     None => gone.push((
                         e.id,
                         id,
@@ -322,7 +322,7 @@ async fn claim(
                     )),
                 }
             }
-            crate::engine::executions::finish(&state, &gone).await?;
+            attune_engine::executions::finish(&state, &gone).await?;
             if !out.is_empty() {
                 return Ok(axum::Json(out));
             }
@@ -370,7 +370,7 @@ async fn results(
         .into_iter()
         .map(|r| (r.id, id, r.into_finished()))
         .collect();
-    let recorded = crate::engine::executions::finish(&state, &items).await?;
+    let recorded = attune_engine::executions::finish(&state, &items).await?;
     Ok(axum::Json(Recorded { recorded }))
 }
 

@@ -12,10 +12,10 @@ use super::json::ApiJson;
 use super::views::Problem;
 use super::views::RuleView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::engine::rules::RuleInput;
-use crate::engine::rules::evaluate::dry_run;
-use crate::engine::rules::save::{self, Mode};
-use crate::storage::{Role, RuleFilter};
+use attune_engine::rules::RuleInput;
+use attune_engine::rules::evaluate::dry_run;
+use attune_engine::rules::save::{self, Mode};
+use attune_storage::{Role, RuleFilter};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

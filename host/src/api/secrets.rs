@@ -13,8 +13,8 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{Keyed, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::engine::secrets;
-use crate::storage::{Role, SecretRecord};
+use attune_engine::secrets;
+use attune_storage::{Role, SecretRecord};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

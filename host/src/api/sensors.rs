@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::PageQuery;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::{Role, SensorRecord, SensorRunRecord};
+use attune_storage::{Role, SensorRecord, SensorRunRecord};
 
 /// Polls shown with a sensor.
 const RUNS_SHOWN: i64 = 20;

@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{PageQuery, TokenView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::Role;
+use attune_storage::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

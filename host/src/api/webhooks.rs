@@ -16,7 +16,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::error::{ApiError, ErrorBody};
 use super::{ApiPath, AppState};
-use crate::engine::triggers::webhook::{self, MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, WebhookError};
+use attune_engine::triggers::webhook::{self, MAX_WEBHOOK_BYTES, SIGNATURE_HEADER, WebhookError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::{PageQuery, WorkerView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use crate::storage::{Role, StorageError};
+use attune_storage::{Role, StorageError};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

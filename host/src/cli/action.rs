@@ -9,9 +9,9 @@ use serde_json::{Value, json};
 
 use super::RuntimeArgs;
 use super::local::{build_params, load, local_runtime};
-use crate::runtime::http::{AllowedHosts, OutboundConfig};
-use crate::runtime::{ExecuteError, ExecutionRequest, Limits, Pack};
-use crate::util::units::{parse_duration, parse_size};
+use attune_runtime::http::{AllowedHosts, OutboundConfig};
+use attune_runtime::{ExecuteError, ExecutionRequest, Limits, Pack};
+use attune_util::units::{parse_duration, parse_size};
 
 /// Exit code for bad input: unreadable component, unknown action, invalid params.
 pub const EXIT_INVALID: i32 = 2;
@@ -172,7 +172,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             let outbound = OutboundConfig {
                 allow_private: allow_private_outbound,
                 tls: match &ca_cert {
-                    Some(ca) => Some(std::sync::Arc::new(crate::util::tls::client_config(Some(
+                    Some(ca) => Some(std::sync::Arc::new(attune_util::tls::client_config(Some(
                         ca,
                     ))?)),
                     None => None,
@@ -191,8 +191,8 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             request.allowed_hosts = std::sync::Arc::new(allowed);
             request.secrets = std::sync::Arc::new(secrets);
             // One run, one process: its key-value state lives in memory.
-            request.kv = crate::runtime::kv::KvState(Some(std::sync::Arc::new(
-                crate::runtime::kv::MemoryKv::default(),
+            request.kv = attune_runtime::kv::KvState(Some(std::sync::Arc::new(
+                attune_runtime::kv::MemoryKv::default(),
             )));
             match pack.execute(&rt, request).await {
                 Ok(outcome) => {
@@ -207,9 +207,9 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                     });
                     print_json(&out);
                     Ok(match outcome.status {
-                        crate::runtime::Status::Succeeded => 0,
-                        crate::runtime::Status::Failed => EXIT_FAILED,
-                        crate::runtime::Status::TimedOut => EXIT_TIMED_OUT,
+                        attune_runtime::Status::Succeeded => 0,
+                        attune_runtime::Status::Failed => EXIT_FAILED,
+                        attune_runtime::Status::TimedOut => EXIT_TIMED_OUT,
                     })
                 }
                 Err(ExecuteError::InvalidParams(errors)) => {
@@ -282,7 +282,7 @@ fn pack_name(component: &str) -> &str {
 fn local_secrets(
     pairs: &[String],
     file: Option<&std::path::Path>,
-) -> Result<crate::runtime::secrets::SecretSet, String> {
+) -> Result<attune_runtime::secrets::SecretSet, String> {
     let text = match file {
         Some(path) => zeroize::Zeroizing::new(
             std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
@@ -299,7 +299,7 @@ fn local_secrets(
             .split_once('=')
             .ok_or_else(|| "a secret is NAME=VALUE".to_string())?;
         let name = name.trim();
-        if !crate::engine::secrets::valid_name(name) {
+        if !attune_engine::secrets::valid_name(name) {
             return Err(format!(
                 "`{name}` is not a secret name (1-128 letters, digits, `_` or `-`)"
             ));
@@ -307,5 +307,5 @@ fn local_secrets(
         values.push((name.to_string(), zeroize::Zeroizing::new(value.to_string())));
     }
     let names: Vec<String> = values.iter().map(|(n, _)| n.clone()).collect();
-    Ok(crate::runtime::secrets::SecretSet::new(names, values))
+    Ok(attune_runtime::secrets::SecretSet::new(names, values))
 }

@@ -18,7 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::client::ClientArgs;
 use crate::client::{Body, Client};
-use crate::engine::triggers::webhook::sign;
+use attune_engine::triggers::webhook::sign;
 use reqwest::Method;
 
 /// Options of `attune bench`.
@@ -59,7 +59,7 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["webhook", "direct", "workflow_tasks"])]
     pub page: Option<String>,
     /// Give up waiting for completion after this long.
-    #[arg(long, default_value = "300s", value_parser = crate::util::units::parse_duration)]
+    #[arg(long, default_value = "300s", value_parser = attune_util::units::parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
     pub client: ClientArgs,
@@ -71,7 +71,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         return pages(&client, page, &args).await;
     }
     let mut params: Value = serde_json::from_str(&args.params)?;
-    let tag = format!("bench{}", crate::storage::now_ms());
+    let tag = format!("bench{}", attune_storage::now_ms());
     let rule = format!("bench.{tag}");
     let secret = crate::api::auth::new_token();
     let direct = args.direct || args.workflow_tasks.is_some();

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::local::build_params;
 use crate::client::{Body, Client, ClientError, SavedLogin, query};
-use crate::util::units::parse_duration;
+use attune_util::units::parse_duration;
 
 /// Where the server is and how to authenticate.
 #[derive(Debug, Clone, Args)]

@@ -9,8 +9,8 @@ use serde_json::{Map, Value};
 
 use super::RuntimeArgs;
 use crate::builtin;
-use crate::runtime::http::OutboundConfig;
-use crate::runtime::{CacheOutcome, Limits, LoadError, Pack, Runtime, RuntimeConfig};
+use attune_runtime::http::OutboundConfig;
+use attune_runtime::{CacheOutcome, Limits, LoadError, Pack, Runtime, RuntimeConfig};
 
 /// A runtime for local runs with `limits` as its defaults.
 pub(super) fn local_runtime(
@@ -65,7 +65,7 @@ pub fn build_params(json_params: Option<&str>, pairs: &[String]) -> Result<Value
             Ok(other) => {
                 return Err(format!(
                     "--params must be a JSON object, got {}",
-                    crate::runtime::values::json_kind(&other)
+                    attune_runtime::values::json_kind(&other)
                 ));
             }
             Err(e) => return Err(format!("--params is not valid JSON: {e}")),

@@ -127,7 +127,7 @@ pub enum Command {
 pub struct McpArgs {
     /// How long a tool call waits for its execution before answering with
     /// its id (read it later with the `attune.execution` tool).
-    #[arg(long, default_value = "60s", value_parser = crate::util::units::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = attune_util::units::parse_duration)]
     pub wait: std::time::Duration,
     /// Actions offered as tools: patterns like `ops.*` or `core.echo`
     /// (repeatable); all by default.

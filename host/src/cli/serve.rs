@@ -8,10 +8,10 @@ use anyhow::Context as _;
 use std::time::Duration;
 
 use crate::api::ApiConfig;
-use crate::engine::PipelineConfig;
-use crate::runtime::http::OutboundConfig;
 use crate::server::{self, ADMIN_TOKEN_FILE, Server, ServerConfig};
-use crate::util::units::{parse_duration, parse_size};
+use attune_engine::PipelineConfig;
+use attune_runtime::http::OutboundConfig;
+use attune_util::units::{parse_duration, parse_size};
 
 /// Options of `attune serve`.
 #[derive(Debug, Clone, clap::Args)]
@@ -51,14 +51,14 @@ pub struct ServeArgs {
     pub min_interval: Duration,
     /// Deliveries one webhook accepts per second (twice as many at once);
     /// past it a delivery is answered 429.
-    #[arg(long, env = "ATTUNE_WEBHOOK_RATE", default_value_t = crate::engine::core::DEFAULT_WEBHOOK_RATE,
+    #[arg(long, env = "ATTUNE_WEBHOOK_RATE", default_value_t = attune_engine::core::DEFAULT_WEBHOOK_RATE,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub webhook_rate: u32,
     /// The deepest chain of causes rules still see: an event caused by an
     /// execution (`core.execution_finished`) is one deeper than the event
     /// behind that execution; past this depth it is stored, no rule fires,
     /// and the reason is on the event. Stops rules that feed each other.
-    #[arg(long, env = "ATTUNE_MAX_CHAIN_DEPTH", default_value_t = crate::engine::core::DEFAULT_MAX_CHAIN_DEPTH,
+    #[arg(long, env = "ATTUNE_MAX_CHAIN_DEPTH", default_value_t = attune_engine::core::DEFAULT_MAX_CHAIN_DEPTH,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_chain_depth: u32,
     /// The key that seals secrets (hex, mode 0600); default
@@ -109,13 +109,13 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     // TLS material is checked before anything starts.
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(std::sync::Arc::new(
-            crate::util::tls::server_config(cert, key).context("--tls-cert/--tls-key")?,
+            attune_util::tls::server_config(cert, key).context("--tls-cert/--tls-key")?,
         )),
         _ => None,
     };
     let outbound_tls = match &args.ca_cert {
         Some(ca) => Some(std::sync::Arc::new(
-            crate::util::tls::client_config(Some(ca)).context("--ca-cert")?,
+            attune_util::tls::client_config(Some(ca)).context("--ca-cert")?,
         )),
         None => None,
     };
@@ -240,10 +240,10 @@ const DATA_DIR_CHECK: Duration = Duration::from_secs(2);
 const GONE_DRAIN: Duration = Duration::from_secs(1);
 
 /// Resolves once the files the storage opened are deleted or replaced.
-async fn data_dir_gone(storage: &crate::storage::Storage) {
+async fn data_dir_gone(storage: &attune_storage::Storage) {
     loop {
         tokio::time::sleep(DATA_DIR_CHECK).await;
-        if storage.refusal() == Some(crate::storage::Refusal::Gone) {
+        if storage.refusal() == Some(attune_storage::Refusal::Gone) {
             return;
         }
     }

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::client::{ClientArgs, print_json, table};
 use crate::api::auth::{hash_token, new_token};
-use crate::storage::{Role, Storage};
+use attune_storage::{Role, Storage};
 
 /// `attune token …`
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,7 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use crate::client::worker::{self as remote, RemoteWorkerConfig};
-use crate::util::units::{parse_duration, parse_size};
+use attune_util::units::{parse_duration, parse_size};
 
 /// Options of `attune worker`.
 #[derive(Debug, Args)]
@@ -78,7 +78,7 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
             .clone()
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
         capabilities: if args.capabilities.is_empty() {
-            crate::engine::worker::capabilities()
+            attune_engine::worker::capabilities()
         } else {
             args.capabilities.clone()
         },

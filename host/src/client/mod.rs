@@ -97,7 +97,7 @@ impl SavedLogin {
         let io = |e: std::io::Error| ClientError::Config(format!("{}: {e}", path.display()));
         std::fs::create_dir_all(path.parent().expect("config path has a parent")).map_err(io)?;
         let text = toml::to_string(self).map_err(|e| ClientError::Config(e.to_string()))?;
-        crate::util::files::write_private(&path, &text).map_err(io)?;
+        attune_util::files::write_private(&path, &text).map_err(io)?;
         Ok(path)
     }
 }
@@ -133,7 +133,7 @@ impl Client {
         token: &str,
         ca: Option<&std::path::Path>,
     ) -> Result<Self, ClientError> {
-        let tls = crate::util::tls::client_config(ca)
+        let tls = attune_util::tls::client_config(ca)
             .map_err(|e| ClientError::Config(format!("--ca-cert: {e:#}")))?;
         let build = |redirects| {
             reqwest::Client::builder()
@@ -171,7 +171,7 @@ impl Client {
             Some(Body::Signed { bytes, signature }) => request
                 .header("content-type", "application/json")
                 .header(
-                    crate::engine::triggers::webhook::SIGNATURE_HEADER,
+                    attune_engine::triggers::webhook::SIGNATURE_HEADER,
                     signature,
                 )
                 .body(bytes),

@@ -24,10 +24,10 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::client::{Client, ClientError};
-use crate::engine::worker::pace::Pace;
-use crate::engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Released, Report};
-use crate::runtime::http::AllowedHosts;
-use crate::runtime::{Pack, Runtime, RuntimeConfig, cache};
+use attune_engine::worker::pace::Pace;
+use attune_engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Released, Report};
+use attune_runtime::http::AllowedHosts;
+use attune_runtime::{Pack, Runtime, RuntimeConfig, cache};
 
 /// Settings of a standalone worker.
 #[derive(Debug, Clone)]
@@ -87,7 +87,7 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let client = Client::with_ca(&config.server, &config.token, config.ca_cert.as_deref())?;
     let tls = match &config.ca_cert {
-        Some(ca) => Some(Arc::new(crate::util::tls::client_config(Some(ca))?)),
+        Some(ca) => Some(Arc::new(attune_util::tls::client_config(Some(ca))?)),
         None => None,
     };
     let concurrency = config.concurrency.max(1);
@@ -96,7 +96,7 @@ pub async fn run_until(
         scratch_dir: config.cache_dir.join("scratch"),
         max_instances: (concurrency as u32) * 2,
         scratch_quota_bytes: config.scratch_quota_bytes,
-        outbound: crate::runtime::http::OutboundConfig {
+        outbound: attune_runtime::http::OutboundConfig {
             allow_private: config.allow_private_outbound,
             tls,
             ..Default::default()
@@ -158,17 +158,17 @@ pub async fn run_until(
                 let pack = packs.get(&a.component);
                 let allowed =
                     Arc::new(AllowedHosts::parse(&a.allowed_outbound_hosts).unwrap_or_default());
-                let kv = crate::engine::kv::Kv(RemoteKv {
+                let kv = attune_engine::kv::Kv(RemoteKv {
                     client: packs.client.clone(),
                     path: format!("/workers/{id}/executions/{}/kv", a.id),
                 });
-                let report = crate::engine::worker::run::run(
+                let report = attune_engine::worker::run::run(
                     &runtime,
                     &a,
                     pack,
-                    crate::engine::worker::run::Reach {
+                    attune_engine::worker::run::Reach {
                         outbound: allowed,
-                        kv: crate::runtime::kv::KvState(Some(Arc::new(kv))),
+                        kv: attune_runtime::kv::KvState(Some(Arc::new(kv))),
                     },
                     default_timeout,
                     None,
@@ -382,7 +382,7 @@ impl Packs {
                 bytes
             }
         };
-        let pack = crate::engine::packs::load_bounded(&self.runtime, bytes).await?;
+        let pack = attune_engine::packs::load_bounded(&self.runtime, bytes).await?;
         loaded.insert(digest.to_string(), pack.clone());
         Ok(pack)
     }
@@ -397,20 +397,20 @@ struct RemoteKv {
 }
 
 #[async_trait::async_trait]
-impl crate::engine::kv::KvTransport for RemoteKv {
+impl attune_engine::kv::KvTransport for RemoteKv {
     async fn call(
         &self,
-        call: crate::engine::worker::protocol::KvCall,
-    ) -> Result<serde_json::Value, crate::runtime::kv::KvError> {
+        call: attune_engine::worker::protocol::KvCall,
+    ) -> Result<serde_json::Value, attune_runtime::kv::KvError> {
         let unavailable =
-            |e: String| crate::runtime::kv::KvError::Unavailable(format!("the server: {e}"));
+            |e: String| attune_runtime::kv::KvError::Unavailable(format!("the server: {e}"));
         let body = serde_json::to_value(&call).map_err(|e| unavailable(e.to_string()))?;
         let reply = self
             .client
             .post(&self.path, body)
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let reply: crate::engine::worker::protocol::KvReply =
+        let reply: attune_engine::worker::protocol::KvReply =
             serde_json::from_value(reply).map_err(|e| unavailable(e.to_string()))?;
         match reply.error {
             Some(failure) => Err(failure.into()),

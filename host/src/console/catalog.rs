@@ -17,10 +17,10 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, PackView};
-use crate::engine::EngineError;
-use crate::engine::executions::{self, RunRequest};
-use crate::runtime::PathError;
-use crate::storage::{MAX_PAGE, Page as Keyset, Role};
+use attune_engine::EngineError;
+use attune_engine::executions::{self, RunRequest};
+use attune_runtime::PathError;
+use attune_storage::{MAX_PAGE, Page as Keyset, Role};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -18,11 +18,11 @@ use super::{Closing, Page, UiError, data, page, render, see};
 use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorDetail};
 use crate::api::views::ExecutionView;
-use crate::engine::executions::{self, RunRequest};
-use crate::engine::output::{self, Output};
-use crate::runtime::secrets::MASK;
-use crate::storage::{ExecutionFilter, ExecutionStatus, Page as Keyset, Role, now_ms};
-use crate::util::units::{millis, parse_duration};
+use attune_engine::executions::{self, RunRequest};
+use attune_engine::output::{self, Output};
+use attune_runtime::secrets::MASK;
+use attune_storage::{ExecutionFilter, ExecutionStatus, Page as Keyset, Role, now_ms};
+use attune_util::units::{millis, parse_duration};
 
 /// Rows on a page of the list.
 const PAGE: i64 = 50;
@@ -275,7 +275,7 @@ async fn show(
             ..Default::default()
         };
         let keyset = Keyset {
-            limit: Some(crate::storage::MAX_PAGE),
+            limit: Some(attune_storage::MAX_PAGE),
             after: None,
         };
         state.storage.list_executions(&filter, &keyset).await?

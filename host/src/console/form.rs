@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::runtime::PathError;
+use attune_runtime::PathError;
 
 /// One field of a run form, or a fieldset of them.
 #[derive(Debug, Clone, Serialize)]

@@ -33,8 +33,8 @@ use minijinja::{Environment, Value as Ctx, context};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
-use crate::engine::EngineError;
-use crate::storage::{Role, StorageError};
+use attune_engine::EngineError;
+use attune_storage::{Role, StorageError};
 
 /// Largest form a console page posts (a dry-run payload, a run's params).
 const MAX_FORM_BYTES: usize = 256 << 10;

@@ -12,7 +12,7 @@ use super::{Page, data, page};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::views::{EventView, WorkerView};
-use crate::storage::{ExecutionFilter, ExecutionStatus, MAX_PAGE, Page as Keyset};
+use attune_storage::{ExecutionFilter, ExecutionStatus, MAX_PAGE, Page as Keyset};
 
 /// Events on a page.
 const PAGE: i64 = 50;

@@ -13,9 +13,9 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{Problem, RuleView};
-use crate::engine::rules::evaluate::dry_run;
-use crate::engine::rules::save;
-use crate::storage::{Page as Keyset, Role, RuleFilter};
+use attune_engine::rules::evaluate::dry_run;
+use attune_engine::rules::save;
+use attune_storage::{Page as Keyset, Role, RuleFilter};
 
 /// Rules on a page of the list.
 const PAGE: i64 = 100;

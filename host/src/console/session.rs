@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::{Page, UiError, render, see};
 use crate::api::AppState;
 use crate::api::auth::{Caller, hash_token, new_token};
-use crate::storage::{Role, now_ms};
+use attune_storage::{Role, now_ms};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "attune_session";

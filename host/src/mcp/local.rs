@@ -24,8 +24,8 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, ExecutionView, Keyed};
-use crate::engine::{Core, EngineError, executions};
-use crate::storage::Role;
+use attune_engine::{Core, EngineError, executions};
+use attune_storage::Role;
 
 /// The engine as the tools' backend; the caller comes with each request.
 pub struct Local {

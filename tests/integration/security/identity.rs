@@ -59,7 +59,7 @@ on_both_backends! {
     async fn no_token_can_take_the_name_of_a_servers_own_worker(backend) {
         let pipeline = PipelineConfig { embedded_worker: false, ..PipelineConfig::default() };
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let attacker = s.token("worker").await;
         for token in [&attacker, &s.admin] {
             let name = format!("embedded@localhost/{}", s.core.config.node);
@@ -76,7 +76,7 @@ on_both_backends! {
     async fn a_worker_registered_by_an_admin_cannot_be_adopted_by_another_token(backend) {
         let pipeline = PipelineConfig { embedded_worker: false, ..PipelineConfig::default() };
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let w1 = s.post("/api/v1/workers", json!({"name": "w1", "capabilities": caps})).await;
         assert_eq!(w1.status, StatusCode::OK, "{}", w1.body);
         let id = w1.body["id"].as_i64().unwrap();
@@ -142,7 +142,7 @@ on_both_backends! {
     async fn only_the_worker_holding_a_claim_can_finish_it(backend) {
         let pipeline = PipelineConfig { embedded_worker: false, ..PipelineConfig::default() };
         let s = TestServer::start_full(backend, Default::default(), pipeline).await;
-        let caps = attune::engine::worker::capabilities();
+        let caps = attune_engine::worker::capabilities();
         let (a, b) = (s.token("worker").await, s.token("worker").await);
         let wa = post_as(&s, &a, "/api/v1/workers", json!({"name": "wa", "capabilities": caps})).await.body["id"].as_i64().unwrap();
         let wb = post_as(&s, &b, "/api/v1/workers", json!({"name": "wb", "capabilities": caps})).await.body["id"].as_i64().unwrap();

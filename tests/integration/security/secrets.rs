@@ -73,7 +73,7 @@ async fn ping_pong(s: &TestServer) {
 
 /// A rule stored as an older release saved it, without today's checks.
 async fn store_unchecked(s: &TestServer, r#ref: &str, message: &str, enabled: bool) {
-    let spec = attune::storage::RuleSpec {
+    let spec = attune_storage::RuleSpec {
         r#ref: r#ref.into(),
         description: None,
         trigger: "core.manual".into(),
@@ -352,7 +352,7 @@ tasks:
         s.put("/api/v1/packs/core/grants", json!({"allowed_outbound_hosts": ["http://127.0.0.1:*"]})).await;
         let key = "operator-own-key-0123456789";
         let body = r#"{"loop":1}"#;
-        let signature = attune::engine::triggers::webhook::sign(key, body.as_bytes());
+        let signature = attune_engine::triggers::webhook::sign(key, body.as_bytes());
         let r = s.post("/api/v1/rules", json!({
             "ref": "core.selfhook", "trigger": "core.webhook",
             "trigger_params": {"name": "selfhook", "secret": key},

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 
-use crate::runtime::{Limits, LoadError};
+use attune_runtime::{Limits, LoadError};
 
 mod toolchains;
 mod wit;
@@ -373,7 +373,7 @@ pub async fn build(args: BuildArgs, runtime: &super::RuntimeArgs) -> anyhow::Res
     let rt = super::local::local_runtime(
         runtime,
         Limits::default(),
-        crate::runtime::http::OutboundConfig::default(),
+        attune_runtime::http::OutboundConfig::default(),
     )?;
     let path = out.to_string_lossy().into_owned();
     let loading = Instant::now();

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context as _, bail};
 
-use crate::runtime::DOCS_SECTION;
+use attune_runtime::DOCS_SECTION;
 
 #[path = "../../../../sdk/macros/src/docs.rs"]
 mod docs;

@@ -1,0 +1,103 @@
+//! Sensors: a pack's exports polled on a durable schedule, whose records
+//! become events on the pack's own trigger types.
+//!
+//! A poll is an ordinary execution of the export (so it runs in the
+//! sandbox, on a worker whose capabilities cover its imports, with the
+//! pack's grants and limits). [`fire`] queues the polls that are due —
+//! claimed once across nodes and restarts, like a timer tick; [`harvest`]
+//! takes in the polls that ended, each exactly once: its records are stored
+//! as events (one statement a poll) with the poll's record in one
+//! transaction, then enforced like any event (`ingest::enforce_stored`).
+//! A failed poll (trap, timeout, `err`) delays the sensor's next one,
+//! doubling up to [`MAX_BACKOFF_MS`].
+
+use serde_json::Value;
+
+use super::{Core, EngineError};
+use attune_storage::{ExecutionStatus, PollEnded, PollRecord, StorageError, now_ms};
+use attune_util::schedule::Plan;
+
+/// Events one poll may emit; records past it are dropped with a warning.
+pub const MAX_EVENTS: usize = 1000;
+
+/// The longest a failing sensor's next poll is delayed.
+pub const MAX_BACKOFF_MS: i64 = 3_600_000;
+
+/// Queues the polls that are due; wakes the workers when there are some.
+pub async fn fire(core: &Core) -> Result<usize, StorageError> {
+    let polls = core.storage.fire_due_sensors(100).await?;
+    if !polls.is_empty() {
+        core.metrics.executions_requested.inc_by(polls.len() as u64);
+        core.dispatch.work_queued(&core.storage).await;
+    }
+    Ok(polls.len())
+}
+
+/// Takes in the polls that ended: each once across nodes, its records
+/// stored as events in the same transaction, then enforced like any event
+/// (a crash in between leaves them to the event reconciler). Returns how
+/// many it took in.
+pub async fn harvest(core: &Core) -> Result<usize, EngineError> {
+    let ended = core.storage.polls_ended(100).await?;
+    let mut taken = 0;
+    for poll in &ended {
+        let (events, record) = if poll.status == ExecutionStatus::Succeeded {
+            let (events, warning) = records(poll);
+            let record = PollRecord {
+                warning,
+                backoff_until: None,
+            };
+            (events, record)
+        } else {
+            tracing::warn!(sensor = %poll.sensor, status = %poll.status, error = ?poll.error, "sensor poll failed");
+            let record = PollRecord {
+                warning: None,
+                backoff_until: Some(now_ms() + backoff(core, poll).await?),
+            };
+            (Vec::new(), record)
+        };
+        let Some(stored) = core.storage.take_in_poll(poll, &record, &events).await? else {
+            continue;
+        };
+        taken += 1;
+        if !stored.is_empty() {
+            core.metrics.events_recorded.inc_by(stored.len() as u64);
+            super::ingest::enforce_stored(core, &stored).await?;
+        }
+    }
+    Ok(taken)
+}
+
+/// The records of a successful poll, cut at [`MAX_EVENTS`] with a warning.
+fn records(poll: &PollEnded) -> (Vec<Value>, Option<String>) {
+    let mut records = match &poll.result {
+        Some(Value::Array(items)) => items.clone(),
+        _ => Vec::new(),
+    };
+    let warning = (records.len() > MAX_EVENTS).then(|| {
+        format!(
+            "{} records; the first {MAX_EVENTS} became events, the rest were dropped",
+            records.len()
+        )
+    });
+    records.truncate(MAX_EVENTS);
+    (records, warning)
+}
+
+/// How long to wait after this failure: the sensor's interval (a minute for
+/// a cron schedule) doubled for each failure in a row, this one included,
+/// up to the cap.
+async fn backoff(core: &Core, poll: &PollEnded) -> Result<i64, EngineError> {
+    let Some(sensor) = core.storage.get_sensor(&poll.sensor).await? else {
+        return Ok(0);
+    };
+    let base = match Plan::from_stored(sensor.every_ms, sensor.schedule.as_deref()) {
+        Some(Plan::Interval { every_ms }) => every_ms,
+        _ => 60_000,
+    };
+    let doublings = (sensor.failures + 1).clamp(1, 20) as u32;
+    Ok(base
+        .saturating_mul(1i64 << doublings)
+        .min(MAX_BACKOFF_MS)
+        .max(base))
+}

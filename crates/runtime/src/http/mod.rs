@@ -1,0 +1,484 @@
+//! `wasi:http/outgoing-handler`: outbound HTTP, as far as the pack's grant
+//! allows.
+//!
+//! Linked for every worker (so a component importing `wasi:http`
+//! instantiates anywhere that advertises it) and granted per pack: every
+//! request goes through [`Outbound::send_request`], which
+//! - refuses a scheme, host and port that no pattern of the grant allows
+//!   ([`allow`]), before any DNS lookup or connection;
+//! - resolves the name itself, drops private, loopback, link-local, shared
+//!   and metadata addresses unless the operator allows private networks,
+//!   and connects only to an address it checked (no DNS rebinding);
+//! - clamps the guest's timeouts, caps requests per execution and response
+//!   bytes, speaks TLS through rustls with the webpki roots, and follows no
+//!   redirect (a guest that follows one sends a new, checked request);
+//! - records each request as a log line of the execution: method,
+//!   `scheme://host:port`, status, bytes and milliseconds, or why it was
+//!   denied.
+//!
+//! Sockets stay denied in the WASI context: HTTP is the only way out.
+
+pub mod allow;
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use wasmtime::component::Linker;
+use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks, WasiHttpView};
+
+use super::output::LogLine;
+use super::secrets::{MASK, SecretSet};
+pub use allow::AllowedHosts;
+
+type HttpError = wasmtime_wasi_http::Error;
+type Body = wasmtime_wasi_http::WasiBody;
+
+/// The capability strings a worker advertises for it (a component that
+/// uses HTTP imports both interfaces).
+pub const CAPABILITIES: &[&str] = &["wasi:http/outgoing-handler@0.2", "wasi:http/types@0.2"];
+
+/// The operator's limits on outbound HTTP.
+#[derive(Debug, Clone)]
+pub struct OutboundConfig {
+    /// Reach private, loopback and link-local addresses too.
+    pub allow_private: bool,
+    /// Longest to resolve and connect.
+    pub connect_timeout: Duration,
+    /// Longest to wait for the response head.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between body frames.
+    pub between_bytes_timeout: Duration,
+    /// Most response body bytes one request may read.
+    pub max_response_bytes: u64,
+    /// Most requests one execution may send.
+    pub max_requests: u32,
+    /// TLS settings when they differ from the webpki roots alone (a
+    /// private CA, `--ca-cert`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow_private: false,
+            connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(30),
+            between_bytes_timeout: Duration::from_secs(30),
+            max_response_bytes: 10 << 20,
+            max_requests: 100,
+            tls: None,
+        }
+    }
+}
+
+/// One execution's outbound HTTP: its grant, its counters, its log.
+pub struct Outbound {
+    allowed: Arc<AllowedHosts>,
+    config: Arc<OutboundConfig>,
+    requests: u32,
+    log: RequestLog,
+    /// The run's secrets: a host or an error the log line would show is
+    /// masked when it holds a piece of one.
+    secrets: Arc<SecretSet>,
+    /// The run's depth in its chain of causes.
+    depth: i64,
+}
+
+/// The header every outbound request carries: the depth in a chain of
+/// causes of whatever it causes (the sender's depth plus one). Attune's
+/// own event doors read it, so an action that posts to its own server's
+/// webhook is held at `--max-chain-depth` like any other chain. Set by the
+/// host after the guest, which cannot remove or lower it.
+pub const CHAIN_DEPTH_HEADER: &str = "attune-chain-depth";
+
+/// The depth a request's [`CHAIN_DEPTH_HEADER`] says (0 without one or
+/// with one that is not a small number).
+pub fn chain_depth<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> i64 {
+    headers
+        .into_iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(CHAIN_DEPTH_HEADER))
+        .and_then(|(_, v)| v.trim().parse::<u16>().ok())
+        .map_or(0, i64::from)
+}
+
+impl Outbound {
+    /// Outbound HTTP for an execution granted `allowed`.
+    pub fn new(
+        allowed: Arc<AllowedHosts>,
+        config: Arc<OutboundConfig>,
+        started: Instant,
+        secrets: Arc<SecretSet>,
+        depth: i64,
+    ) -> Self {
+        Self {
+            allowed,
+            config,
+            requests: 0,
+            log: RequestLog {
+                lines: Arc::default(),
+                started,
+            },
+            secrets,
+            depth,
+        }
+    }
+
+    /// The log lines of the requests sent so far.
+    pub fn take_log(&self) -> Vec<LogLine> {
+        std::mem::take(&mut *lock(&self.log.lines))
+    }
+
+    fn denied(&self, target: String, method: &str, why: &str) -> HttpFuture {
+        self.log.record(
+            "warn",
+            format!("http {method} {target} denied: {why}"),
+            vec![],
+        );
+        Box::new(async { Err(HttpError::HttpRequestDenied) })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where an execution's request lines go: shared with the response bodies,
+/// which write their line when they end.
+#[derive(Clone)]
+struct RequestLog {
+    lines: Arc<Mutex<Vec<LogLine>>>,
+    started: Instant,
+}
+
+impl RequestLog {
+    fn record(&self, level: &'static str, message: String, fields: Vec<(String, String)>) {
+        lock(&self.lines).push(LogLine {
+            level,
+            message,
+            fields,
+            at_ms: self.started.elapsed().as_millis() as u64,
+        });
+    }
+}
+
+type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
+type HttpFuture =
+    Box<dyn Future<Output = Result<(http::Response<Body>, IoFuture), HttpError>> + Send>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<Body>,
+        options: Option<RequestOptions>,
+        _fut: IoFuture,
+    ) -> HttpFuture {
+        request.headers_mut().insert(
+            CHAIN_DEPTH_HEADER,
+            http::HeaderValue::from(self.depth.saturating_add(1).max(1)),
+        );
+        let uri = request.uri().clone();
+        let method = request.method().to_string();
+        let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
+        let host = uri.host().unwrap_or_default().to_string();
+        let port = uri
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        // The host as the log shows it. Parsing the URL cuts through a
+        // secret placed in it (the host is what comes before the first `/`
+        // or after the last `@`), and exact-value redaction would miss the
+        // piece: a host that holds any piece of a secret is masked whole.
+        let shown = if self.secrets.shares_piece(&host) {
+            MASK
+        } else {
+            host.as_str()
+        };
+        let target = format!("{scheme}://{shown}:{port}");
+        if !self.allowed.allows(&scheme, &host, port) {
+            return self.denied(target, &method, "not in the pack's allowed_outbound_hosts");
+        }
+        if self.requests >= self.config.max_requests {
+            let why = format!(
+                "more than {} requests in one execution",
+                self.config.max_requests
+            );
+            return self.denied(target, &method, &why);
+        }
+        self.requests += 1;
+        let clamp = |asked: Option<Duration>, most: Duration| asked.map_or(most, |d| d.min(most));
+        let config = self.config.clone();
+        let limits = Timeouts {
+            connect: clamp(
+                options.and_then(|o| o.connect_timeout),
+                config.connect_timeout,
+            ),
+            first_byte: clamp(
+                options.and_then(|o| o.first_byte_timeout),
+                config.first_byte_timeout,
+            ),
+            between_bytes: clamp(
+                options.and_then(|o| o.between_bytes_timeout),
+                config.between_bytes_timeout,
+            ),
+        };
+        let log = self.log.clone();
+        let secrets = self.secrets.clone();
+        Box::new(async move {
+            let began = Instant::now();
+            let sent = send(request, &scheme, &host, port, &config, limits).await;
+            match sent {
+                Ok((response, io)) => {
+                    let (parts, incoming) = response.into_parts();
+                    let body = Counted {
+                        inner: incoming,
+                        bytes: 0,
+                        max: config.max_response_bytes,
+                        idle: tokio::time::interval(limits.between_bytes),
+                        fresh: true,
+                        done: Some(Done {
+                            log,
+                            began,
+                            line: format!("http {method} {target}"),
+                            status: parts.status.as_u16(),
+                        }),
+                    };
+                    Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    let why = if secrets.shares_piece(&why) {
+                        MASK.to_string()
+                    } else {
+                        why
+                    };
+                    log.record(
+                        "warn",
+                        format!("http {method} {target} failed: {why}"),
+                        vec![("ms".into(), began.elapsed().as_millis().to_string())],
+                    );
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    first_byte: Duration,
+    between_bytes: Duration,
+}
+
+/// The default TLS client settings: rustls with ring and the webpki roots,
+/// built once.
+static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+    Arc::new(
+        attune_util::tls::client_config(None).expect("ring supports the default protocol versions"),
+    )
+});
+
+/// The addresses `host` may be reached at: resolved here, private ones
+/// dropped unless allowed.
+async fn addresses(
+    host: &str,
+    port: u16,
+    config: &OutboundConfig,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, HttpError> {
+    let literal = host.trim_start_matches('[').trim_end_matches(']');
+    let resolved: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+            .await
+            .map_err(|_| HttpError::DnsTimeout)?
+            .map_err(|e| HttpError::DnsError {
+                rcode: Some(e.to_string()),
+                info_code: None,
+            })?
+            .collect(),
+    };
+    let allowed: Vec<SocketAddr> = resolved
+        .into_iter()
+        .filter(|a| config.allow_private || !allow::is_private(a.ip()))
+        .collect();
+    if allowed.is_empty() {
+        return Err(HttpError::DestinationIpProhibited);
+    }
+    Ok(allowed)
+}
+
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static> Stream for T {}
+
+/// Connects to a checked address of `host` and sends `request`.
+async fn send(
+    mut request: http::Request<Body>,
+    scheme: &str,
+    host: &str,
+    port: u16,
+    config: &OutboundConfig,
+    limits: Timeouts,
+) -> Result<(http::Response<hyper::body::Incoming>, IoFuture), HttpError> {
+    let deadline = tokio::time::Instant::now() + limits.connect;
+    let addrs = addresses(host, port, config, limits.connect).await?;
+    let mut stream = None;
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
+            }
+            Ok(Err(e)) => last = Some(HttpError::Connect(e)),
+            Err(_) => return Err(HttpError::ConnectionTimeout),
+        }
+    }
+    let tcp = stream.ok_or_else(|| last.unwrap_or(HttpError::ConnectionRefused))?;
+    let io: Box<dyn Stream> = if scheme == "https" {
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        let name = match literal.parse::<IpAddr>() {
+            Ok(ip) => rustls::pki_types::ServerName::from(ip),
+            Err(_) => rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(HttpError::InvalidDnsNameError)?,
+        };
+        let tls =
+            tokio_rustls::TlsConnector::from(config.tls.clone().unwrap_or_else(|| TLS.clone()));
+        let s = tokio::time::timeout_at(deadline, tls.connect(name, tcp))
+            .await
+            .map_err(|_| HttpError::ConnectionTimeout)?
+            .map_err(HttpError::Tls)?;
+        Box::new(s)
+    } else {
+        Box::new(tcp)
+    };
+    let (mut sender, conn) = tokio::time::timeout_at(
+        deadline,
+        hyper::client::conn::http1::handshake(wasmtime_wasi_http::io::TokioIo::new(io)),
+    )
+    .await
+    .map_err(|_| HttpError::ConnectionTimeout)??;
+    // The connection runs on its own until the response body is read or
+    // dropped; the I/O future wasmtime-wasi-http awaits reports its end.
+    let conn = tokio::spawn(conn);
+    let io: IoFuture = Box::new(async move {
+        match conn.await {
+            Ok(Ok(())) | Err(_) => Ok(()),
+            Ok(Err(e)) => Err(HttpError::from(e)),
+        }
+    });
+    // HTTP/1 sends the origin form; the Host header carries the authority.
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(
+            request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+        )
+        .build()
+        .map_err(|_| HttpError::HttpRequestUriInvalid)?;
+    let response = tokio::time::timeout(limits.first_byte, sender.send_request(request))
+        .await
+        .map_err(|_| HttpError::ConnectionReadTimeout)??;
+    Ok((response, io))
+}
+
+/// What the body wrapper logs when the response ends.
+struct Done {
+    log: RequestLog,
+    began: Instant,
+    line: String,
+    status: u16,
+}
+
+/// A response body that counts its bytes, stops at the cap, times out
+/// between frames, and writes the request's log line when it ends.
+struct Counted {
+    inner: hyper::body::Incoming,
+    bytes: u64,
+    max: u64,
+    idle: tokio::time::Interval,
+    fresh: bool,
+    done: Option<Done>,
+}
+
+impl Counted {
+    fn finish(&mut self, error: Option<String>) {
+        if let Some(d) = self.done.take() {
+            let mut fields = vec![
+                ("status".into(), d.status.to_string()),
+                ("bytes".into(), self.bytes.to_string()),
+                ("ms".into(), d.began.elapsed().as_millis().to_string()),
+            ];
+            let (level, message) = match error {
+                None => ("info", format!("{} {}", d.line, d.status)),
+                Some(e) => {
+                    fields.push(("error".into(), e.clone()));
+                    ("warn", format!("{} {} cut short: {e}", d.line, d.status))
+                }
+            };
+            d.log.record(level, message, fields);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        if self.fresh {
+            self.fresh = false;
+            self.idle.reset();
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.finish(None);
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.finish(Some(e.to_string()));
+                Poll::Ready(Some(Err(HttpError::from(e))))
+            }
+            Poll::Ready(Some(Ok(frame))) => {
+                self.idle.reset();
+                if let Some(data) = frame.data_ref() {
+                    self.bytes += data.len() as u64;
+                    if self.bytes > self.max {
+                        let max = self.max;
+                        self.finish(Some(format!("more than {max} bytes")));
+                        return Poll::Ready(Some(Err(HttpError::HttpResponseBodySize(Some(max)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                if self.idle.poll_tick(cx).is_ready() {
+                    self.finish(Some("the server stalled".into()));
+                    return Poll::Ready(Some(Err(HttpError::ConnectionReadTimeout)));
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Links `wasi:http` (types and the outgoing handler) for a store whose
+/// state gives the hooks ([`Outbound`]) through [`WasiHttpView`].
+pub fn add_to_linker<T: WasiHttpView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)
+}

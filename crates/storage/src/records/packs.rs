@@ -1,0 +1,278 @@
+//! Packs, their components and actions, and trigger types.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::rows::DbRow;
+
+/// A component to store with a pack.
+#[derive(Debug, Clone)]
+pub struct NewComponent {
+    /// SHA-256, hex.
+    pub digest: String,
+    /// The component.
+    pub bytes: Vec<u8>,
+}
+
+/// An action to register with a pack.
+#[derive(Debug, Clone)]
+pub struct NewAction {
+    /// `<pack>.<name>`.
+    pub r#ref: String,
+    /// Name within the pack.
+    pub name: String,
+    /// Digest of the component exporting it; empty for a workflow.
+    pub component: String,
+    /// JSON Schema of the parameters.
+    pub params_schema: Value,
+    /// JSON Schema of the result.
+    pub result_schema: Value,
+    /// JSON Schema of the typed error.
+    pub error_schema: Option<Value>,
+    /// Required capabilities.
+    pub capabilities: Vec<String>,
+    /// Doc comment.
+    pub description: Option<String>,
+    /// A workflow's definition.
+    pub workflow: Option<Value>,
+    /// The export a sensor calls: not listed or run as an action.
+    pub sensor: bool,
+}
+
+/// A pack to register.
+#[derive(Debug, Clone)]
+pub struct NewPack {
+    /// Pack name.
+    pub name: String,
+    /// Version string.
+    pub version: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Content digest (manifest + component digests).
+    pub digest: String,
+    /// What it is granted.
+    pub grants: Grants,
+    /// Its components.
+    pub components: Vec<NewComponent>,
+    /// Its actions.
+    pub actions: Vec<NewAction>,
+    /// Its sensors.
+    pub sensors: Vec<NewSensor>,
+    /// The trigger types its sensors emit.
+    pub trigger_types: Vec<TriggerTypeRecord>,
+}
+
+/// A sensor to register with its pack.
+#[derive(Debug, Clone)]
+pub struct NewSensor {
+    /// `<pack>.<name>`, also its trigger type's ref.
+    pub r#ref: String,
+    /// The export it calls (an action row marked `sensor`).
+    pub action: String,
+    /// Its schedule as timers store it: interval in ms (0 for cron), and
+    /// the cron schedule as JSON.
+    pub every_ms: i64,
+    /// See `every_ms`.
+    pub schedule: Option<String>,
+    /// What it watches.
+    pub description: Option<String>,
+    /// Its first poll (Unix ms).
+    pub first_run_at: i64,
+}
+
+/// A sensor and where it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorRecord {
+    /// `<pack>.<name>`, its trigger type.
+    pub r#ref: String,
+    /// Its pack.
+    pub pack: String,
+    /// The export it calls.
+    pub action: String,
+    /// Interval in ms (0 for a cron schedule).
+    pub every_ms: i64,
+    /// Cron schedule, as JSON.
+    pub schedule: Option<String>,
+    /// What it watches.
+    pub description: Option<String>,
+    /// Whether it polls.
+    pub enabled: bool,
+    /// Unix ms of its next poll.
+    pub next_run_at: i64,
+    /// Failed polls in a row.
+    pub failures: i64,
+}
+
+impl SensorRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            r#ref: r.text("ref"),
+            pack: r.text("pack"),
+            action: r.text("action"),
+            every_ms: r.int("every_ms"),
+            schedule: r.opt_text("schedule"),
+            description: r.opt_text("description"),
+            enabled: r.boolean("enabled"),
+            next_run_at: r.int("next_run_at"),
+            failures: r.int("failures"),
+        }
+    }
+}
+
+/// One poll of a sensor.
+#[derive(Debug, Clone, Serialize)]
+pub struct SensorRunRecord {
+    /// The poll's execution.
+    pub execution: i64,
+    /// How it ended.
+    pub status: String,
+    /// Events it emitted.
+    pub events: i64,
+    /// Its error.
+    pub error: Option<Value>,
+    /// What was off (records dropped past the cap).
+    pub warning: Option<String>,
+    /// Unix ms.
+    pub started_at: Option<i64>,
+    /// Unix ms.
+    pub finished_at: i64,
+}
+
+impl SensorRunRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            execution: r.int("execution"),
+            status: r.text("status"),
+            events: r.int("events"),
+            error: r.opt_json("error"),
+            warning: r.opt_text("warning"),
+            started_at: r.opt_int("started_at"),
+            finished_at: r.int("finished_at"),
+        }
+    }
+}
+
+/// What [`super::Storage::register_pack`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// A new pack.
+    Created,
+    /// A new version of an existing pack.
+    Upgraded,
+    /// The same name, version and content were already there.
+    Unchanged,
+}
+
+/// What a pack is granted beyond the sandbox.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Outbound HTTP destinations (`https://api.github.com`, `https://*.slack.com`).
+    #[serde(default)]
+    pub allowed_outbound_hosts: Vec<String>,
+    /// Names of the secrets its actions may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// A registered pack.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackRecord {
+    /// Pack name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Content digest.
+    pub digest: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// What it is granted.
+    pub grants: Grants,
+}
+
+impl PackRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            grants: serde_json::from_value(r.json("grants")).unwrap_or_default(),
+            name: r.text("name"),
+            version: r.text("version"),
+            description: r.opt_text("description"),
+            digest: r.text("digest"),
+            created_at: r.int("created_at"),
+            updated_at: r.int("updated_at"),
+        }
+    }
+}
+
+/// A registered action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    /// `<pack>.<name>`.
+    pub r#ref: String,
+    /// Its pack.
+    pub pack: String,
+    /// Name within the pack.
+    pub name: String,
+    /// Digest of its component; empty for a workflow.
+    pub component: String,
+    /// JSON Schema of the parameters, derived from WIT.
+    pub params_schema: Value,
+    /// JSON Schema of the success value.
+    pub result_schema: Value,
+    /// JSON Schema of the typed error, if the action returns a `result`.
+    pub error_schema: Option<Value>,
+    /// Capabilities a worker needs.
+    pub capabilities: Vec<String>,
+    /// WIT doc comment.
+    pub description: Option<String>,
+    /// A workflow's definition (its tasks run as child executions).
+    pub workflow: Option<Value>,
+    /// The export a sensor calls: not an action.
+    pub sensor: bool,
+}
+
+impl ActionRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            r#ref: r.text("ref"),
+            pack: r.text("pack"),
+            name: r.text("name"),
+            component: r.opt_text("component").unwrap_or_default(),
+            params_schema: r.json("params_schema"),
+            result_schema: r.json("result_schema"),
+            error_schema: r.opt_json("error_schema"),
+            capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
+            description: r.opt_text("description"),
+            workflow: r.opt_json("workflow"),
+            sensor: r.boolean("sensor"),
+        }
+    }
+}
+
+/// A kind of trigger rules can listen to.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerTypeRecord {
+    /// e.g. `core.interval`.
+    pub r#ref: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema of a rule's `trigger_params`.
+    pub params_schema: Value,
+    /// JSON Schema of its events' payloads.
+    pub payload_schema: Value,
+}
+
+impl TriggerTypeRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            r#ref: r.text("ref"),
+            description: r.text("description"),
+            params_schema: r.json("params_schema"),
+            payload_schema: r.json("payload_schema"),
+        }
+    }
+}

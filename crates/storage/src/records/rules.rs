@@ -1,0 +1,87 @@
+//! Rules and the filter that lists them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::rows::DbRow;
+
+/// A rule as stored (already validated).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// `<pack>.<name>`, unique.
+    pub r#ref: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// Trigger type ref.
+    pub trigger: String,
+    /// Parameters of the trigger.
+    pub trigger_params: Value,
+    /// Expression over `event`; the rule fires when it is true.
+    pub criteria: Option<String>,
+    /// Action ref.
+    pub action: String,
+    /// Parameters for the action; strings may hold `{{ event… }}` templates.
+    pub action_params: Value,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Execution timeout in milliseconds; default when absent.
+    pub timeout_ms: Option<i64>,
+    /// Attempts each execution gets (retries after a lost worker), at least 1.
+    #[serde(default = "one")]
+    pub max_attempts: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// A stored rule.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleRecord {
+    /// Internal id.
+    pub id: i64,
+    /// The definition.
+    #[serde(flatten)]
+    pub spec: RuleSpec,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Why the server disabled it (its trigger type went away with its pack).
+    #[serde(default)]
+    pub disabled_reason: Option<String>,
+}
+
+impl RuleRecord {
+    pub(crate) fn from_row(r: &impl DbRow) -> Self {
+        Self {
+            id: r.int("id"),
+            spec: RuleSpec {
+                r#ref: r.text("ref"),
+                description: r.opt_text("description"),
+                trigger: r.text("trigger"),
+                trigger_params: r.json("trigger_params"),
+                criteria: r.opt_text("criteria"),
+                action: r.text("action"),
+                action_params: r.json("action_params"),
+                enabled: r.boolean("enabled"),
+                timeout_ms: r.opt_int("timeout_ms"),
+                max_attempts: r.int("max_attempts"),
+            },
+            created_at: r.int("created_at"),
+            updated_at: r.int("updated_at"),
+            disabled_reason: r.opt_text("disabled_reason"),
+        }
+    }
+}
+
+/// Filters for listing rules.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuleFilter {
+    /// Only rules on this trigger type.
+    pub trigger: Option<String>,
+    /// Only rules running this action.
+    pub action: Option<String>,
+    /// Only enabled (true) or disabled (false) rules.
+    pub enabled: Option<bool>,
+}
