@@ -161,6 +161,16 @@ impl Core {
         }
     }
 
+    /// Why the database takes no writes now, if it does not.
+    pub fn refusal(&self) -> Option<attune_storage::Refusal> {
+        self.storage.refusal()
+    }
+
+    /// Whether the database answers a query now.
+    pub async fn database_answers(&self) -> bool {
+        self.storage.ping().await
+    }
+
     /// The loaded component with this digest (see [`PackCache::get`]).
     pub async fn pack(&self, digest: &str) -> Result<Pack, EngineError> {
         self.packs

@@ -15,6 +15,9 @@ pub enum EngineError {
     /// It exists already, or is no longer in a state that allows this.
     #[error("{0}")]
     Conflict(String),
+    /// The caller may not do this to this thing (another token's worker).
+    #[error("{0}")]
+    Denied(String),
     /// The input does not fit; every problem with its JSON path.
     #[error("{message}")]
     Invalid {

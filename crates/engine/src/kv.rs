@@ -185,3 +185,16 @@ impl From<KvFailure> for KvError {
         }
     }
 }
+/// A page of a pack's keys under `prefix`, by key; `None` when there is
+/// no such pack.
+pub async fn list(
+    core: &crate::Core,
+    pack: &str,
+    prefix: &str,
+    page: &Page,
+) -> Result<Option<Vec<attune_storage::KvRecord>>, crate::EngineError> {
+    if core.storage.get_pack(pack).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(core.storage.kv_list(pack, prefix, page).await?))
+}

@@ -24,24 +24,32 @@
 //!   worker API alike.
 //! - [`sensors`] — packs' exports polled on a schedule, their records
 //!   turned into events on the pack's trigger types.
+//! - [`catalog`], [`history`], [`tokens`] — what the surfaces read and
+//!   change: installed packs, actions and trigger types; events,
+//!   enforcements and executions; tokens and console sessions. Their
+//!   records are re-exported in [`records`].
 //! - [`workflows`] — workflow definitions, the pure step function, and the
 //!   conductor that applies each step in one transaction.
 
 pub mod actions;
 pub mod cache;
+pub mod catalog;
 pub mod core;
 pub mod dispatch;
 pub mod error;
 pub mod executions;
+pub mod history;
 pub mod ingest;
 pub mod kv;
 pub mod metrics;
 pub mod output;
 pub mod packs;
+pub mod records;
 pub mod rules;
 pub mod scheduler;
 pub mod secrets;
 pub mod sensors;
+pub mod tokens;
 pub mod triggers;
 pub mod worker;
 pub mod workflows;

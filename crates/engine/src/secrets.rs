@@ -327,6 +327,14 @@ pub async fn for_run(
     ))
 }
 
+/// A page of secrets' names and times, by name; never a value.
+pub async fn list(
+    core: &Core,
+    page: &attune_storage::Page,
+) -> Result<Vec<attune_storage::SecretRecord>, EngineError> {
+    Ok(core.storage.list_secrets(page).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

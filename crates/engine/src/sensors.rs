@@ -101,3 +101,44 @@ async fn backoff(core: &Core, poll: &PollEnded) -> Result<i64, EngineError> {
         .min(MAX_BACKOFF_MS)
         .max(base))
 }
+
+/// A page of sensors, by ref.
+pub async fn list(
+    core: &Core,
+    page: &attune_storage::Page,
+) -> Result<Vec<attune_storage::SensorRecord>, EngineError> {
+    Ok(core.storage.list_sensors(page).await?)
+}
+
+/// One sensor with its latest `runs` polls, newest first.
+pub async fn get(
+    core: &Core,
+    r#ref: &str,
+    runs: i64,
+) -> Result<
+    Option<(
+        attune_storage::SensorRecord,
+        Vec<attune_storage::SensorRunRecord>,
+    )>,
+    EngineError,
+> {
+    let Some(sensor) = core.storage.get_sensor(r#ref).await? else {
+        return Ok(None);
+    };
+    let runs = core.storage.sensor_runs(r#ref, runs).await?;
+    Ok(Some((sensor, runs)))
+}
+
+/// Turns a sensor's polling on or off, and wakes the timer task so the
+/// change takes effect at once. `None` when there is no such sensor.
+pub async fn set_enabled(
+    core: &Core,
+    r#ref: &str,
+    enabled: bool,
+) -> Result<Option<attune_storage::SensorRecord>, EngineError> {
+    let sensor = core.storage.set_sensor_enabled(r#ref, enabled).await?;
+    if sensor.is_some() {
+        core.dispatch.timers.notify_one();
+    }
+    Ok(sensor)
+}

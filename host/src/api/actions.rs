@@ -9,7 +9,8 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::ActionView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use attune_storage::Role;
+use attune_engine::catalog;
+use attune_engine::records::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,7 +40,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<ActionView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = super::views::page(q.limit, q.after, super::views::Keyed::Ref)?;
-    let items = state.storage.list_actions(q.pack.as_deref(), &page).await?;
+    let items = catalog::actions(&state, q.pack.as_deref(), &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |a| a.r#ref.clone())))
 }
 
@@ -53,11 +54,8 @@ async fn show(
     ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<ActionView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let action = state
-        .storage
-        .get_action(&r#ref)
+    let action = catalog::action(&state, &r#ref)
         .await?
-        .filter(|a| !a.sensor)
         .ok_or_else(|| ApiError::not_found("action", &r#ref))?;
     Ok(axum::Json(action.into()))
 }

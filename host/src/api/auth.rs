@@ -8,27 +8,12 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use attune_storage::{Role, TokenRecord};
+use attune_engine::records::{Role, TokenRecord};
 
-/// Prefix of every Attune token, so they are easy to spot in logs and leaks.
-pub const TOKEN_PREFIX: &str = "attune_";
-
-/// A fresh random token.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
-}
-
-/// What the database stores for a token.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
+pub use attune_engine::tokens::{TOKEN_PREFIX, hash_token, new_token};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -69,9 +54,7 @@ impl FromRequestParts<AppState> for Caller {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized)?
             .trim();
-        let record = state
-            .cache
-            .token(&state.storage, &hash_token(token))
+        let record = attune_engine::tokens::authenticate(state, &hash_token(token))
             .await?
             .ok_or(ApiError::Unauthorized)?;
         Ok(Caller { token: record })

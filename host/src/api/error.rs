@@ -1,7 +1,7 @@
 //! The one error type at the HTTP boundary and its JSON shape.
 //!
 //! Every failure answers `{"error": {"code", "message", "details": [{"path",
-//! "message"}]}}` — malformed JSON, unknown routes and storage failures
+//! "message"}]}}` — malformed JSON, unknown routes and database failures
 //! included. Internal errors are logged with their cause and answered with a
 //! generic message: no SQL or host detail reaches the client.
 
@@ -12,8 +12,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use attune_engine::EngineError;
+use attune_engine::records::Refusal;
 use attune_runtime::PathError;
-use attune_storage::{Refusal, StorageError};
 
 /// One problem at a JSON path.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -152,6 +152,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::NotFound(m) => ApiError::NotFound(m),
             EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::Denied(m) => ApiError::Denied(m),
             EngineError::Invalid { message, errors } => ApiError::Invalid {
                 message,
                 details: errors
@@ -178,13 +179,6 @@ impl From<Refusal> for ApiError {
             Refusal::DiskFull => ApiError::InsufficientStorage(r.reason().into()),
             Refusal::ReadOnly | Refusal::Gone => ApiError::Unavailable(r.reason().into()),
         }
-    }
-}
-
-/// Through [`EngineError`], which decides what a storage error means.
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        EngineError::from(e).into()
     }
 }
 

@@ -12,8 +12,9 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::EventView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
+use attune_engine::history;
 use attune_engine::ingest::IncomingEvent;
-use attune_storage::Role;
+use attune_engine::records::Role;
 
 /// Trigger types whose events may be posted by hand.
 const POSTABLE: &[&str] = &["core.manual"];
@@ -114,10 +115,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<EventView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = super::views::page(q.limit, q.after, super::views::Keyed::Id)?;
-    let items = state
-        .storage
-        .list_events(q.trigger.as_deref(), &page)
-        .await?;
+    let items = history::events(&state, q.trigger.as_deref(), &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |e| e.id.to_string())))
 }
 
@@ -131,9 +129,7 @@ async fn show(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<axum::Json<EventView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let event = state
-        .storage
-        .get_event(id)
+    let event = history::event(&state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("event", id))?;
     Ok(axum::Json(event.into()))

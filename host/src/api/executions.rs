@@ -14,8 +14,9 @@ use super::json::ApiJson;
 use super::views::{AttemptView, ExecutionView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use attune_engine::executions;
+use attune_engine::history;
 use attune_engine::output::{self, Output};
-use attune_storage::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Role};
+use attune_engine::records::{ExecutionFilter, ExecutionRecord, ExecutionStatus, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,9 +29,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 
 /// Execution `id`, or 404.
 async fn existing(state: &AppState, id: i64) -> Result<ExecutionRecord, ApiError> {
-    state
-        .storage
-        .get_execution(id)
+    history::execution(state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("execution", id))
 }
@@ -198,7 +197,7 @@ async fn list(
             });
         }
     };
-    let items = state.storage.list_executions(&filter, &page).await?;
+    let items = history::executions(&state, &filter, &page).await?;
     let mut listing: Listing<ExecutionView> = Listing::of(items, &page, |e| e.id.to_string());
     if !full {
         listing.items = listing
@@ -237,7 +236,7 @@ async fn attempts(
 ) -> Result<axum::Json<Listing<AttemptView>>, ApiError> {
     caller.require(Role::Viewer)?;
     existing(&state, id).await?;
-    let items = state.storage.attempts_of(id).await?;
+    let items = history::attempts(&state, id).await?;
     Ok(axum::Json(Listing {
         items: items.into_iter().map(Into::into).collect(),
         next: None,

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::AppState;
 use super::auth::Caller;
 use super::error::ApiError;
-use attune_storage::Role;
+use attune_engine::records::Role;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -28,10 +28,10 @@ async fn healthz() -> impl IntoResponse {
 /// database is not ready (503, with the reason), though reads go on; nor
 /// is a data directory deleted or replaced under the server.
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    if let Some(refusal) = state.storage.refusal() {
+    if let Some(refusal) = state.refusal() {
         return Err(ApiError::Unavailable(refusal.reason().into()));
     }
-    if state.storage.ping().await {
+    if state.database_answers().await {
         Ok(axum::Json(json!({"status": "ready"})))
     } else {
         Err(ApiError::Unavailable("the database does not answer".into()))

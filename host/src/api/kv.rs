@@ -10,7 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::{Keyed, page};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use attune_storage::{KvRecord, Role};
+use attune_engine::records::{KvRecord, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list))
@@ -66,9 +66,8 @@ async fn list(
 ) -> Result<axum::Json<Listing<KvView>>, ApiError> {
     caller.require(Role::Admin)?;
     let page = page(q.limit, q.after, Keyed::Ref)?;
-    if state.storage.get_pack(&name).await?.is_none() {
-        return Err(ApiError::not_found("pack", &name));
-    }
-    let items = state.storage.kv_list(&name, &q.prefix, &page).await?;
+    let items = attune_engine::kv::list(&state, &name, &q.prefix, &page)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pack", &name))?;
     Ok(axum::Json(Listing::of(items, &page, |k| k.key.clone())))
 }

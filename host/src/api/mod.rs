@@ -16,13 +16,13 @@ mod executions;
 mod health;
 mod kv;
 mod packs;
-pub mod remote;
 mod rules;
 mod secrets;
 mod sensors;
 mod tokens;
 mod triggers;
 mod webhooks;
+pub mod worker_protocol;
 mod workers;
 
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use attune_engine::Core;
 use attune_engine::metrics::{RouteLabel, RouteLabels};
-use attune_storage::Page;
+use attune_engine::records::Page;
 use error::ApiError;
 
 /// Settings the API needs at request time.
@@ -72,8 +72,8 @@ impl Default for ApiConfig {
 }
 
 /// What handlers share: the engine's handle and the API's settings. Cheap
-/// to clone. It dereferences to the [`Core`], so handlers read
-/// `state.storage` as the engine does.
+/// to clone. It dereferences to the [`Core`], so handlers hand it to
+/// engine functions as they are.
 #[derive(Clone)]
 pub struct AppState {
     /// The engine.
@@ -187,7 +187,7 @@ pub fn router(state: AppState) -> Router {
         .merge(secrets::routes())
         .merge(kv::routes())
         .merge(webhooks::routes())
-        .merge(remote::routes())
+        .merge(worker_protocol::routes())
         .split_for_parts();
     let mut doc = doc;
     // Routes are declared relative to /api/v1; publish them with the prefix.
@@ -205,7 +205,7 @@ pub fn router(state: AppState) -> Router {
             axum::routing::get(move |caller: auth::Caller| {
                 let doc = doc.clone();
                 async move {
-                    caller.require(attune_storage::Role::Viewer)?;
+                    caller.require(attune_engine::records::Role::Viewer)?;
                     Ok::<_, ApiError>(axum::Json(doc.as_ref().clone()))
                 }
             }),

@@ -12,8 +12,9 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::{GrantsView, PackView, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
+use attune_engine::catalog;
 use attune_engine::packs::{self, PackError, Upload};
-use attune_storage::{Grants, PackRecord, Registered, Role};
+use attune_engine::records::{Grants, PackRecord, Registered, Role};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -145,9 +146,7 @@ async fn upload(
         Registered::Unchanged => (StatusCode::OK, "unchanged"),
     };
     let name = outcome.name.clone();
-    let pack = state
-        .storage
-        .get_pack(&name)
+    let pack = catalog::pack(&state, &name)
         .await?
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("pack {name} vanished")))?;
     Ok((
@@ -195,7 +194,7 @@ fn pack_error(e: PackError) -> ApiError {
         PackError::InvalidGrants { errors } => {
             invalid_at("the grants are invalid".into(), "/pack.toml", errors)
         }
-        PackError::Storage(e) => e.into(),
+        PackError::Storage(e) => attune_engine::EngineError::from(e).into(),
         PackError::Engine(e) => e.into(),
     }
 }
@@ -229,18 +228,15 @@ async fn grant(
     let grants = Grants::from(input);
     packs::check_grants(&grants)
         .map_err(|errors| invalid_at("the grants are invalid".into(), "", errors))?;
-    if !state.storage.set_grants(&name, &grants).await? {
-        return Err(ApiError::not_found("pack", &name));
-    }
-    state.cache.actions_changed();
-    Ok(axum::Json(existing(&state, &name).await?.into()))
+    let pack = catalog::set_grants(&state, &name, &grants)
+        .await?
+        .ok_or_else(|| ApiError::not_found("pack", &name))?;
+    Ok(axum::Json(pack.into()))
 }
 
 /// The pack named `name`, or a 404.
 async fn existing(state: &AppState, name: &str) -> Result<PackRecord, ApiError> {
-    state
-        .storage
-        .get_pack(name)
+    catalog::pack(state, name)
         .await?
         .ok_or_else(|| ApiError::not_found("pack", name))
 }
@@ -255,7 +251,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<PackView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = page.checked(super::views::Keyed::Ref)?;
-    let items = state.storage.list_packs(&page).await?;
+    let items = catalog::packs(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |p| p.name.clone())))
 }
 
@@ -282,9 +278,7 @@ async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
-    if state.storage.delete_pack(&name).await? {
-        state.cache.actions_changed();
-        state.dispatch.packs_changed.notify_waiters();
+    if catalog::delete_pack(&state, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("pack", &name))

@@ -12,10 +12,11 @@ use super::json::ApiJson;
 use super::views::Problem;
 use super::views::RuleView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
+use attune_engine::records::{Role, RuleFilter};
+use attune_engine::rules;
 use attune_engine::rules::RuleInput;
 use attune_engine::rules::evaluate::dry_run;
 use attune_engine::rules::save::{self, Mode};
-use attune_storage::{Role, RuleFilter};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -129,7 +130,7 @@ async fn list(
             .collect();
         return Ok(axum::Json(Listing::of(items, &page, |r| r.r#ref.clone())));
     }
-    let items = state.storage.list_rules(&filter, &page).await?;
+    let items = rules::list(&state, &filter, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |r| {
         r.spec.r#ref.clone()
     })))
@@ -145,9 +146,7 @@ async fn show(
     ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let rule = state
-        .storage
-        .get_rule(&r#ref)
+    let rule = rules::get(&state, &r#ref)
         .await?
         .ok_or_else(|| ApiError::not_found("rule", &r#ref))?;
     Ok(axum::Json(rule.into()))

@@ -13,8 +13,8 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{Keyed, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
+use attune_engine::records::{Role, SecretRecord};
 use attune_engine::secrets;
-use attune_storage::{Role, SecretRecord};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -77,7 +77,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<SecretView>>, ApiError> {
     caller.require(Role::Admin)?;
     let page = page.checked(Keyed::Ref)?;
-    let items = state.storage.list_secrets(&page).await?;
+    let items = attune_engine::secrets::list(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |s| s.name.clone())))
 }
 

@@ -10,7 +10,8 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::PageQuery;
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use attune_storage::{Role, SensorRecord, SensorRunRecord};
+use attune_engine::records::{Role, SensorRecord, SensorRunRecord};
+use attune_engine::sensors;
 
 /// Polls shown with a sensor.
 const RUNS_SHOWN: i64 = 20;
@@ -119,7 +120,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<SensorView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = page.checked(super::views::Keyed::Ref)?;
-    let items = state.storage.list_sensors(&page).await?;
+    let items = sensors::list(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |s| s.r#ref.clone())))
 }
 
@@ -133,12 +134,9 @@ async fn show(
     ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<SensorView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let sensor = state
-        .storage
-        .get_sensor(&r#ref)
+    let (sensor, runs) = sensors::get(&state, &r#ref, RUNS_SHOWN)
         .await?
         .ok_or_else(|| ApiError::not_found("sensor", &r#ref))?;
-    let runs = state.storage.sensor_runs(&r#ref, RUNS_SHOWN).await?;
     let mut view = SensorView::from(sensor);
     view.runs = Some(runs.into_iter().map(Into::into).collect());
     Ok(axum::Json(view))
@@ -175,11 +173,8 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<axum::Json<SensorView>, ApiError> {
     caller.require(Role::Operator)?;
-    let sensor = state
-        .storage
-        .set_sensor_enabled(&r#ref, enabled)
+    let sensor = sensors::set_enabled(&state, &r#ref, enabled)
         .await?
         .ok_or_else(|| ApiError::not_found("sensor", &r#ref))?;
-    state.dispatch.timers.notify_one();
     Ok(axum::Json(sensor.into()))
 }

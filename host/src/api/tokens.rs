@@ -11,7 +11,8 @@ use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{PageQuery, TokenView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use attune_storage::Role;
+use attune_engine::records::Role;
+use attune_engine::tokens;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -50,10 +51,7 @@ async fn create(
 ) -> Result<(StatusCode, axum::Json<CreatedToken>), ApiError> {
     caller.require(Role::Admin)?;
     let token = new_token();
-    let record = state
-        .storage
-        .insert_token(&input.name, input.role, &hash_token(&token))
-        .await?;
+    let record = tokens::create(&state, &input.name, input.role, &hash_token(&token)).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedToken {
@@ -73,7 +71,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<TokenView>>, ApiError> {
     caller.require(Role::Admin)?;
     let page = page.checked(super::views::Keyed::Id)?;
-    let items = state.storage.list_tokens(&page).await?;
+    let items = tokens::list(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |t| t.id.to_string())))
 }
 
@@ -88,8 +86,7 @@ async fn revoke(
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Admin)?;
-    if state.storage.revoke_token(id).await? {
-        state.cache.tokens_changed();
+    if tokens::revoke(&state, id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("token", id))

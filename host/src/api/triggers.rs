@@ -7,7 +7,8 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::views::{PageQuery, TriggerTypeView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use attune_storage::Role;
+use attune_engine::catalog;
+use attune_engine::records::Role;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -25,7 +26,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<TriggerTypeView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = page.checked(super::views::Keyed::Ref)?;
-    let items = state.storage.list_trigger_types(&page).await?;
+    let items = catalog::trigger_types(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |t| t.r#ref.clone())))
 }
 
@@ -39,9 +40,7 @@ async fn show(
     ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<TriggerTypeView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let t = state
-        .storage
-        .get_trigger_type(&r#ref)
+    let t = catalog::trigger_type(&state, &r#ref)
         .await?
         .ok_or_else(|| ApiError::not_found("trigger type", &r#ref))?;
     Ok(axum::Json(t.into()))

@@ -9,11 +9,11 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorDetail};
-use attune_runtime::PathError;
-use attune_storage::{
+use attune_engine::records::{
     ActionRecord, AttemptRecord, EventRecord, ExecutionRecord, ExecutionStatus, Grants, PackRecord,
     Page, Role, RuleRecord, RuleSpec, TokenRecord, TriggerTypeRecord, WorkerRecord,
 };
+use attune_runtime::PathError;
 
 /// Keyset pagination: `after` is the last ref/id of the previous page.
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -38,10 +38,10 @@ pub enum Keyed {
 /// Out-of-range values are refused with their path rather than clamped.
 pub fn page(limit: Option<i64>, after: Option<String>, keyed: Keyed) -> Result<Page, ApiError> {
     let mut details = Vec::new();
-    if limit.is_some_and(|l| !(1..=attune_storage::MAX_PAGE).contains(&l)) {
+    if limit.is_some_and(|l| !(1..=attune_engine::records::MAX_PAGE).contains(&l)) {
         details.push(ErrorDetail {
             path: "/limit".into(),
-            message: format!("must be from 1 to {}", attune_storage::MAX_PAGE),
+            message: format!("must be from 1 to {}", attune_engine::records::MAX_PAGE),
         });
     }
     if keyed == Keyed::Id && after.as_deref().is_some_and(|a| a.parse::<i64>().is_err()) {

@@ -1,5 +1,5 @@
 //! `/workers`: who can run what, and an admin's reassignment of a worker
-//! to another token (the worker protocol itself is `api::remote`).
+//! to another token (the worker protocol itself is `api::worker_protocol`).
 
 use axum::extract::State;
 use serde::Deserialize;
@@ -7,11 +7,12 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
-use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::views::{PageQuery, WorkerView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
-use attune_storage::{Role, StorageError};
+use attune_engine::records::Role;
+use attune_engine::worker::remote;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,7 +30,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<WorkerView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = page.checked(super::views::Keyed::Id)?;
-    let items = state.storage.list_workers(&page).await?;
+    let items = remote::list(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |w| w.id.to_string())))
 }
 
@@ -58,30 +59,9 @@ async fn reassign(
     ApiJson(input): ApiJson<Reassignment>,
 ) -> Result<axum::Json<WorkerView>, ApiError> {
     caller.require(Role::Admin)?;
-    let fits = state
-        .storage
-        .get_live_token(input.token)
+    let w = remote::reassign(&state, id, input.token)
         .await?
-        .is_some_and(|t| matches!(t.role, Role::Worker | Role::Admin));
-    if !fits {
-        return Err(ApiError::Invalid {
-            message: "the worker cannot be given to that token".into(),
-            details: vec![ErrorDetail {
-                path: "/token".into(),
-                message: "must be the id of a live worker or admin token".into(),
-            }],
-        });
-    }
-    let w = state
-        .storage
-        .reassign_worker(id, input.token)
-        .await
-        .map_err(|e| match e {
-            StorageError::Conflict(m) => ApiError::Conflict(m),
-            other => other.into(),
-        })?
         .ok_or_else(|| ApiError::not_found("worker", id))?;
-    state.cache.workers_changed();
     tracing::info!(worker = w.id, name = %w.name, token = input.token, by = caller.token.id, "worker reassigned");
     Ok(axum::Json(w.into()))
 }

@@ -18,9 +18,10 @@ use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, PackView};
 use attune_engine::EngineError;
+use attune_engine::catalog;
 use attune_engine::executions::{self, RunRequest};
+use attune_engine::records::{MAX_PAGE, Page as Keyset, Role};
 use attune_runtime::PathError;
-use attune_storage::{MAX_PAGE, Page as Keyset, Role};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -37,8 +38,8 @@ fn all() -> Keyset {
 
 /// Every pack with its actions.
 async fn packs(State(state): State<AppState>, Session(user): Session) -> Page {
-    let packs = state.storage.list_packs(&all()).await?;
-    let actions = state.storage.list_actions(None, &all()).await?;
+    let packs = catalog::packs(&state, &all()).await?;
+    let actions = catalog::actions(&state, None, &all()).await?;
     let packs: Vec<Ctx> = packs
         .into_iter()
         .map(|p| {
@@ -64,9 +65,7 @@ async fn action_page(
     submitted: &HashMap<String, String>,
     errors: &[PathError],
 ) -> Page {
-    let action = state
-        .cache
-        .action(&state.storage, r#ref)
+    let action = catalog::cached_export(state, r#ref)
         .await?
         .filter(|a| !a.sensor)
         .ok_or_else(|| ApiError::not_found("action", r#ref))?;
@@ -122,9 +121,7 @@ async fn run(
 ) -> Page {
     user.require(Role::Operator)?;
     let submitted: HashMap<String, String> = pairs.into_iter().collect();
-    let action = state
-        .cache
-        .action(&state.storage, &r#ref)
+    let action = catalog::cached_export(&state, &r#ref)
         .await?
         .filter(|a| !a.sensor)
         .ok_or_else(|| ApiError::not_found("action", &r#ref))?;

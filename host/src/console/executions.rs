@@ -19,9 +19,12 @@ use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorDetail};
 use crate::api::views::ExecutionView;
 use attune_engine::executions::{self, RunRequest};
+use attune_engine::history;
 use attune_engine::output::{self, Output};
+use attune_engine::records::{
+    ExecutionFilter, ExecutionStatus, MAX_PAGE, Page as Keyset, Role, now_ms,
+};
 use attune_runtime::secrets::MASK;
-use attune_storage::{ExecutionFilter, ExecutionStatus, Page as Keyset, Role, now_ms};
 use attune_util::units::{millis, parse_duration};
 
 /// Rows on a page of the list.
@@ -63,7 +66,7 @@ struct Filters {
 }
 
 impl Filters {
-    /// The storage filter and page, or every problem at its field.
+    /// The execution filter and page, or every problem at its field.
     fn checked(&self) -> Result<(ExecutionFilter, Keyset), UiError> {
         let mut details = Vec::new();
         let mut problem = |path: &str, message: &str| {
@@ -141,7 +144,7 @@ impl Filters {
 /// shows them).
 async fn rows(state: &AppState, filters: &Filters) -> Result<Vec<ExecutionView>, UiError> {
     let (filter, keyset) = filters.checked()?;
-    let items = state.storage.list_executions(&filter, &keyset).await?;
+    let items = history::executions(state, &filter, &keyset).await?;
     Ok(items
         .into_iter()
         .map(|e| ExecutionView::summary(e.into()))
@@ -158,10 +161,7 @@ async fn list(
         .then(|| items.last().map(|e| e.id))
         .flatten();
     let now = now_ms();
-    let counted = state
-        .storage
-        .count_executions_since(now - 3_600_000, now - 86_400_000)
-        .await?;
+    let counted = history::counts_since(&state, now - 3_600_000, now - 86_400_000).await?;
     let counts: Vec<_> = ExecutionStatus::ALL
         .iter()
         .map(|s| {
@@ -240,14 +240,12 @@ async fn show(
     Path(id): Path<i64>,
     Query(q): Query<DetailQuery>,
 ) -> Page {
-    let record = state
-        .storage
-        .get_execution(id)
+    let record = history::execution(&state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("execution", id))?;
-    let attempts = state.storage.attempts_of(id).await?;
+    let attempts = history::attempts(&state, id).await?;
     let event = match record.enforcement {
-        Some(n) => state.storage.event_of_enforcement(n).await?,
+        Some(n) => history::event_of_enforcement(&state, n).await?,
         None => None,
     };
     let level = LEVELS.iter().position(|l| *l == q.level).unwrap_or(0);
@@ -264,9 +262,7 @@ async fn show(
         .cloned()
         .collect();
     // A workflow's own execution (nested ones too) lists its tasks.
-    let workflow = state
-        .cache
-        .action(&state.storage, &record.action)
+    let workflow = attune_engine::catalog::cached_export(&state, &record.action)
         .await?
         .is_some_and(|a| a.workflow.is_some());
     let tasks = if workflow {
@@ -275,10 +271,10 @@ async fn show(
             ..Default::default()
         };
         let keyset = Keyset {
-            limit: Some(attune_storage::MAX_PAGE),
+            limit: Some(MAX_PAGE),
             after: None,
         };
-        state.storage.list_executions(&filter, &keyset).await?
+        history::executions(&state, &filter, &keyset).await?
     } else {
         Vec::new()
     };
@@ -304,9 +300,7 @@ async fn output(
     Session(_): Session,
     Path(id): Path<i64>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, UiError> {
-    state
-        .storage
-        .get_execution(id)
+    history::execution(&state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("execution", id))?;
     let stream = output::stream(state.core.clone(), id).map(|piece| {
@@ -340,9 +334,7 @@ async fn cancel(
 /// secrets are stored masked, so such a run cannot be repeated from here.
 async fn rerun(State(state): State<AppState>, Session(user): Session, Path(id): Path<i64>) -> Page {
     user.require(Role::Operator)?;
-    let record = state
-        .storage
-        .get_execution(id)
+    let record = history::execution(&state, id)
         .await?
         .ok_or_else(|| ApiError::not_found("execution", id))?;
     if record.params.to_string().contains(MASK) {

@@ -34,7 +34,7 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use attune_engine::EngineError;
-use attune_storage::{Role, StorageError};
+use attune_engine::records::Role;
 
 /// Largest form a console page posts (a dry-run payload, a run's params).
 const MAX_FORM_BYTES: usize = 256 << 10;
@@ -131,12 +131,6 @@ impl From<ApiError> for UiError {
 
 impl From<EngineError> for UiError {
     fn from(e: EngineError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl From<StorageError> for UiError {
-    fn from(e: StorageError) -> Self {
         ApiError::from(e).into()
     }
 }

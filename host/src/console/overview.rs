@@ -12,7 +12,8 @@ use super::{Page, data, page};
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::views::{EventView, WorkerView};
-use attune_storage::{ExecutionFilter, ExecutionStatus, MAX_PAGE, Page as Keyset};
+use attune_engine::history;
+use attune_engine::records::{ExecutionFilter, ExecutionStatus, MAX_PAGE, Page as Keyset};
 
 /// Events on a page.
 const PAGE: i64 = 50;
@@ -46,12 +47,12 @@ async fn events(
         after: (!q.after.is_empty()).then(|| q.after.clone()),
     };
     let trigger = (!q.trigger.is_empty()).then_some(q.trigger.as_str());
-    let items = state.storage.list_events(trigger, &keyset).await?;
+    let items = history::events(&state, trigger, &keyset).await?;
     let next = (items.len() as i64 == PAGE)
         .then(|| items.last().map(|e| e.id))
         .flatten();
     let ids: Vec<i64> = items.iter().map(|e| e.id).collect();
-    let verdicts = state.storage.verdicts_of_events(&ids).await?;
+    let verdicts = history::enforcements_of_events(&state, &ids).await?;
     let items: Vec<Ctx> = items
         .into_iter()
         .map(|e| {
@@ -77,12 +78,12 @@ async fn workers(State(state): State<AppState>, Session(user): Session) -> Page 
         limit: Some(MAX_PAGE),
         after: None,
     };
-    let workers = state.storage.list_workers(&all).await?;
+    let workers = attune_engine::worker::remote::list(&state, &all).await?;
     let running = ExecutionFilter {
         status: Some(ExecutionStatus::Running),
         ..Default::default()
     };
-    let running = state.storage.list_executions(&running, &all).await?;
+    let running = history::executions(&state, &running, &all).await?;
     let workers: Vec<Ctx> = workers
         .into_iter()
         .map(|w| {

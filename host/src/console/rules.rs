@@ -13,9 +13,10 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{Problem, RuleView};
+use attune_engine::records::{Page as Keyset, Role, RuleFilter};
+use attune_engine::rules;
 use attune_engine::rules::evaluate::dry_run;
 use attune_engine::rules::save;
-use attune_storage::{Page as Keyset, Role, RuleFilter};
 
 /// Rules on a page of the list.
 const PAGE: i64 = 100;
@@ -48,10 +49,7 @@ async fn list(
         limit: Some(PAGE),
         after: (!q.after.is_empty()).then_some(q.after),
     };
-    let rules = state
-        .storage
-        .list_rules(&RuleFilter::default(), &keyset)
-        .await?;
+    let rules = rules::list(&state, &RuleFilter::default(), &keyset).await?;
     let next = (rules.len() as i64 == PAGE)
         .then(|| rules.last().map(|r| r.spec.r#ref.clone()))
         .flatten();
@@ -66,12 +64,10 @@ async fn list(
 
 /// The rule page, with `extra` (a dry run's form and verdict).
 async fn rule_page(state: &AppState, user: &Caller, r#ref: &str, extra: Ctx) -> Page {
-    let rule = state
-        .storage
-        .get_rule(r#ref)
+    let rule = rules::get(state, r#ref)
         .await?
         .ok_or_else(|| ApiError::not_found("rule", r#ref))?;
-    let enforcements = state.storage.enforcements_of_rule(r#ref, RECENT).await?;
+    let enforcements = rules::enforcements(state, r#ref, RECENT).await?;
     let rule: RuleView = rule.into();
     page(
         user,

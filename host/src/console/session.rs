@@ -15,7 +15,8 @@ use serde::Deserialize;
 use super::{Page, UiError, render, see};
 use crate::api::AppState;
 use crate::api::auth::{Caller, hash_token, new_token};
-use attune_storage::{Role, now_ms};
+use attune_engine::records::{Role, now_ms};
+use attune_engine::tokens;
 
 /// The session cookie's name.
 pub const COOKIE: &str = "attune_session";
@@ -41,9 +42,7 @@ impl FromRequestParts<AppState> for Session {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, UiError> {
         let value = cookie(&parts.headers).ok_or(UiError::Login)?;
-        let token = state
-            .storage
-            .session_token(&hash_token(value))
+        let token = tokens::session(state, &hash_token(value))
             .await?
             .ok_or(UiError::Login)?;
         Ok(Session(Caller { token }))
@@ -95,9 +94,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Pa
     let record = if token.is_empty() || token.len() > MAX_TOKEN {
         None
     } else {
-        state
-            .cache
-            .token(&state.storage, &hash_token(token))
+        tokens::authenticate(&state, &hash_token(token))
             .await?
             .filter(|t| t.role != Role::Worker)
     };
@@ -110,10 +107,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Pa
     };
     let value = new_token();
     let expires = now_ms() + LIFETIME.as_millis() as i64;
-    state
-        .storage
-        .insert_session(&hash_token(&value), record.id, expires)
-        .await?;
+    tokens::open_session(&state, &hash_token(&value), record.id, expires).await?;
     let secure = if state.config.secure_cookies {
         "; Secure"
     } else {
@@ -133,7 +127,7 @@ async fn logout_form(session: Session) -> Page {
 /// Ends the session and clears the cookie.
 async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Page {
     if let Some(value) = cookie(&headers) {
-        state.storage.delete_session(&hash_token(value)).await?;
+        tokens::close_session(&state, &hash_token(value)).await?;
     }
     let cookie = format!("{COOKIE}=; Path=/ui; HttpOnly; SameSite=Strict; Max-Age=0");
     Ok(with_cookie(see("/ui/login"), &cookie))

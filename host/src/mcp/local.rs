@@ -24,8 +24,9 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, ExecutionView, Keyed};
+use attune_engine::records::Role;
 use attune_engine::{Core, EngineError, executions};
-use attune_storage::Role;
+use attune_engine::{catalog, history};
 
 /// The engine as the tools' backend; the caller comes with each request.
 pub struct Local {
@@ -67,12 +68,9 @@ impl Backend for Local {
     async fn actions(&self, after: Option<&str>) -> Result<(Vec<Value>, Option<String>), Refusal> {
         let page = crate::api::views::page(Some(100), after.map(str::to_string), Keyed::Ref)
             .map_err(refusal)?;
-        let actions = self
-            .core
-            .storage
-            .list_actions(None, &page)
+        let actions = catalog::actions(&self.core, None, &page)
             .await
-            .map_err(|e| refusal(EngineError::from(e)))?;
+            .map_err(refusal)?;
         let next = (actions.len() as i64 >= page.limit())
             .then(|| actions.last().map(|a| a.r#ref.clone()))
             .flatten();
@@ -106,12 +104,9 @@ impl Backend for Local {
 
     async fn execution(&self, ctx: &RequestContext<RoleServer>, id: i64) -> Result<Value, Refusal> {
         require(ctx, Role::Viewer)?;
-        let e = self
-            .core
-            .storage
-            .get_execution(id)
+        let e = history::execution(&self.core, id)
             .await
-            .map_err(|e| refusal(EngineError::from(e)))?
+            .map_err(refusal)?
             .ok_or_else(|| refusal(EngineError::not_found("execution", id)))?;
         Ok(serde_json::to_value(ExecutionView::from(e)).unwrap_or_default())
     }

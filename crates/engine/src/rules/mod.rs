@@ -322,6 +322,32 @@ pub(crate) fn find_templates(
     }
 }
 
+/// One rule.
+pub async fn get(
+    core: &crate::Core,
+    r#ref: &str,
+) -> Result<Option<attune_storage::RuleRecord>, crate::EngineError> {
+    Ok(core.storage.get_rule(r#ref).await?)
+}
+
+/// A page of rules matching `filter`, by ref.
+pub async fn list(
+    core: &crate::Core,
+    filter: &attune_storage::RuleFilter,
+    page: &attune_storage::Page,
+) -> Result<Vec<attune_storage::RuleRecord>, crate::EngineError> {
+    Ok(core.storage.list_rules(filter, page).await?)
+}
+
+/// A rule's latest `limit` enforcements, newest first.
+pub async fn enforcements(
+    core: &crate::Core,
+    r#ref: &str,
+    limit: i64,
+) -> Result<Vec<attune_storage::EnforcementRecord>, crate::EngineError> {
+    Ok(core.storage.enforcements_of_rule(r#ref, limit).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

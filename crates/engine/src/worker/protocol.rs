@@ -1,4 +1,4 @@
-//! The worker protocol's types, shared by the worker API (`api::remote`)
+//! The worker protocol's types, shared by the worker API (`api::worker_protocol`)
 //! and the standalone worker (`client::worker`), so the two cannot drift.
 //!
 //! A standalone worker registers, then long-polls `claim` for up to as many

@@ -26,11 +26,12 @@ use super::error::{ApiError, ErrorBody, ErrorDetail};
 use super::json::ApiJson;
 use super::views::WorkerView;
 use super::{ApiPath, ApiQuery, AppState};
+use attune_engine::records::{Role, WorkerRecord};
 use attune_engine::worker::protocol::{
     Assignment, Beat, KvCall, KvReply, MAX_REPORTS, Recorded, Registration, Release, Released,
     Report,
 };
-use attune_storage::{ExecutionStatus, Finished, Role, StorageError, WorkerRecord};
+use attune_engine::worker::remote;
 
 /// Longest a claim waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -138,44 +139,20 @@ async fn register(
     } else {
         input.labels
     };
-    // Every registration records its token, an admin's too: a worker's
-    // name, and the executions it holds, are its owner's alone.
-    let adopt_unowned = caller.token.role == Role::Admin;
-    let w = state
-        .storage
-        .upsert_worker(
-            &input.name,
-            &input.capabilities,
-            &labels,
-            caller.token.id,
-            adopt_unowned,
-        )
-        .await
-        .map_err(|e| match e {
-            StorageError::Conflict(m) => ApiError::Denied(m),
-            other => other.into(),
-        })?;
-    state.cache.workers_changed();
+    let w = remote::register(
+        &state,
+        &caller.token,
+        &input.name,
+        &input.capabilities,
+        &labels,
+    )
+    .await?;
     Ok(axum::Json(w.into()))
 }
 
-/// Worker `id`, if the caller may act as it: only the token that owns it
-/// (the one that registered it, or that an admin reassigned it to). Not
-/// any admin: a token acting as a worker can finish the executions the
-/// worker holds with any result, so it is one token's, whatever its role.
+/// Worker `id`, if the caller's token owns it.
 async fn worker(state: &AppState, caller: &Caller, id: i64) -> Result<WorkerRecord, ApiError> {
-    let w = state
-        .storage
-        .get_worker(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("worker", id))?;
-    if w.token == Some(caller.token.id) {
-        Ok(w)
-    } else {
-        Err(ApiError::Denied(format!(
-            "worker {id} belongs to another token"
-        )))
-    }
+    Ok(remote::owned(state, &caller.token, id).await?)
 }
 
 /// Hands back executions this worker claimed but never began (a clean
@@ -201,13 +178,7 @@ async fn release(
             }],
         });
     }
-    let released = state
-        .storage
-        .release_unstarted(id, &input.executions)
-        .await?;
-    if released > 0 {
-        state.dispatch.work_queued(&state.storage).await;
-    }
+    let released = remote::release(&state, id, &input.executions).await?;
     Ok(axum::Json(Released { released }))
 }
 
@@ -228,22 +199,7 @@ async fn kv(
 ) -> Result<axum::Json<KvReply>, ApiError> {
     caller.require(Role::Worker)?;
     worker(&state, &caller, id).await?;
-    let e = state
-        .storage
-        .get_execution(execution)
-        .await?
-        .ok_or_else(|| ApiError::not_found("execution", execution))?;
-    if e.worker != Some(id) || e.status != ExecutionStatus::Running {
-        return Err(ApiError::Denied(format!(
-            "execution {execution} is not running on worker {id}"
-        )));
-    }
-    let action = state
-        .cache
-        .action(&state.storage, &e.action)
-        .await?
-        .ok_or_else(|| ApiError::not_found("action", &e.action))?;
-    let reply = match attune_engine::kv::answer(&state.storage, &action.pack, call).await {
+    let reply = match remote::kv(&state, id, execution, call).await? {
         Ok(value) => KvReply { value, error: None },
         Err(err) => KvReply {
             value: serde_json::Value::Null,
@@ -264,9 +220,7 @@ async fn heartbeat(
 ) -> Result<axum::Json<Beat>, ApiError> {
     caller.require(Role::Worker)?;
     worker(&state, &caller, id).await?;
-    let lease_ms = state.core.config.lease_ms();
-    state.storage.heartbeat(id, lease_ms).await?;
-    let cancel = state.storage.cancel_requests(id).await?;
+    let (cancel, lease_ms) = remote::heartbeat(&state, id).await?;
     Ok(axum::Json(Beat { cancel, lease_ms }))
 }
 
@@ -294,43 +248,7 @@ async fn claim(
     let w = worker(&state, &caller, id).await?;
     let max = q.max.unwrap_or(1).clamp(1, MAX_CLAIM);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000)).min(MAX_WAIT);
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        // Register interest before looking, so a wake-up in between is not lost.
-        let notified = state.dispatch.work.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        let claimed = state
-            .storage
-            .claim(id, &w.capabilities, max, state.core.config.lease_ms(), true)
-            .await?;
-        if !claimed.is_empty() {
-            state.metrics.claims_per_batch.observe(claimed.len() as f64);
-            let mut out = Vec::with_capacity(claimed.len());
-            let mut gone = Vec::new();
-            for e in claimed {
-                state.metrics.queued(e.created_at);
-                match state.cache.action(&state.storage, &e.action).await? {
-                    Some(a) => out.push(attune_engine::worker::assign(&state, &e, a).await?.0),
-                    None => gone.push((
-                        e.id,
-                        id,
-                        Finished::without_output(
-                            ExecutionStatus::Failed,
-                            format!("action {} is no longer registered", e.action),
-                        ),
-                    )),
-                }
-            }
-            attune_engine::executions::finish(&state, &gone).await?;
-            if !out.is_empty() {
-                return Ok(axum::Json(out));
-            }
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return Ok(axum::Json(Vec::new()));
-        }
-    }
+    Ok(axum::Json(remote::claim(&state, &w, max, wait).await?))
 }
 
 /// Records how executions ended, a batch at a time.
@@ -370,7 +288,9 @@ async fn results(
         .into_iter()
         .map(|r| (r.id, id, r.into_finished()))
         .collect();
-    let recorded = attune_engine::executions::finish(&state, &items).await?;
+    let recorded = attune_engine::executions::finish(&state, &items)
+        .await
+        .map_err(attune_engine::EngineError::from)?;
     Ok(axum::Json(Recorded { recorded }))
 }
 
@@ -386,13 +306,6 @@ async fn component(
     caller
         .require(Role::Worker)
         .or_else(|_| caller.require(Role::Viewer))?;
-    let bytes = match state.files.read(&digest) {
-        Ok(b) => b,
-        Err(_) => state
-            .storage
-            .component_bytes(&digest)
-            .await?
-            .ok_or_else(|| ApiError::not_found("component", &digest))?,
-    };
+    let bytes = remote::component(&state, &digest).await?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes))
 }
