@@ -37,10 +37,10 @@
 //!   standalone worker (`attune worker`) that speaks the worker protocol.
 //! - [`server`] — `attune serve`: data directory, first start, serving.
 //! - [`cli`] — the `attune` command line: argument parsing and output.
-//! - [`builtin`] — packs compiled into the binary (the core pack).
+//! - [`bundled`] — packs compiled into the binary (the core pack).
 
 pub mod api;
-pub mod builtin;
+pub mod bundled;
 pub mod cli;
 pub mod client;
 pub mod console;

@@ -207,7 +207,7 @@ impl Server {
             Upload::single(
                 "core",
                 env!("CARGO_PKG_VERSION"),
-                crate::builtin::CORE_PACK.to_vec(),
+                crate::bundled::CORE_PACK.to_vec(),
             ),
         )
         .await
@@ -275,7 +275,8 @@ pub async fn run(
         wait: api.mcp_wait,
         tools: api.mcp_tools.clone(),
     };
-    let (mcp, end_sessions) = crate::mcp::local::service(core.clone(), options, &api.mcp_hosts);
+    let (mcp, end_sessions) =
+        crate::mcp::engine_backend::service(core.clone(), options, &api.mcp_hosts);
     // A stop ends MCP sessions and the console's live streams too: their
     // open streams would hold the drain.
     let (closing, closed) = tokio::sync::watch::channel(false);
@@ -295,7 +296,7 @@ pub async fn run(
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::mcp::local::authenticate,
+            crate::mcp::engine_backend::authenticate,
         ))
         .with_state(state.clone());
     let app = crate::api::traced(

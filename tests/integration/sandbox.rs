@@ -304,7 +304,7 @@ async fn executions_past_the_instance_pool_wait_for_a_slot_instead_of_failing() 
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let (core, _) = rt.load(attune::builtin::CORE_PACK).unwrap();
+    let (core, _) = rt.load(attune::bundled::CORE_PACK).unwrap();
     let began = std::time::Instant::now();
     let runs = (0..6).map(|_| {
         let (rt, core) = (rt.clone(), core.clone());
@@ -334,7 +334,7 @@ async fn a_result_past_the_cap_fails_the_execution_and_says_why() {
         ..RuntimeConfig::default()
     })
     .unwrap();
-    let (core, _) = rt.load(attune::builtin::CORE_PACK).unwrap();
+    let (core, _) = rt.load(attune::bundled::CORE_PACK).unwrap();
     let echo = |message: String| {
         core.execute(
             &rt,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use attune_runtime::{
-    ExecuteError, ExecutionRequest, Limits, Outcome, Pack, Runtime, RuntimeConfig,
+    ExecuteError, ExecutionRequest, Limits, LoadedComponent, Outcome, Runtime, RuntimeConfig,
 };
 use serde_json::Value;
 
@@ -41,8 +41,8 @@ pub fn runtime() -> &'static Runtime {
 }
 
 /// The loaded guest `name`, compiled once per process.
-pub fn pack(name: &str) -> Pack {
-    static PACKS: OnceLock<Mutex<HashMap<String, Pack>>> = OnceLock::new();
+pub fn pack(name: &str) -> LoadedComponent {
+    static PACKS: OnceLock<Mutex<HashMap<String, LoadedComponent>>> = OnceLock::new();
     let packs = PACKS.get_or_init(Default::default);
     if let Some(p) = packs.lock().unwrap().get(name) {
         return p.clone();

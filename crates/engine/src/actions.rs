@@ -26,7 +26,7 @@ pub async fn check_params(
             Err(errors)
         });
     }
-    let pack = core.pack(&action.component).await?;
+    let pack = core.component(&action.component).await?;
     let export = pack
         .action(&action.name)
         .ok_or_else(|| EngineError::not_found("action", &action.r#ref))?;

@@ -17,7 +17,7 @@ use super::ingest::Ingest;
 use super::metrics::Metrics;
 use super::packs::files::ComponentFiles;
 use super::secrets::SecretsKey;
-use attune_runtime::{Pack, Runtime};
+use attune_runtime::{LoadedComponent, Runtime};
 use attune_storage::Storage;
 
 /// Settings the engine reads while it runs.
@@ -119,7 +119,7 @@ pub struct Core {
     /// Component files on disk.
     pub files: Arc<ComponentFiles>,
     /// Loaded components.
-    pub packs: Arc<PackCache>,
+    pub components: Arc<ComponentCache>,
     /// Hot-path read caches.
     pub cache: Arc<ReadCache>,
     /// Counters and histograms.
@@ -150,7 +150,7 @@ impl Core {
             storage,
             runtime,
             files: Arc::new(files),
-            packs: Arc::default(),
+            components: Arc::default(),
             cache: Arc::default(),
             metrics: Arc::default(),
             dispatch: Arc::default(),
@@ -171,9 +171,9 @@ impl Core {
         self.storage.ping().await
     }
 
-    /// The loaded component with this digest (see [`PackCache::get`]).
-    pub async fn pack(&self, digest: &str) -> Result<Pack, EngineError> {
-        self.packs
+    /// The loaded component with this digest (see [`ComponentCache::get`]).
+    pub async fn component(&self, digest: &str) -> Result<LoadedComponent, EngineError> {
+        self.components
             .get(digest, &self.runtime, &self.storage, &self.files)
             .await
     }
@@ -181,14 +181,14 @@ impl Core {
 
 /// Loaded components by digest, so executions and rule checks reuse them.
 #[derive(Default)]
-pub struct PackCache {
-    packs: Mutex<HashMap<String, Pack>>,
+pub struct ComponentCache {
+    loaded: Mutex<HashMap<String, LoadedComponent>>,
 }
 
-impl PackCache {
+impl ComponentCache {
     /// Remembers a loaded component.
-    pub fn insert(&self, pack: Pack) {
-        lock(&self.packs).insert(pack.digest().to_string(), pack);
+    pub fn insert(&self, pack: LoadedComponent) {
+        lock(&self.loaded).insert(pack.digest().to_string(), pack);
     }
 
     /// The loaded component with this digest, loading it from disk or the
@@ -199,8 +199,8 @@ impl PackCache {
         runtime: &Runtime,
         storage: &Storage,
         files: &ComponentFiles,
-    ) -> Result<Pack, EngineError> {
-        if let Some(p) = lock(&self.packs).get(digest) {
+    ) -> Result<LoadedComponent, EngineError> {
+        if let Some(p) = lock(&self.loaded).get(digest) {
             return Ok(p.clone());
         }
         let bytes = match files.read(digest) {

@@ -332,7 +332,7 @@ async fn prepare(
         };
         if action.workflow.is_none()
             && !action.sensor
-            && let Err(EngineError::Unavailable(message)) = core.pack(&action.component).await
+            && let Err(EngineError::Unavailable(message)) = core.component(&action.component).await
         {
             return Err(Failure {
                 unavailable: true,

@@ -23,7 +23,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use attune_runtime::{CacheOutcome, ExecutionRequest, Pack, Runtime, RuntimeConfig};
+use attune_runtime::{CacheOutcome, ExecutionRequest, LoadedComponent, Runtime, RuntimeConfig};
 
 struct Bare {
     wasi: WasiCtx,
@@ -40,7 +40,7 @@ impl WasiView for Bare {
 }
 
 /// One `echo` execution through the runtime, its stdout checked.
-fn echo(tokio: &tokio::runtime::Runtime, rt: &Runtime, pack: &Pack) {
+fn echo(tokio: &tokio::runtime::Runtime, rt: &Runtime, pack: &LoadedComponent) {
     let out = tokio
         .block_on(pack.execute(
             rt,

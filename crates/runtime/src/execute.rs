@@ -16,16 +16,16 @@ use wasmtime::Store;
 use wasmtime::component::{ResourceTable, Val};
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
+use super::component::Returns;
 use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
 use super::http::{AllowedHosts, Outbound};
 use super::kv::KvState;
 use super::log::LogState;
 use super::output::{CappedPipe, Captured};
-use super::pack::Returns;
 use super::scratch::quota::ScratchQuota;
 use super::secrets::{SecretSet, SecretsState};
 use super::values::{self, PathError};
-use super::{Limits, Pack, Runtime};
+use super::{Limits, LoadedComponent, Runtime};
 use wasmtime_wasi_http::WasiHttpCtx;
 
 /// Where the scratch directory appears inside the guest.
@@ -177,7 +177,7 @@ fn describe(errors: &[PathError]) -> String {
         .join("; ")
 }
 
-impl Pack {
+impl LoadedComponent {
     /// Validates, converts and runs one action in a fresh instance.
     pub async fn execute(
         &self,

@@ -9,6 +9,7 @@
 pub mod bindings;
 pub mod cache;
 pub mod capabilities;
+pub mod component;
 pub mod context;
 pub mod execute;
 pub mod host;
@@ -16,7 +17,6 @@ pub mod http;
 pub mod kv;
 pub mod log;
 pub mod output;
-pub mod pack;
 pub mod schema;
 pub mod scratch;
 pub mod secrets;
@@ -31,9 +31,11 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, PoolingAllocationConfig};
 
 pub use cache::CacheOutcome;
+pub use component::{
+    Action, ActionInfo, DOCS_SECTION, LoadedComponent, schema_errors, validator_errors,
+};
 pub use execute::{ExecuteError, ExecutionRequest, Outcome, Status};
 pub use host::{ExecutionContext, LogLine};
-pub use pack::{Action, ActionInfo, DOCS_SECTION, Pack, schema_errors, validator_errors};
 pub use values::PathError;
 
 use self::cache::ArtifactCache;
@@ -234,7 +236,7 @@ impl Runtime {
 
     /// Validates, compiles (or loads the cached artifact) and describes a
     /// component. Blocking and CPU-heavy: call it off the async executor.
-    pub fn load(&self, bytes: &[u8]) -> Result<(Pack, CacheOutcome), LoadError> {
+    pub fn load(&self, bytes: &[u8]) -> Result<(LoadedComponent, CacheOutcome), LoadError> {
         let limit = self.0.config.max_component_bytes;
         if bytes.len() > limit {
             return Err(LoadError::TooLarge {
@@ -259,15 +261,15 @@ impl Runtime {
         }
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
 
-        let docs = pack::read_docs(bytes);
-        let (actions, imports, capabilities) = pack::describe(engine, &component, &docs)?;
+        let docs = component::read_docs(bytes);
+        let (actions, imports, capabilities) = component::describe(engine, &component, &docs)?;
         let pre = self
             .0
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::MissingImport(format!("{e:#}")))?;
         Ok((
-            Pack(Arc::new(pack::PackInner {
+            LoadedComponent(Arc::new(component::ComponentInner {
                 digest,
                 pre,
                 actions,
@@ -280,7 +282,7 @@ impl Runtime {
     }
 
     /// Reads and loads a component file.
-    pub fn load_file(&self, path: &Path) -> Result<(Pack, CacheOutcome), LoadError> {
+    pub fn load_file(&self, path: &Path) -> Result<(LoadedComponent, CacheOutcome), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,

@@ -31,7 +31,7 @@ use attune_engine::worker::protocol::{
     Assignment, Beat, KvCall, KvReply, MAX_REPORTS, Recorded, Registration, Release, Released,
     Report,
 };
-use attune_engine::worker::remote;
+use attune_engine::worker::standalone;
 
 /// Longest a claim waits for work.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -139,7 +139,7 @@ async fn register(
     } else {
         input.labels
     };
-    let w = remote::register(
+    let w = standalone::register(
         &state,
         &caller.token,
         &input.name,
@@ -152,7 +152,7 @@ async fn register(
 
 /// Worker `id`, if the caller's token owns it.
 async fn worker(state: &AppState, caller: &Caller, id: i64) -> Result<WorkerRecord, ApiError> {
-    Ok(remote::owned(state, &caller.token, id).await?)
+    Ok(standalone::owned(state, &caller.token, id).await?)
 }
 
 /// Hands back executions this worker claimed but never began (a clean
@@ -178,7 +178,7 @@ async fn release(
             }],
         });
     }
-    let released = remote::release(&state, id, &input.executions).await?;
+    let released = standalone::release(&state, id, &input.executions).await?;
     Ok(axum::Json(Released { released }))
 }
 
@@ -199,7 +199,7 @@ async fn kv(
 ) -> Result<axum::Json<KvReply>, ApiError> {
     caller.require(Role::Worker)?;
     worker(&state, &caller, id).await?;
-    let reply = match remote::kv(&state, id, execution, call).await? {
+    let reply = match standalone::kv(&state, id, execution, call).await? {
         Ok(value) => KvReply { value, error: None },
         Err(err) => KvReply {
             value: serde_json::Value::Null,
@@ -220,7 +220,7 @@ async fn heartbeat(
 ) -> Result<axum::Json<Beat>, ApiError> {
     caller.require(Role::Worker)?;
     worker(&state, &caller, id).await?;
-    let (cancel, lease_ms) = remote::heartbeat(&state, id).await?;
+    let (cancel, lease_ms) = standalone::heartbeat(&state, id).await?;
     Ok(axum::Json(Beat { cancel, lease_ms }))
 }
 
@@ -248,7 +248,7 @@ async fn claim(
     let w = worker(&state, &caller, id).await?;
     let max = q.max.unwrap_or(1).clamp(1, MAX_CLAIM);
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(20_000)).min(MAX_WAIT);
-    Ok(axum::Json(remote::claim(&state, &w, max, wait).await?))
+    Ok(axum::Json(standalone::claim(&state, &w, max, wait).await?))
 }
 
 /// Records how executions ended, a batch at a time.
@@ -306,6 +306,6 @@ async fn component(
     caller
         .require(Role::Worker)
         .or_else(|_| caller.require(Role::Viewer))?;
-    let bytes = remote::component(&state, &digest).await?;
+    let bytes = standalone::component(&state, &digest).await?;
     Ok(([(header::CONTENT_TYPE, "application/wasm")], bytes))
 }

@@ -12,7 +12,7 @@ use super::json::ApiJson;
 use super::views::{PageQuery, WorkerView};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use attune_engine::records::Role;
-use attune_engine::worker::remote;
+use attune_engine::worker::standalone;
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,7 +30,7 @@ async fn list(
 ) -> Result<axum::Json<Listing<WorkerView>>, ApiError> {
     caller.require(Role::Viewer)?;
     let page = page.checked(super::views::Keyed::Id)?;
-    let items = remote::list(&state, &page).await?;
+    let items = standalone::list(&state, &page).await?;
     Ok(axum::Json(Listing::of(items, &page, |w| w.id.to_string())))
 }
 
@@ -59,7 +59,7 @@ async fn reassign(
     ApiJson(input): ApiJson<Reassignment>,
 ) -> Result<axum::Json<WorkerView>, ApiError> {
     caller.require(Role::Admin)?;
-    let w = remote::reassign(&state, id, input.token)
+    let w = standalone::reassign(&state, id, input.token)
         .await?
         .ok_or_else(|| ApiError::not_found("worker", id))?;
     tracing::info!(worker = w.id, name = %w.name, token = input.token, by = caller.token.id, "worker reassigned");

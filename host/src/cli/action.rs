@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::RuntimeArgs;
 use super::local::{build_params, load, local_runtime};
 use attune_runtime::http::{AllowedHosts, OutboundConfig};
-use attune_runtime::{ExecuteError, ExecutionRequest, Limits, Pack};
+use attune_runtime::{ExecuteError, ExecutionRequest, Limits, LoadedComponent};
 use attune_util::units::{parse_duration, parse_size};
 
 /// Exit code for bad input: unreadable component, unknown action, invalid params.
@@ -258,7 +258,7 @@ fn print_json(value: &Value) {
 
 /// Accepts `echo`, or `core.echo` when the pack is called `core` (by file
 /// stem or built-in name).
-fn resolve_action(pack: &Pack, component: &str, action: &str) -> String {
+fn resolve_action(pack: &LoadedComponent, component: &str, action: &str) -> String {
     if pack.action(action).is_some() {
         return action.to_string();
     }

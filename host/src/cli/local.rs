@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use serde_json::{Map, Value};
 
 use super::RuntimeArgs;
-use crate::builtin;
+use crate::bundled;
 use attune_runtime::http::OutboundConfig;
-use attune_runtime::{CacheOutcome, Limits, LoadError, Pack, Runtime, RuntimeConfig};
+use attune_runtime::{CacheOutcome, Limits, LoadError, LoadedComponent, Runtime, RuntimeConfig};
 
 /// A runtime for local runs with `limits` as its defaults.
 pub(super) fn local_runtime(
@@ -35,9 +35,9 @@ pub(super) fn local_runtime(
 }
 
 /// Loads `component`: a file, or the name of a built-in pack.
-pub(super) async fn load(rt: &Runtime, component: &str) -> Result<Pack, LoadError> {
+pub(super) async fn load(rt: &Runtime, component: &str) -> Result<LoadedComponent, LoadError> {
     let path = Path::new(component);
-    let bytes = match builtin::pack(component) {
+    let bytes = match bundled::pack(component) {
         Some(bytes) if !path.exists() => bytes.to_vec(),
         _ => std::fs::read(path).map_err(|source| LoadError::Io {
             path: PathBuf::from(component),

@@ -184,7 +184,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 wait: args.wait,
                 tools: args.tools,
             };
-            crate::mcp::remote::serve_stdio(client, options).await?;
+            crate::mcp::api_backend::serve_stdio(client, options).await?;
             Ok(0)
         }
         Command::Worker(args) => worker::run(args).await,

@@ -27,7 +27,7 @@ use crate::client::{Client, ClientError};
 use attune_engine::worker::pace::Pace;
 use attune_engine::worker::protocol::{Assignment, Beat, MAX_REPORTS, Recorded, Released, Report};
 use attune_runtime::http::AllowedHosts;
-use attune_runtime::{Pack, Runtime, RuntimeConfig, cache};
+use attune_runtime::{LoadedComponent, Runtime, RuntimeConfig, cache};
 
 /// Settings of a standalone worker.
 #[derive(Debug, Clone)]
@@ -356,12 +356,12 @@ async fn heartbeats(client: Client, id: i64, cancels: Cancels) -> anyhow::Result
 struct Packs {
     client: Client,
     runtime: Runtime,
-    loaded: Arc<tokio::sync::Mutex<HashMap<String, Pack>>>,
+    loaded: Arc<tokio::sync::Mutex<HashMap<String, LoadedComponent>>>,
     dir: PathBuf,
 }
 
 impl Packs {
-    async fn get(&self, digest: &str) -> Result<Pack, String> {
+    async fn get(&self, digest: &str) -> Result<LoadedComponent, String> {
         let mut loaded = self.loaded.lock().await;
         if let Some(p) = loaded.get(digest) {
             return Ok(p.clone());

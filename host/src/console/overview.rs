@@ -78,7 +78,7 @@ async fn workers(State(state): State<AppState>, Session(user): Session) -> Page 
         limit: Some(MAX_PAGE),
         after: None,
     };
-    let workers = attune_engine::worker::remote::list(&state, &all).await?;
+    let workers = attune_engine::worker::standalone::list(&state, &all).await?;
     let running = ExecutionFilter {
         status: Some(ExecutionStatus::Running),
         ..Default::default()

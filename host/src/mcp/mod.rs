@@ -1,8 +1,8 @@
 //! Every action an MCP tool, over the Model Context Protocol (`rmcp`).
 //!
 //! One handler serves both transports: streamable HTTP at `/mcp` on
-//! `attune serve` ([`local`], calling the engine with the caller's role) and
-//! stdio from `attune mcp` ([`remote`], calling a server's API with a
+//! `attune serve` ([`engine_backend`], calling the engine with the caller's role) and
+//! stdio from `attune mcp` ([`api_backend`], calling a server's API with a
 //! token). A tool is an enabled action (workflows too): its name is the
 //! action's ref, its description the WIT docs, its input schema the
 //! action's parameter schema and its output schema the result's when that is
@@ -12,8 +12,8 @@
 //! `isError: true` listing every problem with its path, so a model can
 //! correct its call; an unknown tool or a refused role is a protocol error.
 
-pub mod local;
-pub mod remote;
+pub mod api_backend;
+pub mod engine_backend;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

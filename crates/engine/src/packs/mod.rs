@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::Core;
 use crate::rules::save::{self, Mode};
 use crate::rules::{RuleInput, validate_rule};
-use attune_runtime::{LoadError, Pack, Runtime, cache};
+use attune_runtime::{LoadError, LoadedComponent, Runtime, cache};
 use attune_storage::{
     Grants, NewAction, NewComponent, NewPack, Registered, RuleSpec, Storage, StorageError,
 };
@@ -88,7 +88,7 @@ pub enum PackError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Pack name: lowercase letters, digits, `_` and `-`.
+    /// LoadedComponent name: lowercase letters, digits, `_` and `-`.
     pub name: String,
     /// Version string.
     pub version: String,
@@ -202,7 +202,7 @@ pub struct Outcome {
     /// Rules registered with it.
     pub rules: Vec<RuleSpec>,
     /// Each loaded component by digest, for the caller's cache.
-    pub loaded: Vec<Pack>,
+    pub loaded: Vec<LoadedComponent>,
 }
 
 /// Validates every component and rule, then registers the pack at once.
@@ -233,7 +233,7 @@ pub async fn register(
         ));
     }
 
-    let mut loaded: Vec<(String, Pack)> = Vec::new();
+    let mut loaded: Vec<(String, LoadedComponent)> = Vec::new();
     let mut components = Vec::new();
     let mut actions: BTreeMap<String, NewAction> = BTreeMap::new();
     for (file, bytes) in &upload.components {
@@ -367,7 +367,7 @@ pub async fn register(
 }
 
 /// Loads a component on a blocking thread, bounded in time.
-pub async fn load_bounded(runtime: &Runtime, bytes: Vec<u8>) -> Result<Pack, String> {
+pub async fn load_bounded(runtime: &Runtime, bytes: Vec<u8>) -> Result<LoadedComponent, String> {
     let rt = runtime.clone();
     let task = tokio::task::spawn_blocking(move || rt.load(&bytes));
     match tokio::time::timeout(COMPILE_TIMEOUT, task).await {
@@ -400,7 +400,7 @@ pub struct Installed {
 pub async fn install(core: &Core, upload: Upload) -> Result<Installed, PackError> {
     let outcome = register(&core.runtime, &core.storage, &core.files, upload).await?;
     for p in &outcome.loaded {
-        core.packs.insert(p.clone());
+        core.components.insert(p.clone());
     }
     core.cache.actions_changed();
     let mut rules = Vec::new();

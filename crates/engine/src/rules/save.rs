@@ -23,7 +23,7 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
         .await?
         .filter(|a| !a.sensor);
     let pack = match &record {
-        Some(a) if a.workflow.is_none() => Some(core.pack(&a.component).await?),
+        Some(a) if a.workflow.is_none() => Some(core.component(&a.component).await?),
         _ => None,
     };
     let export = match (&record, &pack) {

@@ -1,6 +1,6 @@
 //! Built-in trigger types, the schedules of timer triggers, and webhooks.
 //!
-//! [`builtin`] lists the types with their parameter and payload schemas; they
+//! [`bundled`] lists the types with their parameter and payload schemas; they
 //! are stored at startup so rules can be validated against them.
 //! [`schedule`] turns a timer rule's parameters into a schedule;
 //! [`webhook`] verifies signed deliveries and shapes their events.

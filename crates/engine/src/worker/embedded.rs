@@ -544,7 +544,7 @@ async fn execute(
     );
     core.dispatch.watch(e.id, pipes.clone(), secrets);
     let pack = async {
-        core.pack(&assignment.component)
+        core.component(&assignment.component)
             .await
             .map_err(|err| format!("loading the component: {err}"))
     };

@@ -5,14 +5,14 @@
 //! - [`protocol`] — the types both sides of the worker API share.
 //! - [`run`] — runs one assignment in the sandbox and produces its report;
 //!   the embedded worker and `attune worker` both call it.
-//! - [`remote`] — the server's side of the protocol, and workers' registry.
+//! - [`standalone`] — the server's side of the protocol, and workers' registry.
 //! - [`embedded`] — claims, starts and reports through the database directly.
 
 pub mod embedded;
 pub mod pace;
 pub mod protocol;
-pub mod remote;
 pub mod run;
+pub mod standalone;
 
 use super::cache::PackGrants;
 use super::{Core, EngineError};

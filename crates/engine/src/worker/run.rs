@@ -16,7 +16,8 @@ use attune_runtime::http::AllowedHosts;
 use attune_runtime::kv::KvState;
 use attune_runtime::output::CappedPipe;
 use attune_runtime::{
-    ExecuteError, ExecutionContext, ExecutionRequest, Limits, Outcome, Pack, Runtime, Status,
+    ExecuteError, ExecutionContext, ExecutionRequest, Limits, LoadedComponent, Outcome, Runtime,
+    Status,
 };
 use attune_storage::{ExecutionStatus, now_ms};
 
@@ -35,7 +36,7 @@ pub struct Reach {
 pub async fn run(
     runtime: &Runtime,
     assignment: &Assignment,
-    pack: impl Future<Output = Result<Pack, String>>,
+    pack: impl Future<Output = Result<LoadedComponent, String>>,
     reach: Reach,
     default_timeout: Duration,
     output: Option<(CappedPipe, CappedPipe)>,

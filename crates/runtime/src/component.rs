@@ -182,7 +182,7 @@ pub(crate) fn readable(e: &jsonschema::ValidationError<'_>) -> Vec<PathError> {
     }
 }
 
-pub(crate) struct PackInner {
+pub(crate) struct ComponentInner {
     pub(crate) digest: String,
     pub(crate) pre: InstancePre<HostState>,
     pub(crate) actions: Vec<Action>,
@@ -195,11 +195,11 @@ pub(crate) struct PackInner {
 ///
 /// Cheap to clone; share it between executions.
 #[derive(Clone)]
-pub struct Pack(pub(crate) Arc<PackInner>);
+pub struct LoadedComponent(pub(crate) Arc<ComponentInner>);
 
-impl std::fmt::Debug for Pack {
+impl std::fmt::Debug for LoadedComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pack")
+        f.debug_struct("LoadedComponent")
             .field("digest", &self.digest())
             .field(
                 "actions",
@@ -213,7 +213,7 @@ impl std::fmt::Debug for Pack {
     }
 }
 
-impl Pack {
+impl LoadedComponent {
     /// SHA-256 of the component bytes, hex.
     pub fn digest(&self) -> &str {
         &self.0.digest
