@@ -178,38 +178,24 @@ fn pack_error(e: PackError) -> ApiError {
                 message: reason,
             }],
         },
-        PackError::InvalidRule { rule, errors } => invalid_at(
+        PackError::InvalidRule { rule, errors } => ApiError::invalid(
             format!("rule `{rule}` in pack.toml is invalid"),
             &format!("/rules/{rule}"),
-            errors,
+            &errors,
         ),
         PackError::InvalidSensors { errors } => {
-            invalid_at("the sensors are invalid".into(), "/pack.toml", errors)
+            ApiError::invalid("the sensors are invalid", "/pack.toml", &errors)
         }
-        PackError::InvalidWorkflow { file, errors } => invalid_at(
+        PackError::InvalidWorkflow { file, errors } => ApiError::invalid(
             format!("workflow `{file}` is invalid"),
             &format!("/{}", file.trim_start_matches("./")),
-            errors,
+            &errors,
         ),
         PackError::InvalidGrants { errors } => {
-            invalid_at("the grants are invalid".into(), "/pack.toml", errors)
+            ApiError::invalid("the grants are invalid", "/pack.toml", &errors)
         }
         PackError::Storage(e) => attune_engine::EngineError::from(e).into(),
         PackError::Engine(e) => e.into(),
-    }
-}
-
-/// A 422 with each `(path, message)` under `prefix`.
-fn invalid_at(message: String, prefix: &str, errors: Vec<(String, String)>) -> ApiError {
-    ApiError::Invalid {
-        message,
-        details: errors
-            .into_iter()
-            .map(|(path, message)| ErrorDetail {
-                path: format!("{prefix}{path}"),
-                message,
-            })
-            .collect(),
     }
 }
 
@@ -227,7 +213,7 @@ async fn grant(
     caller.require(Role::Admin)?;
     let grants = Grants::from(input);
     packs::check_grants(&grants)
-        .map_err(|errors| invalid_at("the grants are invalid".into(), "", errors))?;
+        .map_err(|errors| ApiError::invalid("the grants are invalid", "", &errors))?;
     let pack = catalog::set_grants(&state, &name, &grants)
         .await?
         .ok_or_else(|| ApiError::not_found("pack", &name))?;

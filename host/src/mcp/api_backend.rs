@@ -26,7 +26,10 @@ fn refusal(e: ClientError) -> Refusal {
         } => Refusal {
             code,
             message,
-            details,
+            details: details
+                .into_iter()
+                .map(|(path, message)| attune_runtime::PathError::new(path, message))
+                .collect(),
         },
         other => Refusal {
             code: "unavailable".into(),

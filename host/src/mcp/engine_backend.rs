@@ -43,7 +43,7 @@ fn refusal(e: impl Into<ApiError>) -> Refusal {
             .error
             .details
             .iter()
-            .map(|d| (d.path.clone(), d.message.clone()))
+            .map(|d| attune_runtime::PathError::new(d.path.clone(), d.message.clone()))
             .collect(),
     }
 }

@@ -18,6 +18,7 @@ pub mod engine_backend;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use attune_runtime::PathError;
 use rmcp::ErrorData;
 use rmcp::handler::server::ServerHandler;
 use rmcp::model::{
@@ -44,15 +45,15 @@ pub struct Refusal {
     pub code: String,
     /// What went wrong.
     pub message: String,
-    /// `(path, message)` for each problem.
-    pub details: Vec<(String, String)>,
+    /// Each problem with its path.
+    pub details: Vec<PathError>,
 }
 
 impl Refusal {
     fn into_error(self) -> ErrorData {
         let data = json!({
             "code": self.code,
-            "details": self.details.iter().map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
+            "details": self.details,
         });
         match self.code.as_str() {
             "validation_failed" | "not_found" => {
@@ -75,19 +76,19 @@ impl Refusal {
     /// arguments (the API's `/params` prefix is the run request's, not the
     /// tool's).
     fn into_tool_error(self, tool: &str) -> CallToolResult {
-        let details: Vec<(String, String)> = self
+        let details: Vec<PathError> = self
             .details
             .into_iter()
-            .map(|(path, message)| {
+            .map(|PathError { path, message }| {
                 let path = match path.strip_prefix("/params") {
                     Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
                     _ => path,
                 };
-                (path, message)
+                PathError { path, message }
             })
             .collect();
         let mut text = format!("invalid arguments for {tool}: {}", self.message);
-        for (path, message) in &details {
+        for PathError { path, message } in &details {
             let at = if path.is_empty() {
                 "(the arguments)"
             } else {
@@ -98,7 +99,7 @@ impl Refusal {
         let mut r = CallToolResult::structured_error(json!({
             "error": self.code,
             "message": self.message,
-            "details": details.iter().map(|(p, m)| json!({"path": p, "message": m})).collect::<Vec<_>>(),
+            "details": details,
         }));
         r.content = vec![ContentBlock::text(text)];
         r
@@ -284,7 +285,7 @@ impl<B: Backend> Attune<B> {
                 let refused = Refusal {
                     code: "validation_failed".into(),
                     message: "`id` must be an execution id".into(),
-                    details: vec![("/id".into(), "must be an integer".into())],
+                    details: vec![PathError::new("/id", "must be an integer")],
                 };
                 return Ok(refused.into_tool_error(EXECUTION_TOOL));
             };

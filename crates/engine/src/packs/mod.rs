@@ -11,6 +11,7 @@ pub mod files;
 pub mod sensors;
 pub mod workflows;
 
+use attune_runtime::PathError;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -48,36 +49,36 @@ pub enum PackError {
         /// Why.
         reason: String,
     },
-    /// A sensor in `pack.toml` is invalid: `(path, message)` pairs.
+    /// A sensor in `pack.toml` is invalid: Each problem with its path.
     #[error("the sensors are invalid")]
     InvalidSensors {
         /// Each problem with its path.
-        errors: Vec<(String, String)>,
+        errors: Vec<PathError>,
     },
     /// A workflow is invalid; each problem with its path inside it.
     #[error("workflow `{file}` is invalid")]
     InvalidWorkflow {
         /// The workflow's file in the pack.
         file: String,
-        /// `(path, message)` pairs.
-        errors: Vec<(String, String)>,
+        /// Each problem with its path.
+        errors: Vec<PathError>,
     },
     /// A rule in `pack.toml` is invalid; each problem with its path.
     #[error("rule `{rule}` is invalid")]
     InvalidRule {
         /// The rule's ref.
         rule: String,
-        /// `(path, message)` pairs.
-        errors: Vec<(String, String)>,
+        /// Each problem with its path.
+        errors: Vec<PathError>,
     },
     /// Storage refused it (e.g. version conflict).
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// A grant is malformed: `(path, message)` pairs.
+    /// A grant is malformed: Each problem with its path.
     #[error("the grants are invalid")]
     InvalidGrants {
         /// Each problem with its path.
-        errors: Vec<(String, String)>,
+        errors: Vec<PathError>,
     },
     /// Saving its rules failed.
     #[error(transparent)]
@@ -88,7 +89,7 @@ pub enum PackError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// LoadedComponent name: lowercase letters, digits, `_` and `-`.
+    /// Pack name: lowercase letters, digits, `_` and `-`.
     pub name: String,
     /// Version string.
     pub version: String,
@@ -308,7 +309,7 @@ pub async fn register(
         let spec = validate_rule(input, trigger.as_ref(), check).map_err(|errors| {
             PackError::InvalidRule {
                 rule: input.r#ref.clone(),
-                errors: errors.into_iter().map(|e| (e.path, e.message)).collect(),
+                errors,
             }
         })?;
         rules.push(spec);
@@ -426,21 +427,21 @@ pub async fn install(core: &Core, upload: Upload) -> Result<Installed, PackError
 }
 
 /// Checks grants: every outbound pattern parses (no path, query, userinfo
-/// or bare `*`), every secret name is a valid name. `(path, message)` per
-/// problem.
-pub fn check_grants(grants: &Grants) -> Result<(), Vec<(String, String)>> {
-    let mut errors: Vec<(String, String)> =
+/// or bare `*`), every secret name is a valid name. each problem with its
+/// path.
+pub fn check_grants(grants: &Grants) -> Result<(), Vec<PathError>> {
+    let mut errors: Vec<PathError> =
         attune_runtime::http::AllowedHosts::parse(&grants.allowed_outbound_hosts)
             .err()
             .unwrap_or_default()
             .into_iter()
-            .map(|(n, m)| (format!("/allowed_outbound_hosts/{n}"), m))
+            .map(|(n, m)| PathError::new(format!("/allowed_outbound_hosts/{n}"), m))
             .collect();
     for (n, name) in grants.secrets.iter().enumerate() {
         if !crate::secrets::valid_name(name) {
-            errors.push((
+            errors.push(PathError::new(
                 format!("/secrets/{n}"),
-                "a secret name is 1-128 letters, digits, `_` or `-`".into(),
+                "a secret name is 1-128 letters, digits, `_` or `-`",
             ));
         }
     }

@@ -3,6 +3,7 @@
 //! trigger type `<pack>.<name>` whose payload schema is `T`'s, and its
 //! export is no longer an action.
 
+use attune_runtime::PathError;
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -45,28 +46,28 @@ pub fn check(
     sensors: &[SensorInput],
     actions: &mut BTreeMap<String, NewAction>,
 ) -> Result<(Vec<NewSensor>, Vec<TriggerTypeRecord>), PackError> {
-    let mut errors: Vec<(String, String)> = Vec::new();
+    let mut errors: Vec<PathError> = Vec::new();
     let mut out = Vec::new();
     let mut types = Vec::new();
     for (n, input) in sensors.iter().enumerate() {
         let at = format!("/sensors/{n}");
         let r#ref = format!("{pack}.{}", input.name);
         if !crate::rules::valid_ref(&r#ref) || input.name.contains('.') {
-            errors.push((
+            errors.push(PathError::new(
                 format!("{at}/name"),
-                "lowercase letters, digits, `_` and `-`".into(),
+                "lowercase letters, digits, `_` and `-`",
             ));
             continue;
         }
         if sensors[..n].iter().any(|s| s.name == input.name) {
-            errors.push((
+            errors.push(PathError::new(
                 format!("{at}/name"),
                 format!("a second sensor `{}`", input.name),
             ));
         }
         let action_ref = format!("{pack}.{}", input.export);
         let Some(action) = actions.get_mut(&action_ref) else {
-            errors.push((
+            errors.push(PathError::new(
                 format!("{at}/export"),
                 format!("no component of the pack exports `{}`", input.export),
             ));
@@ -83,7 +84,7 @@ pub fn check(
             _ => None,
         };
         let (true, Some(items)) = (takes_nothing, items) else {
-            errors.push((
+            errors.push(PathError::new(
                 format!("{at}/export"),
                 format!(
                     "`{}` must be `func() -> list<T>` or `func() -> result<list<T>, E>`",
@@ -99,7 +100,10 @@ pub fn check(
                 &json!({"expression": cron, "timezone": input.timezone.as_deref().unwrap_or("UTC")}),
             ),
             _ => {
-                errors.push((at.clone(), "give `every` or `cron`, not both".into()));
+                errors.push(PathError::new(
+                    at.clone(),
+                    "give `every` or `cron`, not both",
+                ));
                 continue;
             }
         };
@@ -113,7 +117,7 @@ pub fn check(
                     } else {
                         "cron"
                     };
-                    errors.push((format!("{at}/{field}"), e.message));
+                    errors.push(PathError::new(format!("{at}/{field}"), e.message));
                 }
                 continue;
             }
@@ -121,7 +125,7 @@ pub fn check(
         if let Plan::Interval { every_ms } = plan
             && every_ms < MIN_INTERVAL_MS
         {
-            errors.push((format!("{at}/every"), "at least 1s".into()));
+            errors.push(PathError::new(format!("{at}/every"), "at least 1s"));
             continue;
         }
         let (every_ms, stored) = plan.stored();

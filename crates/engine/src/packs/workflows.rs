@@ -1,6 +1,7 @@
 //! A pack's workflows at upload: parsed, checked against the actions they
 //! name (this pack's and those already registered), and turned into actions.
 
+use attune_runtime::PathError;
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Value, json};
@@ -31,7 +32,7 @@ pub async fn check(
 ) -> Result<Vec<NewAction>, PackError> {
     let invalid = |file: &str, path: String, message: String| PackError::InvalidWorkflow {
         file: file.to_string(),
-        errors: vec![(path, message)],
+        errors: vec![PathError::new(path, message)],
     };
     let mut parsed: Vec<(&str, String, Workflow)> = Vec::new();
     for (file, text) in files {
@@ -85,11 +86,7 @@ pub async fn check(
     let known = Known(known);
     let mut out = Vec::new();
     for (file, name, flow) in parsed {
-        let mut errors: Vec<(String, String)> = flow
-            .check(&known)
-            .into_iter()
-            .map(|e| (e.path, e.message))
-            .collect();
+        let mut errors = flow.check(&known);
         errors.extend(ungranted(storage, pack, granted, &flow).await?);
         if !errors.is_empty() {
             return Err(PackError::InvalidWorkflow {
@@ -120,7 +117,7 @@ async fn ungranted(
     pack: &str,
     granted: &[String],
     flow: &Workflow,
-) -> Result<Vec<(String, String)>, PackError> {
+) -> Result<Vec<PathError>, PackError> {
     let mut errors = Vec::new();
     for (task_name, task) in &flow.tasks {
         let (refs, _) = secret_refs::refs_in_params(&task.input);
@@ -139,7 +136,7 @@ async fn ungranted(
         };
         for (secret, paths) in refs {
             if !secrets.contains(&secret) {
-                errors.push((
+                errors.push(PathError::new(
                     format!("/tasks/{task_name}/input{}", paths[0]),
                     format!(
                         "secret `{secret}` is not granted to pack `{owner}`; an admin grants it \

@@ -146,7 +146,7 @@ pub async fn evaluate(
     };
     let rendered = match rendered {
         Ok(p) => p,
-        Err((path, message)) => {
+        Err(PathError { path, message }) => {
             let message = placeholders.mask_text(&message);
             return Ok((
                 fail(vec![detail(&format!("/action_params{path}"), message)]),

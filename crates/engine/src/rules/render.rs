@@ -6,6 +6,7 @@
 //! — numbers stay numbers, null stays null — while mixed text renders to a
 //! string. Undefined values are errors, never silently empty.
 
+use attune_runtime::PathError;
 use serde_json::Value;
 
 use super::{is_template, template_env};
@@ -69,7 +70,7 @@ pub fn matches(criteria: Option<&str>, ctx: &minijinja::Value) -> Result<bool, S
 }
 
 /// Renders every template in `params`; errors carry the JSON pointer.
-pub fn render(params: &Value, ctx: &minijinja::Value) -> Result<Value, (String, String)> {
+pub fn render(params: &Value, ctx: &minijinja::Value) -> Result<Value, PathError> {
     render_at(template_env(), params, ctx, &mut String::new())
 }
 
@@ -78,19 +79,24 @@ fn render_at(
     v: &Value,
     ctx: &minijinja::Value,
     path: &mut String,
-) -> Result<Value, (String, String)> {
+) -> Result<Value, PathError> {
     match v {
         Value::String(s) if is_template(s) => {
-            let fail = |path: &String, e: minijinja::Error| (path.clone(), e.to_string());
+            let fail =
+                |path: &String, e: minijinja::Error| PathError::new(path.clone(), e.to_string());
             if let Some(expr) = single_expression(s) {
                 let value = env
                     .compile_expression(expr)
                     .and_then(|e| e.eval(ctx))
                     .map_err(|e| fail(path, e))?;
                 if value.is_undefined() {
-                    return Err((path.clone(), format!("`{expr}` is undefined")));
+                    return Err(PathError::new(
+                        path.clone(),
+                        format!("`{expr}` is undefined"),
+                    ));
                 }
-                serde_json::to_value(&value).map_err(|e| (path.clone(), e.to_string()))
+                serde_json::to_value(&value)
+                    .map_err(|e| PathError::new(path.clone(), e.to_string()))
             } else {
                 env.render_str(s, ctx)
                     .map(Value::String)
@@ -177,7 +183,7 @@ mod tests {
     #[test]
     fn undefined_values_are_errors_with_their_path() {
         let ctx = context(&event(json!({})), "p.r");
-        let (path, message) =
+        let PathError { path, message } =
             render(&json!({"a": {"b": "{{ event.payload.missing }}"}}), &ctx).unwrap_err();
         assert_eq!(path, "/a/b");
         assert!(message.contains("undefined"), "{message}");
@@ -188,7 +194,7 @@ mod tests {
         let ctx = context(&event(json!({})), "p.r");
         let started = std::time::Instant::now();
         let spin = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}";
-        let (path, message) = render(&json!({"x": spin}), &ctx).unwrap_err();
+        let PathError { path, message } = render(&json!({"x": spin}), &ctx).unwrap_err();
         assert_eq!(path, "/x");
         assert!(message.contains("fuel"), "{message}");
         assert!(
@@ -220,7 +226,7 @@ mod tests {
         assert_eq!(out, json!({"id": 7, "tag": "a"}));
         assert!(render(&json!({"x": "{{ event.payload.id | fromjson }}"}), &ctx).is_err());
         let bad = context(&event(json!({"body": "not json"})), "p.r");
-        let (_, message) =
+        let PathError { message, .. } =
             render(&json!({"x": "{{ event.payload.body | fromjson }}"}), &bad).unwrap_err();
         assert!(message.contains("not JSON"), "{message}");
     }

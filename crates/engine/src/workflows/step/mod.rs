@@ -351,9 +351,10 @@ impl Machine<'_> {
         } else {
             placeholders.bind(&ctx)
         };
-        let rendered = render(&def.input, &ctx).map_err(|(path, message)| {
-            json!(format!("input{path}: {}", placeholders.mask_text(&message)))
-        })?;
+        let rendered =
+            render(&def.input, &ctx).map_err(|attune_runtime::PathError { path, message }| {
+                json!(format!("input{path}: {}", placeholders.mask_text(&message)))
+            })?;
         let params = placeholders.masked(&rendered);
         let real_params = if placeholders.is_empty() {
             None
@@ -473,7 +474,7 @@ impl Machine<'_> {
                     Ok(v) => {
                         state.vars.insert(key.clone(), v);
                     }
-                    Err((path, message)) => {
+                    Err(attune_runtime::PathError { path, message }) => {
                         state.error.get_or_insert(json!(format!(
                             "{task}: publish {key}{path}: {message}"
                         )));
@@ -519,7 +520,7 @@ impl Machine<'_> {
                 result: Some(result),
                 error: None,
             },
-            Err((path, message)) => End {
+            Err(attune_runtime::PathError { path, message }) => End {
                 status: ExecutionStatus::Failed,
                 result: None,
                 error: Some(json!(format!("output{path}: {message}"))),
