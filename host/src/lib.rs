@@ -24,10 +24,12 @@
 //! This crate, `attune`, holds the surfaces over the engine and the binary:
 //!
 //! - [`api`] — the HTTP API over the engine: one router per resource, auth,
-//!   wire types (`api::views`), the error shape, the OpenAPI document. No SQL.
+//!   wire types (`api::views`), the error shape, the OpenAPI document, and
+//!   the worker protocol's routes (`api::worker_protocol`). It names no
+//!   storage: every read and write is an engine function.
 //! - [`mcp`] — every action an MCP tool (`rmcp`): one handler over the
-//!   engine (`/mcp`, streamable HTTP) or over a server's API (`attune mcp`,
-//!   stdio).
+//!   engine (`mcp::engine_backend`: `/mcp`, streamable HTTP) or over a
+//!   server's API (`mcp::api_backend`: `attune mcp`, stdio).
 //! - [`console`] — the web console at `/ui`: server-rendered pages over the
 //!   engine (templates, stylesheet and vendored htmx in
 //!   `host/assets/console`), a token login kept as a session cookie, run
@@ -35,7 +37,8 @@
 //!   kinds and wire types, so a page shows what the API would.
 //! - [`client`] — the HTTP client of the CLI's client commands, and the
 //!   standalone worker (`attune worker`) that speaks the worker protocol.
-//! - [`server`] — `attune serve`: data directory, first start, serving.
+//! - [`server`] — `attune serve`: data directory, first start, serving;
+//!   the one place that opens the storage and builds the engine over it.
 //! - [`cli`] — the `attune` command line: argument parsing and output.
 //! - [`bundled`] — packs compiled into the binary (the core pack).
 

@@ -5,7 +5,7 @@
 //! hand their entry to one writer task and wait. The writer takes everything
 //! that arrived meanwhile as one batch and records it in one transaction:
 //! the events in one statement, then, with their ids known, every rule's
-//! verdict on each (criteria, templating, validation; bounded by fuel) as
+//! enforcement on each (criteria, templating, validation; bounded by fuel) as
 //! the enforcements and executions, two statements more; the direct runs
 //! in one statement. It answers, and wakes the workers once. Under load a
 //! batch holds many entries, so the database sees a few statements per
@@ -68,7 +68,7 @@ pub struct Admitted {
     pub event: EventRecord,
     /// The executions it queued.
     pub executions: Vec<ExecutionRecord>,
-    /// It is stored, but its rules' verdicts could not be yet; they will be
+    /// It is stored, but its rules' enforcements could not be yet; they will be
     /// (see [`reconcile`]).
     pub enforcement_pending: bool,
 }
@@ -151,7 +151,7 @@ impl Ingest {
     }
 }
 
-/// Records each batch: its events with their rules' verdicts in one
+/// Records each batch: its events with their rules' enforcements in one
 /// transaction, its direct runs in one statement; answers each entry and
 /// wakes the workers once.
 async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
@@ -204,11 +204,11 @@ fn refuse<E, T>(entries: Vec<(E, oneshot::Sender<Result<T, Failure>>)>, failure:
     }
 }
 
-/// Records `events` and their rules' verdicts in one transaction, and
+/// Records `events` and their rules' enforcements in one transaction, and
 /// answers each; true when executions were queued. The rules are read
 /// before the write, and evaluated (criteria, templating, validation;
 /// bounded by fuel) once the events have their ids. Stored events are
-/// acknowledged whatever their verdicts: if those could not be made, each
+/// acknowledged whatever their enforcements: if those could not be made, each
 /// is admitted with `enforcement_pending` and [`reconcile`] enforces it
 /// later.
 async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
@@ -257,7 +257,7 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
             (records, planned)
         })
         .await;
-    let (records, verdicts) = match recorded {
+    let (records, enforcements) = match recorded {
         Ok(recorded) => recorded,
         Err(e) => {
             refuse(events, Failure::of("recording events", &e));
@@ -265,7 +265,7 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
         }
     };
     core.metrics.events_recorded.inc_by(records.len() as u64);
-    let (queued, pending) = match verdicts {
+    let (queued, pending) = match enforcements {
         Ok(queued) => (queued, false),
         Err(e) => {
             tracing::error!(error = %e, events = records.len(), "enforcing events; they are kept and enforced later");
@@ -367,7 +367,7 @@ async fn plan_all(
     Ok(items)
 }
 
-/// Plans and stores the verdicts of the rules each stored event is
+/// Plans and stores the enforcements of the rules each stored event is
 /// addressed to, marking the events enforced in the same transaction;
 /// returns how many executions were queued.
 async fn enforce(
@@ -410,7 +410,7 @@ pub async fn enforce_stored(core: &Core, records: &[EventRecord]) -> Result<(), 
 /// takes it: older than any batch still being written.
 pub const RECONCILE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Enforces events that were stored but whose verdicts never were (a crash
+/// Enforces events that were stored but whose enforcements never were (a crash
 /// between the two writes, or a failed write): each against the rules it
 /// was addressed to (only those still enabled) or every enabled rule on its
 /// trigger. Safe to repeat: a (rule, event) pair is enforced once. Takes

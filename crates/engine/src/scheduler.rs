@@ -207,7 +207,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
     }
 }
 
-/// Enforces events whose verdicts were never stored, at start and then
+/// Enforces events whose enforcements were never stored, at start and then
 /// every [`RECONCILE_PERIOD`].
 async fn reconcile_task(core: Core) {
     loop {

@@ -169,7 +169,7 @@ async fn delete(
 /// A sample event for a dry run.
 /// What a rule would do with an event.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct VerdictView {
+pub struct EnforcementView {
     /// Whether the criteria hold.
     pub matched: bool,
     /// The rendered action params, when it matched and rendered.
@@ -191,19 +191,19 @@ pub struct TestRequest {
 /// Nothing is stored.
 #[utoipa::path(post, path = "/rules/{ref}/test", tag = "rules", request_body = TestRequest,
     params(("ref" = String, Path, description = "Rule ref")),
-    responses((status = 200, body = VerdictView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EnforcementView), (status = 404, body = ErrorBody)))]
 async fn test(
     State(state): State<AppState>,
     caller: Caller,
     ApiPath(r#ref): ApiPath<String>,
     ApiJson(input): ApiJson<TestRequest>,
-) -> Result<axum::Json<VerdictView>, ApiError> {
+) -> Result<axum::Json<EnforcementView>, ApiError> {
     caller.require(Role::Viewer)?;
-    let verdict = dry_run(&state, &r#ref, input.payload).await?;
-    Ok(axum::Json(VerdictView {
-        matched: verdict.matched,
-        params: verdict.params,
-        errors: verdict.errors.into_iter().map(Into::into).collect(),
+    let enforcement = dry_run(&state, &r#ref, input.payload).await?;
+    Ok(axum::Json(EnforcementView {
+        matched: enforcement.matched,
+        params: enforcement.params,
+        errors: enforcement.errors.into_iter().map(Into::into).collect(),
     }))
 }
 

@@ -292,7 +292,7 @@ pub struct EventView {
     pub source: Option<String>,
     /// Unix ms.
     pub created_at: i64,
-    /// Set (true) when the event is stored but its rules' verdicts could
+    /// Set (true) when the event is stored but its rules' enforcements could
     /// not be yet: the server enforces it later, nothing is lost.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub enforcement_pending: bool,

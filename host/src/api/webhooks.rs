@@ -31,7 +31,7 @@ pub struct Delivery {
     pub event: i64,
     /// Executions queued by the rules the signature verified for.
     pub executions: Vec<i64>,
-    /// Set (true) when the event is stored but its rules' verdicts could
+    /// Set (true) when the event is stored but its rules' enforcements could
     /// not be yet: the server enforces it later, nothing is lost.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub enforcement_pending: bool,

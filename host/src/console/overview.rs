@@ -52,11 +52,11 @@ async fn events(
         .then(|| items.last().map(|e| e.id))
         .flatten();
     let ids: Vec<i64> = items.iter().map(|e| e.id).collect();
-    let verdicts = history::enforcements_of_events(&state, &ids).await?;
+    let enforcements = history::enforcements_of_events(&state, &ids).await?;
     let items: Vec<Ctx> = items
         .into_iter()
         .map(|e| {
-            let rules: Vec<Ctx> = verdicts
+            let rules: Vec<Ctx> = enforcements
                 .iter()
                 .filter(|(event, _, _)| *event == e.id)
                 .map(|(_, rule, status)| context! { rule, status })

@@ -62,7 +62,7 @@ async fn list(
     )
 }
 
-/// The rule page, with `extra` (a dry run's form and verdict).
+/// The rule page, with `extra` (a dry run's form and enforcement).
 async fn rule_page(state: &AppState, user: &Caller, r#ref: &str, extra: Ctx) -> Page {
     let rule = rules::get(state, r#ref)
         .await?
@@ -134,11 +134,11 @@ async fn test(
             return super::with_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, page);
         }
     };
-    let verdict = dry_run(&state, &r#ref, payload).await?;
-    let errors: Vec<Problem> = verdict.errors.into_iter().map(Into::into).collect();
+    let enforcement = dry_run(&state, &r#ref, payload).await?;
+    let errors: Vec<Problem> = enforcement.errors.into_iter().map(Into::into).collect();
     let extra = context! {
         payload => form.payload,
-        verdict => context! { matched => verdict.matched, params => data(&verdict.params), errors => data(&errors) },
+        dry_run => context! { matched => enforcement.matched, params => data(&enforcement.params), errors => data(&errors) },
     };
     rule_page(&state, &user, &r#ref, extra).await
 }

@@ -12,7 +12,7 @@ use attune_storage::{ActionRecord, EventRecord, NewEnforcement, NewExecution, Ru
 
 /// What a rule would do with an event (the dry run of `POST /rules/{ref}/test`).
 #[derive(Debug, Clone)]
-pub struct Verdict {
+pub struct Enforcement {
     /// Whether the criteria hold.
     pub matched: bool,
     /// The rendered action params, when it matched and rendered.
@@ -31,7 +31,7 @@ pub async fn dry_run(
     core: &Core,
     rule: &str,
     payload: serde_json::Value,
-) -> Result<Verdict, EngineError> {
+) -> Result<Enforcement, EngineError> {
     let rule = core
         .storage
         .get_rule(rule)
@@ -69,7 +69,7 @@ pub async fn evaluate(
     rule: &RuleRecord,
     event: &EventRecord,
     reveal: Reveal,
-) -> Result<(Verdict, Option<ActionRecord>), EngineError> {
+) -> Result<(Enforcement, Option<ActionRecord>), EngineError> {
     let ctx = render::context(event, &rule.spec.r#ref);
     let detail = |path: &str, message: String| PathError {
         path: path.to_string(),
@@ -79,7 +79,7 @@ pub async fn evaluate(
         Ok(m) => m,
         Err(e) => {
             return Ok((
-                Verdict {
+                Enforcement {
                     matched: false,
                     params: None,
                     errors: vec![detail("/criteria", e)],
@@ -91,7 +91,7 @@ pub async fn evaluate(
     };
     if !matched {
         return Ok((
-            Verdict {
+            Enforcement {
                 matched,
                 params: None,
                 errors: vec![],
@@ -100,7 +100,7 @@ pub async fn evaluate(
             None,
         ));
     }
-    let fail = |errors: Vec<PathError>| Verdict {
+    let fail = |errors: Vec<PathError>| Enforcement {
         matched,
         params: None,
         errors,
@@ -182,7 +182,7 @@ pub async fn evaluate(
         Err(e) => return Err(e),
     };
     Ok((
-        Verdict {
+        Enforcement {
             matched,
             params: Some(params),
             sealed_params: real.map(|p| crate::secrets::seal_params(core, &p, &used)),
@@ -211,30 +211,30 @@ pub async fn plan(
         {
             continue;
         }
-        let (verdict, action) = evaluate(core, &rule, event, Reveal::Yes).await?;
-        if !verdict.matched && verdict.errors.is_empty() {
+        let (enforcement, action) = evaluate(core, &rule, event, Reveal::Yes).await?;
+        if !enforcement.matched && enforcement.errors.is_empty() {
             continue;
         }
         let r#ref = &rule.spec.r#ref;
-        let (execution, reason) = match (verdict.errors.is_empty(), action) {
+        let (execution, reason) = match (enforcement.errors.is_empty(), action) {
             (true, Some(action)) => (
                 Some(NewExecution {
                     rule: Some(r#ref.clone()),
                     max_attempts: rule.spec.max_attempts,
                     timeout_ms: rule.spec.timeout_ms,
-                    sealed_params: verdict.sealed_params.clone(),
+                    sealed_params: enforcement.sealed_params.clone(),
                     workflow: action.workflow.is_some(),
                     depth: event.depth,
                     ..NewExecution::of(
                         &action.r#ref,
-                        verdict.params.clone().unwrap_or_default(),
+                        enforcement.params.clone().unwrap_or_default(),
                         action.capabilities.clone(),
                     )
                 }),
                 None,
             ),
             _ => {
-                let reason = verdict
+                let reason = enforcement
                     .errors
                     .iter()
                     .map(|e| format!("{}: {}", e.path, e.message))
@@ -247,7 +247,7 @@ pub async fn plan(
         items.push(NewEnforcement {
             rule: r#ref.clone(),
             event: event.id,
-            params: verdict.params,
+            params: enforcement.params,
             reason,
             execution,
         });
