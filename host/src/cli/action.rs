@@ -8,7 +8,9 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::RuntimeArgs;
+use super::client::ClientArgs;
 use super::local::{build_params, load, local_runtime};
+use crate::client::query;
 use attune_runtime::http::{AllowedHosts, OutboundConfig};
 use attune_runtime::{ExecuteError, ExecutionRequest, Limits, LoadedComponent};
 use attune_util::units::{parse_duration, parse_size};
@@ -97,14 +99,14 @@ pub enum ActionCommand {
         #[arg(long)]
         pack: Option<String>,
         #[command(flatten)]
-        client: super::client::ClientArgs,
+        client: ClientArgs,
     },
     /// Show an action registered on a server, with its schemas.
     Show {
         /// Action ref, e.g. core.echo.
         r#ref: String,
         #[command(flatten)]
-        client: super::client::ClientArgs,
+        client: ClientArgs,
     },
 }
 
@@ -112,11 +114,10 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
     match cmd {
         ActionCommand::New(args) => super::author::new(args),
         ActionCommand::Build { args, runtime } => super::author::build(args, &runtime).await,
-        ActionCommand::List { pack, client } => {
-            super::client::action(super::client::ActionClientCommand::List { pack }, &client).await
-        }
+        ActionCommand::List { pack, client } => list(pack, &client).await,
         ActionCommand::Show { r#ref, client } => {
-            super::client::action(super::client::ActionClientCommand::Show { r#ref }, &client).await
+            print_json(&client.client()?.get(&format!("/actions/{ref}")).await?);
+            Ok(0)
         }
         ActionCommand::Inspect { component, runtime } => {
             let rt = local_runtime(&runtime, Limits::default(), OutboundConfig::default())?;
@@ -230,6 +231,21 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             }
         }
     }
+}
+
+/// `attune action list`: a server's actions as a table.
+async fn list(pack: Option<String>, args: &ClientArgs) -> anyhow::Result<i32> {
+    let path = match pack {
+        Some(p) => format!("/actions?limit=500&{}", query([("pack", p.as_str())])),
+        None => "/actions?limit=500".into(),
+    };
+    let v = args.client()?.get(&path).await?;
+    if args.json {
+        print_json(&v);
+    } else {
+        super::output::table(&v["items"], &["ref", "description"]);
+    }
+    Ok(0)
 }
 
 /// Prints the API's error shape on stdout and a readable line per problem on

@@ -9,7 +9,14 @@ mod action;
 mod author;
 mod bench;
 mod client;
+mod event;
+mod execution;
 mod local;
+mod login;
+mod output;
+mod pack;
+mod rule;
+mod run;
 mod secret;
 mod sensor;
 mod serve;
@@ -56,28 +63,28 @@ pub enum Command {
     /// and secrets.
     Pack {
         #[command(subcommand)]
-        command: client::PackCommand,
+        command: pack::PackCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
     /// Create, list, show, enable, disable and delete rules on a server.
     Rule {
         #[command(subcommand)]
-        command: client::RuleCommand,
+        command: rule::RuleCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
     /// List, show and cancel executions on a server.
     Execution {
         #[command(subcommand)]
-        command: client::ExecutionCommand,
+        command: execution::ExecutionCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
     /// Fire and list events on a server.
     Event {
         #[command(subcommand)]
-        command: client::EventCommand,
+        command: event::EventCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
@@ -107,12 +114,12 @@ pub enum Command {
     /// Run an action on a server and wait for its result.
     Run {
         #[command(flatten)]
-        run: client::RunArgs,
+        run: run::RunArgs,
         #[command(flatten)]
         client: client::ClientArgs,
     },
     /// Check and save a server URL and token for the client commands.
-    Login(client::LoginArgs),
+    Login(login::LoginArgs),
     /// Run a standalone worker that claims executions from a server.
     Worker(worker::WorkerArgs),
     /// Load a running server: N events or executions, then throughput and latency.
@@ -168,15 +175,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Action(cmd) => action::run(cmd).await,
-        Command::Pack { command, client } => client::pack(command, &client).await,
-        Command::Rule { command, client } => client::rule(command, &client).await,
-        Command::Execution { command, client } => client::execution(command, &client).await,
-        Command::Event { command, client } => client::event(command, &client).await,
+        Command::Pack { command, client } => pack::run(command, &client).await,
+        Command::Rule { command, client } => rule::run(command, &client).await,
+        Command::Execution { command, client } => execution::run(command, &client).await,
+        Command::Event { command, client } => event::run(command, &client).await,
         Command::Secret { command, client } => secret::run(command, &client).await,
         Command::Sensor { command, client } => sensor::run(command, &client).await,
         Command::Token { command, client } => token::run(command, &client).await,
-        Command::Run { run, client } => client::run(run, &client).await,
-        Command::Login(args) => client::login(args).await,
+        Command::Run { run, client } => run::run(run, &client).await,
+        Command::Login(args) => login::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Mcp(args) => {
             let client = args.client.client()?;

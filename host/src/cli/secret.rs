@@ -9,7 +9,8 @@ use reqwest::Method;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::client::{ClientArgs, print_json, table};
+use super::client::ClientArgs;
+use super::output::{print_json, table};
 use crate::client::Body;
 
 /// `attune secret …`

@@ -3,7 +3,8 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::client::{ClientArgs, print_json, table};
+use super::client::ClientArgs;
+use super::output::{print_json, table};
 
 /// `attune sensor …`
 #[derive(Debug, Subcommand)]

@@ -7,7 +7,8 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use super::client::{ClientArgs, print_json, table};
+use super::client::ClientArgs;
+use super::output::{print_json, table};
 use crate::api::auth::{hash_token, new_token};
 use attune_storage::{Role, Storage};
 
