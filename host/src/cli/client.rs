@@ -14,7 +14,8 @@ pub struct ClientArgs {
     /// API token; default from `attune login`.
     #[arg(long, env = "ATTUNE_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
-    /// Print JSON instead of tables.
+    /// Print the API's JSON as it is (times in Unix milliseconds) instead
+    /// of tables (times in local RFC 3339).
     #[arg(long, global = true)]
     pub json: bool,
     /// Also trust the CA certificates in this PEM file for `https://`
