@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::RuntimeArgs;
 use super::client::ClientArgs;
-use super::local::{build_params, load, local_runtime};
+use super::local::{load, local_runtime};
+use super::params::build_params;
 use crate::client::query;
 use attune_runtime::http::{AllowedHosts, OutboundConfig};
 use attune_runtime::{ExecuteError, ExecutionRequest, Limits, LoadedComponent};
@@ -56,8 +57,10 @@ pub enum ActionCommand {
         /// Parameters as one JSON object.
         #[arg(long, value_name = "JSON")]
         params: Option<String>,
-        /// One parameter as key=value; the value is JSON when it parses as JSON,
-        /// else a string. Repeatable; overrides keys from --params.
+        /// One parameter as key=value, the value read as the action's schema
+        /// types it: as it is for a string (`message=5` is "5"), parsed for a
+        /// number, integer or boolean, JSON for anything else (a string when
+        /// it is not JSON). Repeatable; overrides keys from --params.
         #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
         param: Vec<String>,
         /// Wall-clock limit, e.g. 500ms, 10s, 5m.
@@ -147,10 +150,6 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                 Ok(s) => s,
                 Err(msg) => return Ok(invalid("invalid_secret", &msg, vec![])),
             };
-            let params = match build_params(params.as_deref(), &param) {
-                Ok(p) => p,
-                Err(msg) => return Ok(invalid("invalid_params", &msg, vec![])),
-            };
             let allowed = match AllowedHosts::parse(&allow_outbound) {
                 Ok(a) => a,
                 Err(errors) => {
@@ -186,6 +185,18 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
                 Err(e) => return Ok(invalid("invalid_component", &format!("{e:#}"), vec![])),
             };
             let action = resolve_action(&pack, &component, &action);
+            let schema = pack.action(&action).map(|a| &a.info().params_schema);
+            let params = match build_params(params.as_deref(), &param, schema) {
+                Ok(p) => p,
+                Err(e) => {
+                    let details = e
+                        .details()
+                        .iter()
+                        .map(|(path, message)| json!({"path": path, "message": message}))
+                        .collect();
+                    return Ok(invalid("invalid_params", e.message(), details));
+                }
+            };
             let mut request = ExecutionRequest::new(action.clone(), params);
             request.context.action = format!("{}.{action}", pack_name(&component));
             request.limits = Some(limits);

@@ -15,6 +15,7 @@ mod local;
 mod login;
 mod output;
 mod pack;
+mod params;
 mod rule;
 mod run;
 mod secret;

@@ -3,11 +3,13 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::json;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
 
 use super::client::ClientArgs;
-use super::local::build_params;
 use super::output::print_json;
+use super::params::build_params;
+use crate::client::{Client, ClientError};
 use attune_util::units::parse_duration;
 
 /// Options of `attune run`.
@@ -15,8 +17,14 @@ use attune_util::units::parse_duration;
 pub struct RunArgs {
     /// Action ref, e.g. core.echo.
     pub action: String,
-    /// Parameters as key=value (value parsed as JSON when it parses).
+    /// Parameters as key=value, each value read as the action's schema
+    /// types it: as it is for a string (`message=5` is "5"), parsed for a
+    /// number, integer or boolean, JSON for anything else (a string when it
+    /// is not JSON). They override keys from --params.
     pub params: Vec<String>,
+    /// Parameters as one JSON object.
+    #[arg(long = "params", value_name = "JSON")]
+    pub params_json: Option<String>,
     /// How long to wait for the result.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub wait: Duration,
@@ -34,7 +42,18 @@ const FINISHED: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "ab
 /// `attune run`: queue an execution and wait for its result.
 pub(super) async fn run(cmd: RunArgs, args: &ClientArgs) -> anyhow::Result<i32> {
     let client = args.client()?;
-    let params = build_params(None, &cmd.params).map_err(|e| anyhow::anyhow!(e))?;
+    let schema = if cmd.params.is_empty() {
+        None
+    } else {
+        params_schema(&client, &cmd.action).await?
+    };
+    let params = match build_params(cmd.params_json.as_deref(), &cmd.params, schema.as_ref()) {
+        Ok(params) => params,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(2);
+        }
+    };
     let created = client
         .post(
             "/executions",
@@ -70,4 +89,14 @@ pub(super) async fn run(cmd: RunArgs, args: &ClientArgs) -> anyhow::Result<i32> 
     } else {
         1
     })
+}
+
+/// The parameter schema of `action` on the server; `None` when there is no
+/// such action, which the run's request then reports.
+async fn params_schema(client: &Client, action: &str) -> Result<Option<Value>, ClientError> {
+    match client.get(&format!("/actions/{action}")).await {
+        Ok(mut v) => Ok(Some(v["params_schema"].take()).filter(Value::is_object)),
+        Err(ClientError::Api { status, .. }) if status == StatusCode::NOT_FOUND => Ok(None),
+        Err(e) => Err(e),
+    }
 }

@@ -103,7 +103,8 @@ fn run_accepts_the_pack_prefix_and_json_params() {
 }
 
 #[test]
-fn run_parses_pair_values_as_json_when_they_parse() {
+fn run_reads_pair_values_as_their_parameters_types() {
+    // `count` is a u16, `tags` a list (JSON), `name` an option<string>.
     let (code, out, _) = attune(&[
         "action",
         "run",
@@ -118,6 +119,61 @@ fn run_parses_pair_values_as_json_when_they_parse() {
     ]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["result"], "3:plain text:a,b");
+    let (code, out, _) = attune(&[
+        "action",
+        "run",
+        &guest("types"),
+        "roundtrip.many",
+        "-p",
+        "count=3",
+        "-p",
+        "tags=[]",
+        "-p",
+        "name=5",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["result"], "3:5:");
+}
+
+#[test]
+fn a_number_given_to_a_string_parameter_is_its_text() {
+    let (code, out, err) = attune(&["action", "run", "core", "echo", "-p", "message=5"]);
+    assert_eq!(code, 0, "{out} {err}");
+    assert_eq!(out["result"], "5");
+    assert_eq!(out["stdout"], "5\n");
+}
+
+#[test]
+fn text_a_numeric_parameter_cannot_read_is_refused_naming_it_and_its_type() {
+    let (code, out, stderr) = attune(&[
+        "action",
+        "run",
+        &guest("types"),
+        "roundtrip.many",
+        "-p",
+        "count=abc",
+        "-p",
+        "tags=[]",
+    ]);
+    assert_eq!(code, 2);
+    assert_eq!(out["error"]["code"], "invalid_params");
+    assert!(out.get("status").is_none(), "the guest must not run: {out}");
+    assert_eq!(
+        out["error"]["details"],
+        json!([{"path": "/count", "message": "expected an integer, got `abc`"}])
+    );
+    assert!(
+        stderr.contains("/count: expected an integer, got `abc`"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = attune(&["action", "run", "core", "sleep", "-p", "seconds=abc"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            r#"/seconds: expected a number or one of "NaN", "Infinity", "-Infinity", got `abc`"#
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

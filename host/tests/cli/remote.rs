@@ -3,7 +3,8 @@
 
 use std::process::Command;
 
-use serde_json::Value;
+use chrono::TimeZone as _;
+use serde_json::{Value, json};
 
 use super::{upload_workflows, wait_until};
 use crate::common::{ServerProcess, client, guest, start_server};
@@ -282,4 +283,61 @@ fn sensors_are_listed_shown_and_toggled_from_the_cli() {
     let (code, _, err) = client(&server, &["sensor", "show", "tracker.nope"]);
     assert_ne!(code, 0);
     assert!(err.contains("no sensor"), "{err}");
+}
+
+#[test]
+fn run_reads_pairs_by_the_server_s_schema_and_tables_show_local_times() {
+    let server = start_server();
+    // `message` is a string on the server: `5` is sent as the text "5".
+    let (code, out, err) = client(&server, &["run", "core.echo", "message=5"]);
+    assert_eq!(code, 0, "{err}");
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["params"], json!({"message": "5"}));
+    assert_eq!(record["stdout"], "5\n");
+
+    // Text a number parameter cannot read is refused, and nothing is queued.
+    let (code, out, err) = client(&server, &["run", "core.sleep", "seconds=abc"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains(
+            r#"/seconds: expected a number or one of "NaN", "Infinity", "-Infinity", got `abc`"#
+        ),
+        "{err}"
+    );
+    let (_, listed, _) = client(&server, &["execution", "list", "--action", "core.sleep"]);
+    assert_eq!(listed.lines().count(), 1, "only the header: {listed}");
+
+    // A table shows the local time to the second; --json the milliseconds.
+    let ms = record["created_at"].as_i64().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["execution", "list", "--action", "core.echo"])
+        .env("ATTUNE_SERVER", &server.url)
+        .env("ATTUNE_TOKEN", &server.token)
+        .env("XDG_CONFIG_HOME", server.dir.path())
+        .env("TZ", "IST-5:30")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let india = chrono::FixedOffset::east_opt(5 * 3600 + 1800).unwrap();
+    let local = india
+        .timestamp_millis_opt(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    assert!(local.ends_with("+05:30"), "{local}");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{} ", record["id"])))
+        .unwrap_or_else(|| panic!("no row of {}: {table}", record["id"]));
+    assert!(row.ends_with(&local), "{row} should end with {local}");
+    assert!(!table.contains(&ms.to_string()), "{table}");
+    let (_, json, _) = client(&server, &["execution", "list", "--json"]);
+    let json: Value = serde_json::from_str(&json).unwrap();
+    let listed = json["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["id"] == record["id"])
+        .unwrap();
+    assert_eq!(listed["created_at"], ms);
 }
