@@ -1,9 +1,11 @@
 //! The `attune` command line: argument parsing and output.
 //!
-//! Subcommands call into the library and print JSON; they hold no logic of
-//! their own beyond turning flags into requests. `action inspect` and
-//! `action run` work on a component file (or a built-in pack name) with no
-//! server.
+//! Subcommands call into the library and print JSON or tables; they hold no
+//! logic of their own beyond turning flags into requests. Each command has
+//! its file; the client commands share `client` (server and token),
+//! `output` (JSON, and tables with local times) and `params` (`key=value`
+//! read by the action's schema). `action inspect` and `action run` work on
+//! a component file (or a built-in pack name) with no server.
 
 mod action;
 mod author;
