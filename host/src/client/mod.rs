@@ -5,6 +5,7 @@
 
 pub mod worker;
 
+use attune_runtime::PathError;
 use std::path::PathBuf;
 
 use reqwest::{Method, StatusCode};
@@ -25,8 +26,8 @@ pub enum ClientError {
         code: String,
         /// The message.
         message: String,
-        /// `(path, message)` pairs.
-        details: Vec<(String, String)>,
+        /// Each problem with its path.
+        details: Vec<PathError>,
     },
     /// The server could not be reached or answered nonsense.
     #[error("cannot talk to {server}: {}", chain(.source))]
@@ -53,10 +54,15 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-fn render_details(details: &[(String, String)]) -> String {
+fn render_details(details: &[PathError]) -> String {
     details
         .iter()
-        .map(|(p, m)| format!("\n  {}: {m}", if p.is_empty() { "/" } else { p }))
+        .map(|PathError { path, message }| {
+            format!(
+                "\n  {}: {message}",
+                if path.is_empty() { "/" } else { path }
+            )
+        })
         .collect()
 }
 
@@ -200,9 +206,9 @@ impl Client {
                 .map(|d| {
                     d.iter()
                         .map(|x| {
-                            (
-                                x["path"].as_str().unwrap_or_default().to_string(),
-                                x["message"].as_str().unwrap_or_default().to_string(),
+                            PathError::new(
+                                x["path"].as_str().unwrap_or_default(),
+                                x["message"].as_str().unwrap_or_default(),
                             )
                         })
                         .collect()

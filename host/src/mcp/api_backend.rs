@@ -26,10 +26,7 @@ fn refusal(e: ClientError) -> Refusal {
         } => Refusal {
             code,
             message,
-            details: details
-                .into_iter()
-                .map(|(path, message)| attune_runtime::PathError::new(path, message))
-                .collect(),
+            details,
         },
         other => Refusal {
             code: "unavailable".into(),
