@@ -7,9 +7,9 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::auth::Caller;
+use super::error::ErrorDetail;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
-use super::views::Problem;
 use super::views::RuleView;
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use attune_engine::records::{Role, RuleFilter};
@@ -175,7 +175,7 @@ pub struct EnforcementView {
     /// The rendered action params, when it matched and rendered.
     pub params: Option<serde_json::Value>,
     /// Why it would not run (criteria error, template error, invalid params).
-    pub errors: Vec<Problem>,
+    pub errors: Vec<ErrorDetail>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -535,24 +535,6 @@ impl From<TokenRecord> for TokenView {
     }
 }
 
-/// A problem with its JSON path (the shape of the error body's details).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Problem {
-    /// JSON pointer into the input.
-    pub path: String,
-    /// What is wrong there.
-    pub message: String,
-}
-
-impl From<PathError> for Problem {
-    fn from(e: PathError) -> Self {
-        Problem {
-            path: e.path,
-            message: e.message,
-        }
-    }
-}
-
 impl From<PathError> for ErrorDetail {
     fn from(e: PathError) -> Self {
         ErrorDetail {

@@ -12,7 +12,8 @@ use super::{Page, data, page, see};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
-use crate::api::views::{Problem, RuleView};
+use crate::api::error::ErrorDetail;
+use crate::api::views::RuleView;
 use attune_engine::records::{Page as Keyset, Role, RuleFilter};
 use attune_engine::rules;
 use attune_engine::rules::evaluate::dry_run;
@@ -135,7 +136,7 @@ async fn test(
         }
     };
     let enforcement = dry_run(&state, &r#ref, payload).await?;
-    let errors: Vec<Problem> = enforcement.errors.into_iter().map(Into::into).collect();
+    let errors: Vec<ErrorDetail> = enforcement.errors.into_iter().map(Into::into).collect();
     let extra = context! {
         payload => form.payload,
         dry_run => context! { matched => enforcement.matched, params => data(&enforcement.params), errors => data(&errors) },
