@@ -6,6 +6,10 @@
 //! JSON bound through `sqlx::types::Json`); what differs lives in the
 //! per-dialect migrations under `migrations/` and in the few fragments of
 //! `sql.rs` (id sets, reading inserted ids). Times are Unix milliseconds.
+//! [`Storage::connect`] applies the migrations with sqlx's migrator, which
+//! refuses a database whose applied migration differs from its file (see
+//! `migrate`); a test holds the two dialects' schemas to the same tables,
+//! columns and indexes.
 //!
 //! The API layer calls these methods and never sees SQL; errors carry a
 //! [`StorageError`] kind (conflict, not found, refused) so callers can
@@ -61,14 +65,10 @@ pub enum StorageError {
     /// Anything else from the database; logged, never shown to clients.
     #[error("database error: {0}")]
     Database(sqlx::Error),
-    /// A migration failed.
-    #[error("migration {version} failed: {source}")]
-    Migration {
-        /// The migration's version.
-        version: i64,
-        /// What went wrong.
-        source: sqlx::Error,
-    },
+    /// Migrating the schema failed: a migration did not apply, or one the
+    /// database applied differs from this release's file (its checksum).
+    #[error("migrating the database failed: {0}")]
+    Migration(sqlx::migrate::MigrateError),
 }
 
 /// A full disk or a read-only database is told apart here, once for every
@@ -479,7 +479,8 @@ impl Storage {
 
     /// Applies pending migrations for this dialect.
     pub async fn migrate(&self) -> Result<()> {
-        on_writer!(self, |p| migrate::run(p, self.dialect()).await)
+        let dialect = self.dialect();
+        on_writer!(self, |p| migrate::run(p, dialect).await)
     }
 
     /// Whether the database answers.

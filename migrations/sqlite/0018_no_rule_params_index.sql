@@ -1,0 +1,2 @@
+-- PostgreSQL drops its GIN index on rule.action_params, which SQLite never
+-- had; the version is kept in step with PostgreSQL's.
