@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use sqlx::types::Json;
 
 use super::records::*;
-use super::rows::DbRow;
 use super::sql::*;
 use super::{Pool, Result, Storage, now_ms};
 
@@ -54,6 +53,16 @@ impl Finished {
             attempt: None,
         }
     }
+}
+
+/// A running execution whose lease expired, as the reaper reads it.
+#[derive(sqlx::FromRow)]
+struct Expired {
+    id: i64,
+    attempt: i64,
+    max_attempts: i64,
+    worker: Option<i64>,
+    started_at: Option<i64>,
 }
 
 /// What [`Storage::finish_many`] recorded.
@@ -114,7 +123,7 @@ impl Storage {
             self.skip_locked()
         );
         let mut claimed: Vec<ExecutionRecord> = on_writer!(self, |p| {
-            Ok(sqlx::query(&sql)
+            Ok(sqlx::query_as(&sql)
                 .bind(worker)
                 .bind(now)
                 .bind(now + lease_ms)
@@ -122,10 +131,7 @@ impl Storage {
                 .bind(limit)
                 .bind(Json(capabilities))
                 .fetch_all(&mut *p)
-                .await?
-                .iter()
-                .map(ExecutionRecord::from_row)
-                .collect())
+                .await?)
         })?;
         claimed.sort_unstable_by_key(|e| e.id);
         Ok(claimed)
@@ -146,13 +152,12 @@ impl Storage {
         );
         let now = now_ms();
         on_writer!(self, |p| {
-            let rows = sqlx::query(&sql)
+            Ok(sqlx::query_scalar(&sql)
                 .bind(worker)
                 .bind(now)
                 .bind(id_array(dialect, ids))
                 .fetch_all(&mut *p)
-                .await?;
-            Ok(rows.iter().map(|r| r.int("id")).collect())
+                .await?)
         })
     }
 
@@ -213,7 +218,8 @@ impl Storage {
             param(dialect, items.len() * 10 + 1)
         );
         on_writer!(self, |p| {
-            let mut query = sqlx::query(&update);
+            // Each ended execution's id, parent and sensor.
+            let mut query = sqlx::query_as::<_, (i64, Option<i64>, Option<String>)>(&update);
             for (id, worker, f) in items {
                 query = query
                     .bind(id)
@@ -228,10 +234,10 @@ impl Storage {
                     .bind(f.started_at);
             }
             let rows = query.bind(now).fetch_all(&mut *p).await?;
-            let done: std::collections::HashSet<i64> = rows.iter().map(|r| r.int("id")).collect();
+            let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
             let awaited = rows
                 .iter()
-                .any(|r| r.opt_int("parent").is_some() || r.opt_text("sensor").is_some());
+                .any(|(_, parent, sensor)| parent.is_some() || sensor.is_some());
             Ok(FinishedMany {
                 recorded: items.iter().map(|(id, ..)| done.contains(id)).collect(),
                 awaited,
@@ -255,7 +261,7 @@ impl Storage {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let expired = sqlx::query(
+            let expired: Vec<Expired> = sqlx::query_as(
                 "SELECT id, attempt, max_attempts, worker, started_at FROM execution \
                  WHERE status = 'running' AND lease_expires_at < $1",
             )
@@ -267,21 +273,20 @@ impl Storage {
                 ..Reaped::default()
             };
             for row in expired {
-                let id = row.int("id");
-                let attempt = row.int("attempt");
+                let Expired { id, attempt, .. } = row;
                 sqlx::query(
                     "INSERT INTO execution_attempt (execution, attempt, worker, status, error, started_at, finished_at) \
                      VALUES ($1, $2, $3, 'abandoned', $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(id)
                 .bind(attempt)
-                .bind(row.opt_int("worker"))
+                .bind(row.worker)
                 .bind(Json(json!("the worker stopped heartbeating")))
-                .bind(row.opt_int("started_at"))
+                .bind(row.started_at)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                if attempt < row.int("max_attempts") {
+                if attempt < row.max_attempts {
                     let backoff = backoff_base_ms.saturating_mul(1 << (attempt - 1).clamp(0, 16));
                     sqlx::query(
                         "UPDATE execution SET status = 'requested', status_reason = $2, attempt = attempt + 1, worker = NULL, \
@@ -315,13 +320,12 @@ impl Storage {
     /// Ids of running executions of `worker` whose cancellation was asked.
     pub async fn cancel_requests(&self, worker: i64) -> Result<Vec<i64>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            Ok(sqlx::query_scalar(
                 "SELECT id FROM execution WHERE worker = $1 AND status = 'running' AND cancel_requested = TRUE",
             )
             .bind(worker)
             .fetch_all(p)
-            .await?;
-            Ok(rows.iter().map(|r| r.int("id")).collect())
+            .await?)
         })
     }
 
@@ -329,13 +333,12 @@ impl Storage {
     pub async fn next_retry_due(&self) -> Result<Option<i64>> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            Ok(sqlx::query_scalar(
                 "SELECT MIN(not_before) AS due FROM execution WHERE status = 'requested' AND not_before > $1",
             )
             .bind(now)
             .fetch_one(p)
-            .await?;
-            Ok(row.opt_int("due"))
+            .await?)
         })
     }
 }

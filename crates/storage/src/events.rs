@@ -3,7 +3,6 @@
 use sqlx::types::Json;
 
 use super::records::*;
-use super::rows::DbRow;
 use super::sql::*;
 use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
 
@@ -34,6 +33,16 @@ pub(super) fn event_records(events: &[NewEvent<'_>], ids: Vec<i64>, now: i64) ->
         .collect()
 }
 
+/// An event whose verdicts were never stored, with the rules it is
+/// addressed to (`None`: every rule on its trigger).
+#[derive(sqlx::FromRow)]
+struct Unenforced {
+    #[sqlx(flatten)]
+    event: EventRecord,
+    #[sqlx(json(nullable))]
+    rules: Option<Vec<String>>,
+}
+
 impl Storage {
     /// Records events in one statement, to be enforced; returns them in the
     /// order given. (The event door records and enforces in one
@@ -61,7 +70,7 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<(EventRecord, Option<Vec<String>>)>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<Unenforced> = sqlx::query_as(&format!(
                 "SELECT {EVENT_COLUMNS}, rules FROM event \
                  WHERE enforced_at IS NULL AND created_at <= $1 ORDER BY id LIMIT $2"
             ))
@@ -69,15 +78,7 @@ impl Storage {
             .bind(limit)
             .fetch_all(p)
             .await?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    let rules = r
-                        .opt_json("rules")
-                        .and_then(|v| serde_json::from_value(v).ok());
-                    (EventRecord::from_row(r), rules)
-                })
-                .collect())
+            Ok(rows.into_iter().map(|r| (r.event, r.rules)).collect())
         })
     }
 
@@ -88,7 +89,7 @@ impl Storage {
         page: &Page,
     ) -> Result<Vec<EventRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            Ok(sqlx::query_as(&format!(
                 "SELECT {EVENT_COLUMNS} FROM event \
                  WHERE id < $1 AND ($2 IS NULL OR trigger = $2) ORDER BY id DESC LIMIT $3"
             ))
@@ -96,30 +97,31 @@ impl Storage {
             .bind(trigger)
             .bind(page.limit())
             .fetch_all(p)
-            .await?;
-            Ok(rows.iter().map(EventRecord::from_row).collect())
+            .await?)
         })
     }
 
     /// One event.
     pub async fn get_event(&self, id: i64) -> Result<Option<EventRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.as_ref().map(EventRecord::from_row))
+            Ok(
+                sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM event WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await?,
+            )
         })
     }
 
     /// The event an enforcement judged.
     pub async fn event_of_enforcement(&self, enforcement: i64) -> Result<Option<i64>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT event FROM enforcement WHERE id = $1")
-                .bind(enforcement)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| r.int("event")))
+            Ok(
+                sqlx::query_scalar("SELECT event FROM enforcement WHERE id = $1")
+                    .bind(enforcement)
+                    .fetch_optional(p)
+                    .await?,
+            )
         })
     }
 
@@ -132,18 +134,14 @@ impl Storage {
         }
         let dialect = self.dialect();
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            Ok(sqlx::query_as(&format!(
                 "SELECT event, rule, status FROM enforcement \
                  WHERE rule IN (SELECT ref FROM rule) AND event {} ORDER BY id",
                 id_in(dialect, 1)
             ))
             .bind(id_array(dialect, events))
             .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| (r.int("event"), r.text("rule"), r.text("status")))
-                .collect())
+            .await?)
         })
     }
 }

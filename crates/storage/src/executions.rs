@@ -1,102 +1,132 @@
 //! Executions and enforcements: queueing (one or a batch with their
 //! enforcements, in one transaction), reading, listing and cancelling.
 
+use std::collections::HashMap;
+
+use serde_json::Value;
 use sqlx::types::Json;
+use sqlx::{Decode, Encode, Type};
 
 use super::events::{event_records, insert_events_sql};
 use super::records::*;
-use super::rows::DbRow;
 use super::sql::*;
-use super::{Pool, Result, Storage, fewer_rows, now_ms};
+use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
 
-/// Inserts the enforcements `$items` (each (rule, event) once) and, for
-/// those enforced whose enforcement is new, their executions, in the open
-/// transaction `$tx`; evaluates to the execution each item queued, or to
-/// `None` when, without `$some_exist`, some enforcement existed already
+/// Inserts the enforcements `items` (each (rule, event) once) and, for
+/// those enforced whose enforcement is new, their executions, in the
+/// transaction open on `tx`; returns the execution each item queued, or
+/// `None` when, without `some_exist`, some enforcement existed already
 /// (nothing was read back, and the caller rolls back).
-macro_rules! insert_verdicts {
-    ($tx:ident, $dialect:expr, $items:expr, $some_exist:expr, $now:expr) => {{
-        let (items, dialect, some_exist, now): (&[NewEnforcement], _, bool, i64) =
-            ($items, $dialect, $some_exist, $now);
-        'verdicts: {
-            if items.is_empty() {
-                break 'verdicts Some(vec![]);
-            }
-            let enforcement_sql = format!(
-                "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
-                 ON CONFLICT (rule, event) DO NOTHING{}",
-                rows_of(dialect, items.len(), 6, None),
-                if some_exist {
-                    " RETURNING id, rule, event"
-                } else {
-                    returning_id(dialect)
-                }
-            );
-            let mut query = sqlx::query(&enforcement_sql);
-            for item in items {
-                let status = if item.execution.is_some() {
-                    "enforced"
-                } else {
-                    "failed"
-                };
-                query = query
-                    .bind(&item.rule)
-                    .bind(item.event)
-                    .bind(status)
-                    .bind(item.params.as_ref().map(Json))
-                    .bind(&item.reason)
-                    .bind(now);
-            }
-            // The id of each item's enforcement, when it is new.
-            let new: Vec<Option<i64>> = if some_exist {
-                let mut inserted: std::collections::HashMap<(String, i64), i64> = query
-                    .fetch_all(&mut *$tx)
-                    .await?
-                    .iter()
-                    .map(|r| ((r.text("rule"), r.int("event")), r.int("id")))
-                    .collect();
-                items
-                    .iter()
-                    .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
-                    .collect()
-            } else {
-                let Some(ids) = inserted_ids(query, &mut *$tx, items.len()).await? else {
-                    break 'verdicts None;
-                };
-                ids.into_iter().map(Some).collect()
-            };
-            // (item index, new enforcement id, execution) for enforced items
-            // whose enforcement is new.
-            let runs: Vec<(usize, i64, &NewExecution)> = items
-                .iter()
-                .zip(new)
-                .enumerate()
-                .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
-                .collect();
-            let mut out = vec![None; items.len()];
-            if !runs.is_empty() {
-                let plain = runs.iter().all(|(_, _, e)| e.is_plain());
-                let sql = format!(
-                    "{INSERT_EXECUTION} VALUES {}{}",
-                    execution_rows(dialect, runs.len(), plain),
-                    returning_id(dialect)
-                );
-                let mut query = sqlx::query(&sql);
-                for (_, enforcement, e) in &runs {
-                    query = bind_execution!(query, e, Some(*enforcement), now, plain);
-                }
-                // The execution points at its enforcement; the reverse link
-                // is resolved by `enforcements_of`, saving a write.
-                let ids = inserted_ids(query, &mut *$tx, runs.len())
-                    .await?
-                    .ok_or_else(|| fewer_rows("execution"))?;
-                for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
-                    out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
-                }
-            }
-            Some(out)
+async fn insert_verdicts<DB, C>(
+    tx: &mut C,
+    dialect: Dialect,
+    items: &[NewEnforcement],
+    some_exist: bool,
+    now: i64,
+) -> Result<Option<Vec<Option<ExecutionRecord>>>>
+where
+    DB: sqlx::Database<Connection = C>,
+    DB::QueryResult: Done,
+    C: sqlx::Connection<Database = DB>,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+    // What an enforcement and an execution bind, and the ids read back.
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
+    for<'q> Vec<u8>: Type<DB>,
+    for<'q> Option<Vec<u8>>: Encode<'q, DB>,
+    for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<Json<&'q Value>>: Encode<'q, DB>,
+    for<'q> Json<&'q Vec<String>>: Encode<'q, DB> + Type<DB>,
+{
+    if items.is_empty() {
+        return Ok(Some(vec![]));
+    }
+    let enforcement_sql = format!(
+        "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
+         ON CONFLICT (rule, event) DO NOTHING{}",
+        rows_of(dialect, items.len(), 6, None),
+        if some_exist {
+            " RETURNING id, rule, event"
+        } else {
+            returning_id(dialect)
         }
-    }};
+    );
+    let mut query = sqlx::query(&enforcement_sql);
+    for item in items {
+        let status = if item.execution.is_some() {
+            "enforced"
+        } else {
+            "failed"
+        };
+        query = query
+            .bind(&item.rule)
+            .bind(item.event)
+            .bind(status)
+            .bind(item.params.as_ref().map(Json))
+            .bind(&item.reason)
+            .bind(now);
+    }
+    // The id of each item's enforcement, when it is new.
+    let new: Vec<Option<i64>> = if some_exist {
+        let mut inserted = HashMap::new();
+        for row in query.fetch_all(&mut *tx).await? {
+            let (id, rule, event): (i64, String, i64) = sqlx::FromRow::from_row(&row)?;
+            inserted.insert((rule, event), id);
+        }
+        items
+            .iter()
+            .map(|i| inserted.remove(&(i.rule.clone(), i.event)))
+            .collect()
+    } else {
+        let Some(ids) = inserted_ids(query, &mut *tx, items.len()).await? else {
+            return Ok(None);
+        };
+        ids.into_iter().map(Some).collect()
+    };
+    // (item index, new enforcement id, execution) for enforced items whose
+    // enforcement is new.
+    let runs: Vec<(usize, i64, &NewExecution)> = items
+        .iter()
+        .zip(new)
+        .enumerate()
+        .filter_map(|(n, (i, id))| Some((n, id?, i.execution.as_ref()?)))
+        .collect();
+    let mut out = vec![None; items.len()];
+    if runs.is_empty() {
+        return Ok(Some(out));
+    }
+    let plain = runs.iter().all(|(_, _, e)| e.is_plain());
+    let sql = format!(
+        "{INSERT_EXECUTION} VALUES {}{}",
+        execution_rows(dialect, runs.len(), plain),
+        returning_id(dialect)
+    );
+    let mut query = sqlx::query(&sql);
+    for (_, enforcement, e) in &runs {
+        query = bind_execution!(query, e, Some(*enforcement), now, plain);
+    }
+    // The execution points at its enforcement; the reverse link is
+    // resolved by `enforcements_of`, saving a write.
+    let ids = inserted_ids(query, &mut *tx, runs.len())
+        .await?
+        .ok_or_else(|| fewer_rows("execution"))?;
+    for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
+        out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
+    }
+    Ok(Some(out))
+}
+
+/// How many executions of a status were created since two times.
+#[derive(sqlx::FromRow)]
+struct StatusCount {
+    status: ExecutionStatus,
+    recent: i64,
+    earlier: i64,
 }
 
 impl Storage {
@@ -180,7 +210,8 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
             }
-            let Some(out) = insert_verdicts!(tx, dialect, items, some_exist, now) else {
+            let Some(out) = insert_verdicts(&mut *tx, dialect, items, some_exist, now).await?
+            else {
                 tx.rollback().await?;
                 return Ok(None);
             };
@@ -247,7 +278,8 @@ impl Storage {
                 }
             };
             // Every (rule, event) pair is new: the events are.
-            let out = insert_verdicts!(tx, dialect, &items, false, now)
+            let out = insert_verdicts(&mut *tx, dialect, &items, false, now)
+                .await?
                 .ok_or_else(|| fewer_rows("enforcement"))?;
             tx.commit().await?;
             let queued = items
@@ -265,37 +297,26 @@ impl Storage {
         event: i64,
     ) -> Result<Vec<(String, String, Option<String>, Option<i64>)>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            Ok(sqlx::query_as(
                 "SELECT n.rule, n.status, n.reason, x.id AS execution FROM enforcement n \
                  LEFT JOIN execution x ON x.enforcement = n.id WHERE n.event = $1 ORDER BY n.id",
             )
             .bind(event)
             .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| {
-                    (
-                        r.text("rule"),
-                        r.text("status"),
-                        r.opt_text("reason"),
-                        r.opt_int("execution"),
-                    )
-                })
-                .collect())
+            .await?)
         })
     }
 
     /// One execution.
     pub async fn get_execution(&self, id: i64) -> Result<Option<ExecutionRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!(
+            let row: Option<ExecutionRecord> = sqlx::query_as(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id = $1"
             ))
             .bind(id)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(ExecutionRecord::from_row))
+            Ok(row)
         })
     }
 
@@ -306,28 +327,28 @@ impl Storage {
         }
         let dialect = self.dialect();
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<ExecutionRecord> = sqlx::query_as(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id {} ORDER BY id",
                 id_in(dialect, 1)
             ))
             .bind(id_array(dialect, ids))
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(ExecutionRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// The ended attempts of an execution, oldest first.
     pub async fn attempts_of(&self, execution: i64) -> Result<Vec<AttemptRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<AttemptRecord> = sqlx::query_as(
                 "SELECT attempt, worker, status, error, started_at, finished_at FROM execution_attempt \
                  WHERE execution = $1 ORDER BY attempt",
             )
             .bind(execution)
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(AttemptRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
@@ -338,7 +359,7 @@ impl Storage {
         page: &Page,
     ) -> Result<Vec<ExecutionRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<ExecutionRecord> = sqlx::query_as(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id < $1 AND ($2 IS NULL OR status = $2) \
                  AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR rule = $4) AND ($5 IS NULL OR parent = $5) \
                  AND ($7 IS NULL OR created_at >= $7) ORDER BY id DESC LIMIT $6"
@@ -352,7 +373,7 @@ impl Storage {
             .bind(filter.since)
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(ExecutionRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
@@ -365,7 +386,7 @@ impl Storage {
         earlier: i64,
     ) -> Result<Vec<(ExecutionStatus, i64, i64)>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<StatusCount> = sqlx::query_as(
                 "SELECT status, SUM(CASE WHEN created_at >= $1 THEN 1 ELSE 0 END) AS recent, COUNT(*) AS earlier \
                  FROM execution WHERE created_at >= $2 GROUP BY status",
             )
@@ -374,8 +395,8 @@ impl Storage {
             .fetch_all(p)
             .await?;
             Ok(rows
-                .iter()
-                .map(|r| (r.status("status"), r.int("recent"), r.int("earlier")))
+                .into_iter()
+                .map(|r| (r.status, r.recent, r.earlier))
                 .collect())
         })
     }
@@ -388,24 +409,14 @@ impl Storage {
         limit: i64,
     ) -> Result<Vec<EnforcementRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            Ok(sqlx::query_as(
                 "SELECT n.event, n.status, n.reason, x.id AS execution, n.created_at FROM enforcement n \
                  LEFT JOIN execution x ON x.enforcement = n.id WHERE n.rule = $1 ORDER BY n.event DESC LIMIT $2",
             )
             .bind(rule)
             .bind(limit)
             .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| EnforcementRecord {
-                    event: r.int("event"),
-                    status: r.text("status"),
-                    reason: r.opt_text("reason"),
-                    execution: r.opt_int("execution"),
-                    created_at: r.int("created_at"),
-                })
-                .collect())
+            .await?)
         })
     }
 
@@ -429,14 +440,14 @@ impl Storage {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            let row = sqlx::query(&format!(
+            let row: Option<ExecutionRecord> = sqlx::query_as(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution WHERE id = $1"
             ))
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(row.as_ref().map(ExecutionRecord::from_row))
+            Ok(row)
         })
     }
 }

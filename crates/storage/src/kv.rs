@@ -3,7 +3,6 @@
 //! is deleted by retention.
 
 use super::records::*;
-use super::rows::DbRow;
 use super::{Pool, Result, Storage, now_ms};
 
 /// Why a write was refused (the database itself worked).
@@ -27,30 +26,36 @@ fn live(now_param: &str) -> String {
     LIVE.replace("$NOW", now_param)
 }
 
-/// Whether `$key` may be written inside transaction `$tx`: it exists (live
-/// or not), or the pack holds fewer than `$max` live keys. A macro, not a
-/// function: the transaction's type differs per backend.
-macro_rules! kv_room {
-    ($tx:expr, $pack:expr, $key:expr, $now:expr, $max:expr) => {{
-        let exists = sqlx::query("SELECT 1 AS one FROM kv WHERE pack = $1 AND key = $2")
-            .bind($pack)
-            .bind($key)
-            .fetch_optional(&mut *$tx)
-            .await?
-            .is_some();
-        exists || {
-            let count = sqlx::query(&format!(
-                "SELECT COUNT(*) AS n FROM kv WHERE pack = $1 AND {}",
-                live("$2")
-            ))
-            .bind($pack)
-            .bind($now)
-            .fetch_one(&mut *$tx)
-            .await?
-            .int("n");
-            (count as usize) < $max
-        }
-    }};
+/// Whether `key` may be written inside the transaction open on `tx`: it
+/// exists (live or not), or the pack holds fewer than `max` live keys.
+async fn kv_room<DB, C>(tx: &mut C, pack: &str, key: &str, now: i64, max: usize) -> Result<bool>
+where
+    DB: sqlx::Database<Connection = C>,
+    C: sqlx::Connection<Database = DB>,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    let exists = sqlx::query("SELECT 1 FROM kv WHERE pack = $1 AND key = $2")
+        .bind(pack)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+    if exists {
+        return Ok(true);
+    }
+    let count: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM kv WHERE pack = $1 AND {}",
+        live("$2")
+    ))
+    .bind(pack)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(usize::try_from(count).is_ok_and(|n| n < max))
 }
 
 impl Storage {
@@ -61,13 +66,12 @@ impl Storage {
             live("$3")
         );
         on_pool!(self, |p| {
-            let row = sqlx::query(&sql)
+            Ok(sqlx::query_scalar(&sql)
                 .bind(pack)
                 .bind(key)
                 .bind(now_ms())
                 .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| r.text("value")))
+                .await?)
         })
     }
 
@@ -84,7 +88,7 @@ impl Storage {
         let now = now_ms();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            if !kv_room!(tx, pack, key, now, max_keys) {
+            if !kv_room(&mut *tx, pack, key, now, max_keys).await? {
                 return Ok(Err(KvRefusal::TooManyKeys));
             }
             sqlx::query(UPSERT)
@@ -116,14 +120,13 @@ impl Storage {
         );
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let current = sqlx::query(&read)
+            let current: Option<(String, Option<i64>)> = sqlx::query_as(&read)
                 .bind(pack)
                 .bind(key)
                 .bind(now)
                 .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| (r.text("value"), r.opt_int("expires_at")));
-            if current.is_none() && !kv_room!(tx, pack, key, now, max_keys) {
+                .await?;
+            if current.is_none() && !kv_room(&mut *tx, pack, key, now, max_keys).await? {
                 return Ok(Err(KvRefusal::TooManyKeys));
             }
             let (value, expires_at) = current.unwrap_or_else(|| ("0".into(), None));
@@ -155,13 +158,13 @@ impl Storage {
             live("$3")
         );
         on_writer!(self, |p| {
-            let row = sqlx::query(&sql)
+            let live: Option<bool> = sqlx::query_scalar(&sql)
                 .bind(pack)
                 .bind(key)
                 .bind(now_ms())
                 .fetch_optional(&mut *p)
                 .await?;
-            Ok(row.is_some_and(|r| r.boolean("live")))
+            Ok(live == Some(true))
         })
     }
 
@@ -173,23 +176,14 @@ impl Storage {
             live("$4")
         );
         on_pool!(self, |p| {
-            let rows = sqlx::query(&sql)
+            Ok(sqlx::query_as(&sql)
                 .bind(pack)
                 .bind(prefix)
                 .bind(page.after_text())
                 .bind(now_ms())
                 .bind(page.limit())
                 .fetch_all(p)
-                .await?;
-            Ok(rows
-                .iter()
-                .map(|r| KvRecord {
-                    key: r.text("key"),
-                    value: r.text("value"),
-                    expires_at: r.opt_int("expires_at"),
-                    updated_at: r.int("updated_at"),
-                })
-                .collect())
+                .await?)
         })
     }
 }

@@ -13,7 +13,12 @@
 //!
 //! The API layer calls these methods and never sees SQL; errors carry a
 //! [`StorageError`] kind (conflict, not found, refused) so callers can
-//! answer 409/404/507 without inspecting database text.
+//! answer 409/404/507 without inspecting database text. Rows decode into
+//! the records through `sqlx::FromRow` (JSON columns as `#[sqlx(json)]`,
+//! statuses and roles by name): a value that does not decode is a
+//! [`StorageError::Database`] naming its column, never a panic. Statements
+//! that run inside another's transaction are generic functions over the
+//! connection, compiled for each backend like the bodies of [`on_pool!`].
 //!
 //! Acknowledged means committed: a write returns `Ok` only once its commit
 //! returned, and a write that fails leaves no transaction behind on the
@@ -24,7 +29,6 @@
 
 mod health;
 mod migrate;
-mod rows;
 mod sql;
 #[macro_use]
 mod status;

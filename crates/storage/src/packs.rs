@@ -3,7 +3,6 @@
 use sqlx::types::Json;
 
 use super::records::*;
-use super::rows::DbRow;
 use super::{Pool, Result, Storage, StorageError, now_ms};
 
 impl Storage {
@@ -29,14 +28,13 @@ impl Storage {
         let now = now_ms();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let existing = sqlx::query("SELECT version, digest FROM pack WHERE name = $1")
-                .bind(&pack.name)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let existing: Option<(String, String)> =
+                sqlx::query_as("SELECT version, digest FROM pack WHERE name = $1")
+                    .bind(&pack.name)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let outcome = match existing {
-                Some(row) => {
-                    let version = row.text("version");
-                    let digest = row.text("digest");
+                Some((version, digest)) => {
                     if version == pack.version && digest == pack.digest {
                         return Ok(Registered::Unchanged);
                     }
@@ -152,27 +150,27 @@ impl Storage {
     /// Packs ordered by name, after `after`.
     pub async fn list_packs(&self, page: &Page) -> Result<Vec<PackRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<PackRecord> = sqlx::query_as(
                 "SELECT name, version, description, digest, created_at, updated_at, grants FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
             )
             .bind(page.after_text())
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(PackRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// One pack by name.
     pub async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<PackRecord> = sqlx::query_as(
                 "SELECT name, version, description, digest, created_at, updated_at, grants FROM pack WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(PackRecord::from_row))
+            Ok(row)
         })
     }
 
@@ -206,19 +204,20 @@ impl Storage {
     /// The bytes of a stored component.
     pub async fn component_bytes(&self, digest: &str) -> Result<Option<Vec<u8>>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT bytes FROM component WHERE digest = $1")
-                .bind(digest)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| r.bytes("bytes")))
+            Ok(
+                sqlx::query_scalar("SELECT bytes FROM component WHERE digest = $1")
+                    .bind(digest)
+                    .fetch_optional(p)
+                    .await?,
+            )
         })
     }
 
     /// Actions ordered by ref, optionally of one pack.
     pub async fn list_actions(&self, pack: Option<&str>, page: &Page) -> Result<Vec<ActionRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
-                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
+            let rows: Vec<ActionRecord> = sqlx::query_as(
+                "SELECT ref, pack, name, COALESCE(component, '') AS component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
                  FROM action WHERE ref > $1 AND ($2 IS NULL OR pack = $2) AND sensor = FALSE ORDER BY ref LIMIT $3",
             )
             .bind(page.after_text())
@@ -226,21 +225,21 @@ impl Storage {
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(ActionRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// One action by ref.
     pub async fn get_action(&self, r#ref: &str) -> Result<Option<ActionRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
-                "SELECT ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
+            let row: Option<ActionRecord> = sqlx::query_as(
+                "SELECT ref, pack, name, COALESCE(component, '') AS component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
                  FROM action WHERE ref = $1",
             )
             .bind(r#ref)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(ActionRecord::from_row))
+            Ok(row)
         })
     }
 
@@ -265,27 +264,27 @@ impl Storage {
     /// Trigger types ordered by ref.
     pub async fn list_trigger_types(&self, page: &Page) -> Result<Vec<TriggerTypeRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<TriggerTypeRecord> = sqlx::query_as(
                 "SELECT ref, description, params_schema, payload_schema FROM trigger_type WHERE ref > $1 ORDER BY ref LIMIT $2",
             )
             .bind(page.after_text())
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(TriggerTypeRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// One trigger type.
     pub async fn get_trigger_type(&self, r#ref: &str) -> Result<Option<TriggerTypeRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<TriggerTypeRecord> = sqlx::query_as(
                 "SELECT ref, description, params_schema, payload_schema FROM trigger_type WHERE ref = $1",
             )
             .bind(r#ref)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(TriggerTypeRecord::from_row))
+            Ok(row)
         })
     }
 }

@@ -11,8 +11,8 @@ impl Storage {
     pub async fn insert_rule(&self, rule: &RuleSpec) -> Result<RuleRecord> {
         let now = now_ms();
         on_writer!(self, |p| {
-            let row = bind_rule!(
-                sqlx::query(&format!(
+            let row: RuleRecord = bind_rule!(
+                sqlx::query_as(&format!(
                     "INSERT INTO rule ({RULE_FIELDS}, updated_at, created_at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {RULE_COLUMNS}"
                 )),
@@ -22,7 +22,7 @@ impl Storage {
             .fetch_one(&mut *p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
-            Ok(RuleRecord::from_row(&row))
+            Ok(row)
         })
     }
 
@@ -30,8 +30,8 @@ impl Storage {
     pub async fn update_rule(&self, r#ref: &str, rule: &RuleSpec) -> Result<Option<RuleRecord>> {
         let now = now_ms();
         on_writer!(self, |p| {
-            let row = bind_rule!(
-                sqlx::query(&format!(
+            let row: Option<RuleRecord> = bind_rule!(
+                sqlx::query_as(&format!(
                     "UPDATE rule SET ({RULE_FIELDS}, updated_at) = \
                      ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE ref = $12 RETURNING {RULE_COLUMNS}"
                 )),
@@ -42,7 +42,7 @@ impl Storage {
             .fetch_optional(&mut *p)
             .await
             .map_err(|e| StorageError::from_sqlx(e, || format!("rule {} already exists", rule.r#ref)))?;
-            Ok(row.as_ref().map(RuleRecord::from_row))
+            Ok(row)
         })
     }
 
@@ -50,7 +50,7 @@ impl Storage {
     pub async fn set_rule_enabled(&self, r#ref: &str, enabled: bool) -> Result<Option<RuleRecord>> {
         let now = now_ms();
         on_writer!(self, |p| {
-            let row = sqlx::query(&format!(
+            let row: Option<RuleRecord> = sqlx::query_as(&format!(
                 "UPDATE rule SET enabled = $2, updated_at = $3, disabled_reason = NULL WHERE ref = $1 RETURNING {RULE_COLUMNS}"
             ))
             .bind(r#ref)
@@ -58,25 +58,26 @@ impl Storage {
             .bind(now)
             .fetch_optional(&mut *p)
             .await?;
-            Ok(row.as_ref().map(RuleRecord::from_row))
+            Ok(row)
         })
     }
 
     /// One rule by ref.
     pub async fn get_rule(&self, r#ref: &str) -> Result<Option<RuleRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!("SELECT {RULE_COLUMNS} FROM rule WHERE ref = $1"))
-                .bind(r#ref)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.as_ref().map(RuleRecord::from_row))
+            let row: Option<RuleRecord> =
+                sqlx::query_as(&format!("SELECT {RULE_COLUMNS} FROM rule WHERE ref = $1"))
+                    .bind(r#ref)
+                    .fetch_optional(p)
+                    .await?;
+            Ok(row)
         })
     }
 
     /// Rules ordered by ref, filtered by trigger, action and enabled.
     pub async fn list_rules(&self, filter: &RuleFilter, page: &Page) -> Result<Vec<RuleRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<RuleRecord> = sqlx::query_as(&format!(
                 "SELECT {RULE_COLUMNS} FROM rule WHERE ref > $1 AND ($2 IS NULL OR trigger = $2) \
                  AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR enabled = $4) ORDER BY ref LIMIT $5"
             ))
@@ -87,7 +88,7 @@ impl Storage {
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(RuleRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
@@ -105,13 +106,13 @@ impl Storage {
     /// Enabled rules listening to `trigger`.
     pub async fn enabled_rules(&self, trigger: &str) -> Result<Vec<RuleRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<RuleRecord> = sqlx::query_as(&format!(
                 "SELECT {RULE_COLUMNS} FROM rule WHERE trigger = $1 AND enabled = TRUE ORDER BY ref"
             ))
             .bind(trigger)
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(RuleRecord::from_row).collect())
+            Ok(rows)
         })
     }
 }

@@ -2,11 +2,10 @@
 //! engine's (`engine::secrets`); nothing here ever holds a plaintext.
 
 use super::records::*;
-use super::rows::DbRow;
 use super::{Pool, Result, Storage, now_ms};
 
 /// A sealed secret.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SealedSecret {
     /// Its nonce.
     pub nonce: Vec<u8>,
@@ -37,35 +36,25 @@ impl Storage {
     /// A sealed secret by name.
     pub async fn get_secret(&self, name: &str) -> Result<Option<SealedSecret>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT nonce, ciphertext FROM secret WHERE name = $1")
-                .bind(name)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| SealedSecret {
-                nonce: r.bytes("nonce"),
-                ciphertext: r.bytes("ciphertext"),
-            }))
+            Ok(
+                sqlx::query_as("SELECT nonce, ciphertext FROM secret WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(p)
+                    .await?,
+            )
         })
     }
 
     /// Secret names and times, by name.
     pub async fn list_secrets(&self, page: &Page) -> Result<Vec<SecretRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            Ok(sqlx::query_as(
                 "SELECT name, created_at, updated_at FROM secret WHERE name > $1 ORDER BY name LIMIT $2",
             )
             .bind(page.after_text())
             .bind(page.limit())
             .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| SecretRecord {
-                    name: r.text("name"),
-                    created_at: r.int("created_at"),
-                    updated_at: r.int("updated_at"),
-                })
-                .collect())
+            .await?)
         })
     }
 

@@ -6,23 +6,25 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
-use super::rows::DbRow;
 use super::sql::*;
 use super::{Pool, Result, Storage, now_ms};
 use attune_util::schedule::Plan;
 
 /// A poll that ended and that its sensor has not taken in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PollEnded {
     /// The poll's execution.
+    #[sqlx(rename = "id")]
     pub execution: i64,
     /// Its sensor.
     pub sensor: String,
     /// How it ended.
     pub status: ExecutionStatus,
     /// Its result (the records).
+    #[sqlx(json(nullable))]
     pub result: Option<Value>,
     /// Its error.
+    #[sqlx(json(nullable))]
     pub error: Option<Value>,
     /// Unix ms.
     pub started_at: Option<i64>,
@@ -37,6 +39,17 @@ pub struct PollRecord {
     pub warning: Option<String>,
     /// When a failed poll delays the next one: not before this (Unix ms).
     pub backoff_until: Option<i64>,
+}
+
+/// A due sensor with its export's capabilities and whether its previous
+/// poll is still under way.
+#[derive(sqlx::FromRow)]
+struct DueSensor {
+    #[sqlx(flatten)]
+    sensor: SensorRecord,
+    #[sqlx(json)]
+    capabilities: Vec<String>,
+    busy: bool,
 }
 
 const SENSOR_COLUMNS: &str =
@@ -58,7 +71,7 @@ impl Storage {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             // Each due sensor with its export's capabilities and whether its
             // previous poll is still under way, in one read.
-            let due = sqlx::query(&format!(
+            let due: Vec<DueSensor> = sqlx::query_as(&format!(
                 "SELECT s.ref, s.pack, s.action, s.every_ms, s.schedule, s.description, s.enabled, \
                  s.next_run_at, s.failures, a.capabilities, EXISTS (SELECT 1 FROM execution e \
                  WHERE e.sensor = s.ref AND e.status IN ('requested', 'scheduled', 'running')) AS busy \
@@ -70,8 +83,12 @@ impl Storage {
             .fetch_all(&mut *tx)
             .await?;
             let mut polls = Vec::new();
-            for row in due {
-                let sensor = SensorRecord::from_row(&row);
+            for DueSensor {
+                sensor,
+                capabilities,
+                busy,
+            } in due
+            {
                 let next = Plan::from_stored(sensor.every_ms, sensor.schedule.as_deref())
                     .and_then(|plan| plan.next_after(now))
                     .unwrap_or(now + 60_000);
@@ -80,11 +97,9 @@ impl Storage {
                     .bind(next)
                     .execute(&mut *tx)
                     .await?;
-                if row.boolean("busy") {
+                if busy {
                     continue;
                 }
-                let capabilities =
-                    serde_json::from_value(row.json("capabilities")).unwrap_or_default();
                 polls.push(NewExecution {
                     sensor: Some(sensor.r#ref.clone()),
                     ..NewExecution::of(
@@ -100,16 +115,11 @@ impl Storage {
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
                     execution_rows(self.dialect(), polls.len(), false)
                 );
-                let mut query = sqlx::query(&sql);
+                let mut query = sqlx::query_as(&sql);
                 for poll in &polls {
                     query = bind_execution!(query, poll, poll.enforcement, now, false);
                 }
-                queued = query
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(ExecutionRecord::from_row)
-                    .collect();
+                queued = query.fetch_all(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(queued)
@@ -119,18 +129,18 @@ impl Storage {
     /// When the next enabled sensor is due, if any.
     pub async fn next_sensor_due(&self) -> Result<Option<i64>> {
         on_pool!(self, |p| {
-            let row =
-                sqlx::query("SELECT MIN(next_run_at) AS due FROM sensor WHERE enabled = TRUE")
-                    .fetch_one(p)
-                    .await?;
-            Ok(row.opt_int("due"))
+            Ok(sqlx::query_scalar(
+                "SELECT MIN(next_run_at) AS due FROM sensor WHERE enabled = TRUE",
+            )
+            .fetch_one(p)
+            .await?)
         })
     }
 
     /// Polls that ended and were not taken in yet, oldest first.
     pub async fn polls_ended(&self, limit: i64) -> Result<Vec<PollEnded>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(concat!(
+            Ok(sqlx::query_as(concat!(
                 "SELECT id, sensor, status, result, error, started_at, finished_at FROM execution \
                  WHERE sensor IS NOT NULL AND parent_seen = FALSE \
                  AND status IN ",
@@ -139,19 +149,7 @@ impl Storage {
             ))
             .bind(limit)
             .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| PollEnded {
-                    execution: r.int("id"),
-                    sensor: r.text("sensor"),
-                    status: r.status("status"),
-                    result: r.opt_json("result"),
-                    error: r.opt_json("error"),
-                    started_at: r.opt_int("started_at"),
-                    finished_at: r.opt_int("finished_at"),
-                })
-                .collect())
+            .await?)
         })
     }
 
@@ -187,7 +185,7 @@ impl Storage {
                      RETURNING {EVENT_COLUMNS}",
                     rows_of(self.dialect(), events.len(), 4, None)
                 );
-                let mut query = sqlx::query(&sql);
+                let mut query = sqlx::query_as(&sql);
                 for payload in events {
                     query = query
                         .bind(&poll.sensor)
@@ -195,12 +193,7 @@ impl Storage {
                         .bind(&poll.sensor)
                         .bind(now);
                 }
-                stored = query
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(EventRecord::from_row)
-                    .collect();
+                stored = query.fetch_all(&mut *tx).await?;
                 stored.sort_by_key(|e: &EventRecord| e.id);
             }
             sqlx::query(
@@ -234,34 +227,34 @@ impl Storage {
     /// Sensors ordered by ref, after `after`.
     pub async fn list_sensors(&self, page: &Page) -> Result<Vec<SensorRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<SensorRecord> = sqlx::query_as(&format!(
                 "SELECT {SENSOR_COLUMNS} FROM sensor WHERE ref > $1 ORDER BY ref LIMIT $2"
             ))
             .bind(page.after_text())
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(SensorRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// One sensor.
     pub async fn get_sensor(&self, r#ref: &str) -> Result<Option<SensorRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(&format!(
+            let row: Option<SensorRecord> = sqlx::query_as(&format!(
                 "SELECT {SENSOR_COLUMNS} FROM sensor WHERE ref = $1"
             ))
             .bind(r#ref)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(SensorRecord::from_row))
+            Ok(row)
         })
     }
 
     /// A sensor's last `limit` polls, newest first.
     pub async fn sensor_runs(&self, r#ref: &str, limit: i64) -> Result<Vec<SensorRunRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<SensorRunRecord> = sqlx::query_as(
                 "SELECT execution, status, events, error, warning, started_at, finished_at FROM sensor_run \
                  WHERE sensor = $1 ORDER BY execution DESC LIMIT $2",
             )
@@ -269,7 +262,7 @@ impl Storage {
             .bind(limit)
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(SensorRunRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
@@ -282,7 +275,7 @@ impl Storage {
     ) -> Result<Option<SensorRecord>> {
         let now = now_ms();
         on_writer!(self, |p| {
-            let row = sqlx::query(&format!(
+            let row: Option<SensorRecord> = sqlx::query_as(&format!(
                 "UPDATE sensor SET enabled = $2, failures = CASE WHEN $2 THEN 0 ELSE failures END, \
                  next_run_at = CASE WHEN $2 AND enabled = FALSE THEN $3 ELSE next_run_at END \
                  WHERE ref = $1 RETURNING {SENSOR_COLUMNS}"
@@ -292,7 +285,7 @@ impl Storage {
             .bind(now)
             .fetch_optional(&mut *p)
             .await?;
-            Ok(row.as_ref().map(SensorRecord::from_row))
+            Ok(row)
         })
     }
 }

@@ -26,7 +26,7 @@ impl Storage {
     pub async fn session_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         let now = now_ms();
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<TokenRecord> = sqlx::query_as(
                 "SELECT t.id, t.name, t.role, t.created_at, t.revoked_at FROM console_session s \
                  JOIN api_token t ON t.id = s.token \
                  WHERE s.hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
@@ -35,7 +35,7 @@ impl Storage {
             .bind(now)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(TokenRecord::from_row))
+            Ok(row)
         })
     }
 

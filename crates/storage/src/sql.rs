@@ -6,7 +6,6 @@ use futures_util::TryStreamExt;
 use sqlx::Either;
 
 use super::Dialect;
-use super::rows::DbRow;
 
 /// `($1, $2, …), ($n, …)` on PostgreSQL, `(?, ?, …), …` on SQLite: `rows`
 /// tuples of `cols` placeholders each, each ending with `literals` when
@@ -133,7 +132,8 @@ pub(super) async fn inserted_ids<'q, 'c, DB, E>(
 where
     DB: sqlx::Database,
     DB::QueryResult: Done,
-    DB::Row: DbRow,
+    i64: for<'r> sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
     <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
     E: sqlx::Executor<'c, Database = DB>,
     'q: 'c,
@@ -148,7 +148,7 @@ where
                 affected += done.rows();
                 last = done.last_insert_id().or(last);
             }
-            Either::Right(row) => returned.push(row.int("id")),
+            Either::Right(row) => returned.push(sqlx::Row::try_get(&row, 0)?),
         }
     }
     if affected != n as u64 {
@@ -192,12 +192,15 @@ pub(super) fn execution_rows(dialect: Dialect, n: usize, plain: bool) -> String 
     }
 }
 
-/// What [`EventRecord::from_row`](super::EventRecord) reads.
+/// What an [`EventRecord`](super::EventRecord) is read from.
 pub(super) const EVENT_COLUMNS: &str =
     "id, trigger, payload, source, created_at, depth, held_reason";
 
+/// What an [`ExecutionRecord`](super::ExecutionRecord) is read from,
+/// with the times it spent queued and running.
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
-     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source, depth";
+     timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source, depth, \
+     started_at - created_at AS queued_ms, finished_at - started_at AS running_ms";
 
 #[cfg(test)]
 mod tests {

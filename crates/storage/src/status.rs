@@ -80,6 +80,41 @@ impl ExecutionStatus {
     }
 }
 
+impl TryFrom<String> for ExecutionStatus {
+    type Error = super::UnknownName;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::parse(&name).ok_or(super::UnknownName {
+            kind: "execution status",
+            name,
+        })
+    }
+}
+
+/// Stored as its name: read back, a name that is none of them is an error
+/// decoding the row ([`UnknownName`](super::UnknownName)).
+impl<DB: sqlx::Database> sqlx::Type<DB> for ExecutionStatus
+where
+    String: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for ExecutionStatus
+where
+    String: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(Self::try_from(String::decode(value)?)?)
+    }
+}
+
 impl std::fmt::Display for ExecutionStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -5,7 +5,6 @@
 use serde_json::{Value, json};
 
 use super::records::*;
-use super::rows::DbRow;
 use super::{Pool, Result, Storage, now_ms};
 use attune_util::schedule::Plan;
 
@@ -49,6 +48,18 @@ pub struct Tick {
     pub trigger: &'static str,
     /// `{"count", "scheduled_at", "missed"}`.
     pub payload: Value,
+}
+
+/// A timer that is due, as [`Storage::fire_due_timers`] reads it.
+#[derive(sqlx::FromRow)]
+struct DueTimer {
+    rule: String,
+    every_ms: i64,
+    next_fire_at: i64,
+    count: i64,
+    skipped: i64,
+    misfire: String,
+    schedule: Option<String>,
 }
 
 impl Storage {
@@ -107,10 +118,11 @@ impl Storage {
     /// When the next timer is due, if any.
     pub async fn next_timer_due(&self) -> Result<Option<i64>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT MIN(next_fire_at) AS due FROM timer")
-                .fetch_one(p)
-                .await?;
-            Ok(row.opt_int("due"))
+            Ok(
+                sqlx::query_scalar("SELECT MIN(next_fire_at) AS due FROM timer")
+                    .fetch_one(p)
+                    .await?,
+            )
         })
     }
 
@@ -123,7 +135,7 @@ impl Storage {
         let lock = self.skip_locked();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let due = sqlx::query(&format!(
+            let due: Vec<DueTimer> = sqlx::query_as(&format!(
                 "SELECT rule, every_ms, next_fire_at, count, skipped, misfire, schedule FROM timer \
                  WHERE next_fire_at <= $1 ORDER BY next_fire_at LIMIT $2{lock}"
             ))
@@ -133,11 +145,12 @@ impl Storage {
             .await?;
             let mut fired = Vec::new();
             for row in due {
-                let rule = row.text("rule");
-                let scheduled = row.int("next_fire_at");
-                let Some(plan) =
-                    Plan::from_stored(row.int("every_ms"), row.opt_text("schedule").as_deref())
-                else {
+                let DueTimer {
+                    rule,
+                    next_fire_at: scheduled,
+                    ..
+                } = row;
+                let Some(plan) = Plan::from_stored(row.every_ms, row.schedule.as_deref()) else {
                     sqlx::query("DELETE FROM timer WHERE rule = $1")
                         .bind(&rule)
                         .execute(&mut *tx)
@@ -147,9 +160,9 @@ impl Storage {
                 let (missed, next) = ticks_missed(&plan, scheduled, now);
                 let late = missed > 0
                     || (matches!(plan, Plan::Once { .. }) && now - scheduled > ONCE_GRACE_MS);
-                let skip = row.text("misfire") == MISFIRE_SKIP && late;
-                let count = row.int("count") + if skip { 0 } else { 1 };
-                let skipped = row.int("skipped") + if skip { missed + 1 } else { missed };
+                let skip = row.misfire == MISFIRE_SKIP && late;
+                let count = row.count + if skip { 0 } else { 1 };
+                let skipped = row.skipped + if skip { missed + 1 } else { missed };
                 match next {
                     Some(next) => {
                         sqlx::query("UPDATE timer SET next_fire_at = $2, count = $3, skipped = $4 WHERE rule = $1")
@@ -195,11 +208,12 @@ impl Storage {
     /// A timer's state: `(next_fire_at, count, skipped)`.
     pub async fn timer_state(&self, rule: &str) -> Result<Option<(i64, i64, i64)>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT next_fire_at, count, skipped FROM timer WHERE rule = $1")
-                .bind(rule)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| (r.int("next_fire_at"), r.int("count"), r.int("skipped"))))
+            Ok(
+                sqlx::query_as("SELECT next_fire_at, count, skipped FROM timer WHERE rule = $1")
+                    .bind(rule)
+                    .fetch_optional(p)
+                    .await?,
+            )
         })
     }
 

@@ -1,7 +1,6 @@
 //! API tokens, stored by hash only.
 
 use super::records::*;
-use super::rows::DbRow;
 use super::{Pool, Result, Storage, StorageError, now_ms};
 
 impl Storage {
@@ -9,7 +8,7 @@ impl Storage {
     pub async fn insert_token(&self, name: &str, role: Role, hash: &str) -> Result<TokenRecord> {
         let now = now_ms();
         on_writer!(self, |p| {
-            let row = sqlx::query(
+            let row: TokenRecord = sqlx::query_as(
                 "INSERT INTO api_token (name, role, hash, created_at) VALUES ($1, $2, $3, $4) \
                  RETURNING id, name, role, created_at, revoked_at",
             )
@@ -19,47 +18,47 @@ impl Storage {
             .bind(now)
             .fetch_one(&mut *p)
             .await?;
-            Ok(TokenRecord::from_row(&row))
+            Ok(row)
         })
     }
 
     /// The live (not revoked) token with this hash.
     pub async fn find_token(&self, hash: &str) -> Result<Option<TokenRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<TokenRecord> = sqlx::query_as(
                 "SELECT id, name, role, created_at, revoked_at FROM api_token WHERE hash = $1 AND revoked_at IS NULL",
             )
             .bind(hash)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(TokenRecord::from_row))
+            Ok(row)
         })
     }
 
     /// The live (not revoked) token with this id.
     pub async fn get_live_token(&self, id: i64) -> Result<Option<TokenRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<TokenRecord> = sqlx::query_as(
                 "SELECT id, name, role, created_at, revoked_at FROM api_token WHERE id = $1 AND revoked_at IS NULL",
             )
             .bind(id)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(TokenRecord::from_row))
+            Ok(row)
         })
     }
 
     /// Tokens ordered by id (hashes are never returned).
     pub async fn list_tokens(&self, page: &Page) -> Result<Vec<TokenRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<TokenRecord> = sqlx::query_as(
                 "SELECT id, name, role, created_at, revoked_at FROM api_token WHERE id > $1 ORDER BY id LIMIT $2",
             )
             .bind(page.after_id())
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(TokenRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
@@ -77,14 +76,11 @@ impl Storage {
         };
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let admins: Vec<i64> = sqlx::query(&format!(
+            let admins: Vec<i64> = sqlx::query_scalar(&format!(
                 "SELECT id FROM api_token WHERE role = 'admin' AND revoked_at IS NULL{lock}"
             ))
             .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| r.int("id"))
-            .collect();
+            .await?;
             if admins == [id] {
                 return Err(StorageError::Conflict(
                     "this is the last admin token; create another admin token first".into(),
@@ -105,10 +101,9 @@ impl Storage {
     /// How many tokens exist (revoked included).
     pub async fn count_tokens(&self) -> Result<i64> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT COUNT(*) AS n FROM api_token")
+            Ok(sqlx::query_scalar("SELECT COUNT(*) AS n FROM api_token")
                 .fetch_one(p)
-                .await?;
-            Ok(row.int("n"))
+                .await?)
         })
     }
 }

@@ -4,7 +4,6 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
-use super::rows::DbRow;
 use super::{Pool, Result, Storage, StorageError, now_ms};
 
 /// The owner recorded for the server's own embedded worker: no API token
@@ -15,39 +14,39 @@ impl Storage {
     /// Workers ordered by id.
     pub async fn list_workers(&self, page: &Page) -> Result<Vec<WorkerRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<WorkerRecord> = sqlx::query_as(
                 "SELECT id, name, capabilities, labels, last_heartbeat, created_at, token_id FROM worker WHERE id > $1 ORDER BY id LIMIT $2",
             )
             .bind(page.after_id())
             .bind(page.limit())
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(WorkerRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// Every registered worker (there are few), ordered by id.
     pub async fn all_workers(&self) -> Result<Vec<WorkerRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            let rows: Vec<WorkerRecord> = sqlx::query_as(
                 "SELECT id, name, capabilities, labels, last_heartbeat, created_at, token_id FROM worker ORDER BY id",
             )
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(WorkerRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// One worker.
     pub async fn get_worker(&self, id: i64) -> Result<Option<WorkerRecord>> {
         on_pool!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<WorkerRecord> = sqlx::query_as(
                 "SELECT id, name, capabilities, labels, last_heartbeat, created_at, token_id FROM worker WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(p)
             .await?;
-            Ok(row.as_ref().map(WorkerRecord::from_row))
+            Ok(row)
         })
     }
 
@@ -70,7 +69,7 @@ impl Storage {
     ) -> Result<WorkerRecord> {
         let now = now_ms();
         on_writer!(self, |p| {
-            let row = sqlx::query(
+            let row: Option<WorkerRecord> = sqlx::query_as(
                 "INSERT INTO worker (name, capabilities, labels, last_heartbeat, created_at, token_id) VALUES ($1, $2, $3, $4, $4, $5) \
                  ON CONFLICT (name) DO UPDATE SET capabilities = excluded.capabilities, labels = excluded.labels, \
                  last_heartbeat = excluded.last_heartbeat, token_id = excluded.token_id \
@@ -85,7 +84,7 @@ impl Storage {
             .bind(adopt_unowned)
             .fetch_optional(&mut *p)
             .await?;
-            row.map(|r| WorkerRecord::from_row(&r)).ok_or_else(|| {
+            row.ok_or_else(|| {
                 StorageError::Conflict(format!("worker `{name}` belongs to another token"))
             })
         })
@@ -97,19 +96,20 @@ impl Storage {
     pub async fn reassign_worker(&self, id: i64, owner: i64) -> Result<Option<WorkerRecord>> {
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let current = sqlx::query("SELECT token_id FROM worker WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let current: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT token_id FROM worker WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let Some(current) = current else {
                 return Ok(None);
             };
-            if current.opt_int("token_id") == Some(EMBEDDED_OWNER) {
+            if current == Some(EMBEDDED_OWNER) {
                 return Err(StorageError::Conflict(format!(
                     "worker {id} is a server's own worker"
                 )));
             }
-            let row = sqlx::query(
+            let row: WorkerRecord = sqlx::query_as(
                 "UPDATE worker SET token_id = $2 WHERE id = $1 \
                  RETURNING id, name, capabilities, labels, last_heartbeat, created_at, token_id",
             )
@@ -118,7 +118,7 @@ impl Storage {
             .fetch_one(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(Some(WorkerRecord::from_row(&row)))
+            Ok(Some(row))
         })
     }
 

@@ -7,7 +7,6 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::records::*;
-use super::rows::DbRow;
 use super::sql::*;
 use super::{Pool, Result, Storage, now_ms};
 
@@ -29,7 +28,7 @@ pub struct WorkflowStep<'a> {
 }
 
 /// A child's end, for the conductor to take in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ChildEnded {
     /// The child.
     pub id: i64,
@@ -38,8 +37,10 @@ pub struct ChildEnded {
     /// How it ended.
     pub status: ExecutionStatus,
     /// Its result.
+    #[sqlx(json(nullable))]
     pub result: Option<Value>,
     /// Its error.
+    #[sqlx(json(nullable))]
     pub error: Option<Value>,
 }
 
@@ -48,34 +49,33 @@ impl Storage {
     /// run state.
     pub async fn workflows_to_begin(&self, limit: i64) -> Result<Vec<ExecutionRecord>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(&format!(
+            let rows: Vec<ExecutionRecord> = sqlx::query_as(&format!(
                 "SELECT {EXECUTION_COLUMNS} FROM execution e WHERE status = 'running' AND worker IS NULL \
                  AND NOT EXISTS (SELECT 1 FROM workflow_run w WHERE w.execution = e.id) ORDER BY id LIMIT $1"
             ))
             .bind(limit)
             .fetch_all(p)
             .await?;
-            Ok(rows.iter().map(ExecutionRecord::from_row).collect())
+            Ok(rows)
         })
     }
 
     /// Running workflows whose cancellation was asked for.
     pub async fn workflows_cancelled(&self) -> Result<Vec<i64>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(
+            Ok(sqlx::query_scalar(
                 "SELECT e.id FROM execution e JOIN workflow_run w ON w.execution = e.id \
                  WHERE e.status = 'running' AND e.cancel_requested = TRUE ORDER BY e.id",
             )
             .fetch_all(p)
-            .await?;
-            Ok(rows.iter().map(|r| r.int("id")).collect())
+            .await?)
         })
     }
 
     /// Ended children their workflow has not taken in, oldest first.
     pub async fn children_ended(&self, limit: i64) -> Result<Vec<ChildEnded>> {
         on_pool!(self, |p| {
-            let rows = sqlx::query(concat!(
+            Ok(sqlx::query_as(concat!(
                 "SELECT id, parent, status, result, error FROM execution \
                  WHERE parent IS NOT NULL AND parent_seen = FALSE \
                  AND status IN ",
@@ -84,28 +84,19 @@ impl Storage {
             ))
             .bind(limit)
             .fetch_all(p)
-            .await?;
-            Ok(rows
-                .iter()
-                .map(|r| ChildEnded {
-                    id: r.int("id"),
-                    parent: r.int("parent"),
-                    status: r.status("status"),
-                    result: r.opt_json("result"),
-                    error: r.opt_json("error"),
-                })
-                .collect())
+            .await?)
         })
     }
 
     /// A workflow run's state and its version.
     pub async fn workflow_state(&self, execution: i64) -> Result<Option<(Value, i64)>> {
         on_pool!(self, |p| {
-            let row = sqlx::query("SELECT state, version FROM workflow_run WHERE execution = $1")
-                .bind(execution)
-                .fetch_optional(p)
-                .await?;
-            Ok(row.map(|r| (r.json("state"), r.int("version"))))
+            let row: Option<(Json<Value>, i64)> =
+                sqlx::query_as("SELECT state, version FROM workflow_run WHERE execution = $1")
+                    .bind(execution)
+                    .fetch_optional(p)
+                    .await?;
+            Ok(row.map(|(state, version)| (state.0, version)))
         })
     }
 
@@ -151,22 +142,17 @@ impl Storage {
             if current.rows_affected() == 0 {
                 return Ok(None);
             }
-            let mut started = Vec::new();
+            let mut started: Vec<ExecutionRecord> = Vec::new();
             if !step.starts.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
                     execution_rows(self.dialect(), step.starts.len(), false)
                 );
-                let mut query = sqlx::query(&sql);
+                let mut query = sqlx::query_as(&sql);
                 for e in step.starts {
                     query = bind_execution!(query, e, e.enforcement, now, false);
                 }
-                started = query
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .map(ExecutionRecord::from_row)
-                    .collect();
+                started = query.fetch_all(&mut *tx).await?;
                 started.sort_by_key(|e| e.id);
             }
             let ids: Vec<i64> = started.iter().map(|e| e.id).collect();

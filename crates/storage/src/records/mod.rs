@@ -86,3 +86,89 @@ impl Role {
         })
     }
 }
+
+impl TryFrom<String> for Role {
+    type Error = UnknownName;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Role::parse(&name).ok_or(UnknownName { kind: "role", name })
+    }
+}
+
+/// Stored as its name: read back, a name that is none of them is an error
+/// decoding the row ([`UnknownName`]).
+impl<DB: sqlx::Database> sqlx::Type<DB> for Role
+where
+    String: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <String as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <String as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Role
+where
+    String: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        Ok(Self::try_from(String::decode(value)?)?)
+    }
+}
+
+/// A stored name that is none of its kind's (a status, a role): what
+/// decoding its row fails with.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {kind} `{name}`")]
+pub struct UnknownName {
+    /// What it should have named.
+    pub kind: &'static str,
+    /// What it holds.
+    pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{NewEvent, NewExecution, Storage, StorageError};
+
+    /// The column a decode error names, when that is what `e` is.
+    fn undecodable(e: &StorageError) -> Option<&str> {
+        match e {
+            StorageError::Database(sqlx::Error::ColumnDecode { index, .. }) => {
+                Some(index.trim_matches('"'))
+            }
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_row_that_does_not_decode_is_an_error_naming_its_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("attune.db").display());
+        let storage = Storage::connect(&url).await.unwrap();
+        let payload = serde_json::json!({"n": 1});
+        let events = [NewEvent::of("core.manual", &payload)];
+        let event = storage.insert_events(&events).await.unwrap().remove(0);
+        let run = NewExecution::of("core.echo", payload.clone(), vec![]);
+        let execution = storage.insert_executions(&[run]).await.unwrap().remove(0);
+
+        storage
+            .writer_sql("UPDATE event SET payload = 'not json'")
+            .await
+            .unwrap();
+        let e = storage.get_event(event.id).await.unwrap_err();
+        assert_eq!(undecodable(&e), Some("payload"), "{e:?}");
+
+        storage
+            .writer_sql("UPDATE execution SET status = 'misplaced'")
+            .await
+            .unwrap();
+        let e = storage.get_execution(execution.id).await.unwrap_err();
+        assert_eq!(undecodable(&e), Some("status"), "{e:?}");
+        assert!(e.to_string().contains("misplaced"), "{e}");
+        storage.close().await;
+    }
+}

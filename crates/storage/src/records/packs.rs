@@ -3,8 +3,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::rows::DbRow;
-
 /// A component to store with a pack.
 #[derive(Debug, Clone)]
 pub struct NewComponent {
@@ -81,7 +79,7 @@ pub struct NewSensor {
 }
 
 /// A sensor and where it stands.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SensorRecord {
     /// `<pack>.<name>`, its trigger type.
     pub r#ref: String,
@@ -103,24 +101,8 @@ pub struct SensorRecord {
     pub failures: i64,
 }
 
-impl SensorRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            r#ref: r.text("ref"),
-            pack: r.text("pack"),
-            action: r.text("action"),
-            every_ms: r.int("every_ms"),
-            schedule: r.opt_text("schedule"),
-            description: r.opt_text("description"),
-            enabled: r.boolean("enabled"),
-            next_run_at: r.int("next_run_at"),
-            failures: r.int("failures"),
-        }
-    }
-}
-
 /// One poll of a sensor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SensorRunRecord {
     /// The poll's execution.
     pub execution: i64,
@@ -129,6 +111,7 @@ pub struct SensorRunRecord {
     /// Events it emitted.
     pub events: i64,
     /// Its error.
+    #[sqlx(json(nullable))]
     pub error: Option<Value>,
     /// What was off (records dropped past the cap).
     pub warning: Option<String>,
@@ -136,20 +119,6 @@ pub struct SensorRunRecord {
     pub started_at: Option<i64>,
     /// Unix ms.
     pub finished_at: i64,
-}
-
-impl SensorRunRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            execution: r.int("execution"),
-            status: r.text("status"),
-            events: r.int("events"),
-            error: r.opt_json("error"),
-            warning: r.opt_text("warning"),
-            started_at: r.opt_int("started_at"),
-            finished_at: r.int("finished_at"),
-        }
-    }
 }
 
 /// What [`super::Storage::register_pack`] did.
@@ -176,7 +145,7 @@ pub struct Grants {
 }
 
 /// A registered pack.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct PackRecord {
     /// Pack name.
     pub name: String,
@@ -191,25 +160,12 @@ pub struct PackRecord {
     /// Unix ms.
     pub updated_at: i64,
     /// What it is granted.
+    #[sqlx(json)]
     pub grants: Grants,
 }
 
-impl PackRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            grants: serde_json::from_value(r.json("grants")).unwrap_or_default(),
-            name: r.text("name"),
-            version: r.text("version"),
-            description: r.opt_text("description"),
-            digest: r.text("digest"),
-            created_at: r.int("created_at"),
-            updated_at: r.int("updated_at"),
-        }
-    }
-}
-
 /// A registered action.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ActionRecord {
     /// `<pack>.<name>`.
     pub r#ref: String,
@@ -220,59 +176,37 @@ pub struct ActionRecord {
     /// Digest of its component; empty for a workflow.
     pub component: String,
     /// JSON Schema of the parameters, derived from WIT.
+    #[sqlx(json)]
     pub params_schema: Value,
     /// JSON Schema of the success value.
+    #[sqlx(json)]
     pub result_schema: Value,
     /// JSON Schema of the typed error, if the action returns a `result`.
+    #[sqlx(json(nullable))]
     pub error_schema: Option<Value>,
     /// Capabilities a worker needs.
+    #[sqlx(json)]
     pub capabilities: Vec<String>,
     /// WIT doc comment.
     pub description: Option<String>,
     /// A workflow's definition (its tasks run as child executions).
+    #[sqlx(json(nullable))]
     pub workflow: Option<Value>,
     /// The export a sensor calls: not an action.
     pub sensor: bool,
 }
 
-impl ActionRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            r#ref: r.text("ref"),
-            pack: r.text("pack"),
-            name: r.text("name"),
-            component: r.opt_text("component").unwrap_or_default(),
-            params_schema: r.json("params_schema"),
-            result_schema: r.json("result_schema"),
-            error_schema: r.opt_json("error_schema"),
-            capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
-            description: r.opt_text("description"),
-            workflow: r.opt_json("workflow"),
-            sensor: r.boolean("sensor"),
-        }
-    }
-}
-
 /// A kind of trigger rules can listen to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TriggerTypeRecord {
     /// e.g. `core.interval`.
     pub r#ref: String,
     /// What it does.
     pub description: String,
     /// JSON Schema of a rule's `trigger_params`.
+    #[sqlx(json)]
     pub params_schema: Value,
     /// JSON Schema of its events' payloads.
+    #[sqlx(json)]
     pub payload_schema: Value,
-}
-
-impl TriggerTypeRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            r#ref: r.text("ref"),
-            description: r.text("description"),
-            params_schema: r.json("params_schema"),
-            payload_schema: r.json("payload_schema"),
-        }
-    }
 }

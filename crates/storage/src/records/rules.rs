@@ -3,10 +3,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::rows::DbRow;
-
 /// A rule as stored (already validated).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct RuleSpec {
     /// `<pack>.<name>`, unique.
     pub r#ref: String,
@@ -15,12 +13,14 @@ pub struct RuleSpec {
     /// Trigger type ref.
     pub trigger: String,
     /// Parameters of the trigger.
+    #[sqlx(json)]
     pub trigger_params: Value,
     /// Expression over `event`; the rule fires when it is true.
     pub criteria: Option<String>,
     /// Action ref.
     pub action: String,
     /// Parameters for the action; strings may hold `{{ event… }}` templates.
+    #[sqlx(json)]
     pub action_params: Value,
     /// Whether it fires.
     pub enabled: bool,
@@ -36,12 +36,13 @@ fn one() -> i64 {
 }
 
 /// A stored rule.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RuleRecord {
     /// Internal id.
     pub id: i64,
     /// The definition.
     #[serde(flatten)]
+    #[sqlx(flatten)]
     pub spec: RuleSpec,
     /// Unix ms.
     pub created_at: i64,
@@ -50,29 +51,6 @@ pub struct RuleRecord {
     /// Why the server disabled it (its trigger type went away with its pack).
     #[serde(default)]
     pub disabled_reason: Option<String>,
-}
-
-impl RuleRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            id: r.int("id"),
-            spec: RuleSpec {
-                r#ref: r.text("ref"),
-                description: r.opt_text("description"),
-                trigger: r.text("trigger"),
-                trigger_params: r.json("trigger_params"),
-                criteria: r.opt_text("criteria"),
-                action: r.text("action"),
-                action_params: r.json("action_params"),
-                enabled: r.boolean("enabled"),
-                timeout_ms: r.opt_int("timeout_ms"),
-                max_attempts: r.int("max_attempts"),
-            },
-            created_at: r.int("created_at"),
-            updated_at: r.int("updated_at"),
-            disabled_reason: r.opt_text("disabled_reason"),
-        }
-    }
 }
 
 /// Filters for listing rules.

@@ -4,16 +4,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::ExecutionStatus;
-use crate::rows::DbRow;
 
 /// Something that happened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EventRecord {
     /// Id, increasing.
     pub id: i64,
     /// Trigger type ref.
     pub trigger: String,
     /// Payload.
+    #[sqlx(json)]
     pub payload: Value,
     /// Who produced it (rule ref for timers and webhooks, token name for manual events).
     pub source: Option<String>,
@@ -23,20 +23,6 @@ pub struct EventRecord {
     pub depth: i64,
     /// Why no rule saw it (its chain went too deep), when none did.
     pub held_reason: Option<String>,
-}
-
-impl EventRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            id: r.int("id"),
-            trigger: r.text("trigger"),
-            payload: r.json("payload"),
-            source: r.opt_text("source"),
-            created_at: r.int("created_at"),
-            depth: r.int("depth"),
-            held_reason: r.opt_text("held_reason"),
-        }
-    }
 }
 
 /// An event to record.
@@ -171,20 +157,23 @@ impl NewExecution {
     }
 }
 
-/// One run of one action.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One run of one action. Read from the storage's `EXECUTION_COLUMNS`,
+/// which compute `queued_ms` and `running_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ExecutionRecord {
     /// Id, increasing.
     pub id: i64,
     /// Action ref.
     pub action: String,
     /// Parameters.
+    #[sqlx(json)]
     pub params: Value,
     /// Where it stands.
     pub status: ExecutionStatus,
     /// Why it is in this status, when that needs saying.
     pub status_reason: Option<String>,
     /// Capabilities a worker needs.
+    #[sqlx(json)]
     pub capabilities: Vec<String>,
     /// Rule that caused it.
     pub rule: Option<String>,
@@ -199,14 +188,17 @@ pub struct ExecutionRecord {
     /// Worker holding it.
     pub worker: Option<i64>,
     /// Result value.
+    #[sqlx(json(nullable))]
     pub result: Option<Value>,
     /// Error value or message.
+    #[sqlx(json(nullable))]
     pub error: Option<Value>,
     /// Captured stdout.
     pub stdout: Option<String>,
     /// Captured stderr.
     pub stderr: Option<String>,
     /// Log lines.
+    #[sqlx(json(nullable))]
     pub logs: Option<Value>,
     /// Unix ms.
     pub created_at: i64,
@@ -246,44 +238,6 @@ pub struct ExecutionRecord {
 }
 
 impl ExecutionRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            id: r.int("id"),
-            action: r.text("action"),
-            params: r.json("params"),
-            status: r.status("status"),
-            status_reason: r.opt_text("status_reason"),
-            capabilities: serde_json::from_value(r.json("capabilities")).unwrap_or_default(),
-            rule: r.opt_text("rule"),
-            enforcement: r.opt_int("enforcement"),
-            attempt: r.int("attempt"),
-            max_attempts: r.int("max_attempts"),
-            timeout_ms: r.opt_int("timeout_ms"),
-            worker: r.opt_int("worker"),
-            result: r.opt_json("result"),
-            error: r.opt_json("error"),
-            stdout: r.opt_text("stdout"),
-            stderr: r.opt_text("stderr"),
-            logs: r.opt_json("logs"),
-            created_at: r.int("created_at"),
-            scheduled_at: r.opt_int("scheduled_at"),
-            started_at: r.opt_int("started_at"),
-            finished_at: r.opt_int("finished_at"),
-            cancel_requested: r.boolean("cancel_requested"),
-            queued_ms: r.opt_int("started_at").map(|s| s - r.int("created_at")),
-            running_ms: r
-                .opt_int("finished_at")
-                .zip(r.opt_int("started_at"))
-                .map(|(f, s)| f - s),
-            parent: r.opt_int("parent"),
-            task: r.opt_text("task"),
-            sensor: r.opt_text("sensor"),
-            source: r.opt_text("source"),
-            depth: r.int("depth"),
-            sealed_params: r.opt_bytes("sealed_params"),
-        }
-    }
-
     /// The record of `e` as the insert of [`NewExecution`]s stores it with
     /// id `id` at `now` (the columns it leaves out take their defaults), so
     /// that queueing reads nothing back.
@@ -325,7 +279,7 @@ impl ExecutionRecord {
 }
 
 /// One ended attempt of an execution: its history, oldest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AttemptRecord {
     /// Attempt number, from 1.
     pub attempt: i64,
@@ -334,24 +288,12 @@ pub struct AttemptRecord {
     /// How it ended.
     pub status: ExecutionStatus,
     /// Error value or message.
+    #[sqlx(json(nullable))]
     pub error: Option<Value>,
     /// Unix ms.
     pub started_at: Option<i64>,
     /// Unix ms.
     pub finished_at: i64,
-}
-
-impl AttemptRecord {
-    pub(crate) fn from_row(r: &impl DbRow) -> Self {
-        Self {
-            attempt: r.int("attempt"),
-            worker: r.opt_int("worker"),
-            status: r.status("status"),
-            error: r.opt_json("error"),
-            started_at: r.opt_int("started_at"),
-            finished_at: r.int("finished_at"),
-        }
-    }
 }
 
 /// Filters for listing executions.
@@ -370,7 +312,7 @@ pub struct ExecutionFilter {
 }
 
 /// A rule's verdict on one event, as the console shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EnforcementRecord {
     /// The event.
     pub event: i64,
