@@ -4,9 +4,9 @@
 
 mod schema;
 
-use sqlx::Connection as _;
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions as _, Connection as _};
 
 use super::{LEGACY_TABLE, migrator};
 use crate::{Dialect, Storage, StorageError};
@@ -79,8 +79,6 @@ impl Scratch {
         }
     }
 }
-
-use sqlx::ConnectOptions as _;
 
 /// A plain connection to either backend.
 enum Raw {
