@@ -9,6 +9,8 @@
 mod common;
 #[path = "cli/local.rs"]
 mod local;
+#[path = "cli/memory.rs"]
+mod memory;
 #[path = "cli/remote.rs"]
 mod remote;
 
