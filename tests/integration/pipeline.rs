@@ -545,7 +545,7 @@ on_both_backends! {
         s.finish().await;
     }
 
-    async fn events_stored_without_their_verdicts_are_enforced_once_by_the_reconciler(backend) {
+    async fn events_stored_without_their_enforcements_are_enforced_once_by_the_reconciler(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         for r#ref in ["core.all", "core.other"] {
             let r = s.post("/api/v1/rules", json!({
@@ -556,7 +556,7 @@ on_both_backends! {
         // Acknowledged and enforced at once: nothing for the reconciler.
         fire(&s, json!({})).await;
         assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0);
-        // Stored, then a crash before the verdicts: one event for every
+        // Stored, then a crash before the enforcements: one event for every
         // rule, one addressed to `core.other` only (as a webhook's or a
         // timer's event is).
         let payload = json!({});
@@ -578,7 +578,7 @@ on_both_backends! {
         s.finish().await;
     }
 
-    async fn events_and_their_verdicts_are_stored_in_one_transaction(backend) {
+    async fn events_and_their_enforcements_are_stored_in_one_transaction(backend) {
         let s = TestServer::start_full(backend, Default::default(), no_worker()).await;
         let r = s.post("/api/v1/rules", json!({
             "ref": "core.together", "trigger": "core.manual",
@@ -614,9 +614,9 @@ on_both_backends! {
         assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 0, "nothing left unjudged");
         // A plan that fails keeps its events, unjudged, for the reconciler.
         let (kept, failed) = storage.record_events(&new[..1], |records| async move {
-            (records, Err::<Vec<attune_storage::NewEnforcement>, _>("no verdicts".to_string()))
+            (records, Err::<Vec<attune_storage::NewEnforcement>, _>("no enforcements".to_string()))
         }).await.unwrap();
-        assert_eq!(failed.unwrap_err(), "no verdicts");
+        assert_eq!(failed.unwrap_err(), "no enforcements");
         assert!(storage.get_event(kept[0].id).await.unwrap().is_some());
         assert_eq!(executions_of_rule(&s, "core.together").await.len(), 2);
         assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 1);

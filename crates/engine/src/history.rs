@@ -62,5 +62,5 @@ pub async fn enforcements_of_events(
     core: &Core,
     events: &[i64],
 ) -> Result<Vec<(i64, String, String)>, EngineError> {
-    Ok(core.storage.verdicts_of_events(events).await?)
+    Ok(core.storage.enforcements_of_events(events).await?)
 }

@@ -33,7 +33,7 @@ pub(super) fn event_records(events: &[NewEvent<'_>], ids: Vec<i64>, now: i64) ->
         .collect()
 }
 
-/// An event whose verdicts were never stored, with the rules it is
+/// An event whose enforcements were never stored, with the rules it is
 /// addressed to (`None`: every rule on its trigger).
 #[derive(sqlx::FromRow)]
 struct Unenforced {
@@ -61,7 +61,7 @@ impl Storage {
         Ok(event_records(events, ids, now))
     }
 
-    /// Events stored at least `min_age_ms` ago whose verdicts were never
+    /// Events stored at least `min_age_ms` ago whose enforcements were never
     /// stored (a crash or a failed write in between), oldest first, with
     /// the rules each is addressed to.
     pub async fn unenforced_events(
@@ -128,7 +128,10 @@ impl Storage {
     /// How the rules that exist now judged each of these events: `(event,
     /// rule, status)`, in one read that looks up each (rule, event) pair in
     /// the enforcement table's unique index rather than scanning it.
-    pub async fn verdicts_of_events(&self, events: &[i64]) -> Result<Vec<(i64, String, String)>> {
+    pub async fn enforcements_of_events(
+        &self,
+        events: &[i64],
+    ) -> Result<Vec<(i64, String, String)>> {
         if events.is_empty() {
             return Ok(vec![]);
         }

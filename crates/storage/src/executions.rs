@@ -17,7 +17,7 @@ use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
 /// transaction open on `tx`; returns the execution each item queued, or
 /// `None` when, without `some_exist`, some enforcement existed already
 /// (nothing was read back, and the caller rolls back).
-async fn insert_verdicts<DB, C>(
+async fn insert_enforcements<DB, C>(
     tx: &mut C,
     dialect: Dialect,
     items: &[NewEnforcement],
@@ -160,7 +160,7 @@ impl Storage {
 
     /// Records enforcements and, for those enforced, their executions — each
     /// (rule, event) once, so a redelivered event queues nothing again — and
-    /// marks `events` enforced (their verdicts are stored), all in one
+    /// marks `events` enforced (their enforcements are stored), all in one
     /// transaction of at most three statements for the whole batch;
     /// returns, per item, the execution it queued.
     pub async fn enforce_many(
@@ -210,7 +210,7 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
             }
-            let Some(out) = insert_verdicts(&mut *tx, dialect, items, some_exist, now).await?
+            let Some(out) = insert_enforcements(&mut *tx, dialect, items, some_exist, now).await?
             else {
                 tx.rollback().await?;
                 return Ok(None);
@@ -278,7 +278,7 @@ impl Storage {
                 }
             };
             // Every (rule, event) pair is new: the events are.
-            let out = insert_verdicts(&mut *tx, dialect, &items, false, now)
+            let out = insert_enforcements(&mut *tx, dialect, &items, false, now)
                 .await?
                 .ok_or_else(|| fewer_rows("enforcement"))?;
             tx.commit().await?;

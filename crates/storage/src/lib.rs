@@ -271,7 +271,7 @@ macro_rules! bind_execution {
 }
 
 /// Binds the columns of [`insert_events_sql`] for each of `$events`
-/// (`$enforced`: when their verdicts are stored, or `None`).
+/// (`$enforced`: when their enforcements are stored, or `None`).
 macro_rules! bind_events {
     ($sql:expr, $events:expr, $now:expr, $enforced:expr) => {{
         let mut query = sqlx::query($sql);

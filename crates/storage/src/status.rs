@@ -74,7 +74,7 @@ impl ExecutionStatus {
     }
 
     /// Whether a worker may report it as how a run ended (`abandoned` is
-    /// the server's verdict, never a worker's).
+    /// the server's decision, never a worker's).
     pub fn is_reportable(self) -> bool {
         self.is_finished() && self != Self::Abandoned
     }

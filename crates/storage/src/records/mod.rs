@@ -1,5 +1,5 @@
 //! What the storage layer stores and returns: plain data, no SQL, one
-//! file per concern: packs, rules, runs (events to executions), access
+//! file per concern: packs, rules, executions (events, enforcements, executions), access
 //! (workers, tokens, secrets, key-value).
 
 use serde::{Deserialize, Serialize};
@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 pub use super::status::ExecutionStatus;
 
 mod access;
+mod executions;
 mod packs;
 mod rules;
-mod runs;
 
 pub use access::*;
+pub use executions::*;
 pub use packs::*;
 pub use rules::*;
-pub use runs::*;
 
 /// Keyset pagination: `after` is the last ref/id of the previous page.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -56,7 +56,7 @@ impl<'a> NewEvent<'a> {
     }
 }
 
-/// An enforcement to record: a rule's verdict on an event.
+/// An enforcement to record: a rule's enforcement of an event.
 #[derive(Debug, Clone)]
 pub struct NewEnforcement {
     /// Rule ref.
@@ -311,7 +311,7 @@ pub struct ExecutionFilter {
     pub since: Option<i64>,
 }
 
-/// A rule's verdict on one event, as the console shows it.
+/// A rule's enforcement of one event, as the console shows it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct EnforcementRecord {
     /// The event.
