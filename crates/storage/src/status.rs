@@ -91,29 +91,38 @@ impl TryFrom<String> for ExecutionStatus {
     }
 }
 
-/// Stored as its name: read back, a name that is none of them is an error
-/// decoding the row ([`UnknownName`](super::UnknownName)).
-impl<DB: sqlx::Database> sqlx::Type<DB> for ExecutionStatus
-where
-    String: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <String as sqlx::Type<DB>>::type_info()
-    }
+/// `sqlx` reads and writes `$t` as its name (`as_str`, `TryFrom<String>`):
+/// read back, a name that is none of its values is an error decoding the
+/// row ([`UnknownName`](crate::UnknownName)).
+macro_rules! stored_as_name {
+    ($t:ty) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $t
+        where
+            String: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <String as sqlx::Type<DB>>::type_info()
+            }
 
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <String as sqlx::Type<DB>>::compatible(ty)
-    }
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <String as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $t
+        where
+            String: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(Self::try_from(<String as sqlx::Decode<'r, DB>>::decode(
+                    value,
+                )?)?)
+            }
+        }
+    };
 }
 
-impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for ExecutionStatus
-where
-    String: sqlx::Decode<'r, DB>,
-{
-    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        Ok(Self::try_from(String::decode(value)?)?)
-    }
-}
+stored_as_name!(ExecutionStatus);
 
 impl std::fmt::Display for ExecutionStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

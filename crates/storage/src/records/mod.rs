@@ -95,29 +95,7 @@ impl TryFrom<String> for Role {
     }
 }
 
-/// Stored as its name: read back, a name that is none of them is an error
-/// decoding the row ([`UnknownName`]).
-impl<DB: sqlx::Database> sqlx::Type<DB> for Role
-where
-    String: sqlx::Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <String as sqlx::Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <String as sqlx::Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for Role
-where
-    String: sqlx::Decode<'r, DB>,
-{
-    fn decode(value: DB::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
-        Ok(Self::try_from(String::decode(value)?)?)
-    }
-}
+stored_as_name!(Role);
 
 /// A stored name that is none of its kind's (a status, a role): what
 /// decoding its row fails with.
