@@ -36,7 +36,7 @@ pub enum EngineError {
     Refused(Refusal),
     /// The database failed; logged, never shown to clients.
     #[error(transparent)]
-    Storage(StorageError),
+    Database(StorageError),
     /// Anything else that is not the caller's fault.
     #[error("{0:#}")]
     Internal(anyhow::Error),
@@ -85,7 +85,7 @@ impl From<StorageError> for EngineError {
                 tracing::warn!(error = %other, "the database is unavailable");
                 EngineError::database_unavailable()
             }
-            other => EngineError::Storage(other),
+            other => EngineError::Database(other),
         }
     }
 }

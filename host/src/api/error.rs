@@ -90,7 +90,7 @@ pub enum ApiError {
     /// 507: the disk holding the database is full, so nothing that needs
     /// a write can be done now; with `Retry-After`.
     #[error("{0}")]
-    InsufficientStorage(String),
+    DiskFull(String),
     /// 500: a bug or an infrastructure failure; details only in the log.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -112,7 +112,7 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,7 +131,7 @@ impl ApiError {
             ApiError::Invalid { .. } => "validation_failed",
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::InsufficientStorage(_) => "insufficient_storage",
+            ApiError::DiskFull(_) => "insufficient_storage",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -165,7 +165,7 @@ impl From<EngineError> for ApiError {
             },
             EngineError::Unavailable(m) => ApiError::Unavailable(m),
             EngineError::Refused(r) => r.into(),
-            EngineError::Storage(s) => ApiError::Internal(s.into()),
+            EngineError::Database(s) => ApiError::Internal(s.into()),
             EngineError::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -176,7 +176,7 @@ impl From<EngineError> for ApiError {
 impl From<Refusal> for ApiError {
     fn from(r: Refusal) -> Self {
         match r {
-            Refusal::DiskFull => ApiError::InsufficientStorage(r.reason().into()),
+            Refusal::DiskFull => ApiError::DiskFull(r.reason().into()),
             Refusal::ReadOnly | Refusal::Gone => ApiError::Unavailable(r.reason().into()),
         }
     }
@@ -193,10 +193,7 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?cause, "internal error");
         }
         let mut response = (status, Json(self.body())).into_response();
-        if matches!(
-            self,
-            ApiError::Unavailable(_) | ApiError::InsufficientStorage(_)
-        ) {
+        if matches!(self, ApiError::Unavailable(_) | ApiError::DiskFull(_)) {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
                 axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),

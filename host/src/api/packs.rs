@@ -194,7 +194,7 @@ fn pack_error(e: PackError) -> ApiError {
         PackError::InvalidGrants { errors } => {
             ApiError::invalid("the grants are invalid", "/pack.toml", &errors)
         }
-        PackError::Storage(e) => attune_engine::EngineError::from(e).into(),
+        PackError::Database(e) => attune_engine::EngineError::from(e).into(),
         PackError::Engine(e) => e.into(),
     }
 }

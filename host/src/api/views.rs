@@ -1,6 +1,6 @@
 //! Wire types: what the API sends, with their OpenAPI schemas.
 //!
-//! Storage rows are not sent as they are: each has a view here, so a column
+//! Database rows are not sent as they are: each has a view here, so a column
 //! added to a table (an internal one, a secret) never reaches a response
 //! unless a view says so, and the published schema is this file.
 

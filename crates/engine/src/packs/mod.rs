@@ -73,7 +73,7 @@ pub enum PackError {
     },
     /// Storage refused it (e.g. version conflict).
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Database(#[from] StorageError),
     /// A grant is malformed: Each problem with its path.
     #[error("the grants are invalid")]
     InvalidGrants {
@@ -336,7 +336,7 @@ pub async fn register(
     for c in &components {
         files
             .store(&c.digest, &c.bytes)
-            .map_err(|e| PackError::Storage(StorageError::Database(sqlx::Error::Io(e))))?;
+            .map_err(|e| PackError::Database(StorageError::Database(sqlx::Error::Io(e))))?;
     }
     let new = NewPack {
         grants: Grants {
@@ -409,7 +409,7 @@ pub async fn install(core: &Core, upload: Upload) -> Result<Installed, PackError
         save::store(core, spec, Mode::Upsert, &spec.r#ref)
             .await
             .map_err(|e| match e {
-                crate::EngineError::Storage(s) => PackError::Storage(s),
+                crate::EngineError::Database(s) => PackError::Database(s),
                 other => PackError::Engine(other),
             })?;
         rules.push(spec.r#ref.clone());
