@@ -44,14 +44,7 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
                 "required": ["expression"],
                 "additionalProperties": false
             }),
-            payload_schema: json!({
-                "type": "object",
-                "properties": {
-                    "count": {"type": "integer"},
-                    "scheduled_at": {"type": "integer"},
-                    "missed": {"type": "integer"}
-                }
-            }),
+            payload_schema: timer_payload(),
         },
         TriggerTypeRecord {
             r#ref: "core.once".into(),
@@ -64,14 +57,7 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
                 "required": ["at"],
                 "additionalProperties": false
             }),
-            payload_schema: json!({
-                "type": "object",
-                "properties": {
-                    "count": {"type": "integer"},
-                    "scheduled_at": {"type": "integer"},
-                    "missed": {"type": "integer"}
-                }
-            }),
+            payload_schema: timer_payload(),
         },
         TriggerTypeRecord {
             r#ref: "core.webhook".into(),
@@ -126,4 +112,17 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
             payload_schema: json!({"type": "object"}),
         },
     ]
+}
+
+/// What a timer's event carries: its tick count, when it was due (Unix
+/// ms) and how many ticks it missed.
+fn timer_payload() -> serde_json::Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "count": {"type": "integer"},
+            "scheduled_at": {"type": "integer"},
+            "missed": {"type": "integer"}
+        }
+    })
 }
