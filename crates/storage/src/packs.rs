@@ -36,6 +36,18 @@ impl Storage {
             let outcome = match existing {
                 Some((version, digest)) => {
                     if version == pack.version && digest == pack.digest {
+                        // The same content pulled again (by digest after
+                        // a tag, or from another repository) records where
+                        // it came from this time.
+                        if let Some(source) = &pack.source {
+                            sqlx::query("UPDATE pack SET oci_reference = $2, oci_digest = $3 WHERE name = $1")
+                                .bind(&pack.name)
+                                .bind(&source.reference)
+                                .bind(&source.digest)
+                                .execute(&mut *tx)
+                                .await?;
+                            tx.commit().await?;
+                        }
                         return Ok(Registered::Unchanged);
                     }
                     if version == pack.version {
@@ -50,10 +62,11 @@ impl Storage {
             };
             // One statement registers a new pack or a new version of one.
             sqlx::query(
-                "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants) \
-                 VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (name) DO UPDATE SET \
+                "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (name) DO UPDATE SET \
                  version = excluded.version, description = excluded.description, digest = excluded.digest, \
-                 updated_at = excluded.updated_at, grants = excluded.grants",
+                 updated_at = excluded.updated_at, grants = excluded.grants, \
+                 oci_reference = excluded.oci_reference, oci_digest = excluded.oci_digest",
             )
             .bind(&pack.name)
             .bind(&pack.version)
@@ -61,6 +74,8 @@ impl Storage {
             .bind(&pack.digest)
             .bind(now)
             .bind(Json(&pack.grants))
+            .bind(pack.source.as_ref().map(|s| &s.reference))
+            .bind(pack.source.as_ref().map(|s| &s.digest))
             .execute(&mut *tx)
             .await?;
             if outcome == Registered::Upgraded {
@@ -151,7 +166,7 @@ impl Storage {
     pub async fn list_packs(&self, page: &Page) -> Result<Vec<PackRecord>> {
         on_pool!(self, |p| {
             let rows: Vec<PackRecord> = sqlx::query_as(
-                "SELECT name, version, description, digest, created_at, updated_at, grants FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
+                "SELECT name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
             )
             .bind(page.after_text())
             .bind(page.limit())
@@ -165,7 +180,7 @@ impl Storage {
     pub async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
         on_pool!(self, |p| {
             let row: Option<PackRecord> = sqlx::query_as(
-                "SELECT name, version, description, digest, created_at, updated_at, grants FROM pack WHERE name = $1",
+                "SELECT name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest FROM pack WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(p)

@@ -87,6 +87,11 @@ pub enum ApiError {
     /// `Retry-After`.
     #[error("{0}")]
     Unavailable(String),
+    /// 502: a registry a pack is pulled from failed, could not be reached,
+    /// or sent content that does not match its digest; the reason says
+    /// which.
+    #[error("{0}")]
+    BadGateway(String),
     /// 507: the disk holding the database is full, so nothing that needs
     /// a write can be done now; with `Retry-After`.
     #[error("{0}")]
@@ -113,6 +118,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::DiskFull(_) => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,6 +138,7 @@ impl ApiError {
             ApiError::TooManyRequests(_) => "too_many_requests",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::DiskFull(_) => "insufficient_storage",
+            ApiError::BadGateway(_) => "bad_gateway",
             ApiError::Internal(_) => "internal",
         }
     }

@@ -57,6 +57,8 @@ pub struct ApiConfig {
     pub mcp_hosts: Vec<String>,
     /// Whether the console's session cookie is `Secure` (served over TLS).
     pub secure_cookies: bool,
+    /// The registries packs may be installed from, and how.
+    pub registries: Arc<attune_engine::packs::oci::RegistryConfig>,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +69,7 @@ impl Default for ApiConfig {
             mcp_tools: Vec::new(),
             mcp_hosts: Vec::new(),
             secure_cookies: false,
+            registries: Arc::default(),
         }
     }
 }

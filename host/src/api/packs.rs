@@ -13,6 +13,7 @@ use super::json::ApiJson;
 use super::views::{GrantsView, PackView, PageQuery};
 use super::{ApiPath, ApiQuery, AppState, Listing};
 use attune_engine::catalog;
+use attune_engine::packs::oci::{self, OciError, PullLimits};
 use attune_engine::packs::{self, PackError, Upload};
 use attune_engine::records::{Grants, PackRecord, Registered, Role};
 
@@ -35,6 +36,15 @@ pub struct UploadQuery {
     pub version: Option<String>,
 }
 
+/// A pack to install from an OCI registry the server allows.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallFromRegistry {
+    /// `oci://REGISTRY/REPO:TAG` or `oci://REGISTRY/REPO@sha256:DIGEST`.
+    #[schema(example = "oci://ghcr.io/acme/net-tools:1.2.0")]
+    pub oci: String,
+}
+
 /// What an upload registered.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UploadResult {
@@ -49,17 +59,31 @@ pub struct UploadResult {
 }
 
 /// Registers a pack: one component (`application/wasm`, name and version in
-/// the query) or a `.tar.gz` with `pack.toml` (`application/gzip`).
+/// the query), a `.tar.gz` with `pack.toml` (`application/gzip`), or one
+/// pulled from an OCI registry the server allows (`application/json`,
+/// `{"oci": "oci://REGISTRY/REPO:TAG"}`). A pulled pack is checked layer by
+/// layer against the manifest's digests and sizes and the upload limit,
+/// then registered exactly as an upload; it records its reference and
+/// manifest digest.
 #[utoipa::path(post, path = "/packs", tag = "packs",
     params(UploadQuery),
-    request_body(content = Vec<u8>, description = "A component or a .tar.gz pack", content_type = "application/wasm"),
+    request_body(description = "A component, a .tar.gz pack, or a registry reference",
+        content(
+            (Vec<u8> = "application/wasm"),
+            (Vec<u8> = "application/gzip"),
+            (InstallFromRegistry = "application/json"),
+        )),
     responses(
         (status = 201, description = "Registered", body = UploadResult),
         (status = 200, description = "Same name, version and content: nothing changed", body = UploadResult),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 400, description = "Malformed body or reference (a reference without a tag or digest)", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "Not an admin, or the registry or an address it leads to is not allowed", body = ErrorBody),
+        (status = 404, description = "The registry has no such repository, tag or digest", body = ErrorBody),
         (status = 409, description = "Same name and version, different content", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
-        (status = 422, description = "A component or rule is invalid", body = ErrorBody),
+        (status = 422, description = "A component or rule is invalid, or the artifact is not a pack", body = ErrorBody),
+        (status = 502, description = "The registry failed, could not be reached, or sent content that does not match its digest", body = ErrorBody),
     ))]
 async fn upload(
     State(state): State<AppState>,
@@ -133,9 +157,20 @@ async fn upload(
                 .map_err(|e| ApiError::Internal(e.into()))?
                 .map_err(pack_error)?
         }
+        "application/json" => {
+            let input: InstallFromRegistry = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+            let limits = PullLimits {
+                max_layer: limit as u64,
+                max_total: (limit as u64).saturating_mul(4),
+            };
+            oci::pull(&state.config.registries, &input.oci, limits)
+                .await
+                .map_err(oci_error)?
+        }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
-                "`{other}` is not a pack: send application/wasm or application/gzip"
+                "`{other}` is not a pack: send application/wasm, application/gzip, or application/json with a registry reference"
             )));
         }
     };
@@ -158,6 +193,21 @@ async fn upload(
             rules: outcome.rules,
         }),
     ))
+}
+
+fn oci_error(e: OciError) -> ApiError {
+    match e {
+        OciError::BadReference(m) => ApiError::BadRequest(m),
+        OciError::NotAllowed(m) => ApiError::Denied(m),
+        OciError::NotFound(m) => ApiError::NotFound(m),
+        OciError::WrongMediaType(m) => ApiError::Invalid {
+            message: format!("the artifact is not a pack: {m}"),
+            details: Vec::new(),
+        },
+        OciError::TooLarge(m) => ApiError::TooLarge(m),
+        OciError::Registry(m) => ApiError::BadGateway(m),
+        OciError::Pack(e) => pack_error(e),
+    }
 }
 
 fn pack_error(e: PackError) -> ApiError {

@@ -115,11 +115,27 @@ pub struct PackView {
     pub updated_at: i64,
     /// What it is granted.
     pub grants: GrantsView,
+    /// The registry artifact it was installed from; null for an upload.
+    pub source: Option<PackSourceView>,
+}
+
+/// Where a pack installed from an OCI registry came from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PackSourceView {
+    /// The reference it was installed by (`oci://REGISTRY/REPO:TAG` or
+    /// `…@sha256:…`).
+    pub reference: String,
+    /// Digest of the manifest that was pulled.
+    pub digest: String,
 }
 
 impl From<PackRecord> for PackView {
     fn from(r: PackRecord) -> Self {
         PackView {
+            source: r.source().map(|s| PackSourceView {
+                reference: s.reference,
+                digest: s.digest,
+            }),
             grants: r.grants.into(),
             name: r.name,
             version: r.version,

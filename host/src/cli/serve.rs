@@ -99,6 +99,53 @@ pub struct ServeArgs {
     /// and `sslrootcert=<file>` in the database URL.
     #[arg(long, env = "ATTUNE_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// A registry packs may be installed from (`POST /api/v1/packs` with
+    /// `{"oci": …}`): `host` or `host:port`, repeatable or comma-separated;
+    /// none by default. Every connection of a pull, redirects and token
+    /// requests included, follows the outbound rules of actions: no
+    /// private, loopback or metadata address.
+    #[arg(
+        long = "allow-registry",
+        env = "ATTUNE_ALLOW_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub allow_registry: Vec<String>,
+    /// A registry on a loopback address (`127.0.0.1:5000`, `localhost:5000`)
+    /// packs may be installed from, over plain HTTP (repeatable). Only
+    /// loopback addresses are reached for it.
+    #[arg(
+        long = "insecure-registry",
+        env = "ATTUNE_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub insecure_registry: Vec<String>,
+    /// Credentials for registries, in Docker's `config.json` format
+    /// (`{"auths": {"ghcr.io": {"auth": "<base64 user:password>"}}}`).
+    /// Read at start; never stored, logged or shown.
+    #[arg(long, env = "ATTUNE_REGISTRY_AUTH")]
+    pub registry_auth: Option<PathBuf>,
+}
+
+/// The registries of `--allow-registry`, `--insecure-registry`,
+/// `--registry-auth` and `--ca-cert`, checked before anything starts.
+fn registries(args: &ServeArgs) -> anyhow::Result<attune_engine::packs::oci::RegistryConfig> {
+    let credentials = match &args.registry_auth {
+        Some(path) => attune_engine::packs::oci::auth::Credentials::from_docker_config(path)
+            .context("--registry-auth")?,
+        None => Default::default(),
+    };
+    for host in args.allow_registry.iter().chain(&args.insecure_registry) {
+        if host.is_empty() || host.contains('/') || host.contains("://") {
+            anyhow::bail!("registry `{host}`: give a host or host:port, without scheme or path");
+        }
+    }
+    Ok(attune_engine::packs::oci::RegistryConfig {
+        allowed: args.allow_registry.clone(),
+        insecure: args.insecure_registry.clone(),
+        credentials,
+        ca_cert: args.ca_cert.clone(),
+        ..Default::default()
+    })
 }
 
 fn default_workers() -> usize {
@@ -129,6 +176,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             mcp_tools: args.mcp_tools.clone(),
             mcp_hosts: args.mcp_host.clone(),
             secure_cookies: false,
+            registries: std::sync::Arc::new(registries(&args)?),
         },
         pipeline: PipelineConfig {
             embedded_worker: args.workers > 0,

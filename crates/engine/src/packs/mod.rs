@@ -8,6 +8,7 @@
 
 pub mod archive;
 pub mod files;
+pub mod oci;
 pub mod sensors;
 pub mod workflows;
 
@@ -23,7 +24,8 @@ use crate::rules::save::{self, Mode};
 use crate::rules::{RuleInput, validate_rule};
 use attune_runtime::{LoadError, LoadedComponent, Runtime, cache};
 use attune_storage::{
-    Grants, NewAction, NewComponent, NewPack, Registered, RuleSpec, Storage, StorageError,
+    Grants, NewAction, NewComponent, NewPack, PackSource, Registered, RuleSpec, Storage,
+    StorageError,
 };
 
 /// Longest a component may take to compile before the upload is refused.
@@ -125,6 +127,8 @@ pub struct Upload {
     pub components: Vec<(String, Vec<u8>)>,
     /// `(file name, text)` of each workflow.
     pub workflows: Vec<(String, String)>,
+    /// The registry artifact it was pulled from; `None` for an upload.
+    pub source: Option<PackSource>,
 }
 
 impl Upload {
@@ -145,12 +149,18 @@ impl Upload {
             },
             components: vec![(file, bytes)],
             workflows: Vec::new(),
+            source: None,
         }
     }
 
     /// A pack from a `.tar.gz` holding `pack.toml`.
     pub fn from_archive(bytes: &[u8], max_unpacked: u64) -> Result<Self, PackError> {
-        let mut files = archive::unpack(bytes, max_unpacked)?;
+        Self::from_files(archive::unpack(bytes, max_unpacked)?)
+    }
+
+    /// A pack from its files by path (`pack.toml` among them), however they
+    /// arrived: an archive's entries or a registry artifact's layers.
+    pub fn from_files(mut files: archive::Files) -> Result<Self, PackError> {
         let manifest = files
             .remove("pack.toml")
             .ok_or_else(|| PackError::BadManifest("missing at the archive's top level".into()))?;
@@ -179,6 +189,7 @@ impl Upload {
             manifest,
             components,
             workflows,
+            source: None,
         })
     }
 }
@@ -351,6 +362,7 @@ pub async fn register(
         actions: actions.into_values().collect(),
         sensors,
         trigger_types,
+        source: upload.source.clone(),
     };
     let registered = storage.register_pack(&new).await?;
     // Rules are saved by `install`, through the one place that saves rules;

@@ -58,6 +58,17 @@ pub struct NewPack {
     pub sensors: Vec<NewSensor>,
     /// The trigger types its sensors emit.
     pub trigger_types: Vec<TriggerTypeRecord>,
+    /// The registry artifact it was pulled from; `None` for an upload.
+    pub source: Option<PackSource>,
+}
+
+/// Where a pack installed from an OCI registry came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackSource {
+    /// The reference as given: `oci://REGISTRY/REPO:TAG` or `…@sha256:…`.
+    pub reference: String,
+    /// Digest of the manifest that was pulled (`sha256:…`).
+    pub digest: String,
 }
 
 /// A sensor to register with its pack.
@@ -162,6 +173,22 @@ pub struct PackRecord {
     /// What it is granted.
     #[sqlx(json)]
     pub grants: Grants,
+    /// The reference it was installed by, for a pack pulled from a
+    /// registry ([`PackRecord::source`]).
+    #[serde(skip)]
+    pub oci_reference: Option<String>,
+    /// The manifest digest pulled with it.
+    #[serde(skip)]
+    pub oci_digest: Option<String>,
+}
+
+impl PackRecord {
+    /// The registry artifact it was installed from, if it was.
+    pub fn source(&self) -> Option<PackSource> {
+        let reference = self.oci_reference.clone()?;
+        let digest = self.oci_digest.clone()?;
+        Some(PackSource { reference, digest })
+    }
 }
 
 /// A registered action.
