@@ -18,7 +18,8 @@
 //! - [`scheduler`] — the background tasks: timers, leases, retention.
 //! - [`worker`] — the worker protocol, the one execution path, the embedded
 //!   worker.
-//! - [`packs`] — uploads: archives, manifests, validation, registration.
+//! - [`packs`] — uploads: archives, manifests, validation, registration;
+//!   packs pulled from OCI registries (`packs::oci`).
 //! - [`secrets`] — values sealed at rest, set by admins, never returned.
 //! - [`kv`] — packs' key-value state, for the embedded worker and the
 //!   worker API alike.

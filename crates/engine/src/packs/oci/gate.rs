@@ -42,6 +42,8 @@ pub enum Refusal {
     Address(String),
     /// The registry sent more than the pull's budget.
     TooLarge(String),
+    /// The destination could not be connected to.
+    Unreachable(String),
 }
 
 /// What may be reached: the loopback registries allowed over plain HTTP.
@@ -248,13 +250,17 @@ async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bod
     }
     let addrs = match shared.addresses(&host, port, plain).await {
         Ok(a) => a,
-        Err(Refusal::Address(why) | Refusal::TooLarge(why)) => {
+        Err(Refusal::Address(why) | Refusal::TooLarge(why) | Refusal::Unreachable(why)) => {
             return answer(StatusCode::FORBIDDEN, why);
         }
     };
     let upstream = match connect(&addrs, shared.policy.connect_timeout).await {
         Ok(s) => s,
-        Err(e) => return answer(StatusCode::BAD_GATEWAY, format!("{host}:{port}: {e}")),
+        Err(e) => {
+            let why = format!("{host}:{port}: {e}");
+            shared.refuse(Refusal::Unreachable(why.clone()));
+            return answer(StatusCode::BAD_GATEWAY, why);
+        }
     };
     if plain {
         forward(shared, req, upstream).await

@@ -17,12 +17,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciImageManifest};
+use oci_client::manifest::{
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE, OciImageManifest,
+};
 use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
 use super::{PackError, Upload};
 use attune_storage::PackSource;
+pub use oci_client::Client as RegistryClient;
 
 /// Why a pull or push failed.
 #[derive(Debug, thiserror::Error)]
@@ -187,33 +191,41 @@ fn failed(
     gate: Option<&gate::Gate>,
     what: &str,
 ) -> OciError {
-    match gate.and_then(gate::Gate::refusal) {
-        Some(gate::Refusal::Address(why)) => return OciError::NotAllowed(why),
-        Some(gate::Refusal::TooLarge(why)) => return OciError::TooLarge(why),
-        None => {}
+    if let Some(refusal) = gate.and_then(gate::Gate::refusal) {
+        return refused(refusal, what);
     }
-    use oci_client::errors::OciDistributionError as E;
-    let text = e.to_string();
+    use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
+    let unknown = |envelope: &oci_client::errors::OciEnvelope| {
+        envelope
+            .errors
+            .iter()
+            .any(|e| matches!(e.code, C::ManifestUnknown | C::NameUnknown | C::BlobUnknown))
+    };
     match e {
         E::ImageManifestNotFoundError(_) => {
             OciError::NotFound(format!("{what}: not found in the registry"))
         }
-        _ if [
-            "MANIFEST_UNKNOWN",
-            "NAME_UNKNOWN",
-            "BLOB_UNKNOWN",
-            "code: 404",
-        ]
-        .iter()
-        .any(|c| text.contains(c)) =>
-        {
+        E::RegistryError { envelope, .. } if unknown(&envelope) => {
+            OciError::NotFound(format!("{what}: not found in the registry"))
+        }
+        E::ServerError { code: 404, .. } => {
             OciError::NotFound(format!("{what}: not found in the registry"))
         }
         E::RequestError(e) => OciError::Registry(format!(
             "{what}: the registry could not be reached: {}",
             error_chain(&e)
         )),
-        _ => OciError::Registry(format!("{what}: {text}")),
+        other => OciError::Registry(format!("{what}: {other}")),
+    }
+}
+
+fn refused(refusal: gate::Refusal, what: &str) -> OciError {
+    match refusal {
+        gate::Refusal::Address(why) => OciError::NotAllowed(why),
+        gate::Refusal::TooLarge(why) => OciError::TooLarge(why),
+        gate::Refusal::Unreachable(why) => {
+            OciError::Registry(format!("{what}: the registry could not be reached: {why}"))
+        }
     }
 }
 
@@ -277,8 +289,16 @@ pub async fn pull(
         config.timeout,
     )?;
     let auth = config.credentials.for_registry(&registry);
+    // Indexes and Docker manifests are accepted too, to be named as what
+    // they are rather than answered as missing.
+    let accepted = [
+        OCI_IMAGE_MEDIA_TYPE,
+        OCI_IMAGE_INDEX_MEDIA_TYPE,
+        IMAGE_MANIFEST_MEDIA_TYPE,
+        IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    ];
     let (raw, _) = client
-        .pull_manifest_raw(&r.reference, &auth, &[OCI_IMAGE_MEDIA_TYPE])
+        .pull_manifest_raw(&r.reference, &auth, &accepted)
         .await
         .map_err(|e| failed(e, Some(&gate), text))?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&raw)));
@@ -289,21 +309,21 @@ pub async fn pull(
             "the manifest the registry sent is {digest}, not {wanted}"
         )));
     }
+    let kind: serde_json::Value = serde_json::from_slice(&raw)
+        .map_err(|e| OciError::Registry(format!("the manifest is not JSON: {e}")))?;
+    if let Some(other) = kind["mediaType"]
+        .as_str()
+        .filter(|m| *m != OCI_IMAGE_MEDIA_TYPE)
+    {
+        return Err(OciError::WrongMediaType(format!(
+            "the manifest is `{other}`, not `{OCI_IMAGE_MEDIA_TYPE}`"
+        )));
+    }
     let manifest: OciImageManifest = serde_json::from_slice(&raw).map_err(|e| {
         OciError::WrongMediaType(format!(
             "not an OCI image manifest ({OCI_IMAGE_MEDIA_TYPE}): {e}"
         ))
     })?;
-    if manifest
-        .media_type
-        .as_deref()
-        .is_some_and(|m| m != OCI_IMAGE_MEDIA_TYPE)
-    {
-        return Err(OciError::WrongMediaType(format!(
-            "the manifest is `{}`, not `{OCI_IMAGE_MEDIA_TYPE}`",
-            manifest.media_type.as_deref().unwrap_or_default()
-        )));
-    }
     let shape = layout::shape(&manifest)?;
     // Sizes are checked against the manifest before anything is fetched.
     let mut total: u64 = 0;
@@ -371,10 +391,7 @@ async fn fetch_layer(
             Ok(c) => c,
             Err(e) => {
                 if let Some(r) = gate.refusal() {
-                    return Err(match r {
-                        gate::Refusal::Address(w) => OciError::NotAllowed(w),
-                        gate::Refusal::TooLarge(w) => OciError::TooLarge(w),
-                    });
+                    return Err(refused(r, text));
                 }
                 // The client's own digest check fails the stream too.
                 return Err(if e.to_string().to_ascii_lowercase().contains("digest") {
@@ -404,8 +421,6 @@ pub async fn push(
     auth: &oci_client::secrets::RegistryAuth,
     artifact: layout::Artifact,
 ) -> Result<String, OciError> {
-    let raw =
-        serde_json::to_vec(&artifact.manifest).map_err(|e| OciError::Registry(e.to_string()))?;
     client
         .push(
             &reference.reference,
@@ -416,7 +431,11 @@ pub async fn push(
         )
         .await
         .map_err(|e| failed(e, None, &reference.text))?;
-    Ok(format!("sha256:{}", hex::encode(Sha256::digest(&raw))))
+    // The registry's digest of the manifest as the client serialized it.
+    client
+        .fetch_manifest_digest(&reference.reference, auth)
+        .await
+        .map_err(|e| failed(e, None, &reference.text))
 }
 
 /// What a registry says now about an installed pack's reference.
