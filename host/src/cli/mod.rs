@@ -15,6 +15,7 @@ mod event;
 mod execution;
 mod local;
 mod login;
+mod oci;
 mod output;
 mod pack;
 mod params;

@@ -1,4 +1,5 @@
-//! `attune pack upload|list|show|grant`: packs on a server.
+//! `attune pack upload|install|push|outdated|list|show|grant`: packs on a
+//! server, and in OCI registries (`oci.rs`).
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::client::ClientArgs;
+use super::oci::{self, RegistryArgs};
 use super::output::{print_json, table};
 use crate::client::{Body, query};
 
@@ -23,6 +25,37 @@ pub enum PackCommand {
         /// Pack version, for a single component.
         #[arg(long)]
         version: Option<String>,
+    },
+    /// Install a pack from an OCI registry (admin): the server pulls
+    /// `oci://REGISTRY/REPO:TAG` (or `@sha256:DIGEST`) from a registry it
+    /// allows (`attune serve --allow-registry`), checks every layer against
+    /// the manifest, and registers it as an upload.
+    Install {
+        /// `oci://REGISTRY/REPO:TAG` or `oci://REGISTRY/REPO@sha256:DIGEST`.
+        reference: String,
+    },
+    /// Publish a pack to an OCI registry from this machine: a component
+    /// (`.wasm`, with --version) as a standard Wasm OCI artifact, or a pack
+    /// directory or `.tar.gz` with one layer per file.
+    Push {
+        /// A `.wasm` component, a pack directory, or a `.tar.gz` pack.
+        path: PathBuf,
+        /// `oci://REGISTRY/REPO:TAG`.
+        reference: String,
+        /// Pack name, for a single component (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// Pack version, for a single component.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Compare the packs installed from registries with what the registries
+    /// hold now: a new digest behind the installed tag, or newer version tags.
+    Outdated {
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// List packs.
     List,
@@ -47,8 +80,76 @@ pub enum PackCommand {
 }
 
 pub(super) async fn run(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<i32> {
+    if let PackCommand::Push {
+        path,
+        reference,
+        name,
+        version,
+        registry,
+    } = cmd
+    {
+        let ca = args.ca_cert.as_deref();
+        let v = oci::push(&path, &reference, name, version, &registry, ca).await?;
+        if args.json {
+            print_json(&v);
+        } else {
+            println!(
+                "pushed {reference} {}",
+                v["digest"].as_str().unwrap_or_default()
+            );
+        }
+        return Ok(0);
+    }
     let client = args.client()?;
     let out = match cmd {
+        PackCommand::Push { .. } => unreachable!("pushed above"),
+        PackCommand::Install { reference } => {
+            let v = client.post("/packs", json!({"oci": reference})).await?;
+            if !args.json {
+                println!(
+                    "{} {} {} from {reference} ({})",
+                    v["outcome"].as_str().unwrap_or_default(),
+                    v["pack"]["name"].as_str().unwrap_or_default(),
+                    v["pack"]["version"].as_str().unwrap_or_default(),
+                    v["pack"]["source"]["digest"].as_str().unwrap_or_default(),
+                );
+                return Ok(0);
+            }
+            v
+        }
+        PackCommand::Outdated { registry } => {
+            let mut packs = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let path = match &after {
+                    Some(a) => format!("/packs?limit=500&{}", query([("after", a.as_str())])),
+                    None => "/packs?limit=500".to_string(),
+                };
+                let page = client.get(&path).await?;
+                packs.extend(page["items"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_str() {
+                    Some(n) => after = Some(n.to_string()),
+                    None => break,
+                }
+            }
+            let rows = oci::outdated(&packs, &registry, args.ca_cert.as_deref()).await?;
+            let rows = serde_json::Value::Array(rows);
+            if !args.json {
+                table(
+                    &rows,
+                    &[
+                        "pack",
+                        "version",
+                        "reference",
+                        "digest",
+                        "status",
+                        "newer_tags",
+                    ],
+                );
+                return Ok(0);
+            }
+            rows
+        }
         PackCommand::Upload {
             file,
             name,
