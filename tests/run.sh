@@ -4,8 +4,10 @@
 # formatting and lints on the host and guest workspaces, then runs all tests
 # (which build the Python and JavaScript examples in actions/, installing
 # componentize-py and componentize-js on first use, start a private
-# PostgreSQL for the outage test, and drive the console in headless Chromium,
-# installed here when missing), then fuzzes the API with schemathesis.
+# PostgreSQL for the outage test, drive the console in headless Chromium,
+# installed here when missing, and start private OCI registries from
+# Debian's docker-registry, installed here too, with the `oras` Python
+# client in a venv), then fuzzes the API with schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,6 +50,24 @@ if ! command -v chromedriver >/dev/null || ! { command -v chromium >/dev/null ||
     fi
 fi
 chromedriver --version
+
+step "docker-registry (an OCI registry the registry tests start on loopback) and the oras client"
+if [ ! -x /usr/bin/docker-registry ]; then
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry
+    else
+        echo "install docker-registry first" >&2
+        exit 1
+    fi
+fi
+# The tests start the binary themselves, each on a free port with its own
+# storage; the package's service is neither needed nor used.
+ORAS_VERSION=0.2.43
+ORAS_VENV="${CARGO_TARGET_DIR:-target}/oras-venv"
+if ! "$ORAS_VENV/bin/python" -c "import oras" 2>/dev/null; then
+    python3 -m venv "$ORAS_VENV"
+    "$ORAS_VENV/bin/pip" install --quiet --disable-pip-version-check "oras==$ORAS_VERSION"
+fi
 
 step "format"
 cargo fmt --all --check

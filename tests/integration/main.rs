@@ -7,6 +7,7 @@ mod kv;
 mod loading;
 mod mapping;
 mod mcp;
+mod oci;
 mod outbound;
 mod pipeline;
 mod sandbox;

@@ -2,7 +2,10 @@
 //! process, the guest components built from `actions/`, and shortcuts to run
 //! an action and look at its outcome.
 
+mod registry;
 mod server;
+
+pub use registry::{REGISTRY_BIN, Registry};
 
 pub use server::{
     Backend, PipelineConfig, Reply, TestServer, tar_gz, tar_gz_with_symlink, wait_for, webhook_rule,
