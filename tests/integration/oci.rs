@@ -430,3 +430,53 @@ async fn another_client_pulls_what_attune_pushed_and_attune_installs_what_it_pus
     );
     s.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_reports_a_moved_tag_and_newer_tags_and_the_api_describes_the_request() {
+    use attune_engine::packs::oci::{self, OciRef};
+    let registry = Registry::start().await;
+    let first = registry.reference("acme/tools:1.0.0");
+    let installed = registry
+        .push(&first, layout::pack(pack_files("1.0.0")).unwrap())
+        .await;
+    let client = oci::client(
+        vec![registry.host.clone()],
+        None,
+        None,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    let auth = Credentials::default().for_registry(&registry.host);
+    let r = OciRef::parse(&first).unwrap();
+    let now = oci::remote(&client, &r, &auth).await.unwrap();
+    assert_eq!(now.digest.as_deref(), Some(installed.as_str()));
+    assert!(now.newer_tags.is_empty());
+    // A newer version, and the installed tag moved to other content.
+    registry
+        .push(
+            &registry.reference("acme/tools:1.1.0"),
+            layout::pack(pack_files("1.1.0")).unwrap(),
+        )
+        .await;
+    let mut moved = pack_files("1.0.0");
+    moved.insert(
+        "workflows/greet.yaml".into(),
+        WORKFLOW.replace("Greets", "Greets again").into_bytes(),
+    );
+    registry.push(&first, layout::pack(moved).unwrap()).await;
+    let later = oci::remote(&client, &r, &auth).await.unwrap();
+    assert!(later.digest.is_some_and(|d| d != installed));
+    assert_eq!(later.newer_tags, ["1.1.0"]);
+
+    let s = server_for(Backend::Sqlite, &registry).await;
+    let doc = s.get("/api/v1/openapi.json").await.body;
+    let body = &doc["paths"]["/api/v1/packs"]["post"]["requestBody"]["content"];
+    assert!(
+        body["application/json"]["schema"]
+            .to_string()
+            .contains("InstallFromRegistry"),
+        "{body}"
+    );
+    assert!(doc["components"]["schemas"]["PackView"]["properties"]["source"].is_object());
+    s.finish().await;
+}

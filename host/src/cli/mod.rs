@@ -64,7 +64,7 @@ pub enum Command {
     #[command(subcommand)]
     Action(action::ActionCommand),
     /// Upload, list and show packs on a server, and grant them outbound HTTP
-    /// and secrets.
+    /// and secrets; push packs to OCI registries and install them from there.
     Pack {
         #[command(subcommand)]
         command: pack::PackCommand,

@@ -106,6 +106,8 @@ pub(super) async fn push(
 
 /// `attune pack outdated`: for each pack installed from a registry, what
 /// the registry holds now.
+///
+/// Rows as `--json` prints them; [`table_rows`] shortens them for a table.
 pub(super) async fn outdated(
     packs: &[Value],
     registry: &RegistryArgs,
@@ -131,18 +133,37 @@ pub(super) async fn outdated(
                     (false, false) => "newer tags",
                     (false, true) => "up to date",
                 };
-                (status.to_string(), remote.newer_tags.join(", "))
+                (status.to_string(), remote.newer_tags)
             }
-            Err(e) => (format!("unknown: {e}"), String::new()),
+            Err(e) => (format!("unknown: {e}"), Vec::new()),
         };
         rows.push(json!({
             "pack": pack["name"],
             "version": pack["version"],
             "reference": reference,
-            "digest": installed.get(..19).unwrap_or(installed),
+            "digest": installed,
             "status": status,
             "newer_tags": newer,
         }));
     }
     Ok(rows)
+}
+
+/// The rows of [`outdated`] for a table: digests shortened, tags joined.
+pub(super) fn table_rows(rows: &[Value]) -> Value {
+    rows.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            let digest = r["digest"].as_str().unwrap_or_default();
+            r["digest"] = json!(digest.get(..19).unwrap_or(digest));
+            let tags: Vec<&str> = r["newer_tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            r["newer_tags"] = json!(tags.join(", "));
+            r
+        })
+        .collect()
 }

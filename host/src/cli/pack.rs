@@ -133,10 +133,9 @@ pub(super) async fn run(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<i
                 }
             }
             let rows = oci::outdated(&packs, &registry, args.ca_cert.as_deref()).await?;
-            let rows = serde_json::Value::Array(rows);
             if !args.json {
                 table(
-                    &rows,
+                    &oci::table_rows(&rows),
                     &[
                         "pack",
                         "version",
@@ -148,7 +147,7 @@ pub(super) async fn run(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<i
                 );
                 return Ok(0);
             }
-            rows
+            serde_json::Value::Array(rows)
         }
         PackCommand::Upload {
             file,
