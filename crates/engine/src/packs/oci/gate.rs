@@ -210,6 +210,12 @@ impl Gate {
         format!("http://attune:{}@{}", self.shared.password, self.addr)
     }
 
+    /// `text` without the gate's password (an error about the proxy may
+    /// quote its URL).
+    pub fn scrub(&self, text: &str) -> String {
+        text.replace(&self.shared.password, "…")
+    }
+
     /// The first refusal, if the gate refused anything.
     pub fn refusal(&self) -> Option<Refusal> {
         self.shared

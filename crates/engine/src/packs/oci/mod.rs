@@ -194,6 +194,15 @@ fn failed(
     if let Some(refusal) = gate.and_then(gate::Gate::refusal) {
         return refused(refusal, what);
     }
+    let scrubbed = |e: OciError| match (gate, e) {
+        (Some(g), OciError::Registry(m)) => OciError::Registry(g.scrub(&m)),
+        (_, e) => e,
+    };
+    scrubbed(classify(e, what))
+}
+
+/// What a registry client error means.
+fn classify(e: oci_client::errors::OciDistributionError, what: &str) -> OciError {
     use oci_client::errors::{OciDistributionError as E, OciErrorCode as C};
     let unknown = |envelope: &oci_client::errors::OciEnvelope| {
         envelope
@@ -397,7 +406,9 @@ async fn fetch_layer(
                 return Err(if e.to_string().to_ascii_lowercase().contains("digest") {
                     mismatch()
                 } else {
-                    OciError::Registry(format!("{text}: reading layer {}: {e}", layer.digest))
+                    OciError::Registry(
+                        gate.scrub(&format!("{text}: reading layer {}: {e}", layer.digest)),
+                    )
                 });
             }
         };
