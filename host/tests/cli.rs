@@ -11,6 +11,8 @@ mod common;
 mod local;
 #[path = "cli/memory.rs"]
 mod memory;
+#[path = "cli/registry.rs"]
+mod registry;
 #[path = "cli/remote.rs"]
 mod remote;
 
