@@ -417,6 +417,71 @@ mod tests {
         );
     }
 
+    /// Sends `CONNECT target` through the gate with `password`; the
+    /// stream and the status line.
+    async fn connect_through(
+        gate: &Gate,
+        target: &str,
+        password: &str,
+    ) -> (tokio::net::TcpStream, String) {
+        let mut s = tokio::net::TcpStream::connect(gate.addr).await.unwrap();
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("attune:{password}"));
+        let head = format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        while !buf.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if s.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            buf.push(byte[0]);
+        }
+        let text = String::from_utf8_lossy(&buf).to_string();
+        (s, text.lines().next().unwrap_or_default().to_string())
+    }
+
+    #[tokio::test]
+    async fn tunnels_only_with_the_password_and_only_within_the_budget() {
+        let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let (mut r, mut w) = c.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        let gate = Gate::open(Policy {
+            insecure: vec![target.clone()],
+            budget: 8,
+            connect_timeout: Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+        let (_, status) = connect_through(&gate, &target, "wrong").await;
+        assert!(status.contains("407"), "{status}");
+        let (_, status) = connect_through(&gate, "10.0.0.1:443", &gate.shared.password).await;
+        assert!(status.contains("403"), "{status}");
+        let (mut s, status) = connect_through(&gate, &target, &gate.shared.password).await;
+        assert!(status.contains("200"), "{status}");
+        s.write_all(b"12345").await.unwrap();
+        let mut got = [0u8; 5];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"12345");
+        // Past the budget the tunnel closes.
+        s.write_all(b"6789abcdef").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await;
+        assert!(rest.len() <= 3, "{rest:?}");
+        assert!(matches!(
+            gate.refusal(),
+            Some(Refusal::Address(_)) | Some(Refusal::TooLarge(_))
+        ));
+    }
+
     #[test]
     fn spending_past_the_budget_is_refused() {
         let s = shared(&[]);
