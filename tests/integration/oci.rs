@@ -110,6 +110,52 @@ on_both_backends! {
     }
 }
 
+/// An artifact names its pack: one from another repository, or any over
+/// an uploaded pack, must not silently take over the name its rules call
+/// (nor roll it back to an older version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pulled_pack_does_not_take_over_a_pack_installed_from_elsewhere() {
+    let registry = Registry::start().await;
+    let s = server_for(Backend::Sqlite, &registry).await;
+    let mine = registry.reference("acme/tools:1.0.0");
+    registry
+        .push(&mine, layout::pack(pack_files("1.0.0")).unwrap())
+        .await;
+    assert_eq!(
+        install(&s, &mine, &s.admin).await.status,
+        StatusCode::CREATED
+    );
+    // Another repository whose pack.toml also says `name = "tools"`.
+    let other = registry.reference("evil/net-tools:9.0.0");
+    registry
+        .push(&other, layout::pack(pack_files("9.0.0")).unwrap())
+        .await;
+    let r = install(&s, &other, &s.admin).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(message(&r).contains("replace"), "{}", r.body);
+    let shown = s.get("/api/v1/packs/tools").await.body;
+    assert_eq!(shown["version"], "1.0.0");
+    assert_eq!(shown["source"]["reference"], mine);
+    // Its own repository still upgrades it, and the admin may swap origins.
+    let next = registry.reference("acme/tools:1.1.0");
+    registry
+        .push(&next, layout::pack(pack_files("1.1.0")).unwrap())
+        .await;
+    assert_eq!(
+        install(&s, &next, &s.admin).await.status,
+        StatusCode::CREATED
+    );
+    let r = s
+        .send(
+            s.request(reqwest::Method::POST, "/api/v1/packs", Some(&s.admin))
+                .json(&json!({"oci": other, "replace": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(s.get("/api/v1/packs/tools").await.body["version"], "9.0.0");
+    s.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_blob_is_refused_and_nothing_is_registered() {
     let registry = Registry::start().await;

@@ -43,6 +43,10 @@ pub struct InstallFromRegistry {
     /// `oci://REGISTRY/REPO:TAG` or `oci://REGISTRY/REPO@sha256:DIGEST`.
     #[schema(example = "oci://ghcr.io/acme/net-tools:1.2.0")]
     pub oci: String,
+    /// Replace a pack of the same name installed from another repository
+    /// or uploaded (without it, that is a 409).
+    #[serde(default)]
+    pub replace: bool,
 }
 
 /// What an upload registered.
@@ -80,7 +84,7 @@ pub struct UploadResult {
         (status = 401, body = ErrorBody),
         (status = 403, description = "Not an admin, or the registry or an address it leads to is not allowed", body = ErrorBody),
         (status = 404, description = "The registry has no such repository, tag or digest", body = ErrorBody),
-        (status = 409, description = "Same name and version, different content", body = ErrorBody),
+        (status = 409, description = "Same name and version, different content; or an artifact naming a pack installed from elsewhere, without `replace`", body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 422, description = "A component or rule is invalid, or the artifact is not a pack", body = ErrorBody),
         (status = 502, description = "The registry failed, could not be reached, or sent content that does not match its digest", body = ErrorBody),
@@ -164,9 +168,11 @@ async fn upload(
                 max_layer: limit as u64,
                 max_total: (limit as u64).saturating_mul(4),
             };
-            oci::pull(&state.config.registries, &input.oci, limits)
+            let upload = oci::pull(&state.config.registries, &input.oci, limits)
                 .await
-                .map_err(oci_error)?
+                .map_err(oci_error)?;
+            oci::check_origin(&state, &upload, input.replace).await?;
+            upload
         }
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(

@@ -69,7 +69,7 @@ pub fn unpack(bytes: &[u8], max_unpacked: u64) -> Result<Files, PackError> {
 }
 
 /// `./a/b.wasm` → `a/b.wasm`; `None` for absolute paths or any `..`.
-fn normalize(path: &Path) -> Option<String> {
+pub(crate) fn normalize(path: &Path) -> Option<String> {
     let mut parts = Vec::new();
     for c in path.components() {
         match c {

@@ -35,6 +35,9 @@ pub const PACK_ARTIFACT: &str = "application/vnd.attune.pack.v1";
 /// The empty config of an artifact that needs none.
 pub const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
 
+/// Most files (layers) a pack artifact may hold.
+pub const MAX_LAYERS: usize = 256;
+
 /// The annotation naming a layer's file, or the artifact's title.
 pub const TITLE: &str = "org.opencontainers.image.title";
 /// The annotation holding the version.
@@ -147,6 +150,7 @@ pub fn pack(mut files: archive::Files) -> Result<Artifact, String> {
 }
 
 /// Which layers an install reads, and as what.
+#[derive(Debug)]
 pub enum Shape {
     /// One component: its layer.
     Single,
@@ -182,15 +186,39 @@ pub fn shape(manifest: &OciImageManifest) -> Result<Shape, OciError> {
             manifest.config.media_type
         ));
     }
+    if manifest.layers.len() > MAX_LAYERS {
+        return wrong(format!(
+            "{} layers: a pack has at most {MAX_LAYERS} files",
+            manifest.layers.len()
+        ));
+    }
+    let mut paths = std::collections::BTreeSet::new();
     for l in &manifest.layers {
         if ![PACK_MANIFEST, WASM_LAYER, PACK_WORKFLOW].contains(&l.media_type.as_str()) {
             return wrong(format!("a layer of a pack is `{}`", l.media_type));
         }
-        if title(&l.annotations).is_none() {
+        let Some(name) = title(&l.annotations) else {
             return wrong(format!(
                 "layer {} has no `{TITLE}` annotation naming its file",
                 l.digest
             ));
+        };
+        // Judged before anything is fetched: a path that leaves the pack
+        // (`../x`, `/etc/x`) or names a file twice is refused, as in an
+        // archive.
+        let path = if l.media_type == PACK_MANIFEST {
+            Some("pack.toml".to_string())
+        } else {
+            archive::normalize(std::path::Path::new(name))
+        };
+        let Some(path) = path else {
+            return wrong(format!(
+                "layer {} names `{name}`, outside the pack",
+                l.digest
+            ));
+        };
+        if !paths.insert(path.clone()) {
+            return wrong(format!("two layers are `{path}`"));
         }
     }
     Ok(Shape::Pack)
@@ -236,9 +264,8 @@ pub fn upload(
                     "pack.toml".to_string()
                 } else {
                     title(&l.annotations)
+                        .and_then(|t| archive::normalize(std::path::Path::new(t)))
                         .unwrap_or_default()
-                        .trim_start_matches("./")
-                        .to_string()
                 };
                 if files.insert(path.clone(), bytes).is_some() {
                     return Err(OciError::WrongMediaType(format!("two layers are `{path}`")));
@@ -296,6 +323,40 @@ mod tests {
         assert!(matches!(shape(&a.manifest), Ok(Shape::Pack)));
         files.remove("a.wasm");
         assert!(pack(files).err().unwrap().contains("a.wasm"));
+    }
+
+    #[test]
+    fn a_pack_whose_titles_leave_it_repeat_or_abound_is_refused_before_any_fetch() {
+        let toml = "name = \"p\"\nversion = \"1\"\ncomponents = [\"a.wasm\"]\n";
+        let files = archive::Files::from([
+            ("pack.toml".to_string(), toml.as_bytes().to_vec()),
+            ("a.wasm".to_string(), b"\0asm".to_vec()),
+        ]);
+        let good = pack(files).unwrap().manifest;
+        let titled = |t: &str| {
+            let mut m = good.clone();
+            m.layers[1]
+                .annotations
+                .get_or_insert_default()
+                .insert(TITLE.into(), t.into());
+            m
+        };
+        for bad in ["../../etc/x", "/etc/passwd", "a/../../x"] {
+            let refused = shape(&titled(bad));
+            assert!(
+                matches!(&refused, Err(OciError::WrongMediaType(m)) if m.contains("outside")),
+                "{bad}: {refused:?}"
+            );
+        }
+        assert!(matches!(shape(&titled("./a.wasm")), Ok(Shape::Pack)));
+        let mut twice = titled("a.wasm");
+        twice.layers.push(twice.layers[1].clone());
+        assert!(
+            matches!(shape(&twice), Err(OciError::WrongMediaType(m)) if m.contains("two layers"))
+        );
+        let mut many = good.clone();
+        many.layers = vec![good.layers[1].clone(); MAX_LAYERS + 1];
+        assert!(matches!(shape(&many), Err(OciError::WrongMediaType(m)) if m.contains("at most")));
     }
 
     #[test]

@@ -25,6 +25,7 @@ use oci_client::{Client, Reference};
 use sha2::{Digest, Sha256};
 
 use super::{PackError, Upload};
+use crate::{Core, EngineError};
 use attune_storage::PackSource;
 pub use oci_client::Client as RegistryClient;
 
@@ -92,6 +93,15 @@ impl OciRef {
     pub fn registry(&self) -> &str {
         self.reference.registry()
     }
+
+    /// `REGISTRY/REPO`, without tag or digest.
+    pub fn repository(&self) -> String {
+        format!(
+            "{}/{}",
+            self.reference.registry().to_ascii_lowercase(),
+            self.reference.repository()
+        )
+    }
 }
 
 /// The registries a server pulls from, and how.
@@ -107,6 +117,8 @@ pub struct RegistryConfig {
     pub ca_cert: Option<std::path::PathBuf>,
     /// Longest to connect, and longest silence while reading.
     pub timeout: Duration,
+    /// Longest a whole pull may take, however steadily the registry sends.
+    pub deadline: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -117,6 +129,7 @@ impl Default for RegistryConfig {
             credentials: auth::Credentials::default(),
             ca_cert: None,
             timeout: Duration::from_secs(30),
+            deadline: Duration::from_secs(300),
         }
     }
 }
@@ -265,6 +278,53 @@ pub async fn pull(
     text: &str,
     limits: PullLimits,
 ) -> Result<Upload, OciError> {
+    tokio::time::timeout(config.deadline, pull_within(config, text, limits))
+        .await
+        .unwrap_or_else(|_| {
+            Err(OciError::Registry(format!(
+                "{text}: the registry took longer than {} s to send the pack",
+                config.deadline.as_secs()
+            )))
+        })
+}
+
+/// Refuses an artifact that would replace a pack of the same name
+/// installed from elsewhere (another repository, or an upload): a pack's
+/// name is its actions' refs, which rules call, and its grants. An
+/// artifact from the repository the pack came from upgrades it; `replace`
+/// says the admin means to swap its origin.
+pub async fn check_origin(core: &Core, upload: &Upload, replace: bool) -> Result<(), EngineError> {
+    let Some(new) = &upload.source else {
+        return Ok(());
+    };
+    if replace {
+        return Ok(());
+    }
+    let name = &upload.manifest.name;
+    let Some(old) = core.storage.get_pack(name).await? else {
+        return Ok(());
+    };
+    let repository = |reference: &str| OciRef::parse(reference).ok().map(|r| r.repository());
+    let from = old.source();
+    if let Some(from) = &from
+        && repository(&from.reference).is_some()
+        && repository(&from.reference) == repository(&new.reference)
+    {
+        return Ok(());
+    }
+    Err(EngineError::Conflict(format!(
+        "pack `{name}` is installed from {}, and the artifact at {} names the same pack; \
+         send \"replace\": true to replace it",
+        from.map_or_else(|| "an upload".to_string(), |f| f.reference),
+        new.reference
+    )))
+}
+
+async fn pull_within(
+    config: &RegistryConfig,
+    text: &str,
+    limits: PullLimits,
+) -> Result<Upload, OciError> {
     let r = OciRef::parse(text)?;
     let registry = r.registry().to_string();
     if !config.allows(&registry) {
@@ -272,12 +332,15 @@ pub async fn pull(
             "registry {registry} is not allowed on this server (--allow-registry)"
         )));
     }
+    // Only the registry pulled from is exempt from the address rules, not
+    // every insecure one: a redirect or token realm of this registry must
+    // not reach another loopback service.
     let gate = gate::Gate::open(gate::Policy {
-        insecure: config
-            .insecure
-            .iter()
-            .map(|s| s.to_ascii_lowercase())
-            .collect(),
+        insecure: if config.is_insecure(&registry) {
+            vec![registry.to_ascii_lowercase()]
+        } else {
+            Vec::new()
+        },
         budget: limits
             .max_total
             .saturating_add(limits.max_layer)
