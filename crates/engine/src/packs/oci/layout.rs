@@ -355,7 +355,8 @@ mod tests {
             matches!(shape(&twice), Err(OciError::WrongMediaType(m)) if m.contains("two layers"))
         );
         let mut many = good.clone();
-        many.layers = vec![good.layers[1].clone(); MAX_LAYERS + 1];
+        many.layers
+            .extend(vec![good.layers[1].clone(); MAX_LAYERS - 1]);
         assert!(matches!(shape(&many), Err(OciError::WrongMediaType(m)) if m.contains("at most")));
     }
 
