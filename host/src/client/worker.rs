@@ -183,15 +183,34 @@ pub async fn run_until(
             }
         });
     }
+    let mut claiming = tokio::spawn(claimer(
+        client.clone(),
+        id,
+        concurrency,
+        queue,
+        local.clone(),
+        cancels,
+    ));
     tokio::select! {
-        r = claimer(client.clone(), id, concurrency, queue, local.clone(), cancels) => return r,
+        r = &mut claiming => return r.map_err(|e| anyhow::anyhow!("the claimer failed: {e}"))?,
         Some(Err(e)) = tasks.join_next() => return Err(anyhow::anyhow!("a worker task failed: {e}")),
         Some(Ok(Err(e))) = slots.join_next() => return Err(e),
         () = stop => {}
     }
+    // Begin nothing more. A claim the server may already have answered is
+    // read, not dropped, so what it returns is handed back below instead
+    // of waiting out its lease; a long-poll still waiting for work is
+    // abandoned after a moment.
+    local.stopping.store(true, Ordering::SeqCst);
+    local.taken.notify_one();
+    if tokio::time::timeout(CLAIM_GRACE, &mut claiming)
+        .await
+        .is_err()
+    {
+        claiming.abort();
+    }
     // The claimer (and the queue's sender) is gone: the slots finish what
     // they began, set aside what is still queued, and end.
-    local.stopping.store(true, Ordering::SeqCst);
     let deadline = tokio::time::Instant::now() + drain;
     let ended = tokio::time::timeout_at(deadline, async {
         while slots.join_next().await.is_some() {}
@@ -224,6 +243,9 @@ pub async fn run_until(
     Ok(())
 }
 
+/// How long a clean stop waits for a claim request in flight.
+const CLAIM_GRACE: Duration = Duration::from_secs(2);
+
 /// What the claimer and the slots share.
 #[derive(Default)]
 struct Local {
@@ -250,6 +272,9 @@ async fn claimer(
     cancels: Cancels,
 ) -> anyhow::Result<()> {
     loop {
+        if local.stopping.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         let taken = local.taken.notified();
         tokio::pin!(taken);
         taken.as_mut().enable();
@@ -271,6 +296,10 @@ async fn claimer(
             }
         };
         for a in claimed {
+            if local.stopping.load(Ordering::SeqCst) {
+                lock(&local.handed_back).push(a.id);
+                continue;
+            }
             let (tx, rx) = oneshot::channel();
             lock(&cancels).insert(a.id, tx);
             local.queued.fetch_add(1, Ordering::SeqCst);
