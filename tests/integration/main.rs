@@ -10,6 +10,7 @@ mod mcp;
 mod oci;
 mod outbound;
 mod pipeline;
+mod policies;
 mod sandbox;
 mod secrets;
 mod security;

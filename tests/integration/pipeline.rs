@@ -458,7 +458,13 @@ on_both_backends! {
         runs.extend((0..3).map(|_| needs(&[])));
         runs.push(needs(&["wasi:cli/environment"]));
         runs.push(needs(&["wasi:cli/environment", "wasi:http/outgoing-handler"]));
-        let queued = storage.insert_executions(&runs).await.unwrap();
+        let queued: Vec<_> = storage
+            .insert_executions(&runs)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         let servable: Vec<i64> = queued[20..24].iter().map(|e| e.id).collect();
         let caps = ["wasi:cli/environment".to_string()];
         // The oldest it can serve, in order, past the twenty it cannot.
@@ -514,7 +520,13 @@ on_both_backends! {
             capabilities: vec!["wasi:http/outgoing-handler".into()],
             ..attune_storage::NewExecution::of("core.echo", json!({"message": "full"}), vec![])
         };
-        let runs = storage.insert_executions(&[plain.clone(), full, plain]).await.unwrap();
+        let runs: Vec<_> = storage
+            .insert_executions(&[plain.clone(), full, plain])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(runs.len(), 3);
         assert!(runs[0].id < runs[1].id && runs[1].id < runs[2].id, "in the order given");
         for e in &runs {

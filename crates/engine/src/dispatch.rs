@@ -23,6 +23,9 @@ pub struct Dispatch {
     pub finished: Notify,
     /// Packs (and so the actions) changed: an upload, upgrade or deletion.
     pub packs_changed: Notify,
+    /// An execution a policy limited ended or was cancelled: a waiting one
+    /// may go through.
+    pub gates: Notify,
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
     live: Mutex<HashMap<i64, LiveOutput>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,

@@ -76,6 +76,8 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
     }
     let workflow = record.workflow.is_some();
     let served = workflow || super::worker::served(core, &record.capabilities).await?;
+    let gates = super::policies::gates(&record, None, &run.params, false)
+        .map_err(|e| EngineError::invalid("a policy's key could not be rendered", "", vec![e]))?;
     let new = NewExecution {
         workflow,
         status_reason: (!served).then(|| {
@@ -88,6 +90,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         timeout_ms,
         source: run.source,
         depth: run.depth,
+        gates,
         ..NewExecution::of(&record.r#ref, run.params, record.capabilities.clone())
     };
     core.ingest.run(core, new).await
@@ -106,6 +109,10 @@ pub async fn finish(
     // Only a workflow's task or a sensor's poll is waited for.
     if finished.awaited {
         core.dispatch.finished.notify_one();
+    }
+    // A slot freed: a waiting execution may go through.
+    if finished.gated {
+        core.dispatch.gates.notify_one();
     }
     if recorded.iter().any(|r| *r) {
         let ended: Vec<i64> = items
@@ -176,8 +183,9 @@ pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError
         core.dispatch.cancel(id);
     }
     // A workflow's conductor cancels its tasks; a cancelled task is taken
-    // in by its workflow.
+    // in by its workflow; a slot a policy held may be free.
     core.dispatch.finished.notify_one();
+    core.dispatch.gates.notify_one();
     if e.status == ExecutionStatus::Cancelled {
         announce(core, &[e.id]).await;
     }

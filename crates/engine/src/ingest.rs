@@ -20,8 +20,8 @@ use super::Core;
 use super::error::EngineError;
 use super::rules::evaluate::plan;
 use attune_storage::{
-    EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, Refusal, RuleRecord,
-    StorageError,
+    Dropped, EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, Refusal,
+    RuleRecord, StorageError,
 };
 
 /// Entries written together at most.
@@ -109,8 +109,8 @@ impl From<Failure> for EngineError {
 enum Entry {
     Event(IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>),
     Run(
-        NewExecution,
-        oneshot::Sender<Result<ExecutionRecord, Failure>>,
+        Box<NewExecution>,
+        oneshot::Sender<Result<Result<ExecutionRecord, Dropped>, Failure>>,
     ),
 }
 
@@ -146,8 +146,11 @@ impl Ingest {
         run: NewExecution,
     ) -> Result<ExecutionRecord, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.send(core, Entry::Run(run, reply))?;
-        Ok(answer.await.map_err(|_| stopping())??)
+        self.send(core, Entry::Run(Box::new(run), reply))?;
+        answer
+            .await
+            .map_err(|_| stopping())??
+            .map_err(|d| EngineError::Conflict(format!("not created: {}", d.reason)))
     }
 }
 
@@ -172,12 +175,13 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
             woke |= record(&core, events).await;
         }
         if !runs.is_empty() {
-            let new: Vec<NewExecution> = runs.iter().map(|(r, _)| r.clone()).collect();
+            let new: Vec<NewExecution> = runs.iter().map(|(r, _)| (**r).clone()).collect();
             match core.storage.insert_executions(&new).await {
                 Ok(records) => {
                     core.metrics
                         .executions_requested
-                        .inc_by(records.len() as u64);
+                        .inc_by(records.iter().filter(|r| r.is_ok()).count() as u64);
+                    crate::policies::queued(&core, records.iter().flatten());
                     for ((_, reply), record) in runs.into_iter().zip(records) {
                         let _ = reply.send(Ok(record));
                     }
@@ -276,6 +280,7 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
         .executions_requested
         .inc_by(queued.len() as u64);
     let woke = !queued.is_empty();
+    crate::policies::queued(core, queued.iter().map(|(_, e)| e));
     let mut by_event: HashMap<i64, Vec<ExecutionRecord>> = HashMap::new();
     for (event, execution) in queued {
         by_event.entry(event).or_default().push(execution);
@@ -377,13 +382,15 @@ async fn enforce(
 ) -> Result<usize, EngineError> {
     let items = plan_all(core, records, audiences).await?;
     let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
-    let queued = core
+    let queued: Vec<ExecutionRecord> = core
         .storage
         .enforce_many(&items, &ids)
         .await?
         .into_iter()
         .flatten()
-        .count();
+        .collect();
+    crate::policies::queued(core, &queued);
+    let queued = queued.len();
     core.metrics.executions_requested.inc_by(queued as u64);
     Ok(queued)
 }

@@ -45,6 +45,7 @@ pub mod kv;
 pub mod metrics;
 pub mod output;
 pub mod packs;
+pub mod policies;
 pub mod records;
 pub mod rules;
 pub mod scheduler;

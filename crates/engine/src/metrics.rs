@@ -36,6 +36,13 @@ pub struct ActionLabels {
     pub action: String,
 }
 
+/// Labels of a policy measure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// The policy's name (`ops.deploy#1`, `rule:ops.on_push#1`).
+    pub policy: String,
+}
+
 /// 100 µs to ~26 s in 19 doubling steps.
 fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
@@ -73,6 +80,16 @@ pub struct Metrics {
     pub claims_per_batch: Histogram,
     /// Executions claimed by this node's embedded worker and not yet begun.
     pub queue_depth: Gauge,
+    /// Executions holding a policy's slot, by policy (read per scrape).
+    pub policy_running: Family<PolicyLabels, Gauge>,
+    /// Executions waiting for a policy, by policy (read per scrape).
+    pub policy_waiting: Family<PolicyLabels, Gauge>,
+    /// Executions a policy cancelled on this node.
+    pub policy_cancelled: Family<PolicyLabels, Counter>,
+    /// Executions a policy refused to create on this node.
+    pub policy_dropped: Family<PolicyLabels, Counter>,
+    /// Policies whose gauges were set, to zero them when they go.
+    pub policies_seen: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Default for Metrics {
@@ -91,6 +108,11 @@ impl Default for Metrics {
             run_seconds: Family::new_with_constructor(latency),
             claims_per_batch: batch_sizes(),
             queue_depth: Gauge::default(),
+            policy_running: Family::default(),
+            policy_waiting: Family::default(),
+            policy_cancelled: Family::default(),
+            policy_dropped: Family::default(),
+            policies_seen: Default::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -152,6 +174,26 @@ impl Default for Metrics {
             "embedded_queue_depth",
             "Executions the embedded worker claimed and has not begun",
             m.queue_depth.clone(),
+        );
+        registry.register(
+            "policy_running",
+            "Executions holding a policy's slot (queued for a worker, claimed or running), by policy",
+            m.policy_running.clone(),
+        );
+        registry.register(
+            "policy_waiting",
+            "Executions delayed by a policy, by policy",
+            m.policy_waiting.clone(),
+        );
+        registry.register(
+            "policy_cancelled",
+            "Executions a policy cancelled (on_limit = cancel), by policy",
+            m.policy_cancelled.clone(),
+        );
+        registry.register(
+            "policy_dropped",
+            "Executions a policy refused to create (on_limit = drop), by policy",
+            m.policy_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -53,6 +53,7 @@ pub async fn start(core: &Core, config: PipelineConfig) -> anyhow::Result<Pipeli
     dispatch.spawn(reaper_task(core.clone(), config.clone()));
     dispatch.spawn(reconcile_task(core.clone()));
     dispatch.spawn(super::workflows::conductor_task(core.clone()));
+    dispatch.spawn(super::policies::admission_task(core.clone()));
     if let Some(retention) = config.retention {
         dispatch.spawn(retention_task(core.clone(), retention));
     }
@@ -198,6 +199,7 @@ async fn reaper_task(core: Core, config: PipelineConfig) {
                 );
                 core.dispatch.work_queued(&core.storage).await;
                 core.dispatch.finished.notify_one();
+                core.dispatch.gates.notify_one();
                 crate::executions::announce(&core, &r.abandoned_ids).await;
             }
             Ok(_) => {}

@@ -72,6 +72,9 @@ pub struct FinishedMany {
     pub recorded: Vec<bool>,
     /// Whether a recorded one is awaited: a workflow's task or a sensor's poll.
     pub awaited: bool,
+    /// Whether a recorded one held a policy's slot (an admission pass may
+    /// now let another through).
+    pub gated: bool,
 }
 
 /// What [`Storage::reap_expired_leases`] did.
@@ -213,13 +216,14 @@ impl Storage {
              WHERE execution.id = v.id AND execution.worker = v.worker \
              AND (v.attempt IS NULL OR execution.attempt = v.attempt) \
              AND execution.status IN ('scheduled', 'running') \
-             RETURNING execution.id, execution.parent, execution.sensor",
+             RETURNING execution.id, execution.parent, execution.sensor, \
+             EXISTS (SELECT 1 FROM execution_gate g WHERE g.execution = execution.id) AS gated",
             rows_of(dialect, items.len(), 10, None),
             param(dialect, items.len() * 10 + 1)
         );
         on_writer!(self, |p| {
             // Each ended execution's id, parent and sensor.
-            let mut query = sqlx::query_as::<_, (i64, Option<i64>, Option<String>)>(&update);
+            let mut query = sqlx::query_as::<_, (i64, Option<i64>, Option<String>, bool)>(&update);
             for (id, worker, f) in items {
                 query = query
                     .bind(id)
@@ -237,10 +241,11 @@ impl Storage {
             let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
             let awaited = rows
                 .iter()
-                .any(|(_, parent, sensor)| parent.is_some() || sensor.is_some());
+                .any(|(_, parent, sensor, _)| parent.is_some() || sensor.is_some());
             Ok(FinishedMany {
                 recorded: items.iter().map(|(id, ..)| done.contains(id)).collect(),
                 awaited,
+                gated: rows.iter().any(|(.., gated)| *gated),
             })
         })
     }

@@ -8,9 +8,13 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, Type};
 
 use super::events::{event_records, insert_events_sql};
+use super::gates::{GateConn, apply_admission, gate_new};
 use super::records::*;
 use super::sql::*;
 use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
+
+/// Per item, the execution it queued; and what policies made of them.
+type Enforced = (Vec<Option<ExecutionRecord>>, Option<Admission>);
 
 /// Inserts the enforcements `items` (each (rule, event) once) and, for
 /// those enforced whose enforcement is new, their executions, in the
@@ -23,7 +27,7 @@ async fn insert_enforcements<DB, C>(
     items: &[NewEnforcement],
     some_exist: bool,
     now: i64,
-) -> Result<Option<Vec<Option<ExecutionRecord>>>>
+) -> Result<Option<Enforced>>
 where
     DB: sqlx::Database<Connection = C>,
     DB::QueryResult: Done,
@@ -42,9 +46,10 @@ where
     for<'q> Json<&'q Value>: Encode<'q, DB> + Type<DB>,
     for<'q> Option<Json<&'q Value>>: Encode<'q, DB>,
     for<'q> Json<&'q Vec<String>>: Encode<'q, DB> + Type<DB>,
+    C: GateConn,
 {
     if items.is_empty() {
-        return Ok(Some(vec![]));
+        return Ok(Some((vec![], None)));
     }
     let enforcement_sql = format!(
         "INSERT INTO enforcement (rule, event, status, params, reason, created_at) VALUES {} \
@@ -98,7 +103,7 @@ where
         .collect();
     let mut out = vec![None; items.len()];
     if runs.is_empty() {
-        return Ok(Some(out));
+        return Ok(Some((out, None)));
     }
     let plain = runs.iter().all(|(_, _, e)| e.is_plain());
     let sql = format!(
@@ -115,10 +120,20 @@ where
     let ids = inserted_ids(query, &mut *tx, runs.len())
         .await?
         .ok_or_else(|| fewer_rows("execution"))?;
+    let gated: Vec<(i64, &[Gate])> = runs
+        .iter()
+        .zip(&ids)
+        .map(|((_, _, e), id)| (*id, e.gates.as_slice()))
+        .collect();
+    let admission = gate_new(tx, dialect, &gated, now).await?;
     for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
-        out[n] = Some(ExecutionRecord::queued(id, e, Some(enforcement), now));
+        let record = ExecutionRecord::queued(id, e, Some(enforcement), now);
+        out[n] = match &admission {
+            Some(a) => apply_admission(a, record),
+            None => Some(record),
+        };
     }
-    Ok(Some(out))
+    Ok(Some((out, admission)))
 }
 
 /// How many executions of a status were created since two times.
@@ -130,31 +145,73 @@ struct StatusCount {
 }
 
 impl Storage {
-    /// Queues executions as `requested`, in one statement; returns them
-    /// in the order given.
-    pub async fn insert_executions(&self, runs: &[NewExecution]) -> Result<Vec<ExecutionRecord>> {
+    /// Queues executions as `requested` (or, limited by a policy, as its
+    /// admission decides), in one statement and, with policies, their
+    /// admission in the same transaction; returns them in the order given,
+    /// a run a policy refused as why.
+    pub async fn insert_executions(
+        &self,
+        runs: &[NewExecution],
+    ) -> Result<Vec<std::result::Result<ExecutionRecord, Dropped>>> {
         if runs.is_empty() {
             return Ok(vec![]);
         }
         let now = now_ms();
+        let dialect = self.dialect();
         let plain = runs.iter().all(NewExecution::is_plain);
         let sql = format!(
             "{INSERT_EXECUTION} VALUES {}{}",
-            execution_rows(self.dialect(), runs.len(), plain),
-            returning_id(self.dialect())
+            execution_rows(dialect, runs.len(), plain),
+            returning_id(dialect)
         );
-        let ids = on_writer!(self, |p| {
+        let gated = runs.iter().any(|e| !e.gates.is_empty());
+        let (ids, admission) = on_writer!(self, |p| {
+            if !gated {
+                let mut query = sqlx::query(&sql);
+                for e in runs {
+                    query = bind_execution!(query, e, e.enforcement, now, plain);
+                }
+                let ids = inserted_ids(query, &mut *p, runs.len())
+                    .await?
+                    .ok_or_else(|| fewer_rows("execution"))?;
+                return Ok((ids, None));
+            }
+            let mut tx = p.begin().await?;
             let mut query = sqlx::query(&sql);
             for e in runs {
                 query = bind_execution!(query, e, e.enforcement, now, plain);
             }
-            Ok(inserted_ids(query, &mut *p, runs.len()).await?)
-        })?
-        .ok_or_else(|| fewer_rows("execution"))?;
+            let ids = inserted_ids(query, &mut *tx, runs.len())
+                .await?
+                .ok_or_else(|| fewer_rows("execution"))?;
+            let gated: Vec<(i64, &[Gate])> = runs
+                .iter()
+                .zip(&ids)
+                .map(|(e, id)| (*id, e.gates.as_slice()))
+                .collect();
+            let admission = gate_new(&mut *tx, dialect, &gated, now).await?;
+            tx.commit().await?;
+            self.tally(admission.as_ref());
+            Ok((ids, admission))
+        })?;
         Ok(runs
             .iter()
             .zip(ids)
-            .map(|(e, id)| ExecutionRecord::queued(id, e, e.enforcement, now))
+            .map(|(e, id)| {
+                let record = ExecutionRecord::queued(id, e, e.enforcement, now);
+                let Some(a) = &admission else {
+                    return Ok(record);
+                };
+                apply_admission(a, record).ok_or_else(|| {
+                    let (_, policy, reason) = a
+                        .dropped
+                        .iter()
+                        .find(|(d, ..)| *d == id)
+                        .cloned()
+                        .unwrap_or_default();
+                    Dropped { policy, reason }
+                })
+            })
             .collect())
     }
 
@@ -210,12 +267,14 @@ impl Storage {
                     .execute(&mut *tx)
                     .await?;
             }
-            let Some(out) = insert_enforcements(&mut *tx, dialect, items, some_exist, now).await?
+            let Some((out, admission)) =
+                insert_enforcements(&mut *tx, dialect, items, some_exist, now).await?
             else {
                 tx.rollback().await?;
                 return Ok(None);
             };
             tx.commit().await?;
+            self.tally(admission.as_ref());
             Ok(Some(out))
         })
     }
@@ -278,10 +337,11 @@ impl Storage {
                 }
             };
             // Every (rule, event) pair is new: the events are.
-            let out = insert_enforcements(&mut *tx, dialect, &items, false, now)
+            let (out, admission) = insert_enforcements(&mut *tx, dialect, &items, false, now)
                 .await?
                 .ok_or_else(|| fewer_rows("enforcement"))?;
             tx.commit().await?;
+            self.tally(admission.as_ref());
             let queued = items
                 .iter()
                 .zip(out)
@@ -428,7 +488,7 @@ impl Storage {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             sqlx::query(
                 "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2, sealed_params = NULL \
-                 WHERE id = $1 AND status IN ('requested', 'scheduled')",
+                 WHERE id = $1 AND status IN ('delayed', 'requested', 'scheduled')",
             )
             .bind(id)
             .bind(now)

@@ -304,6 +304,7 @@ macro_rules! bind_rule {
             .bind($rule.enabled)
             .bind($rule.timeout_ms)
             .bind($rule.max_attempts)
+            .bind(Json(&$rule.policies))
             .bind($now)
     };
 }
@@ -312,6 +313,7 @@ macro_rules! bind_rule {
 mod claims;
 mod events;
 mod executions;
+mod gates;
 mod kv;
 mod packs;
 mod retention;
@@ -338,6 +340,8 @@ pub struct Storage {
     pool: Pool,
     /// Whether writes are taken, shared by every clone.
     health: Arc<health::Health>,
+    /// What policies cancelled and dropped here, shared by every clone.
+    outcomes: Arc<gates::Outcomes>,
 }
 
 /// An insert that wrote fewer rows than it was given, where nothing may
@@ -404,7 +408,11 @@ impl Storage {
         } else {
             return Err(StorageError::BadUrl(url.to_string()));
         };
-        let storage = Storage { pool, health };
+        let storage = Storage {
+            pool,
+            health,
+            outcomes: Default::default(),
+        };
         storage.migrate().await?;
         Ok(storage)
     }

@@ -139,8 +139,8 @@ impl Storage {
             }
             for a in &pack.actions {
                 sqlx::query(
-                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    "INSERT INTO action (ref, pack, name, component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor, policies) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&a.r#ref)
                 .bind(&pack.name)
@@ -153,6 +153,7 @@ impl Storage {
                 .bind(&a.description)
                 .bind(a.workflow.as_ref().map(Json))
                 .bind(a.sensor)
+                .bind(Json(&a.policies))
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StorageError::from_sqlx(e, || format!("action {} exists in another pack", a.r#ref)))?;
@@ -232,7 +233,7 @@ impl Storage {
     pub async fn list_actions(&self, pack: Option<&str>, page: &Page) -> Result<Vec<ActionRecord>> {
         on_pool!(self, |p| {
             let rows: Vec<ActionRecord> = sqlx::query_as(
-                "SELECT ref, pack, name, COALESCE(component, '') AS component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
+                "SELECT ref, pack, name, COALESCE(component, '') AS component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor, policies \
                  FROM action WHERE ref > $1 AND ($2 IS NULL OR pack = $2) AND sensor = FALSE ORDER BY ref LIMIT $3",
             )
             .bind(page.after_text())
@@ -248,7 +249,7 @@ impl Storage {
     pub async fn get_action(&self, r#ref: &str) -> Result<Option<ActionRecord>> {
         on_pool!(self, |p| {
             let row: Option<ActionRecord> = sqlx::query_as(
-                "SELECT ref, pack, name, COALESCE(component, '') AS component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor \
+                "SELECT ref, pack, name, COALESCE(component, '') AS component, params_schema, result_schema, error_schema, capabilities, description, workflow, sensor, policies \
                  FROM action WHERE ref = $1",
             )
             .bind(r#ref)

@@ -14,7 +14,7 @@ impl Storage {
             let row: RuleRecord = bind_rule!(
                 sqlx::query_as(&format!(
                     "INSERT INTO rule ({RULE_FIELDS}, updated_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {RULE_COLUMNS}"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING {RULE_COLUMNS}"
                 )),
                 rule,
                 now
@@ -33,7 +33,7 @@ impl Storage {
             let row: Option<RuleRecord> = bind_rule!(
                 sqlx::query_as(&format!(
                     "UPDATE rule SET ({RULE_FIELDS}, updated_at) = \
-                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) WHERE ref = $12 RETURNING {RULE_COLUMNS}"
+                     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) WHERE ref = $13 RETURNING {RULE_COLUMNS}"
                 )),
                 rule,
                 now

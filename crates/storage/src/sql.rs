@@ -164,10 +164,10 @@ where
 }
 
 /// The columns a [`RuleSpec`] fills, in the order [`bind_rule!`] binds them
-/// (`$1` to `$10`, then the time as `$11`).
-pub(super) const RULE_FIELDS: &str = "ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts";
+/// (`$1` to `$11`, then the time as `$12`).
+pub(super) const RULE_FIELDS: &str = "ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, policies";
 
-pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, created_at, updated_at, disabled_reason";
+pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_params, criteria, action, action_params, enabled, timeout_ms, max_attempts, policies, created_at, updated_at, disabled_reason";
 
 /// An execution's insert; its rows come from [`execution_rows`] and
 /// [`bind_execution!`].

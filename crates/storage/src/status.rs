@@ -12,12 +12,15 @@ macro_rules! finished_statuses_sql {
     };
 }
 
-/// Where an execution stands. `requested` waits for a worker that can serve
-/// it, `scheduled` is claimed by one, `running` has begun; the other five
-/// are final.
+/// Where an execution stands. `delayed` waits for a policy's limit to
+/// let it through, `requested` waits for a worker that can serve it,
+/// `scheduled` is claimed by one, `running` has begun; the other five are
+/// final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
+    /// Waiting for a policy (concurrency or rate) to let it through.
+    Delayed,
     /// Waiting for a worker that can serve it.
     Requested,
     /// Claimed by a worker, not begun.
@@ -38,7 +41,8 @@ pub enum ExecutionStatus {
 
 impl ExecutionStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [ExecutionStatus; 8] = [
+    pub const ALL: [ExecutionStatus; 9] = [
+        Self::Delayed,
         Self::Requested,
         Self::Scheduled,
         Self::Running,
@@ -52,6 +56,7 @@ impl ExecutionStatus {
     /// The status's name, as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Delayed => "delayed",
             Self::Requested => "requested",
             Self::Scheduled => "scheduled",
             Self::Running => "running",
@@ -70,7 +75,10 @@ impl ExecutionStatus {
 
     /// Whether it is final: nothing more will happen to the execution.
     pub fn is_finished(self) -> bool {
-        !matches!(self, Self::Requested | Self::Scheduled | Self::Running)
+        !matches!(
+            self,
+            Self::Delayed | Self::Requested | Self::Scheduled | Self::Running
+        )
     }
 
     /// Whether a worker may report it as how a run ended (`abandoned` is

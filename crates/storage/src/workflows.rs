@@ -6,6 +6,7 @@
 use serde_json::Value;
 use sqlx::types::Json;
 
+use super::gates::{apply_admission, gate_new};
 use super::records::*;
 use super::sql::*;
 use super::{Pool, Result, Storage, now_ms};
@@ -143,6 +144,7 @@ impl Storage {
                 return Ok(None);
             }
             let mut started: Vec<ExecutionRecord> = Vec::new();
+            let mut admission = None;
             if !step.starts.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
@@ -154,6 +156,21 @@ impl Storage {
                 }
                 started = query.fetch_all(&mut *tx).await?;
                 started.sort_by_key(|e| e.id);
+                // A task a policy limits waits its turn like any execution
+                // (the engine turns `drop` into `cancel` for tasks, so
+                // every id stays in the workflow's state).
+                let gated: Vec<(i64, &[Gate])> = started
+                    .iter()
+                    .zip(step.starts.iter())
+                    .map(|(r, e)| (r.id, e.gates.as_slice()))
+                    .collect();
+                admission = gate_new(&mut *tx, dialect, &gated, now).await?;
+                if let Some(a) = &admission {
+                    started = started
+                        .into_iter()
+                        .filter_map(|r| apply_admission(a, r))
+                        .collect();
+                }
             }
             let ids: Vec<i64> = started.iter().map(|e| e.id).collect();
             sqlx::query("UPDATE workflow_run SET state = $2 WHERE execution = $1")
@@ -174,7 +191,7 @@ impl Storage {
                 let ids = id_array(dialect, step.cancel);
                 sqlx::query(&format!(
                     "UPDATE execution SET status = 'cancelled', status_reason = 'its workflow was cancelled', \
-                     finished_at = $1, sealed_params = NULL WHERE id {} AND status IN ('requested', 'scheduled')",
+                     finished_at = $1, sealed_params = NULL WHERE id {} AND status IN ('delayed', 'requested', 'scheduled')",
                     id_in(dialect, 2)
                 ))
                 .bind(now)
@@ -203,6 +220,7 @@ impl Storage {
                 .await?;
             }
             tx.commit().await?;
+            self.tally(admission.as_ref());
             Ok(Some(started))
         })
     }

@@ -44,6 +44,18 @@ pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Milliseconds as the shortest of `250ms`, `5s`, `1m`, `2h` that is exact,
+/// else seconds with a fraction (`1.5s`).
+pub fn format_duration_ms(ms: i64) -> String {
+    match ms {
+        ms if ms % 3_600_000 == 0 && ms > 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 && ms > 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms if ms < 1000 => format!("{ms}ms"),
+        ms => format!("{}s", ms as f64 / 1000.0),
+    }
+}
+
 /// Parses `1048576`, `512KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB`, powers of 1000).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let s = s.trim();

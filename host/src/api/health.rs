@@ -44,6 +44,7 @@ async fn metrics(
     caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Role::Viewer)?;
+    attune_engine::policies::refresh_metrics(&state).await;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -16,6 +16,7 @@ mod executions;
 mod health;
 mod kv;
 mod packs;
+mod policies;
 mod rules;
 mod secrets;
 mod sensors;
@@ -183,6 +184,7 @@ pub fn router(state: AppState) -> Router {
         .merge(triggers::routes())
         .merge(sensors::routes())
         .merge(rules::routes())
+        .merge(policies::routes())
         .merge(events::routes())
         .merge(executions::routes())
         .merge(workers::routes())

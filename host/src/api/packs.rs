@@ -250,6 +250,9 @@ fn pack_error(e: PackError) -> ApiError {
         PackError::InvalidGrants { errors } => {
             ApiError::invalid("the grants are invalid", "/pack.toml", &errors)
         }
+        PackError::InvalidPolicies { errors } => {
+            ApiError::invalid("the policies are invalid", "/pack.toml", &errors)
+        }
         PackError::Database(e) => attune_engine::EngineError::from(e).into(),
         PackError::Engine(e) => e.into(),
     }

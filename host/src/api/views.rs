@@ -247,6 +247,9 @@ pub struct RuleView {
     pub timeout_ms: Option<i64>,
     /// Attempts each execution gets (retries after a lost worker).
     pub max_attempts: i64,
+    /// Concurrency and rate policies on its executions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<attune_engine::policies::PolicyInput>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -272,6 +275,7 @@ impl From<RuleRecord> for RuleView {
             enabled,
             timeout_ms,
             max_attempts,
+            policies,
         } = r.spec;
         RuleView {
             id: r.id,
@@ -285,6 +289,7 @@ impl From<RuleRecord> for RuleView {
             enabled,
             timeout_ms,
             max_attempts,
+            policies: policies.iter().map(Into::into).collect(),
             created_at: r.created_at,
             updated_at: r.updated_at,
             disabled_reason: r.disabled_reason,

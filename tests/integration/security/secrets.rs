@@ -84,6 +84,7 @@ async fn store_unchecked(s: &TestServer, r#ref: &str, message: &str, enabled: bo
         enabled,
         timeout_ms: None,
         max_attempts: 1,
+        policies: Vec::new(),
     };
     s.core.storage.insert_rule(&spec).await.unwrap();
     s.core.cache.rules_changed();

@@ -73,6 +73,12 @@ pub enum PackError {
         /// Each problem with its path.
         errors: Vec<PathError>,
     },
+    /// A policy in `pack.toml` is invalid: each problem with its path.
+    #[error("the policies are invalid")]
+    InvalidPolicies {
+        /// Each problem with its path.
+        errors: Vec<PathError>,
+    },
     /// Storage refused it (e.g. version conflict).
     #[error(transparent)]
     Database(#[from] StorageError),
@@ -116,6 +122,9 @@ pub struct Manifest {
     /// Sensors: exports polled on a schedule whose records become events.
     #[serde(default)]
     pub sensors: Vec<sensors::SensorInput>,
+    /// Concurrency and rate policies on its actions (`action = "deploy"`).
+    #[serde(default)]
+    pub policies: Vec<crate::policies::PolicyInput>,
 }
 
 /// A pack ready to validate: manifest plus component bytes.
@@ -146,6 +155,7 @@ impl Upload {
                 allowed_outbound_hosts: Vec::new(),
                 secrets: Vec::new(),
                 sensors: Vec::new(),
+                policies: Vec::new(),
             },
             components: vec![(file, bytes)],
             workflows: Vec::new(),
@@ -277,6 +287,7 @@ pub async fn register(
                     description: info.description.clone(),
                     workflow: None,
                     sensor: false,
+                    policies: Vec::new(),
                 },
             );
         }
@@ -299,6 +310,7 @@ pub async fn register(
     for flow in flows {
         actions.insert(flow.r#ref.clone(), flow);
     }
+    attach_policies(&manifest.name, &manifest.policies, &mut actions)?;
 
     // Rules shipped with the pack are checked against the actions above.
     let mut rules: Vec<RuleSpec> = Vec::new();
@@ -317,7 +329,11 @@ pub async fn register(
             (None, Some(_)) => Some(&by_schema),
             (None, None) => None,
         };
-        let spec = validate_rule(input, trigger.as_ref(), check).map_err(|errors| {
+        let target = actions
+            .get(&input.action)
+            .map(|a| (&a.params_schema, a.workflow.is_none() && !a.sensor))
+            .or(export.map(|e| (&e.info().params_schema, true)));
+        let spec = validate_rule(input, trigger.as_ref(), check, target).map_err(|errors| {
             PackError::InvalidRule {
                 rule: input.r#ref.clone(),
                 errors,
@@ -334,6 +350,7 @@ pub async fn register(
             "components": loaded.iter().map(|(f, p)| (f, p.digest())).collect::<Vec<_>>(),
             "workflows": upload.workflows,
             "sensors": format!("{:?}", manifest.sensors),
+            "policies": manifest.policies,
             "rules": rules,
         })
         .to_string()
@@ -377,6 +394,56 @@ pub async fn register(
         rules,
         loaded: loaded.into_iter().map(|(_, p)| p).collect(),
     })
+}
+
+/// Checks `pack.toml`'s `[[policies]]` and puts each on its action.
+fn attach_policies(
+    pack: &str,
+    inputs: &[crate::policies::PolicyInput],
+    actions: &mut BTreeMap<String, NewAction>,
+) -> Result<(), PackError> {
+    let mut errors = Vec::new();
+    let mut by_action: BTreeMap<String, Vec<(usize, crate::policies::PolicyInput)>> =
+        BTreeMap::new();
+    for (n, input) in inputs.iter().enumerate() {
+        match input.action.as_deref() {
+            None => errors.push(PathError::new(
+                format!("/policies/{n}/action"),
+                "name the action it limits (`action = \"deploy\"`)",
+            )),
+            Some(name) if !actions.contains_key(&format!("{pack}.{name}")) => {
+                errors.push(PathError::new(
+                    format!("/policies/{n}/action"),
+                    format!("pack `{pack}` has no action `{name}`"),
+                ))
+            }
+            Some(name) => by_action
+                .entry(format!("{pack}.{name}"))
+                .or_default()
+                .push((n, input.clone())),
+        }
+    }
+    for (r#ref, listed) in by_action {
+        let action = actions.get_mut(&r#ref).expect("checked above");
+        let on_workers = action.workflow.is_none() && !action.sensor;
+        let policies: Vec<_> = listed.iter().map(|(_, p)| p.clone()).collect();
+        match crate::policies::check(&policies, &action.params_schema, on_workers, "") {
+            Ok(checked) => action.policies = checked,
+            Err(found) => errors.extend(found.into_iter().map(|e| {
+                // `/<n>/…` within the action's list → `/policies/<n>/…` in pack.toml.
+                let mut parts = e.path.splitn(3, '/').skip(1);
+                let index = parts.next().and_then(|i| i.parse::<usize>().ok());
+                let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();
+                let n = index.and_then(|i| listed.get(i)).map_or(0, |(n, _)| *n);
+                PathError::new(format!("/policies/{n}{rest}"), e.message)
+            })),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(PackError::InvalidPolicies { errors })
+    }
 }
 
 /// Loads a component on a blocking thread, bounded in time.

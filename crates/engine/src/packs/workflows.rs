@@ -105,6 +105,7 @@ pub async fn check(
             description: flow.description.clone(),
             workflow: Some(serde_json::to_value(&flow).expect("a workflow serializes")),
             sensor: false,
+            policies: Vec::new(),
         });
     }
     Ok(out)

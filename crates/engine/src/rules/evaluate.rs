@@ -216,26 +216,33 @@ pub async fn plan(
             continue;
         }
         let r#ref = &rule.spec.r#ref;
-        let (execution, reason) = match (enforcement.errors.is_empty(), action) {
+        let mut errors = enforcement.errors;
+        let params = enforcement.params.clone().unwrap_or_default();
+        let gates = match &action {
+            Some(a) if errors.is_empty() => {
+                crate::policies::gates(a, Some(&rule.spec), &params, false).unwrap_or_else(|e| {
+                    errors.push(e);
+                    Vec::new()
+                })
+            }
+            _ => Vec::new(),
+        };
+        let (execution, reason) = match (errors.is_empty(), action) {
             (true, Some(action)) => (
                 Some(NewExecution {
+                    gates,
                     rule: Some(r#ref.clone()),
                     max_attempts: rule.spec.max_attempts,
                     timeout_ms: rule.spec.timeout_ms,
                     sealed_params: enforcement.sealed_params.clone(),
                     workflow: action.workflow.is_some(),
                     depth: event.depth,
-                    ..NewExecution::of(
-                        &action.r#ref,
-                        enforcement.params.clone().unwrap_or_default(),
-                        action.capabilities.clone(),
-                    )
+                    ..NewExecution::of(&action.r#ref, params, action.capabilities.clone())
                 }),
                 None,
             ),
             _ => {
-                let reason = enforcement
-                    .errors
+                let reason = errors
                     .iter()
                     .map(|e| format!("{}: {}", e.path, e.message))
                     .collect::<Vec<_>>()

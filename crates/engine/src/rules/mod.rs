@@ -58,6 +58,10 @@ pub struct RuleInput {
     /// is retried with exponential backoff until they are used up.
     #[serde(default)]
     pub max_attempts: Option<i64>,
+    /// Concurrency and rate policies on its executions (beside its
+    /// action's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<crate::policies::PolicyInput>,
 }
 
 fn empty_object() -> Value {
@@ -122,12 +126,19 @@ pub fn valid_ref(r: &str) -> bool {
 /// Checks an action's parameters: every problem with its path.
 pub type ParamsCheck<'a> = &'a dyn Fn(&Value) -> Result<(), Vec<PathError>>;
 
+/// What a rule's policies are checked against: its action's parameter
+/// schema, and whether the action runs on workers (see
+/// [`crate::policies::check`]).
+pub type PolicyTarget<'a> = Option<(&'a Value, bool)>;
+
 /// Checks a rule against its trigger type and its action's parameter check
-/// (`None`: no such action); returns what to store or every problem found.
+/// (`None`: no such action) and policy target; returns what to store or
+/// every problem found.
 pub fn validate_rule(
     input: &RuleInput,
     trigger: Option<&TriggerTypeRecord>,
     action: Option<ParamsCheck<'_>>,
+    target: PolicyTarget<'_>,
 ) -> Result<RuleSpec, Vec<PathError>> {
     let mut errors = Vec::new();
     let mut err = |path: &str, message: String| {
@@ -225,10 +236,22 @@ pub fn validate_rule(
         }
         Some(_) => {}
     }
+    let policies = match target {
+        Some((schema, on_workers)) => {
+            crate::policies::check(&input.policies, schema, on_workers, "/policies").unwrap_or_else(
+                |found| {
+                    errors.extend(found);
+                    Vec::new()
+                },
+            )
+        }
+        None => Vec::new(),
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(RuleSpec {
+        policies,
         r#ref: input.r#ref.clone(),
         description: input.description.clone(),
         trigger: input.trigger.clone(),

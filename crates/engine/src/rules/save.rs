@@ -41,7 +41,10 @@ pub async fn check(core: &Core, input: &RuleInput) -> Result<(RuleSpec, Vec<Stri
         Some(_) if export.is_some() => Some(&by_export),
         _ => None,
     };
-    let validated = validate_rule(input, trigger.as_ref(), check);
+    let target = record
+        .as_ref()
+        .map(|a| (&a.params_schema, a.workflow.is_none()));
+    let validated = validate_rule(input, trigger.as_ref(), check, target);
     let mut errors = match &validated {
         Ok(_) => Vec::new(),
         Err(errors) => errors.clone(),

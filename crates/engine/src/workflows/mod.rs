@@ -195,7 +195,15 @@ impl Run {
                     .real_params
                     .as_ref()
                     .map(|real| crate::secrets::seal_params(core, real, &self.secrets));
+                // A key that cannot be rendered limits the task under one
+                // shared key: more, never less.
+                let gates = crate::policies::gates(record, None, &s.params, true)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(execution = self.execution.id, error = %e.message, "a task's policy key");
+                        crate::policies::shared_gates(record, true)
+                    });
                 NewExecution {
+                    gates,
                     // Its tasks were caused by what caused the workflow.
                     rule: self.execution.rule.clone(),
                     // Attempts after a lost worker are the workflow's.
@@ -244,6 +252,7 @@ impl Run {
             core.metrics
                 .executions_requested
                 .inc_by(started.len() as u64);
+            crate::policies::queued(core, &started);
             core.dispatch.work_queued(&core.storage).await;
         }
         for id in &step.cancel {

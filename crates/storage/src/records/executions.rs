@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ExecutionStatus;
+use super::{ExecutionStatus, Gate};
 
 /// Something that happened.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -108,6 +108,9 @@ pub struct NewExecution {
     /// How deep in a chain of causes it is: its event's depth, or its
     /// workflow's.
     pub depth: i64,
+    /// The policies that limit it, each with its key: it starts `delayed`
+    /// and an admission pass lets it through.
+    pub gates: Vec<Gate>,
 }
 
 impl NewExecution {
@@ -121,12 +124,16 @@ impl NewExecution {
             && self.not_before == 0
             && self.depth == 0
             && !self.workflow
+            && self.gates.is_empty()
     }
 
     /// The status it is stored with: a workflow's own execution starts
-    /// `running` (its conductor advances it), everything else `requested`.
+    /// `running` (its conductor advances it), one a policy limits
+    /// `delayed`, everything else `requested`.
     pub fn initial_status(&self) -> ExecutionStatus {
-        if self.workflow {
+        if !self.gates.is_empty() {
+            ExecutionStatus::Delayed
+        } else if self.workflow {
             ExecutionStatus::Running
         } else {
             ExecutionStatus::Requested
@@ -153,6 +160,7 @@ impl NewExecution {
             sensor: None,
             source: None,
             depth: 0,
+            gates: Vec::new(),
         }
     }
 }

@@ -9,11 +9,13 @@ pub use super::status::ExecutionStatus;
 mod access;
 mod executions;
 mod packs;
+mod policies;
 mod rules;
 
 pub use access::*;
 pub use executions::*;
 pub use packs::*;
+pub use policies::*;
 pub use rules::*;
 
 /// Keyset pagination: `after` is the last ref/id of the previous page.
@@ -131,7 +133,12 @@ mod tests {
         let events = [NewEvent::of("core.manual", &payload)];
         let event = storage.insert_events(&events).await.unwrap().remove(0);
         let run = NewExecution::of("core.echo", payload.clone(), vec![]);
-        let execution = storage.insert_executions(&[run]).await.unwrap().remove(0);
+        let execution = storage
+            .insert_executions(&[run])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
 
         storage
             .writer_sql("UPDATE event SET payload = 'not json'")

@@ -35,6 +35,8 @@ pub struct NewAction {
     pub workflow: Option<Value>,
     /// The export a sensor calls: not listed or run as an action.
     pub sensor: bool,
+    /// Concurrency and rate policies (validated).
+    pub policies: Vec<super::Policy>,
 }
 
 /// A pack to register.
@@ -221,6 +223,10 @@ pub struct ActionRecord {
     pub workflow: Option<Value>,
     /// The export a sensor calls: not an action.
     pub sensor: bool,
+    /// Concurrency and rate policies, from its pack's `pack.toml`.
+    #[sqlx(json)]
+    #[serde(default)]
+    pub policies: Vec<super::Policy>,
 }
 
 /// A kind of trigger rules can listen to.

@@ -29,6 +29,10 @@ pub struct RuleSpec {
     /// Attempts each execution gets (retries after a lost worker), at least 1.
     #[serde(default = "one")]
     pub max_attempts: i64,
+    /// Concurrency and rate policies on its executions.
+    #[sqlx(json)]
+    #[serde(default)]
+    pub policies: Vec<super::Policy>,
 }
 
 fn one() -> i64 {
