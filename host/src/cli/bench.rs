@@ -7,7 +7,9 @@
 //! every execution has finished, then reports
 //! executions completed per second and the latency from the request to the
 //! execution running (p50/p99), computed from the server's own timestamps.
-//! With `--page`, it times a console page instead.
+//! With `--policy`, the rule carries a concurrency policy whose key never
+//! collides, to measure what admission costs. With `--page`, it times a
+//! console page instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,6 +60,16 @@ pub struct BenchArgs {
     /// report pages per second and p50/p99 of each answer read whole.
     #[arg(long, conflicts_with_all = ["webhook", "direct", "workflow_tasks"])]
     pub page: Option<String>,
+    /// Put a policy on the rule: at most one running per key, the key
+    /// rendered from `--policy-key` (with the default, give the action a
+    /// `message` from the event, e.g. `--action core.echo --params
+    /// '{"message": "{{ event.payload.i }}"}'`, so that keys never
+    /// collide): the cost of admission, against the same run without it.
+    #[arg(long, conflicts_with_all = ["direct", "workflow_tasks", "page"])]
+    pub policy: bool,
+    /// The key template of `--policy`'s policy.
+    #[arg(long, default_value = "{{ params.message }}", requires = "policy")]
+    pub policy_key: String,
     /// Give up waiting for completion after this long.
     #[arg(long, default_value = "300s", value_parser = attune_util::units::parse_duration)]
     pub timeout: Duration,
@@ -75,6 +87,11 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     let rule = format!("bench.{tag}");
     let secret = crate::api::auth::new_token();
     let direct = args.direct || args.workflow_tasks.is_some();
+    let policies = if args.policy {
+        json!([{"concurrency": 1, "key": args.policy_key}])
+    } else {
+        json!([])
+    };
     let mut action = args.action.clone();
     if let Some(tasks) = args.workflow_tasks {
         let archive = chain_pack(&tag, &action, &params, tasks)?;
@@ -92,7 +109,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 "/rules",
                 json!({"ref": rule, "trigger": "core.webhook",
                        "trigger_params": {"name": tag, "secret": secret},
-                       "action": action, "action_params": params}),
+                       "action": action, "action_params": params, "policies": policies}),
             )
             .await?;
     } else if !direct {
@@ -101,7 +118,7 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 "/rules",
                 json!({"ref": rule, "trigger": "core.manual",
                        "criteria": format!("event.payload.tag == \"{tag}\""),
-                       "action": action, "action_params": params}),
+                       "action": action, "action_params": params, "policies": policies}),
             )
             .await?;
     }
@@ -220,6 +237,9 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         "wall_seconds": span,
     });
     let mut report = report;
+    if args.policy {
+        report["policy"] = json!(args.policy_key);
+    }
     if let Some(tasks) = args.workflow_tasks {
         report["tasks_per_second"] = json!((done.len() as f64 * f64::from(tasks) / span).round());
     }
