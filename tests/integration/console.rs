@@ -102,6 +102,7 @@ async fn fixtures(s: &TestServer) -> (i64, String) {
     let rule = json!({
         "ref": "ops.hostile", "description": HOSTILE, "trigger": "core.manual",
         "action": "core.echo", "action_params": {"message": "{{ event.payload.text }}"}, "enabled": true,
+        "policies": [{"concurrency": 5, "key": format!("{{{{ params.message }}}}{HOSTILE}")}],
     });
     let r = s.post("/api/v1/rules", rule).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -127,6 +128,7 @@ on_both_backends! {
         let pages = [
             "/ui/executions".to_string(),
             "/ui/executions?status=succeeded&since=1h".into(),
+            "/ui/executions?status=delayed".into(),
             format!("/ui/executions/{id}"),
             format!("/ui/executions/{id}?level=warn"),
             "/ui/rules".into(),
@@ -146,6 +148,9 @@ on_both_backends! {
                 assert_eq!(a.status, StatusCode::OK, "{role} {page}: {}", a.body);
                 assert!(escaped(&a.body), "{role} {page} shows a raw script:\n{}", a.body);
                 assert!(a.body.contains("Sign out"), "{role} {page}");
+                if page.starts_with("/ui/rules/") {
+                    assert!(a.body.contains("<code>rule:ops.hostile#1</code> at most 5 running per"), "{}", a.body);
+                }
                 assert_eq!(a.headers["x-frame-options"], "DENY");
                 assert!(a.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
                 assert_eq!(a.headers["cache-control"], "no-store");

@@ -266,6 +266,33 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn an_action_s_own_policy_limits_direct_runs_too(backend) {
+        let s = TestServer::start_full(backend, Default::default(), roomy()).await;
+        let manifest = "name = \"napper\"\nversion = \"1\"\ncomponents = [\"hostile.wasm\"]\n\
+            [[policies]]\naction = \"nap\"\nconcurrency = 1\non_limit = \"drop\"\n";
+        let hostile = support::guest_bytes("hostile");
+        let r = s.upload_archive(tar_gz(&[("pack.toml", manifest.as_bytes()), ("hostile.wasm", &hostile)])).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let action = s.get("/api/v1/actions/napper.nap").await;
+        assert_eq!(action.status, StatusCode::OK);
+        let first = s.post("/api/v1/executions", json!({"action": "napper.nap", "params": {"ms": 1500}})).await;
+        assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+        let second = s.post("/api/v1/executions", json!({"action": "napper.nap", "params": {"ms": 1}})).await;
+        assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+        let message = second.body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("policy napper.nap#1") && message.contains("1 of 1 running"), "{message}");
+        let listed = s.get("/api/v1/policies").await.body;
+        let policy = listed["items"].as_array().unwrap().iter().find(|p| p["name"] == "napper.nap#1").cloned().unwrap();
+        assert_eq!(policy["policy"]["on_limit"], "drop", "{policy}");
+        assert_eq!(policy["keys"][0]["running"], 1, "{policy}");
+        let done = s.ended(first.body["id"].as_i64().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        // Its slot is free again.
+        let third = s.post("/api/v1/executions", json!({"action": "napper.nap", "params": {"ms": 1}})).await;
+        assert_eq!(third.status, StatusCode::CREATED, "{}", third.body);
+        s.finish().await;
+    }
+
     async fn bad_policies_are_refused_with_their_paths(backend) {
         let s = TestServer::start(backend).await;
         let rule = sleep_rule("core.bad", json!([

@@ -114,6 +114,12 @@ pub fn check(
     for (n, input) in inputs.iter().enumerate() {
         let at = |field: &str| format!("{prefix}/{n}{field}");
         let before = errors.len();
+        if input.action.is_some() && !prefix.is_empty() {
+            errors.push(PathError::new(
+                at("/action"),
+                "a rule's policies limit its own action; name none",
+            ));
+        }
         if let Some(c) = input.concurrency
             && !(1..=MAX_LIMIT).contains(&c)
         {
@@ -221,6 +227,12 @@ pub fn gates(
     params: &Value,
     task: bool,
 ) -> Result<Vec<Gate>, PathError> {
+    // Policies limit actions that run on workers; a rule saved while its
+    // action was one keeps its policies when a pack upgrade turns the
+    // action into a workflow, and they must not hold a workflow back.
+    if action.workflow.is_some() || action.sensor {
+        return Ok(Vec::new());
+    }
     let named = action
         .policies
         .iter()
@@ -241,9 +253,9 @@ pub fn gates(
                 let ctx = ctx.get_or_insert_with(
                     || minijinja::context! { params => render::to_template(params) },
                 );
-                let mut key = template_env()
-                    .render_str(template, &*ctx)
-                    .map_err(|e| PathError::new("/policies", format!("key of {name}: {e}")))?;
+                let mut key = template_env().render_str(template, &*ctx).map_err(|e| {
+                    PathError::new("/params", format!("the key of policy {name}: {e}"))
+                })?;
                 if key.len() > MAX_KEY {
                     let mut cut = MAX_KEY;
                     while !key.is_char_boundary(cut) {
@@ -423,26 +435,36 @@ pub async fn refresh_metrics(core: &Core) {
 }
 
 /// Wakes this node's admission task when executions just queued wait for
-/// a policy (a rate window's end is then its to watch), or a policy ended
-/// one at once (a workflow takes its cancelled task in).
+/// a policy (a rate window's end is then its to watch); when a policy
+/// cancelled one at once, its workflow takes it in and it is announced
+/// like any ended execution.
 pub fn queued<'a>(core: &Core, records: impl IntoIterator<Item = &'a ExecutionRecord>) {
     let mut waiting = false;
-    let mut cancelled = false;
+    let mut cancelled = Vec::new();
     for r in records {
         waiting |= r.status == ExecutionStatus::Delayed;
-        cancelled |= r.status == ExecutionStatus::Cancelled;
+        if r.status == ExecutionStatus::Cancelled {
+            cancelled.push(r.id);
+        }
     }
     if waiting {
         core.dispatch.gates.notify_one();
     }
-    if cancelled {
+    if !cancelled.is_empty() {
         core.dispatch.finished.notify_one();
+        // On its own task: the event door may be what queued them, and
+        // an announcement goes through it.
+        let core = core.clone();
+        tokio::spawn(async move { crate::executions::announce(&core, &cancelled).await });
     }
 }
 
 /// Longest an admission pass waits while executions wait: a slot freed on
 /// another node, or a start leaving a window, is seen within this.
 const RECHECK: Duration = Duration::from_secs(1);
+
+/// How often an idle node looks for executions waiting on a policy.
+const IDLE_RECHECK: Duration = Duration::from_secs(15);
 
 /// Lets waiting executions through when slots free: after executions that
 /// held one end (here or, within [`RECHECK`], on another node), and when a
@@ -467,7 +489,9 @@ pub async fn admission_task(core: Core) {
                 (due - attune_storage::now_ms()).clamp(1, millis(RECHECK)) as u64,
             ),
             None if waiting => RECHECK,
-            None => Duration::from_secs(3600),
+            // Idle: another node may have left executions waiting (and
+            // stopped); a pass that finds no gate is one read.
+            None => IDLE_RECHECK,
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

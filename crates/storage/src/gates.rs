@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::records::*;
 use super::sql::*;
-use super::{Dialect, Pool, Result, Storage, now_ms};
+use super::{Dialect, Pool, Result, Storage, StorageError, now_ms};
 
 /// The advisory lock every admission pass on PostgreSQL holds
 /// (`pg_advisory_xact_lock`): "attune gates" in ASCII.
@@ -106,8 +106,22 @@ fn decide(
     new: &HashSet<i64>,
     keys: &mut HashMap<(String, String), KeyState>,
 ) -> Vec<(i64, Verdict)> {
+    let only_new = new;
     let mut out = Vec::new();
     for (id, gates) in candidates {
+        // A pass deciding new executions reads only their keys: an older
+        // waiting one may also wait on a key it did not read, behind
+        // executions it did not see. Only a pass over every key lets those
+        // through; this one keeps them, and what follows them, waiting.
+        if !only_new.is_empty() && !only_new.contains(id) {
+            for g in gates {
+                keys.entry((g.policy.clone(), g.gate_key.clone()))
+                    .or_default()
+                    .blocked = true;
+            }
+            out.push((*id, Verdict::Wait(String::new())));
+            continue;
+        }
         let mut full: Vec<(&GateRow, String)> = Vec::new();
         for g in gates {
             let state = keys
@@ -267,7 +281,8 @@ macro_rules! gate_ops {
                  (PARTITION BY w.policy, w.gate_key ORDER BY w.execution) AS place, \
                  CASE WHEN w.concurrency IS NULL THEN w.rate_count WHEN w.rate_count IS NULL THEN w.concurrency \
                  WHEN w.concurrency < w.rate_count THEN w.concurrency ELSE w.rate_count END AS most \
-                 FROM execution_gate w WHERE w.waiting {scope}) AS q WHERE place <= most"
+                 FROM execution_gate w JOIN execution x ON x.id = w.execution \
+                 WHERE w.waiting AND x.status = 'delayed' {scope}) AS q WHERE place <= most"
             );
             let mut query = sqlx::query_scalar(&first);
             if !new.is_empty() {
@@ -281,7 +296,8 @@ macro_rules! gate_ops {
                 return Ok(admission);
             }
             let rows: Vec<GateRow> = sqlx::query_as(&format!(
-                "SELECT {GATE_COLUMNS} FROM execution_gate g WHERE g.waiting AND g.execution {}",
+                "SELECT {GATE_COLUMNS} FROM execution_gate g JOIN execution x ON x.id = g.execution \
+                 WHERE g.waiting AND x.status = 'delayed' AND g.execution {}",
                 id_in(dialect, 1)
             ))
             .bind(id_array(dialect, &ids))
@@ -544,6 +560,19 @@ impl Storage {
     pub async fn admit_waiting(&self) -> Result<Admission> {
         let now = now_ms();
         let dialect = self.dialect();
+        // Without a gate there is nothing to decide or forget: a read, not
+        // a write, for the passes every node makes while idle.
+        let any: i64 = on_pool!(self, |p| {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM execution_gate LIMIT 1) AS g",
+            )
+            .fetch_one(p)
+            .await?;
+            Ok::<i64, StorageError>(n)
+        })?;
+        if any == 0 {
+            return Ok(Admission::default());
+        }
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let admission = GateConn::admit(&mut *tx, dialect, &[], now).await?;
@@ -621,6 +650,30 @@ mod tests {
             matches!(&out[1].1, Verdict::Cancel(p, r) if p == "p.a#1" && r.contains("1 of 1 running"))
         );
         assert!(matches!(out[2].1, Verdict::Drop(..)));
+    }
+
+    #[test]
+    fn a_pass_over_new_executions_leaves_older_waiting_ones_to_the_full_pass() {
+        // 2 waits on the shared key, 3 on the shared key and host a; 4 is
+        // new on host a: 3 may wait on a key this pass did not read, so
+        // neither it nor 4 behind it goes through here.
+        let shared = |id| GateRow {
+            policy: "rule:p.r#1".into(),
+            ..gate(id, "", Some(1), "queue")
+        };
+        let mut candidates = BTreeMap::new();
+        candidates.insert(3, vec![shared(3), gate(3, "a", Some(1), "queue")]);
+        candidates.insert(4, vec![gate(4, "a", Some(1), "queue")]);
+        let out = decide(&candidates, &[4].into(), &mut HashMap::new());
+        assert!(matches!(out[0].1, Verdict::Wait(_)));
+        assert!(
+            matches!(&out[1].1, Verdict::Wait(r) if r.contains("earlier executions")),
+            "{out:?}"
+        );
+        // The full pass decides both in order.
+        let out = decide(&candidates, &HashSet::new(), &mut HashMap::new());
+        assert_eq!(out[0].1, Verdict::Admit);
+        assert!(matches!(out[1].1, Verdict::Wait(_)));
     }
 
     #[test]

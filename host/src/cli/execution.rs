@@ -69,7 +69,14 @@ pub(super) async fn run(cmd: ExecutionCommand, args: &ClientArgs) -> anyhow::Res
             if !args.json {
                 table(
                     &v["items"],
-                    &["id", "action", "status", "rule", "created_at"],
+                    &[
+                        "id",
+                        "action",
+                        "status",
+                        "rule",
+                        "created_at",
+                        "status_reason",
+                    ],
                 );
                 return Ok(0);
             }

@@ -430,7 +430,11 @@ fn attach_policies(
         match crate::policies::check(&policies, &action.params_schema, on_workers, "") {
             Ok(checked) => action.policies = checked,
             Err(found) => errors.extend(found.into_iter().map(|e| {
-                // `/<n>/…` within the action's list → `/policies/<n>/…` in pack.toml.
+                // `/<n>/…` within the action's list → `/policies/<n>/…` in
+                // pack.toml; a problem with the whole list → `/policies`.
+                if e.path.is_empty() {
+                    return PathError::new("/policies", e.message);
+                }
                 let mut parts = e.path.splitn(3, '/').skip(1);
                 let index = parts.next().and_then(|i| i.parse::<usize>().ok());
                 let rest = parts.next().map(|r| format!("/{r}")).unwrap_or_default();

@@ -258,6 +258,10 @@ impl Run {
         for id in &step.cancel {
             core.dispatch.cancel(*id);
         }
+        if !step.cancel.is_empty() {
+            // A cancelled task may have held or awaited a policy's slot.
+            core.dispatch.gates.notify_one();
+        }
         // A workflow started as a task begins, and one that ended as a task
         // is taken in by its parent, on the next pass.
         if step.end.is_some() || starts.iter().any(|s| s.workflow) {

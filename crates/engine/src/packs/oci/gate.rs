@@ -71,9 +71,23 @@ struct Shared {
     password: String,
     left: AtomicU64,
     refusal: Mutex<Option<Refusal>>,
+    /// Set when the gate closes: tunnels and forwarded connections end then
+    /// rather than outliving the pull that opened them.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
+    /// Runs `work` on its own task until it ends or the gate closes.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let mut closed = self.closed.subscribe();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = work => {}
+                _ = closed.wait_for(|c| *c) => {}
+            }
+        });
+    }
+
     fn refuse(&self, refusal: Refusal) -> Refusal {
         let mut slot = self.refusal.lock().unwrap_or_else(|e| e.into_inner());
         slot.get_or_insert(refusal.clone());
@@ -166,6 +180,7 @@ pub struct Gate {
 impl Drop for Gate {
     fn drop(&mut self) {
         self.task.abort();
+        self.shared.closed.send_replace(true);
     }
 }
 
@@ -184,6 +199,7 @@ impl Gate {
             policy,
             password,
             refusal: Mutex::new(None),
+            closed: tokio::sync::watch::channel(false).0,
         });
         let serving = shared.clone();
         let task = tokio::spawn(async move {
@@ -271,9 +287,10 @@ async fn handle(shared: Arc<Shared>, mut req: Request<Incoming>) -> Response<Bod
     if plain {
         forward(shared, req, upstream).await
     } else {
-        tokio::spawn(async move {
+        let tunnel = shared.clone();
+        shared.spawn(async move {
             if let Ok(upgraded) = hyper::upgrade::on(req).await {
-                relay(shared, TokioIo::new(upgraded), upstream).await;
+                relay(tunnel, TokioIo::new(upgraded), upstream).await;
             }
         });
         Response::new(Empty::new().map_err(|e| match e {}).boxed())
@@ -330,7 +347,9 @@ async fn forward(
     else {
         return answer(StatusCode::BAD_GATEWAY, "handshake failed".into());
     };
-    tokio::spawn(conn);
+    shared.spawn(async move {
+        let _ = conn.await;
+    });
     let origin = req
         .uri()
         .path_and_query()
@@ -399,6 +418,7 @@ mod tests {
             password: "x".into(),
             left: AtomicU64::new(10),
             refusal: Mutex::new(None),
+            closed: tokio::sync::watch::channel(false).0,
         }
     }
 
@@ -480,6 +500,38 @@ mod tests {
             gate.refusal(),
             Some(Refusal::Address(_)) | Some(Refusal::TooLarge(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_ends_when_its_gate_closes() {
+        // A registry that accepts and then says nothing keeps a tunnel open.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = silent.local_addr().unwrap().to_string();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        tokio::spawn(async move {
+            while let Ok((c, _)) = silent.accept().await {
+                keep.lock().unwrap().push(c);
+            }
+        });
+        let gate = Gate::open(Policy {
+            insecure: vec![target.clone()],
+            budget: 1 << 20,
+            connect_timeout: Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+        let (mut s, status) = connect_through(&gate, &target, &gate.shared.password).await;
+        assert!(status.contains("200"), "{status}");
+        let mut byte = [0u8; 1];
+        let idle = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte)).await;
+        assert!(idle.is_err(), "the tunnel is open and idle");
+        drop(gate);
+        let ended = tokio::time::timeout(Duration::from_secs(2), s.read(&mut byte)).await;
+        assert!(
+            matches!(ended, Ok(Ok(0)) | Ok(Err(_))),
+            "the tunnel outlived its gate: {ended:?}"
+        );
     }
 
     #[test]
