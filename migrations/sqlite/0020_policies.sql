@@ -20,3 +20,5 @@ CREATE TABLE execution_gate (
     PRIMARY KEY (execution, policy)
 );
 CREATE INDEX execution_gate_key ON execution_gate(policy, gate_key, waiting, execution);
+-- What waits, found without reading every gate.
+CREATE INDEX execution_gate_waiting ON execution_gate(execution) WHERE waiting;

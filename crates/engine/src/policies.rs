@@ -463,6 +463,9 @@ pub fn queued<'a>(core: &Core, records: impl IntoIterator<Item = &'a ExecutionRe
 /// another node, or a start leaving a window, is seen within this.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// How often the gates of ended executions are forgotten.
+const FORGET_EVERY: Duration = Duration::from_secs(5);
+
 /// How often an idle node looks for executions waiting on a policy.
 const IDLE_RECHECK: Duration = Duration::from_secs(15);
 
@@ -472,8 +475,16 @@ const IDLE_RECHECK: Duration = Duration::from_secs(15);
 pub async fn admission_task(core: Core) {
     let mut waiting = true;
     let mut next_due: Option<i64> = None;
+    let mut forgotten = tokio::time::Instant::now();
     loop {
-        match core.storage.admit_waiting().await {
+        // Ended executions' gates are forgotten now and then, not after
+        // each end: a table of gates a few seconds old costs less than a
+        // delete per batch of results.
+        let forget = forgotten.elapsed() >= FORGET_EVERY;
+        if forget {
+            forgotten = tokio::time::Instant::now();
+        }
+        match core.storage.admit_waiting(forget).await {
             Ok(a) => {
                 waiting = a.waiting;
                 next_due = a.next_due;

@@ -254,17 +254,6 @@ macro_rules! gate_ops {
                     .await?;
             }
             let mut admission = Admission::default();
-            if new.is_empty() {
-                // Gates of ended executions whose starts left every window.
-                sqlx::query(&format!(
-                    "DELETE FROM execution_gate WHERE NOT EXISTS (SELECT 1 FROM execution e \
-                     WHERE e.id = execution_gate.execution AND (e.status IN ('delayed', 'requested', 'scheduled', 'running') \
-                     OR (execution_gate.rate_ms > 0 AND e.started_at > $1 - execution_gate.rate_ms)))"
-                ))
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-            }
             // The first waiting executions of each key in scope, as many as
             // its limits could let through, and every gate of `new`.
             let scope = if new.is_empty() {
@@ -555,27 +544,43 @@ impl Storage {
     }
 
     /// One admission pass over every waiting key, in its own transaction:
-    /// lets through what now fits, and forgets the gates of ended
-    /// executions.
-    pub async fn admit_waiting(&self) -> Result<Admission> {
+    /// lets through what now fits; with `forget`, first forgets the gates
+    /// of ended executions whose starts left every rate window.
+    pub async fn admit_waiting(&self, forget: bool) -> Result<Admission> {
         let now = now_ms();
         let dialect = self.dialect();
-        // Without a gate there is nothing to decide or forget: a read, not
-        // a write, for the passes every node makes while idle.
-        let any: i64 = on_pool!(self, |p| {
-            let n: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM execution_gate LIMIT 1) AS g",
+        // Nothing waiting, nothing to forget: a read, not a write, for the
+        // passes each ended execution that held a slot asks for.
+        let (gates, waiting): (i64, i64) = on_pool!(self, |p| {
+            let counts: (i64, i64) = sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM execution_gate LIMIT 1) AS g), \
+                 (SELECT COUNT(*) FROM (SELECT 1 FROM execution_gate WHERE waiting LIMIT 1) AS w)",
             )
             .fetch_one(p)
             .await?;
-            Ok::<i64, StorageError>(n)
+            Ok::<(i64, i64), StorageError>(counts)
         })?;
-        if any == 0 {
+        if waiting == 0 && !(forget && gates > 0) {
             return Ok(Admission::default());
         }
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let admission = GateConn::admit(&mut *tx, dialect, &[], now).await?;
+            if forget {
+                // Gates of ended executions whose starts left every window.
+                sqlx::query(
+                    "DELETE FROM execution_gate WHERE NOT EXISTS (SELECT 1 FROM execution e \
+                     WHERE e.id = execution_gate.execution AND (e.status IN ('delayed', 'requested', 'scheduled', 'running') \
+                     OR (execution_gate.rate_ms > 0 AND e.started_at > $1 - execution_gate.rate_ms)))",
+                )
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            let admission = if waiting > 0 {
+                GateConn::admit(&mut *tx, dialect, &[], now).await?
+            } else {
+                Admission::default()
+            };
             tx.commit().await?;
             Ok(admission)
         })

@@ -63,7 +63,7 @@ pub struct BenchArgs {
     /// Put a policy on the rule: at most one running per key, the key
     /// rendered from `--policy-key` (with the default, give the action a
     /// `message` from the event, e.g. `--action core.echo --params
-    /// '{"message": "{{ event.payload.i }}"}'`, so that keys never
+    /// '{"message": "n{{ event.payload.i }}"}'`, so that keys never
     /// collide): the cost of admission, against the same run without it.
     #[arg(long, conflicts_with_all = ["direct", "workflow_tasks", "page"])]
     pub policy: bool,
