@@ -352,3 +352,44 @@ async fn a_result_past_the_cap_fails_the_execution_and_says_why() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_spinning_guest_s_cpu_time_is_close_to_its_wall_time() {
+    let limits = Limits {
+        timeout: Duration::from_millis(800),
+        ..limits()
+    };
+    let started = std::time::Instant::now();
+    let out = probe("spin", json!({}), limits).await;
+    let wall = started.elapsed().as_micros() as f64;
+    assert_eq!(out.status, Status::TimedOut);
+    let cpu = out.resources.cpu_us as f64;
+    // Alone on a core it is all CPU; a shared machine may take some away.
+    assert!(
+        cpu > 0.5 * 800_000.0 && cpu <= wall * 1.05,
+        "cpu {cpu} µs, wall {wall} µs"
+    );
+    assert_eq!(out.resources.instances, 1);
+}
+
+#[tokio::test]
+async fn a_guest_sleeping_on_the_host_costs_almost_no_cpu() {
+    let out = probe("nap", json!({"ms": 500}), limits()).await;
+    assert_eq!(out.status, Status::Succeeded, "{:?}", out.error);
+    assert!(out.resources.cpu_us < 50_000, "{} µs", out.resources.cpu_us);
+}
+
+#[tokio::test]
+async fn peak_memory_grows_with_what_the_guest_allocates() {
+    let small = probe("grow", json!({"mib": 1}), limits()).await;
+    let large = probe("grow", json!({"mib": 16}), limits()).await;
+    assert_eq!(large.status, Status::Succeeded);
+    let (s, l) = (
+        small.resources.peak_memory_bytes,
+        large.resources.peak_memory_bytes,
+    );
+    assert!(
+        s >= 1 << 20 && l >= 16 << 20 && l - s >= 15 << 20,
+        "{s} then {l}"
+    );
+}

@@ -124,6 +124,8 @@ pub struct Outcome {
     /// Wall-clock time from instantiation to return.
     #[serde(skip)]
     pub duration: Duration,
+    /// What it used: CPU in the guest, peak memory, requests, output.
+    pub resources: super::Resources,
 }
 
 impl Outcome {
@@ -242,6 +244,7 @@ impl LoadedComponent {
                     memory_bytes: limits.memory_bytes,
                     table_elements: 100_000,
                     hit: false,
+                    peak: 0,
                 },
                 context: request.context,
                 secrets: SecretsState(secrets.clone()),
@@ -275,7 +278,13 @@ impl LoadedComponent {
             func.call_async(&mut store, &args, &mut results).await?;
             wasmtime::Result::<Vec<Val>>::Ok(results)
         };
-        let ran = tokio::time::timeout(limits.timeout, call).await;
+        let (ran, cpu_us) = {
+            let mut cpu_us = 0;
+            let mut call = std::pin::pin!(call);
+            let metered = super::meter::Metered::new(call.as_mut(), &mut cpu_us);
+            let ran = tokio::time::timeout(limits.timeout, metered).await;
+            (ran, cpu_us)
+        };
         let duration = started.elapsed();
 
         let (status, result, error) = match ran {
@@ -338,13 +347,24 @@ impl LoadedComponent {
         state.log.lines.extend(state.outbound.take_log());
         state.log.lines.extend(state.scratch_quota.take_log());
         state.log.lines.sort_by_key(|l| l.at_ms);
+        let stdout = secrets.capture(&stdout);
+        let stderr = secrets.capture(&stderr);
+        let resources = super::Resources {
+            cpu_us,
+            peak_memory_bytes: state.limits.peak as u64,
+            instances: 1,
+            outbound_requests: state.outbound.requests(),
+            stdout_bytes: stdout.text.len() as u64,
+            stderr_bytes: stderr.text.len() as u64,
+        };
         let mut outcome = Outcome {
             status,
             result,
             error,
             // Redacted, then cut at the cap.
-            stdout: secrets.capture(&stdout),
-            stderr: secrets.capture(&stderr),
+            stdout,
+            stderr,
+            resources,
             logs: state.log.lines,
             logs_dropped: state.log.dropped,
             duration,

@@ -63,6 +63,8 @@ pub struct MemoryCap {
     pub table_elements: usize,
     /// Set when a growth request was refused.
     pub hit: bool,
+    /// The largest a linear memory grew to, in bytes.
+    pub peak: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
@@ -74,6 +76,9 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_bytes && maximum.is_none_or(|m| desired <= m);
         self.hit |= !allowed;
+        if allowed {
+            self.peak = self.peak.max(desired);
+        }
         Ok(allowed)
     }
 

@@ -16,6 +16,7 @@ pub mod host;
 pub mod http;
 pub mod kv;
 pub mod log;
+pub mod meter;
 pub mod output;
 pub mod schema;
 pub mod scratch;
@@ -36,6 +37,7 @@ pub use component::{
 };
 pub use execute::{ExecuteError, ExecutionRequest, Outcome, Status};
 pub use host::{ExecutionContext, LogLine};
+pub use meter::Resources;
 pub use values::PathError;
 
 use self::cache::ArtifactCache;

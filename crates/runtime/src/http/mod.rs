@@ -128,6 +128,11 @@ impl Outbound {
         }
     }
 
+    /// Requests sent so far (denied ones included).
+    pub fn requests(&self) -> u32 {
+        self.requests
+    }
+
     /// The log lines of the requests sent so far.
     pub fn take_log(&self) -> Vec<LogLine> {
         std::mem::take(&mut *lock(&self.log.lines))
