@@ -294,9 +294,9 @@ macro_rules! gate_ops {
             .await?;
             let holders: Vec<Holder> = sqlx::query_as(&format!(
                 "SELECT g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
-                 FROM execution_gate g JOIN execution e ON e.id = g.execution \
-                 WHERE NOT g.waiting AND EXISTS (SELECT 1 FROM execution_gate k WHERE k.execution {} \
-                 AND k.policy = g.policy AND k.gate_key = g.gate_key)",
+                 FROM (SELECT DISTINCT policy, gate_key FROM execution_gate WHERE execution {}) AS k \
+                 JOIN execution_gate g ON g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting \
+                 JOIN execution e ON e.id = g.execution",
                 id_in(dialect, 1)
             ))
             .bind(id_array(dialect, &ids))
