@@ -74,8 +74,8 @@ pub(super) async fn run(cmd: ExecutionCommand, args: &ClientArgs) -> anyhow::Res
                         "action",
                         "status",
                         "rule",
-                        "created_at",
                         "status_reason",
+                        "created_at",
                     ],
                 );
                 return Ok(0);
