@@ -3,6 +3,8 @@
 //! load. What got a 2xx must not be lost, and nothing may run twice.
 
 mod common;
+#[path = "crash/policies.rs"]
+mod policies;
 
 use std::collections::HashMap;
 use std::path::Path;

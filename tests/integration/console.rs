@@ -395,3 +395,59 @@ on_both_backends! {
         s.finish().await;
     }
 }
+
+on_both_backends! {
+    async fn an_operator_edits_a_rule_s_policies_and_problems_show_at_their_paths(backend) {
+        let s = TestServer::start(backend).await;
+        let rule = json!({
+            "ref": "ops.paced", "trigger": "core.manual",
+            "action": "core.echo", "action_params": {"message": "{{ event.payload.text }}"},
+        });
+        let r = s.post("/api/v1/rules", rule).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let path = "/ui/rules/ops.paced/policies";
+        // A viewer is refused, and nothing changes.
+        let viewer = Ui::signed_in(&s, &s.token("viewer").await).await;
+        let a = viewer.post(path, &[("policies", r#"[{"concurrency": 1}]"#)]).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+        assert!(s.get("/api/v1/rules/ops.paced").await.body["policies"].is_null());
+
+        let ui = Ui::signed_in(&s, &s.token("operator").await).await;
+        let page = ui.get("/ui/rules/ops.paced").await.body;
+        assert!(page.contains("id=\"save-policies\""), "{page}");
+        let typed = r#"[{"concurrency": 2, "key": "{{ params.message }}", "rate": "5/1s", "on_limit": "cancel"}]"#;
+        let a = ui.post(path, &[("policies", typed)]).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let stored = s.get("/api/v1/rules/ops.paced").await.body;
+        assert_eq!(
+            stored["policies"],
+            json!([{"concurrency": 2, "key": "{{ params.message }}", "rate": "5/1s", "on_limit": "cancel"}]),
+            "{stored}"
+        );
+        let page = ui.get("/ui/rules/ops.paced").await.body;
+        assert!(page.contains("rule:ops.paced#1"), "{page}");
+
+        // Bad input: kept as typed, each problem at its path, nothing saved.
+        for (typed, shown) in [
+            ("[{oops", "not a JSON array"),
+            (r#"[{"concurrency": 0}]"#, "&#x2f;policies&#x2f;0&#x2f;concurrency"),
+            (r#"[{"concurrency": 1, "key": "{{ secrets.token }}"}]"#, "&#x2f;policies&#x2f;0&#x2f;key"),
+            (r#"[{"concurrency": 1, "rate": "often"}]"#, "&#x2f;policies&#x2f;0&#x2f;rate"),
+        ] {
+            let a = ui.post(path, &[("policies", typed)]).await;
+            assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{typed}: {}", a.body);
+            assert!(a.body.contains(shown), "{typed}: {}", a.body);
+            assert!(a.body.contains("id=\"policy-errors\""), "{}", a.body);
+        }
+        let too_big = format!("[{}]", " ".repeat(20_000));
+        let a = ui.post(path, &[("policies", &too_big)]).await;
+        assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(s.get("/api/v1/rules/ops.paced").await.body["policies"][0]["concurrency"], 2);
+
+        // Emptied: no policies.
+        let a = ui.post(path, &[("policies", "")]).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        assert!(s.get("/api/v1/rules/ops.paced").await.body["policies"].is_null());
+        s.finish().await;
+    }
+}

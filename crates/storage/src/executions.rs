@@ -8,7 +8,7 @@ use sqlx::types::Json;
 use sqlx::{Decode, Encode, Type};
 
 use super::events::{event_records, insert_events_sql};
-use super::gates::{GateConn, apply_admission, gate_new};
+use super::gates::{GateConn, apply_admission, initial, plan, settle};
 use super::records::*;
 use super::sql::*;
 use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
@@ -105,29 +105,39 @@ where
     if runs.is_empty() {
         return Ok(Some((out, None)));
     }
-    let plain = runs.iter().all(|(_, _, e)| e.is_plain());
+    let gates: Vec<&[Gate]> = runs.iter().map(|(_, _, e)| e.gates.as_slice()).collect();
+    let plan = plan(tx, dialect, &gates, now).await?;
+    let shape = Shape::of(runs.iter().map(|(_, _, e)| *e));
     let sql = format!(
         "{INSERT_EXECUTION} VALUES {}{}",
-        execution_rows(dialect, runs.len(), plain),
+        execution_rows(dialect, runs.len(), shape),
         returning_id(dialect)
     );
+    let starts: Vec<(ExecutionStatus, Option<String>)> = runs
+        .iter()
+        .enumerate()
+        .map(|(n, (_, _, e))| initial(plan.as_ref(), n, e))
+        .collect();
     let mut query = sqlx::query(&sql);
-    for (_, enforcement, e) in &runs {
-        query = bind_execution!(query, e, Some(*enforcement), now, plain);
+    for ((_, enforcement, e), (status, reason)) in runs.iter().zip(&starts) {
+        query = bind_execution!(query, e, Some(*enforcement), now, shape, status, reason);
     }
     // The execution points at its enforcement; the reverse link is
     // resolved by `enforcements_of`, saving a write.
     let ids = inserted_ids(query, &mut *tx, runs.len())
         .await?
         .ok_or_else(|| fewer_rows("execution"))?;
-    let gated: Vec<(i64, &[Gate])> = runs
-        .iter()
-        .zip(&ids)
-        .map(|((_, _, e), id)| (*id, e.gates.as_slice()))
-        .collect();
-    let admission = gate_new(tx, dialect, &gated, now).await?;
-    for ((n, enforcement, e), id) in runs.into_iter().zip(ids) {
-        let record = ExecutionRecord::queued(id, e, Some(enforcement), now);
+    let admission = match &plan {
+        Some(plan) => {
+            let written: Vec<(i64, &[Gate])> = ids.iter().copied().zip(gates).collect();
+            Some(settle(tx, dialect, plan, &written, now).await?)
+        }
+        None => None,
+    };
+    for (((n, enforcement, e), id), (status, reason)) in runs.into_iter().zip(ids).zip(starts) {
+        let mut record = ExecutionRecord::queued(id, e, Some(enforcement), now);
+        record.status = status;
+        record.status_reason = reason;
         out[n] = match &admission {
             Some(a) => apply_admission(a, record),
             None => Some(record),
@@ -158,47 +168,60 @@ impl Storage {
         }
         let now = now_ms();
         let dialect = self.dialect();
-        let plain = runs.iter().all(NewExecution::is_plain);
+        let shape = Shape::of(runs);
         let sql = format!(
             "{INSERT_EXECUTION} VALUES {}{}",
-            execution_rows(dialect, runs.len(), plain),
+            execution_rows(dialect, runs.len(), shape),
             returning_id(dialect)
         );
         let gated = runs.iter().any(|e| !e.gates.is_empty());
-        let (ids, admission) = on_writer!(self, |p| {
+        let (ids, admission, starts) = on_writer!(self, |p| {
             if !gated {
                 let mut query = sqlx::query(&sql);
                 for e in runs {
-                    query = bind_execution!(query, e, e.enforcement, now, plain);
+                    query = bind_execution!(query, e, e.enforcement, now, shape);
                 }
                 let ids = inserted_ids(query, &mut *p, runs.len())
                     .await?
                     .ok_or_else(|| fewer_rows("execution"))?;
-                return Ok((ids, None));
+                return Ok((ids, None, None));
             }
             let mut tx = p.begin().await?;
+            let gates: Vec<&[Gate]> = runs.iter().map(|e| e.gates.as_slice()).collect();
+            let plan = plan(&mut *tx, dialect, &gates, now).await?;
+            let starts: Vec<(ExecutionStatus, Option<String>)> = runs
+                .iter()
+                .enumerate()
+                .map(|(n, e)| initial(plan.as_ref(), n, e))
+                .collect();
             let mut query = sqlx::query(&sql);
-            for e in runs {
-                query = bind_execution!(query, e, e.enforcement, now, plain);
+            for (e, (status, reason)) in runs.iter().zip(&starts) {
+                query = bind_execution!(query, e, e.enforcement, now, shape, status, reason);
             }
             let ids = inserted_ids(query, &mut *tx, runs.len())
                 .await?
                 .ok_or_else(|| fewer_rows("execution"))?;
-            let gated: Vec<(i64, &[Gate])> = runs
-                .iter()
-                .zip(&ids)
-                .map(|(e, id)| (*id, e.gates.as_slice()))
-                .collect();
-            let admission = gate_new(&mut *tx, dialect, &gated, now).await?;
+            let admission = match &plan {
+                Some(plan) => {
+                    let written: Vec<(i64, &[Gate])> = ids.iter().copied().zip(gates).collect();
+                    Some(settle(&mut *tx, dialect, plan, &written, now).await?)
+                }
+                None => None,
+            };
             tx.commit().await?;
             self.tally(admission.as_ref());
-            Ok((ids, admission))
+            Ok((ids, admission, Some(starts)))
         })?;
         Ok(runs
             .iter()
             .zip(ids)
-            .map(|(e, id)| {
-                let record = ExecutionRecord::queued(id, e, e.enforcement, now);
+            .enumerate()
+            .map(|(n, (e, id))| {
+                let mut record = ExecutionRecord::queued(id, e, e.enforcement, now);
+                if let Some((status, reason)) = starts.as_ref().map(|s| &s[n]) {
+                    record.status = *status;
+                    record.status_reason = reason.clone();
+                }
                 let Some(a) = &admission else {
                     return Ok(record);
                 };

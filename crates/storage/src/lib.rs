@@ -238,15 +238,26 @@ macro_rules! on_writer {
 }
 
 /// Binds a [`NewExecution`]'s columns of [`INSERT_EXECUTION`] (as
-/// [`execution_rows`] lays them out: 10 for a `plain` batch, else 18) with
-/// its enforcement and creation time, in its
-/// [`NewExecution::initial_status`].
+/// [`execution_rows`] lays them out in a [`Shape`]) with its enforcement
+/// and creation time, in `$status` with `$reason` (by default its
+/// [`NewExecution::initial_status`] and its own reason).
 macro_rules! bind_execution {
-    ($query:expr, $e:expr, $enforcement:expr, $now:expr, $plain:expr) => {{
+    ($query:expr, $e:expr, $enforcement:expr, $now:expr, $shape:expr) => {
+        bind_execution!(
+            $query,
+            $e,
+            $enforcement,
+            $now,
+            $shape,
+            $e.initial_status(),
+            &$e.status_reason
+        )
+    };
+    ($query:expr, $e:expr, $enforcement:expr, $now:expr, $shape:expr, $status:expr, $reason:expr) => {{
         let query = $query
             .bind(&$e.action)
             .bind(Json(&$e.params))
-            .bind(&$e.status_reason)
+            .bind($reason)
             .bind(Json(&$e.capabilities))
             .bind(&$e.rule)
             .bind($enforcement)
@@ -254,18 +265,18 @@ macro_rules! bind_execution {
             .bind($e.timeout_ms)
             .bind($now)
             .bind(&$e.sealed_params);
-        if $plain {
-            query
-        } else {
-            query
+        match $shape {
+            Shape::Plain => query,
+            Shape::Status => query.bind($status.as_str()),
+            Shape::Full => query
+                .bind($status.as_str())
                 .bind($e.parent)
                 .bind(&$e.task)
                 .bind(&$e.sensor)
                 .bind(&$e.source)
                 .bind($e.not_before)
-                .bind($e.initial_status().as_str())
                 .bind($e.workflow.then_some($now))
-                .bind($e.depth)
+                .bind($e.depth),
         }
     }};
 }

@@ -113,11 +113,11 @@ impl Storage {
             if !polls.is_empty() {
                 let sql = format!(
                     "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    execution_rows(self.dialect(), polls.len(), false)
+                    execution_rows(self.dialect(), polls.len(), Shape::Full)
                 );
                 let mut query = sqlx::query_as(&sql);
                 for poll in &polls {
-                    query = bind_execution!(query, poll, poll.enforcement, now, false);
+                    query = bind_execution!(query, poll, poll.enforcement, now, Shape::Full);
                 }
                 queued = query.fetch_all(&mut *tx).await?;
             }

@@ -6,6 +6,7 @@ use futures_util::TryStreamExt;
 use sqlx::Either;
 
 use super::Dialect;
+use super::records::NewExecution;
 
 /// `($1, $2, …), ($n, …)` on PostgreSQL, `(?, ?, …), …` on SQLite: `rows`
 /// tuples of `cols` placeholders each, each ending with `literals` when
@@ -172,23 +173,54 @@ pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_pa
 /// An execution's insert; its rows come from [`execution_rows`] and
 /// [`bind_execution!`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, sealed_params, parent, task, sensor, source, not_before, status, started_at, depth, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, status, parent, task, sensor, source, not_before, started_at, depth, attempt)";
 
-/// The values of `n` rows of [`INSERT_EXECUTION`]. A batch of plain runs
-/// ([`NewExecution::is_plain`]: no parent, task, sensor, source, delay or depth)
-/// binds 10 columns a row and writes the rest as literals: SQLite's driver
-/// looks each parameter up by name, so a statement's cost grows with the
-/// square of its parameters, and most batches are plain.
-pub(super) fn execution_rows(dialect: Dialect, n: usize, plain: bool) -> String {
-    if plain {
-        rows_of(
+/// Which columns of [`INSERT_EXECUTION`] a batch binds; the rest are
+/// written as literals, since each bound parameter costs, and most batches
+/// set little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Shape {
+    /// Every run is plain ([`NewExecution::is_plain`]) and `requested`:
+    /// 10 columns.
+    Plain,
+    /// Every run is plain, some limited by a policy: the status too, 11.
+    Status,
+    /// Anything else: 18.
+    Full,
+}
+
+impl Shape {
+    /// The shape a batch of `runs` needs.
+    pub(super) fn of<'a>(runs: impl IntoIterator<Item = &'a NewExecution>) -> Self {
+        let mut shape = Shape::Plain;
+        for e in runs {
+            if !e.is_plain() {
+                return Shape::Full;
+            }
+            if !e.gates.is_empty() {
+                shape = Shape::Status;
+            }
+        }
+        shape
+    }
+}
+
+/// The values of `n` rows of [`INSERT_EXECUTION`] in `shape`.
+pub(super) fn execution_rows(dialect: Dialect, n: usize, shape: Shape) -> String {
+    match shape {
+        Shape::Plain => rows_of(
             dialect,
             n,
             10,
-            Some("NULL, NULL, NULL, NULL, 0, 'requested', NULL, 0, 1"),
-        )
-    } else {
-        rows_of(dialect, n, 18, Some("1"))
+            Some("'requested', NULL, NULL, NULL, NULL, 0, NULL, 0, 1"),
+        ),
+        Shape::Status => rows_of(
+            dialect,
+            n,
+            11,
+            Some("NULL, NULL, NULL, NULL, 0, NULL, 0, 1"),
+        ),
+        Shape::Full => rows_of(dialect, n, 18, Some("1")),
     }
 }
 
@@ -225,14 +257,19 @@ mod tests {
     }
 
     #[test]
-    fn plain_execution_rows_bind_ten_columns_and_others_eighteen() {
-        let plain = super::execution_rows(Dialect::Postgres, 2, true);
+    fn plain_execution_rows_bind_ten_columns_gated_eleven_and_others_eighteen() {
+        let plain = super::execution_rows(Dialect::Postgres, 2, super::Shape::Plain);
         assert!(plain.starts_with("($1, $2,"), "{plain}");
         assert!(
-            plain.contains("$10, NULL, NULL, NULL, NULL, 0, 'requested', NULL, 0, 1), ($11,"),
+            plain.contains("$10, 'requested', NULL, NULL, NULL, NULL, 0, NULL, 0, 1), ($11,"),
             "{plain}"
         );
-        let full = super::execution_rows(Dialect::Postgres, 1, false);
+        let status = super::execution_rows(Dialect::Postgres, 2, super::Shape::Status);
+        assert!(
+            status.contains("$11, NULL, NULL, NULL, NULL, 0, NULL, 0, 1), ($12,"),
+            "{status}"
+        );
+        let full = super::execution_rows(Dialect::Postgres, 1, super::Shape::Full);
         assert!(full.ends_with("$17, $18, 1)"), "{full}");
     }
 

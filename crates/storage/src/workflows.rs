@@ -6,7 +6,7 @@
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::gates::{apply_admission, gate_new};
+use super::gates::{apply_admission, initial, plan, settle};
 use super::records::*;
 use super::sql::*;
 use super::{Pool, Result, Storage, now_ms};
@@ -146,30 +146,32 @@ impl Storage {
             let mut started: Vec<ExecutionRecord> = Vec::new();
             let mut admission = None;
             if !step.starts.is_empty() {
-                let sql = format!(
-                    "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
-                    execution_rows(self.dialect(), step.starts.len(), false)
-                );
-                let mut query = sqlx::query_as(&sql);
-                for e in step.starts {
-                    query = bind_execution!(query, e, e.enforcement, now, false);
-                }
-                started = query.fetch_all(&mut *tx).await?;
-                started.sort_by_key(|e| e.id);
                 // A task a policy limits waits its turn like any execution
                 // (the engine turns `drop` into `cancel` for tasks, so
                 // every id stays in the workflow's state).
-                let gated: Vec<(i64, &[Gate])> = started
-                    .iter()
-                    .zip(step.starts.iter())
-                    .map(|(r, e)| (r.id, e.gates.as_slice()))
-                    .collect();
-                admission = gate_new(&mut *tx, dialect, &gated, now).await?;
-                if let Some(a) = &admission {
+                let gates: Vec<&[Gate]> = step.starts.iter().map(|e| e.gates.as_slice()).collect();
+                let plan = plan(&mut *tx, dialect, &gates, now).await?;
+                let sql = format!(
+                    "{INSERT_EXECUTION} VALUES {} RETURNING {EXECUTION_COLUMNS}",
+                    execution_rows(self.dialect(), step.starts.len(), Shape::Full)
+                );
+                let mut query = sqlx::query_as(&sql);
+                for (n, e) in step.starts.iter().enumerate() {
+                    let (status, reason) = initial(plan.as_ref(), n, e);
+                    query =
+                        bind_execution!(query, e, e.enforcement, now, Shape::Full, status, reason);
+                }
+                started = query.fetch_all(&mut *tx).await?;
+                started.sort_by_key(|e| e.id);
+                if let Some(plan) = &plan {
+                    let written: Vec<(i64, &[Gate])> =
+                        started.iter().map(|r| r.id).zip(gates).collect();
+                    let a = settle(&mut *tx, dialect, plan, &written, now).await?;
                     started = started
                         .into_iter()
-                        .filter_map(|r| apply_admission(a, r))
+                        .filter_map(|r| apply_admission(&a, r))
                         .collect();
+                    admission = Some(a);
                 }
             }
             let ids: Vec<i64> = started.iter().map(|e| e.id).collect();

@@ -32,6 +32,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/rules/{ref}/enable", post(enable))
         .route("/rules/{ref}/disable", post(disable))
         .route("/rules/{ref}/test", post(test))
+        .route("/rules/{ref}/policies", post(set_policies))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +87,59 @@ async fn show(
     rule_page(&state, &user, &r#ref, context! { payload => "{}" }).await
 }
 
+#[derive(Debug, Deserialize)]
+struct PoliciesForm {
+    policies: String,
+}
+
+/// Most bytes of a policies form: eight policies fit many times over.
+const POLICIES_FORM_MAX: usize = 16 * 1024;
+
+/// Replaces the rule's policies (a JSON array, as the API takes them); a
+/// problem shows on the page at its path, 422, with what was typed kept.
+async fn set_policies(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Path(r#ref): Path<String>,
+    Form(form): Form<PoliciesForm>,
+) -> Page {
+    user.require(Role::Operator)?;
+    let problem = |message: String| {
+        vec![ErrorDetail {
+            path: "/policies".into(),
+            message,
+        }]
+    };
+    if form.policies.len() > POLICIES_FORM_MAX {
+        let message = format!("at most {POLICIES_FORM_MAX} bytes");
+        return policies_refused(&state, &user, &r#ref, problem(message), String::new()).await;
+    }
+    let text = if form.policies.trim().is_empty() {
+        "[]"
+    } else {
+        form.policies.as_str()
+    };
+    let policies = match serde_json::from_str(text) {
+        Ok(p) => p,
+        Err(e) => {
+            let problems = problem(format!("not a JSON array of policies: {e}"));
+            return policies_refused(&state, &user, &r#ref, problems, form.policies).await;
+        }
+    };
+    match save::set_policies(&state, &r#ref, policies).await {
+        Ok(_) => Ok(see(&format!(
+            "/ui/rules/{}",
+            form_urlencoded::byte_serialize(r#ref.as_bytes()).collect::<String>()
+        ))),
+        Err(e) => match ApiError::from(e) {
+            ApiError::Invalid { details, .. } => {
+                policies_refused(&state, &user, &r#ref, details, form.policies).await
+            }
+            e => Err(e.into()),
+        },
+    }
+}
+
 async fn enable(
     State(state): State<AppState>,
     Session(user): Session,
@@ -109,6 +163,21 @@ async fn toggle(state: &AppState, user: &Caller, r#ref: &str, enabled: bool) -> 
         "/ui/rules/{}",
         form_urlencoded::byte_serialize(r#ref.as_bytes()).collect::<String>()
     )))
+}
+
+/// The rule page answering a policies form that was refused: 422, each
+/// problem at its path, what was typed kept.
+async fn policies_refused(
+    state: &AppState,
+    user: &Caller,
+    r#ref: &str,
+    problems: Vec<ErrorDetail>,
+    typed: String,
+) -> Page {
+    let extra =
+        context! { payload => "{}", policies_text => typed, policy_errors => data(&problems) };
+    let page = rule_page(state, user, r#ref, extra).await;
+    super::with_status(axum::http::StatusCode::UNPROCESSABLE_ENTITY, page)
 }
 
 #[derive(Debug, Deserialize)]

@@ -223,6 +223,37 @@ pub async fn set_enabled(
     Ok(rule)
 }
 
+/// Replaces a rule's policies and keeps the rest of it, with every check a
+/// whole rule gets (a policy's problems come back at `/policies/<n>/…`).
+pub async fn set_policies(
+    core: &Core,
+    r#ref: &str,
+    policies: Vec<crate::policies::PolicyInput>,
+) -> Result<(RuleRecord, Vec<String>), EngineError> {
+    let rule = core
+        .storage
+        .get_rule(r#ref)
+        .await?
+        .ok_or_else(|| EngineError::not_found("rule", r#ref))?;
+    let spec = rule.spec;
+    let input = RuleInput {
+        r#ref: spec.r#ref,
+        description: spec.description,
+        trigger: spec.trigger,
+        trigger_params: spec.trigger_params,
+        criteria: spec.criteria,
+        action: spec.action,
+        action_params: spec.action_params,
+        enabled: spec.enabled,
+        timeout: spec.timeout_ms.map(|ms| format!("{ms}ms")),
+        max_attempts: Some(spec.max_attempts),
+        policies,
+    };
+    let (spec, warnings) = check(core, &input).await?;
+    let rule = store(core, &spec, Mode::Replace, r#ref).await?;
+    Ok((rule, warnings))
+}
+
 /// Deletes a rule, its timer and its own webhook key.
 pub async fn delete(core: &Core, r#ref: &str) -> Result<(), EngineError> {
     if !core.storage.delete_rule(r#ref).await? {

@@ -177,6 +177,50 @@ pub(super) fn key_states(holders: &[Holder], now: i64) -> HashMap<(String, Strin
     keys
 }
 
+/// Decides runs about to be written (`runs[n]`: the gates of run `n`,
+/// empty when no policy limits it), from the holders of their keys and the
+/// keys where earlier executions wait: per run its verdict (`None` when
+/// ungated), and when a rate window next lets one more through.
+pub(super) fn plan_new(
+    runs: &[&[crate::records::Gate]],
+    holders: &[Holder],
+    blocked: &[(String, String)],
+    now: i64,
+) -> (Vec<Option<Verdict>>, Option<i64>) {
+    let mut keys = key_states(holders, now);
+    for key in blocked {
+        keys.entry(key.clone()).or_default().blocked = true;
+    }
+    // Each run stands in by its place: it is newer than anything stored,
+    // and the runs arrive in order.
+    let candidates: BTreeMap<i64, Vec<GateRow>> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, gates)| !gates.is_empty())
+        .map(|(n, gates)| {
+            let rows = gates
+                .iter()
+                .map(|g| GateRow {
+                    execution: n as i64,
+                    policy: g.policy.clone(),
+                    gate_key: g.key.clone(),
+                    concurrency: g.concurrency,
+                    rate_count: g.rate.map(|r| r.0),
+                    rate_ms: g.rate.map_or(0, |r| r.1),
+                    on_limit: g.on_limit.as_str().to_string(),
+                })
+                .collect();
+            (n as i64, rows)
+        })
+        .collect();
+    let new: HashSet<i64> = candidates.keys().copied().collect();
+    let mut verdicts = vec![None; runs.len()];
+    for (n, verdict) in decide(&candidates, &new, &mut keys) {
+        verdicts[n as usize] = Some(verdict);
+    }
+    (verdicts, next_due(&keys, &candidates))
+}
+
 /// When a rate window next lets one more through a key that blocked.
 pub(super) fn next_due(
     keys: &HashMap<(String, String), KeyState>,
@@ -213,6 +257,50 @@ mod tests {
             rate_ms: 0,
             on_limit: on_limit.into(),
         }
+    }
+
+    #[test]
+    fn plans_new_runs_in_order_behind_holders_and_waiting_keys() {
+        use crate::records::{Gate, OnLimit};
+        let gate = |key: &str, on_limit| Gate {
+            policy: "p.a#1".into(),
+            key: key.into(),
+            concurrency: Some(1),
+            rate: None,
+            on_limit,
+        };
+        let runs = [
+            vec![gate("a", OnLimit::Queue)],
+            vec![],
+            vec![gate("a", OnLimit::Queue)],
+            vec![gate("b", OnLimit::Cancel)],
+            vec![gate("c", OnLimit::Queue)],
+            vec![gate("d", OnLimit::Drop)],
+        ];
+        let runs: Vec<&[Gate]> = runs.iter().map(Vec::as_slice).collect();
+        // `b` is held; executions wait on `c`.
+        let holders = vec![Holder {
+            policy: "p.a#1".into(),
+            gate_key: "b".into(),
+            status: "running".into(),
+            started_at: Some(1),
+            rate_ms: 0,
+        }];
+        let blocked = vec![("p.a#1".to_string(), "c".to_string())];
+        let (verdicts, due) = plan_new(&runs, &holders, &blocked, 10);
+        assert_eq!(verdicts[0], Some(Verdict::Admit));
+        assert_eq!(verdicts[1], None);
+        assert!(
+            matches!(&verdicts[2], Some(Verdict::Wait(why)) if why.contains("1 of 1 running")),
+            "{verdicts:?}"
+        );
+        assert!(matches!(&verdicts[3], Some(Verdict::Cancel(p, _)) if p == "p.a#1"));
+        assert!(
+            matches!(&verdicts[4], Some(Verdict::Wait(why)) if why.contains("earlier executions")),
+            "{verdicts:?}"
+        );
+        assert_eq!(verdicts[5], Some(Verdict::Admit));
+        assert_eq!(due, None);
     }
 
     #[test]

@@ -2,31 +2,34 @@
 //! enforced in the database so that any number of nodes on one database
 //! never exceed a limit.
 //!
-//! An execution limited by policies is written `delayed` with one
-//! `execution_gate` row per policy (its key and the limits it was created
-//! under). An admission pass, in the transaction that wrote it or later in
-//! its own, lets waiting executions through to `requested` in order of
-//! arrival per key while every gate has room: a slot is held from then
-//! until the execution ends (queued for a worker, claimed or running; a
-//! lease that expires ends it or queues it again, holding its slot), and a
-//! start stays in a rate window until the window has passed it. Passes
-//! never run at the same time: SQLite has one writer, and on PostgreSQL
-//! each takes a transaction-scoped advisory lock before it reads a count.
+//! Runs limited by policies are decided before they are written, in the
+//! transaction that writes them ([`plan`], then [`settle`]): each is
+//! written `requested` when every gate has room, `delayed` otherwise (or
+//! cancelled, or not at all, as its policy says), with one `execution_gate`
+//! row per policy (its key and the limits it was created under). A later
+//! admission pass ([`Storage::admit_waiting`]) lets waiting executions
+//! through in order of arrival per key while every gate has room. A slot is
+//! held from admission until the execution ends (queued for a worker,
+//! claimed or running; a lease that expires ends it or queues it again,
+//! holding its slot), and a start stays in a rate window until the window
+//! has passed it. Decisions never run at the same time: SQLite has one
+//! writer, and on PostgreSQL each takes a transaction-scoped advisory lock
+//! before it reads a count.
 //!
-//! The rules of admission are plain Rust ([`decide`]), over what the pass
-//! read; the SQL only reads and writes.
+//! The rules of admission are plain Rust ([`decide`]), over what was read;
+//! the SQL only reads and writes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod decide;
 
-use decide::{GateRow, Holder, Verdict, decide, key_states, next_due};
+use decide::{GateRow, Holder, Verdict, decide, key_states, next_due, plan_new};
 
 use super::records::*;
 use super::sql::*;
 use super::{Dialect, Pool, Result, Storage, StorageError, now_ms};
 
-/// The advisory lock every admission pass on PostgreSQL holds
+/// The advisory lock every admission decision on PostgreSQL holds
 /// (`pg_advisory_xact_lock`): "attune gates" in ASCII.
 const GATE_LOCK: i64 = 0x6174_7475_6e65_6761;
 
@@ -34,271 +37,336 @@ const GATE_LOCK: i64 = 0x6174_7475_6e65_6761;
 const GATE_COLUMNS: &str =
     "g.execution, g.policy, g.gate_key, g.concurrency, g.rate_count, g.rate_ms, g.on_limit";
 
-/// Defines the pass and the gate insert for one backend's connection type:
-/// the same statements, typed for each (sqlx's executor traits make a
-/// function generic over both harder to read than this).
-macro_rules! gate_ops {
-    ($insert:ident, $pass:ident, $conn:ty) => {
-        /// Writes the gates of executions just inserted (`(id, gates)`).
-        pub(crate) async fn $insert(
-            c: &mut $conn,
-            dialect: Dialect,
-            items: &[(i64, &[Gate])],
-        ) -> Result<()> {
-            let rows: Vec<(i64, &Gate)> = items
-                .iter()
-                .flat_map(|(id, gates)| gates.iter().map(move |g| (*id, g)))
-                .collect();
-            for chunk in rows.chunks(500) {
-                let sql = format!(
-                    "INSERT INTO execution_gate (execution, policy, gate_key, concurrency, rate_count, rate_ms, on_limit, waiting) VALUES {}",
-                    rows_of(dialect, chunk.len(), 7, Some("TRUE"))
-                );
-                let mut q = sqlx::query(&sql);
-                for (id, g) in chunk {
-                    q = q
-                        .bind(*id)
-                        .bind(&g.policy)
-                        .bind(&g.key)
-                        .bind(g.concurrency)
-                        .bind(g.rate.map(|r| r.0))
-                        .bind(g.rate.map_or(0, |r| r.1))
-                        .bind(g.on_limit.as_str());
-                }
-                q.execute(&mut *c).await?;
-            }
-            Ok(())
-        }
+/// Whether any execution waits on a policy (0 or 1).
+const ANY_WAITING: &str =
+    "SELECT COUNT(*) FROM (SELECT 1 FROM execution_gate WHERE waiting LIMIT 1) AS w";
 
-        /// One admission pass over the keys of `new` (executions just
-        /// inserted, decided at once: admitted, waiting, cancelled or
-        /// dropped) or, with `new` empty, over every waiting key.
-        pub(crate) async fn $pass(
-            c: &mut $conn,
-            dialect: Dialect,
-            new: &[i64],
-            now: i64,
-        ) -> Result<Admission> {
-            if dialect == Dialect::Postgres {
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(GATE_LOCK)
-                    .execute(&mut *c)
-                    .await?;
-            }
-            let mut admission = Admission::default();
-            // The first waiting executions of each key in scope, as many as
-            // its limits could let through, and every gate of `new`.
-            let scope = if new.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "AND EXISTS (SELECT 1 FROM execution_gate n WHERE n.execution {} \
-                     AND n.policy = w.policy AND n.gate_key = w.gate_key)",
-                    id_in(dialect, 1)
-                )
-            };
-            let first = format!(
-                "SELECT execution FROM (SELECT w.execution, ROW_NUMBER() OVER \
-                 (PARTITION BY w.policy, w.gate_key ORDER BY w.execution) AS place, \
-                 CASE WHEN w.concurrency IS NULL THEN w.rate_count WHEN w.rate_count IS NULL THEN w.concurrency \
-                 WHEN w.concurrency < w.rate_count THEN w.concurrency ELSE w.rate_count END AS most \
-                 FROM execution_gate w JOIN execution x ON x.id = w.execution \
-                 WHERE w.waiting AND x.status = 'delayed' {scope}) AS q WHERE place <= most"
-            );
-            let mut query = sqlx::query_scalar(&first);
-            if !new.is_empty() {
-                query = query.bind(id_array(dialect, new));
-            }
-            let mut ids: Vec<i64> = query.fetch_all(&mut *c).await?;
-            ids.extend_from_slice(new);
-            ids.sort_unstable();
-            ids.dedup();
-            if ids.is_empty() {
-                return Ok(admission);
-            }
-            let rows: Vec<GateRow> = sqlx::query_as(&format!(
-                "SELECT {GATE_COLUMNS} FROM execution_gate g JOIN execution x ON x.id = g.execution \
-                 WHERE g.waiting AND x.status = 'delayed' AND g.execution {}",
-                id_in(dialect, 1)
-            ))
-            .bind(id_array(dialect, &ids))
-            .fetch_all(&mut *c)
-            .await?;
-            let holders: Vec<Holder> = sqlx::query_as(&format!(
-                "SELECT g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
-                 FROM (SELECT DISTINCT policy, gate_key FROM execution_gate WHERE execution {}) AS k \
-                 JOIN execution_gate g ON g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting \
-                 JOIN execution e ON e.id = g.execution",
-                id_in(dialect, 1)
-            ))
-            .bind(id_array(dialect, &ids))
-            .fetch_all(&mut *c)
-            .await?;
-            let mut candidates: BTreeMap<i64, Vec<GateRow>> = BTreeMap::new();
-            for row in rows {
-                candidates.entry(row.execution).or_default().push(row);
-            }
-            let new_set: HashSet<i64> = new.iter().copied().collect();
-            let mut keys = key_states(&holders, now);
-            let verdicts = decide(&candidates, &new_set, &mut keys);
-            for (id, verdict) in verdicts {
-                match verdict {
-                    Verdict::Admit => admission.admitted.push(id),
-                    Verdict::Wait(reason) if new_set.contains(&id) => {
-                        admission.delayed.push((id, reason))
-                    }
-                    Verdict::Wait(_) => {}
-                    Verdict::Cancel(policy, reason) => admission.cancelled.push((id, policy, reason)),
-                    Verdict::Drop(policy, reason) => admission.dropped.push((id, policy, reason)),
+/// The keys a decision reads, bound as one JSON array of `[policy, key]`
+/// pairs (one statement text whatever their number), as a table `k`.
+fn keys_table(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "WITH k(policy, gate_key) AS (SELECT json_extract(value, '$[0]'), \
+             json_extract(value, '$[1]') FROM json_each($1))"
+        }
+        Dialect::Postgres => {
+            "WITH k(policy, gate_key) AS (SELECT value->>0, value->>1 \
+             FROM jsonb_array_elements(CAST($1 AS jsonb)))"
+        }
+    }
+}
+
+/// Defines the gate operations of one backend's connection type: the same
+/// statements, typed for each (sqlx's executor traits make a function
+/// generic over both harder to read than this).
+macro_rules! gate_ops {
+    ($conn:ty) => {
+        impl GateConn for $conn {
+            async fn lock(&mut self, dialect: Dialect) -> Result<()> {
+                if dialect == Dialect::Postgres {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind(GATE_LOCK)
+                        .execute(&mut *self)
+                        .await?;
                 }
+                Ok(())
             }
-            admission.next_due = next_due(&keys, &candidates);
-            if !admission.admitted.is_empty() {
-                let set = id_array(dialect, &admission.admitted);
-                sqlx::query(&format!(
-                    "UPDATE execution SET status = 'requested', status_reason = NULL \
-                     WHERE status = 'delayed' AND id {}",
-                    id_in(dialect, 1)
+
+            async fn read_keys(
+                &mut self,
+                dialect: Dialect,
+                keys: &str,
+            ) -> Result<KeysRead> {
+                let table = keys_table(dialect);
+                // `CROSS JOIN` keeps SQLite's planner reading the few keys
+                // first, each through the gates' key index.
+                let holders: Vec<Holder> = sqlx::query_as(&format!(
+                    "{table} SELECT g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
+                     FROM k CROSS JOIN execution_gate g JOIN execution e ON e.id = g.execution \
+                     WHERE g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting"
                 ))
-                .bind(&set)
-                .execute(&mut *c)
+                .bind(keys)
+                .fetch_all(&mut *self)
                 .await?;
-                sqlx::query(&format!(
-                    "UPDATE execution_gate SET waiting = FALSE WHERE execution {}",
-                    id_in(dialect, 1)
+                let blocked: Vec<(String, String)> = sqlx::query_as(&format!(
+                    "{table} SELECT k.policy, k.gate_key FROM k WHERE EXISTS (SELECT 1 \
+                     FROM execution_gate g JOIN execution x ON x.id = g.execution \
+                     WHERE g.policy = k.policy AND g.gate_key = k.gate_key AND g.waiting \
+                     AND x.status = 'delayed')"
                 ))
-                .bind(&set)
-                .execute(&mut *c)
+                .bind(keys)
+                .fetch_all(&mut *self)
                 .await?;
+                Ok((holders, blocked))
             }
-            for (id, reason) in &admission.delayed {
-                sqlx::query("UPDATE execution SET status_reason = $2 WHERE id = $1")
+
+            async fn insert_gates(
+                &mut self,
+                dialect: Dialect,
+                rows: &[(i64, &Gate, bool)],
+            ) -> Result<()> {
+                for chunk in rows.chunks(500) {
+                    let sql = format!(
+                        "INSERT INTO execution_gate (execution, policy, gate_key, concurrency, rate_count, rate_ms, on_limit, waiting) VALUES {}",
+                        rows_of(dialect, chunk.len(), 8, None)
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (id, g, waiting) in chunk {
+                        q = q
+                            .bind(*id)
+                            .bind(&g.policy)
+                            .bind(&g.key)
+                            .bind(g.concurrency)
+                            .bind(g.rate.map(|r| r.0))
+                            .bind(g.rate.map_or(0, |r| r.1))
+                            .bind(g.on_limit.as_str())
+                            .bind(*waiting);
+                    }
+                    q.execute(&mut *self).await?;
+                }
+                Ok(())
+            }
+
+            async fn refuse(&mut self, admission: &Admission, now: i64) -> Result<()> {
+                for (id, _, reason) in &admission.cancelled {
+                    sqlx::query(
+                        "UPDATE execution SET status = 'cancelled', status_reason = $2, finished_at = $3, \
+                         sealed_params = NULL WHERE id = $1",
+                    )
                     .bind(id)
                     .bind(reason)
-                    .execute(&mut *c)
+                    .bind(now)
+                    .execute(&mut *self)
                     .await?;
-            }
-            for (id, _, reason) in &admission.cancelled {
-                sqlx::query(
-                    "UPDATE execution SET status = 'cancelled', status_reason = $2, finished_at = $3, \
-                     sealed_params = NULL WHERE id = $1",
-                )
-                .bind(id)
-                .bind(reason)
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
-            }
-            for (id, _, reason) in &admission.dropped {
-                sqlx::query(
-                    "UPDATE enforcement SET status = 'dropped', reason = $2 \
-                     WHERE id = (SELECT enforcement FROM execution WHERE id = $1)",
-                )
-                .bind(id)
-                .bind(reason)
-                .execute(&mut *c)
-                .await?;
-                sqlx::query("DELETE FROM execution WHERE id = $1")
+                }
+                for (id, _, reason) in &admission.dropped {
+                    sqlx::query(
+                        "UPDATE enforcement SET status = 'dropped', reason = $2 \
+                         WHERE id = (SELECT enforcement FROM execution WHERE id = $1)",
+                    )
                     .bind(id)
-                    .execute(&mut *c)
+                    .bind(reason)
+                    .execute(&mut *self)
                     .await?;
+                    sqlx::query("DELETE FROM execution WHERE id = $1")
+                        .bind(id)
+                        .execute(&mut *self)
+                        .await?;
+                }
+                Ok(())
             }
-            let ended: Vec<i64> = admission
-                .cancelled
-                .iter()
-                .chain(&admission.dropped)
-                .map(|(id, ..)| *id)
-                .collect();
-            if !ended.is_empty() {
-                sqlx::query(&format!(
-                    "DELETE FROM execution_gate WHERE execution {}",
+
+            async fn admit(&mut self, dialect: Dialect, now: i64) -> Result<Admission> {
+                self.lock(dialect).await?;
+                let mut admission = Admission::default();
+                // The first waiting executions of each key, as many as its
+                // limits could let through.
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT execution FROM (SELECT w.execution, ROW_NUMBER() OVER \
+                     (PARTITION BY w.policy, w.gate_key ORDER BY w.execution) AS place, \
+                     CASE WHEN w.concurrency IS NULL THEN w.rate_count WHEN w.rate_count IS NULL THEN w.concurrency \
+                     WHEN w.concurrency < w.rate_count THEN w.concurrency ELSE w.rate_count END AS most \
+                     FROM execution_gate w JOIN execution x ON x.id = w.execution \
+                     WHERE w.waiting AND x.status = 'delayed') AS q WHERE place <= most",
+                )
+                .fetch_all(&mut *self)
+                .await?;
+                if ids.is_empty() {
+                    admission.waiting = sqlx::query_scalar::<_, i64>(ANY_WAITING).fetch_one(&mut *self).await? > 0;
+                    return Ok(admission);
+                }
+                let rows: Vec<GateRow> = sqlx::query_as(&format!(
+                    "SELECT {GATE_COLUMNS} FROM execution_gate g JOIN execution x ON x.id = g.execution \
+                     WHERE g.waiting AND x.status = 'delayed' AND g.execution {}",
                     id_in(dialect, 1)
                 ))
-                .bind(id_array(dialect, &ended))
-                .execute(&mut *c)
+                .bind(id_array(dialect, &ids))
+                .fetch_all(&mut *self)
                 .await?;
+                let holders: Vec<Holder> = sqlx::query_as(&format!(
+                    "SELECT g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
+                     FROM (SELECT DISTINCT policy, gate_key FROM execution_gate WHERE execution {}) AS k \
+                     JOIN execution_gate g ON g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting \
+                     JOIN execution e ON e.id = g.execution",
+                    id_in(dialect, 1)
+                ))
+                .bind(id_array(dialect, &ids))
+                .fetch_all(&mut *self)
+                .await?;
+                let mut candidates: BTreeMap<i64, Vec<GateRow>> = BTreeMap::new();
+                for row in rows {
+                    candidates.entry(row.execution).or_default().push(row);
+                }
+                let mut keys = key_states(&holders, now);
+                for (id, verdict) in decide(&candidates, &HashSet::new(), &mut keys) {
+                    if verdict == Verdict::Admit {
+                        admission.admitted.push(id);
+                    }
+                }
+                admission.next_due = next_due(&keys, &candidates);
+                if !admission.admitted.is_empty() {
+                    let set = id_array(dialect, &admission.admitted);
+                    sqlx::query(&format!(
+                        "UPDATE execution SET status = 'requested', status_reason = NULL \
+                         WHERE status = 'delayed' AND id {}",
+                        id_in(dialect, 1)
+                    ))
+                    .bind(&set)
+                    .execute(&mut *self)
+                    .await?;
+                    sqlx::query(&format!(
+                        "UPDATE execution_gate SET waiting = FALSE WHERE execution {}",
+                        id_in(dialect, 1)
+                    ))
+                    .bind(&set)
+                    .execute(&mut *self)
+                    .await?;
+                }
+                admission.waiting = sqlx::query_scalar::<_, i64>(ANY_WAITING).fetch_one(&mut *self).await? > 0;
+                Ok(admission)
             }
-            admission.waiting = sqlx::query_scalar::<_, i64>(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM execution_gate WHERE waiting LIMIT 1) AS w",
-            )
-            .fetch_one(&mut *c)
-            .await?
-                > 0;
-            Ok(admission)
         }
     };
 }
 
-gate_ops!(insert_gates_sqlite, pass_sqlite, sqlx::SqliteConnection);
-gate_ops!(insert_gates_pg, pass_pg, sqlx::PgConnection);
+/// Of some keys, the gates holding a slot or in a rate window, and the keys
+/// where executions wait.
+type KeysRead = (Vec<Holder>, Vec<(String, String)>);
 
 /// The gate operations of a connection, for code written once over both
 /// backends.
 pub(crate) trait GateConn {
-    /// Writes the gates of executions just inserted.
+    /// Serialises decisions (PostgreSQL's advisory lock; SQLite has one
+    /// writer already).
+    fn lock(&mut self, dialect: Dialect) -> impl Future<Output = Result<()>> + Send;
+    /// Of `keys` (a JSON array of `[policy, key]`), the gates holding a
+    /// slot or in a rate window, and the keys where executions wait.
+    fn read_keys(
+        &mut self,
+        dialect: Dialect,
+        keys: &str,
+    ) -> impl Future<Output = Result<KeysRead>> + Send;
+    /// Writes gates: `(execution, gate, waiting)`.
     fn insert_gates(
         &mut self,
         dialect: Dialect,
-        items: &[(i64, &[Gate])],
+        rows: &[(i64, &Gate, bool)],
     ) -> impl Future<Output = Result<()>> + Send;
-    /// One admission pass (see [`pass_sqlite`]).
+    /// Ends what a decision cancelled, and removes what it dropped
+    /// (recording why on its enforcement).
+    fn refuse(
+        &mut self,
+        admission: &Admission,
+        now: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// One admission pass over every waiting key.
     fn admit(
         &mut self,
         dialect: Dialect,
-        new: &[i64],
         now: i64,
     ) -> impl Future<Output = Result<Admission>> + Send;
 }
 
-/// The [`GateConn`] of one backend's connection type, over its functions.
-macro_rules! gate_conn {
-    ($conn:ty, $insert:ident, $pass:ident) => {
-        impl GateConn for $conn {
-            fn insert_gates(
-                &mut self,
-                dialect: Dialect,
-                items: &[(i64, &[Gate])],
-            ) -> impl Future<Output = Result<()>> + Send {
-                $insert(self, dialect, items)
-            }
-            fn admit(
-                &mut self,
-                dialect: Dialect,
-                new: &[i64],
-                now: i64,
-            ) -> impl Future<Output = Result<Admission>> + Send {
-                $pass(self, dialect, new, now)
-            }
-        }
-    };
+gate_ops!(sqlx::SqliteConnection);
+gate_ops!(sqlx::PgConnection);
+
+/// What admission decided for runs about to be written (see [`plan`]).
+pub(crate) struct Plan {
+    /// Per run, in the order given: its verdict, `None` when ungated.
+    verdicts: Vec<Option<Verdict>>,
+    /// When a rate window next lets one more through.
+    next_due: Option<i64>,
 }
 
-gate_conn!(sqlx::SqliteConnection, insert_gates_sqlite, pass_sqlite);
-gate_conn!(sqlx::PgConnection, insert_gates_pg, pass_pg);
-
-/// Writes the gates of executions just inserted (`ids` in the order of
-/// `runs`) and decides them at once; patches `records` to what was decided
-/// and returns what the pass did (`None` when no run has a gate).
-pub(crate) async fn gate_new<C: GateConn>(
+/// Decides runs about to be written (`runs[n]`: the gates of run `n`) in
+/// the transaction that will write them; `None` when no run has a gate.
+/// What it reads stays true until the transaction ends: decisions are
+/// serialised.
+pub(crate) async fn plan<C: GateConn>(
     c: &mut C,
     dialect: Dialect,
-    runs: &[(i64, &[Gate])],
+    runs: &[&[Gate]],
     now: i64,
-) -> Result<Option<Admission>> {
-    let gated: Vec<(i64, &[Gate])> = runs
-        .iter()
-        .filter(|(_, g)| !g.is_empty())
-        .copied()
-        .collect();
-    if gated.is_empty() {
+) -> Result<Option<Plan>> {
+    if runs.iter().all(|g| g.is_empty()) {
         return Ok(None);
     }
-    c.insert_gates(dialect, &gated).await?;
-    let ids: Vec<i64> = gated.iter().map(|(id, _)| *id).collect();
-    Ok(Some(c.admit(dialect, &ids, now).await?))
+    let keys: BTreeSet<[&str; 2]> = runs
+        .iter()
+        .flat_map(|gates| gates.iter().map(|g| [g.policy.as_str(), g.key.as_str()]))
+        .collect();
+    let keys = serde_json::to_string(&keys)
+        .map_err(|e| StorageError::Database(sqlx::Error::Encode(Box::new(e))))?;
+    c.lock(dialect).await?;
+    let (holders, blocked) = c.read_keys(dialect, &keys).await?;
+    let (verdicts, next_due) = plan_new(runs, &holders, &blocked, now);
+    Ok(Some(Plan { verdicts, next_due }))
 }
 
-/// Sets the records of executions just inserted to what `admission` made
+/// The status and reason run `n` of a batch is written with: as `plan`
+/// decided, or as it asks when ungated. A run to be cancelled or dropped is
+/// written `delayed`; [`settle`] ends it.
+pub(crate) fn initial(
+    plan: Option<&Plan>,
+    n: usize,
+    e: &NewExecution,
+) -> (ExecutionStatus, Option<String>) {
+    match plan.and_then(|p| p.verdicts[n].as_ref()) {
+        Some(Verdict::Admit) => (ExecutionStatus::Requested, e.status_reason.clone()),
+        Some(Verdict::Wait(reason)) => (ExecutionStatus::Delayed, Some(reason.clone())),
+        Some(_) => (ExecutionStatus::Delayed, e.status_reason.clone()),
+        None => (e.initial_status(), e.status_reason.clone()),
+    }
+}
+
+/// Writes what `plan` decided for the runs just written (`runs[n]`: the id
+/// and gates of run `n`): their gates, and the end of those cancelled or
+/// dropped; returns what was decided.
+pub(crate) async fn settle<C: GateConn>(
+    c: &mut C,
+    dialect: Dialect,
+    plan: &Plan,
+    runs: &[(i64, &[Gate])],
+    now: i64,
+) -> Result<Admission> {
+    let mut admission = Admission {
+        next_due: plan.next_due,
+        ..Admission::default()
+    };
+    let mut rows: Vec<(i64, &Gate, bool)> = Vec::new();
+    for ((id, gates), verdict) in runs.iter().zip(&plan.verdicts) {
+        let waiting = match verdict {
+            None => continue,
+            Some(Verdict::Admit) => {
+                admission.admitted.push(*id);
+                false
+            }
+            Some(Verdict::Wait(reason)) => {
+                admission.delayed.push((*id, reason.clone()));
+                true
+            }
+            Some(Verdict::Cancel(policy, reason)) => {
+                admission
+                    .cancelled
+                    .push((*id, policy.clone(), reason.clone()));
+                continue;
+            }
+            Some(Verdict::Drop(policy, reason)) => {
+                admission
+                    .dropped
+                    .push((*id, policy.clone(), reason.clone()));
+                continue;
+            }
+        };
+        rows.extend(gates.iter().map(|g| (*id, g, waiting)));
+    }
+    c.insert_gates(dialect, &rows).await?;
+    c.refuse(&admission, now).await?;
+    admission.waiting = !admission.delayed.is_empty();
+    Ok(admission)
+}
+
+/// Sets the records of executions just written to what `admission` made
 /// of them; a dropped one becomes `None`.
 pub(crate) fn apply_admission(
     admission: &Admission,
@@ -310,7 +378,6 @@ pub(crate) fn apply_admission(
     }
     if admission.admitted.contains(&id) {
         record.status = ExecutionStatus::Requested;
-        record.status_reason = None;
     } else if let Some((_, _, reason)) = admission.cancelled.iter().find(|(c, ..)| *c == id) {
         record.status = ExecutionStatus::Cancelled;
         record.status_reason = Some(reason.clone());
@@ -385,7 +452,7 @@ impl Storage {
                 .await?;
             }
             let admission = if waiting > 0 {
-                GateConn::admit(&mut *tx, dialect, &[], now).await?
+                GateConn::admit(&mut *tx, dialect, now).await?
             } else {
                 Admission::default()
             };

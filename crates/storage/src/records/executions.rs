@@ -124,7 +124,6 @@ impl NewExecution {
             && self.not_before == 0
             && self.depth == 0
             && !self.workflow
-            && self.gates.is_empty()
     }
 
     /// The status it is stored with: a workflow's own execution starts
