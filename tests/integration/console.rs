@@ -158,6 +158,7 @@ on_both_backends! {
             }
             let detail = ui.get(&format!("/ui/executions/{id}")).await.body;
             assert!(detail.contains("&lt;script&gt;alert("), "the hostile output is shown, escaped");
+            assert!(detail.contains("id=\"resources\"") && detail.contains("ms CPU"), "what it used: {detail}");
             let rules = ui.get("/ui/rules").await.body;
             assert!(rules.contains("&lt;script&gt;"), "the hostile description is shown, escaped");
             let action = ui.get("/ui/actions/core.echo").await.body;
@@ -442,7 +443,14 @@ on_both_backends! {
         let too_big = format!("[{}]", " ".repeat(20_000));
         let a = ui.post(path, &[("policies", &too_big)]).await;
         assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(a.body.contains(r#""rate": "5/1s""#), "the stored policies show again: {}", a.body);
         assert_eq!(s.get("/api/v1/rules/ops.paced").await.body["policies"][0]["concurrency"], 2);
+        // Only the policies change: a rule disabled meanwhile stays disabled.
+        s.post("/api/v1/rules/ops.paced/disable", json!({})).await;
+        let a = ui.post(path, &[("policies", r#"[{"concurrency": 3}]"#)]).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let stored = s.get("/api/v1/rules/ops.paced").await.body;
+        assert_eq!((stored["enabled"].clone(), stored["policies"][0]["concurrency"].clone()), (json!(false), json!(3)));
 
         // Emptied: no policies.
         let a = ui.post(path, &[("policies", "")]).await;

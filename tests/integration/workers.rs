@@ -67,6 +67,8 @@ on_both_backends! {
         let workers: std::collections::BTreeSet<i64> = records.iter().map(|e| e["worker"].as_i64().unwrap()).collect();
         assert_eq!(workers.len(), 2, "both workers took work: {workers:?}");
         assert!(records.iter().all(|e| e["attempt"] == 1), "nothing ran twice");
+        // What each used, as its worker measured it, came with its report.
+        assert!(records.iter().all(|e| e["resources"]["instances"] == 1 && e["resources"]["peak_memory_bytes"].as_u64() > Some(0)), "{records:?}");
         let listed = s.get("/api/v1/workers").await;
         let names: Vec<&str> = listed.body["items"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
         assert!(names.contains(&"w-a") && names.contains(&"w-b"), "{names:?}");
@@ -332,6 +334,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                             logs: json!([]),
                             started_at: None,
                             attempt: None,
+                            resources: None,
                         };
                         (e.id, me.id, f)
                     })

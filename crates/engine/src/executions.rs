@@ -105,6 +105,11 @@ pub async fn finish(
     items: &[(i64, i64, attune_storage::Finished)],
 ) -> Result<Vec<bool>, attune_storage::StorageError> {
     let finished = core.storage.finish_many(items).await?;
+    for (id, _, f) in items {
+        if let (Some(action), Some(resources)) = (finished.actions.get(id), &f.resources) {
+            core.metrics.used(action, resources);
+        }
+    }
     let recorded = finished.recorded;
     // Only a workflow's task or a sensor's poll is waited for.
     if finished.awaited {

@@ -48,6 +48,11 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
 }
 
+/// 64 KiB (one WebAssembly page) to 4 GiB in powers of two.
+fn memory_sizes() -> Histogram {
+    Histogram::new(exponential_buckets(65536.0, 2.0, 17))
+}
+
 /// 1 to 256 in powers of two.
 fn batch_sizes() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 9))
@@ -78,6 +83,10 @@ pub struct Metrics {
     pub run_seconds: Family<ActionLabels, Histogram, fn() -> Histogram>,
     /// Executions a claim took at once.
     pub claims_per_batch: Histogram,
+    /// Guest CPU time per execution, by action.
+    pub cpu_seconds: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    /// Peak linear memory per execution, by action.
+    pub memory_bytes: Family<ActionLabels, Histogram, fn() -> Histogram>,
     /// Executions claimed by this node's embedded worker and not yet begun.
     pub queue_depth: Gauge,
     /// Executions holding a policy's slot, by policy (read per scrape).
@@ -106,6 +115,8 @@ impl Default for Metrics {
             executions_finished: Family::default(),
             queued_seconds: latency(),
             run_seconds: Family::new_with_constructor(latency),
+            cpu_seconds: Family::new_with_constructor(latency),
+            memory_bytes: Family::new_with_constructor(memory_sizes),
             claims_per_batch: batch_sizes(),
             queue_depth: Gauge::default(),
             policy_running: Family::default(),
@@ -166,6 +177,16 @@ impl Default for Metrics {
             m.run_seconds.clone(),
         );
         registry.register(
+            "execution_cpu_seconds",
+            "Guest CPU time per execution (measured around each poll of the guest), by action",
+            m.cpu_seconds.clone(),
+        );
+        registry.register(
+            "execution_peak_memory_bytes",
+            "Peak linear memory per execution, by action",
+            m.memory_bytes.clone(),
+        );
+        registry.register(
             "claims_per_batch",
             "Executions one claim took",
             m.claims_per_batch.clone(),
@@ -213,6 +234,24 @@ impl Metrics {
     pub fn queued(&self, created_at: i64) {
         let ms = (attune_storage::now_ms() - created_at).max(0);
         self.queued_seconds.observe(ms as f64 / 1000.0);
+    }
+
+    /// Records what one execution of `action` used (its `resources` as
+    /// stored: `cpu_us`, `peak_memory_bytes`).
+    pub fn used(&self, action: &str, resources: &serde_json::Value) {
+        let labels = ActionLabels {
+            action: action.to_string(),
+        };
+        if let Some(us) = resources["cpu_us"].as_u64() {
+            self.cpu_seconds
+                .get_or_create(&labels)
+                .observe(us as f64 / 1_000_000.0);
+        }
+        if let Some(bytes) = resources["peak_memory_bytes"].as_u64() {
+            self.memory_bytes
+                .get_or_create(&labels)
+                .observe(bytes as f64);
+        }
     }
 
     /// Records one finished execution of `action` that ran for `ms`.

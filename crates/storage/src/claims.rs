@@ -37,6 +37,9 @@ pub struct Finished {
     /// the execution has moved past (its lease expired and it was claimed
     /// again, even by the same worker) is not recorded.
     pub attempt: Option<i64>,
+    /// What it used (CPU, memory, instances, requests, output), as its
+    /// worker measured it; `None` when it never ran.
+    pub resources: Option<Value>,
 }
 
 impl Finished {
@@ -51,6 +54,7 @@ impl Finished {
             logs: json!([]),
             started_at: None,
             attempt: None,
+            resources: None,
         }
     }
 }
@@ -75,6 +79,8 @@ pub struct FinishedMany {
     /// Whether a recorded one held a policy's slot (an admission pass may
     /// now let another through).
     pub gated: bool,
+    /// The action of each recorded one, by id.
+    pub actions: std::collections::HashMap<i64, String>,
 }
 
 /// What [`Storage::reap_expired_leases`] did.
@@ -209,21 +215,22 @@ impl Storage {
         let now = now_ms();
         let dialect = self.dialect();
         let update = format!(
-            "WITH v (id, worker, attempt, status, result, error, stdout, stderr, logs, started_at) AS (VALUES {}) \
+            "WITH v (id, worker, attempt, status, result, error, stdout, stderr, logs, started_at, resources) AS (VALUES {}) \
              UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
-             stderr = v.stderr, logs = v.logs, started_at = COALESCE(v.started_at, execution.started_at), \
+             stderr = v.stderr, logs = v.logs, resources = v.resources, started_at = COALESCE(v.started_at, execution.started_at), \
              finished_at = {}, lease_expires_at = NULL, sealed_params = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
              AND (v.attempt IS NULL OR execution.attempt = v.attempt) \
              AND execution.status IN ('scheduled', 'running') \
              RETURNING execution.id, execution.parent, execution.sensor, \
-             EXISTS (SELECT 1 FROM execution_gate g WHERE g.execution = execution.id) AS gated",
-            rows_of(dialect, items.len(), 10, None),
-            param(dialect, items.len() * 10 + 1)
+             EXISTS (SELECT 1 FROM execution_gate g WHERE g.execution = execution.id) AS gated, execution.action",
+            rows_of(dialect, items.len(), 11, None),
+            param(dialect, items.len() * 11 + 1)
         );
         on_writer!(self, |p| {
             // Each ended execution's id, parent and sensor.
-            let mut query = sqlx::query_as::<_, (i64, Option<i64>, Option<String>, bool)>(&update);
+            let mut query =
+                sqlx::query_as::<_, (i64, Option<i64>, Option<String>, bool, String)>(&update);
             for (id, worker, f) in items {
                 query = query
                     .bind(id)
@@ -235,17 +242,22 @@ impl Storage {
                     .bind(&f.stdout)
                     .bind(&f.stderr)
                     .bind(Json(&f.logs))
-                    .bind(f.started_at);
+                    .bind(f.started_at)
+                    .bind(f.resources.as_ref().map(Json));
             }
             let rows = query.bind(now).fetch_all(&mut *p).await?;
             let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
             let awaited = rows
                 .iter()
-                .any(|(_, parent, sensor, _)| parent.is_some() || sensor.is_some());
+                .any(|(_, parent, sensor, ..)| parent.is_some() || sensor.is_some());
             Ok(FinishedMany {
                 recorded: items.iter().map(|(id, ..)| done.contains(id)).collect(),
                 awaited,
-                gated: rows.iter().any(|(.., gated)| *gated),
+                gated: rows.iter().any(|(.., gated, _)| *gated),
+                actions: rows
+                    .into_iter()
+                    .map(|(id, .., action)| (id, action))
+                    .collect(),
             })
         })
     }

@@ -186,7 +186,8 @@ impl Storage {
                     .ok_or_else(|| fewer_rows("execution"))?;
                 return Ok((ids, None, None));
             }
-            let mut tx = p.begin().await?;
+            // It reads before it writes: SQLite's write lock is taken first.
+            let mut tx = p.begin_with(self.begin_sql()).await?;
             let gates: Vec<&[Gate]> = runs.iter().map(|e| e.gates.as_slice()).collect();
             let plan = plan(&mut *tx, dialect, &gates, now).await?;
             let starts: Vec<(ExecutionStatus, Option<String>)> = runs

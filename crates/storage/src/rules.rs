@@ -62,6 +62,26 @@ impl Storage {
         })
     }
 
+    /// Sets a rule's policies (checked), leaving the rest of it as it is.
+    pub async fn set_rule_policies(
+        &self,
+        r#ref: &str,
+        policies: &[Policy],
+    ) -> Result<Option<RuleRecord>> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let row: Option<RuleRecord> = sqlx::query_as(&format!(
+                "UPDATE rule SET policies = $2, updated_at = $3 WHERE ref = $1 RETURNING {RULE_COLUMNS}"
+            ))
+            .bind(r#ref)
+            .bind(Json(policies))
+            .bind(now)
+            .fetch_optional(&mut *p)
+            .await?;
+            Ok(row)
+        })
+    }
+
     /// One rule by ref.
     pub async fn get_rule(&self, r#ref: &str) -> Result<Option<RuleRecord>> {
         on_pool!(self, |p| {

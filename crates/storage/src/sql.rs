@@ -232,7 +232,7 @@ pub(super) const EVENT_COLUMNS: &str =
 /// with the times it spent queued and running.
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
      timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source, depth, \
-     started_at - created_at AS queued_ms, finished_at - started_at AS running_ms";
+     resources, started_at - created_at AS queued_ms, finished_at - started_at AS running_ms";
 
 #[cfg(test)]
 mod tests {

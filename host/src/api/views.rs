@@ -407,6 +407,9 @@ pub struct ExecutionView {
     pub source: Option<String>,
     /// The sensor whose poll it is.
     pub sensor: Option<String>,
+    /// What it used, as its worker measured it (once it ran in a sandbox).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<attune_engine::worker::protocol::ResourceUse>,
     /// A workflow's progress (detail route only): each task reached with its
     /// status, runs and children, the published `vars`, and the unhandled
     /// error.
@@ -461,6 +464,7 @@ impl From<ExecutionRecord> for ExecutionView {
             task: r.task,
             source: r.source,
             sensor: r.sensor,
+            resources: r.resources.and_then(|v| serde_json::from_value(v).ok()),
             workflow: None,
         }
     }

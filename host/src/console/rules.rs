@@ -111,6 +111,7 @@ async fn set_policies(
         }]
     };
     if form.policies.len() > POLICIES_FORM_MAX {
+        // Not echoed back: the stored policies show, so saving again keeps them.
         let message = format!("at most {POLICIES_FORM_MAX} bytes");
         return policies_refused(&state, &user, &r#ref, problem(message), String::new()).await;
     }

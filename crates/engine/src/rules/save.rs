@@ -223,8 +223,9 @@ pub async fn set_enabled(
     Ok(rule)
 }
 
-/// Replaces a rule's policies and keeps the rest of it, with every check a
-/// whole rule gets (a policy's problems come back at `/policies/<n>/…`).
+/// Replaces a rule's policies and nothing else (a change to the rest of it
+/// meanwhile stays), after every check a whole rule gets (a policy's
+/// problems come back at `/policies/<n>/…`).
 pub async fn set_policies(
     core: &Core,
     r#ref: &str,
@@ -250,7 +251,12 @@ pub async fn set_policies(
         policies,
     };
     let (spec, warnings) = check(core, &input).await?;
-    let rule = store(core, &spec, Mode::Replace, r#ref).await?;
+    let rule = core
+        .storage
+        .set_rule_policies(r#ref, &spec.policies)
+        .await?
+        .ok_or_else(|| EngineError::not_found("rule", r#ref))?;
+    core.cache.rules_changed();
     Ok((rule, warnings))
 }
 

@@ -152,6 +152,40 @@ pub struct Report {
     /// execution has moved past is not recorded.
     #[serde(default)]
     pub attempt: Option<i64>,
+    /// What it used, as the worker measured it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceUse>,
+}
+
+/// What one execution used, as its worker measured it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceUse {
+    /// CPU time spent in the guest, in microseconds (measured around each
+    /// poll of the guest: time it waits on a host call is not counted).
+    pub cpu_us: u64,
+    /// The largest its linear memory grew to, in bytes.
+    pub peak_memory_bytes: u64,
+    /// Component instances created for it.
+    pub instances: u32,
+    /// Outbound HTTP requests it sent (refused ones included).
+    pub outbound_requests: u32,
+    /// Bytes of stdout kept.
+    pub stdout_bytes: u64,
+    /// Bytes of stderr kept.
+    pub stderr_bytes: u64,
+}
+
+impl From<attune_runtime::Resources> for ResourceUse {
+    fn from(r: attune_runtime::Resources) -> Self {
+        ResourceUse {
+            cpu_us: r.cpu_us,
+            peak_memory_bytes: r.peak_memory_bytes,
+            instances: r.instances,
+            outbound_requests: r.outbound_requests,
+            stdout_bytes: r.stdout_bytes,
+            stderr_bytes: r.stderr_bytes,
+        }
+    }
 }
 
 impl Report {
@@ -167,6 +201,7 @@ impl Report {
             logs: Value::Array(vec![]),
             started_at: None,
             attempt: None,
+            resources: None,
         }
     }
 
@@ -185,6 +220,7 @@ impl Report {
             },
             started_at: self.started_at,
             attempt: self.attempt,
+            resources: self.resources.and_then(|r| serde_json::to_value(r).ok()),
         }
     }
 

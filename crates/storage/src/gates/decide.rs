@@ -44,11 +44,18 @@ pub(super) struct KeyState {
 }
 
 impl KeyState {
-    /// Why `gate` has no room now, if it has none.
-    fn full(&self, gate: &GateRow) -> Option<String> {
-        if self.blocked {
-            return Some("earlier executions of this key wait".into());
+    /// Why `gate` has no room now, if it has none: its limit is reached
+    /// (`true`), or earlier executions of its key wait (`false`).
+    fn full(&self, gate: &GateRow) -> Option<(String, bool)> {
+        if let Some(why) = self.reached(gate) {
+            return Some((why, true));
         }
+        self.blocked
+            .then(|| ("earlier executions of this key wait".into(), false))
+    }
+
+    /// Why `gate`'s limit is reached, if it is.
+    fn reached(&self, gate: &GateRow) -> Option<String> {
         if let Some(limit) = gate.concurrency
             && self.active >= limit
         {
@@ -101,13 +108,13 @@ pub(super) fn decide(
             out.push((*id, Verdict::Wait(String::new())));
             continue;
         }
-        let mut full: Vec<(&GateRow, String)> = Vec::new();
+        let mut full: Vec<(&GateRow, String, bool)> = Vec::new();
         for g in gates {
             let state = keys
                 .entry((g.policy.clone(), g.gate_key.clone()))
                 .or_default();
-            if let Some(why) = state.full(g) {
-                full.push((g, why));
+            if let Some((why, reached)) = state.full(g) {
+                full.push((g, why, reached));
             }
         }
         if full.is_empty() {
@@ -129,9 +136,12 @@ pub(super) fn decide(
             };
             format!("policy {}{key}: {why}", g.policy)
         };
+        // Only a limit reached cancels or drops; behind executions that
+        // wait for another gate's room, a new one waits its turn.
         let pick = |kind: OnLimit| {
             full.iter()
-                .find(|(g, _)| OnLimit::from_name(&g.on_limit) == kind)
+                .find(|(g, _, reached)| *reached && OnLimit::from_name(&g.on_limit) == kind)
+                .map(|(g, why, _)| (g, why))
         };
         let verdict = if !new.contains(id) {
             Verdict::Wait(reason(full[0].0, &full[0].1))
@@ -276,6 +286,8 @@ mod tests {
             vec![gate("b", OnLimit::Cancel)],
             vec![gate("c", OnLimit::Queue)],
             vec![gate("d", OnLimit::Drop)],
+            // Room under its limit, but behind waiting ones: it waits.
+            vec![gate("c", OnLimit::Cancel)],
         ];
         let runs: Vec<&[Gate]> = runs.iter().map(Vec::as_slice).collect();
         // `b` is held; executions wait on `c`.
@@ -300,6 +312,10 @@ mod tests {
             "{verdicts:?}"
         );
         assert_eq!(verdicts[5], Some(Verdict::Admit));
+        assert!(
+            matches!(&verdicts[6], Some(Verdict::Wait(_))),
+            "{verdicts:?}"
+        );
         assert_eq!(due, None);
     }
 

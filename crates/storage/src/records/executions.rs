@@ -207,6 +207,10 @@ pub struct ExecutionRecord {
     /// Log lines.
     #[sqlx(json(nullable))]
     pub logs: Option<Value>,
+    /// What it used, as its worker measured it (see
+    /// [`Finished::resources`](crate::Finished::resources)).
+    #[sqlx(json(nullable))]
+    pub resources: Option<Value>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -268,6 +272,7 @@ impl ExecutionRecord {
             stdout: None,
             stderr: None,
             logs: None,
+            resources: None,
             created_at: now,
             scheduled_at: None,
             started_at,
