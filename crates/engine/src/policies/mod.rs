@@ -249,6 +249,7 @@ pub fn gates(
     for (name, policy) in named {
         let key = match &policy.key {
             None => String::new(),
+            Some(template) if let Some(key) = plain_key(template, params) => key,
             Some(template) => {
                 let ctx = ctx.get_or_insert_with(
                     || minijinja::context! { params => render::to_template(params) },
@@ -279,6 +280,29 @@ pub fn gates(
         });
     }
     Ok(out)
+}
+
+/// The key of a template that is only `{{ params.a.b }}` over a string or
+/// an integer, read straight from `params`: what the template renders to,
+/// without compiling it for every execution (the common key, on the path
+/// every event takes). `None` for any other template or value, which
+/// minijinja renders.
+fn plain_key(template: &str, params: &Value) -> Option<String> {
+    let inner = template.strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let mut value = params;
+    for part in inner.strip_prefix("params.")?.split('.') {
+        let name = part.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !name {
+            return None;
+        }
+        value = value.as_object()?.get(part)?;
+    }
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// The gates of [`gates`] with every key empty: what limits an execution
@@ -383,5 +407,51 @@ mod tests {
         let g = gates(&action, None, &json!({"host": "web-1"}), true).unwrap();
         assert_eq!(g[0].on_limit, OnLimit::Cancel);
         assert!(check(&[input("{{ params.host }}")], &schema(), false, "/p").is_err());
+    }
+
+    #[test]
+    fn a_plain_key_renders_as_its_template_would() {
+        let params = json!({
+            "host": "db-1", "n": 42, "big": 18446744073709551615u64, "f": 1.5, "b": true,
+            "nested": {"name": "x <y> & 'z'"}, "empty": "", "list": [1], "nothing": null,
+        });
+        let by_template = |t: &str| {
+            let ctx = minijinja::context! { params => render::to_template(&params) };
+            template_env().render_str(t, ctx).ok()
+        };
+        for t in [
+            "{{ params.host }}",
+            "{{params.n}}",
+            "{{ params.big }}",
+            "{{ params.nested.name }}",
+            "{{ params.empty }}",
+            "{{ params.f }}",
+            "{{ params.b }}",
+            "{{ params.list }}",
+            "{{ params.nothing }}",
+            "{{ params.missing }}",
+            "{{ params.host | upper }}",
+            "{{ params.host }}-{{ params.n }}",
+            "{{- params.host -}}",
+            "{{ params.1 }}",
+            "x{{ params.host }}",
+            "{{ params.nested }}",
+        ] {
+            if let Some(fast) = plain_key(t, &params) {
+                assert_eq!(Some(fast), by_template(t), "{t}");
+            }
+        }
+        assert_eq!(
+            plain_key("{{ params.host }}", &params).as_deref(),
+            Some("db-1")
+        );
+        assert_eq!(plain_key("{{params.n}}", &params).as_deref(), Some("42"));
+        assert_eq!(
+            plain_key("{{ params.nested.name }}", &params).as_deref(),
+            Some("x <y> & 'z'")
+        );
+        assert_eq!(plain_key("{{ params.f }}", &params), None);
+        assert_eq!(plain_key("{{ params.host | upper }}", &params), None);
+        assert_eq!(plain_key("{{ params.host }}-{{ params.n }}", &params), None);
     }
 }
