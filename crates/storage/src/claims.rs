@@ -246,6 +246,24 @@ impl Storage {
                     .bind(f.resources.as_ref().map(Json));
             }
             let rows = query.bind(now).fetch_all(&mut *p).await?;
+            // The gates of ended executions that count in no rate window go
+            // at once (each is found by its key's first column), keeping the
+            // table to what runs and the windows; the rest are forgotten by
+            // the admission task once their windows pass.
+            let gated: Vec<i64> = rows
+                .iter()
+                .filter(|(.., gated, _)| *gated)
+                .map(|(id, ..)| *id)
+                .collect();
+            if !gated.is_empty() {
+                sqlx::query(&format!(
+                    "DELETE FROM execution_gate WHERE rate_ms = 0 AND execution {}",
+                    id_in(dialect, 1)
+                ))
+                .bind(id_array(dialect, &gated))
+                .execute(&mut *p)
+                .await?;
+            }
             let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
             let awaited = rows
                 .iter()
