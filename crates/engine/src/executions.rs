@@ -105,8 +105,12 @@ pub async fn finish(
     items: &[(i64, i64, attune_storage::Finished)],
 ) -> Result<Vec<bool>, attune_storage::StorageError> {
     let finished = core.storage.finish_many(items).await?;
+    // Once per execution recorded, however often a batch repeats it.
+    let mut seen = std::collections::HashSet::new();
     for (id, _, f) in items {
-        if let (Some(action), Some(resources)) = (finished.actions.get(id), &f.resources) {
+        if let (Some(action), Some(resources)) = (finished.actions.get(id), &f.resources)
+            && seen.insert(*id)
+        {
             core.metrics.used(action, resources);
         }
     }

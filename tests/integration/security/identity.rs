@@ -85,7 +85,7 @@ on_both_backends! {
         let exec = exec.body["id"].as_i64().unwrap();
         let claimed = s.post(&format!("/api/v1/workers/{id}/claim?max=1&wait_ms=5000"), json!({})).await;
         assert_eq!(claimed.body[0]["id"].as_i64(), Some(exec), "{}", claimed.body);
-        let forged = json!([{"id": exec, "status": "succeeded", "result": "forged"}]);
+        let forged = json!([{"id": exec, "status": "succeeded", "result": "forged", "resources": {"cpu_us": 999}}]);
         let attacker = s.token("worker").await;
         let other_admin = s.token("admin").await;
         for (who, token) in [("a worker token", &attacker), ("another admin token", &other_admin)] {
@@ -159,12 +159,17 @@ on_both_backends! {
         let stale = json!([{"id": exec, "status": "succeeded", "result": "stale", "attempt": 2}]);
         let r = post_as(&s, &a, &format!("/api/v1/workers/{wa}/results"), stale).await;
         assert_eq!(r.body["recorded"], json!([false]), "{}", r.body);
-        let real = json!([{"id": exec, "status": "succeeded", "result": null, "attempt": 1}]);
-        let r = post_as(&s, &a, &format!("/api/v1/workers/{wa}/results"), real).await;
-        assert_eq!(r.body["recorded"], json!([true]), "{}", r.body);
+        // The same report twice in one batch counts once in the metrics;
+        // figures it leaves out are 0.
+        let one = json!({"id": exec, "status": "succeeded", "result": null, "attempt": 1, "resources": {"cpu_us": 5, "instances": 1}});
+        let r = post_as(&s, &a, &format!("/api/v1/workers/{wa}/results"), json!([one, one])).await;
+        assert_eq!(r.body["recorded"], json!([true, true]), "{}", r.body);
         let e = s.ended(exec).await;
         assert_eq!(e["status"], "succeeded");
         assert!(e["result"].is_null(), "{e}");
+        assert_eq!(e["resources"], json!({"cpu_us": 5, "peak_memory_bytes": 0, "instances": 1, "outbound_requests": 0, "stdout_bytes": 0, "stderr_bytes": 0}));
+        let metrics = s.request(reqwest::Method::GET, "/metrics", Some(&s.admin)).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains(r#"attune_execution_cpu_seconds_count{action="core.noop"} 1"#), "{metrics}");
         s.finish().await;
     }
 }

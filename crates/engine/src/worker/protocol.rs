@@ -157,8 +157,10 @@ pub struct Report {
     pub resources: Option<ResourceUse>,
 }
 
-/// What one execution used, as its worker measured it.
+/// What one execution used, as its worker measured it (a figure a worker
+/// does not send is 0).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
 pub struct ResourceUse {
     /// CPU time spent in the guest, in microseconds (measured around each
     /// poll of the guest: time it waits on a host call is not counted).
