@@ -214,7 +214,29 @@ fn failed(
         (Some(g), OciError::Registry(m)) => OciError::Registry(g.scrub(&m)),
         (_, e) => e,
     };
-    scrubbed(classify(e, what))
+    match scrubbed(classify(e, what)) {
+        OciError::Registry(m) => OciError::Registry(cut(m, MAX_REGISTRY_ERROR)),
+        e => e,
+    }
+}
+
+/// Most bytes of a registry's own words quoted in an error: a registry
+/// answers with a page of HTML as readily as with a reason.
+const MAX_REGISTRY_ERROR: usize = 512;
+
+/// `text`, cut to at most `max` bytes on a character boundary, with `…`
+/// when it was longer.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
 }
 
 /// What a registry client error means.
@@ -517,6 +539,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(missing.contains("missing tag"), "{missing}");
+    }
+
+    #[test]
+    fn a_registry_s_long_answer_is_cut_in_the_error() {
+        let page = format!("<html>{}é</html>", "x".repeat(5000));
+        let e = oci_client::errors::OciDistributionError::ServerError {
+            code: 500,
+            url: "https://registry.example/v2/acme/tools/manifests/1".into(),
+            message: page,
+        };
+        let OciError::Registry(m) = failed(e, None, "pulling oci://registry.example/acme/tools:1")
+        else {
+            panic!("a server error is the registry's")
+        };
+        assert!(
+            m.len() <= MAX_REGISTRY_ERROR + '…'.len_utf8(),
+            "{}",
+            m.len()
+        );
+        assert!(
+            m.starts_with("pulling oci://registry.example/acme/tools:1") && m.ends_with('…'),
+            "{m}"
+        );
+        assert_eq!(cut("é".repeat(3), 3), "é…");
+        assert_eq!(cut("short".into(), 512), "short");
     }
 
     #[test]
