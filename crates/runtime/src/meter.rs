@@ -9,8 +9,10 @@ use std::task::{Context, Poll};
 
 use serde::{Deserialize, Serialize};
 
-/// What one execution used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What one execution used (as stored and sent by a standalone worker; a
+/// figure left out is 0).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
 pub struct Resources {
     /// CPU time spent polling the guest, in microseconds.
     pub cpu_us: u64,

@@ -409,7 +409,7 @@ pub struct ExecutionView {
     pub sensor: Option<String>,
     /// What it used, as its worker measured it (once it ran in a sandbox).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resources: Option<attune_engine::worker::protocol::ResourceUse>,
+    pub resources: Option<attune_runtime::Resources>,
     /// A workflow's progress (detail route only): each task reached with its
     /// status, runs and children, the published `vars`, and the unhandled
     /// error.

@@ -154,40 +154,7 @@ pub struct Report {
     pub attempt: Option<i64>,
     /// What it used, as the worker measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<ResourceUse>,
-}
-
-/// What one execution used, as its worker measured it (a figure a worker
-/// does not send is 0).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
-pub struct ResourceUse {
-    /// CPU time spent in the guest, in microseconds (measured around each
-    /// poll of the guest: time it waits on a host call is not counted).
-    pub cpu_us: u64,
-    /// The largest its linear memory grew to, in bytes.
-    pub peak_memory_bytes: u64,
-    /// Component instances created for it.
-    pub instances: u32,
-    /// Outbound HTTP requests it sent (refused ones included).
-    pub outbound_requests: u32,
-    /// Bytes of stdout kept.
-    pub stdout_bytes: u64,
-    /// Bytes of stderr kept.
-    pub stderr_bytes: u64,
-}
-
-impl From<attune_runtime::Resources> for ResourceUse {
-    fn from(r: attune_runtime::Resources) -> Self {
-        ResourceUse {
-            cpu_us: r.cpu_us,
-            peak_memory_bytes: r.peak_memory_bytes,
-            instances: r.instances,
-            outbound_requests: r.outbound_requests,
-            stdout_bytes: r.stdout_bytes,
-            stderr_bytes: r.stderr_bytes,
-        }
-    }
+    pub resources: Option<attune_runtime::Resources>,
 }
 
 impl Report {

@@ -117,7 +117,7 @@ pub fn report(id: i64, outcome: Option<Result<Outcome, ExecuteError>>) -> Report
             logs: serde_json::to_value(&o.logs).unwrap_or_default(),
             started_at: None,
             attempt: None,
-            resources: Some(o.resources.into()),
+            resources: Some(o.resources),
         },
     }
 }
