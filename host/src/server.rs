@@ -195,6 +195,7 @@ impl Server {
                 min_interval: config.pipeline.min_interval,
                 webhook_rate: config.pipeline.webhook_rate,
                 max_chain_depth: config.pipeline.max_chain_depth.into(),
+                journal_cap: config.pipeline.journal_cap,
                 node: node_id(&config.data_dir)?,
             },
             secrets,

@@ -608,3 +608,77 @@ fn python_actions_stay_in_the_sandbox() {
         "the host's environment is not passed in"
     );
 }
+
+/// An action that reads the clocks and draws random numbers.
+const CHANCE_WIT: &str = r#"package test:chance;
+
+world chance {
+    include attune:action/action@0.1.0;
+
+    export roll: func() -> result<string, string>;
+}
+"#;
+
+const CHANCE_PY: &str = r#"import os
+import random
+import time
+
+import wit_world
+
+
+class WitWorld(wit_world.WitWorld):
+    def roll(self) -> str:
+        return f"{time.time()} {time.monotonic()} {random.random()} {os.urandom(8).hex()} {hash('key')}"
+"#;
+
+const CHANCE_JS: &str = r#"export function roll() {
+  const bytes = new Uint8Array(8);
+  crypto.getRandomValues(bytes);
+  return `${Date.now()} ${performance.now()} ${Math.random()} ${Array.from(bytes).join(',')}`;
+}
+"#;
+
+/// Records a run of an interpreted action that reads both clocks and draws
+/// random numbers, then replays the journal: the interpreter's clock and
+/// randomness come from the journal, so the result is the same.
+fn an_interpreted_action_replays_its_clocks_and_random_numbers(lang: &str, source: &str) {
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let (code, _, err) = attune_in(
+        &cache,
+        work.path(),
+        &["action", "new", "chance", "--lang", lang],
+    );
+    assert_eq!(code, 0, "{err}");
+    let project = work.path().join("chance");
+    std::fs::write(project.join("wit/world.wit"), CHANCE_WIT).unwrap();
+    let app = if lang == "python" { "app.py" } else { "app.js" };
+    std::fs::write(project.join(app), source).unwrap();
+    let (code, out, err) = attune_in(&cache, &project, &["action", "build"]);
+    assert_eq!(code, 0, "build failed: {err}");
+    let component = out.trim().to_string();
+    let journal = work.path().join("run.json");
+    let journal = journal.to_str().unwrap();
+    let record = ["action", "run", &component, "roll", "--record", journal];
+    let (code, out, err) = attune_in(&cache, &project, &record);
+    assert_eq!(code, 0, "{out}{err}");
+    let recorded = json_of(&out)["result"].clone();
+    let (_, out, _) = attune_in(&cache, &project, &["action", "run", &component, "roll"]);
+    assert_ne!(json_of(&out)["result"], recorded, "a live run draws anew");
+
+    let (code, out, err) = attune_in(&cache, &project, &["action", "replay", journal]);
+    assert_eq!(code, 0, "{out}{err}");
+    let replayed = json_of(&out);
+    assert_eq!(replayed["identical"], true, "{replayed}");
+    assert_eq!(replayed["result"], recorded);
+}
+
+#[test]
+fn a_python_action_replays_its_clocks_and_random_numbers() {
+    an_interpreted_action_replays_its_clocks_and_random_numbers("python", CHANCE_PY);
+}
+
+#[test]
+fn a_javascript_action_replays_its_clocks_and_random_numbers() {
+    an_interpreted_action_replays_its_clocks_and_random_numbers("javascript", CHANCE_JS);
+}

@@ -11,6 +11,7 @@ mod oci;
 mod outbound;
 mod pipeline;
 mod policies;
+mod replay;
 mod resources;
 mod sandbox;
 mod secrets;

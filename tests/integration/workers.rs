@@ -335,6 +335,7 @@ async fn concurrent_claimers_and_result_writers_never_hit_a_locked_database() {
                             started_at: None,
                             attempt: None,
                             resources: None,
+                            journal: None,
                         };
                         (e.id, me.id, f)
                     })

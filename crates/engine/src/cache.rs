@@ -70,6 +70,8 @@ pub struct PackGrants {
     pub grants: Grants,
     /// Where its actions may send HTTP requests.
     pub outbound: Arc<AllowedHosts>,
+    /// Whether its executions record their journal.
+    pub record: bool,
 }
 
 #[derive(Default)]
@@ -157,17 +159,17 @@ impl ReadCache {
         pack: &str,
     ) -> Result<Arc<PackGrants>, StorageError> {
         let fetch = async {
-            let grants = storage
+            let (grants, record) = storage
                 .get_pack(pack)
                 .await?
-                .map(|p| p.grants)
-                .unwrap_or_default();
+                .map_or((Grants::default(), true), |p| (p.grants, p.record));
             let outbound =
                 AllowedHosts::parse(&grants.allowed_outbound_hosts).unwrap_or_else(|errors| {
                     tracing::warn!(pack, ?errors, "ignoring an invalid outbound grant");
                     AllowedHosts::default()
                 });
             Ok(Arc::new(PackGrants {
+                record,
                 grants,
                 outbound: Arc::new(outbound),
             }))

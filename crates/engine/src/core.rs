@@ -34,6 +34,8 @@ pub struct CoreConfig {
     pub webhook_rate: u32,
     /// The deepest chain of causes rules still see (see [`IncomingEvent::depth`](super::ingest::IncomingEvent::depth)).
     pub max_chain_depth: i64,
+    /// Most bytes of calls one execution's journal keeps (0: record none).
+    pub journal_cap: usize,
 }
 
 impl CoreConfig {
@@ -63,6 +65,7 @@ impl Default for CoreConfig {
             node: format!("pid-{}", std::process::id()),
             webhook_rate: DEFAULT_WEBHOOK_RATE,
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH.into(),
+            journal_cap: attune_runtime::journal::DEFAULT_CAP,
         }
     }
 }
@@ -90,6 +93,8 @@ pub struct PipelineConfig {
     pub webhook_rate: u32,
     /// The deepest chain of causes rules still see.
     pub max_chain_depth: u32,
+    /// Most bytes of calls one execution's journal keeps (0: record none).
+    pub journal_cap: usize,
 }
 
 impl Default for PipelineConfig {
@@ -105,6 +110,7 @@ impl Default for PipelineConfig {
             min_interval: Duration::from_secs(1),
             webhook_rate: DEFAULT_WEBHOOK_RATE,
             max_chain_depth: DEFAULT_MAX_CHAIN_DEPTH,
+            journal_cap: attune_runtime::journal::DEFAULT_CAP,
         }
     }
 }

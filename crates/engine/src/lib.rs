@@ -47,6 +47,7 @@ pub mod output;
 pub mod packs;
 pub mod policies;
 pub mod records;
+pub mod replay;
 pub mod rules;
 pub mod scheduler;
 pub mod secrets;

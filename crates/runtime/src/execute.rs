@@ -19,6 +19,8 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::component::Returns;
 use super::host::{ExecutionContext, HostState, LogLine, MemoryCap};
 use super::http::{AllowedHosts, Outbound};
+use super::journal::kv::JournaledKv;
+use super::journal::{Divergence, FORMAT, Journal, JournalMode, Tape, clocks};
 use super::kv::KvState;
 use super::log::LogState;
 use super::output::{CappedPipe, Captured};
@@ -78,6 +80,8 @@ pub struct ExecutionRequest {
     /// output while the guest runs; fresh ones when `None`. Their capacity
     /// is the caller's; `limits.output_bytes` applies to fresh ones.
     pub output: Option<(CappedPipe, CappedPipe)>,
+    /// Whether to record a journal, or to answer from one.
+    pub journal: JournalMode,
 }
 
 impl ExecutionRequest {
@@ -98,6 +102,7 @@ impl ExecutionRequest {
             params,
             limits: None,
             output: None,
+            journal: JournalMode::Off,
         }
     }
 }
@@ -126,6 +131,12 @@ pub struct Outcome {
     pub duration: Duration,
     /// What it used: CPU in the guest, peak memory, requests, output.
     pub resources: super::Resources,
+    /// Its journal, when it was recorded.
+    #[serde(skip)]
+    pub journal: Option<Journal>,
+    /// Where a replay first asked for what its journal did not hold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub divergence: Option<Divergence>,
 }
 
 impl Outcome {
@@ -226,10 +237,36 @@ impl LoadedComponent {
             .preopened_dir(scratch.path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)
             .map_err(|e| ExecuteError::Sandbox(format!("scratch directory: {e:#}")))?;
         wasi.initial_cwd(SCRATCH_GUEST_PATH);
+        let (tape, seed) = match &request.journal {
+            JournalMode::Off => (None, String::new()),
+            JournalMode::Record { cap } => (Some(Tape::recording(*cap)), clocks::fresh_seed()),
+            JournalMode::Replay(j) => (Some(Tape::replaying(j)), j.seed.clone()),
+        };
+        if let Some(tape) = &tape {
+            clocks::install(&mut wasi, tape, &seed);
+        }
 
         let started = Instant::now();
         let secrets = request.secrets;
         let depth = request.context.depth;
+        let kv = match &tape {
+            Some(tape) => KvState(Some(Arc::new(JournaledKv {
+                inner: request.kv.0.clone(),
+                tape: tape.clone(),
+                secrets: secrets.clone(),
+            }))),
+            None => request.kv,
+        };
+        let mut outbound = Outbound::new(
+            request.allowed_hosts,
+            runtime.outbound(),
+            started,
+            secrets.clone(),
+            depth,
+        );
+        if let Some(tape) = &tape {
+            outbound = outbound.with_tape(tape.clone());
+        }
         let mut store = Store::new(
             runtime.engine(),
             HostState {
@@ -247,17 +284,11 @@ impl LoadedComponent {
                     peak: 0,
                 },
                 context: request.context,
-                secrets: SecretsState(secrets.clone()),
-                kv: request.kv,
+                secrets: SecretsState(secrets.clone(), tape.clone()),
+                kv,
                 log: LogState::new(started),
                 http: WasiHttpCtx::new(),
-                outbound: Outbound::new(
-                    request.allowed_hosts,
-                    runtime.outbound(),
-                    started,
-                    secrets.clone(),
-                    depth,
-                ),
+                outbound,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -357,7 +388,32 @@ impl LoadedComponent {
             stdout_bytes: stdout.text.len() as u64,
             stderr_bytes: stderr.text.len() as u64,
         };
+        let (journal, divergence) = match (&request.journal, &tape) {
+            (JournalMode::Record { .. }, Some(tape)) => {
+                let (calls, over) = tape.finish_record();
+                let mut params = request.params;
+                secrets.redact_json(&mut params);
+                let journal = Journal {
+                    format: FORMAT,
+                    action: request.action,
+                    component: String::new(),
+                    source: None,
+                    params,
+                    not_replayable: over,
+                    seed,
+                    calls,
+                    status: status.as_str().into(),
+                    result: result.clone(),
+                    error: error.clone(),
+                };
+                (Some(journal), None)
+            }
+            (JournalMode::Replay(_), Some(tape)) => (None, tape.finish_replay()),
+            _ => (None, None),
+        };
         let mut outcome = Outcome {
+            journal,
+            divergence,
             status,
             result,
             error,

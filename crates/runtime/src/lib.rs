@@ -14,6 +14,7 @@ pub mod context;
 pub mod execute;
 pub mod host;
 pub mod http;
+pub mod journal;
 pub mod kv;
 pub mod log;
 pub mod meter;
@@ -37,6 +38,7 @@ pub use component::{
 };
 pub use execute::{ExecuteError, ExecutionRequest, Outcome, Status};
 pub use host::{ExecutionContext, LogLine};
+pub use journal::{Divergence, Journal, JournalMode};
 pub use meter::Resources;
 pub use values::PathError;
 

@@ -237,13 +237,30 @@ impl LiveOutput {
     }
 }
 
-/// One run's view of its secrets.
-#[derive(Debug, Default)]
-pub struct SecretsState(pub Arc<SecretSet>);
+/// One run's view of its secrets, and its journal: a read is recorded by
+/// name (never its value); a replay reads the current value through the
+/// same grant, once the journal holds a read of that name there.
+#[derive(Default)]
+pub struct SecretsState(pub Arc<SecretSet>, pub Option<crate::journal::Tape>);
 
 impl secrets::Host for SecretsState {
     fn get(&mut self, name: String) -> Result<String, secrets::Error> {
-        self.0.get(&name).map(str::to_string)
+        let got = self.0.get(&name).map(str::to_string);
+        if let Some(tape) = &self.1 {
+            let asked = crate::journal::Call::Secret {
+                name: name.clone(),
+                found: got.is_ok(),
+            };
+            if tape.is_replay() {
+                let same = |c: &crate::journal::Call| matches!(c, crate::journal::Call::Secret { name: n, .. } if *n == name);
+                if tape.answer(&asked, same).is_none() {
+                    return Err(secrets::Error::NotFound);
+                }
+            } else {
+                tape.record(asked);
+            }
+        }
+        got
     }
 }
 

@@ -12,7 +12,7 @@ use sqlx::types::Json;
 
 use super::records::*;
 use super::sql::*;
-use super::{Pool, Result, Storage, now_ms};
+use super::{NewJournal, Pool, Result, Storage, now_ms};
 
 /// How an execution ended, as the worker reports it.
 #[derive(Debug, Clone)]
@@ -40,6 +40,8 @@ pub struct Finished {
     /// What it used (CPU, memory, instances, requests, output), as its
     /// worker measured it; `None` when it never ran.
     pub resources: Option<Value>,
+    /// Its journal, when it recorded one.
+    pub journal: Option<NewJournal>,
 }
 
 impl Finished {
@@ -55,6 +57,7 @@ impl Finished {
             started_at: None,
             attempt: None,
             resources: None,
+            journal: None,
         }
     }
 }
@@ -269,6 +272,16 @@ impl Storage {
                 tracing::warn!(error = %e, "forgetting the gates of ended executions");
             }
             let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
+            let journals: Vec<(i64, &NewJournal)> = items
+                .iter()
+                .filter(|(id, ..)| done.contains(id))
+                .filter_map(|(id, _, f)| Some((*id, f.journal.as_ref()?)))
+                .collect();
+            // Like the gates: the results are written, and a journal that
+            // could not be is only a replay less.
+            if let Err(e) = super::journals::insert(&mut *p, dialect, &journals, now).await {
+                tracing::warn!(error = %e, "recording the journals of ended executions");
+            }
             let awaited = rows
                 .iter()
                 .any(|(_, parent, sensor, ..)| parent.is_some() || sensor.is_some());

@@ -48,6 +48,7 @@ use sqlx::sqlite::{
 };
 
 pub use health::Refusal;
+pub use journals::{JournalRecord, NewJournal};
 pub use records::*;
 
 /// Storage failures, by kind.
@@ -325,6 +326,7 @@ mod claims;
 mod events;
 mod executions;
 mod gates;
+mod journals;
 mod kv;
 mod packs;
 mod retention;

@@ -62,11 +62,11 @@ impl Storage {
             };
             // One statement registers a new pack or a new version of one.
             sqlx::query(
-                "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest) \
-                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) ON CONFLICT (name) DO UPDATE SET \
+                "INSERT INTO pack (name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest, record) \
+                 VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9) ON CONFLICT (name) DO UPDATE SET \
                  version = excluded.version, description = excluded.description, digest = excluded.digest, \
                  updated_at = excluded.updated_at, grants = excluded.grants, \
-                 oci_reference = excluded.oci_reference, oci_digest = excluded.oci_digest",
+                 oci_reference = excluded.oci_reference, oci_digest = excluded.oci_digest, record = excluded.record",
             )
             .bind(&pack.name)
             .bind(&pack.version)
@@ -76,6 +76,7 @@ impl Storage {
             .bind(Json(&pack.grants))
             .bind(pack.source.as_ref().map(|s| &s.reference))
             .bind(pack.source.as_ref().map(|s| &s.digest))
+            .bind(pack.record)
             .execute(&mut *tx)
             .await?;
             if outcome == Registered::Upgraded {
@@ -157,6 +158,20 @@ impl Storage {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| StorageError::from_sqlx(e, || format!("action {} exists in another pack", a.r#ref)))?;
+                // Every version stays replayable after an upgrade.
+                if a.workflow.is_none() {
+                    sqlx::query(
+                        "INSERT INTO pack_version (pack, version, action, component, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&pack.name)
+                    .bind(&pack.version)
+                    .bind(&a.name)
+                    .bind(&a.component)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
             }
             tx.commit().await?;
             Ok(outcome)
@@ -167,7 +182,7 @@ impl Storage {
     pub async fn list_packs(&self, page: &Page) -> Result<Vec<PackRecord>> {
         on_pool!(self, |p| {
             let rows: Vec<PackRecord> = sqlx::query_as(
-                "SELECT name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
+                "SELECT name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest, record FROM pack WHERE name > $1 ORDER BY name LIMIT $2",
             )
             .bind(page.after_text())
             .bind(page.limit())
@@ -181,7 +196,7 @@ impl Storage {
     pub async fn get_pack(&self, name: &str) -> Result<Option<PackRecord>> {
         on_pool!(self, |p| {
             let row: Option<PackRecord> = sqlx::query_as(
-                "SELECT name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest FROM pack WHERE name = $1",
+                "SELECT name, version, description, digest, created_at, updated_at, grants, oci_reference, oci_digest, record FROM pack WHERE name = $1",
             )
             .bind(name)
             .fetch_optional(p)

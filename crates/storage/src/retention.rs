@@ -6,7 +6,7 @@ use super::{Pool, Result, Storage};
 impl Storage {
     /// Deletes finished executions and events older than `cutoff` (Unix ms)
     /// — a workflow's task only once the workflow took in its end — with
-    /// their attempts and run states, every expired key-value key and every
+    /// their attempts, journals and run states, every expired key-value key and every
     /// expired console session.
     pub async fn prune(&self, cutoff: i64) -> Result<(u64, u64)> {
         on_writer!(self, |p| {
@@ -22,6 +22,13 @@ impl Storage {
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query(
+                "DELETE FROM execution_journal WHERE created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM execution e WHERE e.id = execution_journal.execution)",
+            )
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM workflow_run WHERE updated_at < $1 AND execution NOT IN (SELECT id FROM execution)")
                 .bind(cutoff)
                 .execute(&mut *tx)

@@ -24,6 +24,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(show))
         .routes(routes!(attempts))
         .routes(routes!(cancel))
+        .routes(routes!(replay))
         .routes(routes!(output))
 }
 
@@ -115,6 +116,8 @@ pub struct ExecutionQuery {
     pub rule: Option<String>,
     /// Only the tasks of this workflow execution.
     pub parent: Option<i64>,
+    /// Only those created at or after this time (Unix ms).
+    pub since: Option<i64>,
     /// Items per page (1-500).
     pub limit: Option<i64>,
     /// Cursor (an execution id) from the previous page; newest first.
@@ -181,7 +184,7 @@ async fn list(
         action: q.action,
         rule: q.rule,
         parent: q.parent,
-        since: None,
+        since: q.since,
     };
     let page = super::views::page(q.limit, q.after, super::views::Keyed::Id)?;
     let full = match q.fields.as_deref() {
@@ -255,4 +258,46 @@ async fn cancel(
     caller.require(Role::Operator)?;
     let e = executions::cancel(&state, id).await?;
     Ok(axum::Json(e.into()))
+}
+
+/// What to replay an execution with.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReplayInput {
+    /// A registered version of the execution's pack to run instead of the
+    /// component that ran.
+    #[serde(default)]
+    pack_version: Option<String>,
+}
+
+/// Runs an ended execution again against its journal: every host call is
+/// answered from what the first run received, nothing leaves the sandbox,
+/// no key is written and nothing is recorded. With `pack_version`, that
+/// version of the action runs on the recorded world instead.
+#[utoipa::path(post, path = "/executions/{id}/replay", tag = "executions",
+    params(("id" = i64, Path, description = "Execution id")),
+    request_body(content = Option<ReplayInput>, description = "Optional: `{\"pack_version\": \"0.2.0\"}`"),
+    responses((status = 200, body = attune_engine::replay::ReplayReport),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn replay(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<i64>,
+    input: Option<ApiJson<ReplayInput>>,
+) -> Result<axum::Json<attune_engine::replay::ReplayReport>, ApiError> {
+    caller.require(Role::Operator)?;
+    let input = input.map(|ApiJson(i)| i).unwrap_or_default();
+    if let Some(v) = &input.pack_version
+        && (v.is_empty() || v.len() > 128)
+    {
+        return Err(ApiError::Invalid {
+            message: "the pack version is 1 to 128 characters".into(),
+            details: vec![ErrorDetail {
+                path: "/pack_version".into(),
+                message: "1 to 128 characters".into(),
+            }],
+        });
+    }
+    let report = attune_engine::replay::replay(&state, id, input.pack_version.as_deref()).await?;
+    Ok(axum::Json(report))
 }

@@ -49,3 +49,31 @@ where
         }
     }
 }
+
+/// An optional JSON body: an empty one (`Content-Length: 0`, or neither a
+/// length nor a chunked body) is `None`; anything else must be valid JSON
+/// of `T`.
+impl<S, T> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        let headers = req.headers();
+        let empty = headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0");
+        if empty
+            || !headers.contains_key(axum::http::header::CONTENT_TYPE)
+                && headers.get(axum::http::header::CONTENT_LENGTH).is_none()
+                && headers.get(axum::http::header::TRANSFER_ENCODING).is_none()
+        {
+            return Ok(None);
+        }
+        <Self as FromRequest<S>>::from_request(req, state)
+            .await
+            .map(Some)
+    }
+}

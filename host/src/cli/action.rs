@@ -93,9 +93,18 @@ pub enum ActionCommand {
         /// lines and `#` comments skipped).
         #[arg(long, value_name = "PATH")]
         secrets_file: Option<std::path::PathBuf>,
+        /// Write the run's journal to this file (every answer the sandbox
+        /// received, secrets redacted), for `attune action replay`.
+        #[arg(long, value_name = "FILE")]
+        record: Option<std::path::PathBuf>,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
+    /// Replay a journal written by `attune action run --record` without a
+    /// server: every host call is answered from it and nothing leaves the
+    /// sandbox. Prints identical, both results and the first divergence;
+    /// exits 0 only when identical.
+    Replay(super::replay::ReplayArgs),
     /// List the actions registered on a server.
     List {
         /// Only this pack's actions.
@@ -118,6 +127,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
         ActionCommand::New(args) => super::author::new(args),
         ActionCommand::Build { args, runtime } => super::author::build(args, &runtime).await,
         ActionCommand::List { pack, client } => list(pack, &client).await,
+        ActionCommand::Replay(args) => super::replay::replay_file(args).await,
         ActionCommand::Show { r#ref, client } => {
             print_json(&client.client()?.get(&format!("/actions/{ref}")).await?);
             Ok(0)
@@ -144,6 +154,7 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             ca_cert,
             secret,
             secrets_file,
+            record,
             runtime,
         } => {
             let secrets = match local_secrets(&secret, secrets_file.as_deref()) {
@@ -206,8 +217,18 @@ pub(super) async fn run(cmd: ActionCommand) -> anyhow::Result<i32> {
             request.kv = attune_runtime::kv::KvState(Some(std::sync::Arc::new(
                 attune_runtime::kv::MemoryKv::default(),
             )));
+            if record.is_some() {
+                request.journal = attune_runtime::JournalMode::Record {
+                    cap: attune_runtime::journal::DEFAULT_CAP,
+                };
+            }
             match pack.execute(&rt, request).await {
-                Ok(outcome) => {
+                Ok(mut outcome) => {
+                    if let (Some(path), Some(journal)) = (&record, &mut outcome.journal) {
+                        journal.component = pack.digest().to_string();
+                        journal.source = Some(component.clone());
+                        super::replay::write_journal(path, journal)?;
+                    }
                     let out = json!({
                         "status": outcome.status.as_str(),
                         "result": outcome.result,
@@ -261,7 +282,7 @@ async fn list(pack: Option<String>, args: &ClientArgs) -> anyhow::Result<i32> {
 
 /// Prints the API's error shape on stdout and a readable line per problem on
 /// stderr; returns [`EXIT_INVALID`].
-fn invalid(code: &str, message: &str, details: Vec<Value>) -> i32 {
+pub(super) fn invalid(code: &str, message: &str, details: Vec<Value>) -> i32 {
     eprintln!("error: {message}");
     for d in &details {
         let path = d["path"].as_str().filter(|p| !p.is_empty()).unwrap_or("/");
@@ -276,7 +297,7 @@ fn invalid(code: &str, message: &str, details: Vec<Value>) -> i32 {
 }
 
 /// Prints pretty JSON on stdout; a closed pipe (`| head`) is not an error.
-fn print_json(value: &Value) {
+pub(super) fn print_json(value: &Value) {
     use std::io::Write;
     let text = serde_json::to_string_pretty(value).unwrap_or_default();
     let mut out = std::io::stdout().lock();
@@ -306,7 +327,7 @@ fn pack_name(component: &str) -> &str {
 }
 
 /// The secrets granted by `--secret NAME=VALUE` and `--secrets-file`.
-fn local_secrets(
+pub(super) fn local_secrets(
     pairs: &[String],
     file: Option<&std::path::Path>,
 ) -> Result<attune_runtime::secrets::SecretSet, String> {

@@ -19,6 +19,7 @@ mod oci;
 mod output;
 mod pack;
 mod params;
+mod replay;
 mod rule;
 mod run;
 mod secret;

@@ -61,6 +61,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ATTUNE_MAX_CHAIN_DEPTH", default_value_t = attune_engine::core::DEFAULT_MAX_CHAIN_DEPTH,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_chain_depth: u32,
+    /// Most bytes one execution's journal may hold (its HTTP exchanges,
+    /// key-value calls, clock readings): past it the execution is marked
+    /// not replayable and its journal is not kept. 0 records none.
+    #[arg(long, env = "ATTUNE_JOURNAL_CAP", default_value = "1MiB", value_parser = parse_size)]
+    pub journal_cap: usize,
     /// The key that seals secrets (hex, mode 0600); default
     /// `<data-dir>/secrets.key`, created on first start.
     #[arg(long, env = "ATTUNE_SECRETS_KEY_FILE")]
@@ -188,6 +193,7 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
             min_interval: args.min_interval,
             webhook_rate: args.webhook_rate,
             max_chain_depth: args.max_chain_depth,
+            journal_cap: args.journal_cap,
             ..PipelineConfig::default()
         },
         outbound: OutboundConfig {

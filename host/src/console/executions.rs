@@ -1,12 +1,12 @@
 //! Executions: the list (filters, keyset pages, live rows, counts by
 //! status), one execution (params, result, logs, live output, attempts,
-//! what caused it), cancel and re-run.
+//! what caused it), cancel, re-run and replay.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, Form, Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use futures_util::{Stream, StreamExt};
@@ -43,6 +43,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/executions/{id}/output", get(output))
         .route("/executions/{id}/cancel", post(cancel))
         .route("/executions/{id}/rerun", post(rerun))
+        .route("/executions/{id}/replay", post(replay))
 }
 
 /// The list's filters, as the filter form sends them (empty: any).
@@ -354,4 +355,41 @@ async fn rerun(State(state): State<AppState>, Session(user): Session, Path(id): 
     };
     let new = executions::request(&state, run).await?;
     Ok(see(&format!("/ui/executions/{}", new.id)))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReplayForm {
+    /// Another registered version of the pack; empty: the one that ran.
+    #[serde(default)]
+    pack_version: String,
+}
+
+/// Replays the execution against its journal and shows the report: the
+/// two results side by side and the first divergence.
+async fn replay(
+    State(state): State<AppState>,
+    Session(user): Session,
+    Path(id): Path<i64>,
+    Form(form): Form<ReplayForm>,
+) -> Page {
+    user.require(Role::Operator)?;
+    let version = form.pack_version.trim();
+    if version.len() > 128 {
+        return Err(ApiError::Invalid {
+            message: "the pack version is at most 128 characters".into(),
+            details: vec![ErrorDetail {
+                path: "/pack_version".into(),
+                message: "at most 128 characters".into(),
+            }],
+        }
+        .into());
+    }
+    let version = (!version.is_empty()).then_some(version);
+    let report = attune_engine::replay::replay(&state, id, version).await?;
+    page(
+        &user,
+        "executions",
+        "replay.html",
+        context! { id => id, r => data(&report) },
+    )
 }

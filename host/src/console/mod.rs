@@ -200,6 +200,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "execution_rows.html",
     "execution.html",
     "execution_end.html",
+    "replay.html",
     "rules.html",
     "rule.html",
     "packs.html",

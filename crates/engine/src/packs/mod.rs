@@ -125,6 +125,14 @@ pub struct Manifest {
     /// Concurrency and rate policies on its actions (`action = "deploy"`).
     #[serde(default)]
     pub policies: Vec<crate::policies::PolicyInput>,
+    /// Whether its executions record their journal for replay (on unless
+    /// set false).
+    #[serde(default = "recorded")]
+    pub record: bool,
+}
+
+fn recorded() -> bool {
+    true
 }
 
 /// A pack ready to validate: manifest plus component bytes.
@@ -156,6 +164,7 @@ impl Upload {
                 secrets: Vec::new(),
                 sensors: Vec::new(),
                 policies: Vec::new(),
+                record: true,
             },
             components: vec![(file, bytes)],
             workflows: Vec::new(),
@@ -380,6 +389,7 @@ pub async fn register(
         sensors,
         trigger_types,
         source: upload.source.clone(),
+        record: manifest.record,
     };
     let registered = storage.register_pack(&new).await?;
     // Rules are saved by `install`, through the one place that saves rules;

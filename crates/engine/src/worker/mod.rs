@@ -48,6 +48,8 @@ pub async fn assign(
     assignment
         .allowed_outbound_hosts
         .clone_from(&grants.grants.allowed_outbound_hosts);
+    let cap = core.config.journal_cap;
+    assignment.journal_cap = (grants.record && cap > 0).then_some(cap as u64);
     if execution.sealed_params.is_some() || !grants.grants.secrets.is_empty() {
         let (params, secrets) =
             super::secrets::for_run(core, execution, &grants.grants.secrets).await?;

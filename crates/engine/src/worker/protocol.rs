@@ -67,6 +67,10 @@ pub struct Assignment {
     /// HTTP is one deeper).
     #[serde(default)]
     pub depth: i64,
+    /// Record the run's journal, keeping at most this many bytes of calls;
+    /// none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_cap: Option<u64>,
 }
 
 /// The secrets of one run: the names its pack is granted, and the values
@@ -119,6 +123,7 @@ impl Assignment {
             component,
             export,
             depth: e.depth,
+            journal_cap: None,
         }
     }
 }
@@ -155,6 +160,9 @@ pub struct Report {
     /// What it used, as the worker measured it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<attune_runtime::Resources>,
+    /// The run's journal, when its assignment asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<attune_runtime::Journal>,
 }
 
 impl Report {
@@ -171,6 +179,7 @@ impl Report {
             started_at: None,
             attempt: None,
             resources: None,
+            journal: None,
         }
     }
 
@@ -190,6 +199,13 @@ impl Report {
             started_at: self.started_at,
             attempt: self.attempt,
             resources: self.resources.and_then(|r| serde_json::to_value(r).ok()),
+            journal: self.journal.and_then(|j| {
+                Some(attune_storage::NewJournal {
+                    component: j.component.clone(),
+                    not_replayable: j.not_replayable.clone(),
+                    journal: serde_json::to_value(j).ok()?,
+                })
+            }),
         }
     }
 
@@ -200,6 +216,10 @@ impl Report {
             + self.result.as_ref().map_or(0, |v| v.to_string().len())
             + self.error.as_ref().map_or(0, |v| v.to_string().len())
             + self.logs.to_string().len()
+            + self
+                .journal
+                .as_ref()
+                .map_or(0, |j| serde_json::to_string(j).map_or(0, |t| t.len()))
             + 256
     }
 }

@@ -16,8 +16,8 @@ use attune_runtime::http::AllowedHosts;
 use attune_runtime::kv::KvState;
 use attune_runtime::output::CappedPipe;
 use attune_runtime::{
-    ExecuteError, ExecutionContext, ExecutionRequest, Limits, LoadedComponent, Outcome, Runtime,
-    Status,
+    ExecuteError, ExecutionContext, ExecutionRequest, JournalMode, Limits, LoadedComponent,
+    Outcome, Runtime, Status,
 };
 use attune_storage::{ExecutionStatus, now_ms};
 
@@ -79,14 +79,22 @@ pub async fn run(
                 depth: assignment.depth,
             },
             output,
+            journal: match assignment.journal_cap {
+                Some(cap) => JournalMode::Record { cap: cap as usize },
+                None => JournalMode::Off,
+            },
         };
         let outcome = tokio::select! {
             r = pack.execute(runtime, request) => Some(r),
             _ = cancelled => None,
         };
+        let mut report = report(id, outcome);
+        if let Some(journal) = &mut report.journal {
+            journal.component.clone_from(&assignment.component);
+        }
         Report {
             started_at: Some(began),
-            ..report(id, outcome)
+            ..report
         }
     }
     .await;
@@ -118,6 +126,7 @@ pub fn report(id: i64, outcome: Option<Result<Outcome, ExecuteError>>) -> Report
             started_at: None,
             attempt: None,
             resources: Some(o.resources),
+            journal: o.journal,
         },
     }
 }

@@ -19,6 +19,7 @@
 //! Sockets stay denied in the WASI context: HTTP is the only way out.
 
 pub mod allow;
+mod journal;
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use http_body_util::BodyExt;
 use wasmtime::component::Linker;
 use wasmtime_wasi_http::{RequestOptions, WasiHttpHooks, WasiHttpView};
 
+use super::journal::Call;
 use super::output::LogLine;
 use super::secrets::{MASK, SecretSet};
 pub use allow::AllowedHosts;
@@ -87,6 +89,8 @@ pub struct Outbound {
     secrets: Arc<SecretSet>,
     /// The run's depth in its chain of causes.
     depth: i64,
+    /// The run's journal: each exchange recorded, or answered from it.
+    tape: Option<crate::journal::Tape>,
 }
 
 /// The header every outbound request carries: the depth in a chain of
@@ -125,7 +129,15 @@ impl Outbound {
             },
             secrets,
             depth,
+            tape: None,
         }
+    }
+
+    /// Records each exchange on `tape`, or answers each from it when it
+    /// replays (then nothing is sent).
+    pub fn with_tape(mut self, tape: crate::journal::Tape) -> Self {
+        self.tape = Some(tape);
+        self
     }
 
     /// Requests sent so far (denied ones included).
@@ -138,13 +150,32 @@ impl Outbound {
         std::mem::take(&mut *lock(&self.log.lines))
     }
 
-    fn denied(&self, target: String, method: &str, why: &str) -> HttpFuture {
+    fn denied(
+        &self,
+        request: http::Request<Body>,
+        target: String,
+        method: &str,
+        why: &str,
+    ) -> HttpFuture {
         self.log.record(
             "warn",
             format!("http {method} {target} denied: {why}"),
             vec![],
         );
-        Box::new(async { Err(HttpError::HttpRequestDenied) })
+        // A journal keeps the denial, so a replay needs no grant.
+        let tape = self.tape.clone();
+        let (secrets, max) = (self.secrets.clone(), self.config.max_response_bytes);
+        Box::new(async move {
+            if let Some(tape) = tape
+                && let Ok((_, mut call)) = journal::fingerprint(request, &secrets, max).await
+            {
+                if let Call::Http { error, .. } = &mut call {
+                    *error = Some(format!("{:?}", HttpError::HttpRequestDenied));
+                }
+                tape.record(call);
+            }
+            Err(HttpError::HttpRequestDenied)
+        })
     }
 }
 
@@ -203,15 +234,42 @@ impl WasiHttpHooks for Outbound {
             host.as_str()
         };
         let target = format!("{scheme}://{shown}:{port}");
+        // A replay answers from the journal whatever the grant says now:
+        // nothing is sent, and the journal holds the denials too.
+        if let Some(tape) = self.tape.clone().filter(|t| t.is_replay()) {
+            let (secrets, max) = (self.secrets.clone(), self.config.max_response_bytes);
+            return Box::new(async move {
+                let (_, asked) = journal::fingerprint(request, &secrets, max).await?;
+                let replayed = tape.answer(&asked, |c| journal::same_request(c, &asked));
+                let io: IoFuture = Box::new(async { Ok(()) });
+                match replayed {
+                    Some(Call::Http {
+                        response: Some(answer),
+                        ..
+                    }) => Ok((journal::replayed(&answer)?, io)),
+                    Some(Call::Http {
+                        error: Some(error), ..
+                    }) => Err(journal::error_from(&error)),
+                    _ => Err(HttpError::InternalError(Some(
+                        "replay: the journal holds another call here".into(),
+                    ))),
+                }
+            });
+        }
         if !self.allowed.allows(&scheme, &host, port) {
-            return self.denied(target, &method, "not in the pack's allowed_outbound_hosts");
+            return self.denied(
+                request,
+                target,
+                &method,
+                "not in the pack's allowed_outbound_hosts",
+            );
         }
         if self.requests >= self.config.max_requests {
             let why = format!(
                 "more than {} requests in one execution",
                 self.config.max_requests
             );
-            return self.denied(target, &method, &why);
+            return self.denied(request, target, &method, &why);
         }
         self.requests += 1;
         let clamp = |asked: Option<Duration>, most: Duration| asked.map_or(most, |d| d.min(most));
@@ -232,9 +290,39 @@ impl WasiHttpHooks for Outbound {
         };
         let log = self.log.clone();
         let secrets = self.secrets.clone();
+        let tape = self.tape.clone();
         Box::new(async move {
             let began = Instant::now();
+            let (request, index) = match &tape {
+                Some(tape) => {
+                    let (request, call) =
+                        journal::fingerprint(request, &secrets, config.max_response_bytes).await?;
+                    (request, tape.record(call))
+                }
+                None => (request, None),
+            };
             let sent = send(request, &scheme, &host, port, &config, limits).await;
+            if let (Some(tape), Some(index)) = (&tape, index) {
+                let kept = match &sent {
+                    Ok((response, _)) => Ok(journal::answer_head(
+                        response.status(),
+                        response.headers(),
+                        &secrets,
+                    )),
+                    Err(e) => Err(journal::error_text(e, &secrets)),
+                };
+                tape.amend(index, |call| {
+                    if let Call::Http {
+                        response, error, ..
+                    } = call
+                    {
+                        match kept {
+                            Ok(head) => *response = Some(head),
+                            Err(e) => *error = Some(e),
+                        }
+                    }
+                });
+            }
             match sent {
                 Ok((response, io)) => {
                     let (parts, incoming) = response.into_parts();
@@ -251,7 +339,19 @@ impl WasiHttpHooks for Outbound {
                             status: parts.status.as_u16(),
                         }),
                     };
-                    Ok((http::Response::from_parts(parts, body.boxed_unsync()), io))
+                    let body = match (tape, index) {
+                        (Some(tape), Some(index)) => journal::Tee {
+                            inner: body,
+                            tape,
+                            index: Some(index),
+                            secrets,
+                            read: Vec::new(),
+                            error: None,
+                        }
+                        .boxed_unsync(),
+                        _ => body.boxed_unsync(),
+                    };
+                    Ok((http::Response::from_parts(parts, body), io))
                 }
                 Err(e) => {
                     let why = e.to_string();

@@ -62,6 +62,8 @@ pub struct NewPack {
     pub trigger_types: Vec<TriggerTypeRecord>,
     /// The registry artifact it was pulled from; `None` for an upload.
     pub source: Option<PackSource>,
+    /// Whether its executions record their journal.
+    pub record: bool,
 }
 
 /// Where a pack installed from an OCI registry came from.
@@ -182,6 +184,8 @@ pub struct PackRecord {
     /// The manifest digest pulled with it.
     #[serde(skip)]
     pub oci_digest: Option<String>,
+    /// Whether its executions record their journal (`record` in pack.toml).
+    pub record: bool,
 }
 
 impl PackRecord {

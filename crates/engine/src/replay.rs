@@ -1,0 +1,154 @@
+//! Replay: an execution run again on this server against its journal —
+//! the component that ran, or another registered version of its pack —
+//! with every host call answered from what the first run received.
+//! Nothing leaves the sandbox, no key is written and nothing is recorded:
+//! the answer is a report, not an execution.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use utoipa::ToSchema;
+
+use super::{Core, EngineError};
+use attune_runtime::kv::KvState;
+use attune_runtime::{
+    Divergence, ExecutionContext, ExecutionRequest, Journal, JournalMode, Limits,
+};
+
+/// Replays one node runs at once: each takes a sandbox slot that
+/// executions would otherwise use.
+const CONCURRENT_REPLAYS: usize = 2;
+
+static REPLAYS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(CONCURRENT_REPLAYS));
+
+/// How a replay compared with the run it replayed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplayReport {
+    /// Same status, result and error, and no divergence.
+    pub identical: bool,
+    /// The replay's result.
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// The recorded run's result.
+    #[schema(value_type = Option<Object>)]
+    pub original_result: Option<Value>,
+    /// Where the replay first asked for what the journal did not hold.
+    pub divergence: Option<Divergence>,
+    /// The replay's status: succeeded, failed or timed_out.
+    pub status: String,
+    /// The recorded run's status.
+    pub original_status: String,
+    /// The replay's error.
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+    /// The recorded run's error.
+    #[schema(value_type = Option<Object>)]
+    pub original_error: Option<Value>,
+    /// The execution replayed.
+    pub execution: i64,
+    /// Digest of the component that ran the replay.
+    pub component: String,
+    /// The pack version replayed, when one was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack_version: Option<String>,
+}
+
+/// Replays execution `id`, with `pack_version` of its pack instead of the
+/// component that ran when given.
+pub async fn replay(
+    core: &Core,
+    id: i64,
+    pack_version: Option<&str>,
+) -> Result<ReplayReport, EngineError> {
+    let execution = core
+        .storage
+        .get_execution(id)
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("no execution {id}")))?;
+    let stored = core.storage.journal(id).await?.ok_or_else(|| {
+        EngineError::Conflict(format!(
+            "execution {id} has no journal: it has not ended, never ran in a sandbox, \
+             or its pack records none (`record = false`)"
+        ))
+    })?;
+    if let Some(why) = &stored.not_replayable {
+        return Err(EngineError::Conflict(format!(
+            "execution {id} is not replayable: {why}"
+        )));
+    }
+    let journal: Journal = serde_json::from_value(stored.journal).map_err(|e| {
+        EngineError::Internal(anyhow::anyhow!("the journal of execution {id}: {e}"))
+    })?;
+    let pack = execution
+        .action
+        .split_once('.')
+        .map_or(execution.action.as_str(), |(p, _)| p);
+    let component = match pack_version {
+        None => stored.component,
+        Some(version) => core
+            .storage
+            .versioned_component(pack, version, &journal.action)
+            .await?
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "pack {pack} has no version {version} with the action {}",
+                    journal.action
+                ))
+            })?,
+    };
+    let loaded = core.component(&component).await?;
+    // The secrets are read now, through the pack's grant as it is now.
+    let grants = core.cache.grants(&core.storage, pack).await?;
+    let (_, secrets) = super::secrets::for_run(core, &execution, &grants.grants.secrets).await?;
+    let limits = Limits {
+        timeout: execution.timeout_ms.map_or(Duration::from_secs(30), |ms| {
+            Duration::from_millis(ms.max(0) as u64)
+        }),
+        ..core.runtime.config().default_limits
+    };
+    let request = ExecutionRequest {
+        action: journal.action.clone(),
+        params: journal.params.clone(),
+        limits: Some(limits),
+        allowed_hosts: grants.outbound.clone(),
+        secrets: Arc::new(secrets.to_set()),
+        kv: KvState(None),
+        context: ExecutionContext {
+            id: id.to_string(),
+            action: execution.action.clone(),
+            attempt: execution.attempt.clamp(1, u32::MAX as i64) as u32,
+            depth: execution.depth,
+        },
+        output: None,
+        journal: JournalMode::Replay(Arc::new(journal.clone())),
+    };
+    let _turn = REPLAYS
+        .acquire()
+        .await
+        .map_err(|_| EngineError::Unavailable("the server is stopping".into()))?;
+    let outcome = loaded
+        .execute(&core.runtime, request)
+        .await
+        .map_err(|e| EngineError::Conflict(format!("the replay could not run: {e}")))?;
+    let status = outcome.status.as_str().to_string();
+    let identical = outcome.divergence.is_none()
+        && status == journal.status
+        && outcome.result == journal.result
+        && outcome.error == journal.error;
+    Ok(ReplayReport {
+        identical,
+        result: outcome.result,
+        original_result: journal.result,
+        divergence: outcome.divergence,
+        status,
+        original_status: journal.status,
+        error: outcome.error,
+        original_error: journal.error,
+        execution: id,
+        component,
+        pack_version: pack_version.map(str::to_string),
+    })
+}
