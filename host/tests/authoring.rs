@@ -680,5 +680,5 @@ fn a_python_action_replays_its_clocks_and_random_numbers() {
 
 #[test]
 fn a_javascript_action_replays_its_clocks_and_random_numbers() {
-    an_interpreted_action_replays_its_clocks_and_random_numbers("javascript", CHANCE_JS);
+    an_interpreted_action_replays_its_clocks_and_random_numbers("js", CHANCE_JS);
 }
