@@ -165,10 +165,13 @@ on_both_backends! {
             // A viewer is offered no button that would fail.
             let operator = role != "viewer";
             assert_eq!(detail.contains("id=\"rerun\""), operator, "{role}");
+            assert_eq!(detail.contains("id=\"replay\""), operator, "{role}");
             assert_eq!(action.contains("id=\"run\""), operator, "{role}");
             assert_eq!(rules.contains("/disable\""), operator, "{role}");
             if !operator {
                 let a = ui.post(&format!("/ui/executions/{id}/rerun"), &[]).await;
+                assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
+                let a = ui.post(&format!("/ui/executions/{id}/replay"), &[("pack_version", "")]).await;
                 assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
                 let a = ui.post(&format!("/ui/rules/{rule}/disable"), &[]).await;
                 assert_eq!(a.status, StatusCode::FORBIDDEN);
@@ -312,6 +315,13 @@ on_both_backends! {
         let again: i64 = a.location().rsplit('/').next().unwrap().parse().unwrap();
         assert!(again > id);
         assert_eq!(s.ended(again).await["result"], "from the form");
+        // Replay shows the verdict and both results side by side.
+        let a = ui.post(&format!("/ui/executions/{id}/replay"), &[("pack_version", "")]).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert!(a.body.contains("id=\"verdict\"><span class=\"status s-succeeded\">identical</span>"), "{}", a.body);
+        assert!(a.body.contains("id=\"replayed\"") && a.body.matches("from the form").count() >= 2, "{}", a.body);
+        let a = ui.post(&format!("/ui/executions/{id}/replay"), &[("pack_version", "9.9.9")]).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.body);
 
         // Cancel a running sleep.
         let a = ui.post("/ui/actions/core.sleep", &[("/seconds", "30")]).await;

@@ -352,6 +352,12 @@ on_both_backends! {
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "unknown fields: {}", r.body);
         let r = replay_on(&s, 999_999, &operator, None).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+        // A deleted pack's versions go with it: nothing of it runs again.
+        assert_eq!(s.delete("/api/v1/packs/replayable").await.status, StatusCode::NO_CONTENT);
+        let r = replay_on(&s, id, &operator, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+        let r = replay_on(&s, id, &operator, Some(json!({"pack_version": "0.2.0"}))).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
         s.finish().await;
     }
 

@@ -22,6 +22,9 @@ use attune_runtime::{
 /// executions would otherwise use.
 const CONCURRENT_REPLAYS: usize = 2;
 
+/// Longest a replay waits for its turn before the answer is 503.
+const TURN_WAIT: Duration = Duration::from_secs(10);
+
 static REPLAYS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(CONCURRENT_REPLAYS));
 
 /// How a replay compared with the run it replayed.
@@ -63,6 +66,12 @@ pub async fn replay(
     id: i64,
     pack_version: Option<&str>,
 ) -> Result<ReplayReport, EngineError> {
+    // The turn first: what follows reads the journal and loads a component.
+    let busy = || EngineError::Unavailable("other replays are running; retry later".into());
+    let _turn = tokio::time::timeout(TURN_WAIT, REPLAYS.acquire())
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| busy())?;
     let execution = core
         .storage
         .get_execution(id)
@@ -82,12 +91,31 @@ pub async fn replay(
     let journal: Journal = serde_json::from_value(stored.journal).map_err(|e| {
         EngineError::Internal(anyhow::anyhow!("the journal of execution {id}: {e}"))
     })?;
-    let pack = execution
+    let (pack, name) = execution
         .action
         .split_once('.')
-        .map_or(execution.action.as_str(), |(p, _)| p);
+        .unwrap_or((execution.action.as_str(), ""));
+    // What the journal says ran is checked against what this server
+    // registered: a standalone worker wrote it.
+    if journal.action != name {
+        return Err(EngineError::Conflict(format!(
+            "the journal of execution {id} is of another action ({})",
+            journal.action
+        )));
+    }
     let component = match pack_version {
-        None => stored.component,
+        None => {
+            if !core
+                .storage
+                .was_component_of(pack, name, &stored.component)
+                .await?
+            {
+                return Err(EngineError::NotFound(format!(
+                    "the component execution {id} ran is no longer a version of pack {pack}"
+                )));
+            }
+            stored.component
+        }
         Some(version) => core
             .storage
             .versioned_component(pack, version, &journal.action)
@@ -109,9 +137,12 @@ pub async fn replay(
         }),
         ..core.runtime.config().default_limits
     };
+    // The server's record of the run, not the journal's, is what the
+    // replay is compared with.
+    let original_status = execution.status.as_str().to_string();
     let request = ExecutionRequest {
         action: journal.action.clone(),
-        params: journal.params.clone(),
+        params: execution.params.clone(),
         limits: Some(limits),
         allowed_hosts: grants.outbound.clone(),
         secrets: Arc::new(secrets.to_set()),
@@ -125,28 +156,24 @@ pub async fn replay(
         output: None,
         journal: JournalMode::Replay(Arc::new(journal.clone())),
     };
-    let _turn = REPLAYS
-        .acquire()
-        .await
-        .map_err(|_| EngineError::Unavailable("the server is stopping".into()))?;
     let outcome = loaded
         .execute(&core.runtime, request)
         .await
         .map_err(|e| EngineError::Conflict(format!("the replay could not run: {e}")))?;
     let status = outcome.status.as_str().to_string();
     let identical = outcome.divergence.is_none()
-        && status == journal.status
-        && outcome.result == journal.result
-        && outcome.error == journal.error;
+        && status == original_status
+        && outcome.result == execution.result
+        && outcome.error == execution.error;
     Ok(ReplayReport {
         identical,
         result: outcome.result,
-        original_result: journal.result,
+        original_result: execution.result,
         divergence: outcome.divergence,
         status,
-        original_status: journal.status,
+        original_status,
         error: outcome.error,
-        original_error: journal.error,
+        original_error: execution.error,
         execution: id,
         component,
         pack_version: pack_version.map(str::to_string),

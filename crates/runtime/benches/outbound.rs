@@ -6,12 +6,16 @@
 //! - `attune/n`: through the Attune runtime, so every request passes the
 //!   send hook — grant match, the host's own DNS resolution and address
 //!   check, clamped timeouts, byte and request caps, a log line;
+//! - `recorded/n`: the same with the execution's journal recorded (each
+//!   request fingerprinted, each response kept; clocks and random numbers
+//!   through the journal);
 //! - `bare/n`: a minimal embedder linking `wasi:http` with wasmtime's
 //!   default hooks (no checks).
 //!
 //! Each pair runs with n = 1 and n = 41, so `(t(41) - t(1)) / 40` is one
 //! request's cost with the per-execution cost taken out; the difference of
-//! the two slopes is the hook's overhead per request.
+//! the two slopes is the hook's overhead per request, and `recorded` minus
+//! `attune` what recording adds to each.
 
 use std::time::Duration;
 
@@ -24,7 +28,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView, default_hooks};
 
 use attune_runtime::http::{AllowedHosts, OutboundConfig};
-use attune_runtime::{ExecutionRequest, Runtime, RuntimeConfig, Status};
+use attune_runtime::{ExecutionRequest, JournalMode, Runtime, RuntimeConfig, Status};
 
 /// Request counts per execution.
 const COUNTS: [u32; 2] = [1, 41];
@@ -105,16 +109,27 @@ fn bench(c: &mut Criterion) {
     .unwrap();
     let (pack, _) = rt.load(&bytes).unwrap();
     let allowed = std::sync::Arc::new(AllowedHosts::parse(&["http://127.0.0.1:*".into()]).unwrap());
-    for n in COUNTS {
-        group.bench_function(format!("attune/{n}"), |b| {
-            b.iter(|| {
-                let mut request =
-                    ExecutionRequest::new("get-many", json!({"url": url, "times": n}));
-                request.allowed_hosts = allowed.clone();
-                let out = tokio.block_on(pack.execute(&rt, request)).unwrap();
-                assert_eq!(out.status, Status::Succeeded, "{:?}", out.error);
-            })
-        });
+    for (name, journal) in [
+        ("attune", JournalMode::Off),
+        (
+            "recorded",
+            JournalMode::Record {
+                cap: attune_runtime::journal::DEFAULT_CAP,
+            },
+        ),
+    ] {
+        for n in COUNTS {
+            group.bench_function(format!("{name}/{n}"), |b| {
+                b.iter(|| {
+                    let mut request =
+                        ExecutionRequest::new("get-many", json!({"url": url, "times": n}));
+                    request.allowed_hosts = allowed.clone();
+                    request.journal = journal.clone();
+                    let out = tokio.block_on(pack.execute(&rt, request)).unwrap();
+                    assert_eq!(out.status, Status::Succeeded, "{:?}", out.error);
+                })
+            });
+        }
     }
 
     // Wasmtime's default sender, no checks.

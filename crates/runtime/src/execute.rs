@@ -147,6 +147,10 @@ impl Outcome {
         if secrets.values().next().is_none() {
             return;
         }
+        if let Some(d) = &mut self.divergence {
+            d.expected = secrets.redact_url(&d.expected).into_owned();
+            d.got = secrets.redact_url(&d.got).into_owned();
+        }
         for line in &mut self.logs {
             line.message = secrets.redact(&line.message).into_owned();
             for (k, v) in &mut line.fields {
@@ -373,6 +377,9 @@ impl LoadedComponent {
             None => (status, result, error),
         };
         let mut state = store.into_data();
+        // Response bodies the guest left open end here, writing what was
+        // read to the journal before it is closed.
+        drop(std::mem::take(&mut state.table));
         scratch.give_back(state.scratch_quota.created_nothing());
         // Each request's line, in time order with what the guest logged.
         state.log.lines.extend(state.outbound.take_log());

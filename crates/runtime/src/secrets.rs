@@ -92,6 +92,24 @@ impl SecretSet {
             .unwrap_or(0)
     }
 
+    /// `text` (a URL) with every value masked, as it is and in the
+    /// percent-encoded forms a URL or a form body carries it in.
+    pub fn redact_url<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let mut out = self.redact(text);
+        for v in self.values.values() {
+            for encoded in [
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string(),
+                percent_encoding::utf8_percent_encode(v, URL_SAFE).to_string(),
+            ] {
+                if encoded.as_str() != v.as_str() && out.contains(encoded.as_str()) {
+                    out = Cow::Owned(out.replace(encoded.as_str(), MASK));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether `text` holds a piece of a value: any run of four bytes
     /// (or all of a shorter `text`) that also occurs in one. For text the
     /// host derives from a value by cutting it (a URL's host), which
@@ -237,6 +255,13 @@ impl LiveOutput {
     }
 }
 
+/// What a URL encoder leaves as it is: letters, digits and `-._~`.
+const URL_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// One run's view of its secrets, and its journal: a read is recorded by
 /// name (never its value); a replay reads the current value through the
 /// same grant, once the journal holds a read of that name there.
@@ -247,12 +272,14 @@ impl secrets::Host for SecretsState {
     fn get(&mut self, name: String) -> Result<String, secrets::Error> {
         let got = self.0.get(&name).map(str::to_string);
         if let Some(tape) = &self.1 {
+            // A guest may pass anything as a name, a value too.
+            let kept = self.0.redact(&name).into_owned();
             let asked = crate::journal::Call::Secret {
-                name: name.clone(),
+                name: kept.clone(),
                 found: got.is_ok(),
             };
             if tape.is_replay() {
-                let same = |c: &crate::journal::Call| matches!(c, crate::journal::Call::Secret { name: n, .. } if *n == name);
+                let same = |c: &crate::journal::Call| matches!(c, crate::journal::Call::Secret { name: n, .. } if *n == kept);
                 if tape.answer(&asked, same).is_none() {
                     return Err(secrets::Error::NotFound);
                 }
@@ -400,5 +427,40 @@ mod tests {
             ("".into(), 0),
             "half a character waits"
         );
+    }
+
+    #[test]
+    fn a_url_masks_a_value_percent_encoded_too() {
+        let set = SecretSet::new(
+            ["t".to_string()],
+            [("t".to_string(), Zeroizing::new("a+b/c=".to_string()))],
+        );
+        for url in [
+            "http://h/x?t=a+b/c=",
+            "http://h/x?t=a%2Bb%2Fc%3D",
+            "http://h/x?t=a%2Bb%2Fc%3D&u=1",
+        ] {
+            let shown = set.redact_url(url);
+            assert!(shown.contains(MASK), "{url}: {shown}");
+            assert!(!shown.contains("b%2F") && !shown.contains("b/c"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn a_journal_keeps_a_secret_read_by_name_never_a_value_passed_as_one() {
+        use crate::bindings::attune::action::secrets::Host as _;
+        let tape = crate::journal::Tape::recording(crate::journal::DEFAULT_CAP);
+        let mut state = SecretsState(Arc::new(set()), Some(tape.clone()));
+        assert!(state.get("token".into()).is_ok());
+        assert!(state.get("s3cret".into()).is_err());
+        let (calls, _) = tape.finish_record();
+        let names: Vec<String> = calls
+            .iter()
+            .map(|c| match c {
+                crate::journal::Call::Secret { name, .. } => name.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(names, ["token", MASK]);
     }
 }

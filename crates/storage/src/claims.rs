@@ -282,6 +282,26 @@ impl Storage {
             if let Err(e) = super::journals::insert(&mut *p, dialect, &journals, now).await {
                 tracing::warn!(error = %e, "recording the journals of ended executions");
             }
+            // A later attempt that kept no journal leaves none of an
+            // earlier one: a journal is its execution's last attempt's.
+            let stale: Vec<i64> = items
+                .iter()
+                .filter(|(id, _, f)| {
+                    done.contains(id) && f.journal.is_none() && f.attempt.is_some_and(|a| a > 1)
+                })
+                .map(|(id, ..)| *id)
+                .collect();
+            if !stale.is_empty()
+                && let Err(e) = sqlx::query(&format!(
+                    "DELETE FROM execution_journal WHERE execution {}",
+                    id_in(dialect, 1)
+                ))
+                .bind(id_array(dialect, &stale))
+                .execute(&mut *p)
+                .await
+            {
+                tracing::warn!(error = %e, "forgetting the journals of earlier attempts");
+            }
             let awaited = rows
                 .iter()
                 .any(|(_, parent, sensor, ..)| parent.is_some() || sensor.is_some());

@@ -102,8 +102,29 @@ impl Storage {
         })
     }
 
+    /// Whether `component` is what `action` (its export name) of `pack` was
+    /// in some version registered since the pack was last deleted.
+    pub async fn was_component_of(
+        &self,
+        pack: &str,
+        action: &str,
+        component: &str,
+    ) -> Result<bool> {
+        on_pool!(self, |p| {
+            let found: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pack_version WHERE pack = $1 AND action = $2 AND component = $3",
+            )
+            .bind(pack)
+            .bind(action)
+            .bind(component)
+            .fetch_one(p)
+            .await?;
+            Ok(found > 0)
+        })
+    }
+
     /// The component digest of `action` (its export name) in `version` of
-    /// `pack`, for any version ever registered.
+    /// `pack`, for any version registered since the pack was last deleted.
     pub async fn versioned_component(
         &self,
         pack: &str,

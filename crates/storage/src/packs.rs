@@ -162,7 +162,8 @@ impl Storage {
                 if a.workflow.is_none() {
                     sqlx::query(
                         "INSERT INTO pack_version (pack, version, action, component, created_at) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (pack, version, action) DO UPDATE \
+                         SET component = excluded.component, created_at = excluded.created_at",
                     )
                     .bind(&pack.name)
                     .bind(&pack.version)
@@ -213,6 +214,7 @@ impl Storage {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             for sql in [
                 "DELETE FROM action WHERE pack = $1",
+                "DELETE FROM pack_version WHERE pack = $1",
                 "DELETE FROM kv WHERE pack = $1",
                 "DELETE FROM sensor WHERE pack = $1",
                 "DELETE FROM trigger_type WHERE pack = $1",

@@ -284,9 +284,27 @@ async fn results(
             details,
         });
     }
+    // A journal is kept only when the server records journals, and only
+    // as large as its cap allows (with room for params and result).
+    let cap = state.core.config.journal_cap;
+    let bound = cap.saturating_mul(2).saturating_add(4 << 20);
     let items: Vec<_> = reports
         .into_iter()
-        .map(|r| (r.id, id, r.into_finished()))
+        .map(|mut r| {
+            if cap == 0 {
+                r.journal = None;
+            }
+            if let Some(j) = &mut r.journal {
+                let size = serde_json::to_vec(&*j).map_or(usize::MAX, |t| t.len());
+                if size > bound {
+                    j.calls = Vec::new();
+                    j.not_replayable = Some(format!(
+                        "its worker's journal was {size} bytes, past this server's bound of {bound}"
+                    ));
+                }
+            }
+            (r.id, id, r.into_finished())
+        })
         .collect();
     let recorded = attune_engine::executions::finish(&state, &items)
         .await

@@ -341,3 +341,65 @@ fn run_reads_pairs_by_the_server_s_schema_and_tables_show_local_times() {
         .unwrap();
     assert_eq!(listed["created_at"], ms);
 }
+
+#[test]
+fn executions_replay_one_by_id_and_a_rule_s_runs_as_a_table() {
+    let server = start_server();
+    let rule = server.dir.path().join("say.yaml");
+    std::fs::write(
+        &rule,
+        "ref: core.say\ntrigger: core.manual\naction: core.echo\naction_params:\n  message: \"{{ event.payload.text }}\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = client(&server, &["rule", "create", "-f", rule.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    for text in ["one", "two"] {
+        let payload = format!("{{\"text\": \"{text}\"}}");
+        let (code, _, err) = client(
+            &server,
+            &["event", "fire", "core.manual", "--payload", &payload],
+        );
+        assert_eq!(code, 0, "{err}");
+    }
+    wait_until("both runs end", || {
+        let (_, out, _) = client(
+            &server,
+            &[
+                "execution",
+                "list",
+                "--rule",
+                "core.say",
+                "--status",
+                "succeeded",
+                "--json",
+            ],
+        );
+        serde_json::from_str::<Value>(&out).unwrap()["items"]
+            .as_array()
+            .is_some_and(|i| i.len() == 2)
+    });
+
+    let (code, out, err) = client(
+        &server,
+        &["execution", "replay", "--rule", "core.say", "--since", "1h"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().skip(1).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().all(|l| l.contains("identical")), "{out}");
+
+    let id = lines[0].split_whitespace().next().unwrap();
+    let (code, out, err) = client(&server, &["execution", "replay", id, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["identical"], true, "{report}");
+    assert_eq!(report["result"], "one");
+    let (code, _, err) = client(
+        &server,
+        &["execution", "replay", id, "--pack-version", "9.9.9"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("has no version 9.9.9"), "{err}");
+    let (code, _, err) = client(&server, &["execution", "replay"]);
+    assert_eq!(code, 2, "an id or --rule is required: {err}");
+}

@@ -35,12 +35,13 @@ pub(super) async fn fingerprint(
             Err(_) => HttpError::HttpRequestBodySize(Some(max)),
         })?
         .to_bytes();
-    let url = secrets.redact(&parts.uri.to_string()).into_owned();
+    let url = secrets.redact_url(&parts.uri.to_string()).into_owned();
     let mut digest = Sha256::new();
+    digest.update(url.as_bytes());
     let mut headers: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
-        .filter(|(k, _)| k.as_str() != CHAIN_DEPTH_HEADER)
+        .filter(|(k, _)| k.as_str() != CHAIN_DEPTH_HEADER && !credential(k.as_str()))
         .map(|(k, v)| {
             let v = secrets.redact_prefix(v.as_bytes(), usize::MAX);
             (k.as_str().to_string(), v)
@@ -65,6 +66,26 @@ pub(super) async fn fingerprint(
         .map_err(|never| match never {})
         .boxed_unsync();
     Ok((http::Request::from_parts(parts, body), call))
+}
+
+/// Whether a header carries credentials: left out of the digest, so
+/// nothing kept or compared is computed on them (an encoded password, a
+/// signature); a replay treats them as the same grant.
+fn credential(name: &str) -> bool {
+    matches!(
+        name,
+        "authorization" | "proxy-authorization" | "cookie" | "set-cookie"
+    ) || [
+        "auth",
+        "token",
+        "secret",
+        "key",
+        "signature",
+        "password",
+        "session",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// Whether two recorded requests are the same request.
@@ -240,7 +261,11 @@ impl<B: http_body::Body<Data = Bytes, Error = HttpError> + Unpin> http_body::Bod
                 self.keep();
             }
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+                // Past the journal's cap nothing more is kept.
+                if let Some(data) = frame.data_ref()
+                    && self.index.is_some()
+                    && !self.tape.is_over()
+                {
                     let data = data.clone();
                     self.read.extend_from_slice(&data);
                 }

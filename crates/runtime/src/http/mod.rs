@@ -140,6 +140,17 @@ impl Outbound {
         self
     }
 
+    /// The journal's entry for a request the guest just made, taken now so
+    /// the journal keeps the guest's order whatever order bodies finish in.
+    fn reserve(&self) -> Option<usize> {
+        self.tape.as_ref()?.record(Call::Http {
+            request: String::new(),
+            digest: String::new(),
+            response: None,
+            error: None,
+        })
+    }
+
     /// Requests sent so far (denied ones included).
     pub fn requests(&self) -> u32 {
         self.requests
@@ -163,16 +174,20 @@ impl Outbound {
             vec![],
         );
         // A journal keeps the denial, so a replay needs no grant.
+        let slot = self.reserve();
         let tape = self.tape.clone();
         let (secrets, max) = (self.secrets.clone(), self.config.max_response_bytes);
         Box::new(async move {
-            if let Some(tape) = tape
-                && let Ok((_, mut call)) = journal::fingerprint(request, &secrets, max).await
-            {
-                if let Call::Http { error, .. } = &mut call {
-                    *error = Some(format!("{:?}", HttpError::HttpRequestDenied));
-                }
-                tape.record(call);
+            if let (Some(tape), Some(index)) = (tape, slot) {
+                let fingerprint = journal::fingerprint(request, &secrets, max).await;
+                tape.amend(index, |call| {
+                    if let (Ok((_, asked)), Call::Http { .. }) = (fingerprint, &call) {
+                        *call = asked;
+                    }
+                    if let Call::Http { error, .. } = call {
+                        *error = Some(format!("{:?}", HttpError::HttpRequestDenied));
+                    }
+                });
             }
             Err(HttpError::HttpRequestDenied)
         })
@@ -238,9 +253,10 @@ impl WasiHttpHooks for Outbound {
         // nothing is sent, and the journal holds the denials too.
         if let Some(tape) = self.tape.clone().filter(|t| t.is_replay()) {
             let (secrets, max) = (self.secrets.clone(), self.config.max_response_bytes);
+            let slot = tape.claim();
             return Box::new(async move {
                 let (_, asked) = journal::fingerprint(request, &secrets, max).await?;
-                let replayed = tape.answer(&asked, |c| journal::same_request(c, &asked));
+                let replayed = tape.answer_at(slot, &asked, |c| journal::same_request(c, &asked));
                 let io: IoFuture = Box::new(async { Ok(()) });
                 match replayed {
                     Some(Call::Http {
@@ -291,15 +307,30 @@ impl WasiHttpHooks for Outbound {
         let log = self.log.clone();
         let secrets = self.secrets.clone();
         let tape = self.tape.clone();
+        let index = self.reserve();
         Box::new(async move {
             let began = Instant::now();
-            let (request, index) = match &tape {
-                Some(tape) => {
-                    let (request, call) =
-                        journal::fingerprint(request, &secrets, config.max_response_bytes).await?;
-                    (request, tape.record(call))
+            let request = match (&tape, index) {
+                (Some(tape), Some(index)) => {
+                    let fingerprint =
+                        journal::fingerprint(request, &secrets, config.max_response_bytes).await;
+                    match fingerprint {
+                        Ok((request, call)) => {
+                            tape.amend(index, |c| *c = call);
+                            request
+                        }
+                        Err(e) => {
+                            let why = journal::error_text(&e, &secrets);
+                            tape.amend(index, |c| {
+                                if let Call::Http { error, .. } = c {
+                                    *error = Some(why);
+                                }
+                            });
+                            return Err(e);
+                        }
+                    }
                 }
-                None => (request, None),
+                _ => request,
             };
             let sent = send(request, &scheme, &host, port, &config, limits).await;
             if let (Some(tape), Some(index)) = (&tape, index) {
