@@ -11,15 +11,16 @@
 //! - `attune-runtime` (`crates/runtime`) — wasmtime only: loading and
 //!   caching components, deriving JSON Schemas from WIT, converting JSON ↔
 //!   component values, running actions in a sandbox, one module per host
-//!   interface (`log`, `context`, `secrets`, `kv`, `http`, `scratch`).
-//!   Knows nothing of the API or SQL.
+//!   interface (`log`, `context`, `secrets`, `kv`, `http`, `scratch`), and
+//!   the journal that records a run's host calls and answers a replay's
+//!   (`journal`). Knows nothing of the API or SQL.
 //! - `attune-storage` (`crates/storage`) — sqlx only: SQLite and PostgreSQL
 //!   behind one type, one file per table or concern, the migrations, and
 //!   whether the database takes writes. Its rows are plain data.
 //! - `attune-engine` (`crates/engine`) — the domain over one `Core` handle:
 //!   the event door, rules, triggers, the scheduler, workers, packs and
-//!   grants, sealed secrets, key-value state, workflows, sensors and
-//!   metrics. Returns its own errors, never HTTP status codes.
+//!   grants, sealed secrets, key-value state, workflows, sensors, replay
+//!   and metrics. Returns its own errors, never HTTP status codes.
 //!
 //! This crate, `attune`, holds the surfaces over the engine and the binary:
 //!

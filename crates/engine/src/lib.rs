@@ -31,6 +31,8 @@
 //!   records are re-exported in [`records`].
 //! - [`workflows`] — workflow definitions, the pure step function, and the
 //!   conductor that applies each step in one transaction.
+//! - [`replay`] — an ended execution run again against its journal, by
+//!   the component that ran or another registered version of its pack.
 
 pub mod actions;
 pub mod cache;

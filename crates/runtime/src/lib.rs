@@ -2,8 +2,9 @@
 //!
 //! Owns everything wasmtime: the engine (pooling allocator, epoch
 //! interruption, async), the artifact cache ([`cache`]), the JSON ↔ WIT mapping
-//! ([`schema`], [`values`]), the per-execution sandbox ([`host`], [`output`])
-//! and execution itself ([`execute`]). It knows nothing of HTTP or SQL: the
+//! ([`schema`], [`values`]), the per-execution sandbox ([`host`], [`output`]),
+//! execution itself ([`execute`]) and the journal of what a run received,
+//! recorded or answered from in a replay ([`journal`]). It knows nothing of HTTP or SQL: the
 //! API and workers hand it component bytes and JSON, and get JSON back.
 
 pub mod bindings;
