@@ -278,7 +278,10 @@ struct ReplayInput {
     params(("id" = i64, Path, description = "Execution id")),
     request_body(content = Option<ReplayInput>, description = "Optional: `{\"pack_version\": \"0.2.0\"}`"),
     responses((status = 200, body = attune_engine::replay::ReplayReport),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 503, description = "Other replays are running", body = ErrorBody)))]
 async fn replay(
     State(state): State<AppState>,
     caller: Caller,
