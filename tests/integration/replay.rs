@@ -392,3 +392,58 @@ on_both_backends! {
         s.finish().await;
     }
 }
+
+/// POSTs `body` to `path` with `token`.
+async fn post_as(s: &TestServer, token: &str, path: &str, body: Value) -> support::Reply {
+    s.send(
+        s.request(reqwest::Method::POST, path, Some(token))
+            .json(&body),
+    )
+    .await
+}
+
+on_both_backends! {
+    async fn a_worker_s_journal_is_bounded_and_cannot_make_a_replay_run_other_code(backend) {
+        let pipeline = support::PipelineConfig {
+            embedded_worker: false,
+            journal_cap: 1000,
+            ..Default::default()
+        };
+        let s = TestServer::start_full(backend, Default::default(), pipeline).await;
+        let caps = attune_engine::worker::capabilities();
+        let token = s.token("worker").await;
+        let worker = post_as(&s, &token, "/api/v1/workers", json!({"name": "w", "capabilities": caps}))
+            .await.body["id"].as_i64().unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let r = s.post("/api/v1/executions", json!({"action": "core.noop", "params": {}})).await;
+            ids.push(r.body["id"].as_i64().unwrap());
+        }
+        let claimed = post_as(&s, &token, &format!("/api/v1/workers/{worker}/claim?max=2&wait_ms=5000"), json!({})).await;
+        let assignments = claimed.body.as_array().unwrap().clone();
+        assert_eq!(assignments.len(), 2, "{}", claimed.body);
+        assert_eq!(assignments[0]["journal_cap"], 1000, "the assignment asks for a journal");
+        let journal = |component: &str, padding: usize| json!({
+            "format": 1, "action": "noop", "component": component, "params": {"pad": "x".repeat(padding)},
+            "seed": "00", "calls": [], "status": "succeeded", "result": "forged",
+        });
+        let real = assignments[0]["component"].as_str().unwrap();
+        let reports = json!([
+            {"id": ids[0], "status": "succeeded", "result": null, "attempt": 1, "journal": journal(real, 5 << 20)},
+            {"id": ids[1], "status": "succeeded", "result": null, "attempt": 1, "journal": journal(&"0".repeat(64), 0)},
+        ]);
+        let r = post_as(&s, &token, &format!("/api/v1/workers/{worker}/results"), reports).await;
+        assert_eq!(r.body["recorded"], json!([true, true]), "{}", r.body);
+
+        let big = s.core.storage.journal(ids[0]).await.unwrap().expect("kept, as not replayable");
+        assert!(big.not_replayable.unwrap().contains("past this server's bound"));
+        assert!(big.journal.to_string().len() < 4096, "the padding is not kept");
+        let operator = s.token("operator").await;
+        let r = replay_on(&s, ids[0], &operator, None).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        // A component that was never this action's does not run.
+        let r = replay_on(&s, ids[1], &operator, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+        s.finish().await;
+    }
+}

@@ -297,7 +297,10 @@ async fn results(
             if let Some(j) = &mut r.journal {
                 let size = serde_json::to_vec(&*j).map_or(usize::MAX, |t| t.len());
                 if size > bound {
+                    // Nothing of it is kept but why.
                     j.calls = Vec::new();
+                    j.params = serde_json::Value::Null;
+                    (j.result, j.error) = (None, None);
                     j.not_replayable = Some(format!(
                         "its worker's journal was {size} bytes, past this server's bound of {bound}"
                     ));
