@@ -37,3 +37,69 @@ on_both_backends! {
         s.finish().await;
     }
 }
+
+/// A pack archive of test guest `guest` named `name` with `extra` lines in
+/// its manifest.
+fn pack(name: &str, guest: &str, extra: &str) -> Vec<u8> {
+    let manifest =
+        format!("name = \"{name}\"\nversion = \"1.0.0\"\ncomponents = [\"{guest}.wasm\"]\n{extra}");
+    support::tar_gz(&[
+        ("pack.toml", manifest.as_bytes()),
+        (&format!("{guest}.wasm"), &support::guest_bytes(guest)),
+    ])
+}
+
+on_both_backends! {
+    async fn each_quota_stops_its_guest_naming_the_quota_and_the_figure(backend) {
+        let s = TestServer::start(backend).await;
+        let bad = s.upload_archive(pack("hungry", "hostile", "max_cpu = \"soon\"\nmax_memory = \"1KiB\"\n")).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
+        assert_eq!(bad.detail_paths(), ["/pack.toml/max_memory"], "{}", bad.body);
+        let r = s.upload_archive(pack("hungry", "hostile", "max_cpu = \"100ms\"\nmax_memory = \"4MiB\"\n")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let grants = s.get("/api/v1/packs/hungry").await.body["grants"].clone();
+        assert_eq!(grants["max_cpu"], "100ms", "{grants}");
+        assert_eq!(grants["max_memory"], "4MiB", "{grants}");
+
+        let run = |action: &'static str, params: serde_json::Value| {
+            let s = &s;
+            async move {
+                let r = s.post("/api/v1/executions", json!({"action": action, "params": params})).await;
+                assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+                s.ended(r.body["id"].as_i64().unwrap()).await
+            }
+        };
+        let spun = run("hungry.spin", json!({})).await;
+        assert_eq!(spun["status"], "failed", "{spun}");
+        let why = spun["error"].as_str().unwrap();
+        assert!(why.starts_with("quota max_cpu of 100ms reached: it spent "), "{why}");
+        let cpu = spun["resources"]["cpu_us"].as_u64().unwrap();
+        assert!((100_000..2_000_000).contains(&cpu), "stopped soon after: {cpu} µs");
+
+        let grown = run("hungry.grow", json!({"mib": 16})).await;
+        assert_eq!(grown["status"], "failed", "{grown}");
+        let why = grown["error"].as_str().unwrap();
+        assert!(why.starts_with("quota max_memory of 4194304 bytes reached: it asked for "), "{why}");
+        let small = run("hungry.grow", json!({"mib": 1})).await;
+        assert_eq!(small["status"], "succeeded", "under the quota: {small}");
+
+        let (port, _server) = crate::replay::echo_server().await;
+        let r = s.upload_archive(pack("fetcher", "fetch", "allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n")).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        // An admin sets a quota on its own.
+        let r = s.put("/api/v1/packs/fetcher/grants", json!({
+            "allowed_outbound_hosts": ["http://127.0.0.1:*"], "max_outbound_requests": 2,
+        })).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let url = format!("http://127.0.0.1:{port}/");
+        let two = run("fetcher.get-many", json!({"url": url, "times": 2})).await;
+        assert_eq!(two["status"], "succeeded", "{two}");
+        let three = run("fetcher.get-many", json!({"url": url, "times": 3})).await;
+        assert_eq!(three["status"], "failed", "{three}");
+        assert_eq!(three["error"], "quota max_outbound_requests of 2 reached: request 3 was refused");
+        let r = s.put("/api/v1/packs/fetcher/grants", json!({"max_outbound_requests": 0})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.detail_paths(), ["/max_outbound_requests"]);
+        s.finish().await;
+    }
+}

@@ -154,6 +154,7 @@ pub async fn replay(
             depth: execution.depth,
         },
         output: None,
+        quotas: super::packs::quotas(&grants.grants).unwrap_or_default(),
         journal: JournalMode::Replay(Arc::new(journal.clone())),
     };
     let outcome = loaded

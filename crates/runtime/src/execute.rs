@@ -82,6 +82,8 @@ pub struct ExecutionRequest {
     pub output: Option<(CappedPipe, CappedPipe)>,
     /// Whether to record a journal, or to answer from one.
     pub journal: JournalMode,
+    /// Its pack's quotas.
+    pub quotas: super::Quotas,
 }
 
 impl ExecutionRequest {
@@ -103,6 +105,7 @@ impl ExecutionRequest {
             limits: None,
             output: None,
             journal: JournalMode::Off,
+            quotas: super::Quotas::default(),
         }
     }
 }
@@ -216,6 +219,9 @@ impl LoadedComponent {
             .check(&request.params)
             .map_err(ExecuteError::InvalidParams)?;
         let limits = runtime.clamp(request.limits.unwrap_or(runtime.config().default_limits));
+        let quotas = request.quotas;
+        // A quota below the server's limit is the one a guest meets.
+        let memory_quota = quotas.max_memory.filter(|q| *q < limits.memory_bytes);
 
         // A full pool makes the execution wait, never fail; its clock starts
         // once it has a slot.
@@ -271,6 +277,7 @@ impl LoadedComponent {
         if let Some(tape) = &tape {
             outbound = outbound.with_tape(tape.clone());
         }
+        outbound.set_quota(quotas.max_outbound_requests);
         let mut store = Store::new(
             runtime.engine(),
             HostState {
@@ -282,10 +289,11 @@ impl LoadedComponent {
                 ),
                 table: ResourceTable::new(),
                 limits: MemoryCap {
-                    memory_bytes: limits.memory_bytes,
+                    memory_bytes: memory_quota.unwrap_or(limits.memory_bytes),
                     table_elements: 100_000,
                     hit: false,
                     peak: 0,
+                    refused: 0,
                 },
                 context: request.context,
                 secrets: SecretsState(secrets.clone(), tape.clone()),
@@ -316,7 +324,8 @@ impl LoadedComponent {
         let (ran, cpu_us) = {
             let mut cpu_us = 0;
             let mut call = std::pin::pin!(call);
-            let metered = super::meter::Metered::new(call.as_mut(), &mut cpu_us);
+            let cpu_quota = quotas.max_cpu.map(|d| d.as_micros() as u64);
+            let metered = super::meter::Metered::new(call.as_mut(), &mut cpu_us, cpu_quota);
             let ran = tokio::time::timeout(limits.timeout, metered).await;
             (ran, cpu_us)
         };
@@ -331,9 +340,23 @@ impl LoadedComponent {
                     humanize(limits.timeout)
                 ))),
             ),
-            Ok(Err(e)) => {
+            Ok(None) => (
+                Status::Failed,
+                None,
+                Some(Value::String(format!(
+                    "quota max_cpu of {} reached: it spent {} of CPU in the guest",
+                    humanize(quotas.max_cpu.unwrap_or_default()),
+                    humanize(Duration::from_micros(cpu_us))
+                ))),
+            ),
+            Ok(Some(Err(e))) => {
                 let mut message = trap_message(&e);
-                if store.data().limits.hit {
+                if let (Some(q), true) = (memory_quota, store.data().limits.hit) {
+                    message.push_str(&format!(
+                        " (quota max_memory of {q} bytes reached: it asked for {} bytes)",
+                        store.data().limits.refused
+                    ));
+                } else if store.data().limits.hit {
                     message.push_str(&format!(
                         " (memory limit of {} bytes reached)",
                         limits.memory_bytes
@@ -341,7 +364,7 @@ impl LoadedComponent {
                 }
                 (Status::Failed, None, Some(Value::String(message)))
             }
-            Ok(Ok(results)) => match (&action.returns, results.first()) {
+            Ok(Some(Ok(results))) => match (&action.returns, results.first()) {
                 (Returns::Result, Some(Val::Result(Ok(v)))) => (
                     Status::Succeeded,
                     Some(v.as_deref().map_or(Value::Null, values::to_json)),
@@ -355,6 +378,18 @@ impl LoadedComponent {
                 (_, Some(v)) => (Status::Succeeded, Some(values::to_json(v)), None),
                 (_, None) => (Status::Succeeded, Some(Value::Null), None),
             },
+        };
+        // Past a quota the run fails, whatever the guest made of it.
+        let quota_hit = match (memory_quota, store.data().limits.hit) {
+            (Some(q), true) => Some(format!(
+                "quota max_memory of {q} bytes reached: it asked for {} bytes",
+                store.data().limits.refused
+            )),
+            _ => store.data().outbound.quota_hit(),
+        };
+        let (status, result, error) = match quota_hit {
+            Some(why) => (Status::Failed, None, Some(Value::String(why))),
+            None => (status, result, error),
         };
         // Redacted before it is measured: a size taken before would tell a
         // secret's length.

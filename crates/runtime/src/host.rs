@@ -65,6 +65,8 @@ pub struct MemoryCap {
     pub hit: bool,
     /// The largest a linear memory grew to, in bytes.
     pub peak: usize,
+    /// The largest size a refused growth asked for, in bytes.
+    pub refused: usize,
 }
 
 impl wasmtime::ResourceLimiter for MemoryCap {
@@ -78,6 +80,8 @@ impl wasmtime::ResourceLimiter for MemoryCap {
         self.hit |= !allowed;
         if allowed {
             self.peak = self.peak.max(desired);
+        } else {
+            self.refused = self.refused.max(desired);
         }
         Ok(allowed)
     }

@@ -40,7 +40,7 @@ pub use component::{
 pub use execute::{ExecuteError, ExecutionRequest, Outcome, Status};
 pub use host::{ExecutionContext, LogLine};
 pub use journal::{Divergence, Journal, JournalMode};
-pub use meter::Resources;
+pub use meter::{Quotas, Resources};
 pub use values::PathError;
 
 use self::cache::ArtifactCache;

@@ -28,6 +28,48 @@ pub struct Resources {
     pub stderr_bytes: u64,
 }
 
+/// A pack's quotas on each of its executions: past one the execution
+/// fails, its error naming the quota and the figure reached. `None`: the
+/// server's own limit only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Quotas {
+    /// Bytes one linear memory may grow to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<usize>,
+    /// CPU time spent in the guest (measured like [`Resources::cpu_us`]).
+    #[serde(skip_serializing_if = "Option::is_none", with = "millis")]
+    #[schema(value_type = Option<u64>)]
+    pub max_cpu: Option<std::time::Duration>,
+    /// Outbound HTTP requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_outbound_requests: Option<u32>,
+}
+
+impl Quotas {
+    /// Whether it sets none.
+    pub fn is_none(&self) -> bool {
+        *self == Quotas::default()
+    }
+}
+
+/// A duration as whole milliseconds on the wire.
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(d.as_millis() as u64),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
 /// The calling thread's CPU time in microseconds (`CLOCK_THREAD_CPUTIME_ID`).
 pub fn thread_cpu_us() -> u64 {
     let mut ts = libc::timespec {
@@ -43,28 +85,40 @@ pub fn thread_cpu_us() -> u64 {
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
 
-/// A future whose CPU time across its polls is added to `spent`.
+/// A future whose CPU time across its polls is added to `spent`; it ends
+/// with `None`, dropping nothing yet, once `spent` passes `limit`.
 pub struct Metered<'a, F> {
     inner: Pin<&'a mut F>,
     spent: &'a mut u64,
+    limit: Option<u64>,
 }
 
 impl<'a, F> Metered<'a, F> {
-    /// Meters `inner`, adding to `spent`.
-    pub fn new(inner: Pin<&'a mut F>, spent: &'a mut u64) -> Self {
-        Self { inner, spent }
+    /// Meters `inner`, adding to `spent`, stopping past `limit` µs.
+    pub fn new(inner: Pin<&'a mut F>, spent: &'a mut u64, limit: Option<u64>) -> Self {
+        Self {
+            inner,
+            spent,
+            limit,
+        }
     }
 }
 
 impl<F: Future> Future for Metered<'_, F> {
-    type Output = F::Output;
+    type Output = Option<F::Output>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         let before = thread_cpu_us();
         let polled = self.inner.as_mut().poll(cx);
         let after = thread_cpu_us();
         *self.spent += after.saturating_sub(before);
-        polled
+        match polled {
+            Poll::Ready(out) => Poll::Ready(Some(out)),
+            // A guest yields at every epoch tick, so this is looked at
+            // every few milliseconds of its CPU.
+            Poll::Pending if self.limit.is_some_and(|l| *self.spent > l) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -85,7 +139,7 @@ mod tests {
             x
         };
         let mut work = std::pin::pin!(work);
-        Metered::new(work.as_mut(), &mut spent).await;
+        Metered::new(work.as_mut(), &mut spent, None).await;
         assert!((60_000..200_000).contains(&spent), "{spent} µs");
     }
 }

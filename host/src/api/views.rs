@@ -78,6 +78,16 @@ pub struct GrantsView {
     /// Names of the secrets its actions may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Quota: most memory one linear memory of an execution may grow to
+    /// (`64MiB`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
+    /// Quota: most CPU time one execution may spend in the guest (`2s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu: Option<String>,
+    /// Quota: most outbound HTTP requests one execution may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outbound_requests: Option<u32>,
 }
 
 impl From<Grants> for GrantsView {
@@ -85,6 +95,9 @@ impl From<Grants> for GrantsView {
         GrantsView {
             allowed_outbound_hosts: g.allowed_outbound_hosts,
             secrets: g.secrets,
+            max_memory: g.max_memory,
+            max_cpu: g.max_cpu,
+            max_outbound_requests: g.max_outbound_requests,
         }
     }
 }
@@ -94,6 +107,9 @@ impl From<GrantsView> for Grants {
         Grants {
             allowed_outbound_hosts: g.allowed_outbound_hosts,
             secrets: g.secrets,
+            max_memory: g.max_memory,
+            max_cpu: g.max_cpu,
+            max_outbound_requests: g.max_outbound_requests,
         }
     }
 }

@@ -64,8 +64,8 @@ pub enum PackCommand {
         /// Pack name.
         name: String,
     },
-    /// Replace what a pack is granted (admin): outbound HTTP destinations
-    /// and secrets. Names none of either to revoke everything.
+    /// Replace what a pack is granted (admin): outbound HTTP destinations,
+    /// secrets and quotas. Names none of them to revoke everything.
     Grant {
         /// Pack name.
         name: String,
@@ -76,6 +76,16 @@ pub enum PackCommand {
         /// A secret its actions may read. Repeatable.
         #[arg(long = "secret", value_name = "NAME")]
         secrets: Vec<String>,
+        /// Quota: most memory one linear memory of an execution may grow
+        /// to (`64MiB`).
+        #[arg(long, value_name = "SIZE")]
+        max_memory: Option<String>,
+        /// Quota: most CPU time one execution may spend in the guest (`2s`).
+        #[arg(long, value_name = "DURATION")]
+        max_cpu: Option<String>,
+        /// Quota: most outbound HTTP requests one execution may send.
+        #[arg(long, value_name = "N")]
+        max_outbound_requests: Option<u32>,
     },
 }
 
@@ -204,8 +214,23 @@ pub(super) async fn run(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<i
             name,
             allow_outbound,
             secrets,
+            max_memory,
+            max_cpu,
+            max_outbound_requests,
         } => {
-            let grants = json!({"allowed_outbound_hosts": allow_outbound, "secrets": secrets});
+            let mut grants = json!({"allowed_outbound_hosts": allow_outbound, "secrets": secrets});
+            for (key, value) in [
+                ("max_memory", max_memory.map(serde_json::Value::from)),
+                ("max_cpu", max_cpu.map(serde_json::Value::from)),
+                (
+                    "max_outbound_requests",
+                    max_outbound_requests.map(serde_json::Value::from),
+                ),
+            ] {
+                if let Some(v) = value {
+                    grants[key] = v;
+                }
+            }
             client
                 .call(
                     Method::PUT,

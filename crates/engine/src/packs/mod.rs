@@ -129,6 +129,28 @@ pub struct Manifest {
     /// set false).
     #[serde(default = "recorded")]
     pub record: bool,
+    /// Quota: most memory one linear memory of an execution may grow to.
+    #[serde(default)]
+    pub max_memory: Option<String>,
+    /// Quota: most CPU time one execution may spend in the guest.
+    #[serde(default)]
+    pub max_cpu: Option<String>,
+    /// Quota: most outbound HTTP requests one execution may send.
+    #[serde(default)]
+    pub max_outbound_requests: Option<u32>,
+}
+
+impl Manifest {
+    /// What the manifest grants its pack, quotas included.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            allowed_outbound_hosts: self.allowed_outbound_hosts.clone(),
+            secrets: self.secrets.clone(),
+            max_memory: self.max_memory.clone(),
+            max_cpu: self.max_cpu.clone(),
+            max_outbound_requests: self.max_outbound_requests,
+        }
+    }
 }
 
 fn recorded() -> bool {
@@ -165,6 +187,9 @@ impl Upload {
                 sensors: Vec::new(),
                 policies: Vec::new(),
                 record: true,
+                max_memory: None,
+                max_cpu: None,
+                max_outbound_requests: None,
             },
             components: vec![(file, bytes)],
             workflows: Vec::new(),
@@ -253,11 +278,7 @@ pub async fn register(
     if manifest.version.trim().is_empty() {
         return Err(PackError::BadManifest("version is empty".into()));
     }
-    check_grants(&Grants {
-        allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
-        secrets: manifest.secrets.clone(),
-    })
-    .map_err(|errors| PackError::InvalidGrants { errors })?;
+    check_grants(&manifest.grants()).map_err(|errors| PackError::InvalidGrants { errors })?;
     if upload.components.is_empty() && upload.workflows.is_empty() {
         return Err(PackError::BadManifest(
             "a pack needs at least one component or workflow".into(),
@@ -376,10 +397,7 @@ pub async fn register(
             .map_err(|e| PackError::Database(StorageError::Database(sqlx::Error::Io(e))))?;
     }
     let new = NewPack {
-        grants: Grants {
-            allowed_outbound_hosts: manifest.allowed_outbound_hosts.clone(),
-            secrets: manifest.secrets.clone(),
-        },
+        grants: manifest.grants(),
         name: manifest.name.clone(),
         version: manifest.version.clone(),
         description,
@@ -538,9 +556,42 @@ pub fn check_grants(grants: &Grants) -> Result<(), Vec<PathError>> {
             ));
         }
     }
+    if let Err(e) = quotas(grants) {
+        errors.push(e);
+    }
     if errors.is_empty() {
         Ok(())
     } else {
         Err(errors)
     }
+}
+
+/// The quotas `grants` set, parsed (checked by [`check_grants`]; the
+/// first problem with its path).
+pub fn quotas(grants: &Grants) -> Result<attune_runtime::Quotas, PathError> {
+    use attune_util::units::{parse_duration, parse_size};
+    let max_memory = match &grants.max_memory {
+        None => None,
+        Some(text) => match parse_size(text) {
+            Ok(bytes) if bytes >= 64 << 10 => Some(bytes),
+            Ok(_) => return Err(PathError::new("/max_memory", "at least 64KiB")),
+            Err(e) => return Err(PathError::new("/max_memory", e)),
+        },
+    };
+    let max_cpu = match &grants.max_cpu {
+        None => None,
+        Some(text) => match parse_duration(text) {
+            Ok(d) if d >= std::time::Duration::from_millis(1) => Some(d),
+            Ok(_) => return Err(PathError::new("/max_cpu", "at least 1ms")),
+            Err(e) => return Err(PathError::new("/max_cpu", e)),
+        },
+    };
+    if grants.max_outbound_requests == Some(0) {
+        return Err(PathError::new("/max_outbound_requests", "at least 1"));
+    }
+    Ok(attune_runtime::Quotas {
+        max_memory,
+        max_cpu,
+        max_outbound_requests: grants.max_outbound_requests,
+    })
 }

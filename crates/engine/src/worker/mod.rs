@@ -48,6 +48,10 @@ pub async fn assign(
     assignment
         .allowed_outbound_hosts
         .clone_from(&grants.grants.allowed_outbound_hosts);
+    assignment.quotas = super::packs::quotas(&grants.grants).unwrap_or_else(|e| {
+        tracing::warn!(pack = %action.pack, error = %e.message, "ignoring an invalid quota");
+        attune_runtime::Quotas::default()
+    });
     let cap = core.config.journal_cap;
     assignment.journal_cap = (grants.record && cap > 0).then_some(cap as u64);
     if execution.sealed_params.is_some() || !grants.grants.secrets.is_empty() {

@@ -71,6 +71,9 @@ pub struct Assignment {
     /// none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_cap: Option<u64>,
+    /// Its pack's quotas.
+    #[serde(default, skip_serializing_if = "attune_runtime::Quotas::is_none")]
+    pub quotas: attune_runtime::Quotas,
 }
 
 /// The secrets of one run: the names its pack is granted, and the values
@@ -124,6 +127,7 @@ impl Assignment {
             export,
             depth: e.depth,
             journal_cap: None,
+            quotas: attune_runtime::Quotas::default(),
         }
     }
 }

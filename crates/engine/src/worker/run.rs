@@ -79,6 +79,7 @@ pub async fn run(
                 depth: assignment.depth,
             },
             output,
+            quotas: assignment.quotas,
             journal: match assignment.journal_cap {
                 Some(cap) => JournalMode::Record { cap: cap as usize },
                 None => JournalMode::Off,

@@ -89,6 +89,10 @@ pub struct Outbound {
     depth: i64,
     /// The run's journal: each exchange recorded, or answered from it.
     tape: Option<crate::journal::Tape>,
+    /// Its pack's quota on requests, when below the operator's limit.
+    quota: Option<u32>,
+    /// Set when a request was refused for the quota.
+    quota_hit: bool,
 }
 
 /// The header every outbound request carries: the depth in a chain of
@@ -128,7 +132,23 @@ impl Outbound {
             secrets,
             depth,
             tape: None,
+            quota: None,
+            quota_hit: false,
         }
+    }
+
+    /// Sets the pack's quota on requests (`max_outbound_requests`).
+    pub fn set_quota(&mut self, quota: Option<u32>) {
+        self.quota = quota.filter(|q| *q < self.config.max_requests);
+    }
+
+    /// Why the run passed its quota, if it did.
+    pub fn quota_hit(&self) -> Option<String> {
+        let q = self.quota.filter(|_| self.quota_hit)?;
+        Some(format!(
+            "quota max_outbound_requests of {q} reached: request {} was refused",
+            q + 1
+        ))
     }
 
     /// Records each exchange on `tape`, or answers each from it when it
@@ -277,6 +297,13 @@ impl WasiHttpHooks for Outbound {
                 &method,
                 "not in the pack's allowed_outbound_hosts",
             );
+        }
+        if let Some(q) = self.quota
+            && self.requests >= q
+        {
+            self.quota_hit = true;
+            let why = format!("quota max_outbound_requests of {q} reached");
+            return self.denied(request, target, &method, &why);
         }
         if self.requests >= self.config.max_requests {
             let why = format!(

@@ -157,6 +157,16 @@ pub struct Grants {
     /// Names of the secrets its actions may read.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Most memory one linear memory of its executions may grow to
+    /// (`64MiB`); the server's limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory: Option<String>,
+    /// Most CPU time one execution may spend in the guest (`2s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu: Option<String>,
+    /// Most outbound HTTP requests one execution may send.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outbound_requests: Option<u32>,
 }
 
 /// A registered pack.
