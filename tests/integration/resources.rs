@@ -54,7 +54,7 @@ on_both_backends! {
         let s = TestServer::start(backend).await;
         let bad = s.upload_archive(pack("hungry", "hostile", "max_cpu = \"soon\"\nmax_memory = \"1KiB\"\n")).await;
         assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.body);
-        assert_eq!(bad.detail_paths(), ["/pack.toml/max_memory"], "{}", bad.body);
+        assert_eq!(bad.detail_paths(), ["/pack.toml/max_memory", "/pack.toml/max_cpu"], "{}", bad.body);
         let r = s.upload_archive(pack("hungry", "hostile", "max_cpu = \"100ms\"\nmax_memory = \"4MiB\"\n")).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let grants = s.get("/api/v1/packs/hungry").await.body["grants"].clone();

@@ -324,7 +324,9 @@ impl LoadedComponent {
         let (ran, cpu_us) = {
             let mut cpu_us = 0;
             let mut call = std::pin::pin!(call);
-            let cpu_quota = quotas.max_cpu.map(|d| d.as_micros() as u64);
+            let cpu_quota = quotas
+                .max_cpu
+                .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
             let metered = super::meter::Metered::new(call.as_mut(), &mut cpu_us, cpu_quota);
             let ran = tokio::time::timeout(limits.timeout, metered).await;
             (ran, cpu_us)
@@ -343,20 +345,11 @@ impl LoadedComponent {
             Ok(None) => (
                 Status::Failed,
                 None,
-                Some(Value::String(format!(
-                    "quota max_cpu of {} reached: it spent {} of CPU in the guest",
-                    humanize(quotas.max_cpu.unwrap_or_default()),
-                    humanize(Duration::from_micros(cpu_us))
-                ))),
+                Some(Value::String(cpu_quota_reached(quotas, cpu_us))),
             ),
             Ok(Some(Err(e))) => {
                 let mut message = trap_message(&e);
-                if let (Some(q), true) = (memory_quota, store.data().limits.hit) {
-                    message.push_str(&format!(
-                        " (quota max_memory of {q} bytes reached: it asked for {} bytes)",
-                        store.data().limits.refused
-                    ));
-                } else if store.data().limits.hit {
+                if store.data().limits.hit && memory_quota.is_none() {
                     message.push_str(&format!(
                         " (memory limit of {} bytes reached)",
                         limits.memory_bytes
@@ -385,6 +378,14 @@ impl LoadedComponent {
                 "quota max_memory of {q} bytes reached: it asked for {} bytes",
                 store.data().limits.refused
             )),
+            // A guest that passed its CPU quota and returned in the same
+            // poll still passed it.
+            _ if quotas
+                .max_cpu
+                .is_some_and(|q| u128::from(cpu_us) > q.as_micros()) =>
+            {
+                Some(cpu_quota_reached(quotas, cpu_us))
+            }
             _ => store.data().outbound.quota_hit(),
         };
         let (status, result, error) = match quota_hit {
@@ -470,6 +471,15 @@ impl LoadedComponent {
         outcome.redact(&secrets);
         Ok(outcome)
     }
+}
+
+/// The error of a run stopped by its CPU quota.
+fn cpu_quota_reached(quotas: super::Quotas, cpu_us: u64) -> String {
+    format!(
+        "quota max_cpu of {} reached: it spent {:.1}ms of CPU in the guest",
+        humanize(quotas.max_cpu.unwrap_or_default()),
+        cpu_us as f64 / 1000.0
+    )
 }
 
 /// Bytes of `v` as JSON, counted without building the text (every result

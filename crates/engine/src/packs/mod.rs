@@ -557,7 +557,7 @@ pub fn check_grants(grants: &Grants) -> Result<(), Vec<PathError>> {
         }
     }
     if let Err(e) = quotas(grants) {
-        errors.push(e);
+        errors.extend(e);
     }
     if errors.is_empty() {
         Ok(())
@@ -566,28 +566,44 @@ pub fn check_grants(grants: &Grants) -> Result<(), Vec<PathError>> {
     }
 }
 
-/// The quotas `grants` set, parsed (checked by [`check_grants`]; the
-/// first problem with its path).
-pub fn quotas(grants: &Grants) -> Result<attune_runtime::Quotas, PathError> {
+/// The quotas `grants` set, parsed (checked by [`check_grants`]: every
+/// problem with its path).
+pub fn quotas(grants: &Grants) -> Result<attune_runtime::Quotas, Vec<PathError>> {
     use attune_util::units::{parse_duration, parse_size};
-    let max_memory = match &grants.max_memory {
-        None => None,
-        Some(text) => match parse_size(text) {
+    let mut errors = Vec::new();
+    let max_memory = grants
+        .max_memory
+        .as_deref()
+        .and_then(|text| match parse_size(text) {
             Ok(bytes) if bytes >= 64 << 10 => Some(bytes),
-            Ok(_) => return Err(PathError::new("/max_memory", "at least 64KiB")),
-            Err(e) => return Err(PathError::new("/max_memory", e)),
-        },
-    };
-    let max_cpu = match &grants.max_cpu {
-        None => None,
-        Some(text) => match parse_duration(text) {
+            Ok(_) => {
+                errors.push(PathError::new("/max_memory", "at least 64KiB"));
+                None
+            }
+            Err(e) => {
+                errors.push(PathError::new("/max_memory", e));
+                None
+            }
+        });
+    let max_cpu = grants
+        .max_cpu
+        .as_deref()
+        .and_then(|text| match parse_duration(text) {
             Ok(d) if d >= std::time::Duration::from_millis(1) => Some(d),
-            Ok(_) => return Err(PathError::new("/max_cpu", "at least 1ms")),
-            Err(e) => return Err(PathError::new("/max_cpu", e)),
-        },
-    };
+            Ok(_) => {
+                errors.push(PathError::new("/max_cpu", "at least 1ms"));
+                None
+            }
+            Err(e) => {
+                errors.push(PathError::new("/max_cpu", e));
+                None
+            }
+        });
     if grants.max_outbound_requests == Some(0) {
-        return Err(PathError::new("/max_outbound_requests", "at least 1"));
+        errors.push(PathError::new("/max_outbound_requests", "at least 1"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     Ok(attune_runtime::Quotas {
         max_memory,

@@ -48,8 +48,8 @@ pub async fn assign(
     assignment
         .allowed_outbound_hosts
         .clone_from(&grants.grants.allowed_outbound_hosts);
-    assignment.quotas = super::packs::quotas(&grants.grants).unwrap_or_else(|e| {
-        tracing::warn!(pack = %action.pack, error = %e.message, "ignoring an invalid quota");
+    assignment.quotas = super::packs::quotas(&grants.grants).unwrap_or_else(|errors| {
+        tracing::warn!(pack = %action.pack, ?errors, "ignoring an invalid quota");
         attune_runtime::Quotas::default()
     });
     let cap = core.config.journal_cap;

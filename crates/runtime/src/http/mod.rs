@@ -270,6 +270,16 @@ impl WasiHttpHooks for Outbound {
         // A replay answers from the journal whatever the grant says now:
         // nothing is sent, and the journal holds the denials too.
         if let Some(tape) = self.tape.clone().filter(|t| t.is_replay()) {
+            // The quota holds in a replay too (its denial is the journal's
+            // next call, as it was recorded).
+            if let Some(q) = self.quota
+                && self.requests >= q
+            {
+                self.quota_hit = true;
+                tape.claim();
+                return Box::new(async { Err(HttpError::HttpRequestDenied) });
+            }
+            self.requests += 1;
             let (secrets, max) = (self.secrets.clone(), self.config.max_response_bytes);
             let slot = tape.claim();
             return Box::new(async move {
