@@ -18,12 +18,7 @@ SELECT p.name, p.version, a.name, a.component, p.updated_at
 FROM action a JOIN pack p ON a.pack = p.name WHERE a.component IS NOT NULL;
 
 -- The journal of an execution's last attempt: every answer its sandbox
--- received (see the runtime's journal module), as JSON. Deleted with its
--- execution.
-CREATE TABLE execution_journal (
-    execution      INTEGER PRIMARY KEY,
-    component      TEXT NOT NULL,          -- digest of the component that ran
-    journal        TEXT NOT NULL,
-    not_replayable TEXT,                   -- why it cannot be replayed (past the cap)
-    created_at     INTEGER NOT NULL
-);
+-- received (see the runtime's journal module), as JSON, with the digest of
+-- the component that ran and, when it cannot be replayed, why. Written by
+-- the same statement that records how the execution ended.
+ALTER TABLE execution ADD COLUMN journal TEXT;

@@ -12,7 +12,7 @@ use sqlx::types::Json;
 
 use super::records::*;
 use super::sql::*;
-use super::{NewJournal, Pool, Result, Storage, now_ms};
+use super::{Pool, Result, Storage, now_ms};
 
 /// How an execution ended, as the worker reports it.
 #[derive(Debug, Clone)]
@@ -40,8 +40,9 @@ pub struct Finished {
     /// What it used (CPU, memory, instances, requests, output), as its
     /// worker measured it; `None` when it never ran.
     pub resources: Option<Value>,
-    /// Its journal, when it recorded one.
-    pub journal: Option<NewJournal>,
+    /// Its journal (the runtime's `Journal` as JSON), when it recorded
+    /// one; an earlier attempt's goes either way.
+    pub journal: Option<Value>,
 }
 
 impl Finished {
@@ -218,17 +219,17 @@ impl Storage {
         let now = now_ms();
         let dialect = self.dialect();
         let update = format!(
-            "WITH v (id, worker, attempt, status, result, error, stdout, stderr, logs, started_at, resources) AS (VALUES {}) \
+            "WITH v (id, worker, attempt, status, result, error, stdout, stderr, logs, started_at, resources, journal) AS (VALUES {}) \
              UPDATE execution SET status = v.status, result = v.result, error = v.error, stdout = v.stdout, \
-             stderr = v.stderr, logs = v.logs, resources = v.resources, started_at = COALESCE(v.started_at, execution.started_at), \
+             stderr = v.stderr, logs = v.logs, resources = v.resources, journal = v.journal, started_at = COALESCE(v.started_at, execution.started_at), \
              finished_at = {}, lease_expires_at = NULL, sealed_params = NULL FROM v \
              WHERE execution.id = v.id AND execution.worker = v.worker \
              AND (v.attempt IS NULL OR execution.attempt = v.attempt) \
              AND execution.status IN ('scheduled', 'running') \
              RETURNING execution.id, execution.parent, execution.sensor, \
              EXISTS (SELECT 1 FROM execution_gate g WHERE g.execution = execution.id) AS gated, execution.action",
-            rows_of(dialect, items.len(), 11, None),
-            param(dialect, items.len() * 11 + 1)
+            rows_of(dialect, items.len(), 12, None),
+            param(dialect, items.len() * 12 + 1)
         );
         on_writer!(self, |p| {
             // Each ended execution's id, parent and sensor.
@@ -246,7 +247,8 @@ impl Storage {
                     .bind(&f.stderr)
                     .bind(Json(&f.logs))
                     .bind(f.started_at)
-                    .bind(f.resources.as_ref().map(Json));
+                    .bind(f.resources.as_ref().map(Json))
+                    .bind(f.journal.as_ref().map(Json));
             }
             let rows = query.bind(now).fetch_all(&mut *p).await?;
             // The gates of ended executions that count in no rate window go
@@ -272,36 +274,6 @@ impl Storage {
                 tracing::warn!(error = %e, "forgetting the gates of ended executions");
             }
             let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
-            let journals: Vec<(i64, &NewJournal)> = items
-                .iter()
-                .filter(|(id, ..)| done.contains(id))
-                .filter_map(|(id, _, f)| Some((*id, f.journal.as_ref()?)))
-                .collect();
-            // Like the gates: the results are written, and a journal that
-            // could not be is only a replay less.
-            if let Err(e) = super::journals::insert(&mut *p, dialect, &journals, now).await {
-                tracing::warn!(error = %e, "recording the journals of ended executions");
-            }
-            // A later attempt that kept no journal leaves none of an
-            // earlier one: a journal is its execution's last attempt's.
-            let stale: Vec<i64> = items
-                .iter()
-                .filter(|(id, _, f)| {
-                    done.contains(id) && f.journal.is_none() && f.attempt.is_some_and(|a| a > 1)
-                })
-                .map(|(id, ..)| *id)
-                .collect();
-            if !stale.is_empty()
-                && let Err(e) = sqlx::query(&format!(
-                    "DELETE FROM execution_journal WHERE execution {}",
-                    id_in(dialect, 1)
-                ))
-                .bind(id_array(dialect, &stale))
-                .execute(&mut *p)
-                .await
-            {
-                tracing::warn!(error = %e, "forgetting the journals of earlier attempts");
-            }
             let awaited = rows
                 .iter()
                 .any(|(_, parent, sensor, ..)| parent.is_some() || sensor.is_some());

@@ -4,12 +4,14 @@
 use serde_json::Value;
 use sqlx::types::Json;
 
-use super::sql::param;
-use super::{Dialect, Pool, Result, Storage};
+use super::{Pool, Result, Storage};
 
-/// The journal of one ended execution, as its worker reports it.
+/// A stored journal (kept in its execution's row, written with how the
+/// execution ended).
 #[derive(Debug, Clone)]
-pub struct NewJournal {
+pub struct JournalRecord {
+    /// The execution it belongs to.
+    pub execution: i64,
     /// Digest of the component that ran.
     pub component: String,
     /// The journal (the runtime's `Journal`, as JSON).
@@ -18,88 +20,26 @@ pub struct NewJournal {
     pub not_replayable: Option<String>,
 }
 
-/// A stored journal.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct JournalRecord {
-    /// The execution it belongs to.
-    pub execution: i64,
-    /// Digest of the component that ran.
-    pub component: String,
-    /// The journal.
-    #[sqlx(json)]
-    pub journal: Value,
-    /// Why it cannot be replayed, when it cannot.
-    pub not_replayable: Option<String>,
-    /// Unix ms.
-    pub created_at: i64,
-}
-
-/// Writes `journals` (execution id, journal) in one statement, replacing
-/// an earlier attempt's.
-pub(crate) async fn insert<DB, C>(
-    conn: &mut C,
-    dialect: Dialect,
-    journals: &[(i64, &NewJournal)],
-    now: i64,
-) -> Result<()>
-where
-    DB: sqlx::Database<Connection = C>,
-    C: sqlx::Connection<Database = DB>,
-    for<'c> &'c mut C: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Json<&'q Value>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    i64: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    if journals.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<String> = (0..journals.len())
-        .map(|i| {
-            let n = i * 5;
-            format!(
-                "({}, {}, {}, {}, {})",
-                param(dialect, n + 1),
-                param(dialect, n + 2),
-                param(dialect, n + 3),
-                param(dialect, n + 4),
-                param(dialect, n + 5)
-            )
-        })
-        .collect();
-    let sql = format!(
-        "INSERT INTO execution_journal (execution, component, journal, not_replayable, created_at) \
-         VALUES {} ON CONFLICT (execution) DO UPDATE SET component = excluded.component, \
-         journal = excluded.journal, not_replayable = excluded.not_replayable, \
-         created_at = excluded.created_at",
-        rows.join(", ")
-    );
-    let mut query = sqlx::query(&sql);
-    for (id, j) in journals {
-        query = query
-            .bind(*id)
-            .bind(j.component.as_str())
-            .bind(Json(&j.journal))
-            .bind(j.not_replayable.as_deref())
-            .bind(now);
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
-}
-
 impl Storage {
     /// The journal of execution `id`, if it recorded one.
     pub async fn journal(&self, id: i64) -> Result<Option<JournalRecord>> {
-        on_pool!(self, |p| {
-            Ok(sqlx::query_as(
-                "SELECT execution, component, journal, not_replayable, created_at \
-                 FROM execution_journal WHERE execution = $1",
+        let stored: Option<Option<Json<Value>>> = on_pool!(self, |p| {
+            Ok::<_, super::StorageError>(
+                sqlx::query_scalar("SELECT journal FROM execution WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await?,
             )
-            .bind(id)
-            .fetch_optional(p)
-            .await?)
-        })
+        })?;
+        Ok(stored.flatten().map(|Json(journal)| JournalRecord {
+            execution: id,
+            component: journal["component"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            not_replayable: journal["not_replayable"].as_str().map(str::to_string),
+            journal,
+        }))
     }
 
     /// Whether `component` is what `action` (its export name) of `pack` was

@@ -48,7 +48,7 @@ use sqlx::sqlite::{
 };
 
 pub use health::Refusal;
-pub use journals::{JournalRecord, NewJournal};
+pub use journals::JournalRecord;
 pub use records::*;
 
 /// Storage failures, by kind.

@@ -22,13 +22,6 @@ impl Storage {
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "DELETE FROM execution_journal WHERE created_at < $1 \
-                 AND NOT EXISTS (SELECT 1 FROM execution e WHERE e.id = execution_journal.execution)",
-            )
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
             sqlx::query("DELETE FROM workflow_run WHERE updated_at < $1 AND execution NOT IN (SELECT id FROM execution)")
                 .bind(cutoff)
                 .execute(&mut *tx)

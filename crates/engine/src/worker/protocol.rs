@@ -203,13 +203,7 @@ impl Report {
             started_at: self.started_at,
             attempt: self.attempt,
             resources: self.resources.and_then(|r| serde_json::to_value(r).ok()),
-            journal: self.journal.and_then(|j| {
-                Some(attune_storage::NewJournal {
-                    component: j.component.clone(),
-                    not_replayable: j.not_replayable.clone(),
-                    journal: serde_json::to_value(j).ok()?,
-                })
-            }),
+            journal: self.journal.and_then(|j| serde_json::to_value(j).ok()),
         }
     }
 
