@@ -243,6 +243,8 @@ fn http_action_calls_a_granted_host_with_a_secret(lang: &str) {
             .is_some_and(|m| m.contains("denied: not in the pack's allowed_outbound_hosts")),
         "{out}"
     );
+    let journal = work.path().join("run.json");
+    let journal = journal.to_str().unwrap();
     let mut granted = base.to_vec();
     granted.extend([
         "--allow-outbound",
@@ -250,6 +252,8 @@ fn http_action_calls_a_granted_host_with_a_secret(lang: &str) {
         "--allow-private-outbound",
         "--secret",
         "api_token=tok-5e1f",
+        "--record",
+        journal,
     ]);
     let (code, out, err) = attune_in(&cache, &project, &granted);
     assert_eq!(code, 0, "{out}{err}");
@@ -261,6 +265,16 @@ fn http_action_calls_a_granted_host_with_a_secret(lang: &str) {
             .contains("authorization: bearer tok-5e1f"),
         "{head}"
     );
+    // The server is gone: the replay answers from the journal, which never
+    // held the token.
+    let kept = std::fs::read_to_string(journal).unwrap();
+    assert!(!kept.contains("tok-5e1f"), "{kept}");
+    let replay = ["action", "replay", journal, "--secret", "api_token=tok-5e1f"];
+    let (code, out, err) = attune_in(&cache, &project, &replay);
+    assert_eq!(code, 0, "{out}{err}");
+    let replayed = json_of(&out);
+    assert_eq!(replayed["identical"], true, "{replayed}");
+    assert_eq!(replayed["result"], "200 hello");
 }
 
 #[test]
