@@ -269,7 +269,13 @@ fn http_action_calls_a_granted_host_with_a_secret(lang: &str) {
     // held the token.
     let kept = std::fs::read_to_string(journal).unwrap();
     assert!(!kept.contains("tok-5e1f"), "{kept}");
-    let replay = ["action", "replay", journal, "--secret", "api_token=tok-5e1f"];
+    let replay = [
+        "action",
+        "replay",
+        journal,
+        "--secret",
+        "api_token=tok-5e1f",
+    ];
     let (code, out, err) = attune_in(&cache, &project, &replay);
     assert_eq!(code, 0, "{out}{err}");
     let replayed = json_of(&out);
