@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
 use super::{Core, EngineError};
+use attune_runtime::journal::same_value;
 use attune_runtime::kv::KvState;
 use attune_runtime::{
     Divergence, ExecutionContext, ExecutionRequest, Journal, JournalMode, Limits,
@@ -164,8 +165,8 @@ pub async fn replay(
     let status = outcome.status.as_str().to_string();
     let identical = outcome.divergence.is_none()
         && status == original_status
-        && outcome.result == execution.result
-        && outcome.error == execution.error;
+        && same_value(&outcome.result, &execution.result)
+        && same_value(&outcome.error, &execution.error);
     Ok(ReplayReport {
         identical,
         result: outcome.result,

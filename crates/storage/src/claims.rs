@@ -40,9 +40,9 @@ pub struct Finished {
     /// What it used (CPU, memory, instances, requests, output), as its
     /// worker measured it; `None` when it never ran.
     pub resources: Option<Value>,
-    /// Its journal (the runtime's `Journal` as JSON), when it recorded
-    /// one; an earlier attempt's goes either way.
-    pub journal: Option<Value>,
+    /// Its journal (the runtime's `Journal`, serialized once), when it
+    /// recorded one; an earlier attempt's goes either way.
+    pub journal: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Finished {
@@ -248,7 +248,7 @@ impl Storage {
                     .bind(Json(&f.logs))
                     .bind(f.started_at)
                     .bind(f.resources.as_ref().map(Json))
-                    .bind(f.journal.as_ref().map(Json));
+                    .bind(f.journal.as_deref().map(Json));
             }
             let rows = query.bind(now).fetch_all(&mut *p).await?;
             // The gates of ended executions that count in no rate window go

@@ -12,6 +12,7 @@ use super::RuntimeArgs;
 use super::action::{EXIT_FAILED, invalid, local_secrets, print_json};
 use super::local::{load, local_runtime};
 use attune_runtime::http::OutboundConfig;
+use attune_runtime::journal::same_value;
 use attune_runtime::{ExecutionRequest, Journal, JournalMode, Limits};
 use attune_util::units::parse_duration;
 
@@ -117,8 +118,8 @@ pub(super) async fn replay_file(args: ReplayArgs) -> anyhow::Result<i32> {
     };
     let identical = outcome.divergence.is_none()
         && outcome.status.as_str() == journal.status
-        && outcome.result == journal.result
-        && outcome.error == journal.error;
+        && same_value(&outcome.result, &journal.result)
+        && same_value(&outcome.error, &journal.error);
     print_json(&json!({
         "identical": identical,
         "result": outcome.result,

@@ -203,7 +203,9 @@ impl Report {
             started_at: self.started_at,
             attempt: self.attempt,
             resources: self.resources.and_then(|r| serde_json::to_value(r).ok()),
-            journal: self.journal.and_then(|j| serde_json::to_value(j).ok()),
+            journal: self
+                .journal
+                .and_then(|j| serde_json::value::to_raw_value(&j).ok()),
         }
     }
 

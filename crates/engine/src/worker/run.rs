@@ -92,6 +92,11 @@ pub async fn run(
         let mut report = report(id, outcome);
         if let Some(journal) = &mut report.journal {
             journal.component.clone_from(&assignment.component);
+            // The execution's row holds these already; a replay on the
+            // server reads them there.
+            journal.params = serde_json::Value::Null;
+            (journal.result, journal.error) = (None, None);
+            journal.status.clear();
         }
         Report {
             started_at: Some(began),

@@ -47,7 +47,8 @@ pub struct Journal {
     /// FILE … --record`): the file or built-in pack named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    /// Its parameters.
+    /// Its parameters (on a server, left out: the execution holds them).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     #[schema(value_type = Object)]
     pub params: Value,
     /// Hex of the 32 bytes seeding every random number the guest drew.
@@ -55,15 +56,16 @@ pub struct Journal {
     /// The answers, in the order the guest received them.
     #[schema(value_type = Vec<Object>)]
     pub calls: Vec<Call>,
-    /// How the run ended: succeeded, failed or timed_out.
-    #[serde(default)]
+    /// How the run ended: succeeded, failed or timed_out (on a server, left
+    /// out like the result and error: the execution holds them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub status: String,
     /// Its result.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// Its error.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
     /// Why the run cannot be replayed, when it cannot (its journal passed
@@ -188,6 +190,12 @@ impl Call {
             Call::Secret { name, .. } => 32 + name.len(),
         }
     }
+}
+
+/// Whether two results (or errors) are the same: an absent one and JSON
+/// `null` are (a journal read back cannot tell them apart).
+pub fn same_value(a: &Option<Value>, b: &Option<Value>) -> bool {
+    a.as_ref().unwrap_or(&Value::Null) == b.as_ref().unwrap_or(&Value::Null)
 }
 
 /// Where a replay first asked for something its journal did not hold.
