@@ -156,7 +156,7 @@ pub async fn replay(
         },
         output: None,
         quotas: super::packs::quotas(&grants.grants).unwrap_or_default(),
-        journal: JournalMode::Replay(Arc::new(journal.clone())),
+        journal: JournalMode::Replay(Arc::new(journal)),
     };
     let outcome = loaded
         .execute(&core.runtime, request)

@@ -138,7 +138,7 @@ impl KvStore for JournaledKv {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{FORMAT, Journal};
+    use crate::journal::of_calls;
     use crate::kv::MemoryKv;
 
     #[tokio::test]
@@ -154,19 +154,7 @@ mod tests {
         assert_eq!(live.increment("n", 1).await, Ok(42));
         assert_eq!(live.increment("word", 0).await, Ok(0));
         let (calls, _) = tape.finish_record();
-        let journal = Journal {
-            format: FORMAT,
-            action: "a".into(),
-            component: String::new(),
-            source: None,
-            params: Value::Null,
-            seed: String::new(),
-            calls,
-            status: "succeeded".into(),
-            result: None,
-            error: None,
-            not_replayable: None,
-        };
+        let journal = of_calls(calls);
         memory.set("n", "0", None).await.unwrap();
         let tape = Tape::replaying(&journal);
         let replay = JournaledKv {

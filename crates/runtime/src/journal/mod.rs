@@ -444,6 +444,24 @@ impl Reel {
     }
 }
 
+/// A journal of `calls` for a run of export `x` (tests).
+#[cfg(test)]
+pub(crate) fn of_calls(calls: Vec<Call>) -> Journal {
+    Journal {
+        format: FORMAT,
+        action: "x".into(),
+        component: String::new(),
+        source: None,
+        params: Value::Null,
+        seed: String::new(),
+        calls,
+        status: "succeeded".into(),
+        result: None,
+        error: None,
+        not_replayable: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,19 +482,7 @@ mod tests {
         tape.record(kv("b"));
         let (calls, over) = tape.finish_record();
         assert_eq!(over, None);
-        let journal = Journal {
-            format: FORMAT,
-            action: "x".into(),
-            component: String::new(),
-            source: None,
-            params: Value::Null,
-            seed: String::new(),
-            calls,
-            status: "succeeded".into(),
-            result: None,
-            error: None,
-            not_replayable: None,
-        };
+        let journal = of_calls(calls);
         let replay = Tape::replaying(&journal);
         // Clocks come from their own streams, whatever the order of the rest.
         assert_eq!(replay.next_monotonic(), 7);
@@ -497,19 +503,7 @@ mod tests {
 
     #[test]
     fn one_call_more_or_fewer_diverges() {
-        let journal = Journal {
-            format: FORMAT,
-            action: "x".into(),
-            component: String::new(),
-            source: None,
-            params: Value::Null,
-            seed: String::new(),
-            calls: vec![kv("a")],
-            status: "succeeded".into(),
-            result: None,
-            error: None,
-            not_replayable: None,
-        };
+        let journal = of_calls(vec![kv("a")]);
         let fewer = Tape::replaying(&journal);
         let d = fewer.finish_replay().unwrap();
         assert_eq!((d.call, d.got.as_str()), (1, "the end of the run"));
