@@ -405,3 +405,50 @@ async fn a_worker_registered_before_owners_were_recorded_is_taken_only_by_an_adm
     assert_eq!(beat.status, StatusCode::OK, "{}", beat.body);
     s.finish().await;
 }
+
+/// Regression: a cancel asked on one node of an execution the embedded
+/// worker of another node runs was only flagged; that worker never looked,
+/// so the execution ran to its end (the same happened on one node when
+/// the cancel came between the claim and the cancel handle's registration).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_asked_on_another_node_reaches_an_embedded_worker() {
+    let runs = PipelineConfig {
+        timers: false,
+        ..PipelineConfig::default()
+    };
+    let a = TestServer::start_full(support::Backend::Postgres, Default::default(), runs).await;
+    let b = a
+        .second_node(PipelineConfig {
+            embedded_worker: false,
+            timers: false,
+            ..PipelineConfig::default()
+        })
+        .await;
+    let id = a
+        .post(
+            "/api/v1/executions",
+            json!({"action": "core.sleep", "params": {"seconds": 60}}),
+        )
+        .await
+        .body["id"]
+        .as_i64()
+        .unwrap();
+    wait_for(WAIT, || async {
+        (status(&a, id).await["status"] == "running").then_some(())
+    })
+    .await
+    .expect("running on node A");
+    let r = b
+        .post(&format!("/api/v1/executions/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(r.body["cancel_requested"], true, "{}", r.body);
+    let e = wait_for(Duration::from_secs(40), || async {
+        let e = status(&a, id).await;
+        (e["status"] == "cancelled").then_some(e)
+    })
+    .await
+    .expect("cancelled within a heartbeat of node A's worker");
+    assert!(e["finished_at"].is_i64(), "{e}");
+    b.finish().await;
+    a.finish().await;
+}

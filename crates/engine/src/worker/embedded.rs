@@ -229,6 +229,26 @@ impl EmbeddedWorker {
     /// `running`). A claimed execution runs only if marking it running finds
     /// the worker still holding it, so a cancel or an expired lease is
     /// respected, and the database says `running` before anything runs.
+    /// Extends this worker's leases and interrupts what was cancelled
+    /// where [`crate::executions::cancel`] could not reach it directly: on
+    /// another node, or between the claim and the cancel handle's
+    /// registration.
+    async fn heartbeat(&self, lease_ms: i64) {
+        let beat = async {
+            self.core.storage.heartbeat(self.id, lease_ms).await?;
+            self.core.storage.cancel_requests(self.id).await
+        };
+        match beat.await {
+            Ok(cancelled) => {
+                for id in cancelled {
+                    self.core.dispatch.cancel(id);
+                }
+            }
+            Err(e) if e.is_refused() => {}
+            Err(e) => tracing::error!(error = %e, "worker heartbeat"),
+        }
+    }
+
     pub async fn run(self) {
         let heartbeat = (self.config.lease / 3).max(Duration::from_millis(100));
         let lease_ms = attune_util::units::millis(self.config.lease);
@@ -272,20 +292,12 @@ impl EmbeddedWorker {
             if self.local.stopping.load(Ordering::SeqCst) {
                 // A clean stop: keep heartbeating (leases of what still
                 // runs stay valid) and claim nothing.
-                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await
-                    && !e.is_refused()
-                {
-                    tracing::error!(error = %e, "worker heartbeat");
-                }
+                self.heartbeat(lease_ms).await;
                 tokio::time::sleep(heartbeat).await;
                 continue;
             }
             if tokio::time::Instant::now() >= next_heartbeat {
-                if let Err(e) = self.core.storage.heartbeat(self.id, lease_ms).await
-                    && !e.is_refused()
-                {
-                    tracing::error!(error = %e, "worker heartbeat");
-                }
+                self.heartbeat(lease_ms).await;
                 next_heartbeat = tokio::time::Instant::now() + heartbeat;
             }
             let idle = self.local.idle.load(Ordering::SeqCst);
