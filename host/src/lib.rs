@@ -42,6 +42,8 @@
 //!   the one place that opens the storage and builds the engine over it.
 //! - [`cli`] — the `attune` command line: argument parsing and output.
 //! - [`bundled`] — packs compiled into the binary (the core pack).
+//! - [`telemetry`] — exporting the engine's trace spans over OTLP/HTTP
+//!   when `--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 pub mod api;
 pub mod bundled;
@@ -50,3 +52,4 @@ pub mod client;
 pub mod console;
 pub mod mcp;
 pub mod server;
+pub mod telemetry;

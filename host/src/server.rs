@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub scratch_quota_bytes: u64,
     /// The key that seals secrets; `<data-dir>/secrets.key` when `None`.
     pub secrets_key_file: Option<PathBuf>,
+    /// Where trace spans go, when they are exported.
+    pub telemetry: Option<Arc<attune_engine::telemetry::Telemetry>>,
 }
 
 /// A prepared server: state ready to serve.
@@ -200,6 +202,8 @@ impl Server {
             },
             secrets,
         );
+        let mut core = core;
+        core.telemetry = config.telemetry.clone();
         for t in attune_engine::triggers::builtin() {
             core.storage.upsert_trigger_type(t).await?;
         }
@@ -300,11 +304,17 @@ pub async fn run(
             crate::mcp::engine_backend::authenticate,
         ))
         .with_state(state.clone());
-    let app = crate::api::traced(
-        crate::api::router(state.clone())
-            .merge(mcp)
-            .merge(crate::console::router(state, closed)),
-    );
+    let telemetry = state.core.telemetry.clone();
+    let mut app = crate::api::router(state.clone())
+        .merge(mcp)
+        .merge(crate::console::router(state, closed));
+    if let Some(telemetry) = telemetry {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            telemetry,
+            crate::api::request_span,
+        ));
+    }
+    let app = crate::api::traced(app);
     match tls {
         // No Nagle delay: a streamed answer (an MCP call's event, an
         // execution's output) is written in pieces that must not wait for

@@ -658,6 +658,7 @@ async fn the_admin_token_is_created_once_and_readable_only_by_its_owner() {
         max_result_bytes: 1 << 20,
         scratch_quota_bytes: 64 << 20,
         secrets_key_file: None,
+        telemetry: None,
     };
     let data_dir = s.data_dir.path().to_path_buf();
     let mode_of = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

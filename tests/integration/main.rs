@@ -17,5 +17,6 @@ mod sandbox;
 mod secrets;
 mod security;
 mod sensors;
+mod tracing;
 mod workers;
 mod workflows;

@@ -95,9 +95,19 @@ on_both_backends! {
         let url = format!("http://127.0.0.1:{port}/");
         let two = run("fetcher.get-many", json!({"url": url, "times": 2})).await;
         assert_eq!(two["status"], "succeeded", "{two}");
+        // Host calls by kind, and the bytes the answers carried.
+        let used = &two["resources"];
+        assert_eq!(used["host_calls"]["http"], 2, "{used}");
+        assert_eq!(used["outbound_requests"], 2, "{used}");
+        assert!(used["outbound_bytes_received"].as_u64().unwrap() > 20, "{used}");
+        assert_eq!(used["outbound_bytes_sent"], 0, "GETs send no body: {used}");
         let three = run("fetcher.get-many", json!({"url": url, "times": 3})).await;
         assert_eq!(three["status"], "failed", "{three}");
         assert_eq!(three["error"], "quota max_outbound_requests of 2 reached: request 3 was refused");
+        let metrics = s.request(reqwest::Method::GET, "/metrics", Some(&s.admin)).send().await.unwrap().text().await.unwrap();
+        // Two and three (the refused one counts too).
+        assert!(metrics.contains(r#"attune_execution_host_calls_total{action="fetcher.get-many",kind="http"} 5"#), "{metrics}");
+        assert!(metrics.contains(r#"attune_execution_outbound_bytes_total{action="fetcher.get-many",kind="received"}"#), "{metrics}");
         let r = s.put("/api/v1/packs/fetcher/grants", json!({"max_outbound_requests": 0})).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
         assert_eq!(r.detail_paths(), ["/max_outbound_requests"]);

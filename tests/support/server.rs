@@ -97,6 +97,30 @@ impl TestServer {
 
     /// Starts a server with explicit API and pipeline settings.
     pub async fn start_full(backend: Backend, api: ApiConfig, pipeline: PipelineConfig) -> Self {
+        Self::start_telling(backend, api, pipeline, None).await
+    }
+
+    /// Starts a server with default settings that exports its trace spans
+    /// through `telemetry`.
+    pub async fn start_traced(
+        backend: Backend,
+        telemetry: std::sync::Arc<attune_engine::telemetry::Telemetry>,
+    ) -> Self {
+        Self::start_telling(
+            backend,
+            ApiConfig::default(),
+            PipelineConfig::default(),
+            Some(telemetry),
+        )
+        .await
+    }
+
+    async fn start_telling(
+        backend: Backend,
+        api: ApiConfig,
+        pipeline: PipelineConfig,
+        telemetry: Option<std::sync::Arc<attune_engine::telemetry::Telemetry>>,
+    ) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let pipeline = quick_timers(pipeline);
         let data_dir = tempfile::tempdir().unwrap();
@@ -136,6 +160,7 @@ impl TestServer {
             max_result_bytes: 1 << 20,
             scratch_quota_bytes: 64 << 20,
             secrets_key_file: None,
+            telemetry,
         };
         let server = Server::start(&config).await.expect("server starts");
         let admin = server
@@ -313,6 +338,7 @@ impl TestServer {
             allow_private_outbound: true,
             ca_cert: None,
             scratch_quota_bytes: 64 << 20,
+            telemetry: None,
         }
     }
 

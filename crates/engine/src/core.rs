@@ -140,6 +140,8 @@ pub struct Core {
     pub secrets: Arc<SecretsKey>,
     /// Deliveries per webhook, rate-limited.
     pub hooks: Arc<crate::triggers::webhook::HookLimiter>,
+    /// Tracing, when spans are exported.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Core {
@@ -164,6 +166,7 @@ impl Core {
             config: Arc::new(config),
             secrets: Arc::new(secrets),
             hooks: Arc::new(hooks),
+            telemetry: None,
         }
     }
 

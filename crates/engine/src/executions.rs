@@ -91,6 +91,8 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         source: run.source,
         depth: run.depth,
         gates,
+        // Under the request that asked for it, when traced.
+        trace: super::telemetry::current().map(|c| super::telemetry::header(&c)),
         ..NewExecution::of(&record.r#ref, run.params, record.capabilities.clone())
     };
     core.ingest.run(core, new).await
@@ -146,7 +148,8 @@ pub async fn announce(core: &Core, ids: &[i64]) {
         .cache
         .enabled_rules(&core.storage, FINISHED_TRIGGER)
         .await;
-    if !matches!(&listening, Ok(rules) if !rules.is_empty()) {
+    let listening = matches!(&listening, Ok(rules) if !rules.is_empty());
+    if !listening && core.telemetry.is_none() {
         return;
     }
     let ended = match core.storage.executions_by_id(ids).await {
@@ -156,6 +159,12 @@ pub async fn announce(core: &Core, ids: &[i64]) {
             return;
         }
     };
+    if let Some(telemetry) = &core.telemetry {
+        telemetry.executions_ended(&ended);
+    }
+    if !listening {
+        return;
+    }
     let events = ended.into_iter().filter(|e| e.status.is_finished()).map(|e| {
         let event = super::ingest::IncomingEvent {
             trigger: FINISHED_TRIGGER.into(),
@@ -167,6 +176,8 @@ pub async fn announce(core: &Core, ids: &[i64]) {
             rules: None,
             // What an execution caused is one deeper than what caused it.
             depth: e.depth + 1,
+            // And is in its trace, under its span.
+            trace: super::telemetry::execution_of(&e),
         };
         async move {
             if let Err(err) = core.ingest.event(core, event).await

@@ -19,10 +19,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::Core;
 use super::error::EngineError;
 use super::rules::evaluate::plan;
+use super::telemetry::{LiveSpan, TraceContext};
 use attune_storage::{
     Dropped, EventRecord, ExecutionRecord, NewEnforcement, NewEvent, NewExecution, Refusal,
     RuleRecord, StorageError,
 };
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status};
 
 /// Entries written together at most.
 const MAX_BATCH: usize = 256;
@@ -45,6 +48,9 @@ pub struct IncomingEvent {
     /// the execution. Past the server's `max_chain_depth` it is stored and
     /// no rule sees it, so rules that feed each other stop by themselves.
     pub depth: i64,
+    /// The span that caused it (the request it came in), when traced; a
+    /// traced event without one starts a trace.
+    pub trace: Option<TraceContext>,
 }
 
 impl IncomingEvent {
@@ -107,7 +113,11 @@ impl From<Failure> for EngineError {
 }
 
 enum Entry {
-    Event(IncomingEvent, oneshot::Sender<Result<Admitted, Failure>>),
+    Event(
+        IncomingEvent,
+        oneshot::Sender<Result<Admitted, Failure>>,
+        Option<Box<LiveSpan>>,
+    ),
     Run(
         Box<NewExecution>,
         oneshot::Sender<Result<Result<ExecutionRecord, Dropped>, Failure>>,
@@ -135,7 +145,22 @@ impl Ingest {
     /// Records an event and enforces the rules that see it.
     pub async fn event(&self, core: &Core, event: IncomingEvent) -> Result<Admitted, EngineError> {
         let (reply, answer) = oneshot::channel();
-        self.send(core, Entry::Event(event, reply))?;
+        let span = core.telemetry.as_ref().map(|t| {
+            t.start(
+                format!("event {}", event.trigger),
+                SpanKind::Internal,
+                event
+                    .trace
+                    .clone()
+                    .or_else(super::telemetry::current)
+                    .as_ref(),
+                vec![
+                    KeyValue::new("attune.trigger", event.trigger.clone()),
+                    KeyValue::new("attune.event.depth", event.depth),
+                ],
+            )
+        });
+        self.send(core, Entry::Event(event, reply, span.map(Box::new)))?;
         Ok(answer.await.map_err(|_| stopping())??)
     }
 
@@ -163,16 +188,20 @@ async fn writer(core: Core, mut rx: mpsc::UnboundedReceiver<Entry>) {
         let entries = std::mem::take(&mut batch);
         core.metrics.event_batches.inc();
         let mut events = Vec::new();
+        let mut spans = Vec::new();
         let mut runs = Vec::new();
         for entry in entries {
             match entry {
-                Entry::Event(e, reply) => events.push((e, reply)),
+                Entry::Event(e, reply, span) => {
+                    events.push((e, reply));
+                    spans.push(span.map(|s| *s));
+                }
                 Entry::Run(r, reply) => runs.push((r, reply)),
             }
         }
         let mut woke = false;
         if !events.is_empty() {
-            woke |= record(&core, events).await;
+            woke |= record(&core, events, spans).await;
         }
         if !runs.is_empty() {
             let new: Vec<NewExecution> = runs.iter().map(|(r, _)| (**r).clone()).collect();
@@ -215,14 +244,19 @@ fn refuse<E, T>(entries: Vec<(E, oneshot::Sender<Result<T, Failure>>)>, failure:
 /// acknowledged whatever their enforcements: if those could not be made, each
 /// is admitted with `enforcement_pending` and [`reconcile`] enforces it
 /// later.
-async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
+async fn record(core: &Core, events: Vec<EventEntry>, mut spans: Vec<Option<LiveSpan>>) -> bool {
     let audiences = match prepare(core, &events).await {
         Ok(audiences) => audiences,
         Err(failure) => {
+            end_spans(spans, Err(failure.message.as_str()), &[]);
             refuse(events, failure);
             return false;
         }
     };
+    let traces: Vec<Option<TraceContext>> = spans
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.span_context().clone()))
+        .collect();
     let addressed: Vec<Option<Vec<String>>> = events
         .iter()
         .map(|(e, _)| {
@@ -257,17 +291,24 @@ async fn record(core: &Core, events: Vec<EventEntry>) -> bool {
     let recorded = core
         .storage
         .record_events(&new, |records| async move {
-            let planned = plan_all(core, &records, audiences).await;
+            let planned = plan_all(core, &records, audiences, &traces).await;
             (records, planned)
         })
         .await;
     let (records, enforcements) = match recorded {
         Ok(recorded) => recorded,
         Err(e) => {
-            refuse(events, Failure::of("recording events", &e));
+            let failure = Failure::of("recording events", &e);
+            end_spans(
+                std::mem::take(&mut spans),
+                Err(failure.message.as_str()),
+                &[],
+            );
+            refuse(events, failure);
             return false;
         }
     };
+    end_spans(spans, Ok(()), &records);
     core.metrics.events_recorded.inc_by(records.len() as u64);
     let (queued, pending) = match enforcements {
         Ok(queued) => (queued, false),
@@ -359,17 +400,78 @@ fn unless_unreachable(what: &str, e: StorageError) -> Result<EngineError, Failur
     }
 }
 
-/// What the rules each stored event is addressed to make of it.
+/// What the rules each stored event is addressed to make of it; the
+/// executions of a traced event (`traces`, by event; none for all when
+/// empty) are traced under their enforcement's span.
 async fn plan_all(
     core: &Core,
     records: &[EventRecord],
     audiences: Vec<Result<Vec<RuleRecord>, EngineError>>,
+    traces: &[Option<TraceContext>],
 ) -> Result<Vec<NewEnforcement>, EngineError> {
     let mut items = Vec::new();
-    for (record, rules) in records.iter().zip(audiences) {
-        items.extend(plan(core, record, rules?).await?);
+    for (n, (record, rules)) in records.iter().zip(audiences).enumerate() {
+        let trace = traces.get(n).and_then(Option::as_ref);
+        let (Some(telemetry), Some(trace)) = (&core.telemetry, trace) else {
+            items.extend(plan(core, record, rules?).await?);
+            continue;
+        };
+        let began = std::time::SystemTime::now();
+        let planned = plan(core, record, rules?).await?;
+        let rules_span = telemetry.ended(super::telemetry::Ended {
+            name: format!("rules {}", record.trigger),
+            kind: SpanKind::Internal,
+            parent: Some(trace),
+            id: None,
+            start: began,
+            end: std::time::SystemTime::now(),
+            attributes: vec![
+                KeyValue::new("attune.event.id", record.id),
+                KeyValue::new("attune.rules", planned.len() as i64),
+            ],
+            error: None,
+        });
+        for mut enforcement in planned {
+            let span = telemetry.ended(super::telemetry::Ended {
+                name: format!("enforcement {}", enforcement.rule),
+                kind: SpanKind::Internal,
+                parent: Some(&rules_span),
+                id: None,
+                start: began,
+                end: std::time::SystemTime::now(),
+                attributes: vec![
+                    KeyValue::new("attune.rule", enforcement.rule.clone()),
+                    KeyValue::new("attune.event.id", record.id),
+                ],
+                error: enforcement.reason.clone().map(|_| "not_enforced".into()),
+            });
+            if let Some(execution) = &mut enforcement.execution {
+                execution.trace = Some(super::telemetry::header(&span));
+            }
+            items.push(enforcement);
+        }
     }
     Ok(items)
+}
+
+/// Ends the spans of a batch's events: each with its stored event's id, or
+/// all with the batch's failure.
+fn end_spans(spans: Vec<Option<LiveSpan>>, outcome: Result<(), &str>, records: &[EventRecord]) {
+    for (n, span) in spans.into_iter().enumerate() {
+        let Some(mut span) = span else { continue };
+        match outcome {
+            Ok(()) => {
+                if let Some(r) = records.get(n) {
+                    span.set_attribute(KeyValue::new("attune.event.id", r.id));
+                }
+            }
+            Err(why) => {
+                span.set_attribute(KeyValue::new("error.type", "not_recorded"));
+                span.set_status(Status::error(why.to_string()));
+            }
+        }
+        span.end();
+    }
 }
 
 /// Plans and stores the enforcements of the rules each stored event is
@@ -380,7 +482,7 @@ async fn enforce(
     records: &[EventRecord],
     audiences: Vec<Result<Vec<RuleRecord>, EngineError>>,
 ) -> Result<usize, EngineError> {
-    let items = plan_all(core, records, audiences).await?;
+    let items = plan_all(core, records, audiences, &[]).await?;
     let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
     let queued: Vec<ExecutionRecord> = core
         .storage

@@ -33,6 +33,8 @@
 //!   conductor that applies each step in one transaction.
 //! - [`replay`] — an ended execution run again against its journal, by
 //!   the component that ran or another registered version of its pack.
+//! - [`telemetry`] — OpenTelemetry spans, one trace per cause, when the
+//!   server exports them.
 
 pub mod actions;
 pub mod cache;
@@ -54,6 +56,7 @@ pub mod rules;
 pub mod scheduler;
 pub mod secrets;
 pub mod sensors;
+pub mod telemetry;
 pub mod tokens;
 pub mod triggers;
 pub mod worker;

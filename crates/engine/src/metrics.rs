@@ -36,6 +36,15 @@ pub struct ActionLabels {
     pub action: String,
 }
 
+/// Labels of a count of host calls or bytes by kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// The action's ref.
+    pub action: String,
+    /// The kind: `http`, `kv`, `secrets`, `log`; `sent`, `received`.
+    pub kind: String,
+}
+
 /// Labels of a policy measure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
@@ -87,6 +96,11 @@ pub struct Metrics {
     pub cpu_seconds: Family<ActionLabels, Histogram, fn() -> Histogram>,
     /// Peak linear memory per execution, by action.
     pub memory_bytes: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    /// Host calls, by action and kind.
+    pub host_calls: Family<KindLabels, Counter>,
+    /// Bytes of outbound request and response bodies, by action and
+    /// direction (`sent`, `received`).
+    pub outbound_bytes: Family<KindLabels, Counter>,
     /// Executions claimed by this node's embedded worker and not yet begun.
     pub queue_depth: Gauge,
     /// Executions holding a policy's slot, by policy (read per scrape).
@@ -117,6 +131,8 @@ impl Default for Metrics {
             run_seconds: Family::new_with_constructor(latency),
             cpu_seconds: Family::new_with_constructor(latency),
             memory_bytes: Family::new_with_constructor(memory_sizes),
+            host_calls: Family::default(),
+            outbound_bytes: Family::default(),
             claims_per_batch: batch_sizes(),
             queue_depth: Gauge::default(),
             policy_running: Family::default(),
@@ -187,6 +203,16 @@ impl Default for Metrics {
             m.memory_bytes.clone(),
         );
         registry.register(
+            "execution_host_calls",
+            "Calls executions made to the host, by action and kind",
+            m.host_calls.clone(),
+        );
+        registry.register(
+            "execution_outbound_bytes",
+            "Bytes of executions' outbound HTTP bodies, by action and direction",
+            m.outbound_bytes.clone(),
+        );
+        registry.register(
             "claims_per_batch",
             "Executions one claim took",
             m.claims_per_batch.clone(),
@@ -251,6 +277,28 @@ impl Metrics {
             self.memory_bytes
                 .get_or_create(&labels)
                 .observe(bytes as f64);
+        }
+        let by_kind = |family: &Family<KindLabels, Counter>, kind: &str, n: Option<u64>| {
+            if let Some(n) = n.filter(|n| *n > 0) {
+                let labels = KindLabels {
+                    action: action.to_string(),
+                    kind: kind.to_string(),
+                };
+                family.get_or_create(&labels).inc_by(n);
+            }
+        };
+        for kind in ["http", "kv", "secrets", "log"] {
+            by_kind(
+                &self.host_calls,
+                kind,
+                resources["host_calls"][kind].as_u64(),
+            );
+        }
+        for (kind, field) in [
+            ("sent", "outbound_bytes_sent"),
+            ("received", "outbound_bytes_received"),
+        ] {
+            by_kind(&self.outbound_bytes, kind, resources[field].as_u64());
         }
     }
 

@@ -157,6 +157,8 @@ pub async fn replay(
         output: None,
         quotas: super::packs::quotas(&grants.grants).unwrap_or_default(),
         journal: JournalMode::Replay(Arc::new(journal)),
+        // A replay sends nothing.
+        traceparent: None,
     };
     let outcome = loaded
         .execute(&core.runtime, request)

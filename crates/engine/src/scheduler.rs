@@ -173,6 +173,7 @@ async fn record_tick(core: &Core, tick: attune_storage::Tick) {
         source: Some(tick.rule.clone()),
         rules: Some(rules),
         depth: 0,
+        trace: None,
     };
     if let Err(e) = core.ingest.event(core, event).await
         && !e.is_refused()

@@ -84,6 +84,9 @@ pub struct ExecutionRequest {
     pub journal: JournalMode,
     /// Its pack's quotas.
     pub quotas: super::Quotas,
+    /// The W3C `traceparent` its outbound requests carry, when it is
+    /// traced and its grant propagates it.
+    pub traceparent: Option<String>,
 }
 
 impl ExecutionRequest {
@@ -106,6 +109,7 @@ impl ExecutionRequest {
             output: None,
             journal: JournalMode::Off,
             quotas: super::Quotas::default(),
+            traceparent: None,
         }
     }
 }
@@ -140,6 +144,10 @@ pub struct Outcome {
     /// Where a replay first asked for what its journal did not hold.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub divergence: Option<Divergence>,
+    /// Its host calls as spans, in start order (at most
+    /// [`crate::calls::MAX_SPANS`]).
+    #[serde(skip)]
+    pub calls: Vec<crate::calls::CallSpan>,
 }
 
 impl Outcome {
@@ -257,6 +265,7 @@ impl LoadedComponent {
         }
 
         let started = Instant::now();
+        let calls = crate::calls::Calls::new(started);
         let secrets = request.secrets;
         let depth = request.context.depth;
         let kv = match &tape {
@@ -267,6 +276,12 @@ impl LoadedComponent {
             }))),
             None => request.kv,
         };
+        let kv = KvState(kv.0.map(|inner| {
+            Arc::new(crate::kv::CountedKv {
+                inner,
+                calls: calls.clone(),
+            }) as Arc<dyn crate::kv::KvStore>
+        }));
         let mut outbound = Outbound::new(
             request.allowed_hosts,
             runtime.outbound(),
@@ -278,6 +293,9 @@ impl LoadedComponent {
             outbound = outbound.with_tape(tape.clone());
         }
         outbound.set_quota(quotas.max_outbound_requests);
+        let outbound = outbound
+            .with_calls(calls.clone())
+            .with_traceparent(request.traceparent.as_deref());
         let mut store = Store::new(
             runtime.engine(),
             HostState {
@@ -296,7 +314,7 @@ impl LoadedComponent {
                     refused: 0,
                 },
                 context: request.context,
-                secrets: SecretsState(secrets.clone(), tape.clone()),
+                secrets: SecretsState(secrets.clone(), tape.clone(), Some(calls.clone())),
                 kv,
                 log: LogState::new(started),
                 http: WasiHttpCtx::new(),
@@ -417,13 +435,20 @@ impl LoadedComponent {
         // read to the journal before it is closed.
         drop(std::mem::take(&mut state.table));
         scratch.give_back(state.scratch_quota.created_nothing());
+        // The guest's own lines, before the requests' join them.
+        let logged = state.log.lines.len() as u64 + state.log.dropped;
         // Each request's line, in time order with what the guest logged.
         state.log.lines.extend(state.outbound.take_log());
         state.log.lines.extend(state.scratch_quota.take_log());
         state.log.lines.sort_by_key(|l| l.at_ms);
+        let (mut host_calls, sent, received, call_spans) = calls.finish();
+        host_calls.log = u32::try_from(logged).unwrap_or(u32::MAX);
         let stdout = secrets.capture(&stdout);
         let stderr = secrets.capture(&stderr);
         let resources = super::Resources {
+            outbound_bytes_sent: sent,
+            outbound_bytes_received: received,
+            host_calls,
             cpu_us,
             peak_memory_bytes: state.limits.peak as u64,
             instances: 1,
@@ -455,6 +480,7 @@ impl LoadedComponent {
             _ => (None, None),
         };
         let mut outcome = Outcome {
+            calls: call_spans,
             journal,
             divergence,
             status,

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::bindings::attune::action::kv;
+use super::calls::Calls;
 
 pub use kv::Error as KvError;
 
@@ -130,6 +131,61 @@ impl kv::Host for KvState {
     async fn increment(&mut self, key: String, delta: i64) -> Result<i64, KvError> {
         check_key(&key)?;
         self.store()?.increment(&key, delta).await
+    }
+}
+
+/// A store that counts each call on its run's [`Calls`] with a span
+/// naming the operation only (a key or value may hold anything).
+pub(crate) struct CountedKv {
+    pub inner: Arc<dyn KvStore>,
+    pub calls: Calls,
+}
+
+impl CountedKv {
+    async fn timed<T>(
+        &self,
+        op: &str,
+        call: impl std::future::Future<Output = Result<T, KvError>>,
+    ) -> Result<T, KvError> {
+        let began = Instant::now();
+        self.calls.count(|c| &mut c.kv);
+        let answer = call.await;
+        let error = answer.as_ref().err().map(|e| {
+            match e {
+                KvError::TooLarge(_) => "too_large",
+                KvError::NotAnInteger => "not_an_integer",
+                KvError::Unavailable(_) => "unavailable",
+            }
+            .to_string()
+        });
+        let attributes = vec![("attune.kv.operation".into(), op.to_string())];
+        self.calls
+            .span("kv", format!("kv {op}"), began, attributes, error);
+        answer
+    }
+}
+
+#[async_trait::async_trait]
+impl KvStore for CountedKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        self.timed("get", self.inner.get(key)).await
+    }
+
+    async fn set(&self, key: &str, value: &str, ttl: Option<Duration>) -> Result<(), KvError> {
+        self.timed("set", self.inner.set(key, value, ttl)).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        self.timed("delete", self.inner.delete(key)).await
+    }
+
+    async fn list_keys(&self, prefix: &str) -> Result<Vec<String>, KvError> {
+        self.timed("list_keys", self.inner.list_keys(prefix)).await
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> Result<i64, KvError> {
+        self.timed("increment", self.inner.increment(key, delta))
+            .await
     }
 }
 

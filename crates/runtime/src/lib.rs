@@ -9,6 +9,7 @@
 
 pub mod bindings;
 pub mod cache;
+pub mod calls;
 pub mod capabilities;
 pub mod component;
 pub mod context;
@@ -34,6 +35,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, PoolingAllocationConfig};
 
 pub use cache::CacheOutcome;
+pub use calls::{CallSpan, HostCalls};
 pub use component::{
     Action, ActionInfo, DOCS_SECTION, LoadedComponent, schema_errors, validator_errors,
 };

@@ -1,7 +1,8 @@
 //! What one execution cost, measured by the host: CPU time spent in the
 //! guest (the thread's CPU clock read around each poll of the guest, so a
 //! guest waiting on a host call or a timer costs nothing meanwhile), its
-//! peak linear memory, instances, outbound requests and output kept.
+//! peak linear memory, instances, outbound requests and bytes, host calls
+//! by kind, and output kept.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,6 +27,12 @@ pub struct Resources {
     pub stdout_bytes: u64,
     /// Bytes of stderr kept (after redaction and the cap).
     pub stderr_bytes: u64,
+    /// Bytes of request bodies its outbound requests sent.
+    pub outbound_bytes_sent: u64,
+    /// Bytes of response bodies its outbound requests received.
+    pub outbound_bytes_received: u64,
+    /// Its calls to the host, by kind.
+    pub host_calls: crate::calls::HostCalls,
 }
 
 /// A pack's quotas on each of its executions: past one the execution

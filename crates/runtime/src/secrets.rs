@@ -266,11 +266,30 @@ const URL_SAFE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERI
 /// name (never its value); a replay reads the current value through the
 /// same grant, once the journal holds a read of that name there.
 #[derive(Default)]
-pub struct SecretsState(pub Arc<SecretSet>, pub Option<crate::journal::Tape>);
+pub struct SecretsState(
+    pub Arc<SecretSet>,
+    pub Option<crate::journal::Tape>,
+    pub Option<crate::calls::Calls>,
+);
 
 impl secrets::Host for SecretsState {
     fn get(&mut self, name: String) -> Result<String, secrets::Error> {
+        let began = std::time::Instant::now();
         let got = self.0.get(&name).map(str::to_string);
+        if let Some(calls) = &self.2 {
+            calls.count(|c| &mut c.secrets);
+            // A guest may pass anything as a name, a value too.
+            let kept = self.0.redact(&name).into_owned();
+            let error = got.as_ref().err().map(|e| {
+                match e {
+                    secrets::Error::Denied => "denied",
+                    secrets::Error::NotFound => "not_found",
+                }
+                .to_string()
+            });
+            let attributes = vec![("attune.secret.name".into(), kept.clone())];
+            calls.span("secret", format!("secret {kept}"), began, attributes, error);
+        }
         if let Some(tape) = &self.1 {
             // A guest may pass anything as a name, a value too.
             let kept = self.0.redact(&name).into_owned();
@@ -450,7 +469,7 @@ mod tests {
     fn a_journal_keeps_a_secret_read_by_name_never_a_value_passed_as_one() {
         use crate::bindings::attune::action::secrets::Host as _;
         let tape = crate::journal::Tape::recording(crate::journal::DEFAULT_CAP);
-        let mut state = SecretsState(Arc::new(set()), Some(tape.clone()));
+        let mut state = SecretsState(Arc::new(set()), Some(tape.clone()), None);
         assert!(state.get("token".into()).is_ok());
         assert!(state.get("s3cret".into()).is_err());
         let (calls, _) = tape.finish_record();

@@ -277,7 +277,8 @@ macro_rules! bind_execution {
                 .bind(&$e.source)
                 .bind($e.not_before)
                 .bind($e.workflow.then_some($now))
-                .bind($e.depth),
+                .bind($e.depth)
+                .bind(&$e.trace),
         }
     }};
 }

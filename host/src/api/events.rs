@@ -95,6 +95,7 @@ async fn fire(
                         .iter()
                         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?))),
                 ),
+                trace: None,
             },
         )
         .await?;

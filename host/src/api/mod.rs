@@ -29,7 +29,7 @@ mod workers;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -248,6 +248,70 @@ pub fn traced(app: Router) -> Router {
                 .on_failure(on_failure),
         )
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// The requests that cause work, and so begin (or continue) a trace: events,
+/// webhooks, direct runs and MCP calls.
+fn causes_work(method: &axum::http::Method, path: &str) -> bool {
+    *method == axum::http::Method::POST
+        && (path == "/api/v1/events"
+            || path == "/api/v1/executions"
+            || path.starts_with("/api/v1/webhooks/")
+            || path == "/mcp")
+}
+
+/// With tracing on, a server span around each request that causes work:
+/// a child of the caller's `traceparent` when it sends one, and the parent
+/// of what the request causes (the engine reads it as
+/// [`attune_engine::telemetry::current`]).
+pub async fn request_span(
+    State(telemetry): State<Arc<attune_engine::telemetry::Telemetry>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{Span as _, SpanKind, Status};
+    if !causes_work(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    // Read before the request goes on (its body is not `Sync`).
+    let (parent, template) = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let parent = header("traceparent")
+            .and_then(|t| attune_engine::telemetry::parse(t, header("tracestate")));
+        let path = req.uri().path();
+        let template = if path.starts_with("/api/v1/webhooks/") {
+            "/api/v1/webhooks/{name}".to_string()
+        } else {
+            path.to_string()
+        };
+        (parent, template)
+    };
+    let method = req.method().to_string();
+    let mut span = telemetry.start(
+        format!("{method} {template}"),
+        SpanKind::Server,
+        parent.as_ref(),
+        vec![
+            KeyValue::new("http.request.method", method),
+            KeyValue::new("url.template", template),
+        ],
+    );
+    let context = opentelemetry::trace::Span::span_context(&span).clone();
+    let response = attune_engine::telemetry::REQUEST
+        .scope(context, next.run(req))
+        .await;
+    let status = response.status();
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        span.set_attribute(KeyValue::new("error.type", status.as_u16().to_string()));
+        span.set_status(Status::error(status.to_string()));
+    }
+    span.end();
+    response
 }
 
 /// Logs a 5xx answer, except the refusals the server logs as a state where

@@ -88,6 +88,10 @@ pub struct GrantsView {
     /// Quota: most outbound HTTP requests one execution may send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_outbound_requests: Option<u32>,
+    /// `false`: its outbound requests do not carry the execution's W3C
+    /// `traceparent` (they do when it is traced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_trace: Option<bool>,
 }
 
 impl From<Grants> for GrantsView {
@@ -98,6 +102,7 @@ impl From<Grants> for GrantsView {
             max_memory: g.max_memory,
             max_cpu: g.max_cpu,
             max_outbound_requests: g.max_outbound_requests,
+            propagate_trace: g.propagate_trace,
         }
     }
 }
@@ -110,6 +115,7 @@ impl From<GrantsView> for Grants {
             max_memory: g.max_memory,
             max_cpu: g.max_cpu,
             max_outbound_requests: g.max_outbound_requests,
+            propagate_trace: g.propagate_trace,
         }
     }
 }

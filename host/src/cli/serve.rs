@@ -89,6 +89,8 @@ pub struct ServeArgs {
     /// in the action with "no space".
     #[arg(long, env = "ATTUNE_SCRATCH_QUOTA", default_value = "64MiB", value_parser = parse_size)]
     pub scratch_quota: usize,
+    #[command(flatten)]
+    pub tracing: crate::telemetry::TracingArgs,
     /// How long a stop (Ctrl-C, SIGTERM) waits for open requests and
     /// running executions before exiting; a second signal exits at once.
     #[arg(long, env = "ATTUNE_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -204,6 +206,8 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
         max_result_bytes: args.max_result,
         scratch_quota_bytes: args.scratch_quota as u64,
         secrets_key_file: args.secrets_key_file.clone(),
+        telemetry: crate::telemetry::start(&args.tracing, "attune", args.ca_cert.as_deref())
+            .context("--otlp-endpoint")?,
     };
     let server = Server::start(&config).await?;
     if let Some(token) = &server.new_admin_token {
@@ -267,6 +271,11 @@ pub(super) async fn run(args: ServeArgs) -> anyhow::Result<i32> {
     };
     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
     server.pipeline.stop(&server.core, left).await;
+    if let Some(telemetry) = server.core.telemetry.clone() {
+        // The exporter sends on this runtime: flushed from a thread of
+        // its own, so the runtime can answer.
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
     match why {
         Stop::Asked => Ok(0),
         Stop::DataDirGone => anyhow::bail!(

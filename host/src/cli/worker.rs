@@ -53,6 +53,8 @@ pub struct WorkerArgs {
     /// in the action with "no space".
     #[arg(long, env = "ATTUNE_SCRATCH_QUOTA", default_value = "64MiB", value_parser = parse_size)]
     pub scratch_quota: usize,
+    #[command(flatten)]
+    pub tracing: crate::telemetry::TracingArgs,
 }
 
 pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
@@ -91,12 +93,21 @@ pub(super) async fn run(args: WorkerArgs) -> anyhow::Result<i32> {
         allow_private_outbound: args.allow_private_outbound,
         ca_cert: args.ca_cert.clone(),
         scratch_quota_bytes: args.scratch_quota as u64,
+        telemetry: crate::telemetry::start(
+            &args.tracing,
+            "attune-worker",
+            args.ca_cert.as_deref(),
+        )?,
     };
     eprintln!("worker {} serving {}", config.name, config.server);
     let stop = async {
         super::serve::stop_requested().await;
         eprintln!("stopping: handing back what never began, finishing what did");
     };
+    let telemetry = config.telemetry.clone();
     remote::run_until(config, stop, args.drain_timeout).await?;
+    if let Some(telemetry) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    }
     Ok(0)
 }

@@ -55,6 +55,9 @@ pub struct RemoteWorkerConfig {
     pub ca_cert: Option<PathBuf>,
     /// Most disk one execution's `/scratch` may take.
     pub scratch_quota_bytes: u64,
+    /// Where its runs' spans go, when it exports them (they continue the
+    /// traces the server started).
+    pub telemetry: Option<Arc<attune_engine::telemetry::Telemetry>>,
 }
 
 /// Bytes of reports one `results` request carries at most (the server
@@ -142,6 +145,7 @@ pub async fn run_until(
             local.clone(),
         );
         let default_timeout = config.default_timeout;
+        let telemetry = config.telemetry.clone();
         slots.spawn(async move {
             loop {
                 let Some((a, cancelled)) = queue_rx.lock().await.recv().await else {
@@ -169,6 +173,7 @@ pub async fn run_until(
                     attune_engine::worker::run::Reach {
                         outbound: allowed,
                         kv: attune_runtime::kv::KvState(Some(Arc::new(kv))),
+                        telemetry: telemetry.clone(),
                     },
                     default_timeout,
                     None,

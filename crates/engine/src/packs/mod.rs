@@ -140,6 +140,10 @@ pub struct Manifest {
     /// Quota: most outbound HTTP requests one execution may send.
     #[serde(default)]
     pub max_outbound_requests: Option<u32>,
+    /// `false`: outbound requests do not carry the execution's
+    /// `traceparent`.
+    #[serde(default)]
+    pub propagate_trace: Option<bool>,
 }
 
 impl Manifest {
@@ -151,6 +155,7 @@ impl Manifest {
             max_memory: self.max_memory.clone(),
             max_cpu: self.max_cpu.clone(),
             max_outbound_requests: self.max_outbound_requests,
+            propagate_trace: self.propagate_trace,
         }
     }
 }
@@ -192,6 +197,7 @@ impl Upload {
                 max_memory: None,
                 max_cpu: None,
                 max_outbound_requests: None,
+                propagate_trace: None,
             },
             components: vec![(file, bytes)],
             workflows: Vec::new(),

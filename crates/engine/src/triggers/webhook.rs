@@ -470,6 +470,7 @@ pub async fn receive<'a>(
         source: Some(name.to_string()),
         rules: Some(rules),
         depth,
+        trace: None,
     };
     Ok(core.ingest.event(core, event).await?)
 }

@@ -568,6 +568,7 @@ async fn execute(
         super::run::Reach {
             outbound: grants.outbound.clone(),
             kv: attune_runtime::kv::KvState(Some(Arc::new(kv))),
+            telemetry: core.telemetry.clone(),
         },
         default_timeout,
         Some(pipes),

@@ -52,6 +52,7 @@ pub async fn assign(
         tracing::warn!(pack = %action.pack, ?errors, "ignoring an invalid quota");
         attune_runtime::Quotas::default()
     });
+    assignment.propagate_trace = grants.grants.propagate_trace != Some(false);
     let cap = core.config.journal_cap;
     assignment.journal_cap = (grants.record && cap > 0).then_some(cap as u64);
     if execution.sealed_params.is_some() || !grants.grants.secrets.is_empty() {

@@ -74,6 +74,17 @@ pub struct Assignment {
     /// Its pack's quotas.
     #[serde(default, skip_serializing_if = "attune_runtime::Quotas::is_none")]
     pub quotas: attune_runtime::Quotas,
+    /// The W3C `traceparent` of its execution's parent span, when traced:
+    /// the worker's spans continue that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    /// Whether its outbound requests carry its `traceparent`.
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub propagate_trace: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The secrets of one run: the names its pack is granted, and the values
@@ -128,6 +139,8 @@ impl Assignment {
             depth: e.depth,
             journal_cap: None,
             quotas: attune_runtime::Quotas::default(),
+            trace: e.trace.clone(),
+            propagate_trace: true,
         }
     }
 }

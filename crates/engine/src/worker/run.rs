@@ -27,6 +27,8 @@ pub struct Reach {
     pub outbound: Arc<AllowedHosts>,
     /// Its pack's key-value store.
     pub kv: KvState,
+    /// Where its spans go, when this worker exports them.
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Runs `assignment` with the component `pack` resolves to and what it may
@@ -65,7 +67,23 @@ pub async fn run(
                 .unwrap_or(default_timeout),
             ..runtime.config().default_limits
         };
+        // Its trace: the execution's span (derived, emitted by the server)
+        // and this run's, which its outbound requests name as their parent.
+        let traced = assignment
+            .trace
+            .as_deref()
+            .and_then(|t| crate::telemetry::parse(t, None))
+            .map(|parent| {
+                let execution = crate::telemetry::execution_span(&parent, id);
+                let run = crate::telemetry::run_span(&execution, id, assignment.attempt);
+                (execution, run)
+            });
+        let began_at = std::time::SystemTime::now();
         let request = ExecutionRequest {
+            traceparent: traced
+                .as_ref()
+                .filter(|_| assignment.propagate_trace)
+                .map(|(_, run)| crate::telemetry::header(run)),
             action: assignment.export.clone(),
             params: assignment.params.clone(),
             limits: Some(limits),
@@ -89,6 +107,32 @@ pub async fn run(
             r = pack.execute(runtime, request) => Some(r),
             _ = cancelled => None,
         };
+        if let (Some(telemetry), Some((execution, run))) = (&reach.telemetry, &traced) {
+            let (error, calls, resources) = match &outcome {
+                Some(Ok(o)) => (
+                    (o.status != Status::Succeeded).then(|| o.status.as_str().to_string()),
+                    o.calls.as_slice(),
+                    Some(o.resources),
+                ),
+                Some(Err(_)) => (Some("failed".to_string()), &[][..], None),
+                None => (Some("cancelled".to_string()), &[][..], None),
+            };
+            let mut attributes = vec![
+                opentelemetry::KeyValue::new("attune.action", assignment.action.clone()),
+                opentelemetry::KeyValue::new("attune.execution.id", id),
+                opentelemetry::KeyValue::new("attune.attempt", assignment.attempt),
+            ];
+            if let Some(r) = resources {
+                attributes.extend([
+                    opentelemetry::KeyValue::new("attune.cpu_us", r.cpu_us as i64),
+                    opentelemetry::KeyValue::new(
+                        "attune.peak_memory_bytes",
+                        r.peak_memory_bytes as i64,
+                    ),
+                ]);
+            }
+            telemetry.run_ended(run, execution, began_at, attributes, error, calls);
+        }
         let mut report = report(id, outcome);
         if let Some(journal) = &mut report.journal {
             journal.component.clone_from(&assignment.component);

@@ -216,6 +216,9 @@ impl Run {
                     workflow: record.workflow.is_some(),
                     // Tasks are as deep as their workflow.
                     depth: self.execution.depth,
+                    // And traced under it.
+                    trace: crate::telemetry::execution_of(&self.execution)
+                        .map(|c| crate::telemetry::header(&c)),
                     ..NewExecution::of(&s.action, s.params.clone(), record.capabilities.clone())
                 }
             })

@@ -41,7 +41,11 @@ pub(super) async fn fingerprint(
     let mut headers: Vec<(String, Vec<u8>)> = parts
         .headers
         .iter()
-        .filter(|(k, _)| k.as_str() != CHAIN_DEPTH_HEADER && !credential(k.as_str()))
+        .filter(|(k, _)| {
+            k.as_str() != CHAIN_DEPTH_HEADER
+                && !super::TRACE_HEADERS.contains(&k.as_str())
+                && !credential(k.as_str())
+        })
         .map(|(k, v)| {
             let v = secrets.redact_prefix(v.as_bytes(), usize::MAX);
             (k.as_str().to_string(), v)

@@ -93,7 +93,15 @@ pub struct Outbound {
     quota: Option<u32>,
     /// Set when a request was refused for the quota.
     quota_hit: bool,
+    /// The W3C `traceparent` every request carries, when the run is traced
+    /// and its grant propagates it.
+    traceparent: Option<http::HeaderValue>,
 }
+
+/// The trace-context headers: the host sets `traceparent` (and drops a
+/// guest's `tracestate`, which would belong to another trace), and a
+/// journal's digest leaves both out, since they differ from run to run.
+pub const TRACE_HEADERS: [&str; 2] = ["traceparent", "tracestate"];
 
 /// The header every outbound request carries: the depth in a chain of
 /// causes of whatever it causes (the sender's depth plus one). Attune's
@@ -128,13 +136,27 @@ impl Outbound {
             log: RequestLog {
                 lines: Arc::default(),
                 started,
+                calls: None,
             },
             secrets,
             depth,
             tape: None,
             quota: None,
             quota_hit: false,
+            traceparent: None,
         }
+    }
+
+    /// Counts each request, its bytes and its span on `calls`.
+    pub fn with_calls(mut self, calls: crate::calls::Calls) -> Self {
+        self.log.calls = Some(calls);
+        self
+    }
+
+    /// Sends `traceparent` with every request.
+    pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent.and_then(|t| http::HeaderValue::from_str(t).ok());
+        self
     }
 
     /// Sets the pack's quota on requests (`max_outbound_requests`).
@@ -185,12 +207,14 @@ impl Outbound {
         target: String,
         method: &str,
         why: &str,
+        span: Span,
     ) -> HttpFuture {
         self.log.record(
             "warn",
             format!("http {method} {target} denied: {why}"),
             vec![],
         );
+        self.log.span(span, Some("denied".into()));
         // A journal keeps the denial, so a replay needs no grant.
         let slot = self.reserve();
         let tape = self.tape.clone();
@@ -212,6 +236,17 @@ impl Outbound {
     }
 }
 
+/// A failure's kind for `error.type`: the error's variant name, without
+/// what it carries (which may name an address or hold a message).
+fn error_type(e: &HttpError) -> String {
+    let shown = format!("{e:?}");
+    shown
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -222,9 +257,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct RequestLog {
     lines: Arc<Mutex<Vec<LogLine>>>,
     started: Instant,
+    calls: Option<crate::calls::Calls>,
+}
+
+/// A request's span as it begins: its name and attributes.
+pub(super) struct Span {
+    pub name: String,
+    pub began: Instant,
+    pub attributes: Vec<(String, String)>,
 }
 
 impl RequestLog {
+    /// Keeps a request's span, ending now.
+    fn span(&self, span: Span, error: Option<String>) {
+        if let Some(calls) = &self.calls {
+            calls.span("http", span.name, span.began, span.attributes, error);
+        }
+    }
+
     fn record(&self, level: &'static str, message: String, fields: Vec<(String, String)>) {
         lock(&self.lines).push(LogLine {
             level,
@@ -250,6 +300,14 @@ impl WasiHttpHooks for Outbound {
             CHAIN_DEPTH_HEADER,
             http::HeaderValue::from(self.depth.saturating_add(1).max(1)),
         );
+        if let Some(traceparent) = &self.traceparent {
+            let headers = request.headers_mut();
+            headers.remove(TRACE_HEADERS[1]);
+            headers.insert(TRACE_HEADERS[0], traceparent.clone());
+        }
+        if let Some(calls) = &self.log.calls {
+            calls.count(|c| &mut c.http);
+        }
         let uri = request.uri().clone();
         let method = request.method().to_string();
         let scheme = uri.scheme_str().unwrap_or("https").to_ascii_lowercase();
@@ -267,6 +325,16 @@ impl WasiHttpHooks for Outbound {
             host.as_str()
         };
         let target = format!("{scheme}://{shown}:{port}");
+        let span = Span {
+            name: format!("{method} {shown}"),
+            began: Instant::now(),
+            attributes: vec![
+                ("http.request.method".into(), method.clone()),
+                ("server.address".into(), shown.to_string()),
+                ("server.port".into(), port.to_string()),
+                ("url.scheme".into(), scheme.clone()),
+            ],
+        };
         // A replay answers from the journal whatever the grant says now:
         // nothing is sent, and the journal holds the denials too.
         if let Some(tape) = self.tape.clone().filter(|t| t.is_replay()) {
@@ -306,6 +374,7 @@ impl WasiHttpHooks for Outbound {
                 target,
                 &method,
                 "not in the pack's allowed_outbound_hosts",
+                span,
             );
         }
         if let Some(q) = self.quota
@@ -313,14 +382,14 @@ impl WasiHttpHooks for Outbound {
         {
             self.quota_hit = true;
             let why = format!("quota max_outbound_requests of {q} reached");
-            return self.denied(request, target, &method, &why);
+            return self.denied(request, target, &method, &why, span);
         }
         if self.requests >= self.config.max_requests {
             let why = format!(
                 "more than {} requests in one execution",
                 self.config.max_requests
             );
-            return self.denied(request, target, &method, &why);
+            return self.denied(request, target, &method, &why, span);
         }
         self.requests += 1;
         let clamp = |asked: Option<Duration>, most: Duration| asked.map_or(most, |d| d.min(most));
@@ -367,6 +436,21 @@ impl WasiHttpHooks for Outbound {
                 }
                 _ => request,
             };
+            let request = match &log.calls {
+                Some(calls) => {
+                    let calls = calls.clone();
+                    request.map(|body| {
+                        body.map_frame(move |frame| {
+                            if let Some(data) = frame.data_ref() {
+                                calls.bytes(data.len() as u64, 0);
+                            }
+                            frame
+                        })
+                        .boxed_unsync()
+                    })
+                }
+                None => request,
+            };
             let sent = send(request, &scheme, &host, port, &config, limits).await;
             if let (Some(tape), Some(index)) = (&tape, index) {
                 let kept = match &sent {
@@ -403,6 +487,7 @@ impl WasiHttpHooks for Outbound {
                             began,
                             line: format!("http {method} {target}"),
                             status: parts.status.as_u16(),
+                            span,
                         }),
                     };
                     let body = match (tape, index) {
@@ -431,6 +516,7 @@ impl WasiHttpHooks for Outbound {
                         format!("http {method} {target} failed: {why}"),
                         vec![("ms".into(), began.elapsed().as_millis().to_string())],
                     );
+                    log.span(span, Some(error_type(&e)));
                     Err(e)
                 }
             }

@@ -139,6 +139,7 @@ pub(super) struct Done {
     pub began: Instant,
     pub line: String,
     pub status: u16,
+    pub span: super::Span,
 }
 
 /// A response body that counts its bytes, stops at the cap, times out
@@ -160,6 +161,7 @@ impl Counted {
                 ("bytes".into(), self.bytes.to_string()),
                 ("ms".into(), d.began.elapsed().as_millis().to_string()),
             ];
+            let cut = error.is_some();
             let (level, message) = match error {
                 None => ("info", format!("{} {}", d.line, d.status)),
                 Some(e) => {
@@ -168,6 +170,22 @@ impl Counted {
                 }
             };
             d.log.record(level, message, fields);
+            let mut span = d.span;
+            span.attributes.extend([
+                ("http.response.status_code".into(), d.status.to_string()),
+                ("attune.http.bytes_received".into(), self.bytes.to_string()),
+            ]);
+            if let Some(calls) = &d.log.calls {
+                calls.bytes(0, self.bytes);
+            }
+            let failed = (cut || d.status >= 500).then(|| {
+                if d.status >= 500 {
+                    d.status.to_string()
+                } else {
+                    "cut_short".into()
+                }
+            });
+            d.log.span(span, failed);
         }
     }
 }

@@ -111,6 +111,9 @@ pub struct NewExecution {
     /// The policies that limit it, each with its key: it starts `delayed`
     /// and an admission pass lets it through.
     pub gates: Vec<Gate>,
+    /// The W3C `traceparent` of the span its own span is a child of, when
+    /// it is traced.
+    pub trace: Option<String>,
 }
 
 impl NewExecution {
@@ -124,6 +127,7 @@ impl NewExecution {
             && self.not_before == 0
             && self.depth == 0
             && !self.workflow
+            && self.trace.is_none()
     }
 
     /// The status it is stored with: a workflow's own execution starts
@@ -160,6 +164,7 @@ impl NewExecution {
             source: None,
             depth: 0,
             gates: Vec::new(),
+            trace: None,
         }
     }
 }
@@ -246,6 +251,10 @@ pub struct ExecutionRecord {
     /// `params` masks secrets. Never serialized.
     #[serde(skip)]
     pub sealed_params: Option<Vec<u8>>,
+    /// The W3C `traceparent` of the span its own span is a child of, when
+    /// it is traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl ExecutionRecord {
@@ -286,6 +295,7 @@ impl ExecutionRecord {
             source: e.source.clone(),
             depth: e.depth,
             sealed_params: e.sealed_params.clone(),
+            trace: e.trace.clone(),
         }
     }
 }

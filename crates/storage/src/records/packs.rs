@@ -167,6 +167,10 @@ pub struct Grants {
     /// Most outbound HTTP requests one execution may send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_outbound_requests: Option<u32>,
+    /// `false`: its outbound requests do not carry the execution's W3C
+    /// `traceparent` (they do by default when it is traced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_trace: Option<bool>,
 }
 
 /// A registered pack.

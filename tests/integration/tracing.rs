@@ -1,0 +1,286 @@
+//! Traces: a real OTLP/HTTP receiver on loopback decodes what the server
+//! exports (`opentelemetry-proto`), and one trace is followed from a signed
+//! webhook that carries a `traceparent` through a workflow of two tasks,
+//! one of which calls a loopback server, which sees the same trace.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use prost::Message as _;
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use support::{Backend, TestServer, tar_gz, wait_for};
+
+type Spans = Arc<Mutex<Vec<Span>>>;
+
+/// An OTLP/HTTP receiver: every span posted to `/v1/traces`, decoded.
+async fn receiver() -> (String, Spans) {
+    let spans: Spans = Arc::default();
+    let kept = spans.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let kept = kept.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut kept = kept.lock().unwrap();
+                for resource in request.resource_spans {
+                    for scope in resource.scope_spans {
+                        kept.extend(scope.spans);
+                    }
+                }
+                (
+                    [("content-type", "application/x-protobuf")],
+                    Vec::<u8>::new(),
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, spans)
+}
+
+/// A loopback server that answers `ok` and keeps each request's
+/// `traceparent` header.
+async fn remote() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let kept = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_string();
+                let traceparent = text.lines().find_map(|l| {
+                    l.split_once(':')
+                        .filter(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+                        .map(|(_, v)| v.trim().to_string())
+                });
+                kept.lock().unwrap().push(traceparent.unwrap_or_default());
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn text_of(span: &Span) -> String {
+    let mut all = span.name.clone();
+    for kv in &span.attributes {
+        all.push_str(&kv.key);
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Any::StringValue(s)) => all.push_str(s),
+            Some(other) => all.push_str(&format!("{other:?}")),
+            None => {}
+        }
+    }
+    all
+}
+
+fn attribute<'a>(span: &'a Span, key: &str) -> Option<&'a Any> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+}
+
+const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const CANARY: &str = "trace-canary-7e31c0de";
+const HOOK_KEY: &str = "hook-key-0123456789abcdef";
+
+const FLOW: &str = r#"
+input: {type: object}
+tasks:
+  say:
+    action: core.echo
+    input: {message: "starting"}
+    next: [{when: succeeded, do: [call]}]
+  call:
+    action: traced.get
+    input: {url: "http://127.0.0.1:PORT/hook?t={{ secrets.trace_token }}"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_follows_a_signed_webhook_through_a_workflow_to_the_remote_end() {
+    let (collector, spans) = receiver().await;
+    let args = attune::telemetry::TracingArgs {
+        otlp_endpoint: Some(collector),
+    };
+    let telemetry = attune::telemetry::start(&args, "attune-test", None)
+        .unwrap()
+        .expect("tracing on");
+    let s = TestServer::start_traced(Backend::Sqlite, telemetry.clone()).await;
+    let (port, seen) = remote().await;
+    let r = s
+        .put("/api/v1/secrets/trace_token", json!({"value": CANARY}))
+        .await;
+    assert!(r.status.is_success(), "{}", r.body);
+    let manifest = "name = \"traced\"\nversion = \"1.0.0\"\ncomponents = [\"get.wasm\"]\n\
+                    workflows = [\"workflows/flow.yaml\"]\nsecrets = [\"trace_token\"]\n\
+                    allowed_outbound_hosts = [\"http://127.0.0.1:*\"]\n";
+    let flow = FLOW.replace("PORT", &port.to_string());
+    let r = s
+        .upload_archive(tar_gz(&[
+            ("pack.toml", manifest.as_bytes()),
+            ("get.wasm", &support::guest_bytes("fetch")),
+            ("workflows/flow.yaml", flow.as_bytes()),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let r = s
+        .post(
+            "/api/v1/rules",
+            json!({
+                "ref": "traced.on_hook", "trigger": "core.webhook",
+                "trigger_params": {"name": "traced", "secret": HOOK_KEY},
+                "action": "traced.flow", "action_params": {},
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    let body = br#"{"deploy": 7}"#.to_vec();
+    let sent = s
+        .send(
+            s.request(reqwest::Method::POST, "/api/v1/webhooks/traced", None)
+                .header("content-type", "application/json")
+                .header("traceparent", format!("00-{TRACE}-{CALLER_SPAN}-01"))
+                .header("tracestate", "caller=1")
+                .header(
+                    "X-Hub-Signature-256",
+                    attune_engine::triggers::webhook::sign(HOOK_KEY, &body),
+                )
+                .body(body),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+    let flow_id = wait_for(Duration::from_secs(30), || async {
+        let listed = s.get("/api/v1/executions?action=traced.flow").await.body;
+        listed["items"][0]["id"].as_i64()
+    })
+    .await
+    .expect("the workflow was queued");
+    let ended = s.ended(flow_id).await;
+    assert_eq!(ended["status"], "succeeded", "{ended}");
+
+    // Every span of the trace reaches the receiver.
+    let wanted = [
+        "POST /api/v1/webhooks/{name}",
+        "event core.webhook",
+        "rules core.webhook",
+        "enforcement traced.on_hook",
+        "execution traced.flow",
+        "execution core.echo",
+        "execution traced.get",
+        "run core.echo",
+        "run traced.get",
+        "GET 127.0.0.1",
+        "queued",
+    ];
+    let by_name = wait_for(Duration::from_secs(30), || {
+        let (telemetry, spans) = (telemetry.clone(), spans.clone());
+        async move {
+            tokio::task::spawn_blocking(move || telemetry.flush())
+                .await
+                .unwrap();
+            let spans = spans.lock().unwrap();
+            let mine: HashMap<String, Span> = spans
+                .iter()
+                .filter(|s| hex(&s.trace_id) == TRACE)
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect();
+            wanted.iter().all(|w| mine.contains_key(*w)).then_some(mine)
+        }
+    })
+    .await
+    .unwrap_or_else(|| {
+        let names: Vec<String> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        panic!("not every span arrived: {names:?}")
+    });
+
+    // Each under its cause.
+    let id = |name: &str| hex(&by_name[name].span_id);
+    let parent = |name: &str| hex(&by_name[name].parent_span_id);
+    assert_eq!(parent("POST /api/v1/webhooks/{name}"), CALLER_SPAN);
+    for (child, cause) in [
+        ("event core.webhook", "POST /api/v1/webhooks/{name}"),
+        ("rules core.webhook", "event core.webhook"),
+        ("enforcement traced.on_hook", "rules core.webhook"),
+        ("execution traced.flow", "enforcement traced.on_hook"),
+        ("execution core.echo", "execution traced.flow"),
+        ("execution traced.get", "execution traced.flow"),
+        ("run traced.get", "execution traced.get"),
+        ("run core.echo", "execution core.echo"),
+        ("GET 127.0.0.1", "run traced.get"),
+    ] {
+        assert_eq!(parent(child), id(cause), "{child} under {cause}");
+    }
+    let request = &by_name["POST /api/v1/webhooks/{name}"];
+    assert!(
+        matches!(
+            attribute(request, "http.response.status_code"),
+            Some(Any::IntValue(202))
+        ),
+        "{request:?}"
+    );
+    let call = &by_name["GET 127.0.0.1"];
+    assert!(
+        matches!(attribute(call, "http.request.method"), Some(Any::StringValue(m)) if m == "GET")
+    );
+    assert!(
+        matches!(attribute(call, "server.port"), Some(Any::IntValue(p)) if *p == i64::from(port))
+    );
+    assert!(matches!(
+        attribute(call, "http.response.status_code"),
+        Some(Any::IntValue(200))
+    ));
+    let run = &by_name["execution traced.get"];
+    assert!(
+        matches!(attribute(run, "attune.action"), Some(Any::StringValue(a)) if a == "traced.get")
+    );
+
+    // The remote end saw the run's span in the same trace.
+    let traceparents = seen.lock().unwrap().clone();
+    assert_eq!(
+        traceparents,
+        [format!("00-{TRACE}-{}-01", id("run traced.get"))],
+        "{traceparents:?}"
+    );
+    // No secret (the token in the URL, the webhook's key) in any span.
+    for span in spans.lock().unwrap().iter() {
+        let text = text_of(span);
+        assert!(!text.contains(CANARY) && !text.contains(HOOK_KEY), "{text}");
+    }
+    s.finish().await;
+}
