@@ -92,6 +92,9 @@ pub fn start(
     Ok(Some(Arc::new(Telemetry::new(provider))))
 }
 
+/// The most of a collector's answer read.
+const MAX_ANSWER: usize = 64 << 10;
+
 /// The exporter's HTTP client: the SDK's batch processor exports from its
 /// own thread, so each request is sent on the server's Tokio runtime with
 /// the reqwest client (and TLS roots) the rest of Attune uses, and the
@@ -122,8 +125,17 @@ impl opentelemetry_http::HttpClient for OnRuntime {
                         .map(|(k, v)| (k.clone(), v.clone())),
                 );
             }
-            let body = response.bytes().await?;
-            Ok::<_, opentelemetry_http::HttpError>(answer.body(body)?)
+            // A collector answers with a few bytes; read no more than
+            // this of whatever it sends.
+            let mut response = response;
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await? {
+                if body.len() + chunk.len() > MAX_ANSWER {
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, opentelemetry_http::HttpError>(answer.body(Bytes::from(body))?)
         });
         sent.await?
     }

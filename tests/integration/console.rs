@@ -162,6 +162,9 @@ on_both_backends! {
             let rules = ui.get("/ui/rules").await.body;
             assert!(rules.contains("&lt;script&gt;"), "the hostile description is shown, escaped");
             let action = ui.get("/ui/actions/core.echo").await.body;
+            // Its timeline, and the spread of its action's runs.
+            assert!(detail.contains("id=\"timeline\"") && detail.contains("<rect class=\"bar\""), "{detail}");
+            assert!(action.contains("id=\"usage\"") && action.contains("CPU p50"), "{action}");
             // A viewer is offered no button that would fail.
             let operator = role != "viewer";
             assert_eq!(detail.contains("id=\"rerun\""), operator, "{role}");

@@ -101,6 +101,13 @@ on_both_backends! {
         assert_eq!(used["outbound_requests"], 2, "{used}");
         assert!(used["outbound_bytes_received"].as_u64().unwrap() > 20, "{used}");
         assert_eq!(used["outbound_bytes_sent"], 0, "GETs send no body: {used}");
+        // Each call timed, for the console's timeline: names and times only.
+        let calls = used["calls"].as_array().unwrap_or_else(|| panic!("{used}"));
+        assert_eq!(calls.len(), 2, "{used}");
+        assert_eq!(calls[0]["kind"], "http");
+        assert_eq!(calls[0]["name"], "GET 127.0.0.1");
+        assert!(calls[1]["start_us"].as_u64() >= calls[0]["start_us"].as_u64(), "{used}");
+        assert!(calls[0].get("attributes").is_none(), "{used}");
         let three = run("fetcher.get-many", json!({"url": url, "times": 3})).await;
         assert_eq!(three["status"], "failed", "{three}");
         assert_eq!(three["error"], "quota max_outbound_requests of 2 reached: request 3 was refused");

@@ -203,31 +203,7 @@ async fn one_trace_follows_a_signed_webhook_through_a_workflow_to_the_remote_end
         "GET 127.0.0.1",
         "queued",
     ];
-    let by_name = wait_for(Duration::from_secs(30), || {
-        let (telemetry, spans) = (telemetry.clone(), spans.clone());
-        async move {
-            tokio::task::spawn_blocking(move || telemetry.flush())
-                .await
-                .unwrap();
-            let spans = spans.lock().unwrap();
-            let mine: HashMap<String, Span> = spans
-                .iter()
-                .filter(|s| hex(&s.trace_id) == TRACE)
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect();
-            wanted.iter().all(|w| mine.contains_key(*w)).then_some(mine)
-        }
-    })
-    .await
-    .unwrap_or_else(|| {
-        let names: Vec<String> = spans
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.name.clone())
-            .collect();
-        panic!("not every span arrived: {names:?}")
-    });
+    let by_name = spans_of(&telemetry, &spans, TRACE, &wanted).await;
 
     // Each under its cause.
     let id = |name: &str| hex(&by_name[name].span_id);
@@ -282,5 +258,134 @@ async fn one_trace_follows_a_signed_webhook_through_a_workflow_to_the_remote_end
         let text = text_of(span);
         assert!(!text.contains(CANARY) && !text.contains(HOOK_KEY), "{text}");
     }
+    s.finish().await;
+}
+
+/// The spans of trace `trace` by name, once every one of `wanted` arrived.
+async fn spans_of(
+    telemetry: &Arc<attune_engine::telemetry::Telemetry>,
+    spans: &Spans,
+    trace: &str,
+    wanted: &[&str],
+) -> HashMap<String, Span> {
+    wait_for(Duration::from_secs(30), || {
+        let (telemetry, spans) = (telemetry.clone(), spans.clone());
+        async move {
+            tokio::task::spawn_blocking(move || telemetry.flush())
+                .await
+                .unwrap();
+            let spans = spans.lock().unwrap();
+            let mine: HashMap<String, Span> = spans
+                .iter()
+                .filter(|s| hex(&s.trace_id) == trace)
+                .map(|s| (s.name.clone(), s.clone()))
+                .collect();
+            wanted.iter().all(|w| mine.contains_key(*w)).then_some(mine)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("not every span of {trace} arrived: {wanted:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_runs_and_mcp_calls_continue_the_caller_s_trace() {
+    let (collector, spans) = receiver().await;
+    let args = attune::telemetry::TracingArgs {
+        otlp_endpoint: Some(collector),
+    };
+    let telemetry = attune::telemetry::start(&args, "attune-test", None)
+        .unwrap()
+        .expect("tracing on");
+    let s = TestServer::start_traced(Backend::Sqlite, telemetry.clone()).await;
+    let direct = "0af7651916cd43dd8448eb211c80319c";
+    let r = s
+        .send(
+            s.request(reqwest::Method::POST, "/api/v1/executions", Some(&s.admin))
+                .header("traceparent", format!("00-{direct}-{CALLER_SPAN}-01"))
+                .json(&json!({"action": "core.noop", "params": {}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    s.ended(r.body["id"].as_i64().unwrap()).await;
+    let got = spans_of(
+        &telemetry,
+        &spans,
+        direct,
+        &[
+            "POST /api/v1/executions",
+            "execution core.noop",
+            "run core.noop",
+        ],
+    )
+    .await;
+    assert_eq!(
+        hex(&got["POST /api/v1/executions"].parent_span_id),
+        CALLER_SPAN
+    );
+    assert_eq!(
+        got["execution core.noop"].parent_span_id,
+        got["POST /api/v1/executions"].span_id
+    );
+
+    // An MCP tool call: the session's initialization carries no trace; the
+    // call does.
+    let mcp = format!("{}/mcp", s.base);
+    let client = reqwest::Client::new();
+    let post =
+        |message: serde_json::Value, session: Option<String>, traceparent: Option<String>| {
+            let mut rb = client
+                .post(&mcp)
+                .bearer_auth(&s.admin)
+                .header("accept", "application/json, text/event-stream")
+                .json(&message);
+            if let Some(id) = session {
+                rb = rb.header("mcp-session-id", id);
+            }
+            if let Some(t) = traceparent {
+                rb = rb.header("traceparent", t);
+            }
+            rb.send()
+        };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+    let opened = post(init, None, None).await.unwrap();
+    let session = opened.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    opened.text().await.unwrap();
+    post(
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+        Some(session.clone()),
+        None,
+    )
+    .await
+    .unwrap();
+    let agent = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "core.echo", "arguments": {"message": "traced"}}});
+    let answer = post(
+        call,
+        Some(session),
+        Some(format!("00-{agent}-{CALLER_SPAN}-01")),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(answer.contains("traced"), "{answer}");
+    let got = spans_of(
+        &telemetry,
+        &spans,
+        agent,
+        &["POST /mcp", "execution core.echo", "run core.echo"],
+    )
+    .await;
+    assert_eq!(hex(&got["POST /mcp"].parent_span_id), CALLER_SPAN);
+    assert_eq!(
+        got["execution core.echo"].parent_span_id,
+        got["POST /mcp"].span_id
+    );
     s.finish().await;
 }

@@ -194,7 +194,7 @@ pub async fn announce(core: &Core, ids: &[i64]) {
 /// running one is interrupted (now, when this process runs it; at its
 /// worker's next heartbeat otherwise) and turns `cancelled` when reported.
 pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError> {
-    let e = core
+    let (e, ended) = core
         .storage
         .cancel_execution(id)
         .await?
@@ -206,7 +206,8 @@ pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError
     // in by its workflow; a slot a policy held may be free.
     core.dispatch.finished.notify_one();
     core.dispatch.gates.notify_one();
-    if e.status == ExecutionStatus::Cancelled {
+    // Announced once, by the cancel that ended it.
+    if ended {
         announce(core, &[e.id]).await;
     }
     Ok(e)

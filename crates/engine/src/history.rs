@@ -21,6 +21,16 @@ pub async fn executions(
     Ok(core.storage.list_executions(filter, page).await?)
 }
 
+/// What the executions of `action` of the last day used (the newest
+/// 10,000 at most), for its percentiles.
+pub async fn recent_resources(
+    core: &Core,
+    action: &str,
+) -> Result<Vec<serde_json::Value>, EngineError> {
+    let since = attune_storage::now_ms() - 86_400_000;
+    Ok(core.storage.resources_since(action, since, 10_000).await?)
+}
+
 /// Every attempt of an execution, first first.
 pub async fn attempts(core: &Core, execution: i64) -> Result<Vec<AttemptRecord>, EngineError> {
     Ok(core.storage.attempts_of(execution).await?)

@@ -25,7 +25,23 @@ pub const MAX_BACKOFF_MS: i64 = 3_600_000;
 
 /// Queues the polls that are due; wakes the workers when there are some.
 pub async fn fire(core: &Core) -> Result<usize, StorageError> {
-    let polls = core.storage.fire_due_sensors(100).await?;
+    // Each traced poll starts a trace of its own.
+    let trace = |sensor: &str| {
+        let telemetry = core.telemetry.as_ref()?;
+        let mut span = telemetry.start(
+            format!("sensor poll {sensor}"),
+            opentelemetry::trace::SpanKind::Internal,
+            None,
+            vec![opentelemetry::KeyValue::new(
+                "attune.sensor",
+                sensor.to_string(),
+            )],
+        );
+        let context = opentelemetry::trace::Span::span_context(&span).clone();
+        opentelemetry::trace::Span::end(&mut span);
+        Some(super::telemetry::header(&context))
+    };
+    let polls = core.storage.fire_due_sensors(100, &trace).await?;
     if !polls.is_empty() {
         core.metrics.executions_requested.inc_by(polls.len() as u64);
         core.dispatch.work_queued(&core.storage).await;

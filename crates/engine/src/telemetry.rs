@@ -116,7 +116,16 @@ impl Telemetry {
 
     /// Emits a span that has already ended; its context.
     pub fn ended(&self, span: Ended<'_>) -> SpanContext {
+        /// Forgets the chosen id however the build ends, so no other span
+        /// on this thread takes it.
+        struct Chosen;
+        impl Drop for Chosen {
+            fn drop(&mut self) {
+                NEXT_SPAN_ID.with(|c| c.set(None));
+            }
+        }
         NEXT_SPAN_ID.with(|c| c.set(span.id));
+        let chosen = Chosen;
         let mut live = self
             .tracer
             .span_builder(span.name)
@@ -124,7 +133,7 @@ impl Telemetry {
             .with_start_time(span.start)
             .with_attributes(span.attributes)
             .start_with_context(&self.tracer, &context_of(span.parent));
-        NEXT_SPAN_ID.with(|c| c.set(None));
+        drop(chosen);
         if let Some(error) = span.error {
             live.set_attribute(KeyValue::new("error.type", error.clone()));
             live.set_status(Status::error(error));

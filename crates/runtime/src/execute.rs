@@ -169,6 +169,17 @@ impl Outcome {
                 *v = secrets.redact(v).into_owned();
             }
         }
+        // The spans hold nothing the guest chose freely (a standard method,
+        // a masked host, a granted name), and are redacted all the same.
+        for call in &mut self.calls {
+            call.name = secrets.redact(&call.name).into_owned();
+            for (_, v) in &mut call.attributes {
+                *v = secrets.redact(v).into_owned();
+            }
+            if let Some(e) = &mut call.error {
+                *e = secrets.redact(e).into_owned();
+            }
+        }
     }
 }
 

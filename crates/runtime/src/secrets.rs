@@ -278,8 +278,13 @@ impl secrets::Host for SecretsState {
         let got = self.0.get(&name).map(str::to_string);
         if let Some(calls) = &self.2 {
             calls.count(|c| &mut c.secrets);
-            // A guest may pass anything as a name, a value too.
-            let kept = self.0.redact(&name).into_owned();
+            // A guest may pass anything as a name (a value, a piece of
+            // one): the span names only a granted name.
+            let kept = if got != Err(secrets::Error::Denied) {
+                self.0.redact(&name).into_owned()
+            } else {
+                "(not granted)".to_string()
+            };
             let error = got.as_ref().err().map(|e| {
                 match e {
                     secrets::Error::Denied => "denied",
@@ -481,5 +486,31 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["token", MASK]);
+    }
+
+    #[test]
+    fn a_span_names_only_a_granted_secret_never_a_piece_of_a_value() {
+        use crate::bindings::attune::action::secrets::Host as _;
+        let calls = crate::calls::Calls::new(std::time::Instant::now());
+        let mut state = SecretsState(Arc::new(set()), None, Some(calls.clone()));
+        assert!(state.get("token".into()).is_ok());
+        assert!(state.get("unset".into()).is_err());
+        // Pieces of a value, passed as names: refused, and not kept.
+        assert!(state.get("s3cr".into()).is_err());
+        assert!(state.get("and-more".into()).is_err());
+        let (counts, _, _, spans) = calls.finish();
+        assert_eq!(counts.secrets, 4);
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "secret token",
+                "secret unset",
+                "secret (not granted)",
+                "secret (not granted)"
+            ]
+        );
+        assert_eq!(spans[1].error.as_deref(), Some("not_found"));
+        assert_eq!(spans[2].error.as_deref(), Some("denied"));
     }
 }

@@ -422,6 +422,28 @@ impl Storage {
         })
     }
 
+    /// What the newest executions of `action` created since `since` (Unix
+    /// ms) used, at most `limit` of them.
+    pub async fn resources_since(
+        &self,
+        action: &str,
+        since: i64,
+        limit: i64,
+    ) -> Result<Vec<Value>> {
+        on_pool!(self, |p| {
+            let rows: Vec<(Json<Value>,)> = sqlx::query_as(
+                "SELECT resources FROM execution WHERE action = $1 AND created_at >= $2 \
+                 AND resources IS NOT NULL ORDER BY id DESC LIMIT $3",
+            )
+            .bind(action)
+            .bind(since)
+            .bind(limit)
+            .fetch_all(p)
+            .await?;
+            Ok(rows.into_iter().map(|(r,)| r.0).collect())
+        })
+    }
+
     /// The ended attempts of an execution, oldest first.
     pub async fn attempts_of(&self, execution: i64) -> Result<Vec<AttemptRecord>> {
         on_pool!(self, |p| {
@@ -505,19 +527,22 @@ impl Storage {
     }
 
     /// Cancels an execution: one not yet running ends `cancelled` at once; a
-    /// running one is flagged for its worker. `None` when it does not exist.
-    pub async fn cancel_execution(&self, id: i64) -> Result<Option<ExecutionRecord>> {
+    /// running one is flagged for its worker. `None` when it does not exist;
+    /// with it, whether this call is what ended it.
+    pub async fn cancel_execution(&self, id: i64) -> Result<Option<(ExecutionRecord, bool)>> {
         let now = now_ms();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            sqlx::query(
+            let ended = sqlx::query(
                 "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2, sealed_params = NULL \
                  WHERE id = $1 AND status IN ('delayed', 'requested', 'scheduled')",
             )
             .bind(id)
             .bind(now)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected()
+                > 0;
             sqlx::query(
                 "UPDATE execution SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
             )
@@ -531,7 +556,7 @@ impl Storage {
             .fetch_optional(&mut *tx)
             .await?;
             tx.commit().await?;
-            Ok(row)
+            Ok(row.map(|r| (r, ended)))
         })
     }
 }

@@ -59,7 +59,13 @@ impl Storage {
     /// Claims every due sensor: advances its schedule and, unless its
     /// previous poll is still under way, queues a poll (an execution of its
     /// export), in one transaction. Returns the polls queued.
-    pub async fn fire_due_sensors(&self, limit: i64) -> Result<Vec<ExecutionRecord>> {
+    /// `trace` gives the `traceparent` a poll of a sensor is traced under,
+    /// when it is.
+    pub async fn fire_due_sensors(
+        &self,
+        limit: i64,
+        trace: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<Vec<ExecutionRecord>> {
         let now = now_ms();
         // Only the sensor rows are locked, not the actions they are joined to.
         let lock = if self.skip_locked().is_empty() {
@@ -102,6 +108,7 @@ impl Storage {
                 }
                 polls.push(NewExecution {
                     sensor: Some(sensor.r#ref.clone()),
+                    trace: trace(&sensor.r#ref),
                     ..NewExecution::of(
                         &sensor.action,
                         Value::Object(Default::default()),

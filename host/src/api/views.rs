@@ -120,6 +120,33 @@ impl From<GrantsView> for Grants {
     }
 }
 
+/// What an execution used, with its host calls timed.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResourcesView {
+    #[serde(flatten)]
+    pub used: attune_runtime::Resources,
+    /// Its host calls in start order (at most 256): kind, name, start and
+    /// duration from the run's start, and why one failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallView>,
+}
+
+/// One host call of an execution, timed from its run's start.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CallView {
+    /// `http`, `kv` or `secret`.
+    pub kind: String,
+    /// `GET example.com`, `kv get`, `secret api_token`.
+    pub name: String,
+    /// Microseconds from the run's start.
+    pub start_us: u64,
+    /// Microseconds it took.
+    pub duration_us: u64,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A registered pack.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PackView {
@@ -431,7 +458,7 @@ pub struct ExecutionView {
     pub sensor: Option<String>,
     /// What it used, as its worker measured it (once it ran in a sandbox).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub resources: Option<attune_runtime::Resources>,
+    pub resources: Option<ResourcesView>,
     /// A workflow's progress (detail route only): each task reached with its
     /// status, runs and children, the published `vars`, and the unhandled
     /// error.

@@ -86,6 +86,10 @@ pub enum PackCommand {
         /// Quota: most outbound HTTP requests one execution may send.
         #[arg(long, value_name = "N")]
         max_outbound_requests: Option<u32>,
+        /// Whether its outbound requests carry the execution's W3C
+        /// `traceparent` when tracing is on (default true).
+        #[arg(long, value_name = "BOOL")]
+        propagate_trace: Option<bool>,
     },
 }
 
@@ -217,6 +221,7 @@ pub(super) async fn run(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<i
             max_memory,
             max_cpu,
             max_outbound_requests,
+            propagate_trace,
         } => {
             let mut grants = json!({"allowed_outbound_hosts": allow_outbound, "secrets": secrets});
             for (key, value) in [
@@ -225,6 +230,10 @@ pub(super) async fn run(cmd: PackCommand, args: &ClientArgs) -> anyhow::Result<i
                 (
                     "max_outbound_requests",
                     max_outbound_requests.map(serde_json::Value::from),
+                ),
+                (
+                    "propagate_trace",
+                    propagate_trace.map(serde_json::Value::from),
                 ),
             ] {
                 if let Some(v) = value {

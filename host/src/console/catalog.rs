@@ -84,13 +84,20 @@ async fn action_page(
         })
         .collect();
     let result = form::summary(&action.result_schema);
+    // The spread of what its runs of the last day used.
+    let used = attune_engine::history::recent_resources(state, r#ref).await?;
+    let usage = context! {
+        runs => used.len(),
+        cpu => super::timeline::spread(&used, "cpu_us"),
+        memory => super::timeline::spread(&used, "peak_memory_bytes"),
+    };
     let view: ActionView = action.into();
     page(
         user,
         "packs",
         "action.html",
         context! {
-            action => data(&view), fields => data(&fields), result, other,
+            action => data(&view), fields => data(&fields), result, other, usage,
             json => submitted.get("_json").cloned().unwrap_or_default(),
         },
     )

@@ -22,7 +22,7 @@ use attune_engine::executions::{self, RunRequest};
 use attune_engine::history;
 use attune_engine::output::{self, Output};
 use attune_engine::records::{
-    ExecutionFilter, ExecutionStatus, MAX_PAGE, Page as Keyset, Role, now_ms,
+    ExecutionFilter, ExecutionRecord, ExecutionStatus, MAX_PAGE, Page as Keyset, Role, now_ms,
 };
 use attune_runtime::secrets::MASK;
 use attune_util::units::{millis, parse_duration};
@@ -279,7 +279,9 @@ async fn show(
     } else {
         Vec::new()
     };
-    let tasks: Vec<ExecutionView> = tasks.into_iter().rev().map(Into::into).collect();
+    let tasks: Vec<ExecutionRecord> = tasks.into_iter().rev().collect();
+    let timeline = super::timeline::bars(&record, &tasks);
+    let tasks: Vec<ExecutionView> = tasks.into_iter().map(Into::into).collect();
     let finished = record.status.is_finished();
     let view: ExecutionView = record.into();
     page(
@@ -288,6 +290,7 @@ async fn show(
         "execution.html",
         context! {
             e => data(&view), attempts => data(&attempts), event, logs => data(&logs), tasks => data(&tasks), finished,
+            timeline => data(&timeline),
             levels => LEVELS, level => LEVELS[level],
         },
     )

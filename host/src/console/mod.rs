@@ -20,6 +20,7 @@ mod form;
 mod overview;
 mod rules;
 mod session;
+mod timeline;
 
 use std::sync::OnceLock;
 

@@ -96,9 +96,17 @@ impl Backend for Local {
             source: Some("mcp".into()),
             depth: 0,
         };
-        let e = executions::request(&self.core, run)
-            .await
-            .map_err(refusal)?;
+        let span = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|p| p.extensions.get::<attune_engine::telemetry::TraceContext>())
+            .cloned();
+        let queued = executions::request(&self.core, run);
+        let e = match span {
+            Some(span) => attune_engine::telemetry::REQUEST.scope(span, queued).await,
+            None => queued.await,
+        }
+        .map_err(refusal)?;
         Ok(serde_json::to_value(ExecutionView::from(e)).unwrap_or_default())
     }
 
@@ -198,6 +206,11 @@ pub async fn authenticate(
     }
     let caller = Caller::from_request_parts(&mut parts, &state).await?;
     parts.extensions.insert(caller);
+    // The request's span, for what its tool calls cause: they run in the
+    // session's task, where the request's task-local is not.
+    if let Some(span) = attune_engine::telemetry::current() {
+        parts.extensions.insert(span);
+    }
     let ends_session = parts.method == Method::DELETE;
     let response = next.run(Request::from_parts(parts, body)).await;
     // rmcp answers a session's end with 202 Accepted; the official SDKs

@@ -167,7 +167,8 @@ on_both_backends! {
         let e = s.ended(exec).await;
         assert_eq!(e["status"], "succeeded");
         assert!(e["result"].is_null(), "{e}");
-        assert_eq!(e["resources"], json!({"cpu_us": 5, "peak_memory_bytes": 0, "instances": 1, "outbound_requests": 0, "stdout_bytes": 0, "stderr_bytes": 0}));
+        assert_eq!(e["resources"], json!({"cpu_us": 5, "peak_memory_bytes": 0, "instances": 1, "outbound_requests": 0, "stdout_bytes": 0, "stderr_bytes": 0,
+            "outbound_bytes_sent": 0, "outbound_bytes_received": 0, "host_calls": {"http": 0, "kv": 0, "secrets": 0, "log": 0}}));
         let metrics = s.request(reqwest::Method::GET, "/metrics", Some(&s.admin)).send().await.unwrap().text().await.unwrap();
         assert!(metrics.contains(r#"attune_execution_cpu_seconds_count{action="core.noop"} 1"#), "{metrics}");
         s.finish().await;

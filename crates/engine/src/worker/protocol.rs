@@ -180,6 +180,10 @@ pub struct Report {
     /// The run's journal, when its assignment asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal: Option<attune_runtime::Journal>,
+    /// Its host calls, timed from the run's start (kept with its
+    /// resources, for the console's timeline).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<attune_runtime::CallSpan>,
 }
 
 impl Report {
@@ -197,6 +201,7 @@ impl Report {
             attempt: None,
             resources: None,
             journal: None,
+            calls: Vec::new(),
         }
     }
 
@@ -215,7 +220,26 @@ impl Report {
             },
             started_at: self.started_at,
             attempt: self.attempt,
-            resources: self.resources.and_then(|r| serde_json::to_value(r).ok()),
+            resources: self.resources.and_then(|r| {
+                let mut used = serde_json::to_value(r).ok()?;
+                if !self.calls.is_empty() {
+                    // Names, kinds and times only: the attributes went to
+                    // the trace, and the timeline needs none of them.
+                    let calls: Vec<Value> = self
+                        .calls
+                        .iter()
+                        .take(attune_runtime::calls::MAX_SPANS)
+                        .map(|c| {
+                            serde_json::json!({
+                                "kind": c.kind, "name": c.name, "start_us": c.start_us,
+                                "duration_us": c.duration_us, "error": c.error,
+                            })
+                        })
+                        .collect();
+                    used["calls"] = Value::Array(calls);
+                }
+                Some(used)
+            }),
             journal: self
                 .journal
                 .and_then(|j| serde_json::value::to_raw_value(&j).ok()),

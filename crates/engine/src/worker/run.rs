@@ -177,6 +177,7 @@ pub fn report(id: i64, outcome: Option<Result<Outcome, ExecuteError>>) -> Report
             attempt: None,
             resources: Some(o.resources),
             journal: o.journal,
+            calls: o.calls,
         },
     }
 }

@@ -325,11 +325,21 @@ impl WasiHttpHooks for Outbound {
             host.as_str()
         };
         let target = format!("{scheme}://{shown}:{port}");
+        // The method as the semantic conventions keep it: a known one, or
+        // `_OTHER` (a guest may send anything as a method, a secret too).
+        const KNOWN: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ];
+        let kept = KNOWN
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("_OTHER");
         let span = Span {
-            name: format!("{method} {shown}"),
+            name: format!("{kept} {shown}"),
             began: Instant::now(),
             attributes: vec![
-                ("http.request.method".into(), method.clone()),
+                ("http.request.method".into(), kept.to_string()),
                 ("server.address".into(), shown.to_string()),
                 ("server.port".into(), port.to_string()),
                 ("url.scheme".into(), scheme.clone()),
