@@ -135,7 +135,7 @@ async fn one_trace_follows_a_signed_webhook_through_a_workflow_to_the_remote_end
     let telemetry = attune::telemetry::start(&args, "attune-test", None)
         .unwrap()
         .expect("tracing on");
-    let s = TestServer::start_traced(Backend::Sqlite, telemetry.clone()).await;
+    let s = TestServer::start_traced(Backend::Sqlite, Default::default(), telemetry.clone()).await;
     let (port, seen) = remote().await;
     let r = s
         .put("/api/v1/secrets/trace_token", json!({"value": CANARY}))
@@ -296,7 +296,7 @@ async fn direct_runs_and_mcp_calls_continue_the_caller_s_trace() {
     let telemetry = attune::telemetry::start(&args, "attune-test", None)
         .unwrap()
         .expect("tracing on");
-    let s = TestServer::start_traced(Backend::Sqlite, telemetry.clone()).await;
+    let s = TestServer::start_traced(Backend::Sqlite, Default::default(), telemetry.clone()).await;
     let direct = "0af7651916cd43dd8448eb211c80319c";
     let r = s
         .send(
@@ -387,5 +387,56 @@ async fn direct_runs_and_mcp_calls_continue_the_caller_s_trace() {
         got["execution core.echo"].parent_span_id,
         got["POST /mcp"].span_id
     );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_worker_continues_the_trace() {
+    let (collector, spans) = receiver().await;
+    let args = attune::telemetry::TracingArgs {
+        otlp_endpoint: Some(collector),
+    };
+    let telemetry = attune::telemetry::start(&args, "attune-test", None)
+        .unwrap()
+        .expect("tracing on");
+    let pipeline = support::PipelineConfig {
+        embedded_worker: false,
+        ..Default::default()
+    };
+    let s = TestServer::start_traced(Backend::Sqlite, pipeline, telemetry.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = attune::client::worker::RemoteWorkerConfig {
+        telemetry: Some(telemetry.clone()),
+        ..s.worker_config("traced-worker", &s.admin, dir.path())
+    };
+    let worker = tokio::spawn(async move {
+        attune::client::worker::run(config)
+            .await
+            .expect("the worker runs");
+    });
+    let trace = "2c0e7aa2fd6e4c3f9b1a77c0d7e5f001";
+    let r = s
+        .send(
+            s.request(reqwest::Method::POST, "/api/v1/executions", Some(&s.admin))
+                .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+                .json(&json!({"action": "core.echo", "params": {"message": "far"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let e = s.ended(r.body["id"].as_i64().unwrap()).await;
+    assert_eq!(e["status"], "succeeded", "{e}");
+    let got = spans_of(
+        &telemetry,
+        &spans,
+        trace,
+        &["execution core.echo", "run core.echo"],
+    )
+    .await;
+    // The worker's run sits under the execution span the server emitted.
+    assert_eq!(
+        got["run core.echo"].parent_span_id,
+        got["execution core.echo"].span_id
+    );
+    worker.abort();
     s.finish().await;
 }

@@ -100,19 +100,14 @@ impl TestServer {
         Self::start_telling(backend, api, pipeline, None).await
     }
 
-    /// Starts a server with default settings that exports its trace spans
+    /// Starts a server with `pipeline` that exports its trace spans
     /// through `telemetry`.
     pub async fn start_traced(
         backend: Backend,
+        pipeline: PipelineConfig,
         telemetry: std::sync::Arc<attune_engine::telemetry::Telemetry>,
     ) -> Self {
-        Self::start_telling(
-            backend,
-            ApiConfig::default(),
-            PipelineConfig::default(),
-            Some(telemetry),
-        )
-        .await
+        Self::start_telling(backend, ApiConfig::default(), pipeline, Some(telemetry)).await
     }
 
     async fn start_telling(
