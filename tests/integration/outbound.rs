@@ -35,26 +35,12 @@ async fn remote() -> Remote {
             seen.fetch_add(1, Ordering::SeqCst);
             let kept = kept.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                let mut body = head.split_off(end);
-                let text = String::from_utf8_lossy(&head).to_string();
-                kept.lock().unwrap().push(text.clone());
-                let header = |name: &str| {
-                    text.lines()
-                        .find_map(|l| {
-                            l.split_once(':')
-                                .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-                        })
-                        .map(|(_, v)| v.trim().to_string())
+                let Some((text, mut body)) = support::read_head(&mut stream).await else {
+                    return;
                 };
+                let mut buf = [0u8; 1024];
+                kept.lock().unwrap().push(text.clone());
+                let header = |name: &str| support::header_of(&text, name);
                 let length: usize = header("content-length")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);

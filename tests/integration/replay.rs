@@ -30,24 +30,12 @@ pub async fn echo_server() -> (u16, tokio::task::JoinHandle<()>) {
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
+                let Some((text, mut body)) = support::read_head(&mut stream).await else {
+                    return;
+                };
                 let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-                let mut body = head.split_off(end);
-                let text = String::from_utf8_lossy(&head).to_string();
-                let length: usize = text
-                    .lines()
-                    .find_map(|l| {
-                        l.split_once(':')
-                            .filter(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                    })
-                    .and_then(|(_, v)| v.trim().parse().ok())
+                let length: usize = support::header_of(&text, "content-length")
+                    .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
                 while body.len() < length {
                     match stream.read(&mut buf).await {
@@ -57,14 +45,7 @@ pub async fn echo_server() -> (u16, tokio::task::JoinHandle<()>) {
                 }
                 let sent = String::from_utf8_lossy(&body).to_string();
                 let line = text.lines().next().unwrap_or("").to_string();
-                let auth = text
-                    .lines()
-                    .find_map(|l| {
-                        l.split_once(':')
-                            .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-                    })
-                    .map(|(_, v)| v.trim().to_string())
-                    .unwrap_or_default();
+                let auth = support::header_of(&text, "authorization").unwrap_or_default();
                 let body = format!("{line} | {auth} | {sent}");
                 let reply = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-seen: {auth}\r\nconnection: close\r\n\r\n{body}",

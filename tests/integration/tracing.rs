@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use reqwest::StatusCode;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use support::{Backend, TestServer, tar_gz, wait_for};
 
@@ -59,20 +59,10 @@ async fn remote() -> (u16, Arc<Mutex<Vec<String>>>) {
         while let Ok((mut stream, _)) = listener.accept().await {
             let kept = kept.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_string();
-                let traceparent = text.lines().find_map(|l| {
-                    l.split_once(':')
-                        .filter(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
-                        .map(|(_, v)| v.trim().to_string())
-                });
+                let Some((head, _)) = support::read_head(&mut stream).await else {
+                    return;
+                };
+                let traceparent = support::header_of(&head, "traceparent");
                 kept.lock().unwrap().push(traceparent.unwrap_or_default());
                 let _ = stream
                     .write_all(
@@ -83,6 +73,22 @@ async fn remote() -> (u16, Arc<Mutex<Vec<String>>>) {
         }
     });
     (port, seen)
+}
+
+/// A server on SQLite with `pipeline` exporting its spans to a receiver;
+/// the tracing and what the receiver got.
+async fn traced(
+    pipeline: support::PipelineConfig,
+) -> (TestServer, Arc<attune_engine::telemetry::Telemetry>, Spans) {
+    let (collector, spans) = receiver().await;
+    let args = attune::telemetry::TracingArgs {
+        otlp_endpoint: Some(collector),
+    };
+    let telemetry = attune::telemetry::start(&args, "attune-test", None)
+        .unwrap()
+        .expect("tracing on");
+    let s = TestServer::start_traced(Backend::Sqlite, pipeline, telemetry.clone()).await;
+    (s, telemetry, spans)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -128,14 +134,7 @@ tasks:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_follows_a_signed_webhook_through_a_workflow_to_the_remote_end() {
-    let (collector, spans) = receiver().await;
-    let args = attune::telemetry::TracingArgs {
-        otlp_endpoint: Some(collector),
-    };
-    let telemetry = attune::telemetry::start(&args, "attune-test", None)
-        .unwrap()
-        .expect("tracing on");
-    let s = TestServer::start_traced(Backend::Sqlite, Default::default(), telemetry.clone()).await;
+    let (s, telemetry, spans) = traced(Default::default()).await;
     let (port, seen) = remote().await;
     let r = s
         .put("/api/v1/secrets/trace_token", json!({"value": CANARY}))
@@ -289,14 +288,7 @@ async fn spans_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_runs_and_mcp_calls_continue_the_caller_s_trace() {
-    let (collector, spans) = receiver().await;
-    let args = attune::telemetry::TracingArgs {
-        otlp_endpoint: Some(collector),
-    };
-    let telemetry = attune::telemetry::start(&args, "attune-test", None)
-        .unwrap()
-        .expect("tracing on");
-    let s = TestServer::start_traced(Backend::Sqlite, Default::default(), telemetry.clone()).await;
+    let (s, telemetry, spans) = traced(Default::default()).await;
     let direct = "0af7651916cd43dd8448eb211c80319c";
     let r = s
         .send(
@@ -392,18 +384,11 @@ async fn direct_runs_and_mcp_calls_continue_the_caller_s_trace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_worker_continues_the_trace() {
-    let (collector, spans) = receiver().await;
-    let args = attune::telemetry::TracingArgs {
-        otlp_endpoint: Some(collector),
-    };
-    let telemetry = attune::telemetry::start(&args, "attune-test", None)
-        .unwrap()
-        .expect("tracing on");
     let pipeline = support::PipelineConfig {
         embedded_worker: false,
         ..Default::default()
     };
-    let s = TestServer::start_traced(Backend::Sqlite, pipeline, telemetry.clone()).await;
+    let (s, telemetry, spans) = traced(pipeline).await;
     let dir = tempfile::tempdir().unwrap();
     let config = attune::client::worker::RemoteWorkerConfig {
         telemetry: Some(telemetry.clone()),

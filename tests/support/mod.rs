@@ -79,3 +79,30 @@ pub async fn run_limited(
     request.limits = Some(limits);
     pack(guest).execute(runtime(), request).await
 }
+
+/// Reads an HTTP/1 request's head from `stream`: the head as text and the
+/// bytes read past it (the start of the body); `None` when the peer
+/// closed first.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let rest = head.split_off(end);
+    Some((String::from_utf8_lossy(&head).into_owned(), rest))
+}
+
+/// The value of header `name` in a request head as [`read_head`] gives it.
+pub fn header_of(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    })
+}
