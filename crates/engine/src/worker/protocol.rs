@@ -225,18 +225,16 @@ impl Report {
                 if !self.calls.is_empty() {
                     // Names, kinds and times only: the attributes went to
                     // the trace, and the timeline needs none of them.
-                    let calls: Vec<Value> = self
+                    let calls: Vec<attune_runtime::CallSpan> = self
                         .calls
-                        .iter()
+                        .into_iter()
                         .take(attune_runtime::calls::MAX_SPANS)
-                        .map(|c| {
-                            serde_json::json!({
-                                "kind": c.kind, "name": c.name, "start_us": c.start_us,
-                                "duration_us": c.duration_us, "error": c.error,
-                            })
+                        .map(|c| attune_runtime::CallSpan {
+                            attributes: Vec::new(),
+                            ..c
                         })
                         .collect();
-                    used["calls"] = Value::Array(calls);
+                    used["calls"] = serde_json::to_value(calls).ok()?;
                 }
                 Some(used)
             }),
