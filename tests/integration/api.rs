@@ -129,7 +129,7 @@ on_both_backends! {
         let triggers = s.get("/api/v1/trigger-types").await;
         let types: Vec<&str> = triggers.body["items"].as_array().unwrap().iter()
             .map(|t| t["ref"].as_str().unwrap()).collect();
-        assert_eq!(types, ["core.cron", "core.execution_finished", "core.interval", "core.manual", "core.once", "core.webhook"]);
+        assert_eq!(types, ["core.cron", "core.execution_finished", "core.inquiry_answered", "core.inquiry_opened", "core.interval", "core.manual", "core.once", "core.webhook"]);
         s.finish().await;
     }
 

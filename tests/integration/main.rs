@@ -3,6 +3,7 @@
 mod agreement;
 mod api;
 mod console;
+mod inquiries;
 mod kv;
 mod loading;
 mod mapping;

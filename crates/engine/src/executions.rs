@@ -29,6 +29,9 @@ pub struct RunRequest {
     /// Its depth in a chain of causes: 0 unless an action asked for it
     /// (through outbound HTTP, which says its own depth plus one).
     pub depth: i64,
+    /// The name of the token that asks, as authenticated (kept on a
+    /// workflow's run: its asks may refuse self-approval).
+    pub requested_by: Option<String>,
 }
 
 /// Validates and queues a direct run; returns it as queued (`requested`,
@@ -90,6 +93,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         timeout_ms,
         source: run.source,
         depth: run.depth,
+        requested_by: run.requested_by.filter(|_| workflow),
         gates,
         // Under the request that asked for it, when traced.
         trace: super::telemetry::current().map(|c| super::telemetry::header(&c)),

@@ -31,6 +31,8 @@
 //!   records are re-exported in [`records`].
 //! - [`workflows`] — workflow definitions, the pure step function, and the
 //!   conductor that applies each step in one transaction.
+//! - [`inquiries`] — people in the loop: answering a workflow's `ask`
+//!   tasks, resuming its `wait` tasks on an event, timing both out.
 //! - [`replay`] — an ended execution run again against its journal, by
 //!   the component that ran or another registered version of its pack.
 //! - [`telemetry`] — OpenTelemetry spans, one trace per cause, when the
@@ -45,6 +47,7 @@ pub mod error;
 pub mod executions;
 pub mod history;
 pub mod ingest;
+pub mod inquiries;
 pub mod kv;
 pub mod metrics;
 pub mod output;

@@ -4,7 +4,7 @@
 
 pub use attune_storage::{
     ActionRecord, AttemptRecord, EnforcementRecord, EventRecord, ExecutionFilter, ExecutionRecord,
-    ExecutionStatus, Finished, Grants, KvRecord, MAX_PAGE, PackRecord, Page, Refusal, Registered,
-    Role, RuleFilter, RuleRecord, RuleSpec, SecretRecord, SensorRecord, SensorRunRecord,
-    TokenRecord, TriggerTypeRecord, WorkerRecord, now_ms,
+    ExecutionStatus, Finished, Grants, InquiryRecord, KvRecord, MAX_PAGE, PackRecord, Page,
+    Refusal, Registered, Role, RuleFilter, RuleRecord, RuleSpec, SecretRecord, SensorRecord,
+    SensorRunRecord, TokenRecord, TriggerTypeRecord, WorkerRecord, now_ms,
 };

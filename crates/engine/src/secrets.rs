@@ -91,6 +91,36 @@ impl SecretsKey {
         XChaCha20Poly1305::new(self.key.as_ref().into())
     }
 
+    /// An HMAC-SHA256 of `message` under a key derived from this one for
+    /// `purpose` alone (so a tag made for one use is worth nothing in
+    /// another, and the sealing key itself never signs).
+    pub fn sign(&self, purpose: &str, message: &[u8]) -> [u8; 32] {
+        use hmac::Mac;
+        let mut mac = self.signer(purpose);
+        mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is [`Self::sign`]'s for `purpose` and `message`,
+    /// compared in constant time.
+    pub fn verify(&self, purpose: &str, message: &[u8], tag: &[u8]) -> bool {
+        use hmac::Mac;
+        let mut mac = self.signer(purpose);
+        mac.update(message);
+        mac.verify_slice(tag).is_ok()
+    }
+
+    fn signer(&self, purpose: &str) -> hmac::Hmac<sha2::Sha256> {
+        use hmac::Mac;
+        type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+        let mut derive =
+            <HmacSha256 as Mac>::new_from_slice(self.key.as_ref()).expect("HMAC takes any key");
+        derive.update(b"attune sign: ");
+        derive.update(purpose.as_bytes());
+        let subkey: Zeroizing<[u8; 32]> = Zeroizing::new(derive.finalize().into_bytes().into());
+        <HmacSha256 as Mac>::new_from_slice(subkey.as_ref()).expect("HMAC takes any key")
+    }
+
     /// Seals `value` for the secret `name`.
     pub fn seal(&self, name: &str, value: &str) -> SealedSecret {
         let mut nonce = [0u8; 24];

@@ -278,7 +278,8 @@ macro_rules! bind_execution {
                 .bind($e.not_before)
                 .bind($e.workflow.then_some($now))
                 .bind($e.depth)
-                .bind(&$e.trace),
+                .bind(&$e.trace)
+                .bind(&$e.requested_by),
         }
     }};
 }
@@ -327,6 +328,7 @@ mod claims;
 mod events;
 mod executions;
 mod gates;
+mod inquiries;
 mod journals;
 mod kv;
 mod packs;
@@ -341,6 +343,7 @@ mod workers;
 mod workflows;
 
 pub use claims::{Finished, FinishedMany, Reaped};
+pub use inquiries::InquiryEnd;
 pub use kv::KvRefusal;
 pub use secrets::SealedSecret;
 pub use sensors::{PollEnded, PollRecord};

@@ -26,6 +26,10 @@ impl Storage {
                 .bind(cutoff)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("DELETE FROM inquiry WHERE state <> 'open' AND answered_at < $1 AND id NOT IN (SELECT id FROM execution)")
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await?;
             let events = sqlx::query("DELETE FROM event WHERE created_at < $1")
                 .bind(cutoff)
                 .execute(&mut *tx)

@@ -173,7 +173,7 @@ pub(super) const RULE_COLUMNS: &str = "id, ref, description, trigger, trigger_pa
 /// An execution's insert; its rows come from [`execution_rows`] and
 /// [`bind_execution!`].
 pub(super) const INSERT_EXECUTION: &str = "INSERT INTO execution (action, params, status_reason, capabilities, rule, enforcement, \
-     max_attempts, timeout_ms, created_at, sealed_params, status, parent, task, sensor, source, not_before, started_at, depth, trace, attempt)";
+     max_attempts, timeout_ms, created_at, sealed_params, status, parent, task, sensor, source, not_before, started_at, depth, trace, requested_by, attempt)";
 
 /// Which columns of [`INSERT_EXECUTION`] a batch binds; the rest are
 /// written as literals, since each bound parameter costs, and most batches
@@ -185,7 +185,7 @@ pub(super) enum Shape {
     Plain,
     /// Every run is plain, some limited by a policy: the status too, 11.
     Status,
-    /// Anything else: 19.
+    /// Anything else: 20.
     Full,
 }
 
@@ -212,15 +212,15 @@ pub(super) fn execution_rows(dialect: Dialect, n: usize, shape: Shape) -> String
             dialect,
             n,
             10,
-            Some("'requested', NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, 1"),
+            Some("'requested', NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL, 1"),
         ),
         Shape::Status => rows_of(
             dialect,
             n,
             11,
-            Some("NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, 1"),
+            Some("NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL, 1"),
         ),
-        Shape::Full => rows_of(dialect, n, 19, Some("1")),
+        Shape::Full => rows_of(dialect, n, 20, Some("1")),
     }
 }
 
@@ -232,7 +232,7 @@ pub(super) const EVENT_COLUMNS: &str =
 /// with the times it spent queued and running.
 pub(super) const EXECUTION_COLUMNS: &str = "id, action, params, status, status_reason, capabilities, rule, enforcement, attempt, max_attempts, \
      timeout_ms, worker, result, error, stdout, stderr, logs, created_at, scheduled_at, started_at, finished_at, cancel_requested, sealed_params, parent, task, sensor, source, depth, \
-     resources, trace, started_at - created_at AS queued_ms, finished_at - started_at AS running_ms";
+     resources, trace, requested_by, started_at - created_at AS queued_ms, finished_at - started_at AS running_ms";
 
 #[cfg(test)]
 mod tests {
@@ -257,20 +257,22 @@ mod tests {
     }
 
     #[test]
-    fn plain_execution_rows_bind_ten_columns_gated_eleven_and_others_nineteen() {
+    fn plain_execution_rows_bind_ten_columns_gated_eleven_and_others_twenty() {
         let plain = super::execution_rows(Dialect::Postgres, 2, super::Shape::Plain);
         assert!(plain.starts_with("($1, $2,"), "{plain}");
         assert!(
-            plain.contains("$10, 'requested', NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, 1), ($11,"),
+            plain.contains(
+                "$10, 'requested', NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL, 1), ($11,"
+            ),
             "{plain}"
         );
         let status = super::execution_rows(Dialect::Postgres, 2, super::Shape::Status);
         assert!(
-            status.contains("$11, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, 1), ($12,"),
+            status.contains("$11, NULL, NULL, NULL, NULL, 0, NULL, 0, NULL, NULL, 1), ($12,"),
             "{status}"
         );
         let full = super::execution_rows(Dialect::Postgres, 1, super::Shape::Full);
-        assert!(full.ends_with("$18, $19, 1)"), "{full}");
+        assert!(full.ends_with("$19, $20, 1)"), "{full}");
     }
 
     #[test]

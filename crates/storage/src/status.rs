@@ -14,8 +14,9 @@ macro_rules! finished_statuses_sql {
 
 /// Where an execution stands. `delayed` waits for a policy's limit to
 /// let it through, `requested` waits for a worker that can serve it,
-/// `scheduled` is claimed by one, `running` has begun; the other five are
-/// final.
+/// `scheduled` is claimed by one, `running` has begun, `pending` (a
+/// workflow's `ask` or `wait` task) waits for an answer or an event; the
+/// other five are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
@@ -27,6 +28,8 @@ pub enum ExecutionStatus {
     Scheduled,
     /// Begun.
     Running,
+    /// Waiting for a person's answer or an event; no worker runs it.
+    Pending,
     /// Ended with a result.
     Succeeded,
     /// Ended with an error or a trap.
@@ -41,11 +44,12 @@ pub enum ExecutionStatus {
 
 impl ExecutionStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [ExecutionStatus; 9] = [
+    pub const ALL: [ExecutionStatus; 10] = [
         Self::Delayed,
         Self::Requested,
         Self::Scheduled,
         Self::Running,
+        Self::Pending,
         Self::Succeeded,
         Self::Failed,
         Self::TimedOut,
@@ -60,6 +64,7 @@ impl ExecutionStatus {
             Self::Requested => "requested",
             Self::Scheduled => "scheduled",
             Self::Running => "running",
+            Self::Pending => "pending",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::TimedOut => "timed_out",
@@ -77,7 +82,7 @@ impl ExecutionStatus {
     pub fn is_finished(self) -> bool {
         !matches!(
             self,
-            Self::Delayed | Self::Requested | Self::Scheduled | Self::Running
+            Self::Delayed | Self::Requested | Self::Scheduled | Self::Running | Self::Pending
         )
     }
 

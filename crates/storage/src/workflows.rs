@@ -163,6 +163,27 @@ impl Storage {
                 }
                 started = query.fetch_all(&mut *tx).await?;
                 started.sort_by_key(|e| e.id);
+                // An `ask` or `wait` task waits `pending`, with what it
+                // waits for beside it; a wait looks at events from now on.
+                for (e, r) in step.starts.iter().zip(&started) {
+                    let Some(i) = &e.inquiry else { continue };
+                    sqlx::query(
+                        "INSERT INTO inquiry (id, workflow, task, kind, spec, trigger, after_event, deadline, \
+                         requested_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, \
+                         (SELECT COALESCE(MAX(id), 0) FROM event), $7, $8, $9)",
+                    )
+                    .bind(r.id)
+                    .bind(step.execution)
+                    .bind(e.task.as_deref().unwrap_or_default())
+                    .bind(&i.kind)
+                    .bind(Json(&i.spec))
+                    .bind(&i.trigger)
+                    .bind(i.deadline)
+                    .bind(&i.requested_by)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 if let Some(plan) = &plan {
                     let written: Vec<(i64, &[Gate])> =
                         started.iter().map(|r| r.id).zip(gates).collect();
@@ -193,7 +214,15 @@ impl Storage {
                 let ids = id_array(dialect, step.cancel);
                 sqlx::query(&format!(
                     "UPDATE execution SET status = 'cancelled', status_reason = 'its workflow was cancelled', \
-                     finished_at = $1, sealed_params = NULL WHERE id {} AND status IN ('delayed', 'requested', 'scheduled')",
+                     finished_at = $1, sealed_params = NULL WHERE id {} AND status IN ('delayed', 'requested', 'scheduled', 'pending')",
+                    id_in(dialect, 2)
+                ))
+                .bind(now)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&format!(
+                    "UPDATE inquiry SET state = 'closed', answered_at = $1 WHERE id {} AND state = 'open'",
                     id_in(dialect, 2)
                 ))
                 .bind(now)

@@ -146,6 +146,7 @@ async fn create(
             timeout: input.timeout,
             max_attempts: input.max_attempts,
             source: input.source,
+            requested_by: Some(caller.token.name.clone()),
             depth: attune_runtime::http::chain_depth(
                 headers
                     .iter()

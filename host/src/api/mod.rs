@@ -14,6 +14,7 @@ mod actions;
 mod events;
 mod executions;
 mod health;
+mod inquiries;
 mod kv;
 mod packs;
 mod policies;
@@ -185,6 +186,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sensors::routes())
         .merge(rules::routes())
         .merge(policies::routes())
+        .merge(inquiries::routes())
         .merge(events::routes())
         .merge(executions::routes())
         .merge(workers::routes())

@@ -95,6 +95,7 @@ impl Backend for Local {
             max_attempts: None,
             source: Some("mcp".into()),
             depth: 0,
+            requested_by: caller(ctx).map(|c| c.token.name.clone()),
         };
         let span = ctx
             .extensions

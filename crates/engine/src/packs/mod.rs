@@ -342,6 +342,7 @@ pub async fn register(
         &manifest.name,
         &upload.workflows,
         &actions,
+        &trigger_types,
         &manifest.secrets,
     )
     .await?;

@@ -10,14 +10,19 @@ use super::PackError;
 use crate::rules::secret_refs;
 use crate::workflows::Workflow;
 use crate::workflows::definition::Actions;
-use attune_storage::{NewAction, Storage};
+use attune_storage::{NewAction, Storage, TriggerTypeRecord};
 
-/// The actions a pack's workflows may name: `(ref → parameter schema)`.
-struct Known(HashMap<String, Value>);
+/// The actions a pack's workflows may name (`ref → parameter schema`), and
+/// the trigger types their `wait` tasks may.
+struct Known(HashMap<String, Value>, HashMap<String, TriggerTypeRecord>);
 
 impl Actions for Known {
     fn params_schema(&self, action: &str) -> Option<Value> {
         self.0.get(action).cloned()
+    }
+
+    fn trigger(&self, r#ref: &str) -> Option<TriggerTypeRecord> {
+        self.1.get(r#ref).cloned()
     }
 }
 
@@ -28,6 +33,7 @@ pub async fn check(
     pack: &str,
     files: &[(String, String)],
     actions: &BTreeMap<String, NewAction>,
+    triggers: &[TriggerTypeRecord],
     granted: &[String],
 ) -> Result<Vec<NewAction>, PackError> {
     let invalid = |file: &str, path: String, message: String| PackError::InvalidWorkflow {
@@ -71,8 +77,19 @@ pub async fn check(
     for (_, name, flow) in &parsed {
         known.insert(format!("{pack}.{name}"), flow.input.clone());
     }
+    let mut known_triggers: HashMap<String, TriggerTypeRecord> = triggers
+        .iter()
+        .map(|t| (t.r#ref.clone(), t.clone()))
+        .collect();
     for (_, _, flow) in &parsed {
-        for task in flow.tasks.values() {
+        for wait in flow.tasks.values().filter_map(|t| t.wait.as_ref()) {
+            if !known_triggers.contains_key(&wait.trigger)
+                && let Some(t) = storage.get_trigger_type(&wait.trigger).await?
+            {
+                known_triggers.insert(t.r#ref.clone(), t);
+            }
+        }
+        for task in flow.tasks.values().filter(|t| !t.action.is_empty()) {
             if known.contains_key(&task.action) || task.action.starts_with(&format!("{pack}.")) {
                 continue;
             }
@@ -83,7 +100,7 @@ pub async fn check(
             }
         }
     }
-    let known = Known(known);
+    let known = Known(known, known_triggers);
     let mut out = Vec::new();
     for (file, name, flow) in parsed {
         let mut errors = flow.check(&known);

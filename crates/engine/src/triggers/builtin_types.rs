@@ -102,6 +102,40 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
             }),
         },
         TriggerTypeRecord {
+            r#ref: crate::inquiries::OPENED_TRIGGER.into(),
+            description: "Fires when a workflow's `ask` task opens an inquiry, with its prompt: a rule can post it to chat.".into(),
+            params_schema: no_params(),
+            payload_schema: json!({
+                "type": "object",
+                "properties": {
+                    "inquiry": {"type": "integer", "description": "The inquiry's id (its task's execution)."},
+                    "execution": {"type": "integer", "description": "Its workflow's execution."},
+                    "task": {"type": "string"},
+                    "prompt": {"type": "string"},
+                    "schema": {"type": "object", "description": "JSON Schema of the answer."},
+                    "deadline": {"type": ["integer", "null"], "description": "Unix ms when it times out."},
+                    "resume_url": {"type": "string", "description": "A signed, expiring, single-use link to answer it without a token, when the ask sets `resume_url: true`."}
+                },
+                "required": ["inquiry", "execution", "task", "prompt"]
+            }),
+        },
+        TriggerTypeRecord {
+            r#ref: crate::inquiries::ANSWERED_TRIGGER.into(),
+            description: "Fires when an inquiry is answered, with the answer and who gave it.".into(),
+            params_schema: no_params(),
+            payload_schema: json!({
+                "type": "object",
+                "properties": {
+                    "inquiry": {"type": "integer"},
+                    "execution": {"type": "integer"},
+                    "task": {"type": "string"},
+                    "answered_by": {"type": "string"},
+                    "answer": {"type": "object"}
+                },
+                "required": ["inquiry", "execution", "task", "answered_by", "answer"]
+            }),
+        },
+        TriggerTypeRecord {
             r#ref: "core.manual".into(),
             description: "Events posted through POST /api/v1/events.".into(),
             params_schema: json!({
@@ -112,6 +146,10 @@ pub(super) fn all() -> Vec<TriggerTypeRecord> {
             payload_schema: json!({"type": "object"}),
         },
     ]
+}
+
+fn no_params() -> serde_json::Value {
+    json!({"type": "object", "properties": {}, "additionalProperties": false})
 }
 
 /// What a timer's event carries: its tick count, when it was due (Unix

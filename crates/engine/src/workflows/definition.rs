@@ -38,12 +38,20 @@ pub struct Workflow {
     pub output: Option<Value>,
 }
 
-/// One task: an action run with templated input, and where to go next.
+/// One task: an action run with templated input (or an `ask` or a
+/// `wait`, see [`super::pause`]), and where to go next.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Task {
-    /// The action's ref (a workflow's too).
+    /// The action's ref (a workflow's too); empty for `ask` and `wait`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
+    /// Asks a person, and waits for the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask: Option<super::pause::Ask>,
+    /// Waits for an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<super::pause::Wait>,
     /// Its parameters; strings may be templates.
     #[serde(default = "empty_object")]
     pub input: Value,
@@ -134,6 +142,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 pub trait Actions {
     /// The parameter schema of `action`, `None` when there is no such action.
     fn params_schema(&self, action: &str) -> Option<Value>;
+    /// The trigger type `r#ref`, `None` when there is no such trigger.
+    fn trigger(&self, _ref: &str) -> Option<attune_storage::TriggerTypeRecord> {
+        None
+    }
 }
 
 impl Workflow {
@@ -276,6 +288,9 @@ impl Task {
         actions: &dyn Actions,
         err: &mut impl FnMut(String, String),
     ) {
+        if super::pause::check_task(self, at, actions, err) {
+            return self.check_next(at, tasks, err);
+        }
         let mut templated = HashSet::new();
         find_templates(&self.input, &mut templated, &mut |p, m| {
             err(format!("{at}/input{p}"), m)
@@ -347,6 +362,15 @@ impl Task {
             }
             _ => {}
         }
+        self.check_next(at, tasks, err);
+    }
+
+    fn check_next(
+        &self,
+        at: &str,
+        tasks: &BTreeMap<String, Task>,
+        err: &mut impl FnMut(String, String),
+    ) {
         for (n, next) in self.next.iter().enumerate() {
             let at = format!("{at}/next/{n}");
             if let Some(when) = next.when.as_deref().map(str::trim)

@@ -16,6 +16,7 @@
 //! timeouts and records as any execution.
 
 pub mod definition;
+pub mod pause;
 pub mod step;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use self::definition::MAX_DEPTH;
+
 pub use self::definition::Workflow;
 use self::step::{ChildEnd, Machine, State, Step};
 use super::{Core, EngineError};
@@ -83,6 +85,8 @@ pub async fn advance(core: &Core) -> Result<usize, EngineError> {
     }
     // Sensor polls end like tasks do: their records become events.
     steps += crate::sensors::harvest(core).await?;
+    // Asks and waits end on an answer, an event or their deadline.
+    steps += crate::inquiries::tick(core).await?;
     Ok(steps)
 }
 
@@ -114,7 +118,7 @@ impl Run {
         let mut actions = HashMap::new();
         let mut names = std::collections::BTreeSet::new();
         let mut handed: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
-        for task in def.tasks.values() {
+        for task in def.tasks.values().filter(|t| !t.action.is_empty()) {
             let (refs, _) = crate::rules::secret_refs::refs_in_params(&task.input);
             if !actions.contains_key(&task.action)
                 && let Some(record) = core.cache.action(&core.storage, &task.action).await?
@@ -186,10 +190,19 @@ impl Run {
         seen: &[i64],
     ) -> Result<bool, EngineError> {
         let now = now_ms();
+        // Who may not answer its asks when self-approval is off.
+        let requester = if step.starts.iter().any(|s| s.pause.is_some()) {
+            requester(core, &self.execution).await?
+        } else {
+            None
+        };
         let starts: Vec<NewExecution> = step
             .starts
             .iter()
             .map(|s| {
+                if let Some(spec) = &s.pause {
+                    return self.pending(now, s, spec, requester.clone());
+                }
                 let (record, _) = &self.actions[&s.action];
                 let sealed = s
                     .real_params
@@ -219,6 +232,7 @@ impl Run {
                     // And traced under it.
                     trace: crate::telemetry::execution_of(&self.execution)
                         .map(|c| crate::telemetry::header(&c)),
+                    requested_by: self.execution.requested_by.clone(),
                     ..NewExecution::of(&s.action, s.params.clone(), record.capabilities.clone())
                 }
             })
@@ -275,7 +289,41 @@ impl Run {
             ended.push(self.execution.id);
         }
         crate::executions::announce(core, &ended).await;
+        let asks: Vec<(i64, i64)> = started
+            .iter()
+            .filter(|e| e.action == pause::ASK_ACTION && e.status == ExecutionStatus::Pending)
+            .map(|e| (e.id, e.depth))
+            .collect();
+        if !asks.is_empty() {
+            crate::inquiries::opened(core, &asks).await;
+        }
         Ok(true)
+    }
+
+    /// The execution of a task that asks or waits: `pending`, with what it
+    /// waits for.
+    fn pending(
+        &self,
+        now: i64,
+        s: &step::Start,
+        spec: &pause::Spec,
+        requester: Option<String>,
+    ) -> NewExecution {
+        NewExecution {
+            rule: self.execution.rule.clone(),
+            parent: Some(self.execution.id),
+            task: Some(s.label()),
+            depth: self.execution.depth,
+            requested_by: self.execution.requested_by.clone(),
+            inquiry: Some(attune_storage::NewInquiry {
+                kind: spec.kind.clone(),
+                spec: serde_json::to_value(spec).unwrap_or_default(),
+                trigger: spec.trigger.clone(),
+                deadline: spec.timeout_ms.map(|t| now + t),
+                requested_by: requester,
+            }),
+            ..NewExecution::of(spec.action(), s.params.clone(), Vec::new())
+        }
     }
 
     fn machine<'a>(&'a self, check: step::Check<'a>) -> Machine<'a> {
@@ -320,6 +368,39 @@ pub async fn progress(core: &Core, id: i64) -> Result<Option<Value>, EngineError
         "error": state.error,
         "depth": state.depth,
     })))
+}
+
+/// The name of the token that started workflow `execution` (or the
+/// workflow it is a task of): the one that asked for a direct run, or
+/// posted the event whose rule started it.
+async fn requester(
+    core: &Core,
+    execution: &ExecutionRecord,
+) -> Result<Option<String>, EngineError> {
+    let mut e = execution.clone();
+    for _ in 0..=MAX_DEPTH {
+        if e.requested_by.is_some() {
+            return Ok(e.requested_by);
+        }
+        if let Some(enforcement) = e.enforcement {
+            let Some(event) = core.storage.event_of_enforcement(enforcement).await? else {
+                return Ok(None);
+            };
+            return Ok(core
+                .storage
+                .get_event(event)
+                .await?
+                .and_then(|ev| ev.source));
+        }
+        let Some(parent) = e.parent else {
+            return Ok(None);
+        };
+        let Some(p) = core.storage.get_execution(parent).await? else {
+            return Ok(None);
+        };
+        e = p;
+    }
+    Ok(None)
 }
 
 /// Masks secret values in `v` (an error rendered from a template).

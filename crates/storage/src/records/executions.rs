@@ -114,6 +114,27 @@ pub struct NewExecution {
     /// The W3C `traceparent` of the span its own span is a child of, when
     /// it is traced.
     pub trace: Option<String>,
+    /// The name of the token that asked for it (direct runs of workflows,
+    /// and their tasks).
+    pub requested_by: Option<String>,
+    /// What it waits for, for a workflow's `ask` or `wait` task: it starts
+    /// `pending` and no worker claims it.
+    pub inquiry: Option<NewInquiry>,
+}
+
+/// What a `pending` execution waits for (see [`NewExecution::inquiry`]).
+#[derive(Debug, Clone)]
+pub struct NewInquiry {
+    /// `ask` or `wait`.
+    pub kind: String,
+    /// What it waits for, as the engine describes it.
+    pub spec: Value,
+    /// A wait's trigger type.
+    pub trigger: Option<String>,
+    /// Unix ms when it times out.
+    pub deadline: Option<i64>,
+    /// The name of the token that started the workflow.
+    pub requested_by: Option<String>,
 }
 
 impl NewExecution {
@@ -128,6 +149,8 @@ impl NewExecution {
             && self.depth == 0
             && !self.workflow
             && self.trace.is_none()
+            && self.requested_by.is_none()
+            && self.inquiry.is_none()
     }
 
     /// The status it is stored with: a workflow's own execution starts
@@ -136,6 +159,8 @@ impl NewExecution {
     pub fn initial_status(&self) -> ExecutionStatus {
         if !self.gates.is_empty() {
             ExecutionStatus::Delayed
+        } else if self.inquiry.is_some() {
+            ExecutionStatus::Pending
         } else if self.workflow {
             ExecutionStatus::Running
         } else {
@@ -165,6 +190,8 @@ impl NewExecution {
             depth: 0,
             gates: Vec::new(),
             trace: None,
+            requested_by: None,
+            inquiry: None,
         }
     }
 }
@@ -216,6 +243,10 @@ pub struct ExecutionRecord {
     /// [`Finished::resources`](crate::Finished::resources)).
     #[sqlx(json(nullable))]
     pub resources: Option<Value>,
+    /// The name of the token that asked for it (a direct run of a workflow
+    /// and its tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -282,6 +313,7 @@ impl ExecutionRecord {
             stderr: None,
             logs: None,
             resources: None,
+            requested_by: e.requested_by.clone(),
             created_at: now,
             scheduled_at: None,
             started_at,

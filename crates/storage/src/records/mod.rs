@@ -8,12 +8,14 @@ pub use super::status::ExecutionStatus;
 
 mod access;
 mod executions;
+mod inquiries;
 mod packs;
 mod policies;
 mod rules;
 
 pub use access::*;
 pub use executions::*;
+pub use inquiries::*;
 pub use packs::*;
 pub use policies::*;
 pub use rules::*;

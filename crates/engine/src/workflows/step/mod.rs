@@ -3,6 +3,7 @@
 //! end). It reads no clock and no database, so the conductor can apply each
 //! step in one transaction with what caused it, and tests can drive it alone.
 
+mod paused;
 mod state;
 
 pub use self::state::{Slot, State, TaskState};
@@ -34,6 +35,8 @@ pub struct Start {
     pub timeout_ms: Option<i64>,
     /// Wait before it may run (a retry's delay).
     pub delay_ms: i64,
+    /// What it waits for, when it asks or waits instead of running.
+    pub pause: Option<super::pause::Spec>,
 }
 
 impl Start {
@@ -327,6 +330,17 @@ impl Machine<'_> {
     /// Renders and checks one child's parameters.
     fn child(&self, state: &State, slot: &Slot, delay_ms: i64) -> Result<Start, Value> {
         let def = &self.def.tasks[&slot.task];
+        if let Some(spec) = self.pause(state, def)? {
+            return Ok(Start {
+                slot: slot.clone(),
+                action: spec.action().into(),
+                params: spec.params(),
+                real_params: None,
+                timeout_ms: None,
+                delay_ms: 0,
+                pause: Some(spec),
+            });
+        }
         let item = slot.item.map(|i| {
             state.tasks[&slot.task]
                 .items
@@ -386,6 +400,7 @@ impl Machine<'_> {
                 .and_then(|t| parse_duration(t).ok())
                 .map(millis),
             delay_ms,
+            pause: None,
         })
     }
 

@@ -1,0 +1,362 @@
+//! People in the loop: answering a workflow's `ask` tasks, resuming its
+//! `wait` tasks on a matching event, and timing both out.
+//!
+//! An `ask` or `wait` task is a child execution in status `pending` with an
+//! inquiry row beside it (see [`crate::workflows::pause`]). Whatever ends it
+//! — an answer, an event, the deadline, a cancel — ends it only while it is
+//! `pending`, in one transaction with the inquiry's end, so it ends once
+//! across nodes; the workflow's conductor then takes the end in like any
+//! child's. Everything is in the database, so a waiting workflow survives a
+//! restart.
+
+use serde_json::{Value, json};
+
+use crate::rules::render::{matches, to_template};
+use crate::workflows::pause::{OnTimeout, Spec};
+use crate::{Core, EngineError};
+use attune_storage::{ExecutionStatus, InquiryEnd, InquiryRecord, Role, now_ms};
+
+/// The trigger type of the event an `ask` emits when it opens.
+pub const OPENED_TRIGGER: &str = "core.inquiry_opened";
+/// The trigger type of the event an answer emits.
+pub const ANSWERED_TRIGGER: &str = "core.inquiry_answered";
+/// Events a wait looks at in one pass.
+const EVENTS_PER_PASS: i64 = 200;
+
+/// Who answers.
+#[derive(Debug, Clone, Copy)]
+pub enum By<'a> {
+    /// A token, by name and role.
+    Token {
+        /// Its name.
+        name: &'a str,
+        /// Its role.
+        role: Role,
+    },
+    /// Someone holding a valid resume URL.
+    ResumeUrl,
+}
+
+impl By<'_> {
+    fn name(&self) -> &str {
+        match self {
+            By::Token { name, .. } => name,
+            By::ResumeUrl => "resume URL",
+        }
+    }
+}
+
+/// What an inquiry's stored spec says.
+pub fn spec(i: &InquiryRecord) -> Spec {
+    serde_json::from_value(i.spec.clone()).unwrap_or_else(|_| Spec {
+        kind: i.kind.clone(),
+        prompt: None,
+        schema: None,
+        approvers: None,
+        self_approval: false,
+        resume_url: false,
+        trigger: None,
+        criteria: None,
+        context: None,
+        timeout_ms: None,
+        on_timeout: OnTimeout::Fail,
+    })
+}
+
+/// Why `by` may not answer `i`, if it may not.
+pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
+    let By::Token { name, role } = by else {
+        return None;
+    };
+    let approvers = spec.approvers.clone().unwrap_or_default();
+    if !approvers.admit(name, role) {
+        let mut who: Vec<String> = approvers
+            .roles
+            .iter()
+            .map(|r| format!("role {r}"))
+            .collect();
+        who.extend(approvers.tokens.iter().map(|t| format!("token `{t}`")));
+        return Some(format!(
+            "inquiry {} may be answered only by {}",
+            i.id,
+            who.join(" or ")
+        ));
+    }
+    if !spec.self_approval && i.requested_by.as_deref() == Some(name) {
+        return Some(format!(
+            "inquiry {} may not be answered by the token that started its workflow",
+            i.id
+        ));
+    }
+    None
+}
+
+/// Open `ask` inquiries `name` (with `role`) may answer, oldest first.
+pub async fn list(core: &Core, name: &str, role: Role) -> Result<Vec<InquiryRecord>, EngineError> {
+    let open = core.storage.open_inquiries(Some("ask")).await?;
+    Ok(open
+        .into_iter()
+        .filter(|i| refusal(i, &spec(i), By::Token { name, role }).is_none())
+        .collect())
+}
+
+/// One inquiry.
+pub async fn get(core: &Core, id: i64) -> Result<InquiryRecord, EngineError> {
+    core.storage
+        .get_inquiry(id)
+        .await?
+        .ok_or_else(|| EngineError::not_found("inquiry", id))
+}
+
+/// Why an inquiry that is not open cannot be answered.
+fn closed(i: &InquiryRecord) -> EngineError {
+    let when = i
+        .answered_at
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| {
+            format!(
+                " at {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    EngineError::Conflict(match i.state.as_str() {
+        "answered" => format!(
+            "inquiry {} was already answered by {}{when}",
+            i.id,
+            i.answered_by.as_deref().unwrap_or("someone")
+        ),
+        "timed_out" => format!("inquiry {} timed out{when}", i.id),
+        _ => format!(
+            "inquiry {} was closed: its workflow was cancelled{when}",
+            i.id
+        ),
+    })
+}
+
+/// Answers `ask` inquiry `id` with `answer`: refused when `by` may not
+/// answer it (denied), when it is no longer open (a conflict, naming who
+/// answered) or when the answer does not fit its schema (invalid, with
+/// paths). The answer, with `answered_by` and `answered_at`, becomes the
+/// task's result.
+pub async fn respond(
+    core: &Core,
+    id: i64,
+    answer: Value,
+    by: By<'_>,
+) -> Result<InquiryRecord, EngineError> {
+    let i = get(core, id).await?;
+    if i.kind != "ask" {
+        return Err(EngineError::Conflict(format!(
+            "inquiry {id} waits for an event; only an `ask` is answered"
+        )));
+    }
+    let spec = spec(&i);
+    if let Some(why) = refusal(&i, &spec, by) {
+        return Err(EngineError::Denied(why));
+    }
+    if i.state != "open" {
+        return Err(closed(&i));
+    }
+    let schema = spec
+        .schema
+        .clone()
+        .unwrap_or_else(|| json!({"type": "object"}));
+    let errors = attune_runtime::schema_errors(&schema, &answer);
+    if !errors.is_empty() {
+        return Err(EngineError::invalid(
+            "the answer does not fit the inquiry's schema",
+            "",
+            errors,
+        ));
+    }
+    let Value::Object(mut result) = answer else {
+        return Err(EngineError::invalid(
+            "the answer does not fit the inquiry's schema",
+            "",
+            vec![attune_runtime::PathError::new("", "expected an object")],
+        ));
+    };
+    let now = now_ms();
+    result.insert("answered_by".into(), json!(by.name()));
+    result.insert("answered_at".into(), json!(now));
+    let result = Value::Object(result);
+    let end = InquiryEnd {
+        state: "answered",
+        by: Some(by.name()),
+        status: ExecutionStatus::Succeeded,
+        result: Some(&result),
+        error: None,
+    };
+    if !core.storage.end_inquiry(id, &end).await? {
+        return Err(closed(&get(core, id).await?));
+    }
+    ended(core, id).await;
+    let i = get(core, id).await?;
+    let depth = core.storage.get_execution(id).await?.map_or(0, |e| e.depth);
+    emit(
+        core,
+        ANSWERED_TRIGGER,
+        json!({"inquiry": i.id, "execution": i.workflow, "task": i.task,
+               "answered_by": i.answered_by, "answer": result}),
+        depth,
+    )
+    .await;
+    Ok(i)
+}
+
+/// After an inquiry's execution ended: its workflow takes the end in, and
+/// its end is announced.
+async fn ended(core: &Core, id: i64) {
+    core.dispatch.finished.notify_one();
+    crate::executions::announce(core, &[id]).await;
+}
+
+/// Emits an event of `trigger` through the event door when a rule
+/// listens; `depth`: its task's (what it causes is one deeper, so a rule
+/// whose workflow asks again stops at the chain's bound).
+async fn emit(core: &Core, trigger: &str, payload: Value, depth: i64) {
+    let listening = core.cache.enabled_rules(&core.storage, trigger).await;
+    if !matches!(&listening, Ok(rules) if !rules.is_empty()) {
+        return;
+    }
+    let event = crate::ingest::IncomingEvent {
+        trigger: trigger.into(),
+        payload,
+        source: Some("core.ask".into()),
+        rules: None,
+        depth: depth + 1,
+        trace: None,
+    };
+    if let Err(e) = core.ingest.event(core, event).await
+        && !e.is_refused()
+    {
+        tracing::error!(error = %e, trigger, "emitting an inquiry's event");
+    }
+}
+
+/// Announces asks that just opened (`(id, depth)`): a
+/// `core.inquiry_opened` event each.
+pub async fn opened(core: &Core, asks: &[(i64, i64)]) {
+    for (id, depth) in asks {
+        let Ok(Some(i)) = core.storage.get_inquiry(*id).await else {
+            continue;
+        };
+        if i.kind != "ask" {
+            continue;
+        }
+        let spec = spec(&i);
+        emit(
+            core,
+            OPENED_TRIGGER,
+            json!({"inquiry": i.id, "execution": i.workflow, "task": i.task,
+                   "prompt": spec.prompt, "schema": spec.schema, "deadline": i.deadline}),
+            *depth,
+        )
+        .await;
+    }
+}
+
+/// One pass over open inquiries: times out those past their deadline and
+/// resumes waits a matching event arrived for. Returns how many it ended.
+pub async fn tick(core: &Core) -> Result<usize, EngineError> {
+    let open = core.storage.open_inquiries(None).await?;
+    if open.is_empty() {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let mut n = 0;
+    for i in open {
+        let spec = spec(&i);
+        let end = if i.deadline.is_some_and(|d| d <= now) {
+            time_out(core, &i, &spec).await?
+        } else if i.kind == "wait" {
+            resume(core, &i, &spec).await?
+        } else {
+            false
+        };
+        if end {
+            n += 1;
+            ended(core, i.id).await;
+        }
+    }
+    Ok(n)
+}
+
+async fn time_out(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, EngineError> {
+    let what = if i.kind == "ask" {
+        "no answer"
+    } else {
+        "no matching event"
+    };
+    let (status, result, error) = match spec.on_timeout {
+        OnTimeout::Fail => (
+            ExecutionStatus::TimedOut,
+            None,
+            Some(json!(format!(
+                "{what} within {}",
+                attune_util::units::format_duration_ms(spec.timeout_ms.unwrap_or(0))
+            ))),
+        ),
+        OnTimeout::Continue => (
+            ExecutionStatus::Succeeded,
+            Some(json!({"timed_out": true})),
+            None,
+        ),
+    };
+    let end = InquiryEnd {
+        state: "timed_out",
+        by: None,
+        status,
+        result: result.as_ref(),
+        error: error.as_ref(),
+    };
+    Ok(core.storage.end_inquiry(i.id, &end).await?)
+}
+
+/// Resumes wait `i` with the first event after it started that matches its
+/// criteria, if one arrived.
+async fn resume(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, EngineError> {
+    let Some(trigger) = &i.trigger else {
+        return Ok(false);
+    };
+    let events = core
+        .storage
+        .events_after(trigger, i.after_event, EVENTS_PER_PASS)
+        .await?;
+    let Some(last) = events.last().map(|e| e.id) else {
+        return Ok(false);
+    };
+    let context = spec.context.clone().unwrap_or_default();
+    for e in &events {
+        let ctx = minijinja::context! {
+            event => minijinja::context! {
+                id => e.id,
+                trigger => e.trigger.clone(),
+                payload => to_template(&e.payload),
+                source => e.source.clone(),
+                created_at => e.created_at,
+            },
+            input => to_template(context.get("input").unwrap_or(&Value::Null)),
+            vars => to_template(context.get("vars").unwrap_or(&Value::Null)),
+        };
+        // An expression that cannot be evaluated on this event (a missing
+        // field) does not match it.
+        if !matches(spec.criteria.as_deref(), &ctx).unwrap_or(false) {
+            continue;
+        }
+        let result = json!({"id": e.id, "trigger": e.trigger, "payload": e.payload,
+                            "source": e.source, "created_at": e.created_at});
+        let by = format!("event {}", e.id);
+        let end = InquiryEnd {
+            state: "answered",
+            by: Some(&by),
+            status: ExecutionStatus::Succeeded,
+            result: Some(&result),
+            error: None,
+        };
+        return Ok(core.storage.end_inquiry(i.id, &end).await?);
+    }
+    core.storage.wait_looked(i.id, last).await?;
+    Ok(false)
+}

@@ -1,0 +1,153 @@
+//! Inquiries: what a workflow's `ask` or `wait` task waits for, and its
+//! end. A task's execution is `pending` until an answer, a matching event,
+//! its deadline or a cancel ends it; each of those ends it only while it is
+//! still `pending`, in the transaction that records the inquiry's end, so
+//! two answers racing (on two nodes) end it once.
+
+use serde_json::Value;
+use sqlx::types::Json;
+
+use super::records::*;
+use super::{Pool, Result, Storage, now_ms};
+
+const COLUMNS: &str = "id, workflow, task, kind, spec, trigger, after_event, deadline, requested_by, state, \
+     answered_by, answered_at, created_at";
+
+/// How an inquiry ends: its state, who ended it, and its execution's end.
+pub struct InquiryEnd<'a> {
+    /// `answered` or `timed_out`.
+    pub state: &'a str,
+    /// Who answered, or what resumed it.
+    pub by: Option<&'a str>,
+    /// The execution's final status.
+    pub status: ExecutionStatus,
+    /// Its result.
+    pub result: Option<&'a Value>,
+    /// Its error.
+    pub error: Option<&'a Value>,
+}
+
+impl Storage {
+    /// Open inquiries, oldest first (at most 500): `kind` `ask` or `wait`,
+    /// or both.
+    pub async fn open_inquiries(&self, kind: Option<&str>) -> Result<Vec<InquiryRecord>> {
+        on_pool!(self, |p| {
+            let open: Vec<InquiryRecord> = sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM inquiry WHERE state = 'open' ORDER BY id LIMIT 500"
+            ))
+            .fetch_all(p)
+            .await?;
+            Ok(open
+                .into_iter()
+                .filter(|i| kind.is_none_or(|k| i.kind == k))
+                .collect())
+        })
+    }
+
+    /// Open inquiries whose deadline has passed.
+    pub async fn inquiries_due(&self, now: i64) -> Result<Vec<InquiryRecord>> {
+        on_pool!(self, |p| {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM inquiry WHERE state = 'open' AND deadline IS NOT NULL AND deadline <= $1 \
+                 ORDER BY id LIMIT 500"
+            ))
+            .bind(now)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// One inquiry.
+    pub async fn get_inquiry(&self, id: i64) -> Result<Option<InquiryRecord>> {
+        on_pool!(self, |p| {
+            Ok(
+                sqlx::query_as(&format!("SELECT {COLUMNS} FROM inquiry WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(p)
+                    .await?,
+            )
+        })
+    }
+
+    /// The inquiries of workflow `workflow`, oldest first.
+    pub async fn inquiries_of(&self, workflow: i64) -> Result<Vec<InquiryRecord>> {
+        on_pool!(self, |p| {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM inquiry WHERE workflow = $1 ORDER BY id LIMIT 500"
+            ))
+            .bind(workflow)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// Ends inquiry `id` and its execution as `end` says, if it is still
+    /// open; false when something else ended it first.
+    pub async fn end_inquiry(&self, id: i64, end: &InquiryEnd<'_>) -> Result<bool> {
+        let now = now_ms();
+        on_writer!(self, |p| {
+            let mut tx = p.begin_with(self.begin_sql()).await?;
+            let ended = sqlx::query(
+                "UPDATE execution SET status = $2, result = $3, error = $4, started_at = COALESCE(started_at, created_at), \
+                 finished_at = $5 WHERE id = $1 AND status = 'pending'",
+            )
+            .bind(id)
+            .bind(end.status.as_str())
+            .bind(end.result.map(Json))
+            .bind(end.error.map(Json))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                > 0;
+            if !ended {
+                return Ok(false);
+            }
+            sqlx::query(
+                "UPDATE inquiry SET state = $2, answered_by = $3, answered_at = $4 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(end.state)
+            .bind(end.by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    /// Moves an open wait past the events it has looked at.
+    pub async fn wait_looked(&self, id: i64, after_event: i64) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query(
+                "UPDATE inquiry SET after_event = $2 WHERE id = $1 AND state = 'open' AND after_event < $2",
+            )
+            .bind(id)
+            .bind(after_event)
+            .execute(&mut *p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Events of `trigger` after event `after`, oldest first.
+    pub async fn events_after(
+        &self,
+        trigger: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>> {
+        on_pool!(self, |p| {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {} FROM event WHERE trigger = $1 AND id > $2 ORDER BY id LIMIT $3",
+                super::sql::EVENT_COLUMNS
+            ))
+            .bind(trigger)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+}

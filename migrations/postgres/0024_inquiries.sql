@@ -1,0 +1,26 @@
+-- People in the loop. A workflow's `ask` or `wait` task runs as a child
+-- execution in status `pending` that no worker claims; this row says what
+-- it waits for. An answer, a matching event or the deadline ends the
+-- execution (only while it is `pending`, so once) in the transaction that
+-- records the row's end.
+CREATE TABLE inquiry (
+    id           BIGINT PRIMARY KEY,        -- the task's own execution
+    workflow     BIGINT NOT NULL,           -- its workflow's execution
+    task         TEXT NOT NULL,         -- the task's name
+    kind         TEXT NOT NULL,         -- ask | wait
+    spec         JSONB NOT NULL,           -- prompt, schema, approvers, … (see engine `workflows::pause::Spec`)
+    trigger      TEXT,                  -- a wait's trigger type
+    after_event  BIGINT NOT NULL DEFAULT 0, -- a wait looks at events after this id
+    deadline     BIGINT,                    -- Unix ms; none: waits until answered or cancelled
+    requested_by TEXT,                  -- the name of the token that started the workflow
+    state        TEXT NOT NULL DEFAULT 'open', -- open | answered | timed_out | closed
+    answered_by  TEXT,
+    answered_at  BIGINT,
+    created_at   BIGINT NOT NULL
+);
+CREATE INDEX inquiry_open ON inquiry(state, kind);
+
+-- Who asked for a direct run, as the server knows it (never what the
+-- caller says): the token's name, for workflows whose `ask` refuses
+-- self-approval.
+ALTER TABLE execution ADD COLUMN requested_by TEXT;
