@@ -12,21 +12,21 @@ const HOSTILE: &str = "<script>alert('owned')</script>";
 
 /// A browser-like client: a session cookie, this server's `Origin` on
 /// every POST, redirects not followed.
-struct Ui {
+pub(crate) struct Ui {
     http: reqwest::Client,
     base: String,
     cookie: Option<String>,
 }
 
 /// A page: status, headers and body.
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn location(&self) -> &str {
+    pub(crate) fn location(&self) -> &str {
         self.headers
             .get(LOCATION)
             .map_or("", |v| v.to_str().unwrap())
@@ -34,7 +34,7 @@ impl Answer {
 }
 
 impl Ui {
-    fn new(s: &TestServer) -> Ui {
+    pub(crate) fn new(s: &TestServer) -> Ui {
         Ui {
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -46,7 +46,7 @@ impl Ui {
     }
 
     /// Signs in with `token`; panics unless it works.
-    async fn signed_in(s: &TestServer, token: &str) -> Ui {
+    pub(crate) async fn signed_in(s: &TestServer, token: &str) -> Ui {
         let mut ui = Ui::new(s);
         let a = ui.post("/ui/login", &[("token", token)]).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
@@ -69,16 +69,21 @@ impl Ui {
         }
     }
 
-    async fn get(&self, path: &str) -> Answer {
+    pub(crate) async fn get(&self, path: &str) -> Answer {
         self.answer(self.http.get(format!("{}{path}", self.base)))
             .await
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Answer {
         self.post_from(path, form, Some(&self.base.clone())).await
     }
 
-    async fn post_from(&self, path: &str, form: &[(&str, &str)], origin: Option<&str>) -> Answer {
+    pub(crate) async fn post_from(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> Answer {
         let mut rb = self.http.post(format!("{}{path}", self.base)).form(form);
         if let Some(o) = origin {
             rb = rb.header("origin", o);

@@ -22,6 +22,45 @@ pub const OPENED_TRIGGER: &str = "core.inquiry_opened";
 pub const ANSWERED_TRIGGER: &str = "core.inquiry_answered";
 /// Events a wait looks at in one pass.
 const EVENTS_PER_PASS: i64 = 200;
+/// What resume URLs are signed for (see [`crate::secrets::SecretsKey::sign`]).
+const RESUME: &str = "inquiry resume URL";
+/// How long a resume URL lasts when its ask has no timeout.
+pub const RESUME_TTL_MS: i64 = 24 * 3_600_000;
+
+/// The resume URL of ask `i` (a path under the server's address), when its
+/// ask allows one: signed over the inquiry's id and the URL's expiry (its
+/// deadline, or a day after it opened), good until then and only while the
+/// inquiry is open (so once).
+pub fn resume_url(core: &Core, i: &InquiryRecord) -> Option<String> {
+    if i.kind != "ask" || !spec(i).resume_url {
+        return None;
+    }
+    let expires = i.deadline.unwrap_or(i.created_at + RESUME_TTL_MS);
+    let tag = core
+        .secrets
+        .sign(RESUME, format!("{}.{expires}", i.id).as_bytes());
+    Some(format!(
+        "/ui/respond/{}?expires={expires}&sig={}",
+        i.id,
+        hex::encode(tag)
+    ))
+}
+
+/// Checks a resume URL's `expires` and `sig` for inquiry `id`: the reason
+/// when it is not good (forged, or expired).
+pub fn check_resume(core: &Core, id: i64, expires: i64, sig: &str) -> Result<(), EngineError> {
+    let tag = hex::decode(sig).unwrap_or_default();
+    if !core
+        .secrets
+        .verify(RESUME, format!("{id}.{expires}").as_bytes(), &tag)
+    {
+        return Err(EngineError::Denied("this link is not valid".into()));
+    }
+    if now_ms() > expires {
+        return Err(EngineError::Denied("this link has expired".into()));
+    }
+    Ok(())
+}
 
 /// Who answers.
 #[derive(Debug, Clone, Copy)]
@@ -246,14 +285,12 @@ pub async fn opened(core: &Core, asks: &[(i64, i64)]) {
             continue;
         }
         let spec = spec(&i);
-        emit(
-            core,
-            OPENED_TRIGGER,
-            json!({"inquiry": i.id, "execution": i.workflow, "task": i.task,
-                   "prompt": spec.prompt, "schema": spec.schema, "deadline": i.deadline}),
-            *depth,
-        )
-        .await;
+        let mut payload = json!({"inquiry": i.id, "execution": i.workflow, "task": i.task,
+                                 "prompt": spec.prompt, "schema": spec.schema, "deadline": i.deadline});
+        if let Some(url) = resume_url(core, &i) {
+            payload["resume_url"] = json!(url);
+        }
+        emit(core, OPENED_TRIGGER, payload, *depth).await;
     }
 }
 

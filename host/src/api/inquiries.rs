@@ -61,11 +61,15 @@ pub struct InquiryView {
     pub created_at: i64,
     /// Whether the caller may answer it now.
     pub may_answer: bool,
+    /// A signed link that answers it without a token (a path under this
+    /// server), shown to those who may answer when the ask allows one:
+    /// good until its deadline (or a day), and only while it is open.
+    pub resume_url: Option<String>,
 }
 
 impl InquiryView {
     /// `i` as `caller` sees it.
-    pub fn of(i: InquiryRecord, caller: &Caller) -> Self {
+    pub fn of(i: InquiryRecord, caller: &Caller, core: &attune_engine::Core) -> Self {
         let spec = inquiries::spec(&i);
         let by = By::Token {
             name: &caller.token.name,
@@ -73,7 +77,11 @@ impl InquiryView {
         };
         let may_answer =
             i.kind == "ask" && i.state == "open" && inquiries::refusal(&i, &spec, by).is_none();
+        let resume_url = may_answer
+            .then(|| inquiries::resume_url(core, &i))
+            .flatten();
         InquiryView {
+            resume_url,
             id: i.id,
             execution: i.workflow,
             task: i.task,
@@ -132,7 +140,7 @@ async fn list(
     Ok(axum::Json(InquiryList {
         items: found
             .into_iter()
-            .map(|i| InquiryView::of(i, &caller))
+            .map(|i| InquiryView::of(i, &caller, &state))
             .collect(),
     }))
 }
@@ -148,7 +156,7 @@ async fn show(
 ) -> Result<axum::Json<InquiryView>, ApiError> {
     caller.require(Role::Viewer)?;
     let i = inquiries::get(&state, id).await?;
-    Ok(axum::Json(InquiryView::of(i, &caller)))
+    Ok(axum::Json(InquiryView::of(i, &caller, &state)))
 }
 
 /// Answers an `ask` with the answer itself as the body; it becomes the
@@ -182,5 +190,5 @@ async fn respond(
         role: caller.token.role,
     };
     let i = inquiries::respond(&state, id, answer, by).await?;
-    Ok(axum::Json(InquiryView::of(i, &caller)))
+    Ok(axum::Json(InquiryView::of(i, &caller, &state)))
 }

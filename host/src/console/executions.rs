@@ -280,6 +280,24 @@ async fn show(
         Vec::new()
     };
     let tasks: Vec<ExecutionRecord> = tasks.into_iter().rev().collect();
+    // Its asks still waiting for someone.
+    let asking: Vec<(i64, String, Option<String>)> =
+        if tasks.iter().any(|t| t.status == ExecutionStatus::Pending) {
+            state
+                .storage
+                .inquiries_of(id)
+                .await
+                .map_err(attune_engine::EngineError::from)?
+                .into_iter()
+                .filter(|i| i.kind == "ask" && i.state == "open")
+                .map(|i| {
+                    let prompt = attune_engine::inquiries::spec(&i).prompt;
+                    (i.id, i.task, prompt)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
     let timeline = super::timeline::bars(&record, &tasks);
     let tasks: Vec<ExecutionView> = tasks.into_iter().map(Into::into).collect();
     let finished = record.status.is_finished();
@@ -290,7 +308,7 @@ async fn show(
         "execution.html",
         context! {
             e => data(&view), attempts => data(&attempts), event, logs => data(&logs), tasks => data(&tasks), finished,
-            timeline => data(&timeline),
+            timeline => data(&timeline), asking => data(&asking),
             levels => LEVELS, level => LEVELS[level],
         },
     )

@@ -17,6 +17,7 @@ mod assets;
 mod catalog;
 mod executions;
 mod form;
+mod inquiries;
 mod overview;
 mod rules;
 mod session;
@@ -63,6 +64,7 @@ pub fn router(state: AppState, closed: tokio::sync::watch::Receiver<bool>) -> Ro
         .merge(session::routes())
         .merge(executions::routes())
         .merge(rules::routes())
+        .merge(inquiries::routes())
         .merge(catalog::routes())
         .merge(overview::routes())
         .merge(assets::routes())
@@ -208,6 +210,8 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "action.html",
     "events.html",
     "workers.html",
+    "inquiries.html",
+    "respond.html",
 );
 
 /// Renders template `name` with `ctx`.

@@ -391,3 +391,5 @@ async fn two_answers_racing_on_two_nodes_end_the_ask_once() {
     other.finish().await;
     s.finish().await;
 }
+
+mod pages;
