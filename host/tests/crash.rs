@@ -3,6 +3,8 @@
 //! load. What got a 2xx must not be lost, and nothing may run twice.
 
 mod common;
+#[path = "crash/inquiries.rs"]
+mod inquiries;
 #[path = "crash/policies.rs"]
 mod policies;
 
