@@ -392,4 +392,5 @@ async fn two_answers_racing_on_two_nodes_end_the_ask_once() {
     s.finish().await;
 }
 
+mod events;
 mod pages;

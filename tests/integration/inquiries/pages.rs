@@ -12,7 +12,7 @@ use super::{opened, start, token, upload};
 use crate::console::Ui;
 
 /// Asks with a resume URL allowed; the note is short.
-const LINKED: &str = r#"
+pub(super) const LINKED: &str = r#"
 input: {type: object, properties: {host: {type: string}}, required: [host]}
 tasks:
   approve:

@@ -1,0 +1,97 @@
+//! An ask's events: `core.inquiry_opened` carries the prompt (and the
+//! resume URL when the ask allows one) for a rule to post to chat, and
+//! `core.inquiry_answered` the answer; a rule whose workflow asks again on
+//! every opened ask stops at the chain's bound.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{TestServer, on_both_backends, wait_for};
+
+use super::{opened, respond, start, token, upload};
+use crate::inquiries::pages::LINKED;
+
+/// The runs of rule `rule` (not their tasks), oldest first.
+async fn runs_of(s: &TestServer, rule: &str) -> Vec<serde_json::Value> {
+    let r = s
+        .get(&format!(
+            "/api/v1/executions?rule={rule}&fields=full&limit=100"
+        ))
+        .await;
+    let mut items = r.body["items"].as_array().cloned().unwrap_or_default();
+    items.retain(|e| e["parent"].is_null());
+    items.reverse();
+    items
+}
+
+const ASKS_AGAIN: &str = r#"
+input: {type: object}
+tasks:
+  again:
+    ask: {prompt: "again?"}
+"#;
+
+on_both_backends! {
+    async fn an_ask_announces_its_prompt_and_link_and_its_answer(backend) {
+        let s = TestServer::start(backend).await;
+        let r = upload(&s, &[("linked", LINKED)]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        for (r#ref, trigger, message) in [
+            ("chat.opened", "core.inquiry_opened", "{{ event.payload.prompt }} {{ event.payload.resume_url }}"),
+            ("chat.answered", "core.inquiry_answered", "{{ event.payload.answered_by }} said {{ 'yes' if event.payload.answer.ok else 'no' }}"),
+        ] {
+            let rule = json!({"ref": r#ref, "trigger": trigger, "action": "core.echo",
+                              "action_params": {"message": message}});
+            let r = s.post("/api/v1/rules", rule).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        let bob = token(&s, "bob", "operator").await;
+        let flow = start(&s, &s.admin, "ops.linked", json!({"host": "db1"})).await;
+        let id = opened(&s, flow).await["id"].as_i64().unwrap();
+        let posted = wait_for(Duration::from_secs(15), || async {
+            runs_of(&s, "chat.opened").await.into_iter().find(|e| e["status"] == "succeeded")
+        })
+        .await
+        .expect("the opened ask was posted");
+        let text = posted["result"].as_str().unwrap();
+        let url = s.get(&format!("/api/v1/inquiries/{id}")).await.body["resume_url"].clone();
+        assert_eq!(text, format!("Restart db1? {}", url.as_str().unwrap()), "{posted}");
+        let r = respond(&s, &bob, id, json!({"ok": true})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let said = wait_for(Duration::from_secs(15), || async {
+            runs_of(&s, "chat.answered").await.into_iter().find(|e| e["status"] == "succeeded")
+        })
+        .await
+        .expect("the answer was posted");
+        assert_eq!(said["result"], "bob said yes", "{said}");
+        s.finish().await;
+    }
+
+    async fn a_rule_asking_again_on_every_opened_ask_stops_at_the_chain_bound(backend) {
+        let s = TestServer::start(backend).await;
+        let r = upload(&s, &[("again", ASKS_AGAIN)]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let rule = json!({"ref": "chat.loop", "trigger": "core.inquiry_opened", "action": "ops.again"});
+        let r = s.post("/api/v1/rules", rule).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        start(&s, &s.admin, "ops.again", json!({})).await;
+        // Each opened ask starts one more workflow, one deeper, until the
+        // chain's bound holds the event that would go deeper.
+        let settled = wait_for(Duration::from_secs(30), || async {
+            let before = runs_of(&s, "chat.loop").await.len();
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let after = runs_of(&s, "chat.loop").await.len();
+            (after > 0 && after == before).then_some(after)
+        })
+        .await
+        .expect("the chain stopped");
+        assert!(settled <= 8, "{settled} workflows started by the rule");
+        let events = s.get("/api/v1/events?trigger=core.inquiry_opened&limit=100").await.body;
+        let held = &events["items"][0];
+        assert!(held["held_reason"].as_str().unwrap_or_default().contains("max-chain-depth"), "{events}");
+        let open = s.get("/api/v1/inquiries").await.body["items"].as_array().unwrap().len();
+        assert_eq!(open, settled + 1, "one ask each, and nothing more");
+        s.finish().await;
+    }
+}
