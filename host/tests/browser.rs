@@ -2,7 +2,8 @@
 //! (`chromedriver`) against a real `attune serve`. Signs in, watches the
 //! hello-world rule's executions appear without reloading, opens one, runs
 //! `core.echo` from its generated form with a bad value and a good one,
-//! toggles a rule, cancels a running `core.sleep`, and checks that pages
+//! toggles a rule, cancels a running `core.sleep`, answers a workflow's
+//! ask from the form generated from its schema, and checks that pages
 //! fit a phone's width. A screenshot of each page is saved under
 //! `$CARGO_TARGET_TMPDIR/console-screenshots`.
 //!
@@ -188,6 +189,65 @@ async fn shown(c: &Client, css: &str, want: &str) {
     .await;
 }
 
+/// Uploads a pack whose workflow asks before it restarts, and runs it;
+/// the workflow's execution id.
+async fn asking_workflow(server: &ServerProcess) -> i64 {
+    let pack = server.dir.path().join("asking");
+    std::fs::create_dir_all(pack.join("workflows")).unwrap();
+    std::fs::write(
+        pack.join("pack.toml"),
+        "name = \"ops\"\nversion = \"1\"\nworkflows = [\"workflows/restart.yaml\"]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("workflows/restart.yaml"),
+        r#"
+input: {type: object, properties: {host: {type: string}}, required: [host]}
+tasks:
+  approve:
+    ask:
+      prompt: "Restart {{ input.host }}?"
+      schema: {type: object, properties: {ok: {type: boolean}, note: {type: string}}, required: [ok]}
+    next: [{when: "{{ result.ok }}", do: [restart]}]
+  restart:
+    action: core.echo
+    input: {message: "restarting {{ input.host }}"}
+"#,
+    )
+    .unwrap();
+    let archive = server.dir.path().join("asking.tar.gz");
+    let tarred = Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&pack)
+        .args(["pack.toml", "workflows/restart.yaml"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/packs", server.url))
+        .bearer_auth(&server.token)
+        .header("content-type", "application/gzip")
+        .body(std::fs::read(&archive).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let run: Value = http
+        .post(format!("{}/api/v1/executions", server.url))
+        .bearer_auth(&server.token)
+        .json(&json!({"action": "ops.restart", "params": {"host": "db1"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    run["id"].as_i64().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_works_in_a_real_browser() {
     let Some(driver) = driver() else { return };
@@ -299,12 +359,34 @@ async fn the_console_works_in_a_real_browser() {
         "cancelled"
     );
 
+    // A workflow that asks: answered from its generated form.
+    let flow = asking_workflow(&server).await;
+    c.goto(&url(&format!("/ui/executions/{flow}")))
+        .await
+        .unwrap();
+    shown(&c, "#asking", "Restart db1?").await;
+    click(&c, "#asking a").await;
+    at(&c, "/ui/inquiries").await;
+    shot(&c, "inquiries").await;
+    click(&c, "[data-field='/ok'] input").await;
+    type_into(&c, "[data-field='/note'] input", "go ahead").await;
+    click(&c, "form[action^='/ui/inquiries/'] button").await;
+    at(&c, &format!("/ui/executions/{flow}")).await;
+    shown(&c, ".state", "succeeded").await;
+    let answer = api(&server, &format!("/inquiries?execution={flow}")).await;
+    assert_eq!(answer["items"][0]["state"], "answered", "{answer}");
+    let task = answer["items"][0]["id"].as_i64().unwrap();
+    let result = &api(&server, &format!("/executions/{task}")).await["result"];
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["note"], "go ahead", "{result}");
+
     // The other pages, wide and phone-wide; nothing wider than a phone.
     for (name, page) in [
         ("packs", "/ui/packs"),
         ("action", "/ui/actions/core.http"),
         ("events", "/ui/events"),
         ("workers", "/ui/workers"),
+        ("waiting", "/ui/inquiries"),
     ] {
         c.goto(&url(page)).await.unwrap();
         c.find(Locator::Css("main h1")).await.unwrap();
