@@ -337,12 +337,13 @@ tasks:
 }
 
 /// Two nodes on one PostgreSQL, two people answering at once: one answer
-/// wins, the other is told who gave it, and the workflow goes on once.
+/// wins, the other is told who gave it, and the workflow goes on once; and
+/// timeouts, which both nodes look for, end each ask once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_answers_racing_on_two_nodes_end_the_ask_once() {
     let s = TestServer::start(support::Backend::Postgres).await;
     let other = s.second_node(Default::default()).await;
-    let r = upload(&s, &[("restart", RUNBOOK)]).await;
+    let r = upload(&s, &[("restart", RUNBOOK), ("hasty", HASTY)]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let bob = token(&s, "bob", "operator").await;
     let carol = token(&s, "carol", "operator").await;
@@ -388,6 +389,26 @@ async fn two_answers_racing_on_two_nodes_end_the_ask_once() {
             r.body
         );
     }
+    // Timeouts fire once however many nodes look: each ask's end is
+    // announced once.
+    let rule = json!({"ref": "ops.ended_asks", "trigger": "core.execution_finished",
+                      "criteria": "event.payload.action == 'core.ask'", "action": "core.noop"});
+    let r = s.post("/api/v1/rules", rule).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let mut flows = Vec::new();
+    for n in 0..6 {
+        let node = if n % 2 == 0 { &s } else { &other };
+        flows.push(start(node, &node.admin, "ops.hasty", json!({})).await);
+    }
+    for flow in &flows {
+        let e = s.ended(*flow).await;
+        assert_eq!(e["status"], "failed", "{e}");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let r = s
+        .get("/api/v1/executions?rule=ops.ended_asks&limit=100")
+        .await;
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 6, "{}", r.body);
     other.finish().await;
     s.finish().await;
 }
