@@ -7,6 +7,8 @@
 //! (`CARGO_BIN_EXE_attune`).
 
 mod common;
+#[path = "cli/inquiry.rs"]
+mod inquiry;
 #[path = "cli/local.rs"]
 mod local;
 #[path = "cli/memory.rs"]

@@ -332,3 +332,124 @@ on_both_backends! {
         s.finish().await;
     }
 }
+
+/// Asks before restarting; restarts when the answer says so.
+const RESTART: &str = r#"
+input: {type: object, properties: {host: {type: string}}, required: [host]}
+tasks:
+  approve:
+    ask:
+      prompt: "Restart {{ input.host }}?"
+      schema: {type: object, properties: {ok: {type: boolean}, note: {type: string}}, required: [ok]}
+    next:
+      - when: "{{ result.ok }}"
+        do: [restart]
+  restart:
+    action: core.echo
+    input: {message: "restarting {{ input.host }}"}
+"#;
+
+/// The names of the tools `m` lists.
+async fn tool_names(m: &mut Session) -> Vec<String> {
+    let listed = m.request("tools/list", json!({})).await;
+    listed["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A tool error's text.
+fn error_text(r: &Value) -> &str {
+    assert_eq!(r["result"]["isError"], true, "a tool error: {r}");
+    r["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+on_both_backends! {
+    async fn attune_respond_is_offered_while_an_ask_is_open_and_answers_it_once(backend) {
+        let s = TestServer::start(backend).await;
+        let manifest = "name = \"ops\"\nversion = \"1\"\nworkflows = [\"workflows/restart.yaml\"]\n";
+        let r = s.upload_archive(support::tar_gz(&[("pack.toml", manifest.as_bytes()), ("workflows/restart.yaml", RESTART.as_bytes())])).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let operator = s.token("operator").await;
+        let viewer = s.token("viewer").await;
+        let worker = s.token("worker").await;
+        let mut m = Session::open(&s, &operator).await;
+        assert!(!tool_names(&mut m).await.contains(&"attune.respond".to_string()), "nothing is open");
+        // The stream the session's notifications arrive on.
+        let mut stream = m.http.get(&m.url).bearer_auth(&m.token)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", m.session.clone().unwrap())
+            .send().await.unwrap();
+        assert_eq!(stream.status(), StatusCode::OK);
+
+        let r = s.post("/api/v1/executions", json!({"action": "ops.restart", "params": {"host": "db1"}})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let flow = r.body["id"].as_i64().unwrap();
+        let id = wait_for(Duration::from_secs(15), || async {
+            let r = s.get(&format!("/api/v1/inquiries?execution={flow}")).await;
+            r.body["items"][0]["id"].as_i64()
+        })
+        .await
+        .expect("the ask opened");
+        // The client is told the tools changed: an ask opened.
+        let mut seen = String::new();
+        let told = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(chunk) = stream.chunk().await.unwrap() {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains("notifications/tools/list_changed") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(told, Ok(true), "{seen}");
+
+        // Offered, listing the ask, to who may answer it.
+        let listed = m.request("tools/list", json!({})).await;
+        let tool = listed["result"]["tools"].as_array().unwrap().iter()
+            .find(|t| t["name"] == "attune.respond").cloned().unwrap_or_else(|| panic!("offered: {listed}"));
+        let description = tool["description"].as_str().unwrap();
+        assert!(description.contains(&format!("inquiry {id} (task `approve` of workflow execution {flow}): Restart db1?")), "{description}");
+        assert_eq!(tool["inputSchema"]["required"], json!(["inquiry", "answer"]), "{tool}");
+
+        // Not to a viewer, who is refused, nor to a worker token.
+        let mut v = Session::open(&s, &viewer).await;
+        assert!(!tool_names(&mut v).await.contains(&"attune.respond".to_string()), "viewers are not approvers");
+        let r = v.call("attune.respond", json!({"inquiry": id, "answer": {"ok": true}})).await;
+        assert!(error_text(&r).contains("may be answered only by role operator"), "{r}");
+        let mut w = Session::open(&s, &worker).await;
+        let r = w.call("attune.respond", json!({"inquiry": id, "answer": {"ok": true}})).await;
+        assert_eq!(r["result"]["structuredContent"]["error"], "forbidden", "{r}");
+
+        // An answer that does not fit: every path, within the arguments.
+        let r = m.call("attune.respond", json!({"inquiry": id, "answer": {"ok": "yes", "note": 5}})).await;
+        let text = error_text(&r).to_string();
+        let mut paths: Vec<&str> = r["result"]["structuredContent"]["details"].as_array().unwrap()
+            .iter().map(|d| d["path"].as_str().unwrap()).collect();
+        paths.sort();
+        assert_eq!(paths, ["/answer/note", "/answer/ok"], "{r}");
+        assert!(text.contains("/answer/ok: "), "{text}");
+        let r = m.call("attune.respond", json!({"inquiry": id, "answer": "yes"})).await;
+        assert!(error_text(&r).contains("/answer: must be an object"), "{r}");
+        assert_eq!(s.get(&format!("/api/v1/inquiries/{id}")).await.body["state"], "open");
+
+        let r = m.call("attune.respond", json!({"inquiry": id, "answer": {"ok": true, "note": "go"}})).await;
+        assert_eq!(r["result"]["isError"], false, "{r}");
+        assert_eq!(r["result"]["structuredContent"]["state"], "answered", "{r}");
+        assert_eq!(r["result"]["structuredContent"]["answered_by"], "operator", "{r}");
+        let e = s.ended(flow).await;
+        assert_eq!(e["status"], "succeeded", "{e}");
+        let task = s.get(&format!("/api/v1/executions/{id}")).await.body;
+        assert_eq!(task["result"]["note"], "go", "{task}");
+
+        let r = m.call("attune.respond", json!({"inquiry": id, "answer": {"ok": false}})).await;
+        assert!(error_text(&r).contains("already answered by operator"), "{r}");
+        assert!(!tool_names(&mut m).await.contains(&"attune.respond".to_string()), "nothing is open any more");
+        s.finish().await;
+    }
+}

@@ -13,6 +13,7 @@ mod bench;
 mod client;
 mod event;
 mod execution;
+mod inquiry;
 mod local;
 mod login;
 mod oci;
@@ -83,6 +84,13 @@ pub enum Command {
     Execution {
         #[command(subcommand)]
         command: execution::ExecutionCommand,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
+    /// List, show and answer the asks of workflows waiting for a person.
+    Inquiry {
+        #[command(subcommand)]
+        command: inquiry::InquiryCommand,
         #[command(flatten)]
         client: client::ClientArgs,
     },
@@ -183,6 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Pack { command, client } => pack::run(command, &client).await,
         Command::Rule { command, client } => rule::run(command, &client).await,
         Command::Execution { command, client } => execution::run(command, &client).await,
+        Command::Inquiry { command, client } => inquiry::run(command, &client).await,
         Command::Event { command, client } => event::run(command, &client).await,
         Command::Secret { command, client } => secret::run(command, &client).await,
         Command::Sensor { command, client } => sensor::run(command, &client).await,

@@ -79,13 +79,30 @@ impl Backend for Remote {
             .map_err(refusal)
     }
 
+    async fn inquiries(&self, _: &RequestContext<RoleServer>) -> Result<Vec<Value>, Refusal> {
+        let page = self.client.get("/inquiries").await.map_err(refusal)?;
+        Ok(page["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    async fn respond(
+        &self,
+        _: &RequestContext<RoleServer>,
+        id: i64,
+        answer: Value,
+    ) -> Result<Value, Refusal> {
+        self.client
+            .post(&format!("/inquiries/{id}/respond"), answer)
+            .await
+            .map_err(refusal)
+    }
+
     fn may_list(&self, _: &RequestContext<RoleServer>) -> Result<(), Refusal> {
         Ok(())
     }
 }
 
-/// How often `attune mcp` looks at the server's packs to tell its client
-/// when the tools changed.
+/// How often `attune mcp` looks at the server's packs and the open asks
+/// the token may answer, to tell its client when the tools changed.
 const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The server's packs (name, version, digest), to notice a change.
@@ -100,12 +117,31 @@ async fn packs(client: &Client) -> Option<Vec<(Value, Value, Value)>> {
     )
 }
 
-/// Tells the clients in `peers` when the server's packs change.
+/// The ids of the open asks the token may answer (`attune.respond` is
+/// offered while there is one, and its description lists them).
+async fn asks(client: &Client) -> Option<Vec<Value>> {
+    let page = client.get("/inquiries").await.ok()?;
+    Some(
+        page["items"]
+            .as_array()?
+            .iter()
+            .map(|i| i["id"].clone())
+            .collect(),
+    )
+}
+
+/// What the tools are made of: the packs and the open asks.
+async fn tools_state(client: &Client) -> Option<(Vec<(Value, Value, Value)>, Vec<Value>)> {
+    Some((packs(client).await?, asks(client).await.unwrap_or_default()))
+}
+
+/// Tells the clients in `peers` when the server's packs or the open asks
+/// change.
 async fn watch(client: Client, peers: Arc<super::Peers>) {
-    let mut known = packs(&client).await;
+    let mut known = tools_state(&client).await;
     loop {
         tokio::time::sleep(WATCH_EVERY).await;
-        let now = packs(&client).await;
+        let now = tools_state(&client).await;
         if now.is_none() || now == known {
             continue;
         }

@@ -17,14 +17,15 @@ use axum::response::Response;
 use rmcp::service::{RequestContext, RoleServer};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Attune, Backend, Options, Refusal};
 use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, ExecutionView, Keyed};
-use attune_engine::records::Role;
+use attune_engine::inquiries::{self, By};
+use attune_engine::records::{InquiryRecord, Role};
 use attune_engine::{Core, EngineError, executions};
 use attune_engine::{catalog, history};
 
@@ -54,6 +55,17 @@ fn caller(ctx: &RequestContext<RoleServer>) -> Option<Caller> {
         .get::<axum::http::request::Parts>()
         .and_then(|p| p.extensions.get::<Caller>())
         .cloned()
+}
+
+/// An inquiry with the fields of the API's view that an agent reads.
+fn inquiry_view(i: &InquiryRecord) -> Value {
+    let spec = inquiries::spec(i);
+    json!({
+        "id": i.id, "execution": i.workflow, "task": i.task, "kind": i.kind,
+        "prompt": spec.prompt, "schema": spec.schema, "state": i.state,
+        "deadline": i.deadline, "answered_by": i.answered_by,
+        "answered_at": i.answered_at, "created_at": i.created_at,
+    })
 }
 
 fn require(ctx: &RequestContext<RoleServer>, role: Role) -> Result<(), Refusal> {
@@ -126,6 +138,37 @@ impl Backend for Local {
         Ok(())
     }
 
+    async fn inquiries(&self, ctx: &RequestContext<RoleServer>) -> Result<Vec<Value>, Refusal> {
+        require(ctx, Role::Viewer)?;
+        let Some(c) = caller(ctx) else {
+            return Ok(Vec::new());
+        };
+        let open = inquiries::list(&self.core, &c.token.name, c.token.role)
+            .await
+            .map_err(refusal)?;
+        Ok(open.iter().map(inquiry_view).collect())
+    }
+
+    async fn respond(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: i64,
+        answer: Value,
+    ) -> Result<Value, Refusal> {
+        // As `POST /inquiries/{id}/respond`: any reader may try; the ask's
+        // approvers decide (a worker token is no reader).
+        require(ctx, Role::Viewer)?;
+        let c = caller(ctx).ok_or_else(|| refusal(ApiError::Unauthorized))?;
+        let by = By::Token {
+            name: &c.token.name,
+            role: c.token.role,
+        };
+        let i = inquiries::respond(&self.core, id, answer, by)
+            .await
+            .map_err(refusal)?;
+        Ok(inquiry_view(&i))
+    }
+
     fn may_list(&self, ctx: &RequestContext<RoleServer>) -> Result<(), Refusal> {
         require(ctx, Role::Viewer)
     }
@@ -160,10 +203,45 @@ pub fn service(
     (service, move || sessions.cancel())
 }
 
-/// Tells every client of the endpoint when packs (and so tools) change.
+/// How often the endpoint looks at the open asks while it has clients: a
+/// change offers or withdraws `attune.respond` (or changes what its
+/// description lists). Asks open in workflows on any node, so it polls.
+const ASKS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The ids of the open asks; `None` when they cannot be read.
+async fn open_asks(core: &Core) -> Option<Vec<i64>> {
+    let open = core.storage.open_inquiries(Some("ask")).await.ok()?;
+    Some(open.into_iter().map(|i| i.id).collect())
+}
+
+/// Tells every client of the endpoint when packs (and so tools) change,
+/// and when the open asks do.
 async fn announce(core: Core, peers: Arc<super::Peers>) {
+    let mut asks = None;
+    let mut tick = tokio::time::interval(ASKS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        core.dispatch.packs_changed.notified().await;
+        tokio::select! {
+            () = core.dispatch.packs_changed.notified() => {}
+            _ = tick.tick() => {
+                // Nobody to tell: read nothing, and forget what was open.
+                if peers.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+                    asks = None;
+                    continue;
+                }
+                let Some(now) = open_asks(&core).await else { continue };
+                // Not knowing what a client saw, any open ask is news (a
+                // needless notice costs it one `tools/list`).
+                let changed = match &asks {
+                    Some(known) => *known != now,
+                    None => !now.is_empty(),
+                };
+                asks = Some(now);
+                if !changed {
+                    continue;
+                }
+            }
+        }
         let clients: Vec<_> = peers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for peer in clients {
             if peer.notify_tool_list_changed().await.is_err() {

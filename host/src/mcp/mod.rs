@@ -7,13 +7,16 @@
 //! action's ref, its description the WIT docs, its input schema the
 //! action's parameter schema and its output schema the result's when that is
 //! an object. A call is an ordinary execution, waited for up to a limit;
-//! `attune.execution` reads one (for runs longer than the limit).
+//! `attune.execution` reads one (for runs longer than the limit), and
+//! `attune.respond` ([`respond`]) answers a workflow's `ask`, offered only
+//! while the caller has one open to answer.
 //! Arguments that do not fit the schema answer a tool result with
 //! `isError: true` listing every problem with its path, so a model can
 //! correct its call; an unknown tool or a refused role is a protocol error.
 
 pub mod api_backend;
 pub mod engine_backend;
+mod respond;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +33,7 @@ use serde_json::{Value, json};
 
 /// The tool that reads an execution by id.
 pub const EXECUTION_TOOL: &str = "attune.execution";
+pub use respond::RESPOND_TOOL;
 
 /// Tools one `tools/list` page holds.
 const PAGE: usize = 100;
@@ -123,6 +127,17 @@ pub trait Backend: Send + Sync + 'static {
     async fn execution(&self, ctx: &RequestContext<RoleServer>, id: i64) -> Result<Value, Refusal>;
     /// Asks for an execution to be cancelled.
     async fn cancel(&self, ctx: &RequestContext<RoleServer>, id: i64) -> Result<(), Refusal>;
+    /// The open asks the caller may answer, oldest first, as the API shows
+    /// inquiries (`id`, `execution`, `task`, `prompt`, `schema`, …).
+    async fn inquiries(&self, ctx: &RequestContext<RoleServer>) -> Result<Vec<Value>, Refusal>;
+    /// Answers ask `id` with `answer` as the caller (whom its approvers
+    /// must admit); the inquiry as the API shows it.
+    async fn respond(
+        &self,
+        ctx: &RequestContext<RoleServer>,
+        id: i64,
+        answer: Value,
+    ) -> Result<Value, Refusal>;
     /// Whether the caller may see the tools (the HTTP transport checks the
     /// token's role; over stdio the server does).
     fn may_list(&self, ctx: &RequestContext<RoleServer>) -> Result<(), Refusal>;
@@ -134,7 +149,8 @@ pub struct Options {
     /// How long a call waits for its execution before answering with its id.
     pub wait: Duration,
     /// Only actions matching one of these patterns (`ops.*`, `core.echo`);
-    /// empty: every action.
+    /// empty: every action. `attune.respond` is offered only when empty or
+    /// matched too, so limiting an agent's tools limits what it approves.
     pub tools: Vec<String>,
 }
 
@@ -296,6 +312,17 @@ impl<B: Backend> Attune<B> {
                 .map_err(Refusal::into_error)?;
             return Ok(CallToolResult::structured(summary(&e)));
         }
+        if request.name == RESPOND_TOOL && self.options.allows(RESPOND_TOOL) {
+            let (id, answer) = match respond::arguments(&args) {
+                Ok(parsed) => parsed,
+                Err(refused) => return Ok(respond::refused(refused, false)),
+            };
+            return match self.backend.respond(&ctx, id, answer).await {
+                Ok(view) => Ok(respond::answered(&view)),
+                Err(r) if respond::is_refused_answer(&r) => Ok(respond::refused(r, true)),
+                Err(r) => Err(r.into_error()),
+            };
+        }
         if !self.options.allows(&request.name) {
             return Err(ErrorData::invalid_params(
                 format!("no tool `{}`", request.name),
@@ -366,6 +393,14 @@ impl<B: Backend> Attune<B> {
         let mut tools = Vec::new();
         if cursor.is_none() {
             tools.push(execution_tool());
+            if self.options.allows(RESPOND_TOOL) {
+                // Listing the asks must not cost the caller its other tools.
+                let open = self.backend.inquiries(ctx).await.unwrap_or_else(|r| {
+                    tracing::warn!(error = %r.message, "listing open inquiries for MCP");
+                    Vec::new()
+                });
+                tools.extend(respond::tool(&open));
+            }
         }
         let mut after = cursor;
         let mut next = None;
@@ -413,7 +448,7 @@ impl<B: Backend> ServerHandler for Attune<B> {
         let mut info = ServerInfo::new(capabilities);
         info.server_info = Implementation::new("attune", env!("CARGO_PKG_VERSION"));
         info.instructions = Some(
-            "Each tool runs an Attune action in its sandbox and returns its result; every call is recorded as an execution.".into(),
+            "Each tool runs an Attune action in its sandbox and returns its result; every call is recorded as an execution. `attune.respond`, offered while a workflow asks you something, answers it.".into(),
         );
         info
     }
