@@ -414,7 +414,7 @@ on_both_backends! {
         let tool = listed["result"]["tools"].as_array().unwrap().iter()
             .find(|t| t["name"] == "attune.respond").cloned().unwrap_or_else(|| panic!("offered: {listed}"));
         let description = tool["description"].as_str().unwrap();
-        assert!(description.contains(&format!("inquiry {id} (task `approve` of workflow execution {flow}): Restart db1?")), "{description}");
+        assert!(description.contains(&format!("inquiry {id} (task `approve` of workflow execution {flow}): \"Restart db1?\"")), "{description}");
         assert_eq!(tool["inputSchema"]["required"], json!(["inquiry", "answer"]), "{tool}");
 
         // Not to a viewer, who is refused, nor to a worker token.

@@ -198,6 +198,19 @@ pub async fn announce(core: &Core, ids: &[i64]) {
 /// running one is interrupted (now, when this process runs it; at its
 /// worker's next heartbeat otherwise) and turns `cancelled` when reported.
 pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError> {
+    // An ask or a wait ends by its answer, its event, its deadline or its
+    // workflow's cancel: cancelling it alone would answer it (its workflow
+    // would take the failure path) without being an approver.
+    if let Some(e) = core.storage.get_execution(id).await?
+        && e.status == ExecutionStatus::Pending
+    {
+        return Err(EngineError::Conflict(format!(
+            "execution {id} is task `{}` of workflow {}, waiting for an answer or an event; \
+             cancel the workflow instead",
+            e.task.as_deref().unwrap_or_default(),
+            e.parent.unwrap_or_default()
+        )));
+    }
     let (e, ended) = core
         .storage
         .cancel_execution(id)

@@ -22,20 +22,31 @@ pub const OPENED_TRIGGER: &str = "core.inquiry_opened";
 pub const ANSWERED_TRIGGER: &str = "core.inquiry_answered";
 /// Events a wait looks at in one pass.
 const EVENTS_PER_PASS: i64 = 200;
+/// Waits one pass looks at (those with events they have not seen).
+const WAITS_PER_PASS: i64 = 200;
+/// The largest answer, in bytes of JSON.
+pub const MAX_ANSWER: usize = 64 * 1024;
+/// Open asks read to list those a caller may answer, oldest first.
+pub const MAX_LISTED: i64 = 1_000;
 /// What resume URLs are signed for (see [`crate::secrets::SecretsKey::sign`]).
 const RESUME: &str = "inquiry resume URL";
 /// How long a resume URL lasts when its ask has no timeout.
 pub const RESUME_TTL_MS: i64 = 24 * 3_600_000;
+/// The longest a resume URL lasts, whatever its ask's timeout.
+pub const RESUME_MAX_MS: i64 = 7 * 24 * 3_600_000;
 
 /// The resume URL of ask `i` (a path under the server's address), when its
 /// ask allows one: signed over the inquiry's id and the URL's expiry (its
-/// deadline, or a day after it opened), good until then and only while the
-/// inquiry is open (so once).
+/// deadline, at most a week after it opened, or a day after it opened when
+/// it has none), good until then and only while the inquiry is open (so
+/// once).
 pub fn resume_url(core: &Core, i: &InquiryRecord) -> Option<String> {
     if i.kind != "ask" || !spec(i).resume_url {
         return None;
     }
-    let expires = i.deadline.unwrap_or(i.created_at + RESUME_TTL_MS);
+    let expires = i.deadline.map_or(i.created_at + RESUME_TTL_MS, |d| {
+        d.min(i.created_at + RESUME_MAX_MS)
+    });
     let tag = core
         .secrets
         .sign(RESUME, format!("{}.{expires}", i.id).as_bytes());
@@ -132,7 +143,7 @@ pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
 
 /// Open `ask` inquiries `name` (with `role`) may answer, oldest first.
 pub async fn list(core: &Core, name: &str, role: Role) -> Result<Vec<InquiryRecord>, EngineError> {
-    let open = core.storage.open_inquiries(Some("ask")).await?;
+    let open = core.storage.open_inquiries("ask", MAX_LISTED).await?;
     Ok(open
         .into_iter()
         .filter(|i| refusal(i, &spec(i), By::Token { name, role }).is_none())
@@ -166,6 +177,8 @@ fn closed(i: &InquiryRecord) -> EngineError {
             i.answered_by.as_deref().unwrap_or("someone")
         ),
         "timed_out" => format!("inquiry {} timed out{when}", i.id),
+        // Still open, yet it could not be ended: its deadline passed.
+        "open" => format!("inquiry {} timed out", i.id),
         _ => format!(
             "inquiry {} was closed: its workflow was cancelled{when}",
             i.id
@@ -197,6 +210,9 @@ pub async fn respond(
     if i.state != "open" {
         return Err(closed(&i));
     }
+    if i.deadline.is_some_and(|d| d <= now_ms()) {
+        return Err(EngineError::Conflict(format!("inquiry {id} timed out")));
+    }
     let schema = spec
         .schema
         .clone()
@@ -207,6 +223,19 @@ pub async fn respond(
             "the answer does not fit the inquiry's schema",
             "",
             errors,
+        ));
+    }
+    if let Some(name) = crate::workflows::pause::RESERVED
+        .iter()
+        .find(|name| answer.get(**name).is_some())
+    {
+        return Err(EngineError::invalid(
+            "the answer does not fit the inquiry's schema",
+            "",
+            vec![attune_runtime::PathError::new(
+                format!("/{name}"),
+                "set by the task's result, not by an answer",
+            )],
         ));
     }
     let Value::Object(mut result) = answer else {
@@ -297,27 +326,21 @@ pub async fn opened(core: &Core, asks: &[(i64, i64)]) {
 /// One pass over open inquiries: times out those past their deadline and
 /// resumes waits a matching event arrived for. Returns how many it ended.
 pub async fn tick(core: &Core) -> Result<usize, EngineError> {
-    let open = core.storage.open_inquiries(None).await?;
-    if open.is_empty() {
-        return Ok(0);
-    }
-    let now = now_ms();
-    let mut n = 0;
-    for i in open {
-        let spec = spec(&i);
-        let end = if i.deadline.is_some_and(|d| d <= now) {
-            time_out(core, &i, &spec).await?
-        } else if i.kind == "wait" {
-            resume(core, &i, &spec).await?
-        } else {
-            false
-        };
-        if end {
-            n += 1;
-            ended(core, i.id).await;
+    let mut ended_now = Vec::new();
+    for i in core.storage.inquiries_due(now_ms()).await? {
+        if time_out(core, &i, &spec(&i)).await? {
+            ended_now.push(i.id);
         }
     }
-    Ok(n)
+    for i in core.storage.waits_with_news(WAITS_PER_PASS).await? {
+        if resume(core, &i, &spec(&i)).await? {
+            ended_now.push(i.id);
+        }
+    }
+    for id in &ended_now {
+        ended(core, *id).await;
+    }
+    Ok(ended_now.len())
 }
 
 async fn time_out(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, EngineError> {

@@ -535,7 +535,7 @@ impl Storage {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             let ended = sqlx::query(
                 "UPDATE execution SET status = 'cancelled', status_reason = 'cancelled before it ran', finished_at = $2, sealed_params = NULL \
-                 WHERE id = $1 AND status IN ('delayed', 'requested', 'scheduled', 'pending')",
+                 WHERE id = $1 AND status IN ('delayed', 'requested', 'scheduled')",
             )
             .bind(id)
             .bind(now)
@@ -543,15 +543,7 @@ impl Storage {
             .await?
             .rows_affected()
                 > 0;
-            if ended {
-                sqlx::query(
-                    "UPDATE inquiry SET state = 'closed', answered_at = $2 WHERE id = $1 AND state = 'open'",
-                )
-                .bind(id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            }
+
             sqlx::query(
                 "UPDATE execution SET cancel_requested = TRUE WHERE id = $1 AND status = 'running'",
             )

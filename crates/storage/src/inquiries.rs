@@ -28,30 +28,44 @@ pub struct InquiryEnd<'a> {
 }
 
 impl Storage {
-    /// Open inquiries, oldest first (at most 500): `kind` `ask` or `wait`,
-    /// or both.
-    pub async fn open_inquiries(&self, kind: Option<&str>) -> Result<Vec<InquiryRecord>> {
+    /// Open inquiries of `kind` (`ask` or `wait`), oldest first, at most
+    /// `limit`.
+    pub async fn open_inquiries(&self, kind: &str, limit: i64) -> Result<Vec<InquiryRecord>> {
         on_pool!(self, |p| {
-            let open: Vec<InquiryRecord> = sqlx::query_as(&format!(
-                "SELECT {COLUMNS} FROM inquiry WHERE state = 'open' ORDER BY id LIMIT 500"
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM inquiry WHERE state = 'open' AND kind = $1 ORDER BY id LIMIT $2"
             ))
+            .bind(kind)
+            .bind(limit)
             .fetch_all(p)
-            .await?;
-            Ok(open
-                .into_iter()
-                .filter(|i| kind.is_none_or(|k| i.kind == k))
-                .collect())
+            .await?)
         })
     }
 
-    /// Open inquiries whose deadline has passed.
+    /// Open inquiries whose deadline has passed, oldest first (at most 500).
     pub async fn inquiries_due(&self, now: i64) -> Result<Vec<InquiryRecord>> {
         on_pool!(self, |p| {
             Ok(sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM inquiry WHERE state = 'open' AND deadline IS NOT NULL AND deadline <= $1 \
-                 ORDER BY id LIMIT 500"
+                 ORDER BY deadline LIMIT 500"
             ))
             .bind(now)
+            .fetch_all(p)
+            .await?)
+        })
+    }
+
+    /// Open waits with an event of their trigger they have not looked at,
+    /// oldest first (at most `limit`): a wait that looked at every event
+    /// so far costs nothing until another arrives.
+    pub async fn waits_with_news(&self, limit: i64) -> Result<Vec<InquiryRecord>> {
+        on_pool!(self, |p| {
+            Ok(sqlx::query_as(&format!(
+                "SELECT {COLUMNS} FROM inquiry i WHERE state = 'open' AND kind = 'wait' \
+                 AND EXISTS (SELECT 1 FROM event e WHERE e.trigger = i.trigger AND e.id > i.after_event) \
+                 ORDER BY id LIMIT $1"
+            ))
+            .bind(limit)
             .fetch_all(p)
             .await?)
         })
@@ -87,10 +101,16 @@ impl Storage {
         let now = now_ms();
         on_writer!(self, |p| {
             let mut tx = p.begin_with(self.begin_sql()).await?;
-            let ended = sqlx::query(
+            // An answer or an event counts only before the deadline.
+            let timely = if end.state == "timed_out" {
+                ""
+            } else {
+                " AND NOT EXISTS (SELECT 1 FROM inquiry q WHERE q.id = $1 AND q.deadline IS NOT NULL AND q.deadline <= $5)"
+            };
+            let ended = sqlx::query(&format!(
                 "UPDATE execution SET status = $2, result = $3, error = $4, started_at = COALESCE(started_at, created_at), \
-                 finished_at = $5 WHERE id = $1 AND status = 'pending'",
-            )
+                 finished_at = $5 WHERE id = $1 AND status = 'pending'{timely}",
+            ))
             .bind(id)
             .bind(end.status.as_str())
             .bind(end.result.map(Json))

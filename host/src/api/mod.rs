@@ -245,7 +245,9 @@ pub fn traced(app: Router) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), id)
+                    // The path only: a query may carry a credential (a
+                    // resume link's signature).
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), id)
                 })
                 .on_failure(on_failure),
         )

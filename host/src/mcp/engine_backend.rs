@@ -210,7 +210,11 @@ const ASKS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The ids of the open asks; `None` when they cannot be read.
 async fn open_asks(core: &Core) -> Option<Vec<i64>> {
-    let open = core.storage.open_inquiries(Some("ask")).await.ok()?;
+    let open = core
+        .storage
+        .open_inquiries("ask", inquiries::MAX_LISTED)
+        .await
+        .ok()?;
     Some(open.into_iter().map(|i| i.id).collect())
 }
 

@@ -240,7 +240,7 @@ fn attune_mcp_offers_an_open_ask_over_stdio_and_answers_it_through_the_server() 
         .unwrap_or_else(|| panic!("offered: {listed}"));
     assert!(
         tool["description"].as_str().unwrap().contains(&format!(
-            "inquiry {id} (task `approve` of workflow execution {flow}): Restart db2?"
+            "inquiry {id} (task `approve` of workflow execution {flow}): \"Restart db2?\""
         )),
         "{tool}"
     );

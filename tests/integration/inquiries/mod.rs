@@ -192,6 +192,14 @@ on_both_backends! {
         assert_eq!(paths, ["/note", "/ok"], "{}", r.body);
         let r = respond(&s, &bob, id, json!([1])).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        // Nor may an answer pass itself off as a timeout or another approver.
+        let r = respond(&s, &bob, id, json!({"ok": false, "timed_out": true})).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(r.detail_paths(), ["/timed_out"], "{}", r.body);
+        // Cancelling the ask alone would answer it: refused.
+        let r = call(&s, Method::POST, &format!("/api/v1/executions/{id}/cancel"), &alice, Some(json!({}))).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+        assert!(message(&r).contains("cancel the workflow"), "{}", r.body);
 
         // One answer wins; the next is told who gave it.
         let r = respond(&s, &bob, id, json!({"ok": true, "note": "go"})).await;
@@ -320,6 +328,8 @@ tasks:
     input: {message: x}
   d:
     ask: {prompt: ok, schema: {type: object, properties: {answered_by: {type: string}}}}
+  e:
+    ask: {prompt: "a link anyone could read", resume_url: true, self_approval: false}
 "#;
         let r = upload(&s, &[("bad", bad)]).await;
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
@@ -328,7 +338,7 @@ tasks:
             "/tasks/a/ask/prompt", "/tasks/a/ask/schema/type", "/tasks/a/ask/approvers/roles/0",
             "/tasks/a/ask/timeout", "/tasks/a/retry", "/tasks/b/wait/trigger",
             "/tasks/b/wait/criteria", "/tasks/b/wait/timeout", "/tasks/c",
-            "/tasks/d/ask/schema/properties/answered_by",
+            "/tasks/d/ask/schema/properties/answered_by", "/tasks/e/ask/resume_url",
         ] {
             assert!(paths.iter().any(|p| p.ends_with(expected)), "{expected} in {}", r.body);
         }

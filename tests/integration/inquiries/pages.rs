@@ -11,7 +11,25 @@ use support::{TestServer, on_both_backends};
 use super::{opened, start, token, upload};
 use crate::console::Ui;
 
-/// Asks with a resume URL allowed; the note is short.
+/// Asks operators; the note is short.
+const FORM: &str = r#"
+input: {type: object, properties: {host: {type: string}}, required: [host]}
+tasks:
+  approve:
+    ask:
+      prompt: "Restart {{ input.host }}?"
+      schema: {type: object, properties: {ok: {type: boolean}, note: {type: string, maxLength: 10}}, required: [ok]}
+    next:
+      - when: "{{ result.ok }}"
+        do: [restart]
+  restart:
+    action: core.echo
+    input: {message: "restarting {{ input.host }}"}
+output: {by: "{{ tasks.approve.result.answered_by }}", note: "{{ tasks.approve.result.note | default('') }}"}
+"#;
+
+/// Asks anyone who can read, with a resume URL allowed (a link viewers can
+/// read may only answer what they may).
 pub(super) const LINKED: &str = r#"
 input: {type: object, properties: {host: {type: string}}, required: [host]}
 tasks:
@@ -19,6 +37,7 @@ tasks:
     ask:
       prompt: "Restart {{ input.host }}?"
       schema: {type: object, properties: {ok: {type: boolean}, note: {type: string, maxLength: 10}}, required: [ok]}
+      approvers: {roles: [viewer]}
       resume_url: true
     next:
       - when: "{{ result.ok }}"
@@ -34,7 +53,7 @@ const BRIEF: &str = r#"
 input: {type: object}
 tasks:
   approve:
-    ask: {prompt: "now?", resume_url: true, timeout: 2s}
+    ask: {prompt: "now?", resume_url: true, approvers: {roles: [viewer]}, timeout: 2s}
 "#;
 
 /// An ask that allows no link.
@@ -55,11 +74,11 @@ fn query<'a>(url: &'a str, name: &str) -> &'a str {
 on_both_backends! {
     async fn the_console_lists_what_waits_for_you_and_answers_from_the_schema_s_form(backend) {
         let s = TestServer::start(backend).await;
-        let r = upload(&s, &[("linked", LINKED)]).await;
+        let r = upload(&s, &[("form", FORM)]).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         let bob = token(&s, "bob", "operator").await;
         let val = token(&s, "val", "viewer").await;
-        let flow = start(&s, &s.admin, "ops.linked", json!({"host": "<db1>"})).await;
+        let flow = start(&s, &s.admin, "ops.form", json!({"host": "<db1>"})).await;
         let id = opened(&s, flow).await["id"].as_i64().unwrap();
 
         let ui = Ui::signed_in(&s, &bob).await;
@@ -102,15 +121,15 @@ on_both_backends! {
         let s = TestServer::start(backend).await;
         let r = upload(&s, &[("linked", LINKED), ("brief", BRIEF), ("unlinked", UNLINKED)]).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-        let val = token(&s, "val", "viewer").await;
+        let worker = token(&s, "w", "worker").await;
         let flow = start(&s, &s.admin, "ops.linked", json!({"host": "db1"})).await;
         let ask = opened(&s, flow).await;
         let id = ask["id"].as_i64().unwrap();
         let shown = s.get(&format!("/api/v1/inquiries/{id}")).await.body;
         let url = shown["resume_url"].as_str().expect("those who may answer see the link").to_string();
         assert!(url.starts_with(&format!("/ui/respond/{id}?expires=")), "{url}");
-        let r = s.send(s.request(reqwest::Method::GET, &format!("/api/v1/inquiries/{id}"), Some(&val))).await;
-        assert_eq!(r.body["resume_url"], serde_json::Value::Null, "a viewer who may not answer is not given it");
+        let r = s.send(s.request(reqwest::Method::GET, &format!("/api/v1/inquiries/{id}"), Some(&worker))).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "a worker token reads no inquiry");
 
         // No session needed: the prompt and the form, nothing else.
         let anyone = Ui::new(&s);

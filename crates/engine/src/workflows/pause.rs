@@ -180,6 +180,18 @@ impl Ask {
                 "nobody could answer: name roles or tokens".into(),
             );
         }
+        // A link is in the events and records viewers read, so it may only
+        // answer what anyone who can read may answer.
+        if self.resume_url
+            && (!self.self_approval || !self.approvers.roles.iter().any(|r| r == "viewer"))
+        {
+            err(
+                format!("{at}/resume_url"),
+                "a resume link is readable by viewers (in its core.inquiry_opened event), so it \
+                 needs `approvers: {roles: [viewer]}` and `self_approval: true`"
+                    .into(),
+            );
+        }
         check_timeout(self.timeout.as_deref(), at, err);
     }
 }
