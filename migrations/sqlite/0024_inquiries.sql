@@ -12,7 +12,7 @@ CREATE TABLE inquiry (
     trigger      TEXT,                  -- a wait's trigger type
     after_event  INTEGER NOT NULL DEFAULT 0, -- a wait looks at events after this id
     deadline     INTEGER,                    -- Unix ms; none: waits until answered or cancelled
-    requested_by TEXT,                  -- the name of the token that started the workflow
+    requested_by INTEGER,  -- the id of the token that started the workflow (its chain of causes)
     state        TEXT NOT NULL DEFAULT 'open', -- open | answered | timed_out | closed
     answered_by  TEXT,
     answered_at  INTEGER,
@@ -20,7 +20,9 @@ CREATE TABLE inquiry (
 );
 CREATE INDEX inquiry_open ON inquiry(state, kind);
 
--- Who asked for a direct run, as the server knows it (never what the
--- caller says): the token's name, for workflows whose `ask` refuses
--- self-approval.
-ALTER TABLE execution ADD COLUMN requested_by TEXT;
+-- Who caused it, as the server knows it (never what the caller says): the
+-- id of the token that asked for a direct run or posted an event, carried
+-- on to what that caused (an ended execution's event, an answer's event),
+-- for asks that refuse self-approval.
+ALTER TABLE execution ADD COLUMN requested_by INTEGER;
+ALTER TABLE event ADD COLUMN requested_by INTEGER;

@@ -500,7 +500,7 @@ on_both_backends! {
         // Events: ids in the order given, fields as stored.
         let (a, b) = (json!({"n": "one"}), json!({"n": "two", "x": [2.5, null]}));
         let events = storage.insert_events(&[
-            attune_storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None, depth: 0, held_reason: None },
+            attune_storage::NewEvent { trigger: "core.manual", payload: &a, source: Some("x"), rules: None, depth: 0, held_reason: None, requested_by: Some(4) },
             attune_storage::NewEvent::of("core.manual", &b),
         ]).await.unwrap();
         assert!(events[0].id < events[1].id);
@@ -575,7 +575,7 @@ on_both_backends! {
         let only = vec!["core.other".to_string()];
         let stored = s.core.storage.insert_events(&[
             attune_storage::NewEvent::of("core.manual", &payload),
-            attune_storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only), depth: 0, held_reason: None },
+            attune_storage::NewEvent { trigger: "core.manual", payload: &payload, source: None, rules: Some(&only), depth: 0, held_reason: None, requested_by: None },
         ]).await.unwrap();
         assert_eq!(executions_of_rule(&s, "core.all").await.len(), 1);
         assert_eq!(attune_engine::ingest::reconcile(&s.core, Duration::ZERO).await.unwrap(), 2);
@@ -601,7 +601,7 @@ on_both_backends! {
         let rules = storage.enabled_rules("core.manual").await.unwrap();
         let payload = json!({"n": 1});
         let new = [
-            attune_storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None, depth: 0, held_reason: None },
+            attune_storage::NewEvent { trigger: "core.manual", payload: &payload, source: Some("x"), rules: None, depth: 0, held_reason: None, requested_by: None },
             attune_storage::NewEvent::of("core.manual", &payload),
         ];
         // The plan sees the events with their ids, within the transaction.

@@ -29,9 +29,9 @@ pub struct RunRequest {
     /// Its depth in a chain of causes: 0 unless an action asked for it
     /// (through outbound HTTP, which says its own depth plus one).
     pub depth: i64,
-    /// The name of the token that asks, as authenticated (kept on a
-    /// workflow's run: its asks may refuse self-approval).
-    pub requested_by: Option<String>,
+    /// The id of the token that asks, as authenticated: what it causes is
+    /// credited to it, for asks that refuse self-approval.
+    pub requested_by: Option<i64>,
 }
 
 /// Validates and queues a direct run; returns it as queued (`requested`,
@@ -93,7 +93,7 @@ pub async fn request(core: &Core, run: RunRequest) -> Result<ExecutionRecord, En
         timeout_ms,
         source: run.source,
         depth: run.depth,
-        requested_by: run.requested_by.filter(|_| workflow),
+        requested_by: run.requested_by,
         gates,
         // Under the request that asked for it, when traced.
         trace: super::telemetry::current().map(|c| super::telemetry::header(&c)),
@@ -169,29 +169,67 @@ pub async fn announce(core: &Core, ids: &[i64]) {
     if !listening {
         return;
     }
-    let events = ended.into_iter().filter(|e| e.status.is_finished()).map(|e| {
-        let event = super::ingest::IncomingEvent {
-            trigger: FINISHED_TRIGGER.into(),
-            payload: serde_json::json!({
-                "execution": e.id, "action": e.action, "status": e.status.as_str(),
-                "rule": e.rule, "parent": e.parent, "result": e.result, "error": e.error,
-            }),
-            source: Some(e.action.clone()),
-            rules: None,
-            // What an execution caused is one deeper than what caused it.
-            depth: e.depth + 1,
-            // And is in its trace, under its span.
-            trace: super::telemetry::execution_of(&e),
-        };
-        async move {
+    let events = ended
+        .into_iter()
+        .filter(|e| e.status.is_finished())
+        .map(|e| async move {
+            // Credited to whoever caused the execution.
+            let requested_by = requester(core, &e).await.unwrap_or_default();
+            let event = super::ingest::IncomingEvent {
+                trigger: FINISHED_TRIGGER.into(),
+                payload: serde_json::json!({
+                    "execution": e.id, "action": e.action, "status": e.status.as_str(),
+                    "rule": e.rule, "parent": e.parent, "result": e.result, "error": e.error,
+                }),
+                source: Some(e.action.clone()),
+                rules: None,
+                // What an execution caused is one deeper than what caused it.
+                depth: e.depth + 1,
+                // And is in its trace, under its span.
+                trace: super::telemetry::execution_of(&e),
+                requested_by,
+            };
             if let Err(err) = core.ingest.event(core, event).await
                 && !err.is_refused()
             {
                 tracing::error!(execution = e.id, error = %err, "announcing an ended execution");
             }
-        }
-    });
+        });
     futures_util::future::join_all(events).await;
+}
+
+/// The id of the token that caused `execution`: the one that asked for it
+/// (or for the workflow it is a task of), or that caused the event whose
+/// rule started it; `None` when no token did (a timer, a webhook, a
+/// sensor).
+pub async fn requester(
+    core: &Core,
+    execution: &ExecutionRecord,
+) -> Result<Option<i64>, EngineError> {
+    let mut e = std::borrow::Cow::Borrowed(execution);
+    for _ in 0..=crate::workflows::definition::MAX_DEPTH {
+        if e.requested_by.is_some() {
+            return Ok(e.requested_by);
+        }
+        if let Some(enforcement) = e.enforcement {
+            let Some(event) = core.storage.event_of_enforcement(enforcement).await? else {
+                return Ok(None);
+            };
+            return Ok(core
+                .storage
+                .get_event(event)
+                .await?
+                .and_then(|ev| ev.requested_by));
+        }
+        let Some(parent) = e.parent else {
+            return Ok(None);
+        };
+        let Some(p) = core.storage.get_execution(parent).await? else {
+            return Ok(None);
+        };
+        e = std::borrow::Cow::Owned(p);
+    }
+    Ok(None)
 }
 
 /// Asks for an execution to be cancelled: a queued one ends at once, a

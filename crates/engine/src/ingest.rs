@@ -51,6 +51,10 @@ pub struct IncomingEvent {
     /// The span that caused it (the request it came in), when traced; a
     /// traced event without one starts a trace.
     pub trace: Option<TraceContext>,
+    /// The id of the token that caused it (posted it, or asked for the run
+    /// or gave the answer it announces), for asks that refuse
+    /// self-approval.
+    pub requested_by: Option<i64>,
 }
 
 impl IncomingEvent {
@@ -277,6 +281,7 @@ async fn record(core: &Core, events: Vec<EventEntry>, mut spans: Vec<Option<Live
             rules: rules.as_deref(),
             depth: e.depth,
             held_reason: held.as_deref(),
+            requested_by: e.requested_by,
         })
         .collect();
     let n_held = held.iter().flatten().count();

@@ -76,8 +76,10 @@ pub fn check_resume(core: &Core, id: i64, expires: i64, sig: &str) -> Result<(),
 /// Who answers.
 #[derive(Debug, Clone, Copy)]
 pub enum By<'a> {
-    /// A token, by name and role.
+    /// A token, by id, name and role.
     Token {
+        /// Its id.
+        id: i64,
         /// Its name.
         name: &'a str,
         /// Its role.
@@ -92,6 +94,13 @@ impl By<'_> {
         match self {
             By::Token { name, .. } => name,
             By::ResumeUrl => "resume URL",
+        }
+    }
+
+    fn id(&self) -> Option<i64> {
+        match self {
+            By::Token { id, .. } => Some(*id),
+            By::ResumeUrl => None,
         }
     }
 }
@@ -115,7 +124,7 @@ pub fn spec(i: &InquiryRecord) -> Spec {
 
 /// Why `by` may not answer `i`, if it may not.
 pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
-    let By::Token { name, role } = by else {
+    let By::Token { id, name, role } = by else {
         return None;
     };
     let approvers = spec.approvers.clone().unwrap_or_default();
@@ -132,7 +141,7 @@ pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
             who.join(" or ")
         ));
     }
-    if !spec.self_approval && i.requested_by.as_deref() == Some(name) {
+    if !spec.self_approval && i.requested_by == Some(id) {
         return Some(format!(
             "inquiry {} may not be answered by the token that started its workflow",
             i.id
@@ -141,12 +150,12 @@ pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
     None
 }
 
-/// Open `ask` inquiries `name` (with `role`) may answer, oldest first.
-pub async fn list(core: &Core, name: &str, role: Role) -> Result<Vec<InquiryRecord>, EngineError> {
+/// Open `ask` inquiries `by` may answer, oldest first.
+pub async fn list(core: &Core, by: By<'_>) -> Result<Vec<InquiryRecord>, EngineError> {
     let open = core.storage.open_inquiries("ask", MAX_LISTED).await?;
     Ok(open
         .into_iter()
-        .filter(|i| refusal(i, &spec(i), By::Token { name, role }).is_none())
+        .filter(|i| refusal(i, &spec(i), by).is_none())
         .collect())
 }
 
@@ -268,6 +277,8 @@ pub async fn respond(
         json!({"inquiry": i.id, "execution": i.workflow, "task": i.task,
                "answered_by": i.answered_by, "answer": result}),
         depth,
+        // What an answer causes is the answerer's doing.
+        by.id(),
     )
     .await;
     Ok(i)
@@ -283,7 +294,7 @@ async fn ended(core: &Core, id: i64) {
 /// Emits an event of `trigger` through the event door when a rule
 /// listens; `depth`: its task's (what it causes is one deeper, so a rule
 /// whose workflow asks again stops at the chain's bound).
-async fn emit(core: &Core, trigger: &str, payload: Value, depth: i64) {
+async fn emit(core: &Core, trigger: &str, payload: Value, depth: i64, requested_by: Option<i64>) {
     let listening = core.cache.enabled_rules(&core.storage, trigger).await;
     if !matches!(&listening, Ok(rules) if !rules.is_empty()) {
         return;
@@ -295,6 +306,7 @@ async fn emit(core: &Core, trigger: &str, payload: Value, depth: i64) {
         rules: None,
         depth: depth + 1,
         trace: None,
+        requested_by,
     };
     if let Err(e) = core.ingest.event(core, event).await
         && !e.is_refused()
@@ -319,7 +331,7 @@ pub async fn opened(core: &Core, asks: &[(i64, i64)]) {
         if let Some(url) = resume_url(core, &i) {
             payload["resume_url"] = json!(url);
         }
-        emit(core, OPENED_TRIGGER, payload, *depth).await;
+        emit(core, OPENED_TRIGGER, payload, *depth, i.requested_by).await;
     }
 }
 

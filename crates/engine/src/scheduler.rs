@@ -174,6 +174,7 @@ async fn record_tick(core: &Core, tick: attune_storage::Tick) {
         rules: Some(rules),
         depth: 0,
         trace: None,
+        requested_by: None,
     };
     if let Err(e) = core.ingest.event(core, event).await
         && !e.is_refused()

@@ -10,8 +10,8 @@ use super::{Dialect, Pool, Result, Storage, fewer_rows, now_ms};
 /// back their ids.
 pub(super) fn insert_events_sql(dialect: Dialect, n: usize) -> String {
     format!(
-        "INSERT INTO event (trigger, payload, source, created_at, rules, enforced_at, depth, held_reason) VALUES {}{}",
-        rows_of(dialect, n, 8, None),
+        "INSERT INTO event (trigger, payload, source, created_at, rules, enforced_at, depth, held_reason, requested_by) VALUES {}{}",
+        rows_of(dialect, n, 9, None),
         returning_id(dialect)
     )
 }
@@ -29,6 +29,7 @@ pub(super) fn event_records(events: &[NewEvent<'_>], ids: Vec<i64>, now: i64) ->
             created_at: now,
             depth: e.depth,
             held_reason: e.held_reason.map(str::to_string),
+            requested_by: e.requested_by,
         })
         .collect()
 }

@@ -298,7 +298,8 @@ macro_rules! bind_events {
                 .bind(e.rules.map(Json))
                 .bind($enforced)
                 .bind(e.depth)
-                .bind(e.held_reason);
+                .bind(e.held_reason)
+                .bind(e.requested_by);
         }
         query
     }};

@@ -226,7 +226,7 @@ pub(super) fn execution_rows(dialect: Dialect, n: usize, shape: Shape) -> String
 
 /// What an [`EventRecord`](super::EventRecord) is read from.
 pub(super) const EVENT_COLUMNS: &str =
-    "id, trigger, payload, source, created_at, depth, held_reason";
+    "id, trigger, payload, source, created_at, depth, held_reason, requested_by";
 
 /// What an [`ExecutionRecord`](super::ExecutionRecord) is read from,
 /// with the times it spent queued and running.

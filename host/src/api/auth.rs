@@ -23,6 +23,15 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// The caller as one who answers an inquiry.
+    pub fn answerer(&self) -> attune_engine::inquiries::By<'_> {
+        attune_engine::inquiries::By::Token {
+            id: self.token.id,
+            name: &self.token.name,
+            role: self.token.role,
+        }
+    }
+
     /// Fails with 403 unless the caller has at least `role` (worker tokens
     /// pass only worker checks).
     pub fn require(&self, role: Role) -> Result<(), ApiError> {

@@ -89,6 +89,7 @@ async fn fire(
                 trigger: input.trigger,
                 payload: input.payload,
                 source: Some(caller.token.name.clone()),
+                requested_by: Some(caller.token.id),
                 rules: None,
                 depth: attune_runtime::http::chain_depth(
                     headers

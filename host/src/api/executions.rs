@@ -146,7 +146,7 @@ async fn create(
             timeout: input.timeout,
             max_attempts: input.max_attempts,
             source: input.source,
-            requested_by: Some(caller.token.name.clone()),
+            requested_by: Some(caller.token.id),
             depth: attune_runtime::http::chain_depth(
                 headers
                     .iter()

@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use super::json::ApiJson;
 use super::{ApiPath, ApiQuery, AppState};
-use attune_engine::inquiries::{self, By};
+use attune_engine::inquiries;
 use attune_engine::records::{InquiryRecord, Role};
 
 /// The largest answer taken, in bytes of JSON.
@@ -71,10 +71,7 @@ impl InquiryView {
     /// `i` as `caller` sees it.
     pub fn of(i: InquiryRecord, caller: &Caller, core: &attune_engine::Core) -> Self {
         let spec = inquiries::spec(&i);
-        let by = By::Token {
-            name: &caller.token.name,
-            role: caller.token.role,
-        };
+        let by = caller.answerer();
         let may_answer =
             i.kind == "ask" && i.state == "open" && inquiries::refusal(&i, &spec, by).is_none();
         let resume_url = may_answer
@@ -135,7 +132,7 @@ async fn list(
             .inquiries_of(workflow)
             .await
             .map_err(attune_engine::EngineError::from)?,
-        None => inquiries::list(&state, &caller.token.name, caller.token.role).await?,
+        None => inquiries::list(&state, caller.answerer()).await?,
     };
     Ok(axum::Json(InquiryList {
         items: found
@@ -185,10 +182,7 @@ async fn respond(
             "an answer is at most {MAX_ANSWER} bytes"
         )));
     }
-    let by = By::Token {
-        name: &caller.token.name,
-        role: caller.token.role,
-    };
+    let by = caller.answerer();
     let i = inquiries::respond(&state, id, answer, by).await?;
     Ok(axum::Json(InquiryView::of(i, &caller, &state)))
 }

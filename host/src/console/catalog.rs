@@ -149,7 +149,7 @@ async fn run(
                 max_attempts: None,
                 source: Some("console".into()),
                 depth: 0,
-                requested_by: Some(user.token.name.clone()),
+                requested_by: Some(user.token.id),
             };
             match executions::request(&state, run).await {
                 Ok(execution) => return Ok(see(&format!("/ui/executions/{}", execution.id))),

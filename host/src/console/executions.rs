@@ -373,7 +373,7 @@ async fn rerun(State(state): State<AppState>, Session(user): Session, Path(id): 
         max_attempts: Some(record.max_attempts),
         source: Some("console".into()),
         depth: 0,
-        requested_by: Some(user.token.name.clone()),
+        requested_by: Some(user.token.id),
     };
     let new = executions::request(&state, run).await?;
     Ok(see(&format!("/ui/executions/{}", new.id)))

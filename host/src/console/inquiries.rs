@@ -69,7 +69,7 @@ async fn list_page(
     user: &Caller,
     failed: Option<(i64, &HashMap<String, String>, &[PathError])>,
 ) -> Page {
-    let open = inquiries::list(state, &user.token.name, user.token.role).await?;
+    let open = inquiries::list(state, user.answerer()).await?;
     let items: Vec<minijinja::Value> = open
         .iter()
         .map(|i| match failed {
@@ -105,10 +105,7 @@ async fn answer(
 ) -> Page {
     let submitted: HashMap<String, String> = pairs.into_iter().collect();
     let i = inquiries::get(&state, id).await?;
-    let by = By::Token {
-        name: &user.token.name,
-        role: user.token.role,
-    };
+    let by = user.answerer();
     let errors = match answer_of(&i, &submitted) {
         Ok(answer) => match inquiries::respond(&state, id, answer, by).await {
             Ok(i) => return Ok(see(&format!("/ui/executions/{}", i.workflow))),

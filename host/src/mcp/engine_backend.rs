@@ -24,7 +24,7 @@ use crate::api::AppState;
 use crate::api::auth::Caller;
 use crate::api::error::ApiError;
 use crate::api::views::{ActionView, ExecutionView, Keyed};
-use attune_engine::inquiries::{self, By};
+use attune_engine::inquiries;
 use attune_engine::records::{InquiryRecord, Role};
 use attune_engine::{Core, EngineError, executions};
 use attune_engine::{catalog, history};
@@ -107,7 +107,7 @@ impl Backend for Local {
             max_attempts: None,
             source: Some("mcp".into()),
             depth: 0,
-            requested_by: caller(ctx).map(|c| c.token.name.clone()),
+            requested_by: caller(ctx).map(|c| c.token.id),
         };
         let span = ctx
             .extensions
@@ -143,7 +143,7 @@ impl Backend for Local {
         let Some(c) = caller(ctx) else {
             return Ok(Vec::new());
         };
-        let open = inquiries::list(&self.core, &c.token.name, c.token.role)
+        let open = inquiries::list(&self.core, c.answerer())
             .await
             .map_err(refusal)?;
         Ok(open.iter().map(inquiry_view).collect())
@@ -159,10 +159,7 @@ impl Backend for Local {
         // approvers decide (a worker token is no reader).
         require(ctx, Role::Viewer)?;
         let c = caller(ctx).ok_or_else(|| refusal(ApiError::Unauthorized))?;
-        let by = By::Token {
-            name: &c.token.name,
-            role: c.token.role,
-        };
+        let by = c.answerer();
         let i = inquiries::respond(&self.core, id, answer, by)
             .await
             .map_err(refusal)?;

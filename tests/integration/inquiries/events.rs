@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use support::{TestServer, on_both_backends, wait_for};
 
-use super::{opened, respond, start, token, upload};
+use super::{RUNBOOK, message, opened, respond, start, token, upload};
 use crate::inquiries::pages::LINKED;
 
 /// The runs of rule `rule` (not their tasks), oldest first.
@@ -32,7 +32,64 @@ tasks:
     ask: {prompt: "again?"}
 "#;
 
+/// A second approval, asked when the first is answered.
+const SECOND: &str = r#"
+input: {type: object}
+tasks:
+  confirm:
+    ask: {prompt: "Sure?", self_approval: false}
+"#;
+
 on_both_backends! {
+    async fn self_approval_follows_the_token_through_the_chain_it_caused(backend) {
+        let s = TestServer::start(backend).await;
+        let r = upload(&s, &[("restart", RUNBOOK), ("second", SECOND)]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        for rule in [
+            json!({"ref": "chain.after_noop", "trigger": "core.execution_finished",
+                   "criteria": "event.payload.action == 'core.noop'",
+                   "action": "ops.restart", "action_params": {"host": "db9"}}),
+            json!({"ref": "chain.second", "trigger": "core.inquiry_answered",
+                   "criteria": "event.payload.task == 'approve'", "action": "ops.second"}),
+        ] {
+            let r = s.post("/api/v1/rules", rule).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+        let alice = token(&s, "alice", "operator").await;
+        let bob = token(&s, "bob", "operator").await;
+        // Another token that happens to share alice's name is someone else.
+        let namesake = token(&s, "alice", "operator").await;
+        // Alice runs an action; a rule on its end starts the restart, whose
+        // ask refuses self-approval: it is alice's doing.
+        let noop = start(&s, &alice, "core.noop", json!({})).await;
+        s.ended(noop).await;
+        let flow = wait_for(Duration::from_secs(15), || async {
+            runs_of(&s, "chain.after_noop").await.first().map(|e| e["id"].as_i64().unwrap())
+        })
+        .await
+        .expect("the rule started the restart");
+        let id = opened(&s, flow).await["id"].as_i64().unwrap();
+        let r = respond(&s, &alice, id, json!({"ok": true})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert!(message(&r).contains("started its workflow"), "{}", r.body);
+        // Bob's answer starts the second approval: bob's doing, so not his
+        // to confirm; the namesake may.
+        let r = respond(&s, &bob, id, json!({"ok": true})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let second = wait_for(Duration::from_secs(15), || async {
+            runs_of(&s, "chain.second").await.first().map(|e| e["id"].as_i64().unwrap())
+        })
+        .await
+        .expect("the answer started the second approval");
+        let confirm = opened(&s, second).await["id"].as_i64().unwrap();
+        let r = respond(&s, &bob, confirm, json!({})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        let r = respond(&s, &namesake, confirm, json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(s.ended(second).await["status"], "succeeded");
+        s.finish().await;
+    }
+
     async fn an_ask_announces_its_prompt_and_link_and_its_answer(backend) {
         let s = TestServer::start(backend).await;
         let r = upload(&s, &[("linked", LINKED)]).await;

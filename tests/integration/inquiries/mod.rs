@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use support::{Reply, TestServer, on_both_backends, tar_gz};
 
 /// The runbook of the README: ask, then restart when the answer says so.
-const RUNBOOK: &str = r#"
+pub(super) const RUNBOOK: &str = r#"
 input: {type: object, properties: {host: {type: string}}, required: [host]}
 tasks:
   approve:
@@ -133,7 +133,7 @@ async fn opened(s: &TestServer, execution: i64) -> Value {
 }
 
 /// An error reply's message.
-fn message(r: &Reply) -> &str {
+pub(super) fn message(r: &Reply) -> &str {
     r.body["error"]["message"].as_str().unwrap_or_default()
 }
 

@@ -45,6 +45,7 @@ pub async fn dry_run(
         created_at: attune_storage::now_ms(),
         depth: 0,
         held_reason: None,
+        requested_by: None,
     };
     Ok(evaluate(core, &rule, &event, Reveal::No).await?.0)
 }

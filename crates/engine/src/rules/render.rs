@@ -149,6 +149,7 @@ mod tests {
             created_at: 0,
             depth: 0,
             held_reason: None,
+            requested_by: None,
         }
     }
 

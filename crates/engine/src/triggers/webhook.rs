@@ -471,6 +471,7 @@ pub async fn receive<'a>(
         rules: Some(rules),
         depth,
         trace: None,
+        requested_by: None,
     };
     Ok(core.ingest.event(core, event).await?)
 }

@@ -192,7 +192,7 @@ impl Run {
         let now = now_ms();
         // Who may not answer its asks when self-approval is off.
         let requester = if step.starts.iter().any(|s| s.pause.is_some()) {
-            requester(core, &self.execution).await?
+            crate::executions::requester(core, &self.execution).await?
         } else {
             None
         };
@@ -307,7 +307,7 @@ impl Run {
         now: i64,
         s: &step::Start,
         spec: &pause::Spec,
-        requester: Option<String>,
+        requester: Option<i64>,
     ) -> NewExecution {
         NewExecution {
             rule: self.execution.rule.clone(),
@@ -368,39 +368,6 @@ pub async fn progress(core: &Core, id: i64) -> Result<Option<Value>, EngineError
         "error": state.error,
         "depth": state.depth,
     })))
-}
-
-/// The name of the token that started workflow `execution` (or the
-/// workflow it is a task of): the one that asked for a direct run, or
-/// posted the event whose rule started it.
-async fn requester(
-    core: &Core,
-    execution: &ExecutionRecord,
-) -> Result<Option<String>, EngineError> {
-    let mut e = execution.clone();
-    for _ in 0..=MAX_DEPTH {
-        if e.requested_by.is_some() {
-            return Ok(e.requested_by);
-        }
-        if let Some(enforcement) = e.enforcement {
-            let Some(event) = core.storage.event_of_enforcement(enforcement).await? else {
-                return Ok(None);
-            };
-            return Ok(core
-                .storage
-                .get_event(event)
-                .await?
-                .and_then(|ev| ev.source));
-        }
-        let Some(parent) = e.parent else {
-            return Ok(None);
-        };
-        let Some(p) = core.storage.get_execution(parent).await? else {
-            return Ok(None);
-        };
-        e = p;
-    }
-    Ok(None)
 }
 
 /// Masks secret values in `v` (an error rendered from a template).

@@ -23,6 +23,10 @@ pub struct EventRecord {
     pub depth: i64,
     /// Why no rule saw it (its chain went too deep), when none did.
     pub held_reason: Option<String>,
+    /// The id of the token that caused it (posted it, or asked for the run
+    /// or gave the answer it announces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<i64>,
 }
 
 /// An event to record.
@@ -39,6 +43,8 @@ pub struct NewEvent<'a> {
     pub depth: i64,
     /// Why no rule sees it, when none does.
     pub held_reason: Option<&'a str>,
+    /// The id of the token that caused it.
+    pub requested_by: Option<i64>,
 }
 
 impl<'a> NewEvent<'a> {
@@ -52,6 +58,7 @@ impl<'a> NewEvent<'a> {
             rules: None,
             depth: 0,
             held_reason: None,
+            requested_by: None,
         }
     }
 }
@@ -114,9 +121,9 @@ pub struct NewExecution {
     /// The W3C `traceparent` of the span its own span is a child of, when
     /// it is traced.
     pub trace: Option<String>,
-    /// The name of the token that asked for it (direct runs of workflows,
-    /// and their tasks).
-    pub requested_by: Option<String>,
+    /// The id of the token that asked for it (direct runs, and the tasks
+    /// of a directly run workflow).
+    pub requested_by: Option<i64>,
     /// What it waits for, for a workflow's `ask` or `wait` task: it starts
     /// `pending` and no worker claims it.
     pub inquiry: Option<NewInquiry>,
@@ -133,8 +140,8 @@ pub struct NewInquiry {
     pub trigger: Option<String>,
     /// Unix ms when it times out.
     pub deadline: Option<i64>,
-    /// The name of the token that started the workflow.
-    pub requested_by: Option<String>,
+    /// The id of the token that started the workflow.
+    pub requested_by: Option<i64>,
 }
 
 impl NewExecution {
@@ -243,10 +250,10 @@ pub struct ExecutionRecord {
     /// [`Finished::resources`](crate::Finished::resources)).
     #[sqlx(json(nullable))]
     pub resources: Option<Value>,
-    /// The name of the token that asked for it (a direct run of a workflow
-    /// and its tasks).
+    /// The id of the token that asked for it (a direct run, and the tasks
+    /// of a directly run workflow).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
+    pub requested_by: Option<i64>,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.

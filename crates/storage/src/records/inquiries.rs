@@ -24,8 +24,8 @@ pub struct InquiryRecord {
     pub after_event: i64,
     /// Unix ms when it times out.
     pub deadline: Option<i64>,
-    /// The name of the token that started the workflow.
-    pub requested_by: Option<String>,
+    /// The id of the token that started the workflow.
+    pub requested_by: Option<i64>,
     /// `open`, `answered`, `timed_out` or `closed` (its task was cancelled).
     pub state: String,
     /// Who answered (a token's name, or `resume URL`), or the event that
