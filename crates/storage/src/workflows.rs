@@ -179,7 +179,7 @@ impl Storage {
                     .bind(Json(&i.spec))
                     .bind(&i.trigger)
                     .bind(i.deadline)
-                    .bind(&i.requested_by)
+                    .bind(i.requested_by)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;

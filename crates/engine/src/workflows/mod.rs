@@ -201,7 +201,7 @@ impl Run {
             .iter()
             .map(|s| {
                 if let Some(spec) = &s.pause {
-                    return self.pending(now, s, spec, requester.clone());
+                    return self.pending(now, s, spec, requester);
                 }
                 let (record, _) = &self.actions[&s.action];
                 let sealed = s
@@ -232,7 +232,7 @@ impl Run {
                     // And traced under it.
                     trace: crate::telemetry::execution_of(&self.execution)
                         .map(|c| crate::telemetry::header(&c)),
-                    requested_by: self.execution.requested_by.clone(),
+                    requested_by: self.execution.requested_by,
                     ..NewExecution::of(&s.action, s.params.clone(), record.capabilities.clone())
                 }
             })
@@ -314,7 +314,7 @@ impl Run {
             parent: Some(self.execution.id),
             task: Some(s.label()),
             depth: self.execution.depth,
-            requested_by: self.execution.requested_by.clone(),
+            requested_by: self.execution.requested_by,
             inquiry: Some(attune_storage::NewInquiry {
                 kind: spec.kind.clone(),
                 spec: serde_json::to_value(spec).unwrap_or_default(),

@@ -320,7 +320,7 @@ impl ExecutionRecord {
             stderr: None,
             logs: None,
             resources: None,
-            requested_by: e.requested_by.clone(),
+            requested_by: e.requested_by,
             created_at: now,
             scheduled_at: None,
             started_at,
