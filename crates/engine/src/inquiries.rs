@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use crate::rules::render::{matches, to_template};
+use crate::rules::render::to_template;
 use crate::workflows::pause::{OnTimeout, Spec};
 use crate::{Core, EngineError};
 use attune_storage::{ExecutionStatus, InquiryEnd, InquiryRecord, Role, now_ms};
@@ -400,6 +400,18 @@ async fn resume(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, Eng
         return Ok(false);
     };
     let context = spec.context.clone().unwrap_or_default();
+    let input = to_template(context.get("input").unwrap_or(&Value::Null));
+    let vars = to_template(context.get("vars").unwrap_or(&Value::Null));
+    // Compiled once for the events this pass looks at.
+    let env = crate::rules::template_env();
+    let criteria = match spec.criteria.as_deref().filter(|c| !c.trim().is_empty()) {
+        Some(c) => match env.compile_expression(c) {
+            Ok(expr) => Some(expr),
+            // Checked at upload; a stored one that no longer parses matches nothing.
+            Err(_) => return Ok(false),
+        },
+        None => None,
+    };
     for e in &events {
         let ctx = minijinja::context! {
             event => minijinja::context! {
@@ -409,12 +421,15 @@ async fn resume(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, Eng
                 source => e.source.clone(),
                 created_at => e.created_at,
             },
-            input => to_template(context.get("input").unwrap_or(&Value::Null)),
-            vars => to_template(context.get("vars").unwrap_or(&Value::Null)),
+            input => input.clone(),
+            vars => vars.clone(),
         };
         // An expression that cannot be evaluated on this event (a missing
         // field) does not match it.
-        if !matches(spec.criteria.as_deref(), &ctx).unwrap_or(false) {
+        let matched = criteria
+            .as_ref()
+            .is_none_or(|c| c.eval(&ctx).is_ok_and(|v| v.is_true()));
+        if !matched {
             continue;
         }
         let result = json!({"id": e.id, "trigger": e.trigger, "payload": e.payload,

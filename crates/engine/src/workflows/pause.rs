@@ -361,3 +361,49 @@ pub(super) fn check_task(
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_role_admits_those_above_it_and_worker_tokens_never() {
+        let approvers = Approvers::default();
+        assert!(approvers.admit("x", Role::Operator));
+        assert!(approvers.admit("x", Role::Admin));
+        assert!(!approvers.admit("x", Role::Viewer));
+        assert!(!approvers.admit("x", Role::Worker));
+        let named = Approvers {
+            roles: vec![],
+            tokens: vec!["oncall".into()],
+        };
+        assert!(named.admit("oncall", Role::Viewer));
+        assert!(!named.admit("oncall", Role::Worker));
+        assert!(!named.admit("other", Role::Admin));
+    }
+
+    fn problems(ask: Ask) -> Vec<String> {
+        let mut found = Vec::new();
+        ask.check("/a", &mut |p, _| found.push(p));
+        found
+    }
+
+    #[test]
+    fn a_resume_link_is_only_for_asks_viewers_may_answer() {
+        let ask = |roles: &[&str], self_approval: bool| Ask {
+            prompt: "ok?".into(),
+            schema: json!({"type": "object"}),
+            approvers: Approvers {
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                tokens: vec![],
+            },
+            self_approval,
+            timeout: None,
+            on_timeout: OnTimeout::Fail,
+            resume_url: true,
+        };
+        assert_eq!(problems(ask(&["viewer"], true)), Vec::<String>::new());
+        assert_eq!(problems(ask(&["operator"], true)), ["/a/resume_url"]);
+        assert_eq!(problems(ask(&["viewer"], false)), ["/a/resume_url"]);
+    }
+}
