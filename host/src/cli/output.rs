@@ -78,7 +78,15 @@ where
 {
     match v {
         Value::Null => "-".to_string(),
-        Value::String(s) => s.lines().next().unwrap_or_default().to_string(),
+        // One line, and no control character a terminal would act on (a
+        // prompt or a reason may hold what someone else wrote).
+        Value::String(s) => s
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect(),
         Value::Number(n) if column.ends_with("_at") => n
             .as_i64()
             .and_then(|ms| rfc3339(ms, tz))
@@ -128,6 +136,11 @@ mod tests {
             i64::MAX.to_string()
         );
         assert_eq!(cell("description", &json!("one\ntwo"), &Utc), "one");
+        assert_eq!(
+            cell("prompt", &json!("ok?\u{1b}[2J\u{7}"), &Utc),
+            "ok?\u{fffd}[2J\u{fffd}",
+            "no escape sequence reaches the terminal"
+        );
         assert_eq!(cell("enabled", &json!(true), &Utc), "true");
     }
 
