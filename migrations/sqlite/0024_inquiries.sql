@@ -13,6 +13,8 @@ CREATE TABLE inquiry (
     after_event  INTEGER NOT NULL DEFAULT 0, -- a wait looks at events after this id
     deadline     INTEGER,                    -- Unix ms; none: waits until answered or cancelled
     requested_by INTEGER,  -- the id of the token that started the workflow (its chain of causes)
+    rule_by      INTEGER,  -- the id of the token that last saved the rule that started it
+    looked_at    INTEGER NOT NULL DEFAULT 0, -- when a wait last looked at events (Unix ms), for turns
     state        TEXT NOT NULL DEFAULT 'open', -- open | answered | timed_out | closed
     answered_by  TEXT,
     answered_at  INTEGER,
@@ -26,3 +28,11 @@ CREATE INDEX inquiry_open ON inquiry(state, kind);
 -- for asks that refuse self-approval.
 ALTER TABLE execution ADD COLUMN requested_by INTEGER;
 ALTER TABLE event ADD COLUMN requested_by INTEGER;
+
+-- Who last saved (created, changed, enabled or disabled) each rule through
+-- the API or the console: what its rule starts is that token's doing too.
+CREATE TABLE rule_author (
+    ref   TEXT PRIMARY KEY,
+    token INTEGER NOT NULL,
+    at    INTEGER NOT NULL
+);

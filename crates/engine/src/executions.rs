@@ -198,38 +198,63 @@ pub async fn announce(core: &Core, ids: &[i64]) {
     futures_util::future::join_all(events).await;
 }
 
-/// The id of the token that caused `execution`: the one that asked for it
-/// (or for the workflow it is a task of), or that caused the event whose
-/// rule started it; `None` when no token did (a timer, a webhook, a
-/// sensor).
+/// The tokens behind an execution.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Causers {
+    /// The token that asked for it (or for the workflow it is a task of),
+    /// or that caused the event whose rule started it.
+    pub token: Option<i64>,
+    /// The token that last saved the rule that started it (or its
+    /// workflow), through the API or the console.
+    pub rule_author: Option<i64>,
+}
+
+/// Who caused `execution` (see [`Causers`]); nobody for a timer's, a
+/// webhook's or a sensor's run from a rule no token saved.
+pub async fn causers(core: &Core, execution: &ExecutionRecord) -> Result<Causers, EngineError> {
+    let mut e = std::borrow::Cow::Borrowed(execution);
+    // A task nested as deep as workflows go, and the run that started them.
+    for _ in 0..=crate::workflows::definition::MAX_DEPTH + 2 {
+        if e.requested_by.is_some() {
+            return Ok(Causers {
+                token: e.requested_by,
+                rule_author: None,
+            });
+        }
+        if let Some(enforcement) = e.enforcement {
+            let rule_author = match &e.rule {
+                Some(rule) => core.storage.rule_author(rule).await?,
+                None => None,
+            };
+            let token = match core.storage.event_of_enforcement(enforcement).await? {
+                Some(event) => core
+                    .storage
+                    .get_event(event)
+                    .await?
+                    .and_then(|ev| ev.requested_by),
+                None => None,
+            };
+            return Ok(Causers { token, rule_author });
+        }
+        let Some(parent) = e.parent else {
+            break;
+        };
+        let Some(p) = core.storage.get_execution(parent).await? else {
+            break;
+        };
+        e = std::borrow::Cow::Owned(p);
+    }
+    Ok(Causers::default())
+}
+
+/// The one token an execution's event is credited to: who caused it, or
+/// else who saved the rule that started it.
 pub async fn requester(
     core: &Core,
     execution: &ExecutionRecord,
 ) -> Result<Option<i64>, EngineError> {
-    let mut e = std::borrow::Cow::Borrowed(execution);
-    for _ in 0..=crate::workflows::definition::MAX_DEPTH {
-        if e.requested_by.is_some() {
-            return Ok(e.requested_by);
-        }
-        if let Some(enforcement) = e.enforcement {
-            let Some(event) = core.storage.event_of_enforcement(enforcement).await? else {
-                return Ok(None);
-            };
-            return Ok(core
-                .storage
-                .get_event(event)
-                .await?
-                .and_then(|ev| ev.requested_by));
-        }
-        let Some(parent) = e.parent else {
-            return Ok(None);
-        };
-        let Some(p) = core.storage.get_execution(parent).await? else {
-            return Ok(None);
-        };
-        e = std::borrow::Cow::Owned(p);
-    }
-    Ok(None)
+    let c = causers(core, execution).await?;
+    Ok(c.token.or(c.rule_author))
 }
 
 /// Asks for an execution to be cancelled: a queued one ends at once, a

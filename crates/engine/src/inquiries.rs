@@ -21,9 +21,10 @@ pub const OPENED_TRIGGER: &str = "core.inquiry_opened";
 /// The trigger type of the event an answer emits.
 pub const ANSWERED_TRIGGER: &str = "core.inquiry_answered";
 /// Events a wait looks at in one pass.
-const EVENTS_PER_PASS: i64 = 200;
-/// Waits one pass looks at (those with events they have not seen).
-const WAITS_PER_PASS: i64 = 200;
+const EVENTS_PER_PASS: i64 = 100;
+/// Waits one pass looks at (those with events they have not seen, the one
+/// that looked longest ago first).
+const WAITS_PER_PASS: i64 = 50;
 /// The largest answer, in bytes of JSON.
 pub const MAX_ANSWER: usize = 64 * 1024;
 /// Open asks read to list those a caller may answer, oldest first.
@@ -141,7 +142,7 @@ pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
             who.join(" or ")
         ));
     }
-    if !spec.self_approval && i.requested_by == Some(id) {
+    if !spec.self_approval && (i.requested_by == Some(id) || i.rule_by == Some(id)) {
         return Some(format!(
             "inquiry {} may not be answered by the token that started its workflow",
             i.id
@@ -222,6 +223,16 @@ pub async fn respond(
     if i.deadline.is_some_and(|d| d <= now_ms()) {
         return Err(EngineError::Conflict(format!("inquiry {id} timed out")));
     }
+    if answer.to_string().len() > MAX_ANSWER {
+        return Err(EngineError::invalid(
+            "the answer is too large",
+            "",
+            vec![attune_runtime::PathError::new(
+                "",
+                format!("at most {MAX_ANSWER} bytes of JSON"),
+            )],
+        ));
+    }
     let schema = spec
         .schema
         .clone()
@@ -264,6 +275,7 @@ pub async fn respond(
         status: ExecutionStatus::Succeeded,
         result: Some(&result),
         error: None,
+        at: None,
     };
     if !core.storage.end_inquiry(id, &end).await? {
         return Err(closed(&get(core, id).await?));
@@ -277,8 +289,9 @@ pub async fn respond(
         json!({"inquiry": i.id, "execution": i.workflow, "task": i.task,
                "answered_by": i.answered_by, "answer": result}),
         depth,
-        // What an answer causes is the answerer's doing.
-        by.id(),
+        // What an answer causes is the answerer's doing (through a link,
+        // whoever started the workflow's).
+        by.id().or(i.requested_by),
     )
     .await;
     Ok(i)
@@ -339,13 +352,14 @@ pub async fn opened(core: &Core, asks: &[(i64, i64)]) {
 /// resumes waits a matching event arrived for. Returns how many it ended.
 pub async fn tick(core: &Core) -> Result<usize, EngineError> {
     let mut ended_now = Vec::new();
-    for i in core.storage.inquiries_due(now_ms()).await? {
-        if time_out(core, &i, &spec(&i)).await? {
+    // Waits first: an event that came before the deadline still counts.
+    for i in core.storage.waits_with_news(WAITS_PER_PASS).await? {
+        if resume(core, &i, &spec(&i)).await? {
             ended_now.push(i.id);
         }
     }
-    for i in core.storage.waits_with_news(WAITS_PER_PASS).await? {
-        if resume(core, &i, &spec(&i)).await? {
+    for i in core.storage.inquiries_due(now_ms()).await? {
+        if time_out(core, &i, &spec(&i)).await? {
             ended_now.push(i.id);
         }
     }
@@ -382,6 +396,7 @@ async fn time_out(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, E
         status,
         result: result.as_ref(),
         error: error.as_ref(),
+        at: None,
     };
     Ok(core.storage.end_inquiry(i.id, &end).await?)
 }
@@ -441,6 +456,9 @@ async fn resume(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, Eng
             status: ExecutionStatus::Succeeded,
             result: Some(&result),
             error: None,
+            // It counts if it came before the deadline, however late this
+            // pass reads it.
+            at: Some(e.created_at),
         };
         return Ok(core.storage.end_inquiry(i.id, &end).await?);
     }

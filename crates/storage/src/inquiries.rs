@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use super::records::*;
 use super::{Pool, Result, Storage, now_ms};
 
-const COLUMNS: &str = "id, workflow, task, kind, spec, trigger, after_event, deadline, requested_by, state, \
+const COLUMNS: &str = "id, workflow, task, kind, spec, trigger, after_event, deadline, requested_by, rule_by, state, \
      answered_by, answered_at, created_at";
 
 /// How an inquiry ends: its state, who ended it, and its execution's end.
@@ -25,9 +25,40 @@ pub struct InquiryEnd<'a> {
     pub result: Option<&'a Value>,
     /// Its error.
     pub error: Option<&'a Value>,
+    /// When what ends it happened (an event's time; now when `None`): an
+    /// answer or an event counts only before the deadline.
+    pub at: Option<i64>,
 }
 
 impl Storage {
+    /// Records that token `token` saved rule `rule`.
+    pub async fn set_rule_author(&self, rule: &str, token: i64) -> Result<()> {
+        on_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO rule_author (ref, token, at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (ref) DO UPDATE SET token = excluded.token, at = excluded.at",
+            )
+            .bind(rule)
+            .bind(token)
+            .bind(now_ms())
+            .execute(&mut *p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The token that last saved rule `rule`, if one did.
+    pub async fn rule_author(&self, rule: &str) -> Result<Option<i64>> {
+        on_pool!(self, |p| {
+            Ok(
+                sqlx::query_scalar("SELECT token FROM rule_author WHERE ref = $1")
+                    .bind(rule)
+                    .fetch_optional(p)
+                    .await?,
+            )
+        })
+    }
+
     /// Open inquiries of `kind` (`ask` or `wait`), oldest first, at most
     /// `limit`.
     pub async fn open_inquiries(&self, kind: &str, limit: i64) -> Result<Vec<InquiryRecord>> {
@@ -63,7 +94,7 @@ impl Storage {
             Ok(sqlx::query_as(&format!(
                 "SELECT {COLUMNS} FROM inquiry i WHERE state = 'open' AND kind = 'wait' \
                  AND EXISTS (SELECT 1 FROM event e WHERE e.trigger = i.trigger AND e.id > i.after_event) \
-                 ORDER BY id LIMIT $1"
+                 ORDER BY looked_at, id LIMIT $1"
             ))
             .bind(limit)
             .fetch_all(p)
@@ -105,21 +136,22 @@ impl Storage {
             let timely = if end.state == "timed_out" {
                 ""
             } else {
-                " AND NOT EXISTS (SELECT 1 FROM inquiry q WHERE q.id = $1 AND q.deadline IS NOT NULL AND q.deadline <= $5)"
+                " AND NOT EXISTS (SELECT 1 FROM inquiry q WHERE q.id = $1 AND q.deadline IS NOT NULL AND q.deadline <= $6)"
             };
-            let ended = sqlx::query(&format!(
+            let sql = format!(
                 "UPDATE execution SET status = $2, result = $3, error = $4, started_at = COALESCE(started_at, created_at), \
                  finished_at = $5 WHERE id = $1 AND status = 'pending'{timely}",
-            ))
-            .bind(id)
-            .bind(end.status.as_str())
-            .bind(end.result.map(Json))
-            .bind(end.error.map(Json))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                > 0;
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(id)
+                .bind(end.status.as_str())
+                .bind(end.result.map(Json))
+                .bind(end.error.map(Json))
+                .bind(now);
+            if !timely.is_empty() {
+                query = query.bind(end.at.unwrap_or(now));
+            }
+            let ended = query.execute(&mut *tx).await?.rows_affected() > 0;
             if !ended {
                 return Ok(false);
             }
@@ -137,14 +169,16 @@ impl Storage {
         })
     }
 
-    /// Moves an open wait past the events it has looked at.
+    /// Moves an open wait past the events it has looked at, and to the
+    /// back of the turn.
     pub async fn wait_looked(&self, id: i64, after_event: i64) -> Result<()> {
         on_writer!(self, |p| {
             sqlx::query(
-                "UPDATE inquiry SET after_event = $2 WHERE id = $1 AND state = 'open' AND after_event < $2",
+                "UPDATE inquiry SET after_event = $2, looked_at = $3 WHERE id = $1 AND state = 'open' AND after_event < $2",
             )
             .bind(id)
             .bind(after_event)
+            .bind(now_ms())
             .execute(&mut *p)
             .await?;
             Ok(())

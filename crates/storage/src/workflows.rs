@@ -169,8 +169,8 @@ impl Storage {
                     let Some(i) = &e.inquiry else { continue };
                     sqlx::query(
                         "INSERT INTO inquiry (id, workflow, task, kind, spec, trigger, after_event, deadline, \
-                         requested_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, \
-                         (SELECT COALESCE(MAX(id), 0) FROM event), $7, $8, $9)",
+                         requested_by, created_at, rule_by) VALUES ($1, $2, $3, $4, $5, $6, \
+                         (SELECT COALESCE(MAX(id), 0) FROM event), $7, $8, $9, $10)",
                     )
                     .bind(r.id)
                     .bind(step.execution)
@@ -181,6 +181,7 @@ impl Storage {
                     .bind(i.deadline)
                     .bind(i.requested_by)
                     .bind(now)
+                    .bind(i.rule_by)
                     .execute(&mut *tx)
                     .await?;
                 }

@@ -18,7 +18,7 @@ mod inquiries;
 mod kv;
 mod packs;
 mod policies;
-mod rules;
+pub(crate) mod rules;
 mod secrets;
 mod sensors;
 mod tokens;

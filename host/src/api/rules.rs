@@ -71,6 +71,7 @@ async fn create(
     caller.require(Role::Operator)?;
     let (spec, warnings) = save::check(&state, &input).await?;
     let rule = save::store(&state, &spec, Mode::Create, &spec.r#ref).await?;
+    authored(&state, &rule.spec.r#ref, &caller).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(RuleResponse {
@@ -98,6 +99,7 @@ async fn update(
     save::unmask(&state, &mut input, &r#ref).await?;
     let (spec, warnings) = save::check(&state, &input).await?;
     let rule = save::store(&state, &spec, Mode::Replace, &r#ref).await?;
+    authored(&state, &rule.spec.r#ref, &caller).await?;
     Ok(axum::Json(RuleResponse {
         rule: rule.into(),
         warnings,
@@ -217,9 +219,24 @@ async fn enable(
     ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Operator)?;
-    Ok(axum::Json(
-        save::set_enabled(&state, &r#ref, true).await?.into(),
-    ))
+    let rule = save::set_enabled(&state, &r#ref, true).await?;
+    authored(&state, &r#ref, &caller).await?;
+    Ok(axum::Json(rule.into()))
+}
+
+/// Records `caller` as the last to save rule `rule`: what the rule starts is
+/// its doing too, for asks that refuse self-approval.
+pub(crate) async fn authored(
+    state: &AppState,
+    rule: &str,
+    caller: &Caller,
+) -> Result<(), ApiError> {
+    state
+        .storage
+        .set_rule_author(rule, caller.token.id)
+        .await
+        .map_err(attune_engine::EngineError::from)?;
+    Ok(())
 }
 
 /// Disables a rule.
@@ -232,7 +249,7 @@ async fn disable(
     ApiPath(r#ref): ApiPath<String>,
 ) -> Result<axum::Json<RuleView>, ApiError> {
     caller.require(Role::Operator)?;
-    Ok(axum::Json(
-        save::set_enabled(&state, &r#ref, false).await?.into(),
-    ))
+    let rule = save::set_enabled(&state, &r#ref, false).await?;
+    authored(&state, &r#ref, &caller).await?;
+    Ok(axum::Json(rule.into()))
 }

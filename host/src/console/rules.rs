@@ -128,10 +128,13 @@ async fn set_policies(
         }
     };
     match save::set_policies(&state, &r#ref, policies).await {
-        Ok(_) => Ok(see(&format!(
-            "/ui/rules/{}",
-            form_urlencoded::byte_serialize(r#ref.as_bytes()).collect::<String>()
-        ))),
+        Ok(_) => {
+            crate::api::rules::authored(&state, &r#ref, &user).await?;
+            Ok(see(&format!(
+                "/ui/rules/{}",
+                form_urlencoded::byte_serialize(r#ref.as_bytes()).collect::<String>()
+            )))
+        }
         Err(e) => match ApiError::from(e) {
             ApiError::Invalid { details, .. } => {
                 policies_refused(&state, &user, &r#ref, details, form.policies).await
@@ -160,6 +163,7 @@ async fn disable(
 async fn toggle(state: &AppState, user: &Caller, r#ref: &str, enabled: bool) -> Page {
     user.require(Role::Operator)?;
     save::set_enabled(state, r#ref, enabled).await?;
+    crate::api::rules::authored(state, r#ref, user).await?;
     Ok(see(&format!(
         "/ui/rules/{}",
         form_urlencoded::byte_serialize(r#ref.as_bytes()).collect::<String>()

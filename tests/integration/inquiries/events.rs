@@ -90,6 +90,36 @@ on_both_backends! {
         s.finish().await;
     }
 
+    async fn the_author_of_the_rule_that_started_a_workflow_may_not_approve_it(backend) {
+        let s = TestServer::start(backend).await;
+        let r = upload(&s, &[("restart", RUNBOOK)]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let alice = token(&s, "alice", "operator").await;
+        let bob = token(&s, "bob", "operator").await;
+        let carol = token(&s, "carol", "operator").await;
+        // Alice writes a rule that restarts on whatever bob posts.
+        let rule = json!({"ref": "chain.on_post", "trigger": "core.manual",
+                          "action": "ops.restart", "action_params": {"host": "db3"}});
+        let r = s.send(s.request(reqwest::Method::POST, "/api/v1/rules", Some(&alice)).json(&rule)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let body = json!({"trigger": "core.manual", "payload": {}});
+        let r = s.send(s.request(reqwest::Method::POST, "/api/v1/events", Some(&bob)).json(&body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let flow = wait_for(Duration::from_secs(15), || async {
+            runs_of(&s, "chain.on_post").await.first().map(|e| e["id"].as_i64().unwrap())
+        })
+        .await
+        .expect("the rule started the restart");
+        let id = opened(&s, flow).await["id"].as_i64().unwrap();
+        for (who, token) in [("bob, who posted", &bob), ("alice, who wrote the rule", &alice)] {
+            let r = respond(&s, token, id, json!({"ok": true})).await;
+            assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.body);
+        }
+        let r = respond(&s, &carol, id, json!({"ok": true})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        s.finish().await;
+    }
+
     async fn an_ask_announces_its_prompt_and_link_and_its_answer(backend) {
         let s = TestServer::start(backend).await;
         let r = upload(&s, &[("linked", LINKED)]).await;

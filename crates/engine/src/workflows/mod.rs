@@ -192,9 +192,9 @@ impl Run {
         let now = now_ms();
         // Who may not answer its asks when self-approval is off.
         let requester = if step.starts.iter().any(|s| s.pause.is_some()) {
-            crate::executions::requester(core, &self.execution).await?
+            crate::executions::causers(core, &self.execution).await?
         } else {
-            None
+            crate::executions::Causers::default()
         };
         let starts: Vec<NewExecution> = step
             .starts
@@ -307,7 +307,7 @@ impl Run {
         now: i64,
         s: &step::Start,
         spec: &pause::Spec,
-        requester: Option<i64>,
+        requester: crate::executions::Causers,
     ) -> NewExecution {
         NewExecution {
             rule: self.execution.rule.clone(),
@@ -320,7 +320,8 @@ impl Run {
                 spec: serde_json::to_value(spec).unwrap_or_default(),
                 trigger: spec.trigger.clone(),
                 deadline: spec.timeout_ms.map(|t| now + t),
-                requested_by: requester,
+                requested_by: requester.token,
+                rule_by: requester.rule_author,
             }),
             ..NewExecution::of(spec.action(), s.params.clone(), Vec::new())
         }

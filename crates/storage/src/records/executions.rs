@@ -142,6 +142,8 @@ pub struct NewInquiry {
     pub deadline: Option<i64>,
     /// The id of the token that started the workflow.
     pub requested_by: Option<i64>,
+    /// The id of the token that last saved the rule that started it.
+    pub rule_by: Option<i64>,
 }
 
 impl NewExecution {

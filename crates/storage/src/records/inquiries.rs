@@ -26,6 +26,8 @@ pub struct InquiryRecord {
     pub deadline: Option<i64>,
     /// The id of the token that started the workflow.
     pub requested_by: Option<i64>,
+    /// The id of the token that last saved the rule that started it.
+    pub rule_by: Option<i64>,
     /// `open`, `answered`, `timed_out` or `closed` (its task was cancelled).
     pub state: String,
     /// Who answered (a token's name, or `resume URL`), or the event that
