@@ -193,6 +193,13 @@ async fn resume_answer(
         Ok(answer) => match inquiries::respond(&state, id, answer, By::ResumeUrl).await {
             Ok(_) => return resume_view(&i, &signed, &HashMap::new(), &[], true),
             Err(EngineError::Invalid { errors, .. }) => errors,
+            // Who answered first is not the link holder's business.
+            Err(EngineError::Conflict(_)) => {
+                return Err(ApiError::Conflict(
+                    "this link was used: the question is answered or closed".into(),
+                )
+                .into());
+            }
             Err(e) => return Err(e.into()),
         },
         Err(errors) => errors,
