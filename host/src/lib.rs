@@ -19,7 +19,8 @@
 //!   whether the database takes writes. Its rows are plain data.
 //! - `attune-engine` (`crates/engine`) — the domain over one `Core` handle:
 //!   the event door, rules, triggers, the scheduler, workers, packs and
-//!   grants, sealed secrets, key-value state, workflows, sensors, replay
+//!   grants, sealed secrets, key-value state, workflows (with their `ask`
+//!   and `wait` tasks, and the inquiries that answer them), sensors, replay
 //!   and metrics. Returns its own errors, never HTTP status codes.
 //!
 //! This crate, `attune`, holds the surfaces over the engine and the binary:
@@ -30,11 +31,13 @@
 //!   storage: every read and write is an engine function.
 //! - [`mcp`] — every action an MCP tool (`rmcp`): one handler over the
 //!   engine (`mcp::engine_backend`: `/mcp`, streamable HTTP) or over a
-//!   server's API (`mcp::api_backend`: `attune mcp`, stdio).
+//!   server's API (`mcp::api_backend`: `attune mcp`, stdio); and
+//!   `attune.respond`, answering a workflow's ask (`mcp::respond`).
 //! - [`console`] — the web console at `/ui`: server-rendered pages over the
 //!   engine (templates, stylesheet and vendored htmx in
 //!   `host/assets/console`), a token login kept as a session cookie, run
-//!   forms generated from parameter schemas. Uses the API's auth, error
+//!   forms generated from parameter and answer schemas ("Waiting for you",
+//!   and the page a resume link opens). Uses the API's auth, error
 //!   kinds and wire types, so a page shows what the API would.
 //! - [`client`] — the HTTP client of the CLI's client commands, and the
 //!   standalone worker (`attune worker`) that speaks the worker protocol.

@@ -160,6 +160,23 @@ pub async fn list(core: &Core, by: By<'_>) -> Result<Vec<InquiryRecord>, EngineE
         .collect())
 }
 
+/// Every inquiry of workflow execution `workflow`, oldest first.
+pub async fn of_workflow(core: &Core, workflow: i64) -> Result<Vec<InquiryRecord>, EngineError> {
+    Ok(core.storage.inquiries_of(workflow).await?)
+}
+
+/// The ids of the open asks, oldest first (at most [`MAX_LISTED`]).
+pub async fn open_asks(core: &Core) -> Result<Vec<i64>, EngineError> {
+    let open = core.storage.open_inquiries("ask", MAX_LISTED).await?;
+    Ok(open.into_iter().map(|i| i.id).collect())
+}
+
+/// Records token `token` as the last to save rule `rule`: what the rule
+/// starts is its doing too (see [`refusal`]).
+pub async fn rule_saved(core: &Core, rule: &str, token: i64) -> Result<(), EngineError> {
+    Ok(core.storage.set_rule_author(rule, token).await?)
+}
+
 /// One inquiry.
 pub async fn get(core: &Core, id: i64) -> Result<InquiryRecord, EngineError> {
     core.storage

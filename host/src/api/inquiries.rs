@@ -127,11 +127,7 @@ async fn list(
 ) -> Result<axum::Json<InquiryList>, ApiError> {
     caller.require(Role::Viewer)?;
     let found = match q.execution {
-        Some(workflow) => state
-            .storage
-            .inquiries_of(workflow)
-            .await
-            .map_err(attune_engine::EngineError::from)?,
+        Some(workflow) => inquiries::of_workflow(&state, workflow).await?,
         None => inquiries::list(&state, caller.answerer()).await?,
     };
     Ok(axum::Json(InquiryList {

@@ -231,12 +231,7 @@ pub(crate) async fn authored(
     rule: &str,
     caller: &Caller,
 ) -> Result<(), ApiError> {
-    state
-        .storage
-        .set_rule_author(rule, caller.token.id)
-        .await
-        .map_err(attune_engine::EngineError::from)?;
-    Ok(())
+    Ok(attune_engine::inquiries::rule_saved(state, rule, caller.token.id).await?)
 }
 
 /// Disables a rule.

@@ -283,11 +283,8 @@ async fn show(
     // Its asks still waiting for someone.
     let asking: Vec<(i64, String, Option<String>)> =
         if tasks.iter().any(|t| t.status == ExecutionStatus::Pending) {
-            state
-                .storage
-                .inquiries_of(id)
-                .await
-                .map_err(attune_engine::EngineError::from)?
+            attune_engine::inquiries::of_workflow(&state, id)
+                .await?
                 .into_iter()
                 .filter(|i| i.kind == "ask" && i.state == "open")
                 .map(|i| {

@@ -207,12 +207,7 @@ const ASKS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The ids of the open asks; `None` when they cannot be read.
 async fn open_asks(core: &Core) -> Option<Vec<i64>> {
-    let open = core
-        .storage
-        .open_inquiries("ask", inquiries::MAX_LISTED)
-        .await
-        .ok()?;
-    Some(open.into_iter().map(|i| i.id).collect())
+    inquiries::open_asks(core).await.ok()
 }
 
 /// Tells every client of the endpoint when packs (and so tools) change,
