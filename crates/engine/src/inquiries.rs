@@ -20,6 +20,8 @@ use attune_storage::{ExecutionStatus, InquiryEnd, InquiryRecord, Role, now_ms};
 pub const OPENED_TRIGGER: &str = "core.inquiry_opened";
 /// The trigger type of the event an answer emits.
 pub const ANSWERED_TRIGGER: &str = "core.inquiry_answered";
+/// How old an event must be before a wait moves past it (see [`resume`]).
+const SETTLE_MS: i64 = 2_000;
 /// Events a wait looks at in one pass.
 const EVENTS_PER_PASS: i64 = 100;
 /// Waits one pass looks at (those with events they have not seen, the one
@@ -428,9 +430,19 @@ async fn resume(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, Eng
         .storage
         .events_after(trigger, i.after_event, EVENTS_PER_PASS)
         .await?;
-    let Some(last) = events.last().map(|e| e.id) else {
+    if events.is_empty() {
         return Ok(false);
-    };
+    }
+    // Ids are handed out before commit, so on PostgreSQL an event with a
+    // lower id can become visible after a higher one was read: a wait moves
+    // past an event only once it is old enough for any lower id to be
+    // visible, and reads the younger ones again next pass.
+    let settled = now_ms() - SETTLE_MS;
+    let looked = events
+        .iter()
+        .take_while(|e| e.created_at <= settled)
+        .last()
+        .map(|e| e.id);
     let context = spec.context.clone().unwrap_or_default();
     let input = to_template(context.get("input").unwrap_or(&Value::Null));
     let vars = to_template(context.get("vars").unwrap_or(&Value::Null));
@@ -479,6 +491,8 @@ async fn resume(core: &Core, i: &InquiryRecord, spec: &Spec) -> Result<bool, Eng
         };
         return Ok(core.storage.end_inquiry(i.id, &end).await?);
     }
-    core.storage.wait_looked(i.id, last).await?;
+    if let Some(looked) = looked {
+        core.storage.wait_looked(i.id, looked).await?;
+    }
     Ok(false)
 }
