@@ -192,15 +192,10 @@ async fn shown(c: &Client, css: &str, want: &str) {
 /// Uploads a pack whose workflow asks before it restarts, and runs it;
 /// the workflow's execution id.
 async fn asking_workflow(server: &ServerProcess) -> i64 {
-    let pack = server.dir.path().join("asking");
-    std::fs::create_dir_all(pack.join("workflows")).unwrap();
-    std::fs::write(
-        pack.join("pack.toml"),
-        "name = \"ops\"\nversion = \"1\"\nworkflows = [\"workflows/restart.yaml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(
-        pack.join("workflows/restart.yaml"),
+    let archive = common::workflow_pack(
+        server.dir.path(),
+        "ops",
+        "restart",
         r#"
 input: {type: object, properties: {host: {type: string}}, required: [host]}
 tasks:
@@ -213,24 +208,13 @@ tasks:
     action: core.echo
     input: {message: "restarting {{ input.host }}"}
 "#,
-    )
-    .unwrap();
-    let archive = server.dir.path().join("asking.tar.gz");
-    let tarred = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&pack)
-        .args(["pack.toml", "workflows/restart.yaml"])
-        .status()
-        .unwrap();
-    assert!(tarred.success());
+    );
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{}/api/v1/packs", server.url))
         .bearer_auth(&server.token)
         .header("content-type", "application/gzip")
-        .body(std::fs::read(&archive).unwrap())
+        .body(archive)
         .send()
         .await
         .unwrap();

@@ -108,6 +108,40 @@ impl Api {
         }
     }
 
+    /// Uploads a pack archive; panics unless it is registered.
+    async fn upload(&self, archive: Vec<u8>) {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/packs", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/gzip")
+            .body(archive)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+
+    /// Waits (up to 60 s) until workflow `id` is no longer running; its
+    /// record.
+    async fn workflow_ended(&self, id: i64, data_dir: &Path) -> Value {
+        let started = Instant::now();
+        loop {
+            let (_, e) = self
+                .call(reqwest::Method::GET, &format!("/executions/{id}"), None)
+                .await;
+            if !matches!(e["status"].as_str(), Some("running") | None) {
+                return e;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the workflow never ended: {e}\n{}",
+                server_log(data_dir)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Every execution, whole, following the list's cursor.
     async fn executions(&self) -> Vec<Value> {
         let mut all = Vec::new();
@@ -283,40 +317,13 @@ output: {last: "{{ tasks.last.result }}"}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_survives_a_kill_mid_task_and_runs_each_task_once() {
     let dir = tempfile::tempdir().unwrap();
-    let pack = dir.path().join("pack");
-    std::fs::create_dir_all(pack.join("workflows")).unwrap();
-    std::fs::write(
-        pack.join("pack.toml"),
-        "name = \"flows\"\nversion = \"1\"\nworkflows = [\"workflows/relay.yaml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(pack.join("workflows/relay.yaml"), RELAY).unwrap();
-    let archive = dir.path().join("flows.tar.gz");
-    let tarred = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&pack)
-        .args(["pack.toml", "workflows/relay.yaml"])
-        .status()
-        .unwrap();
-    assert!(tarred.success());
-
+    let archive = common::workflow_pack(dir.path(), "flows", "relay", RELAY);
     let data = dir.path().join("data");
     let port = free_port();
     let args = ["--lease", "1s"];
     let mut first = Reaped(serve(port, &data, &args));
     let api = Api::ready(port, &data).await;
-    let upload = api
-        .http
-        .post(format!("{}/api/v1/packs", api.base))
-        .bearer_auth(&api.token)
-        .header("content-type", "application/gzip")
-        .body(std::fs::read(&archive).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upload.status(), 201, "{}", upload.text().await.unwrap());
+    api.upload(archive).await;
     // Two attempts: the task the kill interrupts runs again in the same
     // execution once its lease expires.
     let (status, run) = api
@@ -351,21 +358,7 @@ async fn a_workflow_survives_a_kill_mid_task_and_runs_each_task_once() {
     first.0.wait().unwrap();
     let _second = Reaped(serve(port, &data, &args));
     let api = Api::ready(port, &data).await;
-    let started = Instant::now();
-    let workflow = loop {
-        let (_, e) = api
-            .call(reqwest::Method::GET, &format!("/executions/{id}"), None)
-            .await;
-        if !matches!(e["status"].as_str(), Some("running") | None) {
-            break e;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the workflow never ended: {e}\n{}",
-            server_log(&data)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let workflow = api.workflow_ended(id, &data).await;
     assert_eq!(workflow["status"], "succeeded", "{workflow}");
     assert_eq!(workflow["result"], json!({"last": "last"}));
     let mut tasks: Vec<String> = children(api.clone())

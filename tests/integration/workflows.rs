@@ -6,7 +6,11 @@ use serde_json::{Value, json};
 use support::{TestServer, on_both_backends, tar_gz};
 
 /// Uploads pack `name` holding `workflows` (`(name, YAML)`), no component.
-async fn upload(s: &TestServer, name: &str, workflows: &[(&str, &str)]) -> support::Reply {
+pub(crate) async fn upload(
+    s: &TestServer,
+    name: &str,
+    workflows: &[(&str, &str)],
+) -> support::Reply {
     let files: Vec<String> = workflows
         .iter()
         .map(|(n, _)| format!("\"workflows/{n}.yaml\""))

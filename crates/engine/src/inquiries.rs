@@ -110,18 +110,11 @@ impl By<'_> {
 
 /// What an inquiry's stored spec says.
 pub fn spec(i: &InquiryRecord) -> Spec {
+    // A spec that does not read back admits nobody (no approvers, no
+    // self-approval) and waits for nothing.
     serde_json::from_value(i.spec.clone()).unwrap_or_else(|_| Spec {
         kind: i.kind.clone(),
-        prompt: None,
-        schema: None,
-        approvers: None,
-        self_approval: false,
-        resume_url: false,
-        trigger: None,
-        criteria: None,
-        context: None,
-        timeout_ms: None,
-        on_timeout: OnTimeout::Fail,
+        ..Spec::default()
     })
 }
 
@@ -130,7 +123,9 @@ pub fn refusal(i: &InquiryRecord, spec: &Spec, by: By<'_>) -> Option<String> {
     let By::Token { id, name, role } = by else {
         return None;
     };
-    let approvers = spec.approvers.clone().unwrap_or_default();
+    let Some(approvers) = &spec.approvers else {
+        return Some(format!("inquiry {} takes no answer", i.id));
+    };
     if !approvers.admit(name, role) {
         let mut who: Vec<String> = approvers
             .roles

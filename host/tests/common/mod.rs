@@ -111,3 +111,29 @@ pub fn client(server: &ServerProcess, args: &[&str]) -> (i32, String, String) {
 pub fn guest(name: &str) -> String {
     format!("{}/{name}.wasm", attune_test_guests::GUEST_DIR)
 }
+
+/// A pack `pack` holding one workflow, `workflows/<name>.yaml` with `yaml`,
+/// as `.tar.gz` bytes (built with `tar` in `dir`).
+#[allow(dead_code)] // not every test binary uploads workflows
+pub fn workflow_pack(dir: &std::path::Path, pack: &str, name: &str, yaml: &str) -> Vec<u8> {
+    let root = dir.join(format!("{pack}-pack"));
+    let file = format!("workflows/{name}.yaml");
+    std::fs::create_dir_all(root.join("workflows")).unwrap();
+    std::fs::write(
+        root.join("pack.toml"),
+        format!("name = \"{pack}\"\nversion = \"1\"\nworkflows = [\"{file}\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(root.join(&file), yaml).unwrap();
+    let archive = dir.join(format!("{pack}.tar.gz"));
+    let tarred = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&root)
+        .args(["pack.toml", &file])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    std::fs::read(&archive).unwrap()
+}

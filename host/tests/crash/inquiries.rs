@@ -3,7 +3,6 @@
 //! event does, and each task runs once.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -27,29 +26,6 @@ tasks:
     input: {message: "{{ input.deploy }} done"}
 output: {report: "{{ tasks.report.result }}"}
 "#;
-
-/// Pack `ops` holding the runbook, as a `.tar.gz` in `dir`.
-fn archive(dir: &Path) -> Vec<u8> {
-    let pack = dir.join("pack");
-    std::fs::create_dir_all(pack.join("workflows")).unwrap();
-    std::fs::write(
-        pack.join("pack.toml"),
-        "name = \"ops\"\nversion = \"1\"\nworkflows = [\"workflows/deploy.yaml\"]\n",
-    )
-    .unwrap();
-    std::fs::write(pack.join("workflows/deploy.yaml"), RUNBOOK).unwrap();
-    let archive = dir.join("ops.tar.gz");
-    let tarred = Command::new("tar")
-        .arg("czf")
-        .arg(&archive)
-        .arg("-C")
-        .arg(&pack)
-        .args(["pack.toml", "workflows/deploy.yaml"])
-        .status()
-        .unwrap();
-    assert!(tarred.success());
-    std::fs::read(&archive).unwrap()
-}
 
 /// Waits for workflow `id`'s open inquiry of `kind`.
 async fn open(api: &Api, id: i64, kind: &str, data: &Path) -> Value {
@@ -86,16 +62,13 @@ async fn a_waiting_workflow_survives_kill_9_and_resumes_on_the_answer_then_the_e
     let port = free_port();
     let mut first = Reaped(serve(port, &data, &[]));
     let api = Api::ready(port, &data).await;
-    let upload = api
-        .http
-        .post(format!("{}/api/v1/packs", api.base))
-        .bearer_auth(&api.token)
-        .header("content-type", "application/gzip")
-        .body(archive(dir.path()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(upload.status(), 201, "{}", upload.text().await.unwrap());
+    api.upload(crate::common::workflow_pack(
+        dir.path(),
+        "ops",
+        "deploy",
+        RUNBOOK,
+    ))
+    .await;
     let (status, run) = api
         .call(
             reqwest::Method::POST,
@@ -133,21 +106,7 @@ async fn a_waiting_workflow_survives_kill_9_and_resumes_on_the_answer_then_the_e
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let started = Instant::now();
-    let done = loop {
-        let (_, e) = api
-            .call(reqwest::Method::GET, &format!("/executions/{id}"), None)
-            .await;
-        if e["status"] != "running" {
-            break e;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the workflow never resumed: {e}\n{}",
-            server_log(&data)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let done = api.workflow_ended(id, &data).await;
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["result"], json!({"report": "d-7 done"}), "{done}");
     let (_, tasks) = api

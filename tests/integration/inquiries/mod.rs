@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Reply, TestServer, on_both_backends, tar_gz};
+use support::{Reply, TestServer, on_both_backends};
 
 /// The runbook of the README: ask, then restart when the answer says so.
 pub(super) const RUNBOOK: &str = r#"
@@ -67,23 +67,7 @@ output: {report: "{{ tasks.report.result }}"}
 
 /// Uploads pack `ops` holding `workflows` (`(name, YAML)`).
 async fn upload(s: &TestServer, workflows: &[(&str, &str)]) -> Reply {
-    let files: Vec<String> = workflows
-        .iter()
-        .map(|(n, _)| format!("\"workflows/{n}.yaml\""))
-        .collect();
-    let manifest = format!(
-        "name = \"ops\"\nversion = \"1\"\nworkflows = [{}]\n",
-        files.join(", ")
-    );
-    let paths: Vec<String> = workflows
-        .iter()
-        .map(|(n, _)| format!("workflows/{n}.yaml"))
-        .collect();
-    let mut entries: Vec<(&str, &[u8])> = vec![("pack.toml", manifest.as_bytes())];
-    for ((_, text), path) in workflows.iter().zip(&paths) {
-        entries.push((path.as_str(), text.as_bytes()));
-    }
-    s.upload_archive(tar_gz(&entries)).await
+    crate::workflows::upload(s, "ops", workflows).await
 }
 
 /// A token named `name` with `role`.

@@ -243,7 +243,7 @@ fn check_timeout(timeout: Option<&str>, at: &str, err: &mut impl FnMut(String, S
 
 /// What a task's `ask` or `wait` became when it started: stored with its
 /// execution and read when it is answered, matched or timed out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spec {
     /// `ask` or `wait`.
     pub kind: String,
