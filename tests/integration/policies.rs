@@ -148,6 +148,17 @@ on_both_backends! {
         }
         // Keys are independent: they ran side by side.
         assert!(overlapped_keys);
+        // Nothing holds or waits any more: no key is listed, and the gates
+        // of the ended executions are forgotten within seconds.
+        let listed = s.get("/api/v1/policies").await;
+        let policy = listed.body["items"].as_array().unwrap().iter()
+            .find(|p| p["name"] == "rule:core.per_host#1").cloned().unwrap();
+        assert_eq!(policy["keys"], json!([]), "{policy}");
+        let forgotten = wait_for(Duration::from_secs(20), || async {
+            (s.core.storage.gate_rows().await.unwrap() == 0).then_some(())
+        })
+        .await;
+        assert!(forgotten.is_some(), "{} gates left", s.core.storage.gate_rows().await.unwrap());
         s.finish().await;
     }
 

@@ -3,6 +3,7 @@
 //! round trip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
@@ -23,9 +24,13 @@ pub struct Dispatch {
     pub finished: Notify,
     /// Packs (and so the actions) changed: an upload, upgrade or deletion.
     pub packs_changed: Notify,
-    /// An execution a policy limited ended or was cancelled: a waiting one
-    /// may go through.
+    /// An execution a policy limited ended or was cancelled, or executions
+    /// now wait on a policy: the admission task's wake-up (see
+    /// [`Dispatch::slot_freed`] and [`Dispatch::now_waiting`]).
     pub gates: Notify,
+    /// Whether executions may wait on a policy, as this node last saw:
+    /// set when it queues one `delayed`, and by each admission pass.
+    gates_waiting: AtomicBool,
     cancels: Mutex<HashMap<i64, oneshot::Sender<()>>>,
     live: Mutex<HashMap<i64, LiveOutput>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -47,6 +52,27 @@ impl Dispatch {
         if let Err(e) = storage.notify_work().await {
             tracing::warn!(error = %e, "could not notify other nodes");
         }
+    }
+
+    /// A slot a policy held is free: wakes the admission task when
+    /// executions may wait for it. When none did at its last pass and none
+    /// was queued here since, nothing is read: executions another node
+    /// queued since are let through by that node's own task.
+    pub fn slot_freed(&self) {
+        if self.gates_waiting.load(Ordering::Acquire) {
+            self.gates.notify_one();
+        }
+    }
+
+    /// Executions were just queued `delayed`: wakes the admission task.
+    pub fn now_waiting(&self) {
+        self.gates_waiting.store(true, Ordering::Release);
+        self.gates.notify_one();
+    }
+
+    /// What an admission pass found: whether executions still wait.
+    pub fn gates_seen(&self, waiting: bool) {
+        self.gates_waiting.store(waiting, Ordering::Release);
     }
 
     /// Registers a running execution's cancel handle.

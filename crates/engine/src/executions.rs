@@ -127,7 +127,7 @@ pub async fn finish(
     }
     // A slot freed: a waiting execution may go through.
     if finished.gated {
-        core.dispatch.gates.notify_one();
+        core.dispatch.slot_freed();
     }
     if recorded.iter().any(|r| *r) {
         let ended: Vec<i64> = items
@@ -285,7 +285,7 @@ pub async fn cancel(core: &Core, id: i64) -> Result<ExecutionRecord, EngineError
     // A workflow's conductor cancels its tasks; a cancelled task is taken
     // in by its workflow; a slot a policy held may be free.
     core.dispatch.finished.notify_one();
-    core.dispatch.gates.notify_one();
+    core.dispatch.slot_freed();
     // Announced once, by the cancel that ended it.
     if ended {
         announce(core, &[e.id]).await;

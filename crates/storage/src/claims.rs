@@ -251,28 +251,8 @@ impl Storage {
                     .bind(f.journal.as_deref().map(Json));
             }
             let rows = query.bind(now).fetch_all(&mut *p).await?;
-            // The gates of ended executions that count in no rate window go
-            // at once (each is found by its key's first column), keeping the
-            // table to what runs and the windows; the rest are forgotten by
-            // the admission task once their windows pass.
-            let gated: Vec<i64> = rows
-                .iter()
-                .filter(|(.., gated, _)| *gated)
-                .map(|(id, ..)| *id)
-                .collect();
-            // The results are written: a failure here leaves the gates to
-            // the forget, and must not make the results look unrecorded.
-            if !gated.is_empty()
-                && let Err(e) = sqlx::query(&format!(
-                    "DELETE FROM execution_gate WHERE rate_ms = 0 AND execution {}",
-                    id_in(dialect, 1)
-                ))
-                .bind(id_array(dialect, &gated))
-                .execute(&mut *p)
-                .await
-            {
-                tracing::warn!(error = %e, "forgetting the gates of ended executions");
-            }
+            // Their gates stay: the next decision on their key, or the
+            // admission task, forgets them (see `gates::settle`).
             let done: std::collections::HashSet<i64> = rows.iter().map(|(id, ..)| *id).collect();
             let awaited = rows
                 .iter()

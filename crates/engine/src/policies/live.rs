@@ -171,7 +171,7 @@ pub fn queued<'a>(core: &Core, records: impl IntoIterator<Item = &'a ExecutionRe
         }
     }
     if waiting {
-        core.dispatch.gates.notify_one();
+        core.dispatch.now_waiting();
     }
     if !cancelled.is_empty() {
         core.dispatch.finished.notify_one();
@@ -186,11 +186,10 @@ pub fn queued<'a>(core: &Core, records: impl IntoIterator<Item = &'a ExecutionRe
 /// another node, or a start leaving a window, is seen within this.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// How often the gates of ended executions are forgotten.
+/// How often the gates of ended executions are forgotten (those a decision
+/// on their key did not forget first), and how often a node with nothing
+/// waiting looks for executions waiting on a policy.
 const FORGET_EVERY: Duration = Duration::from_secs(5);
-
-/// How often an idle node looks for executions waiting on a policy.
-const IDLE_RECHECK: Duration = Duration::from_secs(15);
 
 /// Lets waiting executions through when slots free: after executions that
 /// held one end (here or, within [`RECHECK`], on another node), and when a
@@ -210,6 +209,7 @@ pub async fn admission_task(core: Core) {
         match core.storage.admit_waiting(forget).await {
             Ok(a) => {
                 waiting = a.waiting;
+                core.dispatch.gates_seen(waiting);
                 next_due = a.next_due;
                 if !a.admitted.is_empty() {
                     core.dispatch.work_queued(&core.storage).await;
@@ -224,8 +224,9 @@ pub async fn admission_task(core: Core) {
             ),
             None if waiting => RECHECK,
             // Idle: another node may have left executions waiting (and
-            // stopped); a pass that finds no gate is one read.
-            None => IDLE_RECHECK,
+            // stopped), and ended executions leave gates to forget; a pass
+            // that finds no gate is one read.
+            None => FORGET_EVERY,
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}

@@ -277,7 +277,7 @@ impl Run {
         }
         if !step.cancel.is_empty() {
             // A cancelled task may have held or awaited a policy's slot.
-            core.dispatch.gates.notify_one();
+            core.dispatch.slot_freed();
         }
         // A workflow started as a task begins, and one that ended as a task
         // is taken in by its parent, on the next pass.

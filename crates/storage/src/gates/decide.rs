@@ -23,6 +23,7 @@ pub(crate) struct GateRow {
 /// A slot-holding (or recently started) execution of a key.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct Holder {
+    pub execution: i64,
     pub policy: String,
     pub gate_key: String,
     pub status: String,
@@ -187,6 +188,24 @@ pub(super) fn key_states(holders: &[Holder], now: i64) -> HashMap<(String, Strin
     keys
 }
 
+/// Of `holders`, the executions whose gates are spent: they hold no slot
+/// and their start (if any) left the rate window.
+pub(super) fn spent(holders: &[Holder], now: i64) -> Vec<i64> {
+    let mut ids: Vec<i64> = holders
+        .iter()
+        .filter(|h| {
+            !HOLDING.contains(&h.status.as_str())
+                && !h
+                    .started_at
+                    .is_some_and(|at| h.rate_ms > 0 && at > now - h.rate_ms)
+        })
+        .map(|h| h.execution)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// Decides runs about to be written (`runs[n]`: the gates of run `n`,
 /// empty when no policy limits it), from the holders of their keys and the
 /// keys where earlier executions wait: per run its verdict (`None` when
@@ -292,6 +311,7 @@ mod tests {
         let runs: Vec<&[Gate]> = runs.iter().map(Vec::as_slice).collect();
         // `b` is held; executions wait on `c`.
         let holders = vec![Holder {
+            execution: 1,
             policy: "p.a#1".into(),
             gate_key: "b".into(),
             status: "running".into(),
@@ -326,6 +346,7 @@ mod tests {
             candidates.insert(id, vec![gate(id, key, Some(2), "queue")]);
         }
         let holders = vec![Holder {
+            execution: 1,
             policy: "p.a#1".into(),
             gate_key: "a".into(),
             status: "running".into(),
@@ -382,8 +403,30 @@ mod tests {
     }
 
     #[test]
+    fn gates_are_spent_once_they_hold_no_slot_and_left_every_window() {
+        let holder = |execution, status: &str, started_at, rate_ms| Holder {
+            execution,
+            policy: "p.a#1".into(),
+            gate_key: String::new(),
+            status: status.into(),
+            started_at,
+            rate_ms,
+        };
+        let holders = vec![
+            holder(1, "succeeded", Some(100), 0),
+            holder(2, "running", Some(100), 0),
+            holder(3, "failed", Some(2500), 1000),
+            holder(4, "failed", Some(1500), 1000),
+            holder(5, "requested", None, 0),
+            holder(6, "cancelled", None, 1000),
+        ];
+        assert_eq!(spent(&holders, 3000), vec![1, 4, 6]);
+    }
+
+    #[test]
     fn a_rate_counts_unstarted_admissions_and_recent_starts() {
         let holder = |started_at| Holder {
+            execution: 1,
             policy: "p.a#1".into(),
             gate_key: String::new(),
             status: "succeeded".into(),

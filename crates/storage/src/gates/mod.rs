@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 mod decide;
 
-use decide::{GateRow, Holder, Verdict, decide, key_states, next_due, plan_new};
+use decide::{GateRow, Holder, Verdict, decide, key_states, next_due, plan_new, spent};
 
 use super::records::*;
 use super::sql::*;
@@ -36,6 +36,12 @@ const GATE_LOCK: i64 = 0x6174_7475_6e65_6761;
 /// The columns a pass reads of a gate.
 const GATE_COLUMNS: &str =
     "g.execution, g.policy, g.gate_key, g.concurrency, g.rate_count, g.rate_ms, g.on_limit";
+
+/// Which gates are spent: their execution holds no slot and its start (if
+/// any) left the window (`$1`: now). The rest of a `DELETE`'s condition.
+const SPENT: &str = "NOT EXISTS (SELECT 1 FROM execution e \
+     WHERE e.id = execution_gate.execution AND (e.status IN ('delayed', 'requested', 'scheduled', 'running') \
+     OR (execution_gate.rate_ms > 0 AND e.started_at > $1 - execution_gate.rate_ms)))";
 
 /// Whether any execution waits on a policy (0 or 1).
 const ANY_WAITING: &str =
@@ -78,18 +84,15 @@ macro_rules! gate_ops {
                 keys: &str,
             ) -> Result<KeysRead> {
                 let table = keys_table(dialect);
-                // `CROSS JOIN` keeps SQLite's planner reading the few keys
-                // first, each through the gates' key index.
-                let holders: Vec<Holder> = sqlx::query_as(&format!(
-                    "{table} SELECT g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
+                // One statement: the holders of the keys, then one row per
+                // key where executions wait (`blocked`). `CROSS JOIN` keeps
+                // SQLite's planner reading the few keys first, each through
+                // the gates' key index.
+                let rows: Vec<KeyRow> = sqlx::query_as(&format!(
+                    "{table} SELECT g.execution, g.policy, g.gate_key, e.status, e.started_at, g.rate_ms, FALSE AS blocked \
                      FROM k CROSS JOIN execution_gate g JOIN execution e ON e.id = g.execution \
-                     WHERE g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting"
-                ))
-                .bind(keys)
-                .fetch_all(&mut *self)
-                .await?;
-                let blocked: Vec<(String, String)> = sqlx::query_as(&format!(
-                    "{table} SELECT k.policy, k.gate_key FROM k WHERE EXISTS (SELECT 1 \
+                     WHERE g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting \
+                     UNION ALL SELECT 0, k.policy, k.gate_key, 'delayed', NULL, 0, TRUE FROM k WHERE EXISTS (SELECT 1 \
                      FROM execution_gate g JOIN execution x ON x.id = g.execution \
                      WHERE g.policy = k.policy AND g.gate_key = k.gate_key AND g.waiting \
                      AND x.status = 'delayed')"
@@ -97,6 +100,15 @@ macro_rules! gate_ops {
                 .bind(keys)
                 .fetch_all(&mut *self)
                 .await?;
+                let mut holders = Vec::with_capacity(rows.len());
+                let mut blocked = Vec::new();
+                for r in rows {
+                    if r.blocked {
+                        blocked.push((r.holder.policy, r.holder.gate_key));
+                    } else {
+                        holders.push(r.holder);
+                    }
+                }
                 Ok((holders, blocked))
             }
 
@@ -123,6 +135,20 @@ macro_rules! gate_ops {
                             .bind(*waiting);
                     }
                     q.execute(&mut *self).await?;
+                }
+                Ok(())
+            }
+
+            async fn forget_spent(&mut self, dialect: Dialect, ids: &[i64], now: i64) -> Result<()> {
+                if !ids.is_empty() {
+                    sqlx::query(&format!(
+                        "DELETE FROM execution_gate WHERE execution {} AND {SPENT}",
+                        id_in(dialect, 2)
+                    ))
+                    .bind(now)
+                    .bind(id_array(dialect, ids))
+                    .execute(&mut *self)
+                    .await?;
                 }
                 Ok(())
             }
@@ -184,7 +210,7 @@ macro_rules! gate_ops {
                 .fetch_all(&mut *self)
                 .await?;
                 let holders: Vec<Holder> = sqlx::query_as(&format!(
-                    "SELECT g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
+                    "SELECT g.execution, g.policy, g.gate_key, e.status, e.started_at, g.rate_ms \
                      FROM (SELECT DISTINCT policy, gate_key FROM execution_gate WHERE execution {}) AS k \
                      JOIN execution_gate g ON g.policy = k.policy AND g.gate_key = k.gate_key AND NOT g.waiting \
                      JOIN execution e ON e.id = g.execution",
@@ -229,6 +255,15 @@ macro_rules! gate_ops {
     };
 }
 
+/// A row of [`GateConn::read_keys`]'s one statement: a holder, or a key
+/// where executions wait.
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    #[sqlx(flatten)]
+    holder: Holder,
+    blocked: bool,
+}
+
 /// Of some keys, the gates holding a slot or in a rate window, and the keys
 /// where executions wait.
 type KeysRead = (Vec<Holder>, Vec<(String, String)>);
@@ -251,6 +286,13 @@ pub(crate) trait GateConn {
         &mut self,
         dialect: Dialect,
         rows: &[(i64, &Gate, bool)],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes the spent gates (see [`SPENT`]) of executions `ids`.
+    fn forget_spent(
+        &mut self,
+        dialect: Dialect,
+        ids: &[i64],
+        now: i64,
     ) -> impl Future<Output = Result<()>> + Send;
     /// Ends what a decision cancelled, and removes what it dropped
     /// (recording why on its enforcement).
@@ -276,6 +318,8 @@ pub(crate) struct Plan {
     verdicts: Vec<Option<Verdict>>,
     /// When a rate window next lets one more through.
     next_due: Option<i64>,
+    /// Executions whose gates on these keys are spent, read on the way.
+    spent: Vec<i64>,
 }
 
 /// Decides runs about to be written (`runs[n]`: the gates of run `n`) in
@@ -300,7 +344,11 @@ pub(crate) async fn plan<C: GateConn>(
     c.lock(dialect).await?;
     let (holders, blocked) = c.read_keys(dialect, &keys).await?;
     let (verdicts, next_due) = plan_new(runs, &holders, &blocked, now);
-    Ok(Some(Plan { verdicts, next_due }))
+    Ok(Some(Plan {
+        verdicts,
+        next_due,
+        spent: spent(&holders, now),
+    }))
 }
 
 /// The status and reason run `n` of a batch is written with: as `plan`
@@ -362,6 +410,10 @@ pub(crate) async fn settle<C: GateConn>(
     }
     c.insert_gates(dialect, &rows).await?;
     c.refuse(&admission, now).await?;
+    // Ended executions' gates stay until a decision on their key reads
+    // them or the admission task forgets them: a delete per batch of
+    // results cost more than the rest of a policy together.
+    c.forget_spent(dialect, &plan.spent, now).await?;
     admission.waiting = !admission.delayed.is_empty();
     Ok(admission)
 }
@@ -442,14 +494,10 @@ impl Storage {
             let mut tx = p.begin_with(self.begin_sql()).await?;
             if forget {
                 // Gates of ended executions whose starts left every window.
-                sqlx::query(
-                    "DELETE FROM execution_gate WHERE NOT EXISTS (SELECT 1 FROM execution e \
-                     WHERE e.id = execution_gate.execution AND (e.status IN ('delayed', 'requested', 'scheduled', 'running') \
-                     OR (execution_gate.rate_ms > 0 AND e.started_at > $1 - execution_gate.rate_ms)))",
-                )
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+                sqlx::query(&format!("DELETE FROM execution_gate WHERE {SPENT}"))
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
             }
             let admission = if waiting > 0 {
                 GateConn::admit(&mut *tx, dialect, now).await?
@@ -470,10 +518,21 @@ impl Storage {
                  SUM(CASE WHEN NOT g.waiting AND e.status IN ('requested', 'scheduled', 'running') THEN 1 ELSE 0 END) AS running, \
                  SUM(CASE WHEN g.waiting AND e.status = 'delayed' THEN 1 ELSE 0 END) AS waiting \
                  FROM execution_gate g JOIN execution e ON e.id = g.execution \
+                 WHERE e.status IN ('delayed', 'requested', 'scheduled', 'running') \
                  GROUP BY g.policy, g.gate_key ORDER BY g.policy, g.gate_key LIMIT 10000",
             )
             .fetch_all(p)
             .await?)
+        })
+    }
+
+    /// How many gates are stored, spent ones included (what the admission
+    /// task's forget keeps small).
+    pub async fn gate_rows(&self) -> Result<i64> {
+        on_pool!(self, |p| {
+            Ok(sqlx::query_scalar("SELECT COUNT(*) FROM execution_gate")
+                .fetch_one(p)
+                .await?)
         })
     }
 }
