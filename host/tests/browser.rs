@@ -210,15 +210,7 @@ tasks:
 "#,
     );
     let http = reqwest::Client::new();
-    let r = http
-        .post(format!("{}/api/v1/packs", server.url))
-        .bearer_auth(&server.token)
-        .header("content-type", "application/gzip")
-        .body(archive)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    common::upload_pack(&http, &server.url, &server.token, archive).await;
     let run: Value = http
         .post(format!("{}/api/v1/executions", server.url))
         .bearer_auth(&server.token)

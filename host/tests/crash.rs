@@ -110,16 +110,7 @@ impl Api {
 
     /// Uploads a pack archive; panics unless it is registered.
     async fn upload(&self, archive: Vec<u8>) {
-        let r = self
-            .http
-            .post(format!("{}/api/v1/packs", self.base))
-            .bearer_auth(&self.token)
-            .header("content-type", "application/gzip")
-            .body(archive)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        common::upload_pack(&self.http, &self.base, &self.token, archive).await;
     }
 
     /// Waits (up to 60 s) until workflow `id` is no longer running; its

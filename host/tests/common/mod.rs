@@ -137,3 +137,17 @@ pub fn workflow_pack(dir: &std::path::Path, pack: &str, name: &str, yaml: &str) 
     assert!(tarred.success());
     std::fs::read(&archive).unwrap()
 }
+
+/// Uploads a pack archive to the server at `base` as `token`; panics unless
+/// it is registered.
+pub async fn upload_pack(http: &reqwest::Client, base: &str, token: &str, archive: Vec<u8>) {
+    let r = http
+        .post(format!("{base}/api/v1/packs"))
+        .bearer_auth(token)
+        .header("content-type", "application/gzip")
+        .body(archive)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
