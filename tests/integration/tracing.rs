@@ -1,7 +1,8 @@
 //! Traces: a real OTLP/HTTP receiver on loopback decodes what the server
 //! exports (`opentelemetry-proto`), and one trace is followed from a signed
 //! webhook that carries a `traceparent` through a workflow of two tasks,
-//! one of which calls a loopback server, which sees the same trace.
+//! one of which calls a loopback server, which sees the same trace; and
+//! one from a sensor poll through the runs its records cause.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -423,5 +424,84 @@ async fn a_standalone_worker_continues_the_trace() {
         got["execution core.echo"].span_id
     );
     worker.abort();
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sensor_poll_traces_its_events_through_the_runs_they_cause() {
+    let (s, telemetry, spans) = traced(Default::default()).await;
+    let manifest = "name = \"tracker\"\nversion = \"1\"\ncomponents = [\"sensing.wasm\"]\n\
+                    [[sensors]]\nname = \"new_issues\"\nexport = \"scan\"\nevery = \"1s\"\n";
+    let r = s
+        .upload_archive(tar_gz(&[
+            ("pack.toml", manifest.as_bytes()),
+            ("sensing.wasm", &support::guest_bytes("sensing")),
+        ]))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let rule = json!({"ref": "tracker.echo_issue", "trigger": "tracker.new_issues",
+                      "action": "core.echo", "action_params": {"message": "{{ event.payload.title }}"}});
+    let r = s.post("/api/v1/rules", rule).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // A trace whose every link arrived, from the poll to the rule's runs.
+    let links = [
+        ("event tracker.new_issues", "execution tracker.scan"),
+        ("rules tracker.new_issues", "event tracker.new_issues"),
+        ("enforcement tracker.echo_issue", "rules tracker.new_issues"),
+        ("execution core.echo", "enforcement tracker.echo_issue"),
+        ("run core.echo", "execution core.echo"),
+    ];
+    let complete = wait_for(Duration::from_secs(40), || {
+        let (telemetry, spans) = (telemetry.clone(), spans.clone());
+        async move {
+            tokio::task::spawn_blocking(move || telemetry.flush())
+                .await
+                .unwrap();
+            let spans = spans.lock().unwrap();
+            let polls = spans
+                .iter()
+                .filter(|s| s.name == "sensor poll tracker.new_issues");
+            for poll in polls {
+                let mine: Vec<&Span> = spans
+                    .iter()
+                    .filter(|s| s.trace_id == poll.trace_id)
+                    .collect();
+                let named = |n: &'static str| mine.iter().filter(move |s| s.name == n);
+                // Each span of a link has its parent among the spans of
+                // its cause, and both are there.
+                let linked = named("execution tracker.scan")
+                    .all(|e| e.parent_span_id == poll.span_id)
+                    && links.iter().all(|(child, cause)| {
+                        named(child).count() > 0
+                            && named(child)
+                                .all(|c| named(cause).any(|p| p.span_id == c.parent_span_id))
+                    });
+                if linked {
+                    return Some(mine.iter().map(|s| text_of(s)).collect::<Vec<_>>());
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let texts = complete.unwrap_or_else(|| {
+        let names: Vec<String> = spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.name.clone())
+            .collect();
+        panic!("no sensor poll was traced through to its runs: {names:?}")
+    });
+    // Two records a poll, each an event enforced under its own span.
+    assert!(
+        texts
+            .iter()
+            .filter(|t| t.starts_with("event tracker.new_issues"))
+            .count()
+            >= 2,
+        "{texts:?}"
+    );
     s.finish().await;
 }

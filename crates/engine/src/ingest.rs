@@ -486,8 +486,9 @@ async fn enforce(
     core: &Core,
     records: &[EventRecord],
     audiences: Vec<Result<Vec<RuleRecord>, EngineError>>,
+    traces: &[Option<TraceContext>],
 ) -> Result<usize, EngineError> {
-    let items = plan_all(core, records, audiences, &[]).await?;
+    let items = plan_all(core, records, audiences, traces).await?;
     let ids: Vec<i64> = records.iter().map(|e| e.id).collect();
     let queued: Vec<ExecutionRecord> = core
         .storage
@@ -503,9 +504,14 @@ async fn enforce(
 }
 
 /// Enforces events stored outside the writer (a sensor poll's records,
-/// stored with the poll's record): every enabled rule on each one's trigger.
-/// A failure leaves them to [`reconcile`].
-pub async fn enforce_stored(core: &Core, records: &[EventRecord]) -> Result<(), EngineError> {
+/// stored with the poll's record): every enabled rule on each one's trigger,
+/// traced under `traces` (each event's span, by event; none for all when
+/// empty). A failure leaves them to [`reconcile`].
+pub async fn enforce_stored(
+    core: &Core,
+    records: &[EventRecord],
+    traces: &[Option<TraceContext>],
+) -> Result<(), EngineError> {
     let mut audiences = Vec::with_capacity(records.len());
     for record in records {
         let rules = core
@@ -514,7 +520,7 @@ pub async fn enforce_stored(core: &Core, records: &[EventRecord]) -> Result<(), 
             .await?;
         audiences.push(Ok(rules));
     }
-    if enforce(core, records, audiences).await? > 0 {
+    if enforce(core, records, audiences, traces).await? > 0 {
         core.dispatch.work_queued(&core.storage).await;
     }
     Ok(())
@@ -563,7 +569,7 @@ pub async fn reconcile(core: &Core, min_age: std::time::Duration) -> Result<usiz
             audiences.push(Ok(rules));
             records.push(record);
         }
-        let queued = enforce(core, &records, audiences).await?;
+        let queued = enforce(core, &records, audiences, &[]).await?;
         done += records.len();
         if queued > 0 {
             core.dispatch.work_queued(&core.storage).await;

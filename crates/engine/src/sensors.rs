@@ -78,10 +78,49 @@ pub async fn harvest(core: &Core) -> Result<usize, EngineError> {
         taken += 1;
         if !stored.is_empty() {
             core.metrics.events_recorded.inc_by(stored.len() as u64);
-            super::ingest::enforce_stored(core, &stored).await?;
+            let traces = event_spans(core, poll, &stored);
+            super::ingest::enforce_stored(core, &stored, &traces).await?;
         }
     }
     Ok(taken)
+}
+
+/// The span of each event a traced poll's records became, a child of the
+/// poll's execution; none when the poll is not traced.
+fn event_spans(
+    core: &Core,
+    poll: &PollEnded,
+    stored: &[attune_storage::EventRecord],
+) -> Vec<Option<super::telemetry::TraceContext>> {
+    let (Some(telemetry), Some(parent)) = (
+        &core.telemetry,
+        poll.trace
+            .as_deref()
+            .and_then(|t| super::telemetry::parse(t, None)),
+    ) else {
+        return Vec::new();
+    };
+    let execution = super::telemetry::execution_span(&parent, poll.execution);
+    let now = std::time::SystemTime::now();
+    stored
+        .iter()
+        .map(|event| {
+            Some(telemetry.ended(super::telemetry::Ended {
+                name: format!("event {}", event.trigger),
+                kind: opentelemetry::trace::SpanKind::Internal,
+                parent: Some(&execution),
+                id: None,
+                start: poll.finished_at.map_or(now, super::telemetry::at_ms),
+                end: now,
+                attributes: vec![
+                    opentelemetry::KeyValue::new("attune.trigger", event.trigger.clone()),
+                    opentelemetry::KeyValue::new("attune.event.id", event.id),
+                    opentelemetry::KeyValue::new("attune.sensor", poll.sensor.clone()),
+                ],
+                error: None,
+            }))
+        })
+        .collect()
 }
 
 /// The records of a successful poll, cut at [`MAX_EVENTS`] with a warning.

@@ -30,6 +30,8 @@ pub struct PollEnded {
     pub started_at: Option<i64>,
     /// Unix ms.
     pub finished_at: Option<i64>,
+    /// The `traceparent` its execution's span is a child of, when traced.
+    pub trace: Option<String>,
 }
 
 /// What taking in a poll records besides its events.
@@ -148,7 +150,7 @@ impl Storage {
     pub async fn polls_ended(&self, limit: i64) -> Result<Vec<PollEnded>> {
         on_pool!(self, |p| {
             Ok(sqlx::query_as(concat!(
-                "SELECT id, sensor, status, result, error, started_at, finished_at FROM execution \
+                "SELECT id, sensor, status, result, error, started_at, finished_at, trace FROM execution \
                  WHERE sensor IS NOT NULL AND parent_seen = FALSE \
                  AND status IN ",
                 finished_statuses_sql!(),
