@@ -43,7 +43,8 @@
 //!   standalone worker (`attune worker`) that speaks the worker protocol.
 //! - [`server`] — `attune serve`: data directory, first start, serving;
 //!   the one place that opens the storage and builds the engine over it.
-//! - [`cli`] — the `attune` command line: argument parsing and output.
+//! - [`cli`] — the `attune` command line: argument parsing and output,
+//!   and the binary's entry (`cli::main`; `main.rs` only picks the allocator).
 //! - [`bundled`] — packs compiled into the binary (the core pack).
 //! - [`telemetry`] — exporting the engine's trace spans over OTLP/HTTP
 //!   when `--otlp-endpoint` or `OTEL_EXPORTER_OTLP_ENDPOINT` is set.

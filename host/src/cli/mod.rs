@@ -183,6 +183,56 @@ impl RuntimeArgs {
     }
 }
 
+/// The `attune` binary's entry: starts the async runtime and logging,
+/// parses the command line and runs it; returns the process's exit code.
+///
+/// It lives in the library, not in `main.rs`, so that the futures of every
+/// command are compiled once, here: polled from the binary, the whole
+/// async call tree under [`run`] was compiled again in the binary crate,
+/// after this one, on the first build's critical path.
+pub fn main() -> std::process::ExitCode {
+    // With transparent huge pages on for every mapping (`always`, a common
+    // default), the kernel backs the allocator's arenas with 2 MiB pages as
+    // they are first touched, so an idle server held tens of MiB it never
+    // used. Ordinary pages keep it small; the sandbox's own memories are
+    // not the allocator's and are sized per execution anyway.
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes no pointers; it sets a flag of this
+    // process, inherited by its children.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the async runtime starts")
+        .block_on(entry())
+}
+
+async fn entry() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATTUNE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            // The server refused the request (bad input, not found, conflict…)
+            // → 2, like a local invalid-input error; anything else → 70.
+            let refused = matches!(
+                e.downcast_ref::<crate::client::ClientError>(),
+                Some(crate::client::ClientError::Api { status, .. }) if status.is_client_error()
+            );
+            std::process::ExitCode::from(if refused { 2 } else { 70 })
+        }
+    }
+}
+
 /// Runs the parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
