@@ -261,6 +261,15 @@ async fn one_trace_follows_a_signed_webhook_through_a_workflow_to_the_remote_end
     s.finish().await;
 }
 
+/// Every span the receiver got, once the server exported what it buffered.
+async fn flushed(telemetry: &Arc<attune_engine::telemetry::Telemetry>, spans: &Spans) -> Vec<Span> {
+    let telemetry = telemetry.clone();
+    tokio::task::spawn_blocking(move || telemetry.flush())
+        .await
+        .unwrap();
+    spans.lock().unwrap().clone()
+}
+
 /// The spans of trace `trace` by name, once every one of `wanted` arrived.
 async fn spans_of(
     telemetry: &Arc<attune_engine::telemetry::Telemetry>,
@@ -268,20 +277,14 @@ async fn spans_of(
     trace: &str,
     wanted: &[&str],
 ) -> HashMap<String, Span> {
-    wait_for(Duration::from_secs(30), || {
-        let (telemetry, spans) = (telemetry.clone(), spans.clone());
-        async move {
-            tokio::task::spawn_blocking(move || telemetry.flush())
-                .await
-                .unwrap();
-            let spans = spans.lock().unwrap();
-            let mine: HashMap<String, Span> = spans
-                .iter()
-                .filter(|s| hex(&s.trace_id) == trace)
-                .map(|s| (s.name.clone(), s.clone()))
-                .collect();
-            wanted.iter().all(|w| mine.contains_key(*w)).then_some(mine)
-        }
+    wait_for(Duration::from_secs(30), || async {
+        let mine: HashMap<String, Span> = flushed(telemetry, spans)
+            .await
+            .into_iter()
+            .filter(|s| hex(&s.trace_id) == trace)
+            .map(|s| (s.name.clone(), s))
+            .collect();
+        wanted.iter().all(|w| mine.contains_key(*w)).then_some(mine)
     })
     .await
     .unwrap_or_else(|| panic!("not every span of {trace} arrived: {wanted:?}"))
@@ -452,37 +455,26 @@ async fn a_sensor_poll_traces_its_events_through_the_runs_they_cause() {
         ("execution core.echo", "enforcement tracker.echo_issue"),
         ("run core.echo", "execution core.echo"),
     ];
-    let complete = wait_for(Duration::from_secs(40), || {
-        let (telemetry, spans) = (telemetry.clone(), spans.clone());
-        async move {
-            tokio::task::spawn_blocking(move || telemetry.flush())
-                .await
-                .unwrap();
-            let spans = spans.lock().unwrap();
-            let polls = spans
-                .iter()
-                .filter(|s| s.name == "sensor poll tracker.new_issues");
-            for poll in polls {
-                let mine: Vec<&Span> = spans
-                    .iter()
-                    .filter(|s| s.trace_id == poll.trace_id)
-                    .collect();
-                let named = |n: &'static str| mine.iter().filter(move |s| s.name == n);
-                // Each span of a link has its parent among the spans of
-                // its cause, and both are there.
-                let linked = named("execution tracker.scan")
-                    .all(|e| e.parent_span_id == poll.span_id)
-                    && links.iter().all(|(child, cause)| {
-                        named(child).count() > 0
-                            && named(child)
-                                .all(|c| named(cause).any(|p| p.span_id == c.parent_span_id))
-                    });
-                if linked {
-                    return Some(mine.iter().map(|s| text_of(s)).collect::<Vec<_>>());
-                }
+    let complete = wait_for(Duration::from_secs(40), || async {
+        let all = flushed(&telemetry, &spans).await;
+        let polls = all
+            .iter()
+            .filter(|s| s.name == "sensor poll tracker.new_issues");
+        for poll in polls {
+            let mine: Vec<&Span> = all.iter().filter(|s| s.trace_id == poll.trace_id).collect();
+            let named = |n: &'static str| mine.iter().filter(move |s| s.name == n);
+            // Each span of a link has its parent among the spans of
+            // its cause, and both are there.
+            let linked = named("execution tracker.scan").all(|e| e.parent_span_id == poll.span_id)
+                && links.iter().all(|(child, cause)| {
+                    named(child).count() > 0
+                        && named(child).all(|c| named(cause).any(|p| p.span_id == c.parent_span_id))
+                });
+            if linked {
+                return Some(mine.iter().map(|s| text_of(s)).collect::<Vec<_>>());
             }
-            None
         }
+        None
     })
     .await;
     let texts = complete.unwrap_or_else(|| {

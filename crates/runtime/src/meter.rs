@@ -78,12 +78,7 @@ mod millis {
     }
 }
 
-/// The calling thread's CPU time in microseconds (`CLOCK_THREAD_CPUTIME_ID`).
-pub fn thread_cpu_us() -> u64 {
-    thread_cpu_ns() / 1000
-}
-
-/// The calling thread's CPU time in nanoseconds.
+/// The calling thread's CPU time in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`).
 fn thread_cpu_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -176,8 +171,8 @@ mod tests {
     /// Spins on the thread's CPU clock for `micros` of CPU.
     fn burn(micros: u64) -> u64 {
         let mut x = 0u64;
-        let from = thread_cpu_us();
-        while thread_cpu_us() - from < micros {
+        let from = thread_cpu_ns();
+        while thread_cpu_ns() - from < micros * 1000 {
             x = x.wrapping_add(std::hint::black_box(1));
         }
         x
